@@ -1,0 +1,15 @@
+"""scalable: artifacts of workflow runs, and an event-sourced provenance ledger of them."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from scalable.errors import ScalableError
+from scalable.ledger import Ledger
+
+try:
+    __version__ = version("scalable")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = ["Ledger", "ScalableError", "__version__"]

@@ -1,0 +1,5 @@
+"""``python -m scalable`` runs the CLI."""
+
+from scalable.cli import main
+
+main()

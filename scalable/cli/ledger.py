@@ -1,0 +1,71 @@
+"""``scalable ledger ...``: query, tail (and the commands later issues add)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from scalable.cli.output import format_option, render_rows, render_table
+from scalable.ledger.log import Ledger
+
+__all__ = ["ledger"]
+
+_TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifact_name", "location", "digest")
+
+
+def _open(ctx: click.Context) -> Ledger:
+    opts = ctx.obj
+    return Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"), must_exist=True)
+
+
+@click.group()
+@click.option("--runs-dir", type=click.Path(file_okay=False), help="Runs directory (default: SCALABLE_RUNS_DIR or .scalable/runs).")
+@click.option("--ledger-dir", type=click.Path(file_okay=False), help="Compacted ledger directory (default: SCALABLE_LEDGER_DIR or .scalable/ledger).")
+@click.pass_context
+def ledger(ctx: click.Context, runs_dir: str | None, ledger_dir: str | None) -> None:
+    """Query, trace, audit and replay the provenance ledger."""
+    ctx.ensure_object(dict)
+    ctx.obj["runs_dir"] = runs_dir
+    ctx.obj["ledger_dir"] = ledger_dir
+
+
+@ledger.command()
+@click.argument("sql")
+@format_option("parquet")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout (needed for parquet).")
+@click.option("--as-of", help="Show the ledger as it was at this ISO-8601 time.")
+@click.pass_context
+def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str | None) -> None:
+    """Run a read-only SQL query over the ledger's views.
+
+    Views: events, artifacts, cache, tasks, runs. Example:
+
+        scalable ledger query "SELECT run_id, artifact_name, size_bytes FROM artifacts"
+    """
+    table = _open(ctx).query(sql, as_of=as_of)
+    render_table(table, fmt, output)
+
+
+@ledger.command()
+@click.option("--run", "run_id", help="Only this run's stream.")
+@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(min=0), help="How many of the newest events to print.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended (Ctrl-C stops).")
+@format_option()
+@click.pass_context
+def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: str) -> None:
+    """Print the newest events of the live streams."""
+    from scalable.ledger.tail import follow_events, tail_events
+
+    led = _open(ctx)
+    rows: list[dict[str, Any]] = tail_events(led, run_id, lines)
+    columns = list(_TAIL_COLUMNS)
+    render_rows(rows, columns, fmt)
+    if follow:
+        try:
+            for record in follow_events(led, run_id):
+                render_rows([record], columns, "jsonl" if fmt == "json" else fmt, header=False)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,114 @@
+"""The one exception hierarchy of scalable, rooted at :class:`ScalableError`.
+
+Every error a user can cause is a ``ScalableError`` subclass that also subclasses the builtin
+a caller would naturally catch (``ValueError``, ``FileNotFoundError``, ``PermissionError``),
+so ``except ValueError`` keeps working for code that does not know about scalable.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactNotFoundError",
+    "CacheError",
+    "CachePayloadError",
+    "ConfigError",
+    "EventValidationError",
+    "IntegrityError",
+    "InvalidKeyError",
+    "LedgerError",
+    "LedgerNotFoundError",
+    "ManifestError",
+    "MissingDependencyError",
+    "QueryError",
+    "ReadOnlyQueryError",
+    "RunNotFoundError",
+    "ScalableError",
+    "SessionError",
+    "StoreError",
+    "UnsafeArtifactError",
+    "UnsupportedSchemeError",
+]
+
+
+class ScalableError(Exception):
+    """Root of every error scalable raises on purpose.
+
+    ``exit_code`` is what the CLI exits with: 2 for bad input (the default), 1 for a check
+    that ran and failed.
+    """
+
+    exit_code: int = 2
+
+
+class ConfigError(ScalableError, ValueError):
+    """A setting (environment variable, argument, manifest value) is invalid."""
+
+
+class ManifestError(ConfigError):
+    """The manifest file is missing, unparsable or breaks schema v1."""
+
+
+class MissingDependencyError(ScalableError, ImportError):
+    """An optional package is needed for this feature; the message says what to install."""
+
+
+class LedgerError(ScalableError):
+    """Something about the event ledger went wrong."""
+
+
+class LedgerNotFoundError(LedgerError, FileNotFoundError):
+    """A ledger or runs directory given explicitly does not exist."""
+
+
+class RunNotFoundError(LedgerError, LookupError):
+    """No event of the named run exists in the ledger."""
+
+
+class EventValidationError(LedgerError, ValueError):
+    """An event mapping names an unknown column or carries a value of the wrong type."""
+
+
+class QueryError(LedgerError, ValueError):
+    """An SQL query could not be parsed, bound or run."""
+
+
+class ReadOnlyQueryError(LedgerError, PermissionError):
+    """The query path is read-only and the statement would write, attach or configure."""
+
+
+class StoreError(ScalableError):
+    """Something about an artifact store went wrong."""
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """A store key is empty, absolute, contains ``..``/NUL/backslash or escapes the root."""
+
+
+class ArtifactNotFoundError(StoreError, FileNotFoundError):
+    """The artifact (a local source or a stored key) does not exist."""
+
+
+class UnsupportedSchemeError(StoreError, ValueError):
+    """A store URI names a scheme no backend handles."""
+
+
+class UnsafeArtifactError(StoreError, ValueError):
+    """A directory holds something that cannot be stored safely (a link out, a fifo)."""
+
+
+class IntegrityError(StoreError, ValueError):
+    """Stored bytes no longer hash to their recorded digest."""
+
+    exit_code = 1
+
+
+class CacheError(ScalableError):
+    """Something about the result cache went wrong."""
+
+
+class CachePayloadError(CacheError, ValueError):
+    """A cache payload failed its digest or signature check, or cannot be serialized."""
+
+
+class SessionError(ScalableError, RuntimeError):
+    """A session was used in a state that does not allow the call."""

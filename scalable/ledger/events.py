@@ -1,0 +1,380 @@
+"""Event records, the one column table, and their codecs (JSON line, Arrow). No I/O here.
+
+The column table :data:`COLUMNS` is the single source of truth: the JSON-line validator,
+the Arrow schema (:func:`arrow_schema`, used for Parquet) and the DuckDB column spec of the
+views (:func:`duckdb_columns`) are all derived from it.
+
+Encoding of one line: a JSON object, UTF-8, compact separators, null columns omitted,
+terminated by ``\\n``. ``prev`` is the SHA-256 (hex) of the same writer's
+previous line in the stream, without its newline; a writer's first line has
+``prev = GENESIS`` (64 zeros).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
+
+from scalable.errors import EventValidationError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "COLUMNS",
+    "EVENT_OPS",
+    "GENESIS",
+    "LEDGER_FIELDS",
+    "SCHEMA_VERSION",
+    "Column",
+    "Event",
+    "arrow_schema",
+    "decode_line",
+    "duckdb_columns",
+    "encode_line",
+    "format_timestamp",
+    "new_event_id",
+    "new_writer_id",
+    "normalize_timestamp",
+    "now",
+    "to_arrow",
+    "validate_event",
+]
+
+SCHEMA_VERSION: Final = 1
+GENESIS: Final = "0" * 64
+
+EVENT_OPS: Final[dict[str, frozenset[str]]] = {
+    "run": frozenset({"started", "finished", "retired"}),
+    "task": frozenset({"started", "finished", "failed"}),
+    "artifact": frozenset({"put", "recorded", "get", "deleted"}),
+    "cache": frozenset({"write", "hit", "miss"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of the event schema: name, logical type, nullability and meaning."""
+
+    name: str
+    type: str  # "string" | "int64" | "int32" | "float64" | "bool" | "list<string>"
+    nullable: bool
+    doc: str
+
+
+COLUMNS: Final[tuple[Column, ...]] = (
+    Column("event_id", "string", False, "time-ordered unique id (UUIDv7); the dedup key everywhere"),
+    Column("event_type", "string", False, "run, task, artifact or cache"),
+    Column("op", "string", False, "what happened (see EVENT_OPS)"),
+    Column("timestamp", "string", False, "ISO-8601 UTC with microseconds and a Z suffix"),
+    Column("run_id", "string", False, "the run the event belongs to"),
+    Column("task_name", "string", True, "the task that raised the event"),
+    Column("component", "string", True, "the manifest component of the task"),
+    Column("artifact_name", "string", True, "artifact name (file name by default)"),
+    Column("location", "string", True, "full URI of the artifact"),
+    Column("kind", "string", True, "artifact kind: file, dir, blob, or a user label such as result"),
+    Column("size_bytes", "int64", True, "size of the artifact or cache value in bytes"),
+    Column("digest", "string", True, "SHA-256 hex of the bytes (directories: tree digest)"),
+    Column("key", "string", True, "store key, relative to the store root"),
+    Column("store", "string", True, "store base URI"),
+    Column("inputs", "list<string>", True, "digests or URIs this artifact was derived from"),
+    Column("function_name", "string", True, "cached function (module.qualname)"),
+    Column("key_digest", "string", True, "cache key (hex)"),
+    Column("hit", "bool", True, "cache: whether the lookup hit"),
+    Column("duration_s", "float64", True, "duration in seconds"),
+    Column("attrs", "string", True, "free metadata, a JSON object"),
+    Column("writer", "string", False, "writer id: host, pid and a random part"),
+    Column("seq", "int64", False, "per-writer sequence in the stream, gapless from 0"),
+    Column("prev", "string", False, "SHA-256 of the writer's previous line (GENESIS first)"),
+    Column("schema_version", "int32", False, "version of this schema"),
+)
+
+COLUMN_NAMES: Final = tuple(c.name for c in COLUMNS)
+#: Columns the ledger fills; an appended mapping may not set them.
+LEDGER_FIELDS: Final = frozenset({"event_id", "timestamp", "writer", "seq", "prev", "schema_version"})
+_STRING_FIELDS: Final = frozenset(c.name for c in COLUMNS if c.type == "string") - LEDGER_FIELDS - {"attrs"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as read back from a stream (all columns; absent ones are ``None``)."""
+
+    event_id: str
+    event_type: str
+    op: str
+    timestamp: str
+    run_id: str
+    writer: str
+    seq: int
+    prev: str
+    schema_version: int = SCHEMA_VERSION
+    task_name: str | None = None
+    component: str | None = None
+    artifact_name: str | None = None
+    location: str | None = None
+    kind: str | None = None
+    size_bytes: int | None = None
+    digest: str | None = None
+    key: str | None = None
+    store: str | None = None
+    inputs: tuple[str, ...] | None = None
+    function_name: str | None = None
+    key_digest: str | None = None
+    hit: bool | None = None
+    duration_s: float | None = None
+    attrs: str | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Event:
+        """Build an event from a decoded line; unknown keys must have been folded already."""
+        values = {k: data.get(k) for k in COLUMN_NAMES}
+        if values["inputs"] is not None:
+            values["inputs"] = tuple(values["inputs"])
+        return cls(**values)
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Return the event as a mapping of every column (``inputs`` as a list)."""
+        out = {name: getattr(self, name) for name in COLUMN_NAMES}
+        if out["inputs"] is not None:
+            out["inputs"] = list(out["inputs"])
+        return out
+
+    def attributes(self) -> dict[str, Any]:
+        """Return ``attrs`` decoded (an empty dict when absent)."""
+        return json.loads(self.attrs) if self.attrs else {}
+
+
+# --- ids and time -------------------------------------------------------------------------
+
+_id_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def new_event_id(ms: int | None = None) -> str:
+    """Return a UUIDv7 string, monotonic within this process (12-bit counter in ``rand_a``)."""
+    global _last_ms, _counter
+    if ms is None:
+        ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(8), "big")
+    with _id_lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted in this millisecond: borrow the next one
+                ms += 1
+                _counter = rand & 0x3FF
+        else:
+            _counter = rand & 0x3FF  # random start, leaving room to count up
+        _last_ms = ms
+        counter = _counter
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand >> 2)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_ts_cache_sec = -1
+_ts_cache_prefix = ""
+
+
+def format_timestamp(ns: int) -> str:
+    """Format nanoseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    global _ts_cache_sec, _ts_cache_prefix
+    sec, rest = divmod(ns, 1_000_000_000)
+    if sec != _ts_cache_sec:
+        _ts_cache_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _ts_cache_sec = sec
+    return f"{_ts_cache_prefix}.{rest // 1000:06d}Z"
+
+
+def now() -> str:
+    """Return the current UTC time in the ledger's timestamp format."""
+    return format_timestamp(time.time_ns())
+
+
+def normalize_timestamp(value: str) -> str:
+    """Turn a user's ISO-8601 time (date, naive = UTC, or with offset) into ledger format.
+
+    Raises:
+        EventValidationError: ``value`` is not an ISO-8601 date or time.
+    """
+    from datetime import UTC, datetime
+
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise EventValidationError(
+            f"time {value!r} is not ISO-8601; use e.g. 2026-11-26 or 2026-11-26T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_writer_id() -> str:
+    """Return a writer id unique to this process and call: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+# --- validation and the JSON-line codec -----------------------------------------------------
+
+
+def _bad(name: str, value: Any, want: str) -> EventValidationError:
+    return EventValidationError(f"event column {name!r} must be {want}, got {type(value).__name__} {value!r:.80}")
+
+
+def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
+
+    Raises:
+        EventValidationError: unknown column, ledger-owned column, bad type or bad op.
+    """
+    out: dict[str, Any] = {}
+    for name, value in event.items():
+        if value is None:
+            continue
+        if name in _STRING_FIELDS:
+            if type(value) is not str:
+                raise _bad(name, value, "a string")
+            if "\x00" in value:
+                raise EventValidationError(f"event column {name!r} contains a NUL character")
+            out[name] = value
+        elif name == "size_bytes":
+            if type(value) is not int or value < 0:
+                raise _bad(name, value, "a non-negative int")
+            out[name] = value
+        elif name == "inputs":
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise _bad(name, value, "a list of strings")
+            items = list(value)
+            if any(type(i) is not str for i in items):
+                raise _bad(name, value, "a list of strings")
+            out[name] = items
+        elif name == "attrs":
+            if isinstance(value, Mapping):
+                try:
+                    out[name] = _dumps_sorted(value)
+                except (TypeError, ValueError) as exc:
+                    raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
+            elif type(value) is str:
+                try:
+                    parsed = json.loads(value)
+                except ValueError:
+                    raise _bad(name, value, "a JSON object") from None
+                if not isinstance(parsed, dict):
+                    raise _bad(name, value, "a JSON object")
+                out[name] = value
+            else:
+                raise _bad(name, value, "a mapping or JSON object text")
+        elif name == "hit":
+            if type(value) is not bool:
+                raise _bad(name, value, "a bool")
+            out[name] = value
+        elif name == "duration_s":
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise _bad(name, value, "a finite non-negative number")
+            out[name] = float(value)
+        elif name in LEDGER_FIELDS:
+            raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
+        else:
+            raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
+    etype = out.get("event_type")
+    ops = EVENT_OPS.get(etype) if etype is not None else None
+    if ops is None:
+        raise EventValidationError(f"event_type {etype!r} is not one of {', '.join(EVENT_OPS)}")
+    if out.get("op") not in ops:
+        raise EventValidationError(f"op {out.get('op')!r} is not valid for {etype} events; use one of {', '.join(sorted(ops))}")
+    return out
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_dumps_sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True).encode
+
+
+def encode_line(record: Mapping[str, Any]) -> bytes:
+    """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
+    ordered = {name: record[name] for name in COLUMN_NAMES if record.get(name) is not None}
+    return (_dumps(ordered) + "\n").encode()
+
+
+def decode_line(line: bytes | str) -> dict[str, Any]:
+    """Decode one JSON line into a column mapping.
+
+    Columns this version does not know are folded into ``attrs`` (under their own names), so
+    a stream written by a newer writer loses nothing.
+
+    Raises:
+        ValueError: the line is not a JSON object with the required columns.
+    """
+    data = json.loads(line)
+    if not isinstance(data, dict):
+        raise ValueError("line is not a JSON object")
+    extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
+    if extra:
+        attrs = json.loads(data["attrs"]) if data.get("attrs") else {}
+        attrs.update(extra)
+        data["attrs"] = _dumps_sorted(attrs)
+    data.setdefault("schema_version", SCHEMA_VERSION)
+    missing = [c for c in _REQUIRED if c not in data]
+    if missing:
+        raise ValueError(f"missing column(s) {', '.join(missing)}")
+    return data
+
+
+_COLUMN_SET: Final = frozenset(COLUMN_NAMES)
+_REQUIRED: Final = tuple(c.name for c in COLUMNS if not c.nullable and c.name != "schema_version")
+
+
+# --- Arrow and DuckDB ------------------------------------------------------------------------
+
+_DUCKDB_TYPES: Final = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "float64": "DOUBLE",
+    "bool": "BOOLEAN",
+    "list<string>": "VARCHAR[]",
+}
+
+
+@cache
+def arrow_schema() -> pa.Schema:
+    """Return the Arrow schema of events (used for Parquet files and view typing)."""
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "float64": pa.float64(),
+        "bool": pa.bool_(),
+        "list<string>": pa.list_(pa.string()),
+    }
+    return pa.schema(
+        [pa.field(c.name, types[c.type], nullable=c.nullable, metadata={"doc": c.doc}) for c in COLUMNS],
+        metadata={"scalable.schema_version": str(SCHEMA_VERSION)},
+    )
+
+
+def duckdb_columns() -> dict[str, str]:
+    """Return the DuckDB ``columns=`` spec of the schema (name -> SQL type)."""
+    return {c.name: _DUCKDB_TYPES[c.type] for c in COLUMNS}
+
+
+def to_arrow(records: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build an Arrow table of the event schema from decoded column mappings."""
+    import pyarrow as pa
+
+    rows = list(records)
+    return pa.Table.from_pydict(
+        {name: [r.get(name) for r in rows] for name in COLUMN_NAMES}, schema=arrow_schema()
+    )

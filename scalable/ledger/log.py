@@ -1,0 +1,548 @@
+"""The append-only event log: one JSON-lines stream per run, written by many writers at once.
+
+How the invariants hold:
+
+* **Whole lines.** Each append builds complete lines in memory and writes them with one
+  ``write`` on an ``O_APPEND`` descriptor while holding an exclusive ``flock`` on the stream,
+  so lines of different threads and processes never interleave.
+* **Acknowledged means written.** ``append`` returns after ``write`` handed every byte to the
+  OS; a killed process loses nothing it acknowledged. ``SCALABLE_LEDGER_FSYNC`` adds power-loss
+  durability: ``always`` fsyncs in every append, ``batch`` at least once a second and on close.
+* **Torn lines.** Under the lock, a writer checks that the stream ends in a newline; if a
+  writer died mid-line it logs the recovery and starts with a newline, so the torn fragment
+  stays a single malformed line and never swallows the next event.
+* **Chains.** Each writer numbers its lines per stream (``seq`` from 0) and links each to the
+  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+from scalable.ledger import context
+from scalable.ledger.events import (
+    GENESIS,
+    SCHEMA_VERSION,
+    decode_line,
+    format_timestamp,
+    new_event_id,
+    new_writer_id,
+    validate_event,
+)
+from scalable.logs import get_logger
+from scalable.settings import FsyncMode, Settings, load_settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = [
+    "STREAM_NAME",
+    "Ledger",
+    "LineProblem",
+    "StreamReader",
+    "read_stream",
+    "seal_digest",
+    "subscribe_all",
+]
+
+STREAM_NAME = "artifacts.jsonl"
+_log = get_logger("scalable.ledger")
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+Subscriber = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LineProblem:
+    """A line of a stream that could not be read: file, 1-based line number and reason."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass
+class StreamReader:
+    """Reads one stream: yields ``(line_number, record)`` and collects :class:`LineProblem`.
+
+    A last line without its newline is a live tail (a writer is mid-append) and is skipped
+    without a problem; any other line that does not decode is reported with file and line.
+    """
+
+    path: Path
+    problems: list[LineProblem] = field(default_factory=list)
+    incomplete_tail: bool = False
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for number, _raw, record in self.lines():
+            yield number, record
+
+    def lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+        """Yield ``(line_number, raw_line_without_newline, record)`` for every good line."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the stream ends in a newline
+        if tail:
+            self.incomplete_tail = True
+        for number, raw in enumerate(lines, start=1):
+            if not raw:
+                continue
+            try:
+                record = decode_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                self.problems.append(LineProblem(str(self.path), number, f"malformed line: {exc}"))
+                continue
+            yield number, raw, record
+
+
+def read_stream(path: str | os.PathLike[str]) -> StreamReader:
+    """Return a reader of the stream at ``path`` (iterate it; then look at ``problems``)."""
+    return StreamReader(Path(path))
+
+
+def seal_digest(run_id: str, heads: Mapping[str, Any], key: bytes | None) -> str | None:
+    """Return the HMAC-SHA256 of a run's seal under ``key`` (``None`` without a key)."""
+    if not key:
+        return None
+    message = _dumps({"run_id": run_id, "heads": dict(sorted(heads.items()))}).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+class _Stream:
+    """This writer's open descriptor and chain state for one run's stream."""
+
+    __slots__ = ("dirty", "fd", "lock", "path", "prev", "seq")
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.lock = threading.Lock()
+        self.seq = 0
+        self.prev = GENESIS
+        self.dirty = False
+
+
+_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
+# Subscribers of every ledger in the process (``scalable.ledger.bus.subscribe``).
+_global_subscribers: list[tuple[Subscriber, frozenset[str] | None]] = []
+_global_lock = threading.Lock()
+
+
+def subscribe_all(callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
+    """Subscribe ``callback`` to the events of every ledger in this process."""
+    global _global_subscribers
+    entry = (callback, frozenset(event_types) if event_types is not None else None)
+    with _global_lock:
+        _global_subscribers = [*_global_subscribers, entry]
+
+    def unsubscribe() -> None:
+        global _global_subscribers
+        with _global_lock:
+            _global_subscribers = [e for e in _global_subscribers if e is not entry]
+
+    return unsubscribe
+
+
+def _after_fork_in_child() -> None:
+    for ledger in list(_ledgers):
+        ledger._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Ledger:
+    """The event ledger: per-run JSON-lines streams plus, later, their compacted Parquet.
+
+    Open one with :meth:`open`. Appending is safe from any number of threads and processes.
+    """
+
+    def __init__(self, settings: Settings, *, explicit_dirs: bool = False) -> None:
+        self.settings = settings
+        self.runs_dir = settings.runs_dir
+        self.ledger_dir = settings.ledger_dir
+        self.fsync = settings.ledger_fsync
+        self._explicit_dirs = explicit_dirs
+        self._state_lock = threading.Lock()
+        self._streams: dict[str, _Stream] = {}
+        self._subscribers: list[tuple[Subscriber, frozenset[str] | None]] = []
+        self._writer = new_writer_id()
+        self._implicit_started: set[str] = set()
+        self._syncer: threading.Thread | None = None
+        self._closed = False
+        _ledgers.add(self)
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        runs_dir: str | os.PathLike[str] | None = None,
+        ledger_dir: str | os.PathLike[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        must_exist: bool = False,
+    ) -> Ledger:
+        """Open the ledger at ``runs_dir``/``ledger_dir`` (defaults from settings).
+
+        Args:
+            runs_dir: directory of the per-run streams; ``SCALABLE_RUNS_DIR`` when omitted.
+            ledger_dir: directory of compacted data; ``SCALABLE_LEDGER_DIR`` when omitted.
+            settings: resolved settings to start from (``load_settings()`` when omitted).
+            must_exist: raise if an explicitly given directory does not exist (readers).
+
+        Raises:
+            LedgerNotFoundError: ``must_exist`` and an explicitly given directory is missing.
+            ConfigError: a ``SCALABLE_*`` variable is invalid.
+        """
+        base = settings or load_settings()
+        resolved = base.with_overrides(runs_dir=runs_dir, ledger_dir=ledger_dir)
+        if must_exist:
+            for given, path, what in (
+                (runs_dir, resolved.runs_dir, "runs directory"),
+                (ledger_dir, resolved.ledger_dir, "ledger directory"),
+            ):
+                if given is not None and not path.is_dir():
+                    raise LedgerNotFoundError(f"{what} {str(path)!r} does not exist; check the path or run something first")
+        return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
+
+    @property
+    def writer_id(self) -> str:
+        """This ledger's writer id (``host:pid:random``), new in a forked child."""
+        return self._writer
+
+    def stream_path(self, run_id: str) -> Path:
+        """Return the path of the stream of ``run_id``.
+
+        Raises:
+            EventValidationError: ``run_id`` is not a safe single path segment.
+        """
+        if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
+            raise EventValidationError(f"run id {run_id!r} is not valid: use letters, digits, '-', '_' and '.'")
+        return self.runs_dir / run_id / STREAM_NAME
+
+    def run_ids(self) -> list[str]:
+        """Return the ids of every run with a stream here, sorted."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p.parent.name for p in self.runs_dir.glob(f"*/{STREAM_NAME}"))
+
+    # --- appending -----------------------------------------------------------------------
+
+    def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Append one event and return the record as written (all filled columns).
+
+        Returns only after the line was handed to the OS.
+
+        Raises:
+            EventValidationError: the mapping has an unknown column or a bad value.
+        """
+        return self.append_many((event,))[0]
+
+    def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append events (possibly of several runs); one locked write per run's stream.
+
+        Every event is validated before anything is written: one bad event writes none.
+
+        Raises:
+            EventValidationError: an event has an unknown column or a bad value (its index
+                in the batch is named).
+        """
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        by_run: dict[str, list[dict[str, Any]]] = {}
+        order: list[tuple[str, int]] = []
+        ctx_run = context.current_run_id.get()
+        ctx_task = context.current_task_name.get()
+        ctx_component = context.current_component.get()
+        for index, event in enumerate(events):
+            try:
+                clean = validate_event(event)
+            except EventValidationError as exc:
+                raise EventValidationError(f"event #{index}: {exc}") from None
+            run_id = clean.get("run_id") or ctx_run
+            if run_id is None:
+                run_id = context.implicit_run_id()
+                if run_id not in self._implicit_started:
+                    self._start_implicit_run(run_id)
+            clean["run_id"] = run_id
+            if ctx_task is not None and "task_name" not in clean:
+                clean["task_name"] = ctx_task
+            if ctx_component is not None and "component" not in clean:
+                clean["component"] = ctx_component
+            batch = by_run.setdefault(run_id, [])
+            order.append((run_id, len(batch)))
+            batch.append(clean)
+        if not order:
+            return []
+        written: dict[str, list[dict[str, Any]]] = {}
+        for run_id, batch in by_run.items():
+            written[run_id] = self._write(run_id, batch)
+        records = [written[run_id][i] for run_id, i in order]
+        if self._subscribers or _global_subscribers:
+            self._notify(records)
+        return records
+
+    def _stream(self, run_id: str) -> _Stream:
+        stream = self._streams.get(run_id)
+        if stream is None:
+            path = self.stream_path(run_id)
+            with self._state_lock:
+                stream = self._streams.get(run_id)
+                if stream is None:
+                    stream = self._streams[run_id] = _Stream(path)
+        return stream
+
+    def _write(
+        self,
+        run_id: str,
+        batch: Sequence[dict[str, Any]],
+        *,
+        before_write: Callable[[_Stream, Sequence[dict[str, Any]]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        stream = self._stream(run_id)
+        writer = self._writer
+        with stream.lock:
+            fd = stream.fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if before_write is not None:
+                    before_write(stream, batch)
+                seq = stream.seq
+                prev = stream.prev
+                ns = time.time_ns()
+                ts = format_timestamp(ns)
+                ms = ns // 1_000_000
+                parts: list[bytes] = []
+                records: list[dict[str, Any]] = []
+                for clean in batch:
+                    record = {"event_id": new_event_id(ms), "timestamp": ts, **clean}
+                    record["writer"] = writer
+                    record["seq"] = seq
+                    record["prev"] = prev
+                    record["schema_version"] = SCHEMA_VERSION
+                    line = _dumps(record).encode()
+                    prev = hashlib.sha256(line).hexdigest()
+                    parts.append(line)
+                    records.append(record)
+                    seq += 1
+                payload = b"\n".join(parts) + b"\n"
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+                    payload = b"\n" + payload
+                _write_all(fd, payload)
+                stream.seq = seq
+                stream.prev = prev
+                if self.fsync is FsyncMode.ALWAYS:
+                    os.fsync(fd)
+                elif self.fsync is FsyncMode.BATCH:
+                    stream.dirty = True
+                    self._ensure_syncer()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return records
+
+    def _start_implicit_run(self, run_id: str) -> None:
+        with self._state_lock:
+            if run_id in self._implicit_started:
+                return
+            self._implicit_started.add(run_id)
+        self._write(run_id, [{"event_type": "run", "op": "started", "run_id": run_id,
+                              "attrs": _dumps({"implicit": True, "project": "adhoc", "pid": os.getpid()})}])
+
+    # --- sealing -------------------------------------------------------------------------
+
+    def finish_run(self, run_id: str, status: str = "completed", attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Append ``run/finished`` with ``status`` and the seal of every writer's chain head.
+
+        The seal is computed from the stream itself under its lock, so it covers the lines of
+        every writer (threads, processes, remote workers) written before it.
+
+        Returns:
+            The ``run/finished`` record as written.
+        """
+        def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
+            heads, counts = _stream_heads(stream.path)
+            seal: dict[str, Any] = {"heads": heads}
+            mac = seal_digest(run_id, heads, self.settings.ledger_key)
+            if mac:
+                seal["hmac"] = mac
+            info = {"status": status, "events": sum(counts.values()), "counts": counts, **(attrs or {}), "seal": seal}
+            batch[0]["attrs"] = _dumps(info)
+
+        clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
+        records = self._write(run_id, [clean], before_write=add_seal)
+        if self.fsync is not FsyncMode.NEVER:
+            os.fsync(self._stream(run_id).fd)
+        self._implicit_started.discard(run_id)
+        if self._subscribers or _global_subscribers:
+            self._notify(records)
+        return records[0]
+
+    # --- durability ----------------------------------------------------------------------
+
+    def _ensure_syncer(self) -> None:
+        if self._syncer is not None and self._syncer.is_alive():
+            return
+        with self._state_lock:
+            if self._syncer is not None and self._syncer.is_alive():
+                return
+            ref = weakref.ref(self)
+            thread = threading.Thread(target=_sync_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True)
+            self._syncer = thread
+            thread.start()
+
+    def sync(self) -> None:
+        """fsync every stream this ledger wrote to since the last sync."""
+        for stream in list(self._streams.values()):
+            if stream.dirty:
+                stream.dirty = False
+                try:
+                    os.fsync(stream.fd)
+                except OSError:  # closed concurrently by close(); nothing left to sync
+                    pass
+
+    def close(self) -> None:
+        """Finish the implicit run if one was started, fsync and close every stream."""
+        if self._closed:
+            return
+        for run_id in list(self._implicit_started):
+            try:
+                self.finish_run(run_id, "completed")
+            except OSError as exc:  # the directory may be gone at interpreter exit
+                _log.warning("ledger.implicit_run_not_sealed", run_id=run_id, error=str(exc))
+        self._closed = True
+        with self._state_lock:
+            streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            with stream.lock:
+                if self.fsync is not FsyncMode.NEVER:
+                    try:
+                        os.fsync(stream.fd)
+                    except OSError:
+                        pass
+                os.close(stream.fd)
+
+    def _reset_after_fork(self) -> None:
+        # The child must not continue the parent's chains under the parent's writer id.
+        self._writer = new_writer_id()
+        self._state_lock = threading.Lock()
+        for stream in self._streams.values():
+            try:
+                os.close(stream.fd)
+            except OSError:
+                pass
+        self._streams = {}
+        self._implicit_started = set()
+        self._syncer = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- subscribers ---------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``callback(record)`` after each appended event (optionally of some types).
+
+        A callback that raises is logged and detached; it never breaks an append.
+
+        Returns:
+            A function that unsubscribes the callback.
+        """
+        entry = (callback, frozenset(event_types) if event_types is not None else None)
+        with self._state_lock:
+            self._subscribers = [*self._subscribers, entry]
+
+        def unsubscribe() -> None:
+            with self._state_lock:
+                self._subscribers = [e for e in self._subscribers if e is not entry]
+
+        return unsubscribe
+
+    def _notify(self, records: Sequence[Mapping[str, Any]]) -> None:
+        global _global_subscribers
+        for entry in [*self._subscribers, *_global_subscribers]:
+            callback, types = entry
+            for record in records:
+                if types is not None and record["event_type"] not in types:
+                    continue
+                try:
+                    callback(record)
+                except Exception as exc:
+                    _log.error("ledger.subscriber_detached", subscriber=repr(callback), error=repr(exc))
+                    with self._state_lock:
+                        self._subscribers = [e for e in self._subscribers if e is not entry]
+                    with _global_lock:
+                        _global_subscribers = [e for e in _global_subscribers if e is not entry]
+                    break
+
+    # --- reading -------------------------------------------------------------------------
+
+    def read_run(self, run_id: str) -> StreamReader:
+        """Return a reader of the run's stream (records in file order, problems collected)."""
+        return read_stream(self.stream_path(run_id))
+
+    def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
+        """Run a read-only SQL query over the ledger's views and return an Arrow table.
+
+        Args:
+            sql: SELECT-like SQL over ``events``, ``artifacts``, ``cache``, ``tasks``, ``runs``.
+            as_of: ISO-8601 time; every view then shows only events at or before it.
+
+        Raises:
+            ReadOnlyQueryError: the statement would write, attach, load or configure.
+            QueryError: the SQL does not parse or bind.
+        """
+        from scalable.ledger.views import run_query
+
+        return run_query(self, sql, as_of=as_of)
+
+
+def _stream_heads(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """Return every writer's last ``seq`` and head hash, and event counts by type."""
+    heads: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for _number, raw, record in read_stream(path).lines():
+        heads[record["writer"]] = {"seq": record["seq"], "head": hashlib.sha256(raw).hexdigest()}
+        counts[record["event_type"]] = counts.get(record["event_type"], 0) + 1
+    return heads, counts
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _sync_loop(ref: weakref.ref[Ledger]) -> None:
+    while True:
+        time.sleep(1.0)
+        ledger = ref()
+        if ledger is None or ledger._closed:
+            return
+        ledger.sync()
+        del ledger

@@ -1,0 +1,199 @@
+"""DuckDB views over the ledger, built by one connection factory, and the read-only query path.
+
+Views: ``events`` (every event once, deduplicated on ``event_id``), ``artifacts``, ``cache``,
+``tasks`` (one row per task execution), ``runs`` (one row per run). They read the compacted
+Parquet dataset and the live JSON-lines streams together, typed by the one Arrow schema of
+:mod:`scalable.ledger.events`; a line that does not decode is left out, never an error.
+
+The query path is read-only: only SELECT-like statements run, and once the views exist the
+connection may read nothing outside the ledger's own directories and its configuration is
+locked.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import TYPE_CHECKING
+
+from scalable.errors import QueryError, ReadOnlyQueryError
+from scalable.ledger.events import COLUMNS, duckdb_columns, normalize_timestamp
+from scalable.ledger.log import STREAM_NAME
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from scalable.ledger.log import Ledger
+
+__all__ = ["VIEW_NAMES", "check_read_only", "connect", "run_query"]
+
+VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs")
+
+_REQUIRED = [c.name for c in COLUMNS if not c.nullable and c.name != "schema_version"]
+_ALLOWED_PRAGMAS = ("table_info", "show_tables", "show_tables_expanded", "database_size", "version")
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _empty_select() -> str:
+    cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in duckdb_columns().items())
+    return f"SELECT {cols} WHERE false"
+
+
+def _jsonl_source(runs_dir: str) -> str:
+    pattern = os.path.join(runs_dir, "*", STREAM_NAME)
+    if not glob.glob(pattern):
+        return _empty_select()
+    columns = "{" + ", ".join(f"{_sql_str(n)}: {_sql_str(t)}" for n, t in duckdb_columns().items()) + "}"
+    names = ", ".join("coalesce(schema_version, 1) AS schema_version" if n == "schema_version" else n for n in duckdb_columns())
+    not_null = " AND ".join(f"{c} IS NOT NULL" for c in _REQUIRED)
+    # ignore_errors turns a malformed or torn line into a row of NULLs (or a NULL field):
+    # the required columns filter those out, so a bad line never fails a query.
+    return (
+        f"SELECT {names} FROM read_json({_sql_str(pattern)}, "
+        f"format='newline_delimited', columns={columns}, ignore_errors=true, "
+        f"maximum_object_size=16777216) WHERE {not_null}"
+    )
+
+
+def _parquet_source(ledger_dir: str) -> str | None:
+    """The compacted dataset under ``<ledger_dir>/events/``, when there is one."""
+    pattern = os.path.join(ledger_dir, "events", "**", "*.parquet")
+    if not glob.glob(pattern, recursive=True):
+        return None
+    names = ", ".join(duckdb_columns())
+    return f"SELECT {names} FROM read_parquet({_sql_str(pattern)}, hive_partitioning=false, union_by_name=true)"
+
+
+def _view_sql(as_of: str | None) -> dict[str, str]:
+    where = f"WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
+    return {
+        "events": f"SELECT DISTINCT ON (event_id) * FROM _raw_events {where} ORDER BY event_id",
+        "artifacts": (
+            "SELECT event_id, timestamp, run_id, task_name, component, op, artifact_name, location, kind, "
+            "size_bytes, digest, key, store, inputs, attrs FROM events WHERE event_type = 'artifact'"
+        ),
+        "cache": (
+            "SELECT event_id, timestamp, run_id, task_name, op, function_name, key_digest, hit, "
+            "duration_s, digest, size_bytes, inputs, attrs FROM events WHERE event_type = 'cache'"
+        ),
+        "tasks": (
+            "SELECT run_id, task_name, any_value(component) AS component, "
+            "coalesce(json_extract_string(attrs, '$.task_id'), task_name) AS task_id, "
+            "min(timestamp) FILTER (WHERE op = 'started') AS started_at, "
+            "max(timestamp) FILTER (WHERE op IN ('finished', 'failed')) AS ended_at, "
+            "CASE WHEN bool_or(op = 'failed') THEN 'failed' WHEN bool_or(op = 'finished') THEN 'finished' "
+            "ELSE 'running' END AS status, "
+            "max(duration_s) FILTER (WHERE op IN ('finished', 'failed')) AS duration_s, "
+            "any_value(json_extract_string(attrs, '$.error_type')) FILTER (WHERE op = 'failed') AS error_type, "
+            "any_value(json_extract_string(attrs, '$.error')) FILTER (WHERE op = 'failed') AS error "
+            "FROM events WHERE event_type = 'task' "
+            "GROUP BY run_id, task_name, coalesce(json_extract_string(attrs, '$.task_id'), task_name)"
+        ),
+        "runs": (
+            "SELECT run_id, "
+            "any_value(json_extract_string(attrs, '$.project')) FILTER (WHERE event_type = 'run' AND op = 'started') AS project, "
+            "any_value(json_extract_string(attrs, '$.target')) FILTER (WHERE event_type = 'run' AND op = 'started') AS target, "
+            "min(timestamp) FILTER (WHERE event_type = 'run' AND op = 'started') AS started_at, "
+            "max(timestamp) FILTER (WHERE event_type = 'run' AND op = 'finished') AS finished_at, "
+            "coalesce(any_value(json_extract_string(attrs, '$.status')) FILTER (WHERE event_type = 'run' AND op = 'finished'), 'running') AS status, "
+            "count(*) AS events, "
+            "count(*) FILTER (WHERE event_type = 'task' AND op = 'started') AS tasks, "
+            "count(*) FILTER (WHERE event_type = 'task' AND op = 'failed') AS failed_tasks, "
+            "count(*) FILTER (WHERE event_type = 'artifact' AND op IN ('put', 'recorded')) AS artifacts, "
+            "CAST(coalesce(sum(size_bytes) FILTER (WHERE event_type = 'artifact' AND op IN ('put', 'recorded')), 0) AS BIGINT) AS bytes, "
+            "count(*) FILTER (WHERE event_type = 'cache' AND op = 'hit') AS cache_hits, "
+            "count(*) FILTER (WHERE event_type = 'cache' AND op = 'miss') AS cache_misses "
+            "FROM events GROUP BY run_id"
+        ),
+    }
+
+
+def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory DuckDB connection with the ledger's views, locked down.
+
+    Args:
+        ledger: the ledger whose runs and ledger directories are read.
+        as_of: ISO-8601 time; every view then shows only events at or before it.
+
+    Raises:
+        EventValidationError: ``as_of`` is not an ISO-8601 time.
+    """
+    import duckdb
+
+    cutoff = normalize_timestamp(as_of) if as_of else None
+    runs_dir = os.path.realpath(ledger.runs_dir)
+    ledger_dir = os.path.realpath(ledger.ledger_dir)
+    con = duckdb.connect(":memory:", config={"threads": os.cpu_count() or 1})
+    sources = [_jsonl_source(runs_dir)]
+    parquet = _parquet_source(ledger_dir)
+    if parquet:
+        sources.insert(0, parquet)
+    con.execute("CREATE VIEW _raw_events AS " + " UNION ALL ".join(sources))
+    for name, sql in _view_sql(cutoff).items():
+        con.execute(f"CREATE VIEW {name} AS {sql}")
+    allowed = ", ".join(_sql_str(d.rstrip("/") + "/") for d in (runs_dir, ledger_dir))
+    con.execute(f"SET allowed_directories=[{allowed}]")
+    con.execute("SET enable_external_access=false")
+    con.execute("SET lock_configuration=true")
+    return con
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but SELECT-like statements (SELECT, WITH, DESCRIBE, SHOW, ...).
+
+    Raises:
+        QueryError: the SQL does not parse, or is empty.
+        ReadOnlyQueryError: a statement would write, attach, load, call or configure.
+    """
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"SQL does not parse: {_first_line(exc)}") from None
+    if not statements:
+        raise QueryError("no SQL statement given; try: SELECT * FROM artifacts")
+    for statement in statements:
+        kind = statement.type
+        text = statement.query.strip()
+        if kind in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+            continue
+        if kind == duckdb.StatementType.PRAGMA:
+            name = text.split(None, 1)[1] if len(text.split(None, 1)) > 1 else ""
+            if name.split("(")[0].split("=")[0].strip().lower() in _ALLOWED_PRAGMAS:
+                continue
+        verb = text.split(None, 1)[0].upper() if text else str(kind)
+        raise ReadOnlyQueryError(
+            f"{verb} is not allowed: ledger queries are read-only (SELECT, WITH, DESCRIBE, SHOW, "
+            f"EXPLAIN, SUMMARIZE, PRAGMA table_info)"
+        )
+
+
+def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table:
+    """Run read-only ``sql`` over the ledger's views and return an Arrow table.
+
+    Raises:
+        ReadOnlyQueryError: the statement is not SELECT-like.
+        QueryError: the SQL does not parse, bind or run.
+    """
+    import duckdb
+
+    con = connect(ledger, as_of=as_of)
+    try:
+        check_read_only(con, sql)
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.PermissionException as exc:
+            raise ReadOnlyQueryError(f"query refused: {_first_line(exc)}") from None
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {_first_line(exc)}") from None
+    finally:
+        con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
