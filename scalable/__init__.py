@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from scalable.cache import DirType, FileType, GenericType, ObjectType, UtilityType, ValueType, cacheable
 from scalable.errors import ScalableError
 from scalable.ledger import Ledger
 
@@ -12,4 +13,15 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["Ledger", "ScalableError", "__version__"]
+__all__ = [
+    "DirType",
+    "FileType",
+    "GenericType",
+    "Ledger",
+    "ObjectType",
+    "ScalableError",
+    "UtilityType",
+    "ValueType",
+    "__version__",
+    "cacheable",
+]

@@ -47,8 +47,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
+    from scalable.cli.cache import cache
     from scalable.cli.ledger import ledger
 
+    cli.add_command(cache)
     cli.add_command(ledger)
 
 
