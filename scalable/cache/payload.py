@@ -2,7 +2,8 @@
 
 Layout of one entry (the same bytes in the local and the remote tier)::
 
-    b"SCC" | format version (1 byte) | header length (4 bytes, big endian) | header | pickle
+    b"SCC" | format version (1 byte) | header length (4 bytes, big endian)
+          | SHA-256 of the header (32 bytes) | header | pickle
 
 The header is compact JSON with sorted keys: ``sha256`` and ``size`` of the pickle, the
 ``key`` of the entry, the ``function`` name, the ``writer_run`` (the run whose ``cache/write``
@@ -11,8 +12,8 @@ HMAC-SHA256 of the header without ``hmac``. The header names the pickle's digest
 entry's key, so the signature covers the value and binds it to its key (a signed payload
 copied under another key is refused).
 
-Reading checks, in this order, before anything is unpickled: magic and version, header,
-key, length and SHA-256 of the pickle, then (with a key set) the signature. Any failure raises
+Reading checks, in this order, before anything is unpickled: magic and version, the header's
+own SHA-256, key, length and SHA-256 of the pickle, then (with a key set) the signature. Any failure raises
 :class:`~scalable.errors.CachePayloadError` (a bad or missing signature:
 :class:`~scalable.errors.CacheSignatureError`), which the tiers treat as a miss.
 """
@@ -34,7 +35,7 @@ __all__ = ["FORMAT_VERSION", "MAGIC", "Envelope", "open_envelope", "seal_value"]
 
 MAGIC = b"SCC"
 FORMAT_VERSION = 1
-_HEAD = struct.Struct(">3sBI")
+_HEAD = struct.Struct(">3sBI32s")
 _SIGN_PREFIX = b"scalable-cache-payload/1\0"
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode
 
@@ -88,7 +89,7 @@ def seal_value(
     if hmac_key:
         header["hmac"] = _sign(header, hmac_key)
     head = _dumps(header).encode()
-    return Envelope(_HEAD.pack(MAGIC, FORMAT_VERSION, len(head)) + head + pickled, digest, len(pickled))
+    return Envelope(_HEAD.pack(MAGIC, FORMAT_VERSION, len(head), hashlib.sha256(head).digest()) + head + pickled, digest, len(pickled))
 
 
 def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[bytes, dict[str, Any]]:
@@ -105,14 +106,17 @@ def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[byt
     """
     if len(data) < _HEAD.size:
         raise CachePayloadError(f"cache entry {key} is truncated ({len(data)} bytes); it will be recomputed")
-    magic, version, head_len = _HEAD.unpack_from(data)
+    magic, version, head_len, head_digest = _HEAD.unpack_from(data)
     if magic != MAGIC or version != FORMAT_VERSION:
         raise CachePayloadError(
             f"cache entry {key} is not a scalable payload of format {FORMAT_VERSION}; it will be recomputed"
         )
     end = _HEAD.size + head_len
+    head = data[_HEAD.size : end]
+    if hashlib.sha256(head).digest() != head_digest:
+        raise CachePayloadError(f"cache entry {key} has a damaged header (SHA-256 mismatch); refused and recomputed")
     try:
-        header = json.loads(data[_HEAD.size : end])
+        header = json.loads(head)
         if not isinstance(header, dict):
             raise ValueError("header is not an object")
     except (ValueError, UnicodeDecodeError) as exc:
