@@ -17,6 +17,7 @@ How the invariants hold:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -30,14 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+import orjson
+
+from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError, RunNotFoundError
 from scalable.ledger import context
 from scalable.ledger.events import (
     GENESIS,
     SCHEMA_VERSION,
     decode_line,
     format_timestamp,
-    new_event_id,
+    new_event_ids,
     new_writer_id,
     validate_event,
 )
@@ -46,6 +49,8 @@ from scalable.settings import FsyncMode, Settings, load_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from scalable.ledger.audit import AuditReport
 
 __all__ = [
     "STREAM_NAME",
@@ -129,7 +134,7 @@ def seal_digest(run_id: str, heads: Mapping[str, Any], key: bytes | None) -> str
 class _Stream:
     """This writer's open descriptor and chain state for one run's stream."""
 
-    __slots__ = ("dirty", "fd", "lock", "path", "prev", "seq")
+    __slots__ = ("dirty", "end", "fd", "lock", "path", "prev", "seq")
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +144,7 @@ class _Stream:
         self.seq = 0
         self.prev = GENESIS
         self.dirty = False
+        self.end = -1  # file size after this writer's last write; -1 = unknown
 
 
 _ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
@@ -236,8 +242,7 @@ class Ledger:
         Raises:
             EventValidationError: ``run_id`` is not a safe single path segment.
         """
-        if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
-            raise EventValidationError(f"run id {run_id!r} is not valid: use letters, digits, '-', '_' and '.'")
+        _check_run_id(run_id)
         return self.runs_dir / run_id / STREAM_NAME
 
     def run_ids(self) -> list[str]:
@@ -256,7 +261,13 @@ class Ledger:
         Raises:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
-        return self.append_many((event,))[0]
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        clean = self._prepare(validate_event(event))
+        record = self._write(clean["run_id"], (clean,))[0]
+        if self._subscribers or _global_subscribers:
+            self._notify((record,))
+        return record
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append events (possibly of several runs); one locked write per run's stream.
@@ -271,36 +282,47 @@ class Ledger:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
-        ctx_run = context.current_run_id.get()
-        ctx_task = context.current_task_name.get()
-        ctx_component = context.current_component.get()
         for index, event in enumerate(events):
             try:
-                clean = validate_event(event)
+                clean = self._prepare(validate_event(event))
             except EventValidationError as exc:
                 raise EventValidationError(f"event #{index}: {exc}") from None
-            run_id = clean.get("run_id") or ctx_run
+            batch = by_run.setdefault(clean["run_id"], [])
+            order.append((clean["run_id"], len(batch)))
+            batch.append(clean)
+        if not order:
+            return []
+        if len(by_run) == 1:
+            (run_id, batch), = by_run.items()
+            records = self._write(run_id, batch)
+        else:
+            written = {run_id: self._write(run_id, batch) for run_id, batch in by_run.items()}
+            records = [written[run_id][i] for run_id, i in order]
+        if self._subscribers or _global_subscribers:
+            self._notify(records)
+        return records
+
+    def _prepare(self, clean: dict[str, Any]) -> dict[str, Any]:
+        """Fill run, task and component from the context (explicit values win)."""
+        run_id = clean.get("run_id")
+        if run_id is None:
+            run_id = context.current_run_id.get()
             if run_id is None:
                 run_id = context.implicit_run_id()
                 if run_id not in self._implicit_started:
                     self._start_implicit_run(run_id)
             clean["run_id"] = run_id
-            if ctx_task is not None and "task_name" not in clean:
-                clean["task_name"] = ctx_task
-            if ctx_component is not None and "component" not in clean:
-                clean["component"] = ctx_component
-            batch = by_run.setdefault(run_id, [])
-            order.append((run_id, len(batch)))
-            batch.append(clean)
-        if not order:
-            return []
-        written: dict[str, list[dict[str, Any]]] = {}
-        for run_id, batch in by_run.items():
-            written[run_id] = self._write(run_id, batch)
-        records = [written[run_id][i] for run_id, i in order]
-        if self._subscribers or _global_subscribers:
-            self._notify(records)
-        return records
+        elif run_id not in self._streams:
+            _check_run_id(run_id)
+        if "task_name" not in clean:
+            task = context.current_task_name.get()
+            if task is not None:
+                clean["task_name"] = task
+        if "component" not in clean:
+            component = context.current_component.get()
+            if component is not None:
+                clean["component"] = component
+        return clean
 
     def _stream(self, run_id: str) -> _Stream:
         stream = self._streams.get(run_id)
@@ -331,26 +353,28 @@ class Ledger:
                 prev = stream.prev
                 ns = time.time_ns()
                 ts = format_timestamp(ns)
-                ms = ns // 1_000_000
+                ids = new_event_ids(len(batch), ns // 1_000_000)
                 parts: list[bytes] = []
                 records: list[dict[str, Any]] = []
-                for clean in batch:
-                    record = {"event_id": new_event_id(ms), "timestamp": ts, **clean}
-                    record["writer"] = writer
-                    record["seq"] = seq
-                    record["prev"] = prev
-                    record["schema_version"] = SCHEMA_VERSION
-                    line = _dumps(record).encode()
-                    prev = hashlib.sha256(line).hexdigest()
+                dumps = orjson.dumps
+                sha256 = hashlib.sha256
+                for clean, event_id in zip(batch, ids, strict=True):
+                    record = {"event_id": event_id, "timestamp": ts, **clean,
+                              "writer": writer, "seq": seq, "prev": prev, "schema_version": SCHEMA_VERSION}
+                    line = dumps(record)
+                    prev = sha256(line).hexdigest()
                     parts.append(line)
                     records.append(record)
                     seq += 1
-                payload = b"\n".join(parts) + b"\n"
+                parts.append(b"")
+                payload = b"\n".join(parts)
                 size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
+                # Someone else wrote since our last write: make sure their last line is whole.
+                if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
                     _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
                     payload = b"\n" + payload
                 _write_all(fd, payload)
+                stream.end = size + len(payload)
                 stream.seq = seq
                 stream.prev = prev
                 if self.fsync is FsyncMode.ALWAYS:
@@ -417,10 +441,9 @@ class Ledger:
         for stream in list(self._streams.values()):
             if stream.dirty:
                 stream.dirty = False
-                try:
+                # A descriptor closed concurrently by close() has nothing left to sync.
+                with contextlib.suppress(OSError):
                     os.fsync(stream.fd)
-                except OSError:  # closed concurrently by close(); nothing left to sync
-                    pass
 
     def close(self) -> None:
         """Finish the implicit run if one was started, fsync and close every stream."""
@@ -437,10 +460,8 @@ class Ledger:
         for stream in streams.values():
             with stream.lock:
                 if self.fsync is not FsyncMode.NEVER:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.fsync(stream.fd)
-                    except OSError:
-                        pass
                 os.close(stream.fd)
 
     def _reset_after_fork(self) -> None:
@@ -448,10 +469,8 @@ class Ledger:
         self._writer = new_writer_id()
         self._state_lock = threading.Lock()
         for stream in self._streams.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(stream.fd)
-            except OSError:
-                pass
         self._streams = {}
         self._implicit_started = set()
         self._syncer = None
@@ -505,6 +524,23 @@ class Ledger:
         """Return a reader of the run's stream (records in file order, problems collected)."""
         return read_stream(self.stream_path(run_id))
 
+    def audit_structure(self, run_id: str | None = None) -> AuditReport:
+        """Check the streams (one run, or all): lines parse, chains hold, seals match.
+
+        Raises:
+            RunNotFoundError: ``run_id`` has no stream.
+        """
+        from scalable.ledger.audit import audit_streams
+
+        if run_id is not None:
+            path = self.stream_path(run_id)
+            if not path.exists():
+                raise RunNotFoundError(f"run {run_id!r} has no stream under {str(self.runs_dir)!r}")
+            items = [(run_id, path)]
+        else:
+            items = [(r, self.stream_path(r)) for r in self.run_ids()]
+        return audit_streams(items, key=self.settings.ledger_key)
+
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
 
@@ -529,6 +565,11 @@ def _stream_heads(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]
         heads[record["writer"]] = {"seq": record["seq"], "head": hashlib.sha256(raw).hexdigest()}
         counts[record["event_type"]] = counts.get(record["event_type"], 0) + 1
     return heads, counts
+
+
+def _check_run_id(run_id: str) -> None:
+    if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
+        raise EventValidationError(f"run id {run_id!r} is not valid: use one path segment of letters, digits, '-', '_' and '.'")
 
 
 def _write_all(fd: int, payload: bytes) -> None:
