@@ -10,15 +10,17 @@ from scalable import errors
 from tests.helpers import ROOT, run_python
 
 # Which scalable subpackages each layer may import (cli -> session -> cache, stores -> ledger).
+_BASE = {"errors", "settings", "logs", "digests"}
 _LAYERS = {
-    "ledger": {"ledger", "errors", "settings", "logs"},
-    "stores": {"stores", "ledger", "errors", "settings", "logs"},
+    "ledger": {"ledger", *_BASE},
+    "stores": {"stores", "ledger", *_BASE},
     "artifacts": {"artifacts", "stores", "errors"},
-    "cache": {"cache", "stores", "ledger", "errors", "settings", "logs"},
-    "session": {"session", "manifest", "cache", "stores", "ledger", "errors", "settings", "logs"},
-    "manifest": {"manifest", "errors", "settings", "logs"},
+    "cache": {"cache", "stores", "ledger", *_BASE},
+    "session": {"session", "manifest", "cache", "stores", "ledger", *_BASE},
+    "manifest": {"manifest", *_BASE},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
+    "digests": {"digests"},
     "errors": {"errors"},
 }
 

@@ -1,4 +1,4 @@
-"""Structural audit of event streams: lines parse, chains hold, seals match.
+"""Audits: streams parse, chains hold, seals match, and stored bytes still match digests.
 
 For every stream, each writer's lines must number ``seq`` 0, 1, 2, ... in file order and link
 each line to the SHA-256 of the same writer's previous line (``prev``). A ``run/finished``
@@ -17,15 +17,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from scalable.digests import sha256_stream, tree_digest
 from scalable.ledger.events import GENESIS
 from scalable.ledger.log import read_stream, seal_digest
 
-__all__ = ["AuditReport", "Problem", "audit_stream", "audit_streams"]
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "AuditReport",
+    "Problem",
+    "audit_content",
+    "audit_stream",
+    "audit_streams",
+    "hash_location",
+    "latest_artifacts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +135,6 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
                                     f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
                                     expected=want_prev, found=record["prev"]))
         last[writer] = (seq, digest, number)
-        if record["event_type"] == "artifact" and record["op"] in ("put", "recorded"):
-            report.artifacts += 1
         if seal is not None:
             problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
         if record["event_type"] == "run" and record["op"] == "finished" and seal is None:
@@ -178,4 +189,81 @@ def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None
     report = AuditReport()
     for run_id, path in items:
         report.extend(audit_stream(path, run_id, key=key))
+    return report
+
+
+_LATEST_ARTIFACTS = """
+SELECT location, digest, run_id, kind FROM (
+  SELECT location, digest, run_id, op, kind,
+         row_number() OVER (PARTITION BY location ORDER BY timestamp DESC, event_id DESC) AS rn
+    FROM artifacts WHERE op IN ('put', 'recorded', 'deleted') AND location IS NOT NULL)
+ WHERE rn = 1 AND op <> 'deleted' AND digest IS NOT NULL {run_filter}
+ ORDER BY location
+"""
+
+
+def latest_artifacts(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[tuple[str, str, str, str | None]]:
+    """Return ``(location, digest, run_id, kind)`` of the latest artifact at each location.
+
+    A location whose latest event is ``artifact/deleted`` is left out: it is meant to be gone.
+    """
+    run_filter = "AND run_id = $1" if run_id is not None else ""
+    params = [run_id] if run_id is not None else []
+    return [tuple(r) for r in con.execute(_LATEST_ARTIFACTS.format(run_filter=run_filter), params).fetchall()]
+
+
+def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
+    """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent."""
+    import fsspec
+
+    protocol = location.split("://", 1)[0] if "://" in location else "file"
+    options = dict((storage_options or {}).get(protocol, {}))
+    fs, path = fsspec.core.url_to_fs(location, **options)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if info.get("type") == "directory":
+        root = path.rstrip("/")
+        files = []
+        for name in sorted(fs.find(root)):
+            with fs.open(name, "rb") as fh:
+                files.append((name[len(root) + 1 :], sha256_stream(fh)[0]))
+        if not files and not fs.exists(root):
+            return None
+        return tree_digest(files)
+    with fs.open(path, "rb") as fh:
+        return sha256_stream(fh)[0]
+
+
+def audit_content(
+    items: Sequence[tuple[str, str, str, str | None]],
+    *,
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    workers: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
+    """Re-hash every artifact at its location (in parallel) and compare with its digest."""
+    report = AuditReport(artifacts=len(items))
+
+    def check(item: tuple[str, str, str, str | None]) -> Problem | None:
+        location, digest, run_id, _kind = item
+        try:
+            found = hash_location(location, storage_options)
+        except (OSError, ValueError, ImportError) as exc:
+            return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
+        if found is None:
+            return Problem(run_id, location, "content-missing", "the artifact is no longer at its location",
+                           expected=digest, found="nothing")
+        if found != digest:
+            return Problem(run_id, location, "content-changed", "stored bytes no longer hash to the recorded digest",
+                           expected=digest, found=found)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for problem in pool.map(check, items):
+            if problem is not None:
+                report.problems.append(problem)
+            if progress is not None:
+                progress(1)
     return report
