@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalable.digests import sha256_stream, tree_digest
 from scalable.ledger.events import GENESIS
-from scalable.ledger.log import read_stream, seal_digest
+from scalable.ledger.log import RUN_SUMMARY, read_stream, seal_digest
 
 if TYPE_CHECKING:
     import duckdb
@@ -153,7 +153,28 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
         problems.append(Problem(run_id, f"{path}:end", "truncated", "stream ends in an incomplete line after the seal"))
     if seal is not None:
         _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
+    _check_summary(run_id, path, seal is not None, problems)
     return report
+
+
+def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
+    """Compare the stream with ``run.json``, written when the run was sealed."""
+    summary_path = path.with_name(RUN_SUMMARY)
+    try:
+        summary = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json does not parse"))
+        return
+    size = path.stat().st_size
+    recorded = summary.get("stream_bytes")
+    if isinstance(recorded, int) and size < recorded:
+        problems.append(Problem(run_id, f"{path}:end", "truncated",
+                                f"stream is {size} bytes but was {recorded} bytes when sealed",
+                                expected=str(recorded), found=str(size)))
+    elif not sealed:
+        problems.append(Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal"))
 
 
 def _check_seal(

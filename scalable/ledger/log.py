@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from scalable.ledger.lineage import LineageGraph
 
 __all__ = [
+    "RUN_SUMMARY",
     "STREAM_NAME",
     "Ledger",
     "LineProblem",
@@ -73,6 +74,7 @@ __all__ = [
 ]
 
 STREAM_NAME = "artifacts.jsonl"
+RUN_SUMMARY = "run.json"
 # Columns between ``timestamp`` and ``writer`` in the schema: what an appended mapping carries.
 _BODY_COLUMNS = tuple(c.name for c in COLUMNS[4:] if c.name not in LEDGER_FIELDS)
 _log = get_logger("scalable.ledger")
@@ -438,12 +440,28 @@ class Ledger:
 
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
         records = self._write(run_id, [clean], before_write=add_seal)
+        stream = self._stream(run_id)
         if self.fsync is not FsyncMode.NEVER:
-            os.fsync(self._stream(run_id).fd)
+            os.fsync(stream.fd)
+        self._write_summary(run_id, records[0], stream.end)
         self._implicit_started.discard(run_id)
         if self._subscribers or _global_subscribers:
             self._notify(records)
         return records[0]
+
+    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> None:
+        """Write ``run.json`` beside the stream: status, seal and the sealed stream length.
+
+        It is derived state (rebuildable from the stream) that lets an audit notice a stream
+        cut short, seal and all.
+        """
+        attrs = json.loads(finished["attrs"])
+        summary = {"run_id": run_id, "status": attrs.get("status"), "finished_at": finished["timestamp"],
+                   "events": attrs.get("events"), "stream_bytes": stream_bytes, "seal": attrs.get("seal")}
+        path = self.stream_path(run_id).with_name(RUN_SUMMARY)
+        tmp = path.with_name(f".{RUN_SUMMARY}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
     # --- durability ----------------------------------------------------------------------
 
