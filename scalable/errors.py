@@ -22,6 +22,7 @@ __all__ = [
     "LedgerNotFoundError",
     "ManifestError",
     "MissingDependencyError",
+    "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
     "RunNotFoundError",
@@ -65,6 +66,10 @@ class LedgerNotFoundError(LedgerError, FileNotFoundError):
 
 class RunNotFoundError(LedgerError, LookupError):
     """No event of the named run exists in the ledger."""
+
+
+class NodeNotFoundError(LedgerError, LookupError):
+    """No artifact digest, URI or run of that name appears in the ledger's lineage."""
 
 
 class EventValidationError(LedgerError, ValueError):

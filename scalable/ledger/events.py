@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -22,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from scalable.errors import EventValidationError
 
@@ -42,6 +45,7 @@ __all__ = [
     "encode_line",
     "format_timestamp",
     "new_event_id",
+    "new_event_ids",
     "new_writer_id",
     "normalize_timestamp",
     "now",
@@ -138,7 +142,7 @@ class Event:
         values = {k: data.get(k) for k in COLUMN_NAMES}
         if values["inputs"] is not None:
             values["inputs"] = tuple(values["inputs"])
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # required columns were checked by decode_line
 
     def to_mapping(self) -> dict[str, Any]:
         """Return the event as a mapping of every column (``inputs`` as a list)."""
@@ -157,28 +161,43 @@ class Event:
 _id_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_rand = random.Random()  # ids need uniqueness, not secrecy; reseeded after fork below
 
 
-def new_event_id(ms: int | None = None) -> str:
-    """Return a UUIDv7 string, monotonic within this process (12-bit counter in ``rand_a``)."""
+def new_event_ids(count: int, ms: int | None = None) -> list[str]:
+    """Return ``count`` UUIDv7 strings, monotonic within this process.
+
+    The 12-bit ``rand_a`` field is a counter within the millisecond (RFC 9562, method 1),
+    so ids of one process sort in creation order; ``rand_b`` is random.
+    """
     global _last_ms, _counter
     if ms is None:
         ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(8), "big")
+    out: list[str] = []
+    getrandbits = _rand.getrandbits
     with _id_lock:
         if ms <= _last_ms:
             ms = _last_ms
+        else:
+            _counter = getrandbits(10)  # random start, leaving room to count up
+        for _ in range(count):
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted in this millisecond: borrow the next one
                 ms += 1
-                _counter = rand & 0x3FF
-        else:
-            _counter = rand & 0x3FF  # random start, leaving room to count up
+                _counter = getrandbits(10)
+            value = (ms << 80) | 0x7000_0000_0000_0000_0000 | (_counter << 64) | 0x8000_0000_0000_0000 | getrandbits(62)
+            h = f"{value:032x}"
+            out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
         _last_ms = ms
-        counter = _counter
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand >> 2)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return out
+
+
+def new_event_id(ms: int | None = None) -> str:
+    """Return one UUIDv7 string (see :func:`new_event_ids`)."""
+    return new_event_ids(1, ms)[0]
+
+
+os.register_at_fork(after_in_child=_rand.seed)
 
 
 _ts_cache_sec = -1
@@ -242,14 +261,18 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in event.items():
         if value is None:
             continue
-        if name in _STRING_FIELDS:
+        if type(value) is str and name in _STRING_FIELDS:
+            if "\x00" in value:
+                raise EventValidationError(f"event column {name!r} contains a NUL character")
+            out[name] = value
+        elif name in _STRING_FIELDS:
             if type(value) is not str:
                 raise _bad(name, value, "a string")
             if "\x00" in value:
                 raise EventValidationError(f"event column {name!r} contains a NUL character")
             out[name] = value
         elif name == "size_bytes":
-            if type(value) is not int or value < 0:
+            if type(value) is not int or not 0 <= value < 2**63:
                 raise _bad(name, value, "a non-negative int")
             out[name] = value
         elif name == "inputs":
@@ -263,7 +286,7 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(value, Mapping):
                 try:
                     out[name] = _dumps_sorted(value)
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
                     raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
             elif type(value) is str:
                 try:
@@ -296,14 +319,15 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_dumps_sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True).encode
+def _dumps_sorted(value: Mapping[str, Any]) -> str:
+    """Canonical JSON text of a mapping (sorted keys, compact); NaN and infinities refused."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
     """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
     ordered = {name: record[name] for name in COLUMN_NAMES if record.get(name) is not None}
-    return (_dumps(ordered) + "\n").encode()
+    return orjson.dumps(ordered) + b"\n"
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:
@@ -315,7 +339,7 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     Raises:
         ValueError: the line is not a JSON object with the required columns.
     """
-    data = json.loads(line)
+    data = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("line is not a JSON object")
     extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
@@ -327,6 +351,9 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     missing = [c for c in _REQUIRED if c not in data]
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
+    for name in _REQUIRED:
+        if type(data[name]) is not (int if name == "seq" else str):
+            raise ValueError(f"column {name!r} has the wrong type ({type(data[name]).__name__})")
     return data
 
 
