@@ -15,6 +15,7 @@ import pickle
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from scalable.cache.payload import Envelope, open_envelope
 from scalable.errors import ArtifactNotFoundError, CachePayloadError, CacheSignatureError
+from scalable.ledger.bus import active
+from scalable.ledger.log import Ledger
 from scalable.logs import get_logger
 from scalable.settings import Settings, load_settings
 
@@ -78,7 +81,7 @@ class LocalTier:
     name = "local"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        import diskcache  # noqa: PLC0415  (imported with the first cache, not with scalable)
+        import diskcache
 
         self.directory = Path(directory)
         self._cache = diskcache.Cache(str(self.directory), tag_index=True)
@@ -148,7 +151,7 @@ class RemoteTier:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    from scalable.stores import build_artifact_store  # noqa: PLC0415  (stores load fsspec)
+                    from scalable.stores import build_artifact_store
 
                     self._store = build_artifact_store(self.uri, **self._options)
         return self._store
@@ -192,7 +195,7 @@ class RemoteTier:
         """Store the entry; return whether it reached the remote."""
         if not self.available:
             return False
-        from scalable.stores import ArtifactKind  # noqa: PLC0415  (stores load fsspec)
+        from scalable.stores import ArtifactKind
 
         try:
             self.store.put_bytes(data, remote_key(function, key), kind=ArtifactKind.BLOB, record=False)
@@ -320,28 +323,28 @@ class Cache:
 
 
 _override: ContextVar[Cache | None] = ContextVar("scalable_cache", default=None)
-_defaults: dict[tuple[str, ...], Cache] = {}
+_defaults: weakref.WeakKeyDictionary[Ledger, Cache] = weakref.WeakKeyDictionary()
 _defaults_lock = threading.Lock()
-_ENV = ("SCALABLE_CACHE_DIR", "SCALABLE_CACHE_REMOTE", "SCALABLE_CACHE_HMAC_KEY")
 
 
 def default_cache() -> Cache:
-    """Return the cache calls use: the one bound by :func:`using`, else one built from settings.
+    """Return the cache calls use: the one bound by :func:`using`, else the active ledger's.
 
-    The settings-built cache is kept per working directory and ``SCALABLE_CACHE_*`` values,
-    so changing them (or the directory a relative cache path resolves against) takes effect.
+    Without :func:`using`, the cache is built from the settings of the ledger events go to
+    (:func:`scalable.ledger.bus.active`: a session's, else the default one), so a session's
+    manifest (``project.local_cache``) and ``SCALABLE_CACHE_*`` apply together with its other
+    settings, and ``bus.reset_default()`` picks up changed variables for both.
     """
     bound = _override.get()
     if bound is not None:
         return bound
-    environ = os.environ
-    fingerprint = (os.getcwd(), *(environ.get(name, "") for name in _ENV))
-    cache = _defaults.get(fingerprint)
+    ledger = active()
+    cache = _defaults.get(ledger)
     if cache is None:
         with _defaults_lock:
-            cache = _defaults.get(fingerprint)
+            cache = _defaults.get(ledger)
             if cache is None:
-                cache = _defaults[fingerprint] = Cache.from_settings()
+                cache = _defaults[ledger] = Cache.from_settings(ledger.settings)
     return cache
 
 

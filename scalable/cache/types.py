@@ -277,7 +277,7 @@ class UtilityType(GenericType):
                 h.update(f"ndarray\0{value.dtype.str}\0{value.shape}\0".encode())
                 h.update(np.ascontiguousarray(value).data)
         elif pd is not None and isinstance(value, pd.DataFrame | pd.Series | pd.Index):
-            import numpy  # noqa: PLC0415  (already loaded: pandas imports it)
+            import numpy
 
             h.update(f"pandas\0{type(value).__name__}\0".encode())
             if isinstance(value, pd.DataFrame):
