@@ -60,7 +60,24 @@ def _safe_function(function: str) -> str:
     return _UNSAFE.sub("_", function).strip(".") or "_"
 
 
-@dataclass(frozen=True, slots=True)
+#: S3 options a cache remote gets unless given: a lookup must not hang on a dead endpoint
+#: (botocore's defaults wait 60 s to connect and retry five times).
+S3_FAIL_FAST: dict[str, Any] = {
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2, "mode": "standard"}},
+    "retries": 2,
+}
+
+
+def _with_fail_fast_defaults(uri: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    if not uri.startswith(("s3://", "s3a://")):
+        return dict(options)
+    merged = {**S3_FAIL_FAST, **options}
+    if "config_kwargs" in options:
+        merged["config_kwargs"] = {**S3_FAIL_FAST["config_kwargs"], **options["config_kwargs"]}
+    return merged
+
+
+@dataclass(slots=True)
 class CachedEntry:
     """A value found in the cache, with the header it was written with and the tier it came from."""
 
@@ -141,7 +158,7 @@ class RemoteTier:
     def __init__(self, uri: str, *, store: ArtifactStore | None = None, **storage_options: Any) -> None:
         self.uri = uri
         self._store = store
-        self._options = storage_options
+        self._options = _with_fail_fast_defaults(uri, storage_options)
         self._down_until = 0.0
         self._lock = threading.Lock()
 
