@@ -63,8 +63,7 @@ def _safe_function(function: str) -> str:
 #: S3 options a cache remote gets unless given: a lookup must not hang on a dead endpoint
 #: (botocore's defaults wait 60 s to connect and retry five times).
 S3_FAIL_FAST: dict[str, Any] = {
-    "config_kwargs": {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 2, "mode": "standard"}},
-    "retries": 2,
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}},
 }
 
 

@@ -201,3 +201,9 @@ def test_clear_remote_removes_entries_of_one_function_or_all(tmp_path: Path) -> 
     assert len(cache.remote.store.list_artifacts("v1/")) == 1
     assert cache.clear(remote=True) == {"local": 1, "remote": 1}
     assert cache.remote.store.list_artifacts("v1/") == []
+
+
+def test_two_machines_share_results_through_s3(tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    """Over the S3 server on 127.0.0.1 the second machine computes nothing and names the first's run."""
+    bucket, _options = s3_bucket
+    _two_machines(tmp_path, f"s3://{bucket}/cache/")
