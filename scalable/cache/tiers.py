@@ -61,9 +61,11 @@ def _safe_function(function: str) -> str:
 
 
 #: S3 options a cache remote gets unless given: a lookup must not hang on a dead endpoint
-#: (botocore's defaults wait 60 s to connect and retry five times).
+#: (botocore's defaults wait 60 s to connect and retry five times). ``retries`` is s3fs's
+#: own retry count of timeouts, set on the filesystem instance.
 S3_FAIL_FAST: dict[str, Any] = {
     "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}},
+    "retries": 2,
 }
 
 
@@ -157,7 +159,10 @@ class RemoteTier:
     def __init__(self, uri: str, *, store: ArtifactStore | None = None, **storage_options: Any) -> None:
         self.uri = uri
         self._store = store
-        self._options = _with_fail_fast_defaults(uri, storage_options)
+        options = _with_fail_fast_defaults(uri, storage_options)
+        # s3fs retries timeouts itself (five times, with backoff) on top of botocore's retries.
+        self._fs_retries: int | None = options.pop("retries", None)
+        self._options = options
         self._down_until = 0.0
         self._lock = threading.Lock()
 
@@ -169,7 +174,11 @@ class RemoteTier:
                 if self._store is None:
                     from scalable.stores import build_artifact_store
 
-                    self._store = build_artifact_store(self.uri, **self._options)
+                    store = build_artifact_store(self.uri, **self._options)
+                    fs = getattr(store, "fs", None)
+                    if self._fs_retries is not None and fs is not None and hasattr(fs, "retries"):
+                        fs.retries = self._fs_retries
+                    self._store = store
         return self._store
 
     @property

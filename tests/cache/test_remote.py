@@ -207,3 +207,33 @@ def test_two_machines_share_results_through_s3(tmp_path: Path, s3_bucket: tuple[
     """Over the S3 server on 127.0.0.1 the second machine computes nothing and names the first's run."""
     bucket, _options = s3_bucket
     _two_machines(tmp_path, f"s3://{bucket}/cache/")
+
+
+def test_a_remote_that_never_answers_degrades_after_a_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that accepts connections but never replies costs one timeout, then is skipped."""
+    pytest.importorskip("s3fs")
+    monkeypatch.setattr(tiers, "_warned_remote_down", False)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        remote = RemoteTier(
+            "s3://silent/cache/",
+            client_kwargs={"endpoint_url": f"http://127.0.0.1:{port}"},
+            config_kwargs={"connect_timeout": 1, "read_timeout": 1, "retries": {"max_attempts": 1}},
+            retries=1,
+            key="dummy",
+            secret="dummy",
+        )
+        cache = Cache(LocalTier(tmp_path / "local"), remote)
+
+        @cacheable
+        def f(x: int) -> int:
+            return x * 2
+
+        with using(cache), capture_logs() as logs:
+            assert [f(1), f(2), f(1)] == [2, 4, 2]
+    assert not remote.available
+    warnings = [log for log in logs if log["event"] == "cache.remote_unavailable" and log["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert "imeout" in warnings[0]["error"]
