@@ -13,6 +13,7 @@ __all__ = [
     "CacheError",
     "CacheInputNotFoundError",
     "CachePayloadError",
+    "CacheRemoteError",
     "CacheSignatureError",
     "ConfigError",
     "EventValidationError",
@@ -120,6 +121,10 @@ class CachePayloadError(CacheError, ValueError):
 
 class CacheSignatureError(CachePayloadError):
     """A cache payload is unsigned or badly signed while ``SCALABLE_CACHE_HMAC_KEY`` is set."""
+
+
+class CacheRemoteError(CacheError, ConnectionError):
+    """The remote cache tier could not be reached for an operation that needs it (``clear --remote``)."""
 
 
 class CacheArgumentError(CacheError, ValueError):

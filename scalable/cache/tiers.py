@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.cache.payload import Envelope, open_envelope
-from scalable.errors import ArtifactNotFoundError, CachePayloadError, CacheSignatureError
+from scalable.errors import (
+    ArtifactNotFoundError,
+    CachePayloadError,
+    CacheRemoteError,
+    CacheSignatureError,
+    ScalableError,
+)
 from scalable.ledger.bus import active
 from scalable.ledger.log import Ledger
 from scalable.logs import get_logger
@@ -244,13 +250,24 @@ class RemoteTier:
         """Remove every entry (of ``function`` when given); return how many were removed.
 
         Unlike lookups, clearing reports a failing remote to the caller.
+
+        Raises:
+            CacheRemoteError: the remote could not be listed or an entry could not be deleted.
         """
         prefix = f"{_REMOTE_PREFIX}/" if function is None else f"{_REMOTE_PREFIX}/{_safe_function(function)}/"
-        keys = self.store.list_artifacts(prefix)
-        for k in keys:
-            full = k if k.startswith(prefix) else prefix + k
-            with contextlib.suppress(ArtifactNotFoundError):
-                self.store.delete(full, record=False)
+        try:
+            keys = self.store.list_artifacts(prefix)
+            for k in keys:
+                full = k if k.startswith(prefix) else prefix + k
+                with contextlib.suppress(ArtifactNotFoundError):
+                    self.store.delete(full, record=False)
+        except ScalableError:
+            raise
+        except Exception as exc:
+            raise CacheRemoteError(
+                f"remote cache {self.uri} could not be cleared ({type(exc).__name__}: {exc}); "
+                "check SCALABLE_CACHE_REMOTE and that the remote is reachable"
+            ) from None
         return len(keys)
 
 

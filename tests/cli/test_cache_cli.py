@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
+
+import pytest
 
 from scalable import cacheable
 from scalable.cache import default_cache
@@ -74,3 +77,34 @@ def test_clear_remote_without_a_remote_is_bad_input(cli: CliInvoker) -> None:
     assert result.exit_code == 2
     assert "SCALABLE_CACHE_REMOTE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_clear_remote_on_an_unreachable_remote_is_one_line(cli: CliInvoker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``clear --remote`` against a closed port exits 2 naming the remote, without a traceback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "dummy", "AWS_SECRET_ACCESS_KEY": "dummy", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "SCALABLE_CACHE_REMOTE": "s3://unreachable/cache/",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = cli("cache", "clear", "--remote")
+    assert result.exit_code == 2
+    assert "s3://unreachable/cache/" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_clear_remote_empties_the_shared_tier(cli: CliInvoker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``clear --remote`` removes entries from the remote tier as well as the local one."""
+    monkeypatch.setenv("SCALABLE_CACHE_REMOTE", str(tmp_path / "shared"))
+    from scalable.ledger import bus
+
+    bus.reset_default()
+    _calls()
+    result = cli("cache", "clear", "--remote", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [{"tier": "local", "removed": 3}, {"tier": "remote", "removed": 3}]
+    remote = default_cache().remote
+    assert remote is not None and remote.store.list_artifacts("v1/") == []
