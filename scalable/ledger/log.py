@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from scalable.ledger.audit import AuditReport
     from scalable.ledger.lineage import LineageGraph
+    from scalable.ledger.replay import ReplayResult
 
 __all__ = [
     "RUN_SUMMARY",
@@ -617,6 +618,27 @@ class Ledger:
                 con.close()
             report.extend(audit_content(items, storage_options=storage_options, progress=progress))
         return report
+
+    def replay(
+        self,
+        run_id: str,
+        *,
+        into: str | os.PathLike[str] | None = None,
+        until: str | None = None,
+        handlers: Iterable[Callable[[Mapping[str, Any]], None]] = (),
+        storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> ReplayResult:
+        """Replay a run's events in order through ``handlers``; restore artifacts into ``into``.
+
+        See :mod:`scalable.ledger.replay`.
+
+        Raises:
+            RunNotFoundError: the run has no events.
+            IntegrityError: a restored artifact does not match its recorded digest.
+        """
+        from scalable.ledger.replay import replay
+
+        return replay(self, run_id, into=into, until=until, handlers=handlers, storage_options=storage_options)
 
     def lineage(
         self,
