@@ -15,7 +15,7 @@ from scalable.settings import ENV_VARS
 from tests.helpers import ROOT, run_python
 
 DOCS = ROOT / "docs"
-PAGES = sorted(DOCS.glob("*.rst")) + [ROOT / "README.md"]
+PAGES = [*sorted(DOCS.glob("*.rst")), ROOT / "README.md"]
 _BLOCK = re.compile(r"^\.\. code-block:: (\w+)\n((?:\n|[ \t]+.*\n)+)", re.MULTILINE)
 _FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
