@@ -392,24 +392,28 @@ class Ledger:
                     records.append(record)
                     seq += 1
                 parts.append(b"")
-                payload = b"\n".join(parts)
-                size = os.fstat(fd).st_size
-                # Someone else wrote since our last write: make sure their last line is whole.
-                if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
-                    _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
-                    payload = b"\n" + payload
-                _write_all(fd, payload)
-                stream.end = size + len(payload)
+                self._commit(stream, b"\n".join(parts))
                 stream.seq = seq
                 stream.prev = prev
-                if self.fsync is FsyncMode.ALWAYS:
-                    os.fsync(fd)
-                elif self.fsync is FsyncMode.BATCH:
-                    stream.dirty = True
-                    self._ensure_syncer()
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return records
+
+    def _commit(self, stream: _Stream, payload: bytes) -> None:
+        """Write complete lines to a stream whose flock the caller holds; then sync per mode."""
+        fd = stream.fd
+        size = os.fstat(fd).st_size
+        # Someone else wrote since our last write: make sure their last line is whole.
+        if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
+            _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+            payload = b"\n" + payload
+        _write_all(fd, payload)
+        stream.end = size + len(payload)
+        if self.fsync is FsyncMode.ALWAYS:
+            os.fsync(fd)
+        elif self.fsync is FsyncMode.BATCH:
+            stream.dirty = True
+            self._ensure_syncer()
 
     def _start_implicit_run(self, run_id: str) -> None:
         with self._state_lock:
