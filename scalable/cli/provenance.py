@@ -12,7 +12,7 @@ from scalable.cli.ledger import ledger, open_ledger
 from scalable.cli.output import format_option, render_rows, render_table
 from scalable.errors import ConfigError
 
-__all__ = ["audit", "export", "lineage", "runs", "show"]
+__all__ = ["audit", "export", "lineage", "replay", "runs", "show"]
 
 _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
 
@@ -144,3 +144,19 @@ def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, o
         click.echo(f"wrote {ol_path}: {len(events)} run events")
 
 
+
+
+@ledger.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key.")
+@click.option("--until", help="Replay only events at or before this ISO-8601 time.")
+@click.option("--print", "print_timeline", is_flag=True, help="Print the run's timeline.")
+@click.pass_context
+def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None, print_timeline: bool) -> None:
+    """Replay RUN's events in order: restore its artifacts (verified), print its timeline."""
+    from scalable.ledger.replay import Timeline
+
+    handlers = [Timeline(sys.stdout)] if print_timeline or not into else []
+    result = open_ledger(ctx).replay(run_id, into=into, until=until, handlers=handlers)
+    if into:
+        click.echo(f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)")

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from scalable.ledger.audit import AuditReport
     from scalable.ledger.lineage import LineageGraph
+    from scalable.ledger.replay import ReplayResult
 
 __all__ = [
     "RUN_SUMMARY",
@@ -391,24 +392,28 @@ class Ledger:
                     records.append(record)
                     seq += 1
                 parts.append(b"")
-                payload = b"\n".join(parts)
-                size = os.fstat(fd).st_size
-                # Someone else wrote since our last write: make sure their last line is whole.
-                if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
-                    _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
-                    payload = b"\n" + payload
-                _write_all(fd, payload)
-                stream.end = size + len(payload)
+                self._commit(stream, b"\n".join(parts))
                 stream.seq = seq
                 stream.prev = prev
-                if self.fsync is FsyncMode.ALWAYS:
-                    os.fsync(fd)
-                elif self.fsync is FsyncMode.BATCH:
-                    stream.dirty = True
-                    self._ensure_syncer()
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return records
+
+    def _commit(self, stream: _Stream, payload: bytes) -> None:
+        """Write complete lines to a stream whose flock the caller holds; then sync per mode."""
+        fd = stream.fd
+        size = os.fstat(fd).st_size
+        # Someone else wrote since our last write: make sure their last line is whole.
+        if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
+            _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+            payload = b"\n" + payload
+        _write_all(fd, payload)
+        stream.end = size + len(payload)
+        if self.fsync is FsyncMode.ALWAYS:
+            os.fsync(fd)
+        elif self.fsync is FsyncMode.BATCH:
+            stream.dirty = True
+            self._ensure_syncer()
 
     def _start_implicit_run(self, run_id: str) -> None:
         with self._state_lock:
@@ -617,6 +622,27 @@ class Ledger:
                 con.close()
             report.extend(audit_content(items, storage_options=storage_options, progress=progress))
         return report
+
+    def replay(
+        self,
+        run_id: str,
+        *,
+        into: str | os.PathLike[str] | None = None,
+        until: str | None = None,
+        handlers: Iterable[Callable[[Mapping[str, Any]], None]] = (),
+        storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> ReplayResult:
+        """Replay a run's events in order through ``handlers``; restore artifacts into ``into``.
+
+        See :mod:`scalable.ledger.replay`.
+
+        Raises:
+            RunNotFoundError: the run has no events.
+            IntegrityError: a restored artifact does not match its recorded digest.
+        """
+        from scalable.ledger.replay import replay
+
+        return replay(self, run_id, into=into, until=until, handlers=handlers, storage_options=storage_options)
 
     def lineage(
         self,

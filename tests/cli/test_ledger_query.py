@@ -122,3 +122,26 @@ def test_version_and_debug(cli: CliInvoker) -> None:
     assert __version__ in cli("--version").stdout
     with pytest.raises(Exception, match="does not parse"):
         cli("--debug", "ledger", "query", "SELEC")
+
+
+def test_follow_yields_events_appended_after_it_started(filled: Ledger) -> None:
+    """Following picks up new events (also of new runs) as complete lines, and stops on request."""
+    import threading
+
+    from scalable.ledger.tail import follow_events
+
+    seen: list[str] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        with bind(run_id="run-cli"):
+            filled.append({"event_type": "artifact", "op": "put", "artifact_name": "late-1"})
+        with bind(run_id="run-new"):
+            filled.append({"event_type": "artifact", "op": "put", "artifact_name": "late-2"})
+
+    threading.Timer(0.2, writer).start()
+    for record in follow_events(filled, poll_s=0.05, stop=done.is_set):
+        seen.append(record["artifact_name"])
+        if len(seen) == 2:
+            done.set()
+    assert seen == ["late-1", "late-2"]
