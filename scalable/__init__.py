@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from scalable.cache import DirType, FileType, GenericType, ObjectType, UtilityType, ValueType, cacheable
 from scalable.errors import ScalableError
 from scalable.ledger import Ledger
+from scalable.stores import build_artifact_store
 
 try:
     __version__ = version("scalable")
@@ -23,5 +24,6 @@ __all__ = [
     "UtilityType",
     "ValueType",
     "__version__",
+    "build_artifact_store",
     "cacheable",
 ]
