@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from scalable.stores import ArtifactStore
 
 __all__ = [
+    "REMOTE_RETRY_AFTER_S",
+    "S3_FAIL_FAST",
     "Cache",
     "CachedEntry",
     "LocalTier",

@@ -150,6 +150,24 @@ def test_check_output_recomputes_when_a_returned_file_changed(tmp_path: Path) ->
     assert any(log["event"] == "cache.output_changed" for log in logs)
 
 
+def test_check_output_recomputes_when_a_returned_file_was_deleted(tmp_path: Path) -> None:
+    """With ``check_output``, a cached result naming a file that is gone is recomputed, not an error."""
+    out = tmp_path / "made.txt"
+    calls: list[int] = []
+
+    @cacheable(return_type=FileType, check_output=True)
+    def make() -> str:
+        calls.append(1)
+        out.write_text("made")
+        return str(out)
+
+    make()
+    out.unlink()
+    assert make() == str(out)
+    assert out.read_text() == "made"
+    assert calls == [1, 1]
+
+
 class _Unpicklable:
     def __init__(self) -> None:
         self.lock = threading.Lock()
