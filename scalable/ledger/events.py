@@ -4,8 +4,9 @@ The column table :data:`COLUMNS` is the single source of truth: the JSON-line va
 the Arrow schema (:func:`arrow_schema`, used for Parquet) and the DuckDB column spec of the
 views (:func:`duckdb_columns`) are all derived from it.
 
-Encoding of one line: a JSON object, UTF-8, compact separators, null columns omitted,
-terminated by ``\\n``. ``prev`` is the SHA-256 (hex) of the same writer's
+Encoding of one line: a JSON object, UTF-8, compact separators, keys in :data:`LINE_ORDER`
+(``event_id``, ``timestamp``, then schema order), null columns omitted, terminated by ``\\n``.
+The fixed order makes a line re-encode byte for byte from its columns. ``prev`` is the SHA-256 (hex) of the same writer's
 previous line in the stream, without its newline; a writer's first line has
 ``prev = GENESIS`` (64 zeros).
 """
@@ -36,7 +37,9 @@ __all__ = [
     "EVENT_OPS",
     "GENESIS",
     "LEDGER_FIELDS",
+    "LINE_ORDER",
     "SCHEMA_VERSION",
+    "USER_COLUMNS",
     "Column",
     "Event",
     "arrow_schema",
@@ -104,6 +107,10 @@ COLUMNS: Final[tuple[Column, ...]] = (
 COLUMN_NAMES: Final = tuple(c.name for c in COLUMNS)
 #: Columns the ledger fills; an appended mapping may not set them.
 LEDGER_FIELDS: Final = frozenset({"event_id", "timestamp", "writer", "seq", "prev", "schema_version"})
+#: Columns an appended mapping may carry, in schema order.
+USER_COLUMNS: Final = tuple(name for name in COLUMN_NAMES if name not in LEDGER_FIELDS)
+#: Key order of a JSON line: the id and time first, then the schema's order.
+LINE_ORDER: Final = ("event_id", "timestamp", *(n for n in COLUMN_NAMES if n not in ("event_id", "timestamp")))
 _STRING_FIELDS: Final = frozenset(c.name for c in COLUMNS if c.type == "string") - LEDGER_FIELDS - {"attrs"}
 
 
@@ -251,65 +258,91 @@ def _bad(name: str, value: Any, want: str) -> EventValidationError:
     return EventValidationError(f"event column {name!r} must be {want}, got {type(value).__name__} {value!r:.80}")
 
 
-def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
+def _check_value(name: str, value: Any) -> Any:
+    """Validate one non-null value of a user column; return its encoded form."""
+    if name in _STRING_FIELDS:
+        if type(value) is not str:
+            raise _bad(name, value, "a string")
+        if "\x00" in value:
+            raise EventValidationError(f"event column {name!r} contains a NUL character")
+        return value
+    if name == "size_bytes":
+        if type(value) is not int or not 0 <= value < 2**63:
+            raise _bad(name, value, "a non-negative int")
+        return value
+    if name == "inputs":
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise _bad(name, value, "a list of strings")
+        items = list(value)
+        if any(type(i) is not str for i in items):
+            raise _bad(name, value, "a list of strings")
+        return items
+    if name == "attrs":
+        if isinstance(value, Mapping):
+            try:
+                return _dumps_sorted(value)
+            except (TypeError, ValueError) as exc:
+                raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
+        if type(value) is str:
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                raise _bad(name, value, "a JSON object") from None
+            if not isinstance(parsed, dict):
+                raise _bad(name, value, "a JSON object")
+            return value
+        raise _bad(name, value, "a mapping or JSON object text")
+    if name == "hit":
+        if type(value) is not bool:
+            raise _bad(name, value, "a bool")
+        return value
+    if name == "duration_s":
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            raise _bad(name, value, "a finite non-negative number")
+        return float(value)
+    raise AssertionError(name)  # every user column is handled above
+
+
+_MISSING: Final = object()
+
+
+def validate_event(
+    event: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    task_name: str | None = None,
+    component: str | None = None,
+) -> dict[str, Any]:
+    """Check a user event mapping and return a clean copy in canonical column order.
+
+    ``run_id``, ``task_name`` and ``component`` fill those columns when the mapping has none
+    (the ledger passes the surrounding run and task). ``attrs`` becomes JSON text.
 
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op.
     """
     out: dict[str, Any] = {}
-    for name, value in event.items():
+    known = 0
+    for name in USER_COLUMNS:
+        value = event.get(name, _MISSING)
+        if value is _MISSING:
+            value = run_id if name == "run_id" else task_name if name == "task_name" else component if name == "component" else None
+        else:
+            known += 1
         if value is None:
             continue
         if type(value) is str and name in _STRING_FIELDS:
             if "\x00" in value:
                 raise EventValidationError(f"event column {name!r} contains a NUL character")
             out[name] = value
-        elif name in _STRING_FIELDS:
-            if type(value) is not str:
-                raise _bad(name, value, "a string")
-            if "\x00" in value:
-                raise EventValidationError(f"event column {name!r} contains a NUL character")
-            out[name] = value
-        elif name == "size_bytes":
-            if type(value) is not int or not 0 <= value < 2**63:
-                raise _bad(name, value, "a non-negative int")
-            out[name] = value
-        elif name == "inputs":
-            if isinstance(value, str) or not isinstance(value, Iterable):
-                raise _bad(name, value, "a list of strings")
-            items = list(value)
-            if any(type(i) is not str for i in items):
-                raise _bad(name, value, "a list of strings")
-            out[name] = items
-        elif name == "attrs":
-            if isinstance(value, Mapping):
-                try:
-                    out[name] = _dumps_sorted(value)
-                except (TypeError, ValueError, orjson.JSONEncodeError) as exc:
-                    raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
-            elif type(value) is str:
-                try:
-                    parsed = json.loads(value)
-                except ValueError:
-                    raise _bad(name, value, "a JSON object") from None
-                if not isinstance(parsed, dict):
-                    raise _bad(name, value, "a JSON object")
-                out[name] = value
-            else:
-                raise _bad(name, value, "a mapping or JSON object text")
-        elif name == "hit":
-            if type(value) is not bool:
-                raise _bad(name, value, "a bool")
-            out[name] = value
-        elif name == "duration_s":
-            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-                raise _bad(name, value, "a finite non-negative number")
-            out[name] = float(value)
-        elif name in LEDGER_FIELDS:
-            raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
         else:
-            raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
+            out[name] = _check_value(name, value)
+    if known != len(event):
+        for name in event:
+            if name in LEDGER_FIELDS:
+                raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
+            if name not in _COLUMN_SET:
+                raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:
@@ -326,7 +359,7 @@ def _dumps_sorted(value: Mapping[str, Any]) -> str:
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
     """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
-    ordered = {name: record[name] for name in COLUMN_NAMES if record.get(name) is not None}
+    ordered = {name: record[name] for name in LINE_ORDER if record.get(name) is not None}
     return orjson.dumps(ordered) + b"\n"
 
 

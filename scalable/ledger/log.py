@@ -43,9 +43,7 @@ from scalable.errors import (
 )
 from scalable.ledger import context
 from scalable.ledger.events import (
-    COLUMNS,
     GENESIS,
-    LEDGER_FIELDS,
     SCHEMA_VERSION,
     decode_line,
     format_timestamp,
@@ -76,8 +74,6 @@ __all__ = [
 
 STREAM_NAME = "artifacts.jsonl"
 RUN_SUMMARY = "run.json"
-# Columns between ``timestamp`` and ``writer`` in the schema: what an appended mapping carries.
-_BODY_COLUMNS = tuple(c.name for c in COLUMNS[4:] if c.name not in LEDGER_FIELDS)
 _log = get_logger("scalable.ledger")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -278,7 +274,8 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
-        clean = self._prepare(validate_event(event))
+        clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
+                               context.current_component.get())
         record = self._write(clean["run_id"], (clean,))[0]
         if self._subscribers or _global_subscribers:
             self._notify((record,))
@@ -297,9 +294,11 @@ class Ledger:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
+        run, task, component = (context.current_run_id.get(), context.current_task_name.get(),
+                                context.current_component.get())
         for index, event in enumerate(events):
             try:
-                clean = self._prepare(validate_event(event))
+                clean = self._validate(event, run, task, component)
             except EventValidationError as exc:
                 raise EventValidationError(f"event #{index}: {exc}") from None
             batch = by_run.setdefault(clean["run_id"], [])
@@ -317,26 +316,18 @@ class Ledger:
             self._notify(records)
         return records
 
-    def _prepare(self, clean: dict[str, Any]) -> dict[str, Any]:
-        """Fill run, task and component from the context (explicit values win)."""
-        run_id = clean.get("run_id")
-        if run_id is None:
-            run_id = context.current_run_id.get()
-            if run_id is None:
-                run_id = context.implicit_run_id()
-                if run_id not in self._implicit_started:
-                    self._start_implicit_run(run_id)
-            clean["run_id"] = run_id
+    def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
+        """Validate an event, filling run, task and component from the context."""
+        implicit = None
+        if run is None:
+            run = implicit = context.implicit_run_id()
+        clean = validate_event(event, run_id=run, task_name=task, component=component)
+        run_id = clean["run_id"]
+        if run_id == implicit:
+            if run_id not in self._implicit_started:
+                self._start_implicit_run(run_id)
         elif run_id not in self._streams:
             _check_run_id(run_id)
-        if "task_name" not in clean:
-            task = context.current_task_name.get()
-            if task is not None:
-                clean["task_name"] = task
-        if "component" not in clean:
-            component = context.current_component.get()
-            if component is not None:
-                clean["component"] = component
         return clean
 
     def _stream(self, run_id: str) -> _Stream:
@@ -376,16 +367,10 @@ class Ledger:
                 for clean, event_id in zip(batch, ids, strict=True):
                     # Canonical column order, so a line re-encodes byte for byte from its
                     # columns (audits of compacted data rebuild the chain hashes from rows).
-                    record = {"event_id": event_id, "event_type": clean["event_type"], "op": clean["op"],
-                              "timestamp": ts}
-                    for name in _BODY_COLUMNS:
-                        value = clean.get(name)
-                        if value is not None:
-                            record[name] = value
-                    record["writer"] = writer
-                    record["seq"] = seq
-                    record["prev"] = prev
-                    record["schema_version"] = SCHEMA_VERSION
+                    # Keys in LINE_ORDER (``clean`` is in schema order), so a line re-encodes
+                    # byte for byte from its columns: audits of compacted rows rebuild chains.
+                    record = {"event_id": event_id, "timestamp": ts, **clean, "writer": writer, "seq": seq,
+                              "prev": prev, "schema_version": SCHEMA_VERSION}
                     line = dumps(record)
                     prev = sha256(line).hexdigest()
                     parts.append(line)
