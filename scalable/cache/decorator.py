@@ -21,7 +21,7 @@ from scalable.cache.payload import seal_value
 from scalable.cache.tiers import default_cache
 from scalable.cache.types import GenericType, convert_to_type
 from scalable.errors import CacheArgumentError, CacheError, CachePayloadError
-from scalable.ledger import bus, context
+from scalable.ledger import bus
 from scalable.ledger.events import format_timestamp
 from scalable.logs import get_logger
 
@@ -65,6 +65,8 @@ def _decorate(
     builder = KeyBuilder(func, arg_types)
     name = builder.name
     publish = bus.publish
+    # Hits and misses are frequent and cheap: they are group-committed; writes are acknowledged.
+    publish_soon = bus.publish_async
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -83,7 +85,7 @@ def _decorate(
                     cache.delete(name, key)
                     reason = "output_changed"
                 else:
-                    publish(
+                    publish_soon(
                         {
                             "event_type": "cache",
                             "op": "hit",
@@ -102,7 +104,7 @@ def _decorate(
                         }
                     )
                     return entry.value
-        record = publish(
+        publish_soon(
             {
                 "event_type": "cache",
                 "op": "miss",
@@ -115,7 +117,7 @@ def _decorate(
             }
         )
         # The write event goes to the same run as this miss; record it in the entry as its writer.
-        writer_run = record["run_id"] if record else (context.current_run_id.get() or context.implicit_run_id())
+        writer_run = bus.active().current_run()
         begin = _perf()
         value = func(*args, **kwargs)
         compute_s = _perf() - begin

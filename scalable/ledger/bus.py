@@ -15,7 +15,7 @@ from typing import Any
 
 from scalable.ledger.log import Ledger, Subscriber, subscribe_all
 
-__all__ = ["activate", "active", "publish", "publish_many", "reset_default", "subscribe"]
+__all__ = ["activate", "active", "publish", "publish_async", "publish_many", "reset_default", "subscribe"]
 
 _lock = threading.RLock()
 _stack: list[Ledger] = []
@@ -57,6 +57,13 @@ def publish(event: Mapping[str, Any]) -> dict[str, Any] | None:
     if not ledger.settings.telemetry:
         return None
     return ledger.append(event)
+
+
+def publish_async(event: Mapping[str, Any]) -> None:
+    """Queue ``event`` on the active ledger, written soon in a batch (see ``Ledger.append_async``)."""
+    ledger = active()
+    if ledger.settings.telemetry:
+        ledger.append_async(event)
 
 
 def publish_many(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -285,7 +285,7 @@ def _check_value(name: str, value: Any) -> Any:
                 raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
         if type(value) is str:
             try:
-                parsed = json.loads(value)
+                parsed = orjson.loads(value)
             except ValueError:
                 raise _bad(name, value, "a JSON object") from None
             if not isinstance(parsed, dict):
@@ -353,8 +353,8 @@ def validate_event(
 
 
 def _dumps_sorted(value: Mapping[str, Any]) -> str:
-    """Canonical JSON text of a mapping (sorted keys, compact); NaN and infinities refused."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    """Canonical JSON text of a mapping: sorted keys, compact (NaN and infinities become null)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:

@@ -67,6 +67,7 @@ __all__ = [
     "Ledger",
     "LineProblem",
     "StreamReader",
+    "flush_all",
     "read_stream",
     "seal_digest",
     "subscribe_all",
@@ -74,6 +75,9 @@ __all__ = [
 
 STREAM_NAME = "artifacts.jsonl"
 RUN_SUMMARY = "run.json"
+#: append_async: the longest an event waits, and how many may wait, before they are written.
+FLUSH_INTERVAL_S = 0.1
+PENDING_LIMIT = 4096
 _log = get_logger("scalable.ledger")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -187,6 +191,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def flush_all() -> None:
+    """Write the pending events of every ledger in this process (reads call this first)."""
+    for ledger in list(_ledgers):
+        if ledger._pending:
+            ledger.flush()
+
+
 class Ledger:
     """The event ledger: per-run JSON-lines streams plus, later, their compacted Parquet.
 
@@ -205,6 +216,8 @@ class Ledger:
         self._writer = new_writer_id()
         self._implicit_started: set[str] = set()
         self._syncer: threading.Thread | None = None
+        self._pending: list[tuple[str, str, dict[str, Any]]] = []
+        self._pending_lock = threading.Lock()
         self._closed = False
         _ledgers.add(self)
 
@@ -258,6 +271,7 @@ class Ledger:
 
     def run_ids(self) -> list[str]:
         """Return the ids of every run with a stream here, sorted."""
+        flush_all()
         if not self.runs_dir.is_dir():
             return []
         return sorted(p.parent.name for p in self.runs_dir.glob(f"*/{STREAM_NAME}"))
@@ -316,6 +330,52 @@ class Ledger:
             self._notify(records)
         return records
 
+    def current_run(self) -> str:
+        """The run an event that names none would go to now (the bound run, else implicit)."""
+        return context.current_run_id.get() or context.implicit_run_id()
+
+    def append_async(self, event: Mapping[str, Any]) -> None:
+        """Validate an event now and write it soon, batched with others (group commit).
+
+        The event keeps the id and timestamp of this call. It is written within
+        ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting, and by :meth:`flush`,
+        which every read of this ledger, :meth:`finish_run` and :meth:`close` call first (and
+        the interpreter's exit). Unlike :meth:`append`, returning does not mean written: a
+        killed process loses what was still pending. For frequent, low-stakes events (cache
+        hits and misses) on hot paths.
+
+        Raises:
+            EventValidationError: the mapping has an unknown column or a bad value.
+        """
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
+                               context.current_component.get())
+        ns = time.time_ns()
+        stamp = (new_event_ids(1, ns // 1_000_000)[0], format_timestamp(ns), clean)
+        with self._pending_lock:
+            self._pending.append(stamp)
+            full = len(self._pending) >= PENDING_LIMIT
+        if full:
+            self.flush()
+        else:
+            self._ensure_syncer()
+
+    def flush(self) -> None:
+        """Write every event queued by :meth:`append_async` (one batch per run)."""
+        if not self._pending:
+            return
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        for item in pending:
+            by_run.setdefault(item[2]["run_id"], []).append(item)
+        records: list[dict[str, Any]] = []
+        for run_id, items in by_run.items():
+            records += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
+        if self._subscribers or _global_subscribers:
+            self._notify(records)
+
     def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
         """Validate an event, filling run, task and component from the context."""
         implicit = None
@@ -345,6 +405,7 @@ class Ledger:
         run_id: str,
         batch: Sequence[dict[str, Any]],
         *,
+        stamps: Sequence[tuple[str, str]] | None = None,
         before_write: Callable[[_Stream, Sequence[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
         stream = self._stream(run_id)
@@ -357,14 +418,14 @@ class Ledger:
                     before_write(stream, batch)
                 seq = stream.seq
                 prev = stream.prev
-                ns = time.time_ns()
-                ts = format_timestamp(ns)
-                ids = new_event_ids(len(batch), ns // 1_000_000)
+                if stamps is None:
+                    ns = time.time_ns()
+                    stamps = [(i, format_timestamp(ns)) for i in new_event_ids(len(batch), ns // 1_000_000)]
                 parts: list[bytes] = []
                 records: list[dict[str, Any]] = []
                 dumps = orjson.dumps
                 sha256 = hashlib.sha256
-                for clean, event_id in zip(batch, ids, strict=True):
+                for clean, (event_id, ts) in zip(batch, stamps, strict=True):
                     # Canonical column order, so a line re-encodes byte for byte from its
                     # columns (audits of compacted data rebuild the chain hashes from rows).
                     # Keys in LINE_ORDER (``clean`` is in schema order), so a line re-encodes
@@ -419,6 +480,8 @@ class Ledger:
         Returns:
             The ``run/finished`` record as written.
         """
+        self.flush()
+
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
             heads, counts = _stream_heads(stream.path)
             seal: dict[str, Any] = {"heads": heads}
@@ -479,6 +542,7 @@ class Ledger:
         """Finish the implicit run if one was started, fsync and close every stream."""
         if self._closed:
             return
+        self.flush()
         for run_id in list(self._implicit_started):
             try:
                 self.finish_run(run_id, "completed")
@@ -504,6 +568,8 @@ class Ledger:
         self._streams = {}
         self._implicit_started = set()
         self._syncer = None
+        self._pending = []  # the parent writes its own pending events
+        self._pending_lock = threading.Lock()
 
     def __enter__(self) -> Ledger:
         return self
@@ -552,6 +618,7 @@ class Ledger:
 
     def read_run(self, run_id: str) -> StreamReader:
         """Return a reader of the run's stream (records in file order, problems collected)."""
+        flush_all()
         return read_stream(self.stream_path(run_id))
 
     def audit_structure(self, run_id: str | None = None) -> AuditReport:
@@ -598,6 +665,7 @@ class Ledger:
         from scalable.ledger.audit import audit_content, latest_artifacts
         from scalable.ledger.views import connect
 
+        flush_all()
         report = self.audit_structure(run_id)
         if content:
             con = connect(self)
@@ -656,6 +724,7 @@ class Ledger:
             raise ConfigError(f"direction {direction!r} is not one of up, down, both")
         if depth is not None and depth < 1:
             raise ConfigError(f"depth {depth} must be at least 1")
+        flush_all()
         con = connect(self, as_of=as_of)
         try:
             graph = lineage_graph(con, node, direction=direction, depth=depth)
@@ -684,6 +753,7 @@ class Ledger:
         """
         from scalable.ledger.views import run_query
 
+        flush_all()
         return run_query(self, sql, as_of=as_of)
 
 
@@ -710,10 +780,17 @@ def _write_all(fd: int, payload: bytes) -> None:
 
 
 def _sync_loop(ref: weakref.ref[Ledger]) -> None:
+    last_sync = time.monotonic()
     while True:
-        time.sleep(1.0)
+        time.sleep(FLUSH_INTERVAL_S)
         ledger = ref()
         if ledger is None or ledger._closed:
             return
-        ledger.sync()
+        try:
+            ledger.flush()
+            if time.monotonic() - last_sync >= 1.0:
+                ledger.sync()
+                last_sync = time.monotonic()
+        except Exception as exc:  # a background flush must never kill the process
+            _log.error("ledger.background_flush_failed", error=repr(exc))
         del ledger
