@@ -18,6 +18,7 @@ __all__ = [
     "LedgerError",
     "LedgerNotFoundError",
     "ManifestError",
+    "ManifestNotFoundError",
     "MissingDependencyError",
     "QueryError",
     "ReadOnlyQueryError",
@@ -46,6 +47,10 @@ class ConfigError(ScalableError, ValueError):
 
 class ManifestError(ConfigError):
     """The manifest file is missing, unparsable or breaks schema v1."""
+
+
+class ManifestNotFoundError(ManifestError, FileNotFoundError):
+    """The manifest file does not exist."""
 
 
 class MissingDependencyError(ScalableError, ImportError):

@@ -48,8 +48,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     from scalable.cli.ledger import ledger
+    from scalable.cli.manifest import manifest
 
     cli.add_command(ledger)
+    cli.add_command(manifest)
 
 
 _register()
