@@ -189,6 +189,8 @@ class Ledger:
         self._implicit_started: set[str] = set()
         self._syncer: threading.Thread | None = None
         self._closed = False
+        #: Run of events that name none and are raised outside any bound run (a session's run).
+        self.default_run_id: str | None = None
         _ledgers.add(self)
 
     # --- opening -------------------------------------------------------------------------
@@ -279,7 +281,7 @@ class Ledger:
                 clean = validate_event(event)
             except EventValidationError as exc:
                 raise EventValidationError(f"event #{index}: {exc}") from None
-            run_id = clean.get("run_id") or ctx_run
+            run_id = clean.get("run_id") or ctx_run or self.default_run_id
             if run_id is None:
                 run_id = context.implicit_run_id()
                 if run_id not in self._implicit_started:
@@ -301,6 +303,67 @@ class Ledger:
         if self._subscribers or _global_subscribers:
             self._notify(records)
         return records
+
+    def append_records(self, run_id: str, records: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append complete events written elsewhere (a remote worker) as they are, in one write.
+
+        Each record keeps its own ``event_id``, ``timestamp``, ``writer``, ``seq`` and ``prev``,
+        so the foreign writer's chain stays verifiable. A record is either its raw JSON line
+        (bytes, without or with its newline) or a mapping that was decoded from one in order.
+
+        Raises:
+            EventValidationError: a record does not decode, belongs to another run, is this
+                ledger's own writer, or breaks its writer's chain inside the batch.
+        """
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        lines: list[bytes] = []
+        decoded: list[dict[str, Any]] = []
+        heads: dict[str, tuple[int, str]] = {}
+        for index, item in enumerate(records):
+            raw = item.rstrip(b"\n") if isinstance(item, bytes) else _dumps(dict(item)).encode()
+            try:
+                record = decode_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise EventValidationError(f"record #{index} of run {run_id!r} does not decode: {exc}") from None
+            if b"\n" in raw:
+                raise EventValidationError(f"record #{index} of run {run_id!r} spans several lines")
+            if record["run_id"] != run_id:
+                raise EventValidationError(f"record #{index} belongs to run {record['run_id']!r}, not {run_id!r}")
+            writer = record["writer"]
+            if writer == self._writer:
+                raise EventValidationError(f"record #{index} claims this ledger's own writer {writer!r}")
+            head = heads.get(writer)
+            if head is not None and (record["seq"] != head[0] + 1 or record["prev"] != head[1]):
+                raise EventValidationError(
+                    f"record #{index} breaks the chain of writer {writer!r} (seq {record['seq']} after {head[0]})"
+                )
+            heads[writer] = (record["seq"], hashlib.sha256(raw).hexdigest())
+            lines.append(raw)
+            decoded.append(record)
+        if not lines:
+            return []
+        stream = self._stream(run_id)
+        with stream.lock:
+            fd = stream.fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                payload = b"\n".join(lines) + b"\n"
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+                    payload = b"\n" + payload
+                _write_all(fd, payload)
+                if self.fsync is FsyncMode.ALWAYS:
+                    os.fsync(fd)
+                elif self.fsync is FsyncMode.BATCH:
+                    stream.dirty = True
+                    self._ensure_syncer()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        if self._subscribers or _global_subscribers:
+            self._notify(decoded)
+        return decoded
 
     def _stream(self, run_id: str) -> _Stream:
         stream = self._streams.get(run_id)
