@@ -234,7 +234,7 @@ class _DaskRunner(_Runner):
                     threads_per_worker=options.get("threads_per_worker", 1),
                     processes=options.get("processes", True),
                     memory_limit=options.get("memory_limit", "auto"),
-                    dashboard_address=None,
+                    dashboard_address=":0",
                 )
                 self._client = dist.Client(self._cluster, set_as_default=False)
         except (OSError, TimeoutError) as exc:
