@@ -9,8 +9,11 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactNotFoundError",
+    "CacheArgumentError",
     "CacheError",
+    "CacheInputNotFoundError",
     "CachePayloadError",
+    "CacheSignatureError",
     "ConfigError",
     "EventValidationError",
     "IntegrityError",
@@ -113,6 +116,18 @@ class CacheError(ScalableError):
 
 class CachePayloadError(CacheError, ValueError):
     """A cache payload failed its digest or signature check, or cannot be serialized."""
+
+
+class CacheSignatureError(CachePayloadError):
+    """A cache payload is unsigned or badly signed while ``SCALABLE_CACHE_HMAC_KEY`` is set."""
+
+
+class CacheArgumentError(CacheError, ValueError):
+    """``@cacheable`` was given a type or argument name it cannot use, or an unhashable value."""
+
+
+class CacheInputNotFoundError(CacheError, FileNotFoundError):
+    """A ``FileType``/``DirType`` argument names a path that does not exist."""
 
 
 class SessionError(ScalableError, RuntimeError):

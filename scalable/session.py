@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
+from scalable.cache import Cache
+from scalable.cache import using as cache_using
 from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
@@ -94,11 +96,27 @@ def _error_text(exc: BaseException) -> str:
     return mask_secrets(str(exc))[:_MAX_ERROR]
 
 
+_caches: dict[tuple[Any, ...], Cache] = {}
+_caches_lock = threading.Lock()
+
+
+def _session_cache(settings: Settings) -> Cache:
+    """The result cache of a session's settings in this process (built once per process)."""
+    key = (os.getpid(), settings.cache_dir, settings.cache_remote, settings.cache_hmac_key)
+    cache = _caches.get(key)
+    if cache is None:
+        with _caches_lock:
+            cache = _caches.get(key)
+            if cache is None:
+                cache = _caches[key] = Cache.from_settings(settings)
+    return cache
+
+
 def _execute(ledger: Ledger, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Run ``fn`` as the task ``env`` with ``ledger`` active, recording its task events."""
+    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
     telemetry = ledger.settings.telemetry
     base = {"event_type": "task", "run_id": env.run_id, "task_name": env.task_name, "component": env.component}
-    with bus.activate(ledger, scoped=True), context.bind(
+    with bus.activate(ledger, scoped=True), cache_using(_session_cache(env.settings)), context.bind(
         run_id=env.run_id, task_name=env.task_name, component=env.component
     ):
         if telemetry:
@@ -612,12 +630,25 @@ class ScalableSession(TaskSession):
                 raise SessionError(f"session of run {self.run_id!r} is closed; create a new session for a new run")
             self._check_storage()
             self._exit.enter_context(bus.activate(self._ledger))
+            self._bind_cache()
             self._ledger.default_run_id = self.run_id
             if self.settings.telemetry:
                 self._ledger.append({"event_type": "run", "op": "started", "run_id": self.run_id, "attrs": self._run_attrs()})
             self._state = "open"
             atexit.register(self._close_at_exit)
             return self
+
+    def _bind_cache(self) -> None:
+        """Make ``@cacheable`` calls of the thread that opened the session use its cache."""
+        binding = cache_using(_session_cache(self.settings))
+        binding.__enter__()
+
+        def unbind() -> None:
+            # Closed from another thread or at exit the binding belongs to another context.
+            with contextlib.suppress(ValueError):
+                binding.__exit__(None, None, None)
+
+        self._exit.callback(unbind)
 
     def _ready(self) -> None:
         if self._state != "open":

@@ -1,0 +1,31 @@
+"""The result cache: ``@cacheable``, its argument types, and the local and remote tiers."""
+
+from __future__ import annotations
+
+from scalable.cache.decorator import cacheable
+from scalable.cache.tiers import Cache, LocalTier, RemoteTier, default_cache, using
+from scalable.cache.types import (
+    DirType,
+    FileType,
+    GenericType,
+    ObjectType,
+    UtilityType,
+    ValueType,
+    convert_to_type,
+)
+
+__all__ = [
+    "Cache",
+    "DirType",
+    "FileType",
+    "GenericType",
+    "LocalTier",
+    "ObjectType",
+    "RemoteTier",
+    "UtilityType",
+    "ValueType",
+    "cacheable",
+    "convert_to_type",
+    "default_cache",
+    "using",
+]
