@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from scalable import ScalableSession
+from scalable import ScalableSession, cacheable
 from scalable.ledger import bus
 from tests.session.helpers import events_of, verify_run
 
@@ -44,7 +44,7 @@ def manifest_for(cluster: Any, target: str = "local") -> Path:
     path = Path("scalable.yaml")
     path.write_text(
         "version: 1\n"
-        "project: {name: demo}\n"
+        "project: {name: demo, local_cache: ./project-cache}\n"
         "targets:\n"
         f"  {target}: {{provider: dask, address: '{cluster.scheduler_address}'}}\n"
         "components: {prep: {}}\n"
@@ -53,8 +53,15 @@ def manifest_for(cluster: Any, target: str = "local") -> Path:
     return path
 
 
+@cacheable
+def halve(x: int) -> int:
+    """A cached function called inside tasks."""
+    return x // 2
+
+
 def produce(session: Any, directory: str, index: int) -> dict[str, Any]:
-    """A task that writes a file, records it, and publishes an event of its own."""
+    """A task that writes a file, records it, calls a cached function and publishes an event."""
+    halve(index % 2)
     path = Path(directory) / f"part-{index}.csv"
     path.write_text(f"{index}\n")
     session.record_artifact(str(path), kind="result")
@@ -109,6 +116,10 @@ def test_seed_example_on_dask_worker_processes(cluster: Any, worker_runs_dir: Pa
     assert {r["component"] for r in from_tasks} == {"prep"}
     assert len(of(records, "artifact", "get")) == 4
     assert len(of(records, "task", "finished")) == 4
+    cache_events = [r for r in records if r["event_type"] == "cache"]
+    assert len([r for r in cache_events if r["op"] in ("hit", "miss")]) == 4
+    assert {r["task_name"] for r in cache_events} == {"produce"}
+    assert (isolated / "project-cache").is_dir()
     task_writers = {r["writer"] for r in of(records, "task", "started")}
     assert len(task_writers) == 4 and session.ledger.writer_id not in task_writers
     sealed = verify_run(session.ledger.stream_path(session.run_id))

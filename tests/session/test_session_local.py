@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from scalable import ScalableSession
+from scalable import ScalableSession, cacheable
 from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
@@ -30,6 +30,7 @@ MANIFEST = """\
 version: 1
 project:
   name: demo
+  local_cache: ./project-cache
 targets:
   local: {provider: local, max_workers: 2}
   procs: {provider: local, processes: true, max_workers: 2}
@@ -38,6 +39,7 @@ components:
 tasks:
   make_file: prep
   boom: prep
+  squared_task: prep
 """
 
 
@@ -54,6 +56,17 @@ def make_file(session: Any, name: str, text: str) -> str:
     session.record_artifact(name, kind="result")
     bus.publish({"event_type": "artifact", "op": "get", "location": f"mem://{name}"})
     return name
+
+
+@cacheable
+def square(x: int) -> int:
+    """A cached function."""
+    return x * x
+
+
+def squared_task(x: int) -> int:
+    """A task that calls a cached function."""
+    return square(x)
 
 
 def boom(message: str) -> None:
@@ -300,3 +313,19 @@ def test_unwritable_default_storage_fails_at_start(isolated: Path) -> None:
     session = ScalableSession.from_yaml(path)
     with pytest.raises(ConfigError, match=r"default storage '.*blocker/store' cannot be written"):
         session.start()
+
+
+@pytest.mark.parametrize("target", ["local", "procs"])
+def test_cached_function_inside_tasks(manifest: Path, target: str) -> None:
+    """A cached call inside tasks misses then hits, in the session's cache, with the task's context."""
+    with ScalableSession.from_yaml(manifest, target=target) as session:
+        assert session.submit(squared_task, 7).result() == 49
+        assert session.submit(squared_task, 7).result() == 49
+    assert (manifest.parent / "project-cache").is_dir()
+    records = events_of(session.ledger, session.run_id)
+    ops = [r["op"] for r in records if r["event_type"] == "cache"]
+    assert ops.count("miss") == 1 and ops.count("write") == 1 and ops.count("hit") == 1
+    for record in records:
+        if record["event_type"] == "cache":
+            assert record["task_name"] == "squared_task" and record["run_id"] == session.run_id
+    verify_run(session.ledger.stream_path(session.run_id))
