@@ -263,7 +263,7 @@ class _DaskRunner(_Runner):
             ) from None
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._cond = threading.Condition()
-        self._dask_futures: list[Any] = []
+        self._remote: set[Any] = set()
 
     def submit(
         self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -273,7 +273,8 @@ class _DaskRunner(_Runner):
         with self._cond:
             self._pending.add(future)
         remote = self._client.submit(_run_captured, env, fn, tuple(args), dict(kwargs), key=f"{env.task_name}-{env.task_id}", pure=False)
-        self._dask_futures.append(remote)
+        with self._cond:
+            self._remote.add(remote)
         remote.add_done_callback(lambda done: self._settle(done, future))
         return future
 
@@ -298,16 +299,18 @@ class _DaskRunner(_Runner):
                 remote.release()
             with self._cond:
                 self._pending.discard(future)
+                self._remote.discard(remote)
                 self._cond.notify_all()
 
     def shutdown(self, *, cancel: bool) -> None:
         if cancel:
-            for remote in self._dask_futures:
+            with self._cond:
+                remotes = list(self._remote)
+            for remote in remotes:
                 with contextlib.suppress(Exception):
                     remote.cancel()
         with self._cond:
             self._cond.wait_for(lambda: not self._pending, timeout=None if not cancel else 30)
-        self._dask_futures.clear()
         with contextlib.suppress(Exception):
             self._client.close()
         if self._cluster is not None:

@@ -83,6 +83,14 @@ def die_once(marker: str) -> int:
     return os.getpid()
 
 
+def nap(seconds: float) -> str:
+    """A slow task."""
+    import time
+
+    time.sleep(seconds)
+    return "woke"
+
+
 def of(records: list[dict[str, Any]], event_type: str, op: str) -> list[dict[str, Any]]:
     return [r for r in records if r["event_type"] == event_type and r["op"] == op]
 
@@ -139,6 +147,18 @@ def test_failing_dask_task_reaches_caller_and_is_recorded(cluster: Any, isolated
     assert failed["task_name"] == "explode"
     sealed = verify_run(session.ledger.stream_path(session.run_id))
     assert sealed["status"] == "failed"
+
+
+def test_run_failing_with_tasks_in_flight_is_sealed_without_late_events(cluster: Any, isolated: Path) -> None:
+    """Leaving the block with an error while tasks run cancels them; nothing lands after the seal."""
+    manifest_for(cluster)
+    session = ScalableSession.from_yaml("scalable.yaml")
+    with pytest.raises(LookupError), session:
+        pending = session.submit(nap, 1.0)
+        raise LookupError("stop here")
+    assert pending.done()
+    sealed = verify_run(session.ledger.stream_path(session.run_id))
+    assert sealed["status"] == "failed" and sealed["error_type"] == "LookupError"
 
 
 def test_worker_killed_mid_task_run_still_verifies(cluster: Any, isolated: Path) -> None:

@@ -329,3 +329,25 @@ def test_cached_function_inside_tasks(manifest: Path, target: str) -> None:
         if record["event_type"] == "cache":
             assert record["task_name"] == "squared_task" and record["run_id"] == session.run_id
     verify_run(session.ledger.stream_path(session.run_id))
+
+
+def test_directory_settings_precedence(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs, ledger and cache directories: argument beats environment beats manifest beats default."""
+    default = ScalableSession.from_yaml(manifest)
+    assert default.ledger.runs_dir == manifest.parent / ".scalable" / "runs"
+    assert default.settings.cache_dir == manifest.parent / "project-cache"
+    monkeypatch.setenv("SCALABLE_RUNS_DIR", "env-runs")
+    monkeypatch.setenv("SCALABLE_LEDGER_DIR", "env-ledger")
+    monkeypatch.setenv("SCALABLE_CACHE_DIR", "env-cache")
+    from_env = ScalableSession.from_yaml(manifest)
+    assert from_env.ledger.runs_dir == Path.cwd() / "env-runs"
+    assert from_env.ledger.ledger_dir == Path.cwd() / "env-ledger"
+    assert from_env.settings.cache_dir == Path.cwd() / "env-cache"
+    given = ScalableSession.from_yaml(manifest, runs_dir="arg-runs", ledger_dir="arg-ledger", local_cache="arg-cache")
+    assert given.ledger.runs_dir == Path.cwd() / "arg-runs"
+    assert given.ledger.ledger_dir == Path.cwd() / "arg-ledger"
+    assert given.settings.cache_dir == Path.cwd() / "arg-cache"
+    with given:
+        assert given.submit(squared_task, 3).result() == 9
+    assert (Path.cwd() / "arg-runs" / given.run_id / "artifacts.jsonl").is_file()
+    assert (Path.cwd() / "arg-cache").is_dir()
