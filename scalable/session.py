@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlparse
 
 from scalable.cache import Cache
@@ -192,19 +192,21 @@ def _run_captured(env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kw
 # --- targets -----------------------------------------------------------------------------------
 
 
-class _Runner:
+class _Runner(Protocol):
     """Runs tasks of one target; ``submit`` returns a future that completes after the events."""
 
     def submit(
         self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> concurrent.futures.Future[Any]:
-        raise NotImplementedError
+        """Start the task; its future completes once its events are in the run's stream."""
+        ...
 
     def shutdown(self, *, cancel: bool) -> None:
-        raise NotImplementedError
+        """Wait for running tasks (cancelling queued ones with ``cancel``) and free the workers."""
+        ...
 
 
-class _ThreadRunner(_Runner):
+class _ThreadRunner:
     def __init__(self, ledger: Ledger, max_workers: int | None) -> None:
         self._ledger = ledger
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="scalable-task")
@@ -218,7 +220,7 @@ class _ThreadRunner(_Runner):
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-class _ProcessRunner(_Runner):
+class _ProcessRunner:
     def __init__(self, max_workers: int | None) -> None:
         # forkserver: children never inherit a lock another thread of the client held at fork.
         self._pool = concurrent.futures.ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("forkserver"))
@@ -232,7 +234,7 @@ class _ProcessRunner(_Runner):
         self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-class _DaskRunner(_Runner):
+class _DaskRunner:
     def __init__(self, session: ScalableSession, options: Mapping[str, Any]) -> None:
         try:
             dist: Any = importlib.import_module("distributed")
@@ -350,6 +352,8 @@ def _tree_digest(path: Path) -> tuple[int, str]:
         dirs.sort()
         for name in files:
             full = Path(root) / name
+            if not full.is_file():  # a broken link or a special file holds no bytes to digest
+                continue
             size, digest = _file_digest(full)
             total += size
             entries.append((full.relative_to(path).as_posix(), digest))
