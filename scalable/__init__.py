@@ -8,6 +8,7 @@ from scalable.cache import DirType, FileType, GenericType, ObjectType, UtilityTy
 from scalable.errors import ScalableError
 from scalable.ledger import Ledger
 from scalable.session import ScalableSession
+from scalable.stores import build_artifact_store
 
 try:
     __version__ = version("scalable")
@@ -25,5 +26,6 @@ __all__ = [
     "UtilityType",
     "ValueType",
     "__version__",
+    "build_artifact_store",
     "cacheable",
 ]
