@@ -29,6 +29,7 @@ __all__ = [
     "ScalableError",
     "SessionError",
     "StoreError",
+    "StoreUnreachableError",
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
@@ -87,6 +88,10 @@ class ReadOnlyQueryError(LedgerError, PermissionError):
 
 class StoreError(ScalableError):
     """Something about an artifact store went wrong."""
+
+
+class StoreUnreachableError(StoreError, ConnectionError):
+    """A store (a session's default storage) cannot be reached or written: missing bucket, no access."""
 
 
 class InvalidKeyError(StoreError, ValueError):

@@ -29,7 +29,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import getpass
-import hashlib
 import importlib
 import multiprocessing
 import os
@@ -53,6 +52,7 @@ from scalable.errors import (
     MissingDependencyError,
     ScalableError,
     SessionError,
+    StoreUnreachableError,
 )
 from scalable.ledger import bus, context
 from scalable.ledger.context import make_run_id
@@ -60,6 +60,8 @@ from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.settings import FsyncMode, Settings, load_settings
+from scalable.stores import build_artifact_store
+from scalable.stores._digest import file_digest, tree_digest, walk_tree
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["ScalableSession", "TaskSession"]
 
 _log = get_logger("scalable.session")
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs"})
 _MAX_ERROR = 2000
 
 
@@ -334,42 +337,16 @@ def _local_path(location: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(Path(text).expanduser()))
 
 
-def _file_digest(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return size, h.hexdigest()
-
-
-def _tree_digest(path: Path) -> tuple[int, str]:
-    """Size and digest of a directory: SHA-256 over sorted ``relative-path NUL file-digest LF``."""
-    entries: list[tuple[str, str]] = []
-    total = 0
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in files:
-            full = Path(root) / name
-            if not full.is_file():  # a broken link or a special file holds no bytes to digest
-                continue
-            size, digest = _file_digest(full)
-            total += size
-            entries.append((full.relative_to(path).as_posix(), digest))
-    h = hashlib.sha256()
-    for rel, digest in sorted(entries):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return total, h.hexdigest()
-
-
 def _measure(path: Path) -> tuple[str, int, str]:
-    """Return (kind, size, digest) of a local file or directory."""
+    """Return (kind, size, digest) of a local file or directory, hashed as the stores hash."""
     if path.is_dir():
-        size, digest = _tree_digest(path)
-        return "dir", size, digest
-    size, digest = _file_digest(path)
-    return "file", size, digest
+        digests: dict[str, str] = {}
+        total = 0
+        for rel, full in walk_tree(path):
+            digests[rel] = file_digest(full)
+            total += full.stat().st_size
+        return "dir", total, tree_digest(digests)
+    return "file", path.stat().st_size, file_digest(path)
 
 
 def _input_ref(value: str | os.PathLike[str]) -> str:
@@ -408,8 +385,6 @@ class TaskSession:
     def store(self) -> Any:
         """The default-storage artifact store (``project.default_storage``)."""
         if self._store is None:
-            from scalable.stores import build_artifact_store  # noqa: PLC0415  (backends load lazily)
-
             self._store = build_artifact_store(self.settings.default_storage)
         return self._store
 
@@ -744,20 +719,43 @@ class ScalableSession(TaskSession):
         }
 
     def _check_storage(self) -> None:
-        """Fail now, naming the URI, if the default storage cannot be reached."""
+        """Fail now, naming the URI, if the default storage cannot be reached or written.
+
+        Raises:
+            StoreUnreachableError: a local directory that cannot be created or written, a
+                bucket that does not exist, or an endpoint that does not answer.
+            UnsupportedSchemeError: no backend handles the URI's scheme.
+            MissingDependencyError: the backend's package is not installed.
+        """
         uri = self.settings.default_storage
+        shown = mask_secrets(uri)
         if "://" not in uri or uri.startswith("file://"):
-            path = _local_path(uri)
-            probe = path
+            probe = _local_path(uri)
             while not probe.exists() and probe.parent != probe:
                 probe = probe.parent
             if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-                raise ConfigError(
-                    f"default storage {uri!r} cannot be written ({probe} is not a writable directory); "
+                raise StoreUnreachableError(
+                    f"default storage {shown!r} cannot be written ({probe} is not a writable directory); "
                     "fix project.default_storage or SCALABLE_DEFAULT_STORAGE"
                 )
             return
-        self.store.list_artifacts("")
+        store = self.store
+        fs = getattr(store, "fs", None)
+        if fs is None or store.scheme not in _BUCKET_SCHEMES:
+            return
+        bucket = str(getattr(store, "root", "")).split("/", 1)[0]
+        try:
+            fs.info(bucket)
+        except FileNotFoundError:
+            raise StoreUnreachableError(
+                f"default storage {shown!r}: bucket {bucket!r} does not exist; create it or fix "
+                "project.default_storage / SCALABLE_DEFAULT_STORAGE"
+            ) from None
+        except Exception as exc:  # network, credentials, endpoint: all mean "cannot reach it"
+            raise StoreUnreachableError(
+                f"default storage {shown!r} cannot be reached: {mask_secrets(str(exc))[:300]}; "
+                "check the endpoint, credentials and network"
+            ) from None
 
     def _append_foreign(self, lines: Mapping[str, Sequence[bytes]]) -> None:
         """Append a remote task's event lines to their runs (unless the run is sealed)."""

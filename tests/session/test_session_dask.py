@@ -64,6 +64,7 @@ def produce(session: Any, directory: str, index: int) -> dict[str, Any]:
     halve(index % 2)
     path = Path(directory) / f"part-{index}.csv"
     path.write_text(f"{index}\n")
+    session.put(str(path))
     session.record_artifact(str(path), kind="result")
     bus.publish({"event_type": "artifact", "op": "get", "location": f"mem://part-{index}"})
     return {"pid": os.getpid(), "runs_dir": os.environ.get("SCALABLE_RUNS_DIR")}
@@ -124,6 +125,10 @@ def test_seed_example_on_dask_worker_processes(cluster: Any, worker_runs_dir: Pa
     assert {r["component"] for r in from_tasks} == {"prep"}
     assert len(of(records, "artifact", "get")) == 4
     assert len(of(records, "task", "finished")) == 4
+    puts = of(records, "artifact", "put")
+    assert sorted(p["key"] for p in puts) == [f"runs/{session.run_id}/part-{i}.csv" for i in range(4)]
+    assert {p["task_name"] for p in puts} == {"produce"}
+    assert session.store.exists(f"runs/{session.run_id}/part-3.csv")
     cache_events = [r for r in records if r["event_type"] == "cache"]
     assert len([r for r in cache_events if r["op"] in ("hit", "miss")]) == 4
     assert {r["task_name"] for r in cache_events} == {"produce"}

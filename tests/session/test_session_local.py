@@ -16,10 +16,10 @@ import pytest
 from scalable import ScalableSession, cacheable
 from scalable.errors import (
     ArtifactNotFoundError,
-    ConfigError,
     IntegrityError,
     ManifestError,
     SessionError,
+    StoreUnreachableError,
 )
 from scalable.ledger import bus
 from scalable.manifest import load_manifest
@@ -51,8 +51,9 @@ def manifest(isolated: Path) -> Path:
 
 
 def make_file(session: Any, name: str, text: str) -> str:
-    """A task that writes a file and records it through the session it was given."""
+    """A task that writes a file, stores it and records it through the session it was given."""
     Path(name).write_text(text)
+    session.put(name)
     session.record_artifact(name, kind="result")
     bus.publish({"event_type": "artifact", "op": "get", "location": f"mem://{name}"})
     return name
@@ -148,8 +149,11 @@ def test_thread_tasks_record_in_their_context(manifest: Path) -> None:
         assert sorted(f.result() for f in futures) == ["a.txt", "b.txt", "c.txt"]
     records = events_of(session.ledger, session.run_id)
     assert {r["run_id"] for r in records} == {session.run_id}
-    for record in of(records, "artifact", "recorded") + of(records, "artifact", "get"):
+    for record in of(records, "artifact", "recorded") + of(records, "artifact", "get") + of(records, "artifact", "put"):
         assert record["task_name"] == "make_file" and record["component"] == "prep"
+    stored = sorted(r["key"] for r in of(records, "artifact", "put"))
+    assert stored == [f"runs/{session.run_id}/{n}" for n in ("a.txt", "b.txt", "c.txt")]
+    assert session.store.list_artifacts(f"runs/{session.run_id}/") == stored
     started, finished = of(records, "task", "started"), of(records, "task", "finished")
     ids = {json.loads(r["attrs"])["task_id"] for r in started}
     assert len(ids) == 3
@@ -166,8 +170,8 @@ def test_process_tasks_append_under_their_own_writers(manifest: Path) -> None:
         futures = [session.submit(make_file, session, f"p{i}.txt", str(i)) for i in range(4)]
         assert [f.result() for f in futures] == [f"p{i}.txt" for i in range(4)]
     records = events_of(session.ledger, session.run_id)
-    recorded = of(records, "artifact", "recorded")
-    assert len(recorded) == 4
+    recorded = of(records, "artifact", "recorded") + of(records, "artifact", "put")
+    assert len(recorded) == 8
     assert all(r["task_name"] == "make_file" and r["run_id"] == session.run_id for r in recorded)
     task_writers = {r["writer"] for r in of(records, "task", "started")}
     assert session.ledger.writer_id not in task_writers
@@ -311,7 +315,7 @@ def test_unwritable_default_storage_fails_at_start(isolated: Path) -> None:
     path = isolated / "m.yaml"
     path.write_text("version: 1\nproject: {name: p, default_storage: ./blocker/store}\n")
     session = ScalableSession.from_yaml(path)
-    with pytest.raises(ConfigError, match=r"default storage '.*blocker/store' cannot be written"):
+    with pytest.raises(StoreUnreachableError, match=r"default storage '.*blocker/store' cannot be written"):
         session.start()
 
 
@@ -351,3 +355,59 @@ def test_directory_settings_precedence(manifest: Path, monkeypatch: pytest.Monke
         assert given.submit(squared_task, 3).result() == 9
     assert (Path.cwd() / "arg-runs" / given.run_id / "artifacts.jsonl").is_file()
     assert (Path.cwd() / "arg-cache").is_dir()
+
+
+def test_put_stores_under_the_run_and_records_once(manifest: Path) -> None:
+    """put stores a file under runs/<run_id>/ of the default storage with one artifact/put event."""
+    Path("model.bin").write_bytes(b"\x00" * 100)
+    Path("outdir").mkdir()
+    (Path("outdir") / "x.txt").write_text("x")
+    with ScalableSession.from_yaml(manifest) as session:
+        ref = session.put("model.bin")
+        tree = session.put("outdir", "results/outdir")
+    assert ref.uri == session.store.uri_for(f"runs/{session.run_id}/model.bin")
+    assert ref.size_bytes == 100
+    assert ref.digest == hashlib.sha256(b"\x00" * 100).hexdigest()
+    assert ref.uri.startswith((Path.cwd() / ".scalable" / "artifacts").as_uri())
+    records = events_of(session.ledger, session.run_id)
+    puts = of(records, "artifact", "put")
+    assert [p["key"] for p in puts] == [f"runs/{session.run_id}/model.bin", f"runs/{session.run_id}/results/outdir"]
+    assert puts[1]["digest"] == tree.digest
+    with ScalableSession.from_yaml(manifest) as again:
+        recorded = again.record_artifact("outdir")
+    assert recorded is not None and recorded["digest"] == tree.digest
+
+
+def test_put_and_reachability_on_s3(manifest: Path, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3 default storage is checked at start (missing bucket named) and receives puts from tasks."""
+    bucket, _options = s3_bucket
+    monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", "s3://no-such-bucket-here/runs/")
+    session = ScalableSession.from_yaml(manifest)
+    with pytest.raises(StoreUnreachableError, match=r"s3://no-such-bucket-here/runs/.*bucket 'no-such-bucket-here' does not exist"):
+        session.start()
+    monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", f"s3://{bucket}/runs/")
+    with ScalableSession.from_yaml(manifest) as session:
+        assert session.submit(make_file, session, "s3.txt", "hello").result() == "s3.txt"
+    records = events_of(session.ledger, session.run_id)
+    (put,) = of(records, "artifact", "put")
+    assert put["location"] == f"s3://{bucket}/runs/runs/{session.run_id}/s3.txt"
+    assert put["task_name"] == "make_file"
+    assert session.store.list_artifacts("runs/") == [f"runs/{session.run_id}/s3.txt"]
+
+
+def test_unreachable_endpoint_fails_at_start_with_masked_uri(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3 endpoint nobody answers fails at start(), naming the URI with its credentials masked."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", "s3://AKIAEXAMPLE:hunter2@bucket/runs/")
+    session = ScalableSession.from_yaml(manifest)
+    with pytest.raises(StoreUnreachableError, match="cannot be reached") as info:
+        session.start()
+    assert "hunter2" not in str(info.value)
+    assert "bucket/runs/" in str(info.value)
