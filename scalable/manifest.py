@@ -10,7 +10,7 @@ A manifest looks like::
     targets:
       local: {provider: local, max_workers: 4}         # threads; processes: true for processes
       cluster: {provider: dask, n_workers: 2, threads_per_worker: 1}
-      remote: {provider: dask, address: "tcp://10.0.0.5:8786"}
+      remote: {provider: dask, address: "tcp://10.0.0.5:8786", timeout: 30}
     components:
       preprocess: {description: clean the raw data}
     tasks:
@@ -64,6 +64,7 @@ PROVIDERS: Final[dict[str, dict[str, tuple[type, ...]]]] = {
     "local": {"max_workers": (int,), "processes": (bool,)},
     "dask": {
         "address": (str,),
+        "timeout": (int,),
         "n_workers": (int,),
         "threads_per_worker": (int,),
         "processes": (bool,),

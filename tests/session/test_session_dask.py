@@ -196,3 +196,22 @@ def test_session_starts_its_own_local_cluster(isolated: Path) -> None:
     records = events_of(session.ledger, session.run_id)
     assert len(of(records, "task", "finished")) == 2
     verify_run(session.ledger.stream_path(session.run_id))
+
+
+def test_unreachable_scheduler_fails_naming_the_address(isolated: Path) -> None:
+    """A dask target whose scheduler does not answer fails at the first task, naming the address."""
+    import socket
+
+    from scalable.errors import SessionError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    Path("scalable.yaml").write_text(
+        "version: 1\nproject: {name: p}\n"
+        f"targets: {{gone: {{provider: dask, address: 'tcp://127.0.0.1:{port}', timeout: 1}}}}\n"
+    )
+    with ScalableSession.from_yaml("scalable.yaml") as session:
+        with pytest.raises(SessionError, match=rf"target 'gone': cannot connect to scheduler 'tcp://127.0.0.1:{port}'"):
+            session.submit(explode, "never runs")
+    verify_run(session.ledger.stream_path(session.run_id))
