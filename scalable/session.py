@@ -50,7 +50,6 @@ from scalable.errors import (
     ConfigError,
     IntegrityError,
     MissingDependencyError,
-    ScalableError,
     SessionError,
     StoreUnreachableError,
 )
@@ -60,7 +59,7 @@ from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.settings import FsyncMode, Settings, load_settings
-from scalable.stores import build_artifact_store
+from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores._digest import file_digest, tree_digest, walk_tree
 
 if TYPE_CHECKING:
@@ -371,7 +370,7 @@ class TaskSession:
         self.project = project
         self.target_name = target
         self._components = dict(components)
-        self._store: Any = None
+        self._store: ArtifactStore | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (TaskSession, (self.run_id, self.settings, self.project, self.target_name, self._components))
@@ -382,7 +381,7 @@ class TaskSession:
         return bus.active()
 
     @property
-    def store(self) -> Any:
+    def store(self) -> ArtifactStore:
         """The default-storage artifact store (``project.default_storage``)."""
         if self._store is None:
             self._store = build_artifact_store(self.settings.default_storage)
@@ -437,6 +436,8 @@ class TaskSession:
         """
         if path is None and location is None:
             raise SessionError("record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')")
+        if path is not None and location is None and _is_remote(os.fspath(path)):
+            path, location = None, os.fspath(path)  # a URI given positionally is a location
         local: Path | None = None
         if path is not None:
             local = _local_path(path)
@@ -477,7 +478,7 @@ class TaskSession:
         self._ready()
         return self._emit(event)
 
-    def put(self, local_path: str | os.PathLike[str], key: str | None = None, *, kind: str | None = None) -> Any:
+    def put(self, local_path: str | os.PathLike[str], key: str | None = None, *, kind: str | None = None) -> ArtifactRef:
         """Store a local file or directory in the default storage under ``runs/<run_id>/``.
 
         The store records the ``artifact/put`` event (with size and digest) in the run.
@@ -489,6 +490,11 @@ class TaskSession:
 
         Returns:
             The store's ``ArtifactRef`` (``uri``, ``digest``, ``size_bytes``).
+
+        Raises:
+            ArtifactNotFoundError: ``local_path`` does not exist.
+            InvalidKeyError: ``key`` escapes the run's prefix (``..``, NUL...).
+            StoreError: the store failed.
         """
         self._ready()
         name = key if key is not None else _local_path(local_path).name
@@ -679,8 +685,8 @@ class ScalableSession(TaskSession):
         if compact is not None:
             try:
                 compact(run_ids=[self.run_id])
-            except ScalableError as exc:
-                _log.warning("session.compaction_failed", run_id=self.run_id, error=str(exc))
+            except Exception as exc:  # the run is sealed in its stream; compaction can run again later
+                _log.warning("session.compaction_failed", run_id=self.run_id, error=mask_secrets(str(exc)))
 
     def _close_at_exit(self) -> None:
         self.close("completed")

@@ -17,6 +17,7 @@ from scalable import ScalableSession, cacheable
 from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
+    InvalidKeyError,
     ManifestError,
     SessionError,
     StoreUnreachableError,
@@ -225,6 +226,17 @@ def test_keyword_form_records_as_given(manifest: Path) -> None:
     assert record["size_bytes"] == 123 and record["digest"] == "ab" * 32
     assert record["inputs"] == [(Path.cwd() / "in.csv").as_uri(), "s3://bucket/raw/x"]
     assert json.loads(record["attrs"]) == {"epochs": 3}
+    positional = session_record_uri(manifest)
+    assert positional["location"] == "gs://bucket/out/table.parquet"
+    assert positional["artifact_name"] == "table.parquet" and "digest" not in positional
+
+
+def session_record_uri(manifest: Path) -> dict[str, Any]:
+    """Record a remote URI given positionally and return the event."""
+    with ScalableSession.from_yaml(manifest) as session:
+        record = session.record_artifact("gs://bucket/out/table.parquet", kind="result")
+    assert record is not None
+    return record
 
 
 def test_directory_gets_a_tree_digest(manifest: Path) -> None:
@@ -254,6 +266,8 @@ def test_record_artifact_bad_input(manifest: Path) -> None:
             session.record_artifact("out.csv", digest="0" * 64)
         with pytest.raises(IntegrityError, match=r"out\.csv.*size_bytes=9"):
             session.record_artifact("out.csv", size_bytes=9)
+        with pytest.raises(InvalidKeyError):
+            session.put("out.csv", "../escape.csv")
 
 
 def test_session_pickles_to_a_task_view(manifest: Path) -> None:
