@@ -437,7 +437,7 @@ class TaskSession:
         if path is None and location is None:
             raise SessionError("record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')")
         if path is not None and location is None and _is_remote(os.fspath(path)):
-            path, location = None, os.fspath(path)  # a URI given positionally is a location
+            location, path = os.fspath(path), None  # a URI given positionally is a location
         local: Path | None = None
         if path is not None:
             local = _local_path(path)
