@@ -35,12 +35,14 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote, urlparse
 
 from scalable.cache import Cache
@@ -61,9 +63,6 @@ from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.settings import FsyncMode, Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores._digest import file_digest, tree_digest, walk_tree
-
-if TYPE_CHECKING:
-    from types import TracebackType
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -503,6 +502,29 @@ class TaskSession:
 
 # --- the session -----------------------------------------------------------------------------------
 
+# The exception that is ending the interpreter, seen by sys.excepthook before atexit runs, so
+# a run still open at exit ends failed or interrupted instead of completed.
+_uncaught: BaseException | None = None
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _install_excepthook() -> None:
+    global _hook_installed
+    with _hook_lock:
+        if _hook_installed:
+            return
+        previous = sys.excepthook
+
+        def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+            global _uncaught
+            _uncaught = exc
+            previous(exc_type, exc, tb)
+
+        sys.excepthook = hook
+        _hook_installed = True
+
+
 
 class ScalableSession(TaskSession):
     """One run of a project: its events, its artifacts and its tasks on a target.
@@ -623,6 +645,7 @@ class ScalableSession(TaskSession):
             if self.settings.telemetry:
                 self._ledger.append({"event_type": "run", "op": "started", "run_id": self.run_id, "attrs": self._run_attrs()})
             self._state = "open"
+            _install_excepthook()
             atexit.register(self._close_at_exit)
             return self
 
@@ -689,7 +712,13 @@ class ScalableSession(TaskSession):
                 _log.warning("session.compaction_failed", run_id=self.run_id, error=mask_secrets(str(exc)))
 
     def _close_at_exit(self) -> None:
-        self.close("completed")
+        exc = _uncaught
+        if exc is None:
+            self.close("completed")
+        elif isinstance(exc, KeyboardInterrupt):
+            self.close("interrupted", error=exc)
+        else:
+            self.close("failed", error=exc)
 
     def __enter__(self) -> ScalableSession:
         return self.start()

@@ -122,8 +122,12 @@ def test_from_yaml_starts_nothing(manifest: Path) -> None:
     assert not Path(".scalable").exists()
 
 
-def test_implicit_run_is_finished_at_interpreter_exit(manifest: Path) -> None:
-    """A run started by record_artifact and never closed is sealed when the interpreter exits."""
+@pytest.mark.parametrize(
+    ("ending", "status"),
+    [("", "completed"), ("raise ValueError('late')", "failed"), ("raise KeyboardInterrupt", "interrupted")],
+)
+def test_implicit_run_is_finished_at_interpreter_exit(manifest: Path, ending: str, status: str) -> None:
+    """A run started by record_artifact and never closed is sealed at exit, with how the script ended."""
     Path("output.csv").write_text("x\n")
     script = textwrap.dedent(
         """
@@ -131,15 +135,16 @@ def test_implicit_run_is_finished_at_interpreter_exit(manifest: Path) -> None:
 
         session = ScalableSession.from_yaml("scalable.yaml", target="local")
         session.record_artifact("output.csv", kind="result")
-        print(session.run_id)
+        print(session.run_id, flush=True)
         """
-    )
+    ) + ending
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALABLE_")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
+    assert (out.returncode == 0) == (status == "completed"), out.stderr
     run_id = out.stdout.strip()
     sealed = verify_run(Path(".scalable/runs") / run_id / "artifacts.jsonl")
-    assert sealed["status"] == "completed"
+    assert sealed["status"] == status
     assert sealed["counts"] == {"run": 1, "artifact": 1}
 
 
