@@ -581,6 +581,8 @@ class ScalableSession(TaskSession):
         self.manifest = manifest
         self.target = spec
         self._ledger = Ledger(settings)
+        # What tasks carry to workers: the seal key stays with the client, which alone seals.
+        self._task_settings = dataclasses.replace(settings, ledger_key=None)
         self._lock = threading.RLock()
         self._state = "new"
         self._implicit = False
@@ -607,7 +609,7 @@ class ScalableSession(TaskSession):
         return cls(load_manifest(path), target=target, **overrides)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskSession, (self.run_id, self.settings, self.project, self.target_name, self._components))
+        return (TaskSession, (self.run_id, self._task_settings, self.project, self.target_name, self._components))
 
     def __repr__(self) -> str:
         return f"ScalableSession(run_id={self.run_id!r}, target={self.target_name!r}, state={self._state!r})"
@@ -848,7 +850,7 @@ class ScalableSession(TaskSession):
         if self._state != "open":
             raise SessionError(f"session of run {self.run_id!r} is closed; tasks cannot be submitted any more")
         name = task_name or getattr(fn, "__name__", None) or type(fn).__name__
-        env = _TaskEnv(self.run_id, name, os.urandom(8).hex(), self._components.get(name), self.settings)
+        env = _TaskEnv(self.run_id, name, os.urandom(8).hex(), self._components.get(name), self._task_settings)
         future = self._get_runner().submit(env, fn, args, kwargs)
         with self._lock:
             self._submitted += 1

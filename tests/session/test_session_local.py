@@ -282,7 +282,19 @@ def test_session_pickles_to_a_task_view(manifest: Path) -> None:
     session = ScalableSession.from_yaml(manifest)
     view = pickle.loads(pickle.dumps(session))
     assert isinstance(view, TaskSession) and not isinstance(view, ScalableSession)
-    assert view.run_id == session.run_id and view.settings == session.settings
+    assert view.run_id == session.run_id
+    assert view.settings.default_storage == session.settings.default_storage
+
+
+def test_seal_key_never_travels_to_tasks(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With SCALABLE_LEDGER_KEY set the seal is an HMAC, and the key is not in what tasks receive."""
+    import pickle
+
+    monkeypatch.setenv("SCALABLE_LEDGER_KEY", "seal-secret")
+    with ScalableSession.from_yaml(manifest) as session:
+        assert b"seal-secret" not in pickle.dumps(session)
+    sealed = verify_run(session.ledger.stream_path(session.run_id))
+    assert len(sealed["seal"]["hmac"]) == 64
 
 
 def test_closed_session_refuses_work(manifest: Path) -> None:
