@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import getpass
 import importlib
@@ -215,7 +216,8 @@ class _ThreadRunner:
     def submit(
         self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> concurrent.futures.Future[Any]:
-        return self._pool.submit(_execute, self._ledger, env, fn, args, kwargs)
+        # The caller's context variables (log context, user state) flow into the task.
+        return self._pool.submit(contextvars.copy_context().run, _execute, self._ledger, env, fn, args, kwargs)
 
     def shutdown(self, *, cancel: bool) -> None:
         self._pool.shutdown(wait=True, cancel_futures=cancel)

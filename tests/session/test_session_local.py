@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
@@ -442,3 +443,21 @@ def test_unreachable_endpoint_fails_at_start_with_masked_uri(manifest: Path, mon
         session.start()
     assert "hunter2" not in str(info.value)
     assert "bucket/runs/" in str(info.value)
+
+
+CALLER_STATE: contextvars.ContextVar[str] = contextvars.ContextVar("caller_state", default="unset")
+
+
+def read_caller_state() -> str:
+    """A task that reads a context variable of its caller."""
+    return CALLER_STATE.get()
+
+
+def test_thread_tasks_see_the_callers_context(manifest: Path) -> None:
+    """Context variables set by the caller are visible inside thread tasks."""
+    token = CALLER_STATE.set("from-caller")
+    try:
+        with ScalableSession.from_yaml(manifest) as session:
+            assert session.submit(read_caller_state).result() == "from-caller"
+    finally:
+        CALLER_STATE.reset(token)
