@@ -9,7 +9,8 @@ the digest records kept beside stored artifacts, and the ``artifact`` events.
 Digest records: every put also writes a small JSON object at
 ``.scalable-meta/<key>.json`` under the store root (``kind``, ``digest``, ``size_bytes`` and,
 for directories, ``files``: ``{relative/path: digest}``). ``get(..., verify=True)`` checks
-the stored bytes against it. Keys under ``.scalable-meta/`` are reserved and never listed.
+the stored bytes against it. The segment ``.scalable-meta`` is reserved in keys, and records
+are never listed, also those of a store rooted below another one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import posixpath
 import stat
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -153,7 +154,7 @@ def validate_key(key: object, *, what: str = "key", allow_empty: bool = False) -
     """Return ``key`` normalised (one trailing ``/`` dropped) or raise :class:`InvalidKeyError`.
 
     A key is relative and ``/``-separated: no empty, ``.`` or ``..`` segments, no leading
-    ``/``, no NUL or backslash, and not under the reserved ``.scalable-meta/`` prefix.
+    ``/``, no NUL or backslash, and no reserved ``.scalable-meta`` segment.
     """
     if not isinstance(key, str):
         raise InvalidKeyError(f"store {what} must be a string, got {type(key).__name__}")
@@ -173,9 +174,14 @@ def validate_key(key: object, *, what: str = "key", allow_empty: bool = False) -
     for seg in body.split("/"):
         if seg in ("", ".", ".."):
             raise InvalidKeyError(f"store {what} {shown!r} has an empty, '.' or '..' segment (it could escape the store root); {hint}")
-    if body.split("/", 1)[0] == META_PREFIX:
-        raise InvalidKeyError(f"store {what} {shown!r} is under the reserved prefix {META_PREFIX!r}; choose another key")
+    if META_PREFIX in body.split("/"):
+        raise InvalidKeyError(f"store {what} {shown!r} uses the reserved segment {META_PREFIX!r}; choose another key")
     return body
+
+
+def _is_meta(key: str) -> bool:
+    """Whether ``key`` is a digest record (of this store or of a store nested inside it)."""
+    return key.startswith(META_PREFIX + "/") or f"/{META_PREFIX}/" in key
 
 
 def _meta_key(key: str) -> str:
@@ -226,6 +232,7 @@ class BaseArtifactStore(ABC):
         *,
         kind: ArtifactKind | str | None = None,
         record: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> ArtifactRef:
         """Store a local file or directory at ``remote_key``, in one pass over its bytes.
 
@@ -238,6 +245,7 @@ class BaseArtifactStore(ABC):
             kind: ``file``/``dir`` (checked against what ``local_path`` is), ``blob``, or a
                 free-form label (such as ``result``) recorded as the event's kind.
             record: publish the ``artifact/put`` event (the cache's remote tier passes False).
+            progress: called with the number of bytes just copied, as the copy goes.
 
         Returns:
             The stored artifact's reference.
@@ -269,7 +277,7 @@ class BaseArtifactStore(ABC):
             digests: dict[str, str] = {}
             total = 0
             for rel, path in files:
-                digest, size = self._put_local_file(path, f"{key}/{rel}")
+                digest, size = self._put_local_file(path, f"{key}/{rel}", progress)
                 digests[rel] = digest
                 total += size
             digest = tree_digest(digests)
@@ -281,7 +289,7 @@ class BaseArtifactStore(ABC):
             ref = self._ref(key, ArtifactKind.DIR, digest, total, label, digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
-            digest, total = self._put_local_file(src, key)
+            digest, total = self._put_local_file(src, key, progress)
             self._write_meta(key, ArtifactKind.FILE, digest, total, None)
             ref = self._ref(key, ArtifactKind.FILE, digest, total, label, None)
             attrs = {}
@@ -326,6 +334,7 @@ class BaseArtifactStore(ABC):
         *,
         verify: bool = False,
         record: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> str:
         """Fetch the file or directory at ``remote_key`` to ``local_path``.
 
@@ -338,6 +347,7 @@ class BaseArtifactStore(ABC):
             local_path: destination.
             verify: re-hash and compare with the digest recorded at put time.
             record: publish the ``artifact/get`` event.
+            progress: called with the number of bytes just copied, as the copy goes.
 
         Returns:
             The local path written.
@@ -354,7 +364,7 @@ class BaseArtifactStore(ABC):
             if dest.is_dir():
                 dest = dest / posixpath.basename(key)
             expected = self._expected_digest(key) if verify else None
-            digest, size = self._download(key, dest, expected)
+            digest, size = self._download(key, dest, expected, progress)
             kind = ArtifactKind.FILE
             attrs: dict[str, Any] = {}
         else:
@@ -375,7 +385,7 @@ class BaseArtifactStore(ABC):
             for rel in rels:
                 if verify and rel not in recorded:
                     raise IntegrityError(f"{self.uri_for(key + '/' + rel)!r} was not part of the directory put; cannot verify it")
-                d, s = self._download(f"{key}/{rel}", dest / rel, recorded.get(rel))
+                d, s = self._download(f"{key}/{rel}", dest / rel, recorded.get(rel), progress)
                 digests[rel] = d
                 size += s
             digest = tree_digest(digests)
@@ -426,9 +436,7 @@ class BaseArtifactStore(ABC):
         if prefix:
             validate_key(prefix.rstrip("/") or prefix, what="prefix")
         dir_key = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        keys = self._list_files(dir_key)
-        meta = META_PREFIX + "/"
-        return sorted(k for k in keys if k.startswith(prefix) and not k.startswith(meta))
+        return sorted(k for k in self._list_files(dir_key) if k.startswith(prefix) and not _is_meta(k))
 
     def delete(self, remote_key: str, *, record: bool = True) -> None:
         """Remove the file or directory at ``remote_key`` and its digest record.
@@ -479,9 +487,9 @@ class BaseArtifactStore(ABC):
 
     def _list_under(self, key: str) -> list[str]:
         start = key + "/"
-        return sorted(k for k in self._list_files(key) if k.startswith(start))
+        return sorted(k for k in self._list_files(key) if k.startswith(start) and not _is_meta(k))
 
-    def _put_local_file(self, path: Path, key: str) -> tuple[str, int]:
+    def _put_local_file(self, path: Path, key: str, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
         """Copy one local file to ``key``, hashing as it goes; return (digest, size)."""
         try:
             fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
@@ -493,7 +501,7 @@ class BaseArtifactStore(ABC):
             size_hint = os.fstat(fh.fileno()).st_size
             upload = self._open_upload(key, size_hint)
             try:
-                digest, size = _copy_hashing(fh, upload, size_hint)
+                digest, size = _copy_hashing(fh, upload, size_hint, progress)
                 upload.commit()
             except BaseException:
                 upload.discard()
@@ -544,7 +552,9 @@ class BaseArtifactStore(ABC):
                     return str(pmeta["files"][rel])
         raise IntegrityError(f"no digest was recorded for {self.uri_for(key)!r}; cannot verify it (put it again)")
 
-    def _download(self, key: str, dest: Path, expected: str | None) -> tuple[str, int]:
+    def _download(
+        self, key: str, dest: Path, expected: str | None, progress: Callable[[int], None] | None = None
+    ) -> tuple[str, int]:
         """Copy ``key`` to ``dest`` through a temporary file; return (digest, size)."""
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -565,6 +575,8 @@ class BaseArtifactStore(ABC):
                     h.update(buf)
                     out.write(buf)
                     size += len(buf)
+                    if progress is not None:
+                        progress(len(buf))
             out.close()
             digest = h.hexdigest()
             if expected is not None and digest != expected:
@@ -601,7 +613,9 @@ class BaseArtifactStore(ABC):
         _log.debug("artifact", op=op, location=event["location"], size_bytes=size)
 
 
-def _copy_hashing(src: BinaryIO, upload: Upload, size_hint: int) -> tuple[str, int]:
+def _copy_hashing(
+    src: BinaryIO, upload: Upload, size_hint: int, progress: Callable[[int], None] | None = None
+) -> tuple[str, int]:
     """Read ``src`` once, hashing and writing every chunk; overlap the two above one chunk."""
     h = hashlib.sha256()
     if size_hint <= CHUNK:
@@ -613,6 +627,8 @@ def _copy_hashing(src: BinaryIO, upload: Upload, size_hint: int) -> tuple[str, i
             data += more
         h.update(data)
         upload.write(data)
+        if progress is not None:
+            progress(len(data))
         return h.hexdigest(), len(data)
     size = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalable-put") as pool:
@@ -628,6 +644,8 @@ def _copy_hashing(src: BinaryIO, upload: Upload, size_hint: int) -> tuple[str, i
             pending = pool.submit(upload.write, buf)
             h.update(buf)
             size += len(buf)
+            if progress is not None:
+                progress(len(buf))
         if pending is not None:
             pending.result()
     return h.hexdigest(), size

@@ -38,6 +38,7 @@ BAD_KEYS = [
     "runs/x\0y",
     "C:/x",
     ".scalable-meta/x.json",
+    "runs/.scalable-meta/x",
 ]
 
 
