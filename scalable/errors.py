@@ -13,6 +13,7 @@ __all__ = [
     "CacheError",
     "CacheInputNotFoundError",
     "CachePayloadError",
+    "CacheRemoteError",
     "CacheSignatureError",
     "ConfigError",
     "EventValidationError",
@@ -23,6 +24,7 @@ __all__ = [
     "ManifestError",
     "ManifestNotFoundError",
     "MissingDependencyError",
+    "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
     "RunNotFoundError",
@@ -72,6 +74,10 @@ class LedgerNotFoundError(LedgerError, FileNotFoundError):
 
 class RunNotFoundError(LedgerError, LookupError):
     """No event of the named run exists in the ledger."""
+
+
+class NodeNotFoundError(LedgerError, LookupError):
+    """No artifact digest, URI or run of that name appears in the ledger's lineage."""
 
 
 class EventValidationError(LedgerError, ValueError):
@@ -130,6 +136,10 @@ class CachePayloadError(CacheError, ValueError):
 
 class CacheSignatureError(CachePayloadError):
     """A cache payload is unsigned or badly signed while ``SCALABLE_CACHE_HMAC_KEY`` is set."""
+
+
+class CacheRemoteError(CacheError, ConnectionError):
+    """The remote cache tier could not be reached for an operation that needs it (``clear --remote``)."""
 
 
 class CacheArgumentError(CacheError, ValueError):

@@ -742,7 +742,7 @@ class ScalableSession(TaskSession):
             user = getpass.getuser()
         except (KeyError, OSError):
             user = str(os.getuid())
-        from scalable import __version__  # noqa: PLC0415  (scalable/__init__ imports this module)
+        from scalable import __version__  # scalable/__init__ imports this module
 
         return {
             "project": self.project,

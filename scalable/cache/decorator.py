@@ -20,7 +20,7 @@ from scalable.cache.keys import KeyBuilder
 from scalable.cache.payload import seal_value
 from scalable.cache.tiers import default_cache
 from scalable.cache.types import GenericType, convert_to_type
-from scalable.errors import CacheArgumentError, CachePayloadError
+from scalable.errors import CacheArgumentError, CacheError, CachePayloadError
 from scalable.ledger import bus, context
 from scalable.ledger.events import format_timestamp
 from scalable.logs import get_logger
@@ -32,9 +32,14 @@ _log = get_logger("scalable.cache")
 _perf = time.perf_counter
 
 
-def _output_digest(return_type: type[GenericType] | None, value: Any) -> str:
+def _output_digest(return_type: type[GenericType] | None, value: Any) -> str | None:
+    """Digest of a result as ``return_type`` sees it; ``None`` when it cannot be hashed now
+    (a returned file that was deleted since), which never matches a stored digest."""
     wrapped = convert_to_type(value) if return_type is None else return_type(value)
-    return wrapped.digest().hex()
+    try:
+        return wrapped.digest().hex()
+    except CacheError:
+        return None
 
 
 def _check_types(return_type: Any) -> type[GenericType] | None:
@@ -71,7 +76,9 @@ def _decorate(
             entry = cache.lookup(name, key)
             if entry is not None:
                 header = entry.header
-                if check_output and header.get("output") != _output_digest(return_type, entry.value):
+                if check_output and (
+                    header.get("output") is None or header["output"] != _output_digest(return_type, entry.value)
+                ):
                     _log.warning("cache.output_changed", function=name, key_digest=key)
                     cache.delete(name, key)
                     reason = "output_changed"
@@ -116,7 +123,9 @@ def _decorate(
             return value
         extra: dict[str, Any] = {"compute_s": round(compute_s, 6)}
         if check_output:
-            extra["output"] = _output_digest(return_type, value)
+            output = _output_digest(return_type, value)
+            if output is not None:
+                extra["output"] = output
         try:
             envelope = seal_value(
                 value,

@@ -37,6 +37,7 @@ MAGIC = b"SCC"
 FORMAT_VERSION = 1
 _HEAD = struct.Struct(">3sBI32s")
 _SIGN_PREFIX = b"scalable-cache-payload/1\0"
+_loads = json.JSONDecoder().decode
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode
 
 
@@ -116,10 +117,10 @@ def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[byt
     if hashlib.sha256(head).digest() != head_digest:
         raise CachePayloadError(f"cache entry {key} has a damaged header (SHA-256 mismatch); refused and recomputed")
     try:
-        header = json.loads(head)
+        header = _loads(head.decode())
         if not isinstance(header, dict):
             raise ValueError("header is not an object")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError included
         raise CachePayloadError(f"cache entry {key} has a corrupt header ({exc}); it will be recomputed") from None
     if header.get("key") != key:
         raise CachePayloadError(f"cache entry {key} was written for key {header.get('key')!r}; refused")

@@ -36,7 +36,7 @@ def cache_stats(cache: Cache | None = None, ledger: Ledger | None = None) -> lis
         cache: the cache to inspect (the default one from settings when omitted).
         ledger: the ledger to count events in (``Ledger.open()`` when omitted).
     """
-    from scalable.ledger.log import Ledger  # noqa: PLC0415  (only the CLI needs it)
+    from scalable.ledger.log import Ledger
 
     cache = cache or default_cache()
     ledger = ledger or Ledger.open()

@@ -15,6 +15,7 @@ import pickle
 import re
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -22,7 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.cache.payload import Envelope, open_envelope
-from scalable.errors import ArtifactNotFoundError, CachePayloadError, CacheSignatureError
+from scalable.errors import (
+    ArtifactNotFoundError,
+    CachePayloadError,
+    CacheRemoteError,
+    CacheSignatureError,
+    ScalableError,
+)
+from scalable.ledger.bus import active
+from scalable.ledger.log import Ledger
 from scalable.logs import get_logger
 from scalable.settings import Settings, load_settings
 
@@ -30,6 +39,8 @@ if TYPE_CHECKING:
     from scalable.stores import ArtifactStore
 
 __all__ = [
+    "REMOTE_RETRY_AFTER_S",
+    "S3_FAIL_FAST",
     "Cache",
     "CachedEntry",
     "LocalTier",
@@ -57,7 +68,25 @@ def _safe_function(function: str) -> str:
     return _UNSAFE.sub("_", function).strip(".") or "_"
 
 
-@dataclass(frozen=True, slots=True)
+#: S3 options a cache remote gets unless given: a lookup must not hang on a dead endpoint
+#: (botocore's defaults wait 60 s to connect and retry five times). ``retries`` is s3fs's
+#: own retry count of timeouts, set on the filesystem instance.
+S3_FAIL_FAST: dict[str, Any] = {
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}},
+    "retries": 2,
+}
+
+
+def _with_fail_fast_defaults(uri: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    if not uri.startswith(("s3://", "s3a://")):
+        return dict(options)
+    merged = {**S3_FAIL_FAST, **options}
+    if "config_kwargs" in options:
+        merged["config_kwargs"] = {**S3_FAIL_FAST["config_kwargs"], **options["config_kwargs"]}
+    return merged
+
+
+@dataclass(slots=True)
 class CachedEntry:
     """A value found in the cache, with the header it was written with and the tier it came from."""
 
@@ -78,7 +107,7 @@ class LocalTier:
     name = "local"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
-        import diskcache  # noqa: PLC0415  (imported with the first cache, not with scalable)
+        import diskcache
 
         self.directory = Path(directory)
         self._cache = diskcache.Cache(str(self.directory), tag_index=True)
@@ -138,7 +167,10 @@ class RemoteTier:
     def __init__(self, uri: str, *, store: ArtifactStore | None = None, **storage_options: Any) -> None:
         self.uri = uri
         self._store = store
-        self._options = storage_options
+        options = _with_fail_fast_defaults(uri, storage_options)
+        # s3fs retries timeouts itself (five times, with backoff) on top of botocore's retries.
+        self._fs_retries: int | None = options.pop("retries", None)
+        self._options = options
         self._down_until = 0.0
         self._lock = threading.Lock()
 
@@ -148,9 +180,13 @@ class RemoteTier:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    from scalable.stores import build_artifact_store  # noqa: PLC0415  (stores load fsspec)
+                    from scalable.stores import build_artifact_store
 
-                    self._store = build_artifact_store(self.uri, **self._options)
+                    store = build_artifact_store(self.uri, **self._options)
+                    fs = getattr(store, "fs", None)
+                    if self._fs_retries is not None and fs is not None and hasattr(fs, "retries"):
+                        fs.retries = self._fs_retries
+                    self._store = store
         return self._store
 
     @property
@@ -192,7 +228,7 @@ class RemoteTier:
         """Store the entry; return whether it reached the remote."""
         if not self.available:
             return False
-        from scalable.stores import ArtifactKind  # noqa: PLC0415  (stores load fsspec)
+        from scalable.stores import ArtifactKind
 
         try:
             self.store.put_bytes(data, remote_key(function, key), kind=ArtifactKind.BLOB, record=False)
@@ -216,13 +252,24 @@ class RemoteTier:
         """Remove every entry (of ``function`` when given); return how many were removed.
 
         Unlike lookups, clearing reports a failing remote to the caller.
+
+        Raises:
+            CacheRemoteError: the remote could not be listed or an entry could not be deleted.
         """
         prefix = f"{_REMOTE_PREFIX}/" if function is None else f"{_REMOTE_PREFIX}/{_safe_function(function)}/"
-        keys = self.store.list_artifacts(prefix)
-        for k in keys:
-            full = k if k.startswith(prefix) else prefix + k
-            with contextlib.suppress(ArtifactNotFoundError):
-                self.store.delete(full, record=False)
+        try:
+            keys = self.store.list_artifacts(prefix)
+            for k in keys:
+                full = k if k.startswith(prefix) else prefix + k
+                with contextlib.suppress(ArtifactNotFoundError):
+                    self.store.delete(full, record=False)
+        except ScalableError:
+            raise
+        except Exception as exc:
+            raise CacheRemoteError(
+                f"remote cache {self.uri} could not be cleared ({type(exc).__name__}: {exc}); "
+                "check SCALABLE_CACHE_REMOTE and that the remote is reachable"
+            ) from None
         return len(keys)
 
 
@@ -320,28 +367,28 @@ class Cache:
 
 
 _override: ContextVar[Cache | None] = ContextVar("scalable_cache", default=None)
-_defaults: dict[tuple[str, ...], Cache] = {}
+_defaults: weakref.WeakKeyDictionary[Ledger, Cache] = weakref.WeakKeyDictionary()
 _defaults_lock = threading.Lock()
-_ENV = ("SCALABLE_CACHE_DIR", "SCALABLE_CACHE_REMOTE", "SCALABLE_CACHE_HMAC_KEY")
 
 
 def default_cache() -> Cache:
-    """Return the cache calls use: the one bound by :func:`using`, else one built from settings.
+    """Return the cache calls use: the one bound by :func:`using`, else the active ledger's.
 
-    The settings-built cache is kept per working directory and ``SCALABLE_CACHE_*`` values,
-    so changing them (or the directory a relative cache path resolves against) takes effect.
+    Without :func:`using`, the cache is built from the settings of the ledger events go to
+    (:func:`scalable.ledger.bus.active`: a session's, else the default one), so a session's
+    manifest (``project.local_cache``) and ``SCALABLE_CACHE_*`` apply together with its other
+    settings, and ``bus.reset_default()`` picks up changed variables for both.
     """
     bound = _override.get()
     if bound is not None:
         return bound
-    environ = os.environ
-    fingerprint = (os.getcwd(), *(environ.get(name, "") for name in _ENV))
-    cache = _defaults.get(fingerprint)
+    ledger = active()
+    cache = _defaults.get(ledger)
     if cache is None:
         with _defaults_lock:
-            cache = _defaults.get(fingerprint)
+            cache = _defaults.get(ledger)
             if cache is None:
-                cache = _defaults[fingerprint] = Cache.from_settings()
+                cache = _defaults[ledger] = Cache.from_settings(ledger.settings)
     return cache
 
 

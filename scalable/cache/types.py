@@ -7,10 +7,9 @@ Scalable's contract is kept: :class:`FileType` and :class:`DirType` hash content
 only when such a value appears), and a user subclass of :class:`GenericType` that defines
 ``__hash__`` (Scalable's way) or ``digest`` (the full-width way) is used as given.
 
-Directory digest (``DirType``): SHA-256 over one line per regular file, in sorted order of
-the POSIX relative path: ``<relative path>\\0<SHA-256 hex of the file>\\n``. Empty
-directories and symbolic links to directories are not part of it; a link to a file counts as
-the file it points to.
+Directory digest (``DirType``): the tree digest of :mod:`scalable.digests` (the one artifact
+stores record), so a directory argument and the stored directory share one digest. Symbolic
+links to directories are not followed; a link to a file counts as the file it points to.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Any
 
+from scalable.digests import tree_digest as combine_tree
 from scalable.errors import CacheArgumentError, CacheInputNotFoundError
 
 __all__ = [
@@ -93,10 +93,7 @@ def tree_digest(path: str | os.PathLike[str]) -> str:
             if os.path.isfile(full):
                 rel = Path(os.path.relpath(full, root)).as_posix()
                 entries.append((rel, file_digest(full)))
-    h = hashlib.sha256()
-    for rel, digest in sorted(entries):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return h.hexdigest()
+    return combine_tree(entries)
 
 
 class GenericType:
@@ -280,7 +277,7 @@ class UtilityType(GenericType):
                 h.update(f"ndarray\0{value.dtype.str}\0{value.shape}\0".encode())
                 h.update(np.ascontiguousarray(value).data)
         elif pd is not None and isinstance(value, pd.DataFrame | pd.Series | pd.Index):
-            import numpy  # noqa: PLC0415  (already loaded: pandas imports it)
+            import numpy
 
             h.update(f"pandas\0{type(value).__name__}\0".encode())
             if isinstance(value, pd.DataFrame):

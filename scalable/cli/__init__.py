@@ -47,6 +47,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
+    from scalable.cli import provenance  # registers its commands on the ledger group
     from scalable.cli.artifacts import artifacts
     from scalable.cli.cache import cache
     from scalable.cli.ledger import ledger
@@ -56,6 +57,7 @@ def _register() -> None:
     cli.add_command(cache)
     cli.add_command(ledger)
     cli.add_command(manifest)
+    del provenance
 
 
 _register()

@@ -17,14 +17,15 @@ from scalable.errors import ConfigError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
 __all__ = ["FORMATS", "format_option", "render_rows", "render_table"]
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
 
-def format_option(*extra: str, default: str = "table") -> Callable[[_F], _F]:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_option(*extra: str, default: str = "table") -> Callable[[F], F]:
     """The ``--format`` option shared by every command that prints data."""
     return click.option(
         "--format",

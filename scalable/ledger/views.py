@@ -1,7 +1,8 @@
 """DuckDB views over the ledger, built by one connection factory, and the read-only query path.
 
 Views: ``events`` (every event once, deduplicated on ``event_id``), ``artifacts``, ``cache``,
-``tasks`` (one row per task execution), ``runs`` (one row per run). They read the compacted
+``tasks`` (one row per task execution), ``runs`` (one row per run), ``lineage`` (edges, see
+:mod:`scalable.ledger.lineage`) and the table macros ``ancestors(node)``/``descendants(node)``. They read the compacted
 Parquet dataset and the live JSON-lines streams together, typed by the one Arrow schema of
 :mod:`scalable.ledger.events`; a line that does not decode is left out, never an error.
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from scalable.errors import QueryError, ReadOnlyQueryError
 from scalable.ledger.events import COLUMNS, duckdb_columns, normalize_timestamp
+from scalable.ledger.lineage import create_lineage_views
 from scalable.ledger.log import STREAM_NAME
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VIEW_NAMES", "check_read_only", "connect", "run_query"]
 
-VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs")
+VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
 
 _REQUIRED = [c.name for c in COLUMNS if not c.nullable and c.name != "schema_version"]
 _ALLOWED_PRAGMAS = ("table_info", "show_tables", "show_tables_expanded", "database_size", "version")
@@ -135,6 +137,7 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     con.execute("CREATE VIEW _raw_events AS " + " UNION ALL ".join(sources))
     for name, sql in _view_sql(cutoff).items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
+    create_lineage_views(con)
     allowed = ", ".join(_sql_str(d.rstrip("/") + "/") for d in (runs_dir, ledger_dir))
     con.execute(f"SET allowed_directories=[{allowed}]")
     con.execute("SET enable_external_access=false")

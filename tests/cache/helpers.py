@@ -18,6 +18,7 @@ def run_machine(
     home: Path, data: Path, side_effect: Path, remote: str | None, extra_env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Run ``tests.cache.machine`` as its own process with caches and runs under ``home``."""
+    home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALABLE_")}
     env.update(
         PYTHONPATH=str(REPO),

@@ -150,6 +150,24 @@ def test_check_output_recomputes_when_a_returned_file_changed(tmp_path: Path) ->
     assert any(log["event"] == "cache.output_changed" for log in logs)
 
 
+def test_check_output_recomputes_when_a_returned_file_was_deleted(tmp_path: Path) -> None:
+    """With ``check_output``, a cached result naming a file that is gone is recomputed, not an error."""
+    out = tmp_path / "made.txt"
+    calls: list[int] = []
+
+    @cacheable(return_type=FileType, check_output=True)
+    def make() -> str:
+        calls.append(1)
+        out.write_text("made")
+        return str(out)
+
+    make()
+    out.unlink()
+    assert make() == str(out)
+    assert out.read_text() == "made"
+    assert calls == [1, 1]
+
+
 class _Unpicklable:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -257,3 +275,28 @@ def test_a_corrupted_local_entry_is_recomputed() -> None:
     assert any(log["event"] == "cache.payload_refused" for log in logs)
     assert f() == "good"
     assert calls == [1, 1]
+
+
+def test_lineage_crosses_runs_through_the_cache(tmp_path: Path, ledger: Ledger) -> None:
+    """The lineage view links input file -> cached value, and the writing run -> the reusing run."""
+    data = tmp_path / "in.csv"
+    data.write_text("x\n1\n")
+
+    @cacheable(path=FileType)
+    def load(path: str) -> str:
+        return Path(path).read_text()
+
+    with bind(run_id="run-a"):
+        load(str(data))
+    with bind(run_id="run-b"):
+        load(str(data))
+    edges = {
+        (r["src"], r["dst"], r["relation"])
+        for r in ledger.query("SELECT src, dst, relation FROM lineage").to_pylist()
+    }
+    write = next(e for e in _cache_events(ledger) if e["op"] == "write")
+    file_digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert (file_digest, write["digest"], "derived_from") in edges
+    assert ("run-a", write["digest"], "generated") in edges
+    assert ("run-a", "run-b", "reused") in edges
+    assert (write["digest"], "run-b", "used") in edges

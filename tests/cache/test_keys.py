@@ -156,7 +156,7 @@ def test_a_missing_file_argument_is_a_clear_error(tmp_path: Path) -> None:
         return 0
 
     missing = str(tmp_path / "nope.csv")
-    with pytest.raises(CacheInputNotFoundError, match="nope.csv") as info:
+    with pytest.raises(CacheInputNotFoundError, match=r"nope\.csv") as info:
         f(missing)
     assert isinstance(info.value, FileNotFoundError)
 

@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from scalable.cache import DirType, FileType, GenericType, ObjectType, UtilityType, ValueType, cacheable, convert_to_type
+from scalable.cache import (
+    DirType,
+    FileType,
+    GenericType,
+    ObjectType,
+    UtilityType,
+    ValueType,
+    cacheable,
+    convert_to_type,
+)
 from scalable.cache.types import file_digest, tree_digest
 from tests.cache.helpers import REPO
 
