@@ -8,11 +8,8 @@ is reported; the baseline is reported as a figure too.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -93,14 +90,3 @@ def run(quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         }
     ]
     return figures, targets
-
-
-def main() -> None:
-    """Print the bench's JSON object (``python tools/bench_session.py [--quick]``)."""
-    figures, targets = run("--quick" in sys.argv[1:])
-    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    print(json.dumps({"bench": "session", "machine": machine, "figures": figures, "targets": targets}))
-
-
-if __name__ == "__main__":
-    main()
