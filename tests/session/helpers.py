@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from scalable.ledger.audit import audit_stream
 from scalable.ledger.events import GENESIS
 from scalable.ledger.log import Ledger, read_stream
 
@@ -22,7 +24,7 @@ def events_of(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
 
 
 def verify_run(path: Path) -> dict[str, Any]:
-    """Assert every writer's chain links and the seal of run/finished names every head.
+    """Assert every writer's chain links, the seal names every head, and the ledger's audit agrees.
 
     Returns:
         The decoded attrs of the run's ``run/finished`` event.
@@ -43,4 +45,7 @@ def verify_run(path: Path) -> dict[str, Any]:
             assert sealed["seal"]["heads"] == want, f"{path}:{number}: seal does not match the chain heads"
         heads[writer] = (record["seq"], hashlib.sha256(raw).hexdigest())
     assert sealed is not None, f"{path}: run was not sealed"
+    key = os.environ.get("SCALABLE_LEDGER_KEY")
+    report = audit_stream(path, path.parent.name, key=key.encode() if key else None)
+    assert report.ok, [str(p) for p in report.problems]
     return sealed
