@@ -21,6 +21,7 @@ __all__ = [
     "InvalidKeyError",
     "LedgerError",
     "LedgerNotFoundError",
+    "LedgerWriteError",
     "ManifestError",
     "ManifestNotFoundError",
     "MissingDependencyError",
@@ -70,6 +71,10 @@ class LedgerError(ScalableError):
 
 class LedgerNotFoundError(LedgerError, FileNotFoundError):
     """A ledger or runs directory given explicitly does not exist."""
+
+
+class LedgerWriteError(LedgerError, PermissionError):
+    """The runs directory cannot be created or written, so no event could be recorded."""
 
 
 class RunNotFoundError(LedgerError, LookupError):

@@ -52,6 +52,7 @@ from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
     IntegrityError,
+    LedgerWriteError,
     MissingDependencyError,
     SessionError,
     StoreUnreachableError,
@@ -69,6 +70,7 @@ __all__ = ["ScalableSession", "TaskSession"]
 
 _log = get_logger("scalable.session")
 _BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs"})
+_STATUSES = ("completed", "failed", "interrupted")
 _MAX_ERROR = 2000
 
 
@@ -358,6 +360,15 @@ def _input_ref(value: str | os.PathLike[str]) -> str:
     return _local_path(text).as_uri()
 
 
+def _check_writable(path: Path, what: str, setting: str, error: type[Exception]) -> None:
+    """Raise ``error`` unless ``path`` is, or can be created as, a writable directory."""
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise error(f"{what} {str(path)!r} cannot be written ({probe} is not a writable directory); fix {setting}")
+
+
 class TaskSession:
     """What a session is inside a task on another process: record and put, into the task's run.
 
@@ -642,12 +653,21 @@ class ScalableSession(TaskSession):
                 return self
             if self._state == "closed":
                 raise SessionError(f"session of run {self.run_id!r} is closed; create a new session for a new run")
-            self._check_storage()
-            self._exit.enter_context(bus.activate(self._ledger))
-            self._bind_cache()
-            self._ledger.default_run_id = self.run_id
             if self.settings.telemetry:
-                self._ledger.append({"event_type": "run", "op": "started", "run_id": self.run_id, "attrs": self._run_attrs()})
+                _check_writable(self.settings.runs_dir, "runs directory", "SCALABLE_RUNS_DIR", LedgerWriteError)
+            self._check_storage()
+            try:
+                self._exit.enter_context(bus.activate(self._ledger))
+                self._bind_cache()
+                self._ledger.default_run_id = self.run_id
+                if self.settings.telemetry:
+                    self._ledger.append(
+                        {"event_type": "run", "op": "started", "run_id": self.run_id, "attrs": self._run_attrs()}
+                    )
+            except BaseException:
+                self._ledger.default_run_id = None
+                self._exit.close()
+                raise
             self._state = "open"
             _install_excepthook()
             atexit.register(self._close_at_exit)
@@ -679,6 +699,8 @@ class ScalableSession(TaskSession):
             status: ``completed``, ``failed`` or ``interrupted``.
             error: the exception that ended the run, recorded in ``run/finished``.
         """
+        if status not in _STATUSES:
+            raise SessionError(f"run status {status!r} is not one of {', '.join(_STATUSES)}")
         with self._lock:
             if self._state == "closed":
                 return
@@ -746,6 +768,7 @@ class ScalableSession(TaskSession):
 
         return {
             "project": self.project,
+            "implicit": self._implicit,
             "target": self.target.name,
             "provider": self.target.provider,
             "manifest": str(self.manifest.path) if self.manifest else None,
@@ -769,14 +792,9 @@ class ScalableSession(TaskSession):
         uri = self.settings.default_storage
         shown = mask_secrets(uri)
         if "://" not in uri or uri.startswith("file://"):
-            probe = _local_path(uri)
-            while not probe.exists() and probe.parent != probe:
-                probe = probe.parent
-            if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-                raise StoreUnreachableError(
-                    f"default storage {shown!r} cannot be written ({probe} is not a writable directory); "
-                    "fix project.default_storage or SCALABLE_DEFAULT_STORAGE"
-                )
+            _check_writable(
+                _local_path(uri), "default storage", "project.default_storage or SCALABLE_DEFAULT_STORAGE", StoreUnreachableError
+            )
             return
         store = self.store
         fs = getattr(store, "fs", None)

@@ -19,6 +19,7 @@ from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
     InvalidKeyError,
+    LedgerWriteError,
     ManifestError,
     SessionError,
     StoreUnreachableError,
@@ -349,6 +350,25 @@ def test_unwritable_default_storage_fails_at_start(isolated: Path) -> None:
     session = ScalableSession.from_yaml(path)
     with pytest.raises(StoreUnreachableError, match=r"default storage '.*blocker/store' cannot be written"):
         session.start()
+    assert session.status == "new"
+
+
+def test_unwritable_runs_dir_fails_at_start_and_leaves_nothing_active(manifest: Path) -> None:
+    """A runs directory that cannot be written fails start() by name and activates nothing."""
+    Path("blocker").write_text("a file, not a directory")
+    before = bus.active()
+    session = ScalableSession.from_yaml(manifest, runs_dir="blocker/runs")
+    with pytest.raises(LedgerWriteError, match=r"runs directory '.*blocker/runs' cannot be written.*SCALABLE_RUNS_DIR"):
+        session.start()
+    assert bus.active() is before
+    assert isinstance(LedgerWriteError("x"), PermissionError)
+
+
+def test_close_refuses_an_unknown_status(manifest: Path) -> None:
+    """close() with a status other than completed, failed or interrupted is refused."""
+    session = ScalableSession.from_yaml(manifest)
+    with pytest.raises(SessionError, match="'done' is not one of completed, failed, interrupted"):
+        session.close("done")
 
 
 @pytest.mark.parametrize("target", ["local", "procs"])
