@@ -277,7 +277,7 @@ class BaseArtifactStore(ABC):
             digests: dict[str, str] = {}
             total = 0
             for rel, path in files:
-                digest, size = self._put_local_file(path, f"{key}/{rel}", progress)
+                digest, size = self._put_local_file(path, f"{key}/{rel}", progress, None)
                 digests[rel] = digest
                 total += size
             digest = tree_digest(digests)
@@ -289,8 +289,7 @@ class BaseArtifactStore(ABC):
             ref = self._ref(key, ArtifactKind.DIR, digest, total, label, digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
-            digest, total = self._put_local_file(src, key, progress)
-            self._write_meta(key, ArtifactKind.FILE, digest, total, None)
+            digest, total = self._put_local_file(src, key, progress, ArtifactKind.FILE)
             ref = self._ref(key, ArtifactKind.FILE, digest, total, label, None)
             attrs = {}
         if record:
@@ -320,8 +319,13 @@ class BaseArtifactStore(ABC):
             raise StoreError(f"put_bytes of {key!r} needs bytes, got {type(data).__name__}")
         payload = bytes(data)
         digest = hashlib.sha256(payload).hexdigest()
-        self._write_object(key, payload)
-        self._write_meta(key, ArtifactKind.BLOB, digest, len(payload), None)
+        upload = self._open_upload(key, len(payload))
+        try:
+            upload.write(payload)
+            self._commit_file(upload, key, ArtifactKind.BLOB, digest, len(payload))
+        except BaseException:
+            upload.discard()
+            raise
         label = None if str(kind) == ArtifactKind.BLOB.value else str(kind)
         if record:
             self._publish("put", key, str(kind), len(payload), digest, {})
@@ -445,7 +449,7 @@ class BaseArtifactStore(ABC):
             ArtifactNotFoundError: nothing is stored at ``remote_key``.
         """
         key = validate_key(remote_key)
-        meta = self._read_meta(key)
+        meta = self._read_record(key)
         if self._is_file(key):
             targets = [key]
             kind = ArtifactKind.FILE.value
@@ -489,8 +493,14 @@ class BaseArtifactStore(ABC):
         start = key + "/"
         return sorted(k for k in self._list_files(key) if k.startswith(start) and not _is_meta(k))
 
-    def _put_local_file(self, path: Path, key: str, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
-        """Copy one local file to ``key``, hashing as it goes; return (digest, size)."""
+    def _put_local_file(
+        self, path: Path, key: str, progress: Callable[[int], None] | None, record_kind: ArtifactKind | None
+    ) -> tuple[str, int]:
+        """Copy one local file to ``key``, hashing as it goes; return (digest, size).
+
+        With ``record_kind``, the digest record of ``key`` is written too (files of a
+        directory are recorded once, in the directory's record).
+        """
         try:
             fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
         except FileNotFoundError:
@@ -502,7 +512,10 @@ class BaseArtifactStore(ABC):
             upload = self._open_upload(key, size_hint)
             try:
                 digest, size = _copy_hashing(fh, upload, size_hint, progress)
-                upload.commit()
+                if record_kind is None:
+                    upload.commit()
+                else:
+                    self._commit_file(upload, key, record_kind, digest, size)
             except BaseException:
                 upload.discard()
                 raise
@@ -523,6 +536,15 @@ class BaseArtifactStore(ABC):
             upload.discard()
             raise
 
+    def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
+        """Commit ``upload`` and record its digest (a backend may keep the record on the object)."""
+        upload.commit()
+        self._write_meta(key, kind, digest, size, None)
+
+    def _read_record(self, key: str) -> dict[str, Any] | None:
+        """Return the digest record of ``key`` (see the module docstring), or None."""
+        return self._read_meta(key)
+
     def _write_meta(self, key: str, kind: ArtifactKind, digest: str, size: int, files: dict[str, str] | None) -> None:
         record: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
@@ -538,7 +560,7 @@ class BaseArtifactStore(ABC):
         return value if isinstance(value, dict) else None
 
     def _expected_digest(self, key: str) -> str:
-        meta = self._read_meta(key)
+        meta = self._read_record(key)
         if meta is not None and isinstance(meta.get("digest"), str) and meta.get("kind") != ArtifactKind.DIR.value:
             return str(meta["digest"])
         # A file inside a directory put: the directory's record lists it.
@@ -616,7 +638,13 @@ class BaseArtifactStore(ABC):
 def _copy_hashing(
     src: BinaryIO, upload: Upload, size_hint: int, progress: Callable[[int], None] | None = None
 ) -> tuple[str, int]:
-    """Read ``src`` once, hashing and writing every chunk; overlap the two above one chunk."""
+    """Read ``src`` once, hashing and writing every chunk; return (digest, size).
+
+    Above one chunk, two buffers alternate: while this thread hashes one, a worker thread
+    writes it and reads the next into the other buffer. hashlib and file I/O release the
+    GIL, so on two cores a put costs about as much as hashing alone. ``upload.write`` gets
+    a view of a reused buffer and must copy what it keeps.
+    """
     h = hashlib.sha256()
     if size_hint <= CHUNK:
         data = src.read()
@@ -630,22 +658,31 @@ def _copy_hashing(
         if progress is not None:
             progress(len(data))
         return h.hexdigest(), len(data)
+    buffers = (bytearray(CHUNK), bytearray(CHUNK))
+
+    def fill(i: int) -> int:
+        view = memoryview(buffers[i])
+        got = 0
+        while got < CHUNK:
+            n = src.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                break
+            got += n
+        return got
+
+    def write_then_fill(i: int, n: int) -> int:
+        upload.write(memoryview(buffers[i])[:n])  # type: ignore[arg-type]
+        return fill(1 - i)
+
     size = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalable-put") as pool:
-        pending: Future[None] | None = None
-        while True:
-            buf = src.read(CHUNK)
-            if not buf:
-                break
-            if pending is not None:
-                pending.result()
-            # hashlib and os.write both release the GIL, so hashing this chunk overlaps
-            # writing it.
-            pending = pool.submit(upload.write, buf)
-            h.update(buf)
-            size += len(buf)
+        i, n = 0, fill(0)
+        while n:
+            pending: Future[int] = pool.submit(write_then_fill, i, n)
+            h.update(memoryview(buffers[i])[:n])
+            size += n
             if progress is not None:
-                progress(len(buf))
-        if pending is not None:
-            pending.result()
+                progress(n)
+            n = pending.result()
+            i = 1 - i
     return h.hexdigest(), size

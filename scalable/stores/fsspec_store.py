@@ -54,7 +54,7 @@ class _BufferedUpload:
         self.parts: list[bytes] = []
 
     def write(self, data: bytes) -> None:
-        self.parts.append(data)
+        self.parts.append(bytes(data))  # the caller may reuse its buffer
 
     def commit(self) -> None:
         data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+import json
+from typing import Any, BinaryIO
 
 from scalable.errors import ArtifactNotFoundError, StoreError, UnreadableArtifactError
-from scalable.stores.base import BaseArtifactStore
+from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload, _meta_key
 
 __all__ = ["LocalArtifactStore"]
 
 _TMP_MARK = ".scalable-tmp-"
+#: Extended attribute holding a file's digest record, written before the file is renamed in.
+_XATTR = "user.scalable.record"
 
 
 class _LocalUpload:
@@ -21,10 +24,14 @@ class _LocalUpload:
     def __init__(self, final: Path, key: str) -> None:
         self.final = final
         self.key = key
+        self.tmp = final.parent / f".{final.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = final.parent / f".{final.name}{_TMP_MARK}{uuid.uuid4().hex}"
-            self.fd: int | None = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                self.fd: int | None = os.open(self.tmp, flags, 0o666)
+            except FileNotFoundError:  # first file of its directory
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(self.tmp, flags, 0o666)
         except PermissionError:
             raise UnreadableArtifactError(f"cannot write {str(final)!r}: permission denied") from None
         except OSError as exc:
@@ -39,6 +46,15 @@ class _LocalUpload:
         while view:
             n = os.write(self.fd, view)
             view = view[n:]
+
+    def set_record(self, record: bytes) -> bool:
+        """Attach the digest record to the file as an extended attribute; False if unsupported."""
+        assert self.fd is not None
+        try:
+            os.setxattr(self.fd, _XATTR, record)
+        except OSError:
+            return False
+        return True
 
     def commit(self) -> None:
         assert self.fd is not None
@@ -92,6 +108,22 @@ class LocalArtifactStore(BaseArtifactStore):
             raise ArtifactNotFoundError(f"no file is stored at {self.uri_for(key)!r}") from None
         except PermissionError:
             raise UnreadableArtifactError(f"cannot read {str(path)!r}: permission denied") from None
+
+    def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
+        """Keep the digest record on the file itself (one syscall, atomic with the rename)."""
+        record = json.dumps({"kind": kind.value, "digest": digest, "size_bytes": size}, sort_keys=True).encode()
+        if isinstance(upload, _LocalUpload) and upload.set_record(record):
+            upload.commit()
+            self._delete_file(_meta_key(key))  # a record from an older put would be stale
+        else:
+            super()._commit_file(upload, key, kind, digest, size)
+
+    def _read_record(self, key: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads(os.getxattr(self._path(key), _XATTR))
+        except (OSError, ValueError):
+            return super()._read_record(key)
+        return value if isinstance(value, dict) else None
 
     def _is_file(self, key: str) -> bool:
         return self._path(key).is_file()

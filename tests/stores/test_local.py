@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scalable.stores import LocalArtifactStore, build_artifact_store
+from scalable.stores import BaseArtifactStore, LocalArtifactStore, build_artifact_store
 from tests.stores.contract import StoreContract
 
 
@@ -19,6 +19,13 @@ class TestLocalStore(StoreContract):
         store = build_artifact_store(tmp_path / "artifacts")
         assert isinstance(store, LocalArtifactStore)
         return store
+
+    def corrupt(self, store: BaseArtifactStore, key: str, data: bytes) -> None:
+        """Overwrite the file in place, as bit rot or a stray editor would."""
+        assert isinstance(store, LocalArtifactStore)
+        with (store.root / key).open("r+b") as fh:
+            fh.truncate(0)
+            fh.write(data)
 
 
 def test_local_files_are_plain_files(tmp_path: Path) -> None:
@@ -45,3 +52,16 @@ def test_left_over_temp_files_are_not_listed(tmp_path: Path) -> None:
     (tmp_path / "root" / ".f.scalable-tmp-0123").write_bytes(b"partial")
     assert store.list_artifacts() == []
     assert not store.exists("f")
+
+
+def test_verify_without_any_record_is_refused(tmp_path: Path) -> None:
+    """A file replaced by another tool (no digest record left) cannot be verified: IntegrityError."""
+    from scalable.errors import IntegrityError
+
+    store = LocalArtifactStore(tmp_path / "root")
+    store.put_bytes(b"original", "f")
+    (tmp_path / "root" / "f").unlink()
+    (tmp_path / "root" / "f").write_bytes(b"replaced")
+    with pytest.raises(IntegrityError, match="no digest was recorded"):
+        store.get("f", tmp_path / "out", verify=True)
+    assert not (tmp_path / "out").exists()
