@@ -113,7 +113,7 @@ def run(quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Measure the put figures; return ``(figures, targets)``."""
     big = (256 if quick else 1024) * 1024 * 1024
     n_small = 2_000 if quick else 10_000
-    rounds = 3
+    rounds = 5
     work = Path(tempfile.mkdtemp(prefix="scalable-bench-put-"))
     saved_env = {k: os.environ.get(k) for k in ("SCALABLE_RUNS_DIR", "SCALABLE_TELEMETRY")}
     os.environ["SCALABLE_RUNS_DIR"] = str(work / "runs")

@@ -37,6 +37,7 @@ from scalable.errors import (
     UnreadableArtifactError,
     UnsafeArtifactError,
 )
+from scalable.ledger import bus
 from scalable.logs import get_logger
 from scalable.stores._digest import tree_digest, walk_tree
 
@@ -286,14 +287,14 @@ class BaseArtifactStore(ABC):
                 if stale not in keep:
                     self._delete_file(stale)
             self._write_meta(key, ArtifactKind.DIR, digest, total, digests)
-            ref = self._ref(key, ArtifactKind.DIR, digest, total, label, digests)
+            ref = self._ref(key, ArtifactKind.DIR, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
             digest, total = self._put_local_file(src, key, progress, ArtifactKind.FILE)
-            ref = self._ref(key, ArtifactKind.FILE, digest, total, label, None)
+            ref = self._ref(key, ArtifactKind.FILE, digest=digest, size=total, label=label, files=None)
             attrs = {}
         if record:
-            self._publish("put", key, label or actual.value, total, digest, attrs)
+            self._publish("put", key, kind=label or actual.value, size=total, digest=digest, attrs=attrs)
         return ref
 
     def put_bytes(
@@ -328,8 +329,8 @@ class BaseArtifactStore(ABC):
             raise
         label = None if str(kind) == ArtifactKind.BLOB.value else str(kind)
         if record:
-            self._publish("put", key, str(kind), len(payload), digest, {})
-        return self._ref(key, ArtifactKind.BLOB, digest, len(payload), label, None)
+            self._publish("put", key, kind=str(kind), size=len(payload), digest=digest, attrs={})
+        return self._ref(key, ArtifactKind.BLOB, digest=digest, size=len(payload), label=label, files=None)
 
     def get(
         self,
@@ -396,7 +397,7 @@ class BaseArtifactStore(ABC):
             kind = ArtifactKind.DIR
             attrs = {"files": digests}
         if record:
-            self._publish("get", key, kind.value, size, digest, attrs)
+            self._publish("get", key, kind=kind.value, size=size, digest=digest, attrs=attrs)
         return str(dest)
 
     def get_bytes(self, remote_key: str, *, verify_digest: str | None = None, record: bool = True) -> bytes:
@@ -420,7 +421,7 @@ class BaseArtifactStore(ABC):
                 f"{self.uri_for(key)!r} hashes to {digest}, expected {verify_digest}; the stored object was changed or corrupted"
             )
         if record:
-            self._publish("get", key, ArtifactKind.BLOB.value, len(data), digest, {})
+            self._publish("get", key, kind=ArtifactKind.BLOB.value, size=len(data), digest=digest, attrs={})
         return data
 
     def exists(self, remote_key: str) -> bool:
@@ -464,7 +465,7 @@ class BaseArtifactStore(ABC):
         if record:
             digest = meta.get("digest") if meta else None
             size = meta.get("size_bytes") if meta else None
-            self._publish("deleted", key, str(meta.get("kind", kind)) if meta else kind, size, digest, {})
+            self._publish("deleted", key, kind=str(meta.get("kind", kind)) if meta else kind, size=size, digest=digest, attrs={})
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -480,7 +481,7 @@ class BaseArtifactStore(ABC):
         return None if text == actual.value else text
 
     def _ref(
-        self, key: str, kind: ArtifactKind, digest: str, size: int, label: str | None, files: dict[str, str] | None
+        self, key: str, kind: ArtifactKind, *, digest: str, size: int, label: str | None, files: dict[str, str] | None
     ) -> ArtifactRef:
         metadata: dict[str, Any] = {"key": key, "store": self.base_uri}
         if label:
@@ -614,10 +615,8 @@ class BaseArtifactStore(ABC):
         return digest, size
 
     def _publish(
-        self, op: str, key: str, kind: str, size: int | None, digest: str | None, attrs: dict[str, Any]
+        self, op: str, key: str, *, kind: str, size: int | None, digest: str | None, attrs: dict[str, Any]
     ) -> None:
-        from scalable.ledger import bus
-
         event: dict[str, Any] = {
             "event_type": "artifact",
             "op": op,

@@ -29,8 +29,8 @@ def filesystem_class(scheme: str) -> Any:
         UnsupportedSchemeError: no fsspec backend knows ``scheme``.
         MissingDependencyError: the backend's package is not installed.
     """
-    import fsspec
-    from fsspec.registry import known_implementations, registry
+    import fsspec  # noqa: PLC0415 - fsspec loads only when a remote store is built
+    from fsspec.registry import known_implementations, registry  # noqa: PLC0415 - as above
 
     try:
         return fsspec.get_filesystem_class(scheme)

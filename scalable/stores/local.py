@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
-import json
 from typing import Any, BinaryIO
 
 from scalable.errors import ArtifactNotFoundError, StoreError, UnreadableArtifactError
-from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload, _meta_key
+from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload
 
 __all__ = ["LocalArtifactStore"]
 
@@ -112,9 +112,10 @@ class LocalArtifactStore(BaseArtifactStore):
     def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
         """Keep the digest record on the file itself (one syscall, atomic with the rename)."""
         record = json.dumps({"kind": kind.value, "digest": digest, "size_bytes": size}, sort_keys=True).encode()
+        # The attribute is read before any sidecar record, so a sidecar an older put left
+        # (on a filesystem without xattrs) never shadows it.
         if isinstance(upload, _LocalUpload) and upload.set_record(record):
             upload.commit()
-            self._delete_file(_meta_key(key))  # a record from an older put would be stale
         else:
             super()._commit_file(upload, key, kind, digest, size)
 

@@ -352,7 +352,7 @@ class StoreContract:
 
     def test_missing_source_is_refused(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
         """Putting a path that does not exist raises ArtifactNotFoundError naming it; nothing changes."""
-        with pytest.raises(ArtifactNotFoundError, match="nowhere.csv"):
+        with pytest.raises(ArtifactNotFoundError, match=r"nowhere\.csv"):
             store.put(tmp_path / "nowhere.csv", "k")
         assert store.list_artifacts() == []
         assert captured == []
