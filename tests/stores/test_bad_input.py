@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from scalable.errors import UnreadableArtifactError
 from scalable.stores import build_artifact_store
 
