@@ -89,16 +89,26 @@ def test_seed_example_verbatim(manifest: Path) -> None:
 
     session = ScalableSession.from_yaml("scalable.yaml", target="local")
     # ... run tasks ...
+    done = [session.submit(make_file, session, f"t{i}.txt", "x").result() for i in range(2)]
+    squares = [f.result() for f in session.map(squared_task, [5, 5])]
     session.record_artifact("output.csv", kind="result")
 
     session.close()
+    assert done == ["t0.txt", "t1.txt"] and squares == [25, 25]
     records = events_of(session.ledger, session.run_id)
+    assert {r["run_id"] for r in records} == {session.run_id}
+    for record in records:
+        if record["event_type"] in ("task", "cache") or record.get("artifact_name") in ("t0.txt", "t1.txt"):
+            assert record["task_name"] in ("make_file", "squared_task"), record
+    assert len(of(records, "artifact", "put")) == 2
+    assert {r["op"] for r in records if r["event_type"] == "cache"} >= {"miss", "write"}
     started = of(records, "run", "started")[0]
     attrs = json.loads(started["attrs"])
     assert attrs["manifest_lock"] == load_manifest(manifest).lock
     assert attrs["project"] == "demo" and attrs["target"] == "local"
     assert attrs["host"] and attrs["user"]
-    (recorded,) = of(records, "artifact", "recorded")
+    recorded = of(records, "artifact", "recorded")[-1]
+    assert recorded.get("task_name") is None  # recorded by the main thread, outside any task
     assert recorded["run_id"] == session.run_id
     assert recorded["artifact_name"] == "output.csv" and recorded["kind"] == "result"
     assert recorded["size_bytes"] == 8
