@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from scalable.cache import DirType, FileType, GenericType, ObjectType, UtilityType, ValueType, cacheable
 from scalable.errors import ScalableError
 from scalable.ledger import Ledger
+from scalable.session import ScalableSession
 from scalable.stores import build_artifact_store
 
 try:
@@ -21,6 +22,7 @@ __all__ = [
     "Ledger",
     "ObjectType",
     "ScalableError",
+    "ScalableSession",
     "UtilityType",
     "ValueType",
     "__version__",

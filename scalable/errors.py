@@ -21,7 +21,9 @@ __all__ = [
     "InvalidKeyError",
     "LedgerError",
     "LedgerNotFoundError",
+    "LedgerWriteError",
     "ManifestError",
+    "ManifestNotFoundError",
     "MissingDependencyError",
     "NodeNotFoundError",
     "QueryError",
@@ -30,6 +32,7 @@ __all__ = [
     "ScalableError",
     "SessionError",
     "StoreError",
+    "StoreUnreachableError",
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
@@ -54,6 +57,10 @@ class ManifestError(ConfigError):
     """The manifest file is missing, unparsable or breaks schema v1."""
 
 
+class ManifestNotFoundError(ManifestError, FileNotFoundError):
+    """The manifest file does not exist."""
+
+
 class MissingDependencyError(ScalableError, ImportError):
     """An optional package is needed for this feature; the message says what to install."""
 
@@ -64,6 +71,10 @@ class LedgerError(ScalableError):
 
 class LedgerNotFoundError(LedgerError, FileNotFoundError):
     """A ledger or runs directory given explicitly does not exist."""
+
+
+class LedgerWriteError(LedgerError, PermissionError):
+    """The runs directory cannot be created or written, so no event could be recorded."""
 
 
 class RunNotFoundError(LedgerError, LookupError):
@@ -88,6 +99,10 @@ class ReadOnlyQueryError(LedgerError, PermissionError):
 
 class StoreError(ScalableError):
     """Something about an artifact store went wrong."""
+
+
+class StoreUnreachableError(StoreError, ConnectionError):
+    """A store (a session's default storage) cannot be reached or written: missing bucket, no access."""
 
 
 class InvalidKeyError(StoreError, ValueError):

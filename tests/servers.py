@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
+__all__ = ["create_gcs_bucket", "create_s3_bucket", "gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
 
 _S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -93,20 +93,27 @@ def gcs_server() -> Iterator[str]:
         server.stop()
 
 
+_admin: dict[str, Any] = {}
+
+
 def create_s3_bucket(endpoint: str, name: str) -> None:
     """Create bucket ``name`` on the S3 server at ``endpoint``."""
     import s3fs
 
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, use_listings_cache=False, skip_instance_cache=True)
-    fs.mkdir(name)
+    key = f"s3 {endpoint}"
+    if key not in _admin:
+        _admin[key] = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, use_listings_cache=False)
+    _admin[key].mkdir(name)
 
 
 def create_gcs_bucket(endpoint: str, name: str) -> None:
     """Create bucket ``name`` on the GCS emulator at ``endpoint``."""
     import gcsfs
 
-    fs = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", use_listings_cache=False, skip_instance_cache=True)
-    fs.mkdir(name)
+    key = f"gcs {endpoint}"
+    if key not in _admin:
+        _admin[key] = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", use_listings_cache=False)
+    _admin[key].mkdir(name)
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from scalable.ledger.events import (
     GENESIS,
     SCHEMA_VERSION,
     decode_line,
+    encode_line,
     format_timestamp,
     new_event_ids,
     new_writer_id,
@@ -219,6 +220,8 @@ class Ledger:
         self._pending: list[tuple[str, str, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
         self._closed = False
+        #: Run of events that name none and are raised outside any bound run (a session's run).
+        self.default_run_id: str | None = None
         _ledgers.add(self)
 
     # --- opening -------------------------------------------------------------------------
@@ -332,7 +335,7 @@ class Ledger:
 
     def current_run(self) -> str:
         """The run an event that names none would go to now (the bound run, else implicit)."""
-        return context.current_run_id.get() or context.implicit_run_id()
+        return context.current_run_id.get() or self.default_run_id or context.implicit_run_id()
 
     def append_async(self, event: Mapping[str, Any]) -> None:
         """Validate an event now and write it soon, batched with others (group commit).
@@ -375,10 +378,62 @@ class Ledger:
             records += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
         if self._subscribers or _global_subscribers:
             self._notify(records)
+    def append_records(self, run_id: str, records: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append complete events written elsewhere (a remote worker) as they are, in one write.
+
+        Each record keeps its own ``event_id``, ``timestamp``, ``writer``, ``seq`` and ``prev``,
+        so the foreign writer's chain stays verifiable. A record is either its raw JSON line
+        (bytes, without or with its newline) or a mapping that was decoded from one in order.
+
+        Raises:
+            EventValidationError: a record does not decode, belongs to another run, is this
+                ledger's own writer, or breaks its writer's chain inside the batch.
+        """
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        lines: list[bytes] = []
+        decoded: list[dict[str, Any]] = []
+        heads: dict[str, tuple[int, str]] = {}
+        for index, item in enumerate(records):
+            raw = item.rstrip(b"\n") if isinstance(item, bytes) else encode_line(item).rstrip(b"\n")
+            try:
+                record = decode_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise EventValidationError(f"record #{index} of run {run_id!r} does not decode: {exc}") from None
+            if b"\n" in raw:
+                raise EventValidationError(f"record #{index} of run {run_id!r} spans several lines")
+            if record["run_id"] != run_id:
+                raise EventValidationError(f"record #{index} belongs to run {record['run_id']!r}, not {run_id!r}")
+            writer = record["writer"]
+            if writer == self._writer:
+                raise EventValidationError(f"record #{index} claims this ledger's own writer {writer!r}")
+            head = heads.get(writer)
+            if head is not None and (record["seq"] != head[0] + 1 or record["prev"] != head[1]):
+                raise EventValidationError(
+                    f"record #{index} breaks the chain of writer {writer!r} (seq {record['seq']} after {head[0]})"
+                )
+            heads[writer] = (record["seq"], hashlib.sha256(raw).hexdigest())
+            lines.append(raw)
+            decoded.append(record)
+        if not lines:
+            return []
+        stream = self._stream(run_id)
+        with stream.lock:
+            fd = stream.fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._commit(stream, b"\n".join(lines) + b"\n")
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        if self._subscribers or _global_subscribers:
+            self._notify(decoded)
+        return decoded
 
     def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
         """Validate an event, filling run, task and component from the context."""
         implicit = None
+        if run is None:
+            run = self.default_run_id
         if run is None:
             run = implicit = context.implicit_run_id()
         clean = validate_event(event, run_id=run, task_name=task, component=component)

@@ -37,7 +37,7 @@ from scalable.errors import (
     UnreadableArtifactError,
     UnsafeArtifactError,
 )
-from scalable.logs import get_logger
+from scalable.ledger import bus
 from scalable.stores._digest import tree_digest, walk_tree
 
 __all__ = [
@@ -54,8 +54,6 @@ __all__ = [
 META_PREFIX: Final = ".scalable-meta"
 #: Read size of the copy loop; above one chunk, hashing and writing overlap on two threads.
 CHUNK: Final = 4 * 1024 * 1024
-
-_log = get_logger("scalable.stores")
 
 
 class ArtifactKind(StrEnum):
@@ -259,25 +257,26 @@ class BaseArtifactStore(ABC):
         """
         key = validate_key(remote_key)
         src = Path(os.fspath(local_path)).expanduser()
-        try:
-            st = src.stat()
-        except FileNotFoundError:
-            raise ArtifactNotFoundError(f"cannot put {str(src)!r}: no such file or directory") from None
-        except PermissionError:
-            raise UnreadableArtifactError(f"cannot put {str(src)!r}: permission denied; check its permissions") from None
-        if stat.S_ISDIR(st.st_mode):
-            actual = ArtifactKind.DIR
-        elif stat.S_ISREG(st.st_mode):
+        fd, st = _open_source(src)
+        if stat.S_ISREG(st.st_mode):
             actual = ArtifactKind.FILE
         else:
-            raise UnsafeArtifactError(f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)")
-        label = self._check_kind(kind, actual, src)
+            os.close(fd)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeArtifactError(f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)")
+            actual = ArtifactKind.DIR
+        try:
+            label = self._check_kind(kind, actual, src)
+        except BaseException:
+            if actual is ArtifactKind.FILE:
+                os.close(fd)
+            raise
         if actual is ArtifactKind.DIR:
             files = walk_tree(src)
             digests: dict[str, str] = {}
             total = 0
             for rel, path in files:
-                digest, size = self._put_local_file(path, f"{key}/{rel}", progress)
+                digest, size = self._put_local_file(path, f"{key}/{rel}", progress, None)
                 digests[rel] = digest
                 total += size
             digest = tree_digest(digests)
@@ -286,15 +285,14 @@ class BaseArtifactStore(ABC):
                 if stale not in keep:
                     self._delete_file(stale)
             self._write_meta(key, ArtifactKind.DIR, digest, total, digests)
-            ref = self._ref(key, ArtifactKind.DIR, digest, total, label, digests)
+            ref = self._ref(key, ArtifactKind.DIR, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
-            digest, total = self._put_local_file(src, key, progress)
-            self._write_meta(key, ArtifactKind.FILE, digest, total, None)
-            ref = self._ref(key, ArtifactKind.FILE, digest, total, label, None)
+            digest, total = self._put_fd(fd, st.st_size, src, key=key, progress=progress, record_kind=ArtifactKind.FILE)
+            ref = self._ref(key, ArtifactKind.FILE, digest=digest, size=total, label=label, files=None)
             attrs = {}
         if record:
-            self._publish("put", key, label or actual.value, total, digest, attrs)
+            self._publish("put", key, kind=label or actual.value, size=total, digest=digest, attrs=attrs)
         return ref
 
     def put_bytes(
@@ -320,12 +318,17 @@ class BaseArtifactStore(ABC):
             raise StoreError(f"put_bytes of {key!r} needs bytes, got {type(data).__name__}")
         payload = bytes(data)
         digest = hashlib.sha256(payload).hexdigest()
-        self._write_object(key, payload)
-        self._write_meta(key, ArtifactKind.BLOB, digest, len(payload), None)
+        upload = self._open_upload(key, len(payload))
+        try:
+            upload.write(payload)
+            self._commit_file(upload, key, ArtifactKind.BLOB, digest, len(payload))
+        except BaseException:
+            upload.discard()
+            raise
         label = None if str(kind) == ArtifactKind.BLOB.value else str(kind)
         if record:
-            self._publish("put", key, str(kind), len(payload), digest, {})
-        return self._ref(key, ArtifactKind.BLOB, digest, len(payload), label, None)
+            self._publish("put", key, kind=str(kind), size=len(payload), digest=digest, attrs={})
+        return self._ref(key, ArtifactKind.BLOB, digest=digest, size=len(payload), label=label, files=None)
 
     def get(
         self,
@@ -392,7 +395,7 @@ class BaseArtifactStore(ABC):
             kind = ArtifactKind.DIR
             attrs = {"files": digests}
         if record:
-            self._publish("get", key, kind.value, size, digest, attrs)
+            self._publish("get", key, kind=kind.value, size=size, digest=digest, attrs=attrs)
         return str(dest)
 
     def get_bytes(self, remote_key: str, *, verify_digest: str | None = None, record: bool = True) -> bytes:
@@ -416,7 +419,7 @@ class BaseArtifactStore(ABC):
                 f"{self.uri_for(key)!r} hashes to {digest}, expected {verify_digest}; the stored object was changed or corrupted"
             )
         if record:
-            self._publish("get", key, ArtifactKind.BLOB.value, len(data), digest, {})
+            self._publish("get", key, kind=ArtifactKind.BLOB.value, size=len(data), digest=digest, attrs={})
         return data
 
     def exists(self, remote_key: str) -> bool:
@@ -445,7 +448,7 @@ class BaseArtifactStore(ABC):
             ArtifactNotFoundError: nothing is stored at ``remote_key``.
         """
         key = validate_key(remote_key)
-        meta = self._read_meta(key)
+        meta = self._read_record(key)
         if self._is_file(key):
             targets = [key]
             kind = ArtifactKind.FILE.value
@@ -460,7 +463,7 @@ class BaseArtifactStore(ABC):
         if record:
             digest = meta.get("digest") if meta else None
             size = meta.get("size_bytes") if meta else None
-            self._publish("deleted", key, str(meta.get("kind", kind)) if meta else kind, size, digest, {})
+            self._publish("deleted", key, kind=str(meta.get("kind", kind)) if meta else kind, size=size, digest=digest, attrs={})
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -476,7 +479,7 @@ class BaseArtifactStore(ABC):
         return None if text == actual.value else text
 
     def _ref(
-        self, key: str, kind: ArtifactKind, digest: str, size: int, label: str | None, files: dict[str, str] | None
+        self, key: str, kind: ArtifactKind, *, digest: str, size: int, label: str | None, files: dict[str, str] | None
     ) -> ArtifactRef:
         metadata: dict[str, Any] = {"key": key, "store": self.base_uri}
         if label:
@@ -489,20 +492,40 @@ class BaseArtifactStore(ABC):
         start = key + "/"
         return sorted(k for k in self._list_files(key) if k.startswith(start) and not _is_meta(k))
 
-    def _put_local_file(self, path: Path, key: str, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    def _put_local_file(
+        self, path: Path, key: str, progress: Callable[[int], None] | None, record_kind: ArtifactKind | None
+    ) -> tuple[str, int]:
         """Copy one local file to ``key``, hashing as it goes; return (digest, size)."""
+        fd, st = _open_source(path)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise UnsafeArtifactError(f"cannot put {str(path)!r}: not a regular file (a fifo, socket or device)")
+        return self._put_fd(fd, st.st_size, path, key=key, progress=progress, record_kind=record_kind)
+
+    def _put_fd(
+        self,
+        fd: int,
+        size_hint: int,
+        path: Path,
+        *,
+        key: str,
+        progress: Callable[[int], None] | None,
+        record_kind: ArtifactKind | None,
+    ) -> tuple[str, int]:
+        """Copy the open file ``fd`` to ``key``, hashing as it goes, and close it.
+
+        With ``record_kind``, the digest record of ``key`` is written too (files of a
+        directory are recorded once, in the directory's record).
+        """
+        fh = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - closed in the finally below
         try:
-            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
-        except FileNotFoundError:
-            raise ArtifactNotFoundError(f"cannot put {str(path)!r}: no such file") from None
-        except PermissionError:
-            raise UnreadableArtifactError(f"cannot put {str(path)!r}: permission denied; check its permissions") from None
-        try:
-            size_hint = os.fstat(fh.fileno()).st_size
             upload = self._open_upload(key, size_hint)
             try:
                 digest, size = _copy_hashing(fh, upload, size_hint, progress)
-                upload.commit()
+                if record_kind is None:
+                    upload.commit()
+                else:
+                    self._commit_file(upload, key, record_kind, digest, size)
             except BaseException:
                 upload.discard()
                 raise
@@ -523,6 +546,15 @@ class BaseArtifactStore(ABC):
             upload.discard()
             raise
 
+    def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
+        """Commit ``upload`` and record its digest (a backend may keep the record on the object)."""
+        upload.commit()
+        self._write_meta(key, kind, digest, size, None)
+
+    def _read_record(self, key: str) -> dict[str, Any] | None:
+        """Return the digest record of ``key`` (see the module docstring), or None."""
+        return self._read_meta(key)
+
     def _write_meta(self, key: str, kind: ArtifactKind, digest: str, size: int, files: dict[str, str] | None) -> None:
         record: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
@@ -538,7 +570,7 @@ class BaseArtifactStore(ABC):
         return value if isinstance(value, dict) else None
 
     def _expected_digest(self, key: str) -> str:
-        meta = self._read_meta(key)
+        meta = self._read_record(key)
         if meta is not None and isinstance(meta.get("digest"), str) and meta.get("kind") != ArtifactKind.DIR.value:
             return str(meta["digest"])
         # A file inside a directory put: the directory's record lists it.
@@ -592,10 +624,8 @@ class BaseArtifactStore(ABC):
         return digest, size
 
     def _publish(
-        self, op: str, key: str, kind: str, size: int | None, digest: str | None, attrs: dict[str, Any]
+        self, op: str, key: str, *, kind: str, size: int | None, digest: str | None, attrs: dict[str, Any]
     ) -> None:
-        from scalable.ledger import bus
-
         event: dict[str, Any] = {
             "event_type": "artifact",
             "op": op,
@@ -610,13 +640,31 @@ class BaseArtifactStore(ABC):
         if attrs:
             event["attrs"] = attrs
         bus.publish(event)
-        _log.debug("artifact", op=op, location=event["location"], size_bytes=size)
+
+
+def _open_source(path: Path) -> tuple[int, os.stat_result]:
+    """Open a local source without blocking (a fifo must not hang the put); return (fd, stat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(f"cannot put {str(path)!r}: no such file or directory") from None
+    except PermissionError:
+        raise UnreadableArtifactError(f"cannot put {str(path)!r}: permission denied; check its permissions") from None
+    except OSError as exc:
+        raise StoreError(f"cannot put {str(path)!r}: {exc.strerror or exc}") from None
+    return fd, os.fstat(fd)
 
 
 def _copy_hashing(
     src: BinaryIO, upload: Upload, size_hint: int, progress: Callable[[int], None] | None = None
 ) -> tuple[str, int]:
-    """Read ``src`` once, hashing and writing every chunk; overlap the two above one chunk."""
+    """Read ``src`` once, hashing and writing every chunk; return (digest, size).
+
+    Above one chunk, two buffers alternate: while this thread hashes one, a worker thread
+    writes it and reads the next into the other buffer. hashlib and file I/O release the
+    GIL, so on two cores a put costs about as much as hashing alone. ``upload.write`` gets
+    a view of a reused buffer and must copy what it keeps.
+    """
     h = hashlib.sha256()
     if size_hint <= CHUNK:
         data = src.read()
@@ -630,22 +678,31 @@ def _copy_hashing(
         if progress is not None:
             progress(len(data))
         return h.hexdigest(), len(data)
+    buffers = (bytearray(CHUNK), bytearray(CHUNK))
+
+    def fill(i: int) -> int:
+        view = memoryview(buffers[i])
+        got = 0
+        while got < CHUNK:
+            n = src.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                break
+            got += n
+        return got
+
+    def write_then_fill(i: int, n: int) -> int:
+        upload.write(memoryview(buffers[i])[:n])  # type: ignore[arg-type]
+        return fill(1 - i)
+
     size = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scalable-put") as pool:
-        pending: Future[None] | None = None
-        while True:
-            buf = src.read(CHUNK)
-            if not buf:
-                break
-            if pending is not None:
-                pending.result()
-            # hashlib and os.write both release the GIL, so hashing this chunk overlaps
-            # writing it.
-            pending = pool.submit(upload.write, buf)
-            h.update(buf)
-            size += len(buf)
+        i, n = 0, fill(0)
+        while n:
+            pending: Future[int] = pool.submit(write_then_fill, i, n)
+            h.update(memoryview(buffers[i])[:n])
+            size += n
             if progress is not None:
-                progress(len(buf))
-        if pending is not None:
-            pending.result()
+                progress(n)
+            n = pending.result()
+            i = 1 - i
     return h.hexdigest(), size

@@ -8,6 +8,8 @@ from typing import Any
 
 from scalable.errors import ConfigError
 from scalable.stores.base import ArtifactStore
+from scalable.stores.fsspec_store import FsspecArtifactStore
+from scalable.stores.local import LocalArtifactStore
 
 __all__ = ["build_artifact_store"]
 
@@ -37,13 +39,9 @@ def build_artifact_store(uri: str | os.PathLike[str], **storage_options: Any) ->
     m = _SCHEME.match(text)
     scheme = m.group(1).lower() if m else None
     if scheme in (None, "file", "local"):
-        from scalable.stores.local import LocalArtifactStore
-
         if storage_options:
             raise ConfigError(
                 f"storage options {sorted(storage_options)} do not apply to the local store {text!r}; drop them"
             )
         return LocalArtifactStore(text[m.end() :] if m else text)
-    from scalable.stores.fsspec_store import FsspecArtifactStore
-
     return FsspecArtifactStore(text, storage_options=storage_options)

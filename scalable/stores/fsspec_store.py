@@ -45,21 +45,31 @@ def filesystem_class(scheme: str) -> Any:
         ) from None
 
 
+def _backend_error(action: str, uri: str, exc: Exception) -> StoreError:
+    """A StoreError for a failed backend call, with secrets masked."""
+    detail = mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return StoreError(f"cannot {action} {uri!r}: {detail}; check that the bucket exists and the credentials allow it")
+
+
 class _BufferedUpload:
     """Chunks kept in memory and written as one object on commit."""
 
-    def __init__(self, fs: Any, path: str) -> None:
+    def __init__(self, fs: Any, path: str, uri: str) -> None:
         self.fs = fs
         self.path = path
+        self.uri = uri
         self.parts: list[bytes] = []
 
     def write(self, data: bytes) -> None:
-        self.parts.append(data)
+        self.parts.append(bytes(data))  # the caller may reuse its buffer
 
     def commit(self) -> None:
         data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts = []
-        self.fs.pipe_file(self.path, data)
+        try:
+            self.fs.pipe_file(self.path, data)
+        except (OSError, ValueError) as exc:
+            raise _backend_error("write", self.uri, exc) from None
 
     def discard(self) -> None:
         self.parts = []
@@ -68,15 +78,25 @@ class _BufferedUpload:
 class _StreamingUpload:
     """An fsspec writer opened with ``autocommit=False``: invisible until commit."""
 
-    def __init__(self, fs: Any, path: str) -> None:
-        self.fh = fs.open(path, "wb", autocommit=False)
+    def __init__(self, fs: Any, path: str, uri: str) -> None:
+        self.uri = uri
+        try:
+            self.fh = fs.open(path, "wb", autocommit=False)
+        except (OSError, ValueError) as exc:
+            raise _backend_error("write", uri, exc) from None
 
     def write(self, data: bytes) -> None:
-        self.fh.write(data)
+        try:
+            self.fh.write(data)
+        except (OSError, ValueError) as exc:
+            raise _backend_error("write", self.uri, exc) from None
 
     def commit(self) -> None:
-        self.fh.flush(force=True)
-        self.fh.commit()
+        try:
+            self.fh.flush(force=True)
+            self.fh.commit()
+        except (OSError, ValueError) as exc:
+            raise _backend_error("write", self.uri, exc) from None
         self.fh.closed = True
 
     def discard(self) -> None:
@@ -142,14 +162,16 @@ class FsspecArtifactStore(BaseArtifactStore):
     def _open_upload(self, key: str, size_hint: int) -> _BufferedUpload | _StreamingUpload:
         path = self._path(key)
         if self._streaming and size_hint > self.stream_threshold:
-            return _StreamingUpload(self.fs, path)
-        return _BufferedUpload(self.fs, path)
+            return _StreamingUpload(self.fs, path, self.uri_for(key))
+        return _BufferedUpload(self.fs, path, self.uri_for(key))
 
     def _open_read(self, key: str) -> BinaryIO:
         try:
             fh: BinaryIO = self.fs.open(self._path(key), "rb")
         except (FileNotFoundError, IsADirectoryError):
             raise ArtifactNotFoundError(f"no file is stored at {self.uri_for(key)!r}") from None
+        except (OSError, ValueError) as exc:
+            raise _backend_error("read", self.uri_for(key), exc) from None
         return fh
 
     def _is_file(self, key: str) -> bool:
@@ -157,6 +179,8 @@ class FsspecArtifactStore(BaseArtifactStore):
             return bool(self.fs.isfile(self._path(key)))
         except FileNotFoundError:
             return False
+        except (OSError, ValueError) as exc:
+            raise _backend_error("look up", self.uri_for(key), exc) from None
 
     def _list_files(self, dir_key: str) -> list[str]:
         top = self._path(dir_key) if dir_key else self.root
@@ -164,6 +188,8 @@ class FsspecArtifactStore(BaseArtifactStore):
             found = self.fs.find(top, detail=True)
         except FileNotFoundError:
             return []
+        except (OSError, ValueError) as exc:
+            raise _backend_error("list", self.uri_for(dir_key) if dir_key else self.base_uri, exc) from None
         start = len(self.root) + 1 if self.root else 0
         out = []
         for name, info in found.items():
@@ -180,3 +206,5 @@ class FsspecArtifactStore(BaseArtifactStore):
             self.fs.rm_file(self._path(key))
         except FileNotFoundError:
             return
+        except (OSError, ValueError) as exc:
+            raise _backend_error("delete", self.uri_for(key), exc) from None
