@@ -25,6 +25,7 @@ Targets = list[dict[str, Any]]
 BENCHES: dict[str, str] = {
     "append": "bench_append",
     "cache": "bench_cache",
+    "put": "bench_put",
     "session": "bench_session",
 }
 
