@@ -13,6 +13,7 @@ from scalable.cache.types import (
     ValueType,
     convert_to_type,
 )
+from scalable.cache.warm import WarmCache
 
 __all__ = [
     "Cache",
@@ -24,6 +25,7 @@ __all__ = [
     "RemoteTier",
     "UtilityType",
     "ValueType",
+    "WarmCache",
     "cacheable",
     "convert_to_type",
     "default_cache",
