@@ -557,11 +557,11 @@ class Ledger:
             self._notify(records)
         return records[0]
 
-    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> None:
+    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> Path:
         """Write ``run.json`` beside the stream: status, seal and the sealed stream length.
 
-        It is derived state (rebuildable from the stream) that lets an audit notice a stream
-        cut short, seal and all.
+        It is derived state (rebuildable from the stream with :meth:`rebuild_summaries`) that
+        lets an audit notice a stream cut short, seal and all.
         """
         attrs = json.loads(finished["attrs"])
         summary = {"run_id": run_id, "status": attrs.get("status"), "finished_at": finished["timestamp"],
@@ -570,6 +570,27 @@ class Ledger:
         tmp = path.with_name(f".{RUN_SUMMARY}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
+        return path
+
+    def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
+        """Rewrite every sealed run's ``run.json`` from its stream alone; return the files written.
+
+        The result equals what sealing wrote: the summary is derived from the ``run/finished``
+        event and the stream's length up to it.
+        """
+        written = []
+        for run_id in run_ids if run_ids is not None else self.run_ids():
+            offset = 0
+            for raw in self.stream_path(run_id).read_bytes().split(b"\n")[:-1]:
+                offset += len(raw) + 1
+                try:
+                    record = decode_line(raw)
+                except ValueError:
+                    continue
+                if record["event_type"] == "run" and record["op"] == "finished":
+                    written.append(self._write_summary(run_id, record, offset))
+                    break
+        return written
 
     # --- durability ----------------------------------------------------------------------
 
