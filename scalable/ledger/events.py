@@ -375,23 +375,27 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     data = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("line is not a JSON object")
-    extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
-    if extra:
+    if not _COLUMN_SET.issuperset(data):
+        extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
         attrs = json.loads(data["attrs"]) if data.get("attrs") else {}
         attrs.update(extra)
         data["attrs"] = _dumps_sorted(attrs)
-    data.setdefault("schema_version", SCHEMA_VERSION)
-    missing = [c for c in _REQUIRED if c not in data]
-    if missing:
-        raise ValueError(f"missing column(s) {', '.join(missing)}")
-    for name in _REQUIRED:
-        if type(data[name]) is not (int if name == "seq" else str):
-            raise ValueError(f"column {name!r} has the wrong type ({type(data[name]).__name__})")
+    if "schema_version" not in data:
+        data["schema_version"] = SCHEMA_VERSION
+    if not _REQUIRED_SET.issubset(data):
+        raise ValueError(f"missing column(s) {', '.join(c for c in _REQUIRED if c not in data)}")
+    if type(data["seq"]) is not int or {type(data[c]) for c in _REQUIRED_STR} != _STR_ONLY:
+        for name in _REQUIRED:
+            if type(data[name]) is not (int if name == "seq" else str):
+                raise ValueError(f"column {name!r} has the wrong type ({type(data[name]).__name__})")
     return data
 
 
 _COLUMN_SET: Final = frozenset(COLUMN_NAMES)
 _REQUIRED: Final = tuple(c.name for c in COLUMNS if not c.nullable and c.name != "schema_version")
+_REQUIRED_SET: Final = frozenset(_REQUIRED)
+_REQUIRED_STR: Final = tuple(c for c in _REQUIRED if c != "seq")
+_STR_ONLY: Final = {str}
 
 
 # --- Arrow and DuckDB ------------------------------------------------------------------------
