@@ -595,10 +595,11 @@ class Ledger:
     # --- durability ----------------------------------------------------------------------
 
     def _ensure_syncer(self) -> None:
-        if self._syncer is not None and self._syncer.is_alive():
+        # The thread lives as long as the ledger is open; fork clears it (_reset_after_fork).
+        if self._syncer is not None:
             return
         with self._state_lock:
-            if self._syncer is not None and self._syncer.is_alive():
+            if self._syncer is not None:
                 return
             ref = weakref.ref(self)
             thread = threading.Thread(target=_sync_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True)
