@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from click.testing import CliRunner
 from scalable.ledger import bus
 from scalable.settings import ENV_VARS
 from tests.helpers import ROOT, run_python
+from tests.servers import create_gcs_bucket, create_s3_bucket
 
 DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.glob("*.rst")), ROOT / "README.md"]
@@ -33,6 +36,48 @@ def code_blocks(page: Path) -> list[tuple[str, str]]:
     return blocks
 
 
+#: The bucket the docs' ``s3://`` and ``gs://`` examples name.
+BUCKET = "my-bucket"
+
+
+def _write(files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+_MANIFEST = "version: 1\nproject:\n  name: my-project\n  default_storage: s3://my-bucket/scalable-runs/\n"
+
+#: Files a page's examples name as already there (a user's own data), made before its blocks run.
+PAGE_SETUP: dict[str, Callable[[], None]] = {
+    "artifacts.rst": lambda: _write({
+        "output.csv": "name,value\na,1\nb,2\n",
+        "model_output/config.json": '{"layers": 2}\n',
+        "model_output/weights.bin": "0123456789abcdef\n",
+        "scalable.yaml": _MANIFEST,
+    }),
+    "cloud.rst": lambda: _write({"output.csv": "name,value\na,1\n"}),
+    "telemetry.rst": lambda: _write({
+        "output.csv": "name,value\na,1\n",
+        "scalable.yaml": "version: 1\nproject: {name: my-project, default_storage: ./artifacts}\n",
+    }),
+}
+
+
+def _object_stores(page: Path, request: pytest.FixtureRequest) -> None:
+    """Start the S3/GCS servers a page's ``s3://``/``gs://`` URIs need, with its bucket made."""
+    text = page.read_text()
+    if "s3://" in text:
+        endpoint = request.getfixturevalue("s3_server")
+        with contextlib.suppress(FileExistsError):
+            create_s3_bucket(endpoint, BUCKET)
+    if "gs://" in text:
+        endpoint = request.getfixturevalue("gcs_server")
+        with contextlib.suppress(FileExistsError):
+            create_gcs_bucket(endpoint, BUCKET)
+
+
 def run_bash_block(code: str, env: dict[str, str]) -> None:
     """Run the ``scalable ...`` and ``export`` lines of a bash block; other commands are prose."""
     from scalable.cli import cli
@@ -50,17 +95,29 @@ def run_bash_block(code: str, env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if code_blocks(p)], ids=lambda p: p.name)
-def test_every_example_of_the_page_runs(page: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_example_of_the_page_runs(
+    page: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """The page's Python and shell examples run in order, in a fresh directory, without error."""
+    from scalable import ScalableSession
+
+    _object_stores(page, request)
+    PAGE_SETUP.get(page.name, lambda: None)()
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     env: dict[str, str] = {}
-    for lang, code in code_blocks(page):
-        if lang == "python":
-            exec(compile(code, f"{page.name}:example", "exec"), namespace)
-        elif lang in ("bash", "console", "shell"):
-            run_bash_block(code, env)
-    for name in env:
-        monkeypatch.delenv(name, raising=False)
+    try:
+        for lang, code in code_blocks(page):
+            if lang == "python":
+                exec(compile(code, f"{page.name}:example", "exec"), namespace)
+            elif lang in ("bash", "console", "shell"):
+                run_bash_block(code, env)
+    finally:
+        # A session an example leaves open would be closed at interpreter exit; close it here.
+        for value in namespace.values():
+            if isinstance(value, ScalableSession):
+                value.close()
+        for name in env:
+            monkeypatch.delenv(name, raising=False)
 
 
 def test_every_cli_command_and_option_is_in_the_cli_reference() -> None:
