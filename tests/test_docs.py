@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
@@ -65,17 +64,18 @@ PAGE_SETUP: dict[str, Callable[[], None]] = {
 }
 
 
+_buckets: set[tuple[str, str]] = set()
+
+
 def _object_stores(page: Path, request: pytest.FixtureRequest) -> None:
     """Start the S3/GCS servers a page's ``s3://``/``gs://`` URIs need, with its bucket made."""
     text = page.read_text()
-    if "s3://" in text:
-        endpoint = request.getfixturevalue("s3_server")
-        with contextlib.suppress(FileExistsError):
-            create_s3_bucket(endpoint, BUCKET)
-    if "gs://" in text:
-        endpoint = request.getfixturevalue("gcs_server")
-        with contextlib.suppress(FileExistsError):
-            create_gcs_bucket(endpoint, BUCKET)
+    for scheme, fixture, create in (("s3", "s3_server", create_s3_bucket), ("gs", "gcs_server", create_gcs_bucket)):
+        if f"{scheme}://" in text:
+            endpoint = request.getfixturevalue(fixture)
+            if (endpoint, BUCKET) not in _buckets:  # the servers live for the whole test session
+                create(endpoint, BUCKET)
+                _buckets.add((endpoint, BUCKET))
 
 
 def run_bash_block(code: str, env: dict[str, str]) -> None:
