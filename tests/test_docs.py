@@ -166,3 +166,38 @@ def test_the_checks_fail_when_the_docs_drift(tmp_path: Path, isolated: Path) -> 
     page.write_text("Broken\n======\n\n.. code-block:: python\n\n    assert 1 == 2\n")
     with pytest.raises(AssertionError):
         exec(compile(code_blocks(page)[0][1], "broken.rst", "exec"), {})
+
+
+def test_every_api_name_of_the_artifacts_page_is_documented_from_its_docstring() -> None:
+    """Each class and function the artifacts page refers to has an autodoc entry on that page."""
+    text = (DOCS / "artifacts.rst").read_text()
+    named = set(re.findall(r":(?:class|func):`~?(scalable\.artifacts\.[\w.]+)`", text))
+    documented = set(re.findall(r"^\.\. auto(?:class|function):: (\S+)$", text, re.MULTILINE))
+    assert named and named <= documented, named - documented
+    short = {name.rsplit(".", 1)[1] for name in documented}
+    assert short >= {"ArtifactStore", "LocalArtifactStore", "FsspecArtifactStore", "build_artifact_store",
+                     "ArtifactRef", "ArtifactKind"}
+
+
+def test_pages_with_bucket_uris_run_against_local_servers(isolated: Path, request: pytest.FixtureRequest) -> None:
+    """A page naming s3:// and gs:// URIs gets both servers and its bucket, so literal bucket URIs work."""
+    from scalable.artifacts import build_artifact_store
+
+    page = isolated / "buckets.rst"
+    page.write_text("Store at s3://my-bucket/x/ or gs://my-bucket/x/.\n")
+    _object_stores(page, request)
+    Path("f.txt").write_text("x\n")
+    for scheme in ("s3", "gs"):
+        ref = build_artifact_store(f"{scheme}://{BUCKET}/docs-check/").put("f.txt", "f.txt")
+        assert ref.uri == f"{scheme}://{BUCKET}/docs-check/f.txt" and ref.size_bytes == 2
+
+
+def test_the_readme_opens_with_the_two_commands_and_the_makefile_has_them() -> None:
+    """README's first example is `make demo` then `make test`, and the Makefile defines demo, test and docs."""
+    first_lang, first = code_blocks(ROOT / "README.md")[0]
+    assert first_lang == "bash"
+    assert [line.split("#")[0].strip() for line in first.splitlines()] == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test", "docs"):
+        assert re.search(rf"^{target}: ", makefile, re.MULTILINE), target
+    assert "examples/demo.py" in makefile and "sphinx -W" in makefile
