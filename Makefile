@@ -36,4 +36,4 @@ docs: $(VENV)/.dev-installed
 	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .scalable docs/_build
+	rm -rf $(VENV) .scalable demo-output docs/_build

@@ -1,54 +1,108 @@
-"""The demo: record a few real events on the embedded default, then query them with the CLI.
+"""The demo: a small workflow through ScalableSession on the embedded default, traced with the CLI.
 
-Run it with ``make demo``. Everything lands under ./.scalable (no server needed).
+Run it with ``make demo`` (or ``python examples/demo.py`` in any directory). Everything lands
+in the working directory: ``scalable.yaml`` (written when missing), ``demo-output/`` (the
+files the tasks write) and ``.scalable/`` (the artifact store, the result cache and the
+ledger). No server is needed.
+
+What happens:
+
+1. three tasks run on the ``local`` target (threads); each writes a CSV table and stores it
+   with ``session.put`` (an ``artifact/put`` event with its SHA-256 digest);
+2. a ``@cacheable`` step totals the tables; it is called twice, and the second call is a
+   cache hit (run the demo again and both calls hit, across runs);
+3. a summary is derived from the tables and recorded with ``inputs=`` (their digests), so its
+   lineage leads back to them;
+4. the real CLI prints the run's artifacts (``scalable ledger query``), the cache lookups of
+   every demo run so far, the summary's lineage as a tree (``scalable ledger lineage``: one
+   level up, the tables it was derived from and the runs that generated it) and an audit of
+   every chain and stored byte (``scalable ledger audit``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from scalable.ledger import Ledger, bind
-from scalable.ledger.context import make_run_id
+from scalable import FileType, ScalableSession, cacheable
+
+MANIFEST = """\
+version: 1
+project:
+  name: demo
+targets:
+  local: {provider: local, max_workers: 3}
+components:
+  prepare: {description: write the input tables}
+  analyse: {description: total and summarise them}
+tasks:
+  make_table: prepare
+  summarise: analyse
+"""
+OUT = Path("demo-output")
 
 
-def _scalable(*args: str) -> None:
-    print(f"\n$ scalable {' '.join(args)}", flush=True)
+def make_table(session: ScalableSession, index: int) -> str:
+    """Task: write table ``index`` (the same bytes every run) and store it under the run."""
+    path = OUT / f"table-{index}.csv"
+    rows = [f"{index}-{i},{(index + 1) * i}" for i in range(1, 6)]
+    path.write_text("name,value\n" + "\n".join(rows) + "\n")
+    ref = session.put(path, f"tables/{path.name}")
+    return ref.digest
+
+
+@cacheable(table=FileType)
+def column_total(table: str) -> int:
+    """The cached step: the sum of a table's ``value`` column (keyed on the file's bytes)."""
+    lines = Path(table).read_text().splitlines()[1:]
+    return sum(int(line.split(",")[1]) for line in lines)
+
+
+def summarise(session: ScalableSession, tables: list[str], digests: list[str]) -> str:
+    """Task: derive the summary from the tables and record it with their digests as inputs."""
+    totals = {Path(t).name: column_total(t) for t in tables}
+    again = {Path(t).name: column_total(t) for t in tables}  # the same calls: cache hits
+    assert again == totals
+    summary = OUT / "summary.json"
+    summary.write_text(json.dumps({"totals": totals, "grand_total": sum(totals.values())}, indent=2, sort_keys=True) + "\n")
+    session.put(summary, "summary.json", kind="result")
+    event = session.record_artifact(summary, kind="result", inputs=digests, metadata={"tables": len(tables)})
+    assert event is not None
+    return str(event["digest"])
+
+
+def scalable(*args: str) -> None:
+    """Run the real ``scalable`` CLI and let it print."""
+    shown = " ".join(f'"{a}"' if " " in a else a for a in args)
+    print(f"\n$ scalable {shown}", flush=True)
     subprocess.run([sys.executable, "-m", "scalable", *args], check=True)
 
 
 def main() -> None:
-    """Write a small run's events through the API, then query, tail and audit them."""
-    workdir = Path("demo-output")
-    workdir.mkdir(exist_ok=True)
-    ledger = Ledger.open()
-    run_id = make_run_id("demo")
-    with bind(run_id=run_id):
-        ledger.append({"event_type": "run", "op": "started", "attrs": {"project": "demo", "target": "local"}})
-        raw = workdir / "raw.csv"
-        raw.write_text("x,y\n1,2\n3,4\n")
-        raw_digest = hashlib.sha256(raw.read_bytes()).hexdigest()
-        with bind(task_name="prepare"):
-            ledger.append({"event_type": "task", "op": "started", "attrs": {"task_id": "prepare-1"}})
-            ledger.append({"event_type": "artifact", "op": "recorded", "artifact_name": raw.name,
-                           "location": raw.resolve().as_uri(), "kind": "file",
-                           "size_bytes": raw.stat().st_size, "digest": raw_digest})
-            out = workdir / "summary.txt"
-            out.write_text("rows=2\n")
-            ledger.append({"event_type": "artifact", "op": "recorded", "artifact_name": out.name,
-                           "location": out.resolve().as_uri(), "kind": "result",
-                           "size_bytes": out.stat().st_size,
-                           "digest": hashlib.sha256(out.read_bytes()).hexdigest(), "inputs": [raw_digest]})
-            ledger.append({"event_type": "task", "op": "finished", "duration_s": 0.01, "attrs": {"task_id": "prepare-1"}})
-    ledger.finish_run(run_id, "completed")
-    ledger.close()
-    print(f"recorded run {run_id}")
-    _scalable("ledger", "query",
-              f"SELECT artifact_name, kind, size_bytes, left(digest, 12) AS digest FROM artifacts WHERE run_id = '{run_id}'")
-    _scalable("ledger", "query", "SELECT run_id, status, events, artifacts, bytes FROM runs ORDER BY started_at")
-    _scalable("ledger", "tail", "--run", run_id, "-n", "3")
+    """Run the workflow once, then query, trace and audit it with the CLI."""
+    manifest = Path("scalable.yaml")
+    if not manifest.exists():
+        manifest.write_text(MANIFEST)
+        print(f"wrote {manifest} (project 'demo')")
+    OUT.mkdir(exist_ok=True)
+    with ScalableSession.from_yaml(manifest, target="local") as session:
+        futures = session.map(make_table, [session] * 3, range(3))
+        digests = [f.result() for f in futures]
+        tables = [str(OUT / f"table-{i}.csv") for i in range(3)]
+        summary = session.submit(summarise, session, tables, digests).result()
+        run_id = session.run_id
+    print(f"run {run_id} finished: 4 tasks, 4 puts, 1 derived output ({summary[:12]}...)")
+
+    scalable("ledger", "query",
+             "SELECT task_name, op, artifact_name, kind, size_bytes, left(digest, 12) AS digest "
+             f"FROM artifacts WHERE run_id = '{run_id}' ORDER BY timestamp")
+    scalable("ledger", "query",
+             "SELECT run_id, function_name, count(*) FILTER (WHERE op = 'miss') AS misses, "
+             "count(*) FILTER (WHERE op = 'hit') AS hits FROM cache GROUP BY ALL ORDER BY run_id")
+    scalable("ledger", "lineage", summary, "--depth", "1")
+    scalable("ledger", "audit")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from scalable.ledger import bus
 from scalable.settings import ENV_VARS
 from tests.helpers import ROOT, run_python
+from tests.servers import create_gcs_bucket, create_s3_bucket
 
 DOCS = ROOT / "docs"
 PAGES = [*sorted(DOCS.glob("*.rst")), ROOT / "README.md"]
@@ -33,6 +35,49 @@ def code_blocks(page: Path) -> list[tuple[str, str]]:
     return blocks
 
 
+#: The bucket the docs' ``s3://`` and ``gs://`` examples name.
+BUCKET = "my-bucket"
+
+
+def _write(files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = Path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+_MANIFEST = "version: 1\nproject:\n  name: my-project\n  default_storage: s3://my-bucket/scalable-runs/\n"
+
+#: Files a page's examples name as already there (a user's own data), made before its blocks run.
+PAGE_SETUP: dict[str, Callable[[], None]] = {
+    "artifacts.rst": lambda: _write({
+        "output.csv": "name,value\na,1\nb,2\n",
+        "model_output/config.json": '{"layers": 2}\n',
+        "model_output/weights.bin": "0123456789abcdef\n",
+        "scalable.yaml": _MANIFEST,
+    }),
+    "cloud.rst": lambda: _write({"output.csv": "name,value\na,1\n"}),
+    "telemetry.rst": lambda: _write({
+        "output.csv": "name,value\na,1\n",
+        "scalable.yaml": "version: 1\nproject: {name: my-project, default_storage: ./artifacts}\n",
+    }),
+}
+
+
+_buckets: set[tuple[str, str]] = set()
+
+
+def _object_stores(page: Path, request: pytest.FixtureRequest) -> None:
+    """Start the S3/GCS servers a page's ``s3://``/``gs://`` URIs need, with its bucket made."""
+    text = page.read_text()
+    for scheme, fixture, create in (("s3", "s3_server", create_s3_bucket), ("gs", "gcs_server", create_gcs_bucket)):
+        if f"{scheme}://" in text:
+            endpoint = request.getfixturevalue(fixture)
+            if (endpoint, BUCKET) not in _buckets:  # the servers live for the whole test session
+                create(endpoint, BUCKET)
+                _buckets.add((endpoint, BUCKET))
+
+
 def run_bash_block(code: str, env: dict[str, str]) -> None:
     """Run the ``scalable ...`` and ``export`` lines of a bash block; other commands are prose."""
     from scalable.cli import cli
@@ -50,17 +95,29 @@ def run_bash_block(code: str, env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if code_blocks(p)], ids=lambda p: p.name)
-def test_every_example_of_the_page_runs(page: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_example_of_the_page_runs(
+    page: Path, isolated: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """The page's Python and shell examples run in order, in a fresh directory, without error."""
+    from scalable import ScalableSession
+
+    _object_stores(page, request)
+    PAGE_SETUP.get(page.name, lambda: None)()
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     env: dict[str, str] = {}
-    for lang, code in code_blocks(page):
-        if lang == "python":
-            exec(compile(code, f"{page.name}:example", "exec"), namespace)
-        elif lang in ("bash", "console", "shell"):
-            run_bash_block(code, env)
-    for name in env:
-        monkeypatch.delenv(name, raising=False)
+    try:
+        for lang, code in code_blocks(page):
+            if lang == "python":
+                exec(compile(code, f"{page.name}:example", "exec"), namespace)
+            elif lang in ("bash", "console", "shell"):
+                run_bash_block(code, env)
+    finally:
+        # A session an example leaves open would be closed at interpreter exit; close it here.
+        for value in namespace.values():
+            if isinstance(value, ScalableSession):
+                value.close()
+        for name in env:
+            monkeypatch.delenv(name, raising=False)
 
 
 def test_every_cli_command_and_option_is_in_the_cli_reference() -> None:
@@ -109,3 +166,38 @@ def test_the_checks_fail_when_the_docs_drift(tmp_path: Path, isolated: Path) -> 
     page.write_text("Broken\n======\n\n.. code-block:: python\n\n    assert 1 == 2\n")
     with pytest.raises(AssertionError):
         exec(compile(code_blocks(page)[0][1], "broken.rst", "exec"), {})
+
+
+def test_every_api_name_of_the_artifacts_page_is_documented_from_its_docstring() -> None:
+    """Each class and function the artifacts page refers to has an autodoc entry on that page."""
+    text = (DOCS / "artifacts.rst").read_text()
+    named = set(re.findall(r":(?:class|func):`~?(scalable\.artifacts\.[\w.]+)`", text))
+    documented = set(re.findall(r"^\.\. auto(?:class|function):: (\S+)$", text, re.MULTILINE))
+    assert named and named <= documented, named - documented
+    short = {name.rsplit(".", 1)[1] for name in documented}
+    assert short >= {"ArtifactStore", "LocalArtifactStore", "FsspecArtifactStore", "build_artifact_store",
+                     "ArtifactRef", "ArtifactKind"}
+
+
+def test_pages_with_bucket_uris_run_against_local_servers(isolated: Path, request: pytest.FixtureRequest) -> None:
+    """A page naming s3:// and gs:// URIs gets both servers and its bucket, so literal bucket URIs work."""
+    from scalable.artifacts import build_artifact_store
+
+    page = isolated / "buckets.rst"
+    page.write_text("Store at s3://my-bucket/x/ or gs://my-bucket/x/.\n")
+    _object_stores(page, request)
+    Path("f.txt").write_text("x\n")
+    for scheme in ("s3", "gs"):
+        ref = build_artifact_store(f"{scheme}://{BUCKET}/docs-check/").put("f.txt", "f.txt")
+        assert ref.uri == f"{scheme}://{BUCKET}/docs-check/f.txt" and ref.size_bytes == 2
+
+
+def test_the_readme_opens_with_the_two_commands_and_the_makefile_has_them() -> None:
+    """README's first example is `make demo` then `make test`, and the Makefile defines demo, test and docs."""
+    first_lang, first = code_blocks(ROOT / "README.md")[0]
+    assert first_lang == "bash"
+    assert [line.split("#")[0].strip() for line in first.splitlines()] == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("demo", "test", "docs"):
+        assert re.search(rf"^{target}: ", makefile, re.MULTILINE), target
+    assert "examples/demo.py" in makefile and "sphinx -W" in makefile

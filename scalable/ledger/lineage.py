@@ -149,17 +149,21 @@ class LineageGraph:
             parent, child = (e["dst"], e["src"]) if direction == "up" else (e["src"], e["dst"])
             children.setdefault(parent, []).append((e["relation"], child))
         out = [self.label(self.root)]
+        # Each node is expanded once in the whole tree, so every edge is printed once and the
+        # tree grows with the graph, not with the number of paths through it.
+        seen = {self.root}
 
-        def walk(node: str, prefix: str, seen: frozenset[str]) -> None:
+        def walk(node: str, prefix: str) -> None:
             items = sorted(set(children.get(node, [])))
             for i, (relation, child) in enumerate(items):
                 last = i == len(items) - 1
                 again = " (see above)" if child in seen else ""
                 out.append(f"{prefix}{'└── ' if last else '├── '}{relation}: {self.label(child)}{again}")
                 if not again:
-                    walk(child, prefix + ("    " if last else "│   "), seen | {child})
+                    seen.add(child)
+                    walk(child, prefix + ("    " if last else "│   "))
 
-        walk(self.root, "", frozenset({self.root}))
+        walk(self.root, "")
         return "\n".join(out) + "\n"
 
     def to_prov(self) -> dict[str, Any]:

@@ -131,6 +131,24 @@ def test_graph_renders_as_tree_dot_and_json(ledger: Ledger) -> None:
     assert {n["id"] for n in json.loads(graph.to_json())["nodes"]} == set(graph.nodes)
 
 
+def test_tree_prints_every_edge_once_however_many_paths_lead_to_it(ledger: Ledger) -> None:
+    """A layered diamond graph (2**20 paths to its root) renders as one line per edge, each node expanded once."""
+    layers = 20
+    with bind(run_id="run-diamond"):
+        previous: list[str] = []
+        for layer in range(layers):
+            current = [f"{layer:031x}{side}".ljust(64, "0") for side in ("a", "b")]
+            for digest in current:
+                ledger.append({"event_type": "artifact", "op": "recorded", "digest": digest,
+                               "location": f"file:///d/{digest}", "inputs": previous or None})
+            previous = current
+    graph = ledger.lineage(previous[0])
+    tree = graph.to_tree("up").splitlines()
+    assert len(tree) == 1 + len(graph.edge_set())
+    expanded = [line for line in tree[1:] if not line.endswith("(see above)")]
+    assert len(expanded) == len(graph.nodes) - 1
+
+
 def test_prov_export_validates_with_the_prov_package(ledger: Ledger, isolated: Path) -> None:
     """The PROV-JSON export reads back with the prov package with every relation."""
     from prov.model import ProvDocument
