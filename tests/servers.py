@@ -96,23 +96,27 @@ def gcs_server() -> Iterator[str]:
 _admin: dict[str, Any] = {}
 
 
-def create_s3_bucket(endpoint: str, name: str) -> None:
-    """Create bucket ``name`` on the S3 server at ``endpoint``."""
+def create_s3_bucket(endpoint: str, name: str, *, exist_ok: bool = False) -> None:
+    """Create bucket ``name`` on the S3 server at ``endpoint`` (an existing one is fine with ``exist_ok``)."""
     import s3fs
 
     key = f"s3 {endpoint}"
     if key not in _admin:
         _admin[key] = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, use_listings_cache=False)
+    if exist_ok and _admin[key].exists(name):
+        return
     _admin[key].mkdir(name)
 
 
-def create_gcs_bucket(endpoint: str, name: str) -> None:
-    """Create bucket ``name`` on the GCS emulator at ``endpoint``."""
+def create_gcs_bucket(endpoint: str, name: str, *, exist_ok: bool = False) -> None:
+    """Create bucket ``name`` on the GCS emulator at ``endpoint`` (an existing one is fine with ``exist_ok``)."""
     import gcsfs
 
     key = f"gcs {endpoint}"
     if key not in _admin:
         _admin[key] = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", use_listings_cache=False)
+    if exist_ok and _admin[key].exists(name):
+        return
     _admin[key].mkdir(name)
 
 

@@ -64,18 +64,12 @@ PAGE_SETUP: dict[str, Callable[[], None]] = {
 }
 
 
-_buckets: set[tuple[str, str]] = set()
-
-
 def _object_stores(page: Path, request: pytest.FixtureRequest) -> None:
     """Start the S3/GCS servers a page's ``s3://``/``gs://`` URIs need, with its bucket made."""
     text = page.read_text()
     for scheme, fixture, create in (("s3", "s3_server", create_s3_bucket), ("gs", "gcs_server", create_gcs_bucket)):
         if f"{scheme}://" in text:
-            endpoint = request.getfixturevalue(fixture)
-            if (endpoint, BUCKET) not in _buckets:  # the servers live for the whole test session
-                create(endpoint, BUCKET)
-                _buckets.add((endpoint, BUCKET))
+            create(request.getfixturevalue(fixture), BUCKET, exist_ok=True)
 
 
 def run_bash_block(code: str, env: dict[str, str]) -> None:

@@ -7,7 +7,6 @@ through the standard environment (``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST`
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,7 @@ SEED_OVERVIEW = [
 def my_bucket(s3_server: str, gcs_server: str) -> str:
     """``my-bucket`` exists, empty of the example's keys, on both servers."""
     for create, endpoint in ((create_s3_bucket, s3_server), (create_gcs_bucket, gcs_server)):
-        with contextlib.suppress(FileExistsError, OSError):
-            create(endpoint, "my-bucket")
+        create(endpoint, "my-bucket", exist_ok=True)
     return "my-bucket"
 
 
