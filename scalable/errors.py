@@ -11,6 +11,7 @@ __all__ = [
     "ArtifactNotFoundError",
     "CacheError",
     "CachePayloadError",
+    "CompactionConflictError",
     "ConfigError",
     "EventValidationError",
     "IntegrityError",
@@ -74,6 +75,10 @@ class QueryError(LedgerError, ValueError):
 
 class ReadOnlyQueryError(LedgerError, PermissionError):
     """The query path is read-only and the statement would write, attach or configure."""
+
+
+class CompactionConflictError(LedgerError, RuntimeError):
+    """Another compaction committed the same manifest generation first; compact again."""
 
 
 class StoreError(ScalableError):

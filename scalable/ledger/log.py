@@ -47,6 +47,8 @@ from scalable.settings import FsyncMode, Settings, load_settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from scalable.ledger.compact import CompactionResult
+
 __all__ = [
     "STREAM_NAME",
     "Ledger",
@@ -519,6 +521,22 @@ class Ledger:
         from scalable.ledger.views import run_query
 
         return run_query(self, sql, as_of=as_of)
+
+    def compact(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        keep_jsonl: bool = True,
+        retire_before: str | None = None,
+        progress: bool = False,
+    ) -> CompactionResult:
+        """Compact the streams into the Parquet dataset under ``ledger_dir/events/``.
+
+        See :func:`scalable.ledger.compact.compact` for the arguments and guarantees.
+        """
+        from scalable.ledger.compact import compact
+
+        return compact(self, run_ids, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=progress)
 
 
 def _stream_heads(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
