@@ -20,6 +20,7 @@ __all__ = [
     "LedgerNotFoundError",
     "ManifestError",
     "MissingDependencyError",
+    "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
     "RunNotFoundError",
@@ -63,6 +64,10 @@ class LedgerNotFoundError(LedgerError, FileNotFoundError):
 
 class RunNotFoundError(LedgerError, LookupError):
     """No event of the named run exists in the ledger."""
+
+
+class NodeNotFoundError(LedgerError, LookupError):
+    """No artifact digest, URI or run of that name appears in the ledger's lineage."""
 
 
 class EventValidationError(LedgerError, ValueError):

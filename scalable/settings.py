@@ -113,7 +113,7 @@ def _coerce(values: Mapping[str, Any], *, source: str, base: Path | None = None)
     """Turn raw values (strings from the environment, a manifest or arguments) into typed ones."""
     out: dict[str, Any] = {}
     for name, value in values.items():
-        label = f"{source} {name}"
+        label = source if source.startswith("SCALABLE_") else f"{source} {name}"
         if name in ("runs_dir", "ledger_dir", "cache_dir", "manifest"):
             out[name] = _path(value, base)
         elif name in ("cache_hmac_key", "ledger_key"):

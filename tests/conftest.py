@@ -41,7 +41,7 @@ def ledger(isolated: Path) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def cli() -> "CliInvoker":
+def cli() -> CliInvoker:
     """Invoke the ``scalable`` CLI in-process; returns click's Result."""
     return CliInvoker()
 

@@ -47,9 +47,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
+    from scalable.cli import provenance  # registers its commands on the ledger group
     from scalable.cli.ledger import ledger
 
     cli.add_command(ledger)
+    del provenance
 
 
 _register()

@@ -10,12 +10,13 @@ import click
 from scalable.cli.output import format_option, render_rows, render_table
 from scalable.ledger.log import Ledger
 
-__all__ = ["ledger"]
+__all__ = ["ledger", "open_ledger"]
 
 _TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifact_name", "location", "digest")
 
 
-def _open(ctx: click.Context) -> Ledger:
+def open_ledger(ctx: click.Context) -> Ledger:
+    """Open the ledger named by the group's ``--runs-dir``/``--ledger-dir`` (must exist if given)."""
     opts = ctx.obj
     return Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"), must_exist=True)
 
@@ -44,7 +45,7 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str
 
         scalable ledger query "SELECT run_id, artifact_name, size_bytes FROM artifacts"
     """
-    table = _open(ctx).query(sql, as_of=as_of)
+    table = open_ledger(ctx).query(sql, as_of=as_of)
     render_table(table, fmt, output)
 
 
@@ -58,7 +59,7 @@ def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: 
     """Print the newest events of the live streams."""
     from scalable.ledger.tail import follow_events, tail_events
 
-    led = _open(ctx)
+    led = open_ledger(ctx)
     rows: list[dict[str, Any]] = tail_events(led, run_id, lines)
     columns = list(_TAIL_COLUMNS)
     render_rows(rows, columns, fmt)

@@ -6,9 +6,9 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -22,7 +22,10 @@ __all__ = ["FORMATS", "format_option", "render_rows", "render_table"]
 FORMATS = ("table", "csv", "json", "jsonl")
 
 
-def format_option(*extra: str, default: str = "table") -> Any:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def format_option(*extra: str, default: str = "table") -> Callable[[F], F]:
     """The ``--format`` option shared by every command that prints data."""
     return click.option(
         "--format",

@@ -4,8 +4,9 @@ The column table :data:`COLUMNS` is the single source of truth: the JSON-line va
 the Arrow schema (:func:`arrow_schema`, used for Parquet) and the DuckDB column spec of the
 views (:func:`duckdb_columns`) are all derived from it.
 
-Encoding of one line: a JSON object, UTF-8, compact separators, null columns omitted,
-terminated by ``\\n``. ``prev`` is the SHA-256 (hex) of the same writer's
+Encoding of one line: a JSON object, UTF-8, compact separators, keys in :data:`LINE_ORDER`
+(``event_id``, ``timestamp``, then schema order), null columns omitted, terminated by ``\\n``.
+The fixed order makes a line re-encode byte for byte from its columns. ``prev`` is the SHA-256 (hex) of the same writer's
 previous line in the stream, without its newline; a writer's first line has
 ``prev = GENESIS`` (64 zeros).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -22,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from scalable.errors import EventValidationError
 
@@ -33,7 +37,9 @@ __all__ = [
     "EVENT_OPS",
     "GENESIS",
     "LEDGER_FIELDS",
+    "LINE_ORDER",
     "SCHEMA_VERSION",
+    "USER_COLUMNS",
     "Column",
     "Event",
     "arrow_schema",
@@ -42,6 +48,7 @@ __all__ = [
     "encode_line",
     "format_timestamp",
     "new_event_id",
+    "new_event_ids",
     "new_writer_id",
     "normalize_timestamp",
     "now",
@@ -100,6 +107,10 @@ COLUMNS: Final[tuple[Column, ...]] = (
 COLUMN_NAMES: Final = tuple(c.name for c in COLUMNS)
 #: Columns the ledger fills; an appended mapping may not set them.
 LEDGER_FIELDS: Final = frozenset({"event_id", "timestamp", "writer", "seq", "prev", "schema_version"})
+#: Columns an appended mapping may carry, in schema order.
+USER_COLUMNS: Final = tuple(name for name in COLUMN_NAMES if name not in LEDGER_FIELDS)
+#: Key order of a JSON line: the id and time first, then the schema's order.
+LINE_ORDER: Final = ("event_id", "timestamp", *(n for n in COLUMN_NAMES if n not in ("event_id", "timestamp")))
 _STRING_FIELDS: Final = frozenset(c.name for c in COLUMNS if c.type == "string") - LEDGER_FIELDS - {"attrs"}
 
 
@@ -138,7 +149,7 @@ class Event:
         values = {k: data.get(k) for k in COLUMN_NAMES}
         if values["inputs"] is not None:
             values["inputs"] = tuple(values["inputs"])
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # required columns were checked by decode_line
 
     def to_mapping(self) -> dict[str, Any]:
         """Return the event as a mapping of every column (``inputs`` as a list)."""
@@ -157,28 +168,43 @@ class Event:
 _id_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_rand = random.Random()  # ids need uniqueness, not secrecy; reseeded after fork below
 
 
-def new_event_id(ms: int | None = None) -> str:
-    """Return a UUIDv7 string, monotonic within this process (12-bit counter in ``rand_a``)."""
+def new_event_ids(count: int, ms: int | None = None) -> list[str]:
+    """Return ``count`` UUIDv7 strings, monotonic within this process.
+
+    The 12-bit ``rand_a`` field is a counter within the millisecond (RFC 9562, method 1),
+    so ids of one process sort in creation order; ``rand_b`` is random.
+    """
     global _last_ms, _counter
     if ms is None:
         ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(8), "big")
+    out: list[str] = []
+    getrandbits = _rand.getrandbits
     with _id_lock:
         if ms <= _last_ms:
             ms = _last_ms
+        else:
+            _counter = getrandbits(10)  # random start, leaving room to count up
+        for _ in range(count):
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted in this millisecond: borrow the next one
                 ms += 1
-                _counter = rand & 0x3FF
-        else:
-            _counter = rand & 0x3FF  # random start, leaving room to count up
+                _counter = getrandbits(10)
+            value = (ms << 80) | 0x7000_0000_0000_0000_0000 | (_counter << 64) | 0x8000_0000_0000_0000 | getrandbits(62)
+            h = f"{value:032x}"
+            out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
         _last_ms = ms
-        counter = _counter
-    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | (rand >> 2)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return out
+
+
+def new_event_id(ms: int | None = None) -> str:
+    """Return one UUIDv7 string (see :func:`new_event_ids`)."""
+    return new_event_ids(1, ms)[0]
+
+
+os.register_at_fork(after_in_child=_rand.seed)
 
 
 _ts_cache_sec = -1
@@ -232,61 +258,91 @@ def _bad(name: str, value: Any, want: str) -> EventValidationError:
     return EventValidationError(f"event column {name!r} must be {want}, got {type(value).__name__} {value!r:.80}")
 
 
-def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
+def _check_value(name: str, value: Any) -> Any:
+    """Validate one non-null value of a user column; return its encoded form."""
+    if name in _STRING_FIELDS:
+        if type(value) is not str:
+            raise _bad(name, value, "a string")
+        if "\x00" in value:
+            raise EventValidationError(f"event column {name!r} contains a NUL character")
+        return value
+    if name == "size_bytes":
+        if type(value) is not int or not 0 <= value < 2**63:
+            raise _bad(name, value, "a non-negative int")
+        return value
+    if name == "inputs":
+        if isinstance(value, str) or not isinstance(value, Iterable):
+            raise _bad(name, value, "a list of strings")
+        items = list(value)
+        if any(type(i) is not str for i in items):
+            raise _bad(name, value, "a list of strings")
+        return items
+    if name == "attrs":
+        if isinstance(value, Mapping):
+            try:
+                return _dumps_sorted(value)
+            except (TypeError, ValueError) as exc:
+                raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
+        if type(value) is str:
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                raise _bad(name, value, "a JSON object") from None
+            if not isinstance(parsed, dict):
+                raise _bad(name, value, "a JSON object")
+            return value
+        raise _bad(name, value, "a mapping or JSON object text")
+    if name == "hit":
+        if type(value) is not bool:
+            raise _bad(name, value, "a bool")
+        return value
+    if name == "duration_s":
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            raise _bad(name, value, "a finite non-negative number")
+        return float(value)
+    raise AssertionError(name)  # every user column is handled above
+
+
+_MISSING: Final = object()
+
+
+def validate_event(
+    event: Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    task_name: str | None = None,
+    component: str | None = None,
+) -> dict[str, Any]:
+    """Check a user event mapping and return a clean copy in canonical column order.
+
+    ``run_id``, ``task_name`` and ``component`` fill those columns when the mapping has none
+    (the ledger passes the surrounding run and task). ``attrs`` becomes JSON text.
 
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op.
     """
     out: dict[str, Any] = {}
-    for name, value in event.items():
+    known = 0
+    for name in USER_COLUMNS:
+        value = event.get(name, _MISSING)
+        if value is _MISSING:
+            value = run_id if name == "run_id" else task_name if name == "task_name" else component if name == "component" else None
+        else:
+            known += 1
         if value is None:
             continue
-        if name in _STRING_FIELDS:
-            if type(value) is not str:
-                raise _bad(name, value, "a string")
+        if type(value) is str and name in _STRING_FIELDS:
             if "\x00" in value:
                 raise EventValidationError(f"event column {name!r} contains a NUL character")
             out[name] = value
-        elif name == "size_bytes":
-            if type(value) is not int or value < 0:
-                raise _bad(name, value, "a non-negative int")
-            out[name] = value
-        elif name == "inputs":
-            if isinstance(value, str) or not isinstance(value, Iterable):
-                raise _bad(name, value, "a list of strings")
-            items = list(value)
-            if any(type(i) is not str for i in items):
-                raise _bad(name, value, "a list of strings")
-            out[name] = items
-        elif name == "attrs":
-            if isinstance(value, Mapping):
-                try:
-                    out[name] = _dumps_sorted(value)
-                except (TypeError, ValueError) as exc:
-                    raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
-            elif type(value) is str:
-                try:
-                    parsed = json.loads(value)
-                except ValueError:
-                    raise _bad(name, value, "a JSON object") from None
-                if not isinstance(parsed, dict):
-                    raise _bad(name, value, "a JSON object")
-                out[name] = value
-            else:
-                raise _bad(name, value, "a mapping or JSON object text")
-        elif name == "hit":
-            if type(value) is not bool:
-                raise _bad(name, value, "a bool")
-            out[name] = value
-        elif name == "duration_s":
-            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-                raise _bad(name, value, "a finite non-negative number")
-            out[name] = float(value)
-        elif name in LEDGER_FIELDS:
-            raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
         else:
-            raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
+            out[name] = _check_value(name, value)
+    if known != len(event):
+        for name in event:
+            if name in LEDGER_FIELDS:
+                raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
+            if name not in _COLUMN_SET:
+                raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:
@@ -296,14 +352,15 @@ def validate_event(event: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_dumps_sorted = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True).encode
+def _dumps_sorted(value: Mapping[str, Any]) -> str:
+    """Canonical JSON text of a mapping (sorted keys, compact); NaN and infinities refused."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
     """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
-    ordered = {name: record[name] for name in COLUMN_NAMES if record.get(name) is not None}
-    return (_dumps(ordered) + "\n").encode()
+    ordered = {name: record[name] for name in LINE_ORDER if record.get(name) is not None}
+    return orjson.dumps(ordered) + b"\n"
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:
@@ -315,7 +372,7 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     Raises:
         ValueError: the line is not a JSON object with the required columns.
     """
-    data = json.loads(line)
+    data = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("line is not a JSON object")
     extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
@@ -327,6 +384,9 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     missing = [c for c in _REQUIRED if c not in data]
     if missing:
         raise ValueError(f"missing column(s) {', '.join(missing)}")
+    for name in _REQUIRED:
+        if type(data[name]) is not (int if name == "seq" else str):
+            raise ValueError(f"column {name!r} has the wrong type ({type(data[name]).__name__})")
     return data
 
 

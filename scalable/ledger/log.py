@@ -17,6 +17,7 @@ How the invariants hold:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -30,14 +31,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+import orjson
+
+from scalable.errors import (
+    ConfigError,
+    EventValidationError,
+    LedgerError,
+    LedgerNotFoundError,
+    NodeNotFoundError,
+    RunNotFoundError,
+)
 from scalable.ledger import context
 from scalable.ledger.events import (
     GENESIS,
     SCHEMA_VERSION,
     decode_line,
     format_timestamp,
-    new_event_id,
+    new_event_ids,
     new_writer_id,
     validate_event,
 )
@@ -47,9 +57,13 @@ from scalable.settings import FsyncMode, Settings, load_settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from scalable.ledger.audit import AuditReport
     from scalable.ledger.compact import CompactionResult
+    from scalable.ledger.lineage import LineageGraph
+    from scalable.ledger.replay import ReplayResult
 
 __all__ = [
+    "RUN_SUMMARY",
     "STREAM_NAME",
     "Ledger",
     "LineProblem",
@@ -60,6 +74,7 @@ __all__ = [
 ]
 
 STREAM_NAME = "artifacts.jsonl"
+RUN_SUMMARY = "run.json"
 _log = get_logger("scalable.ledger")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -131,7 +146,7 @@ def seal_digest(run_id: str, heads: Mapping[str, Any], key: bytes | None) -> str
 class _Stream:
     """This writer's open descriptor and chain state for one run's stream."""
 
-    __slots__ = ("dirty", "fd", "lock", "path", "prev", "seq")
+    __slots__ = ("dirty", "end", "fd", "lock", "path", "prev", "seq")
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +156,7 @@ class _Stream:
         self.seq = 0
         self.prev = GENESIS
         self.dirty = False
+        self.end = -1  # file size after this writer's last write; -1 = unknown
 
 
 _ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
@@ -238,8 +254,7 @@ class Ledger:
         Raises:
             EventValidationError: ``run_id`` is not a safe single path segment.
         """
-        if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
-            raise EventValidationError(f"run id {run_id!r} is not valid: use letters, digits, '-', '_' and '.'")
+        _check_run_id(run_id)
         return self.runs_dir / run_id / STREAM_NAME
 
     def run_ids(self) -> list[str]:
@@ -258,7 +273,14 @@ class Ledger:
         Raises:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
-        return self.append_many((event,))[0]
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
+                               context.current_component.get())
+        record = self._write(clean["run_id"], (clean,))[0]
+        if self._subscribers or _global_subscribers:
+            self._notify((record,))
+        return record
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append events (possibly of several runs); one locked write per run's stream.
@@ -273,36 +295,41 @@ class Ledger:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
-        ctx_run = context.current_run_id.get()
-        ctx_task = context.current_task_name.get()
-        ctx_component = context.current_component.get()
+        run, task, component = (context.current_run_id.get(), context.current_task_name.get(),
+                                context.current_component.get())
         for index, event in enumerate(events):
             try:
-                clean = validate_event(event)
+                clean = self._validate(event, run, task, component)
             except EventValidationError as exc:
                 raise EventValidationError(f"event #{index}: {exc}") from None
-            run_id = clean.get("run_id") or ctx_run
-            if run_id is None:
-                run_id = context.implicit_run_id()
-                if run_id not in self._implicit_started:
-                    self._start_implicit_run(run_id)
-            clean["run_id"] = run_id
-            if ctx_task is not None and "task_name" not in clean:
-                clean["task_name"] = ctx_task
-            if ctx_component is not None and "component" not in clean:
-                clean["component"] = ctx_component
-            batch = by_run.setdefault(run_id, [])
-            order.append((run_id, len(batch)))
+            batch = by_run.setdefault(clean["run_id"], [])
+            order.append((clean["run_id"], len(batch)))
             batch.append(clean)
         if not order:
             return []
-        written: dict[str, list[dict[str, Any]]] = {}
-        for run_id, batch in by_run.items():
-            written[run_id] = self._write(run_id, batch)
-        records = [written[run_id][i] for run_id, i in order]
+        if len(by_run) == 1:
+            (run_id, batch), = by_run.items()
+            records = self._write(run_id, batch)
+        else:
+            written = {run_id: self._write(run_id, batch) for run_id, batch in by_run.items()}
+            records = [written[run_id][i] for run_id, i in order]
         if self._subscribers or _global_subscribers:
             self._notify(records)
         return records
+
+    def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
+        """Validate an event, filling run, task and component from the context."""
+        implicit = None
+        if run is None:
+            run = implicit = context.implicit_run_id()
+        clean = validate_event(event, run_id=run, task_name=task, component=component)
+        run_id = clean["run_id"]
+        if run_id == implicit:
+            if run_id not in self._implicit_started:
+                self._start_implicit_run(run_id)
+        elif run_id not in self._streams:
+            _check_run_id(run_id)
+        return clean
 
     def _stream(self, run_id: str) -> _Stream:
         stream = self._streams.get(run_id)
@@ -333,36 +360,46 @@ class Ledger:
                 prev = stream.prev
                 ns = time.time_ns()
                 ts = format_timestamp(ns)
-                ms = ns // 1_000_000
+                ids = new_event_ids(len(batch), ns // 1_000_000)
                 parts: list[bytes] = []
                 records: list[dict[str, Any]] = []
-                for clean in batch:
-                    record = {"event_id": new_event_id(ms), "timestamp": ts, **clean}
-                    record["writer"] = writer
-                    record["seq"] = seq
-                    record["prev"] = prev
-                    record["schema_version"] = SCHEMA_VERSION
-                    line = _dumps(record).encode()
-                    prev = hashlib.sha256(line).hexdigest()
+                dumps = orjson.dumps
+                sha256 = hashlib.sha256
+                for clean, event_id in zip(batch, ids, strict=True):
+                    # Canonical column order, so a line re-encodes byte for byte from its
+                    # columns (audits of compacted data rebuild the chain hashes from rows).
+                    # Keys in LINE_ORDER (``clean`` is in schema order), so a line re-encodes
+                    # byte for byte from its columns: audits of compacted rows rebuild chains.
+                    record = {"event_id": event_id, "timestamp": ts, **clean, "writer": writer, "seq": seq,
+                              "prev": prev, "schema_version": SCHEMA_VERSION}
+                    line = dumps(record)
+                    prev = sha256(line).hexdigest()
                     parts.append(line)
                     records.append(record)
                     seq += 1
-                payload = b"\n".join(parts) + b"\n"
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
-                    payload = b"\n" + payload
-                _write_all(fd, payload)
+                parts.append(b"")
+                self._commit(stream, b"\n".join(parts))
                 stream.seq = seq
                 stream.prev = prev
-                if self.fsync is FsyncMode.ALWAYS:
-                    os.fsync(fd)
-                elif self.fsync is FsyncMode.BATCH:
-                    stream.dirty = True
-                    self._ensure_syncer()
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return records
+
+    def _commit(self, stream: _Stream, payload: bytes) -> None:
+        """Write complete lines to a stream whose flock the caller holds; then sync per mode."""
+        fd = stream.fd
+        size = os.fstat(fd).st_size
+        # Someone else wrote since our last write: make sure their last line is whole.
+        if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
+            _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+            payload = b"\n" + payload
+        _write_all(fd, payload)
+        stream.end = size + len(payload)
+        if self.fsync is FsyncMode.ALWAYS:
+            os.fsync(fd)
+        elif self.fsync is FsyncMode.BATCH:
+            stream.dirty = True
+            self._ensure_syncer()
 
     def _start_implicit_run(self, run_id: str) -> None:
         with self._state_lock:
@@ -394,12 +431,28 @@ class Ledger:
 
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
         records = self._write(run_id, [clean], before_write=add_seal)
+        stream = self._stream(run_id)
         if self.fsync is not FsyncMode.NEVER:
-            os.fsync(self._stream(run_id).fd)
+            os.fsync(stream.fd)
+        self._write_summary(run_id, records[0], stream.end)
         self._implicit_started.discard(run_id)
         if self._subscribers or _global_subscribers:
             self._notify(records)
         return records[0]
+
+    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> None:
+        """Write ``run.json`` beside the stream: status, seal and the sealed stream length.
+
+        It is derived state (rebuildable from the stream) that lets an audit notice a stream
+        cut short, seal and all.
+        """
+        attrs = json.loads(finished["attrs"])
+        summary = {"run_id": run_id, "status": attrs.get("status"), "finished_at": finished["timestamp"],
+                   "events": attrs.get("events"), "stream_bytes": stream_bytes, "seal": attrs.get("seal")}
+        path = self.stream_path(run_id).with_name(RUN_SUMMARY)
+        tmp = path.with_name(f".{RUN_SUMMARY}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
     # --- durability ----------------------------------------------------------------------
 
@@ -419,10 +472,9 @@ class Ledger:
         for stream in list(self._streams.values()):
             if stream.dirty:
                 stream.dirty = False
-                try:
+                # A descriptor closed concurrently by close() has nothing left to sync.
+                with contextlib.suppress(OSError):
                     os.fsync(stream.fd)
-                except OSError:  # closed concurrently by close(); nothing left to sync
-                    pass
 
     def close(self) -> None:
         """Finish the implicit run if one was started, fsync and close every stream."""
@@ -439,10 +491,8 @@ class Ledger:
         for stream in streams.values():
             with stream.lock:
                 if self.fsync is not FsyncMode.NEVER:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.fsync(stream.fd)
-                    except OSError:
-                        pass
                 os.close(stream.fd)
 
     def _reset_after_fork(self) -> None:
@@ -450,10 +500,8 @@ class Ledger:
         self._writer = new_writer_id()
         self._state_lock = threading.Lock()
         for stream in self._streams.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(stream.fd)
-            except OSError:
-                pass
         self._streams = {}
         self._implicit_started = set()
         self._syncer = None
@@ -507,6 +555,123 @@ class Ledger:
         """Return a reader of the run's stream (records in file order, problems collected)."""
         return read_stream(self.stream_path(run_id))
 
+    def audit_structure(self, run_id: str | None = None) -> AuditReport:
+        """Check the streams (one run, or all): lines parse, chains hold, seals match.
+
+        Raises:
+            RunNotFoundError: ``run_id`` has no stream.
+        """
+        from scalable.ledger.audit import audit_streams
+
+        if run_id is not None:
+            path = self.stream_path(run_id)
+            if not path.exists():
+                raise RunNotFoundError(f"run {run_id!r} has no stream under {str(self.runs_dir)!r}")
+            items = [(run_id, path)]
+        else:
+            items = [(r, self.stream_path(r)) for r in self.run_ids()]
+        return audit_streams(items, key=self.settings.ledger_key)
+
+    def audit(
+        self,
+        run_id: str | None = None,
+        *,
+        content: bool = True,
+        storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> AuditReport:
+        """Audit one run or the whole ledger.
+
+        Structure: every line parses, every writer's ``seq`` is gapless and its ``prev`` chain
+        holds, sealed runs match their seal (an HMAC with ``SCALABLE_LEDGER_KEY``). Content
+        (unless ``content=False``): the latest artifact at every location still hashes to
+        its recorded digest, on any fsspec location.
+
+        Args:
+            run_id: audit only this run.
+            content: re-hash stored bytes as well.
+            storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
+            progress: called with the number of artifacts checked, as they complete.
+
+        Raises:
+            RunNotFoundError: ``run_id`` has no events.
+        """
+        from scalable.ledger.audit import audit_content, latest_artifacts
+        from scalable.ledger.views import connect
+
+        report = self.audit_structure(run_id)
+        if content:
+            con = connect(self)
+            try:
+                items = latest_artifacts(con, run_id)
+            finally:
+                con.close()
+            report.extend(audit_content(items, storage_options=storage_options, progress=progress))
+        return report
+
+    def replay(
+        self,
+        run_id: str,
+        *,
+        into: str | os.PathLike[str] | None = None,
+        until: str | None = None,
+        handlers: Iterable[Callable[[Mapping[str, Any]], None]] = (),
+        storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> ReplayResult:
+        """Replay a run's events in order through ``handlers``; restore artifacts into ``into``.
+
+        See :mod:`scalable.ledger.replay`.
+
+        Raises:
+            RunNotFoundError: the run has no events.
+            IntegrityError: a restored artifact does not match its recorded digest.
+        """
+        from scalable.ledger.replay import replay
+
+        return replay(self, run_id, into=into, until=until, handlers=handlers, storage_options=storage_options)
+
+    def lineage(
+        self,
+        node: str | None,
+        *,
+        direction: str = "up",
+        depth: int | None = None,
+        as_of: str | None = None,
+    ) -> LineageGraph:
+        """Return the lineage graph of ``node`` (a digest, URI or run id).
+
+        Args:
+            node: where to start; ``None`` gives every edge of the ledger.
+            direction: ``up`` (what it came from), ``down`` (what came of it) or ``both``.
+            depth: the largest number of edges from ``node`` (unbounded when None).
+            as_of: ISO-8601 time; the ledger as it was then.
+
+        Raises:
+            ConfigError: ``direction`` or ``depth`` is not valid.
+            NodeNotFoundError: ``node`` appears nowhere in the lineage.
+        """
+        from scalable.ledger.lineage import lineage_graph
+        from scalable.ledger.views import connect
+
+        if direction not in ("up", "down", "both"):
+            raise ConfigError(f"direction {direction!r} is not one of up, down, both")
+        if depth is not None and depth < 1:
+            raise ConfigError(f"depth {depth} must be at least 1")
+        con = connect(self, as_of=as_of)
+        try:
+            graph = lineage_graph(con, node, direction=direction, depth=depth)
+            known = bool(graph.edges) or node is None or bool(
+                con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
+            )
+        finally:
+            con.close()
+        if not known:
+            raise NodeNotFoundError(
+                f"{node!r} is not an artifact digest, location or run id in the ledger; "
+                "find one with: scalable ledger query \"SELECT digest, location FROM artifacts\""
+            )
+        return graph
+
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
 
@@ -547,6 +712,11 @@ def _stream_heads(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]
         heads[record["writer"]] = {"seq": record["seq"], "head": hashlib.sha256(raw).hexdigest()}
         counts[record["event_type"]] = counts.get(record["event_type"], 0) + 1
     return heads, counts
+
+
+def _check_run_id(run_id: str) -> None:
+    if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
+        raise EventValidationError(f"run id {run_id!r} is not valid: use one path segment of letters, digits, '-', '_' and '.'")
 
 
 def _write_all(fd: int, payload: bytes) -> None:

@@ -1,10 +1,12 @@
 """DuckDB views over the ledger, built by one connection factory, and the read-only query path.
 
 Views: ``events`` (every event once, deduplicated on ``event_id``; no defined order),
-``artifacts``, ``cache``, ``tasks`` (one row per task execution), ``runs`` (one row per run).
-They read the Parquet files named by the newest compaction manifest and the not yet compacted
-JSON-lines streams together, typed by the one Arrow schema of :mod:`scalable.ledger.events`;
-a line that does not decode is left out, never an error.
+``artifacts``, ``cache``, ``tasks`` (one row per task execution), ``runs`` (one row per run),
+``lineage`` (edges, see :mod:`scalable.ledger.lineage`) and the table macros
+``ancestors(node)``/``descendants(node)``. They read the Parquet files named by the newest
+compaction manifest and the not yet compacted JSON-lines streams together, typed by the one
+Arrow schema of :mod:`scalable.ledger.events`; a line that does not decode is left out, never
+an error.
 
 The query path is read-only: only SELECT-like statements run, and once the views exist the
 connection may read nothing outside the ledger's own directories and its configuration is
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from scalable.errors import QueryError, ReadOnlyQueryError
 from scalable.ledger.compact import jsonl_select, parquet_select, read_manifest, uncompacted_streams
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
+from scalable.ledger.lineage import create_lineage_views
 
 if TYPE_CHECKING:
     import duckdb
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VIEW_NAMES", "check_read_only", "connect", "run_query"]
 
-VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs")
+VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
 
 _ALLOWED_PRAGMAS = ("table_info", "show_tables", "show_tables_expanded", "database_size", "version")
 
@@ -132,6 +135,7 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     con.execute("CREATE VIEW _raw_events AS " + _raw_events_sql(runs_dir, ledger_dir))
     for name, sql in _view_sql(cutoff).items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
+    create_lineage_views(con)
     allowed = ", ".join(_sql_str(d.rstrip("/") + "/") for d in (runs_dir, ledger_dir))
     con.execute(f"SET allowed_directories=[{allowed}]")
     con.execute("SET enable_external_access=false")

@@ -1,0 +1,162 @@
+"""``scalable ledger runs|show|lineage|audit|export``: what the ledger is for."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from scalable.cli.ledger import ledger, open_ledger
+from scalable.cli.output import format_option, render_rows, render_table
+from scalable.errors import ConfigError
+
+__all__ = ["audit", "export", "lineage", "replay", "runs", "show"]
+
+_RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
+
+
+@ledger.command()
+@format_option()
+@click.option("--as-of", help="Show the ledger as it was at this ISO-8601 time.")
+@click.pass_context
+def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
+    """List runs: project, status, start and end, counts and bytes."""
+    table = open_ledger(ctx).query(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY started_at, run_id", as_of=as_of)
+    render_table(table, fmt)
+
+
+@ledger.command()
+@click.argument("run_id", metavar="RUN")
+@format_option()
+@click.pass_context
+def show(ctx: click.Context, run_id: str, fmt: str) -> None:
+    """Show one run: its summary, tasks and artifacts."""
+    from scalable.errors import RunNotFoundError
+
+    led = open_ledger(ctx)
+    quoted = run_id.replace("'", "''")
+    run = led.query(f"SELECT * FROM runs WHERE run_id = '{quoted}'").to_pylist()
+    if not run:
+        raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
+    tasks = led.query(f"SELECT task_name, status, started_at, ended_at, duration_s, error FROM tasks WHERE run_id = '{quoted}' ORDER BY started_at")
+    artifacts = led.query(
+        f"SELECT op, artifact_name, kind, size_bytes, left(digest, 16) AS digest, location FROM artifacts WHERE run_id = '{quoted}' ORDER BY timestamp"
+    )
+    if fmt in ("json", "jsonl"):
+        doc = {"run": run[0], "tasks": tasks.to_pylist(), "artifacts": artifacts.to_pylist()}
+        click.echo(json.dumps(doc, default=str, indent=None if fmt == "jsonl" else 2))
+        return
+    render_rows(run, list(run[0]), fmt)
+    for title, table in (("tasks", tasks), ("artifacts", artifacts)):
+        if fmt == "table":
+            click.echo(f"\n{title}:")
+        render_table(table, fmt)
+
+
+@ledger.command()
+@click.argument("node")
+@click.option("--up", "direction", flag_value="up", default=True, help="What NODE came from (default).")
+@click.option("--down", "direction", flag_value="down", help="What came of NODE.")
+@click.option("--both", "direction", flag_value="both", help="Both directions.")
+@click.option("--depth", type=click.IntRange(min=1), help="At most this many edges from NODE.")
+@click.option("--as-of", help="The lineage as it was at this ISO-8601 time.")
+@click.option("--format", "fmt", type=click.Choice(["tree", "dot", "json", "prov", "openlineage"]), default="tree",
+              show_default=True, help="Output format.")
+@click.pass_context
+def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as_of: str | None, fmt: str) -> None:
+    """Trace NODE (a digest, location URI or run id) through runs and artifacts."""
+    graph = open_ledger(ctx).lineage(node, direction=direction, depth=depth, as_of=as_of)
+    if fmt == "tree":
+        if direction == "both":
+            click.echo(graph.to_tree("up") + graph.to_tree("down").split("\n", 1)[1], nl=False)
+        else:
+            click.echo(graph.to_tree(direction), nl=False)
+    elif fmt == "dot":
+        click.echo(graph.to_dot(), nl=False)
+    elif fmt == "json":
+        click.echo(graph.to_json())
+    elif fmt == "prov":
+        click.echo(json.dumps(graph.to_prov(), indent=2, sort_keys=True))
+    else:
+        for event in graph.to_openlineage():
+            click.echo(json.dumps(event, sort_keys=True))
+
+
+@ledger.command()
+@click.argument("run_id", metavar="[RUN]", required=False)
+@click.option("--no-content", is_flag=True, help="Check the streams only; do not re-hash stored bytes.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Output format.")
+@click.pass_context
+def audit(ctx: click.Context, run_id: str | None, no_content: bool, fmt: str) -> None:
+    """Check that chains are intact, seals match and stored bytes still match their digests.
+
+    Exits 0 when everything holds, 1 when a problem was found (each one is listed).
+    """
+    led = open_ledger(ctx)
+    bar: Any = None
+    progress = None
+    if not no_content and fmt == "table" and sys.stderr.isatty():
+        bar = click.progressbar(length=0, label="hashing artifacts", file=sys.stderr)
+        progress = bar.update
+    report = led.audit(run_id, content=not no_content, progress=progress)
+    if bar is not None:
+        bar.render_finish()
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        rows: list[dict[str, Any]] = [
+            {"run_id": p.run_id, "where": p.where, "problem": p.kind, "detail": p.message,
+             "expected": p.expected, "found": p.found}
+            for p in report.problems
+        ]
+        if rows:
+            render_rows(rows, list(rows[0]), "table")
+        status = "ok" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+        click.echo(f"audit {status}: {report.runs} run(s), {report.events} event(s), "
+                   f"{report.artifacts} artifact(s) checked")
+    if not report.ok:
+        ctx.exit(1)
+
+
+@ledger.command()
+@click.option("--sqlite", "sqlite_path", type=click.Path(dir_okay=False), help="Write a SQLite database (for Datasette).")
+@click.option("--prov", "prov_path", type=click.Path(dir_okay=False), help="Write W3C PROV-JSON.")
+@click.option("--openlineage", "ol_path", type=click.Path(dir_okay=False), help="Write OpenLineage RunEvents as JSON lines.")
+@click.pass_context
+def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, ol_path: str | None) -> None:
+    """Export the ledger to SQLite, PROV-JSON or OpenLineage (one or more at once)."""
+    from scalable.ledger.export import export_openlineage, export_prov, export_sqlite
+
+    if not (sqlite_path or prov_path or ol_path):
+        raise ConfigError("nothing to export: give --sqlite FILE, --prov FILE and/or --openlineage FILE")
+    led = open_ledger(ctx)
+    if sqlite_path:
+        counts = export_sqlite(led, sqlite_path)
+        click.echo(f"wrote {sqlite_path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    if prov_path:
+        doc = export_prov(led, prov_path)
+        click.echo(f"wrote {prov_path}: {len(doc.get('entity', {}))} entities, {len(doc.get('activity', {}))} activities")
+    if ol_path:
+        events = export_openlineage(led, ol_path)
+        click.echo(f"wrote {ol_path}: {len(events)} run events")
+
+
+
+
+@ledger.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key.")
+@click.option("--until", help="Replay only events at or before this ISO-8601 time.")
+@click.option("--print", "print_timeline", is_flag=True, help="Print the run's timeline.")
+@click.pass_context
+def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None, print_timeline: bool) -> None:
+    """Replay RUN's events in order: restore its artifacts (verified), print its timeline."""
+    from scalable.ledger.replay import Timeline
+
+    handlers = [Timeline(sys.stdout)] if print_timeline or not into else []
+    result = open_ledger(ctx).replay(run_id, into=into, until=until, handlers=handlers)
+    if into:
+        click.echo(f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)")

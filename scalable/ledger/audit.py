@@ -1,0 +1,290 @@
+"""Audits: streams parse, chains hold, seals match, and stored bytes still match digests.
+
+For every stream, each writer's lines must number ``seq`` 0, 1, 2, ... in file order and link
+each line to the SHA-256 of the same writer's previous line (``prev``). A ``run/finished``
+event seals the run: its ``attrs.seal.heads`` names every writer's last ``seq`` and the hash of
+that line, and (with ``SCALABLE_LEDGER_KEY``) carries an HMAC over the heads. From these:
+
+* an edited line breaks the next line's ``prev`` (or, for a writer's last line, the seal);
+* a removed line leaves a ``seq`` gap (or, at the end, a seal that names a missing line);
+* swapped lines of one writer put ``seq`` out of order;
+* a line appended after the seal is reported as such;
+* an editor who recomputes every chain and the seal is still caught when the seal is an HMAC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scalable.digests import sha256_stream, tree_digest
+from scalable.ledger.events import GENESIS
+from scalable.ledger.log import RUN_SUMMARY, read_stream, seal_digest
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "AuditReport",
+    "Problem",
+    "audit_content",
+    "audit_stream",
+    "audit_streams",
+    "hash_location",
+    "latest_artifacts",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing an audit found wrong: where (file:line or URI), what, expected vs found."""
+
+    run_id: str
+    where: str
+    kind: str
+    message: str
+    expected: str | None = None
+    found: str | None = None
+
+    def __str__(self) -> str:
+        detail = ""
+        if self.expected is not None or self.found is not None:
+            detail = f" (expected {self.expected}, found {self.found})"
+        return f"{self.run_id}: {self.where}: {self.kind}: {self.message}{detail}"
+
+
+@dataclass
+class AuditReport:
+    """The result of an audit: ``ok`` when no problem was found."""
+
+    problems: list[Problem] = field(default_factory=list)
+    runs: int = 0
+    events: int = 0
+    artifacts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every check held."""
+        return not self.problems
+
+    def extend(self, other: AuditReport) -> None:
+        """Add another report's problems and counts to this one."""
+        self.problems.extend(other.problems)
+        self.runs += other.runs
+        self.events += other.events
+        self.artifacts += other.artifacts
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as plain data (for ``--format json``)."""
+        return {
+            "ok": self.ok,
+            "runs": self.runs,
+            "events": self.events,
+            "artifacts": self.artifacts,
+            "problems": [
+                {"run_id": p.run_id, "where": p.where, "kind": p.kind, "message": p.message,
+                 "expected": p.expected, "found": p.found}
+                for p in self.problems
+            ],
+        }
+
+
+def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditReport:
+    """Check one run's stream: parsing, per-writer chains, run ids, the seal.
+
+    Args:
+        path: the stream file.
+        run_id: the run the stream belongs to.
+        key: ``SCALABLE_LEDGER_KEY``; when given, a seal without a valid HMAC is a problem.
+    """
+    report = AuditReport(runs=1)
+    problems = report.problems
+    reader = read_stream(path)
+    last: dict[str, tuple[int, str, int]] = {}  # writer -> (seq, line hash, line number)
+    seen_ids: dict[str, int] = {}
+    seal: dict[str, Any] | None = None
+    seal_line = 0
+    sealed_positions: dict[str, tuple[int, str, int]] = {}
+    for number, raw, record in reader.lines():
+        report.events += 1
+        where = f"{path}:{number}"
+        writer = record["writer"]
+        seq = record["seq"]
+        digest = hashlib.sha256(raw).hexdigest()
+        if record["run_id"] != run_id:
+            problems.append(Problem(run_id, where, "foreign-event", "event of another run in this stream",
+                                    expected=run_id, found=record["run_id"]))
+        event_id = record["event_id"]
+        if event_id in seen_ids:
+            problems.append(Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}"))
+        else:
+            seen_ids[event_id] = number
+        prior = last.get(writer)
+        want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
+        if seq != want_seq:
+            problems.append(Problem(run_id, where, "seq-gap" if seq > want_seq else "seq-order",
+                                    f"writer {writer} sequence broken", expected=str(want_seq), found=str(seq)))
+        elif record["prev"] != want_prev:
+            problems.append(Problem(run_id, where, "chain-broken",
+                                    f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
+                                    expected=want_prev, found=record["prev"]))
+        last[writer] = (seq, digest, number)
+        if seal is not None:
+            problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
+        if record["event_type"] == "run" and record["op"] == "finished" and seal is None:
+            attrs = json.loads(record.get("attrs") or "{}")
+            seal = attrs.get("seal") or {}
+            seal_line = number
+            sealed_positions = {w: v for w, v in last.items() if w != writer or v[2] != number}
+            # The sealing writer's own chain up to its previous line is what it sealed.
+            if prior is not None:
+                sealed_positions[writer] = prior
+            elif writer in sealed_positions:
+                del sealed_positions[writer]
+    for problem in reader.problems:
+        problems.append(Problem(run_id, f"{problem.path}:{problem.line}", "malformed-line", problem.reason))
+    if reader.incomplete_tail and seal is not None:
+        problems.append(Problem(run_id, f"{path}:end", "truncated", "stream ends in an incomplete line after the seal"))
+    if seal is not None:
+        _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
+    _check_summary(run_id, path, seal is not None, problems)
+    return report
+
+
+def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
+    """Compare the stream with ``run.json``, written when the run was sealed."""
+    summary_path = path.with_name(RUN_SUMMARY)
+    try:
+        summary = json.loads(summary_path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json does not parse"))
+        return
+    size = path.stat().st_size
+    recorded = summary.get("stream_bytes")
+    if isinstance(recorded, int) and size < recorded:
+        problems.append(Problem(run_id, f"{path}:end", "truncated",
+                                f"stream is {size} bytes but was {recorded} bytes when sealed",
+                                expected=str(recorded), found=str(size)))
+    elif not sealed:
+        problems.append(Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal"))
+
+
+def _check_seal(
+    run_id: str,
+    path: Path,
+    seal_line: int,
+    seal: dict[str, Any],
+    positions: dict[str, tuple[int, str, int]],
+    key: bytes | None,
+    problems: list[Problem],
+) -> None:
+    where = f"{path}:{seal_line}"
+    heads: dict[str, Any] = seal.get("heads") or {}
+    for writer, head in heads.items():
+        found = positions.get(writer)
+        if found is None:
+            problems.append(Problem(run_id, where, "seal-mismatch", f"sealed writer {writer} has no lines before the seal"))
+        elif found[0] != head.get("seq") or found[1] != head.get("head"):
+            problems.append(Problem(run_id, where, "seal-mismatch",
+                                    f"writer {writer}'s last line before the seal differs from the sealed head (line removed, edited or truncated)",
+                                    expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
+                                    found=f"seq {found[0]} {found[1][:12]}"))
+    for writer in positions.keys() - heads.keys():
+        problems.append(Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed"))
+    if key:
+        expected = seal_digest(run_id, heads, key)
+        if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
+            problems.append(Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"))
+
+
+def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None) -> AuditReport:
+    """Audit several ``(run_id, path)`` streams into one report."""
+    report = AuditReport()
+    for run_id, path in items:
+        report.extend(audit_stream(path, run_id, key=key))
+    return report
+
+
+_LATEST_ARTIFACTS = """
+SELECT location, digest, run_id, kind FROM (
+  SELECT location, digest, run_id, op, kind,
+         row_number() OVER (PARTITION BY location ORDER BY timestamp DESC, event_id DESC) AS rn
+    FROM artifacts WHERE op IN ('put', 'recorded', 'deleted') AND location IS NOT NULL)
+ WHERE rn = 1 AND op <> 'deleted' AND digest IS NOT NULL {run_filter}
+ ORDER BY location
+"""
+
+
+def latest_artifacts(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[tuple[str, str, str, str | None]]:
+    """Return ``(location, digest, run_id, kind)`` of the latest artifact at each location.
+
+    A location whose latest event is ``artifact/deleted`` is left out: it is meant to be gone.
+    """
+    run_filter = "AND run_id = $1" if run_id is not None else ""
+    params = [run_id] if run_id is not None else []
+    return [tuple(r) for r in con.execute(_LATEST_ARTIFACTS.format(run_filter=run_filter), params).fetchall()]
+
+
+def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
+    """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent."""
+    import fsspec
+
+    protocol = location.split("://", 1)[0] if "://" in location else "file"
+    options = dict((storage_options or {}).get(protocol, {}))
+    fs, path = fsspec.core.url_to_fs(location, **options)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if info.get("type") == "directory":
+        root = path.rstrip("/")
+        files = []
+        for name in sorted(fs.find(root)):
+            with fs.open(name, "rb") as fh:
+                files.append((name[len(root) + 1 :], sha256_stream(fh)[0]))
+        if not files and not fs.exists(root):
+            return None
+        return tree_digest(files)
+    with fs.open(path, "rb") as fh:
+        return sha256_stream(fh)[0]
+
+
+def audit_content(
+    items: Sequence[tuple[str, str, str, str | None]],
+    *,
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    workers: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
+    """Re-hash every artifact at its location (in parallel) and compare with its digest."""
+    report = AuditReport(artifacts=len(items))
+
+    def check(item: tuple[str, str, str, str | None]) -> Problem | None:
+        location, digest, run_id, _kind = item
+        try:
+            found = hash_location(location, storage_options)
+        except (OSError, ValueError, ImportError) as exc:
+            return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
+        if found is None:
+            return Problem(run_id, location, "content-missing", "the artifact is no longer at its location",
+                           expected=digest, found="nothing")
+        if found != digest:
+            return Problem(run_id, location, "content-changed", "stored bytes no longer hash to the recorded digest",
+                           expected=digest, found=found)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for problem in pool.map(check, items):
+            if problem is not None:
+                report.problems.append(problem)
+            if progress is not None:
+                progress(1)
+    return report

@@ -1,0 +1,317 @@
+"""Lineage: the edges of provenance, recursive walks over them, and the graph they form.
+
+Model. Nodes are run ids and artifacts; an artifact is its content digest (a version of the
+bytes), or a URI when no digest is known. A URI given as an input resolves to the digest that
+was last put or recorded at that location at the time of the event (an ASOF join), so lineage
+follows versions, not names. Edges run in the direction data flows (``src`` -> ``dst``):
+
+============  ============================  ==================================================
+relation      src -> dst                    from
+============  ============================  ==================================================
+generated     run -> artifact               artifact put / recorded, cache write
+used          artifact -> run               artifact get, cache hit, every ``inputs`` entry
+derived_from  input -> artifact             every ``inputs`` entry of an artifact or cache write
+reused        writing run -> reading run    a cache hit on an entry another run wrote
+============  ============================  ==================================================
+
+``ancestors(node)`` walks edges backwards (what ``node`` came from), ``descendants(node)``
+forwards (what came of it); both are breadth-first, cycle-safe (an edge is visited once, at
+its smallest depth) and bounded by ``max_depth``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["LINEAGE_SQL", "LineageGraph", "create_lineage_views", "lineage_graph"]
+
+_PRODUCER = "https://pypi.org/project/scalable/"
+_OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+
+#: Views and macros added to every ledger connection (after ``events``).
+LINEAGE_SQL: tuple[str, ...] = (
+    """CREATE VIEW _artifact_versions AS
+       SELECT location, digest, timestamp FROM events
+       WHERE event_type = 'artifact' AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL""",
+    """CREATE VIEW _inputs AS
+       SELECT i.input, coalesce(v.digest, i.input) AS input_node, i.output, i.run_id, i.task_name, i.timestamp
+       FROM (SELECT unnest(inputs) AS input, coalesce(digest, location) AS output, run_id, task_name, timestamp
+             FROM events WHERE inputs IS NOT NULL AND len(inputs) > 0
+               AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i
+       ASOF LEFT JOIN _artifact_versions v ON i.input = v.location AND i.timestamp >= v.timestamp""",
+    """CREATE VIEW lineage AS
+       SELECT run_id AS src, coalesce(digest, location) AS dst, 'generated' AS relation, run_id, task_name, timestamp
+         FROM events
+        WHERE ((event_type = 'artifact' AND op IN ('put', 'recorded')) OR (event_type = 'cache' AND op = 'write'))
+          AND coalesce(digest, location) IS NOT NULL
+       UNION ALL
+       SELECT coalesce(digest, location), run_id, 'used', run_id, task_name, timestamp
+         FROM events
+        WHERE ((event_type = 'artifact' AND op = 'get') OR (event_type = 'cache' AND op = 'hit'))
+          AND coalesce(digest, location) IS NOT NULL
+       UNION ALL
+       SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM _inputs WHERE output IS NOT NULL
+       UNION ALL
+       SELECT DISTINCT input_node, run_id, 'used', run_id, task_name, min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
+         FROM _inputs
+       UNION ALL
+       SELECT json_extract_string(attrs, '$.writer_run'), run_id, 'reused', run_id, task_name, timestamp
+         FROM events
+        WHERE event_type = 'cache' AND op = 'hit' AND json_extract_string(attrs, '$.writer_run') IS NOT NULL
+          AND json_extract_string(attrs, '$.writer_run') <> run_id""",
+    """CREATE MACRO _resolve(ref) AS
+       coalesce((SELECT digest FROM _artifact_versions WHERE location = ref ORDER BY timestamp DESC LIMIT 1), ref)""",
+    """CREATE MACRO ancestors(node, max_depth := 100) AS TABLE
+       WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
+       USING KEY (src, dst, relation, run_id) AS (
+         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE dst = _resolve(node)
+         UNION
+         SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
+           FROM lineage l JOIN walk w ON l.dst = w.src
+          WHERE w.depth < max_depth AND NOT EXISTS (
+            SELECT 1 FROM recurring.walk r
+             WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
+       SELECT * FROM walk""",
+    """CREATE MACRO descendants(node, max_depth := 100) AS TABLE
+       WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
+       USING KEY (src, dst, relation, run_id) AS (
+         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE src = _resolve(node)
+         UNION
+         SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
+           FROM lineage l JOIN walk w ON l.src = w.dst
+          WHERE w.depth < max_depth AND NOT EXISTS (
+            SELECT 1 FROM recurring.walk r
+             WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
+       SELECT * FROM walk""",
+)
+
+
+def create_lineage_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``."""
+    for statement in LINEAGE_SQL:
+        con.execute(statement)
+
+
+@dataclass
+class LineageGraph:
+    """Nodes and edges of a lineage walk (or of the whole ledger).
+
+    ``nodes`` maps node id to attributes (``kind``: ``run`` or ``artifact``, plus names,
+    locations, sizes, run status); ``edges`` are mappings with ``src``, ``dst``, ``relation``,
+    ``run_id``, ``task_name``, ``timestamp`` and, for walks, ``depth``.
+    """
+
+    root: str | None
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+
+    def edge_set(self) -> set[tuple[str, str, str]]:
+        """Return the edges as ``(src, relation, dst)`` triples."""
+        return {(e["src"], e["relation"], e["dst"]) for e in self.edges}
+
+    def label(self, node: str) -> str:
+        """A short human label of a node: the run id, or artifact name and short digest."""
+        info = self.nodes.get(node, {})
+        if info.get("kind") == "run":
+            return node
+        name = info.get("name") or node
+        return f"{name} ({node[:12]})" if name != node and len(node) == 64 else str(name)
+
+    def to_json(self) -> str:
+        """Return ``{"root", "nodes": [...], "edges": [...]}`` as JSON text."""
+        nodes = [{"id": k, **v} for k, v in sorted(self.nodes.items())]
+        return json.dumps({"root": self.root, "nodes": nodes, "edges": self.edges}, default=str, indent=2)
+
+    def to_dot(self) -> str:
+        """Return the graph in Graphviz DOT (runs as boxes, artifacts as ellipses)."""
+        lines = ["digraph lineage {", "  rankdir=LR;"]
+        for node, info in sorted(self.nodes.items()):
+            shape = "box" if info.get("kind") == "run" else "ellipse"
+            lines.append(f"  {json.dumps(node)} [label={json.dumps(self.label(node))}, shape={shape}];")
+        for e in sorted(self.edges, key=lambda e: (e["src"], e["dst"], e["relation"])):
+            lines.append(f"  {json.dumps(e['src'])} -> {json.dumps(e['dst'])} [label={json.dumps(e['relation'])}];")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_tree(self, direction: str = "up") -> str:
+        """Return an indented text tree from the root (ancestors for ``up``, else descendants)."""
+        if self.root is None:
+            return ""
+        children: dict[str, list[tuple[str, str]]] = {}
+        for e in self.edges:
+            parent, child = (e["dst"], e["src"]) if direction == "up" else (e["src"], e["dst"])
+            children.setdefault(parent, []).append((e["relation"], child))
+        out = [self.label(self.root)]
+
+        def walk(node: str, prefix: str, seen: frozenset[str]) -> None:
+            items = sorted(set(children.get(node, [])))
+            for i, (relation, child) in enumerate(items):
+                last = i == len(items) - 1
+                again = " (see above)" if child in seen else ""
+                out.append(f"{prefix}{'└── ' if last else '├── '}{relation}: {self.label(child)}{again}")
+                if not again:
+                    walk(child, prefix + ("    " if last else "│   "), seen | {child})
+
+        walk(self.root, "", frozenset({self.root}))
+        return "\n".join(out) + "\n"
+
+    def to_prov(self) -> dict[str, Any]:
+        """Return the graph as W3C PROV-JSON (entities, activities, used, generation, derivation)."""
+        doc: dict[str, Any] = {
+            "prefix": {"scalable": "urn:scalable:", "run": "urn:scalable:run:", "sha256": "urn:sha256:",
+                       "uri": "urn:scalable:uri:"},
+            "entity": {}, "activity": {}, "used": {}, "wasGeneratedBy": {}, "wasDerivedFrom": {},
+            "wasInformedBy": {},
+        }
+        for node, info in self.nodes.items():
+            qid = _prov_id(node, info)
+            if info.get("kind") == "run":
+                activity: dict[str, Any] = {"prov:label": node}
+                if info.get("started_at"):
+                    activity["prov:startTime"] = info["started_at"]
+                if info.get("finished_at"):
+                    activity["prov:endTime"] = info["finished_at"]
+                for key in ("project", "status"):
+                    if info.get(key):
+                        activity[f"scalable:{key}"] = info[key]
+                doc["activity"][qid] = activity
+            else:
+                entity: dict[str, Any] = {"prov:label": info.get("name") or node}
+                if info.get("locations"):
+                    entity["prov:location"] = info["locations"][0]
+                if info.get("size_bytes") is not None:
+                    entity["scalable:size_bytes"] = int(info["size_bytes"])
+                doc["entity"][qid] = entity
+        for n, e in enumerate(sorted(self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"]))):
+            src, dst = _prov_id(e["src"], self.nodes.get(e["src"], {})), _prov_id(e["dst"], self.nodes.get(e["dst"], {}))
+            rel = e["relation"]
+            if rel == "generated":
+                doc["wasGeneratedBy"][f"_:g{n}"] = {"prov:entity": dst, "prov:activity": src, "prov:time": e["timestamp"]}
+            elif rel == "used":
+                doc["used"][f"_:u{n}"] = {"prov:activity": dst, "prov:entity": src, "prov:time": e["timestamp"]}
+            elif rel == "derived_from":
+                doc["wasDerivedFrom"][f"_:d{n}"] = {"prov:generatedEntity": dst, "prov:usedEntity": src}
+            elif rel == "reused":
+                doc["wasInformedBy"][f"_:i{n}"] = {"prov:informed": dst, "prov:informant": src}
+        return {k: v for k, v in doc.items() if v}
+
+    def to_openlineage(self) -> list[dict[str, Any]]:
+        """Return OpenLineage RunEvents: a START and a COMPLETE/FAIL per run, with datasets."""
+        events: list[dict[str, Any]] = []
+        runs = {n: i for n, i in self.nodes.items() if i.get("kind") == "run"}
+        for run_id, info in sorted(runs.items(), key=lambda kv: kv[1].get("started_at") or ""):
+            inputs = sorted({e["src"] for e in self.edges if e["dst"] == run_id and e["relation"] == "used"})
+            outputs = sorted({e["dst"] for e in self.edges if e["src"] == run_id and e["relation"] == "generated"})
+            run = {
+                "runId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:scalable:run:{run_id}")),
+                "facets": {"scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet",
+                                            "runId": run_id}},
+            }
+            job = {"namespace": "scalable", "name": info.get("project") or "adhoc"}
+            status = info.get("status")
+            end_type = {"completed": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}.get(str(status))
+            base = {"run": run, "job": job, "producer": _PRODUCER, "schemaURL": _OL_SCHEMA}
+            events.append({"eventType": "START", "eventTime": _ol_time(info.get("started_at")), **base,
+                           "inputs": [self._dataset(n) for n in inputs], "outputs": []})
+            if end_type:
+                events.append({"eventType": end_type, "eventTime": _ol_time(info.get("finished_at")), **base,
+                               "inputs": [self._dataset(n) for n in inputs],
+                               "outputs": [self._dataset(n) for n in outputs]})
+        return events
+
+    def _dataset(self, node: str) -> dict[str, Any]:
+        info = self.nodes.get(node, {})
+        location = (info.get("locations") or [node])[0]
+        parts = urlsplit(location)
+        if parts.scheme and parts.scheme != "file":
+            namespace, name = f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/") or node
+        elif parts.scheme == "file":
+            namespace, name = "file", parts.path
+        else:
+            namespace, name = "scalable", location
+        facets: dict[str, Any] = {}
+        if len(node) == 64:
+            facets["scalable_digest"] = {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#digest-facet",
+                                         "sha256": node}
+        return {"namespace": namespace, "name": name, "facets": facets}
+
+
+def _ol_time(ts: Any) -> str:
+    return str(ts) if ts else "1970-01-01T00:00:00.000000Z"
+
+
+def _prov_id(node: str, info: dict[str, Any]) -> str:
+    if info.get("kind") == "run":
+        return f"run:{quote(node, safe='-_.')}"
+    if len(node) == 64 and all(c in "0123456789abcdef" for c in node):
+        return f"sha256:{node}"
+    return f"uri:{quote(node, safe='')}"
+
+
+def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up",
+                  depth: int | None = None) -> LineageGraph:
+    """Walk the lineage of ``node`` (or take every edge when ``node`` is None) into a graph.
+
+    Args:
+        con: a ledger connection (see :func:`scalable.ledger.views.connect`).
+        node: a digest, URI or run id; ``None`` for the whole ledger.
+        direction: ``up`` (ancestors), ``down`` (descendants) or ``both``.
+        depth: the largest number of edges from ``node``; unbounded (100) when None.
+    """
+    max_depth = depth if depth is not None else 100
+    columns = ["src", "dst", "relation", "run_id", "task_name", "timestamp", "depth"]
+    rows: list[tuple[Any, ...]] = []
+    root = None
+    if node is None:
+        rows = con.execute("SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
+                           "GROUP BY src, dst, relation, run_id, task_name").fetchall()
+    else:
+        root = str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
+        macros = {"up": ["ancestors"], "down": ["descendants"], "both": ["ancestors", "descendants"]}[direction]
+        for macro in macros:
+            rows += con.execute(f"SELECT * FROM {macro}($1, max_depth := $2)", [node, max_depth]).fetchall()
+    edges: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        edge = dict(zip(columns, row, strict=True))
+        key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"])
+        if key not in edges or edge["depth"] < edges[key]["depth"]:
+            edges[key] = edge
+    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"])))
+    ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
+    if node is None:
+        ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
+    _describe_nodes(con, graph, ids)
+    return graph
+
+
+def _describe_nodes(con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: set[str]) -> None:
+    if not ids:
+        return
+    id_list = sorted(ids)
+    for run_id, project, status, started, finished in con.execute(
+        "SELECT run_id, project, status, started_at, finished_at FROM runs WHERE list_contains($1, run_id)", [id_list]
+    ).fetchall():
+        graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
+                               "finished_at": finished}
+    for node, name, locations, size, kind in con.execute(
+        "SELECT coalesce(digest, location) AS node, any_value(artifact_name), list(DISTINCT location), "
+        "any_value(size_bytes), any_value(kind) FROM artifacts WHERE list_contains($1, coalesce(digest, location)) "
+        "GROUP BY node", [id_list]
+    ).fetchall():
+        graph.nodes[node] = {"kind": "artifact", "name": name, "locations": [x for x in locations if x],
+                             "size_bytes": size, "artifact_kind": kind}
+    for node, function, size in con.execute(
+        "SELECT digest, any_value(function_name), any_value(size_bytes) FROM cache "
+        "WHERE op = 'write' AND list_contains($1, digest) GROUP BY digest", [id_list]
+    ).fetchall():
+        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{function}() result", "locations": [],
+                                      "size_bytes": size, "artifact_kind": "cache"})
+    for node in ids - graph.nodes.keys():
+        graph.nodes[node] = {"kind": "artifact", "name": node, "locations": [node] if "://" in node else []}

@@ -1,0 +1,273 @@
+"""The append-only log: whole lines under concurrency, acknowledged means written, torn lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scalable.errors import ConfigError, EventValidationError, LedgerError
+from scalable.ledger import bind
+from scalable.ledger.log import Ledger, read_stream
+from scalable.settings import FsyncMode, load_settings
+from tests.helpers import child_env, python_cmd, run_python
+from tests.ledger.chains import assert_chains_verify, records
+
+
+def _artifact(i: int) -> dict[str, object]:
+    return {"event_type": "artifact", "op": "put", "artifact_name": f"a{i}", "size_bytes": i}
+
+
+def test_append_fills_ledger_columns_and_writes_one_line(ledger: Ledger) -> None:
+    """append returns the full record and the stream holds exactly that line."""
+    with bind(run_id="run-one"):
+        record = ledger.append(_artifact(1))
+    assert record["run_id"] == "run-one"
+    assert record["seq"] == 0 and record["prev"] == "0" * 64 and record["schema_version"] == 1
+    assert record["writer"] == ledger.writer_id
+    lines = ledger.stream_path("run-one").read_bytes().splitlines()
+    assert len(lines) == 1
+    assert records(ledger, "run-one") == [record]
+
+
+def test_events_outside_a_run_go_to_an_implicit_run_that_is_sealed_on_close(ledger: Ledger) -> None:
+    """Without a run, events land in one per-process run, started and sealed by the ledger."""
+    first = ledger.append(_artifact(1))
+    second = ledger.append(_artifact(2))
+    assert first["run_id"] == second["run_id"] and "-adhoc-" in first["run_id"]
+    ledger.close()
+    ops = [(r["event_type"], r["op"]) for r in records(ledger, first["run_id"])]
+    assert ops == [("run", "started"), ("artifact", "put"), ("artifact", "put"), ("run", "finished")]
+    assert_chains_verify(ledger, first["run_id"])
+
+
+def test_a_bad_event_in_a_batch_writes_nothing(ledger: Ledger) -> None:
+    """append_many validates every event first: one bad event means no line is written."""
+    with bind(run_id="run-batch"), pytest.raises(EventValidationError, match="event #2"):
+        ledger.append_many([_artifact(0), _artifact(1), {"event_type": "artifact", "op": "nope"}])
+    assert not ledger.stream_path("run-batch").exists()
+
+
+def test_task_and_component_context_fill_events(ledger: Ledger) -> None:
+    """Events raised inside a bound task carry its run, task and component."""
+    with bind(run_id="run-ctx", task_name="train", component="gpu"):
+        record = ledger.append(_artifact(1))
+    explicit = ledger.append({**_artifact(2), "run_id": "run-ctx", "task_name": "other"})
+    assert (record["task_name"], record["component"]) == ("train", "gpu")
+    assert explicit["task_name"] == "other"
+
+
+def test_eight_threads_of_a_thousand_events_each_land_exactly_once(ledger: Ledger) -> None:
+    """8 threads x 1,000 appends into one run: every event once, every line parses, chains hold."""
+    def work(t: int) -> None:
+        with bind(run_id="run-threads"):
+            for i in range(1000):
+                ledger.append({**_artifact(i), "task_name": f"t{t}"})
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = records(ledger, "run-threads")
+    assert len(got) == 8000
+    assert len({r["event_id"] for r in got}) == 8000
+    assert {(r["task_name"], r["artifact_name"]) for r in got} == {(f"t{t}", f"a{i}") for t in range(8) for i in range(1000)}
+    assert_chains_verify(ledger, "run-threads")
+
+
+def test_four_processes_of_a_thousand_events_each_land_exactly_once(ledger: Ledger) -> None:
+    """4 processes x 1,000 appends (singly and in batches) into one run: nothing lost, doubled or torn."""
+    code = """
+        import sys
+        from scalable.ledger.log import Ledger
+        from scalable.ledger import bind
+        p = int(sys.argv[1])
+        led = Ledger.open()
+        with bind(run_id="run-procs"):
+            for i in range(500):
+                led.append({"event_type": "artifact", "op": "put", "artifact_name": f"p{p}-{i}"})
+            led.append_many([{"event_type": "artifact", "op": "put", "artifact_name": f"p{p}-{i}"} for i in range(500, 1000)])
+        led.close()
+    """
+    procs = [subprocess.Popen([*python_cmd(code), str(p)], env=child_env()) for p in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    got = records(ledger, "run-procs")
+    assert len(got) == 4000
+    assert {r["artifact_name"] for r in got} == {f"p{p}-{i}" for p in range(4) for i in range(1000)}
+    assert len({r["writer"] for r in got}) == 4
+    assert_chains_verify(ledger, "run-procs")
+
+
+def test_sigkilled_writer_loses_nothing_it_acknowledged_and_the_next_writer_appends_cleanly(ledger: Ledger) -> None:
+    """Every event acknowledged before SIGKILL is queryable; a torn line never swallows the next event."""
+    code = """
+        import sys
+        from scalable.ledger.log import Ledger
+        from scalable.ledger import bind
+        led = Ledger.open()
+        with bind(run_id="run-kill"):
+            i = 0
+            while True:
+                rec = led.append({"event_type": "artifact", "op": "put", "artifact_name": f"k{i}", "attrs": {"pad": "x" * 2000}})
+                print(rec["event_id"], flush=True)
+                i += 1
+    """
+    proc = subprocess.Popen(python_cmd(code), env=child_env(), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    acked = [proc.stdout.readline().strip() for _ in range(300)]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    acked += [line.strip() for line in proc.stdout if line.strip()]
+    proc.stdout.close()
+    path = ledger.stream_path("run-kill")
+    # A writer that dies mid-line leaves a fragment; simulate the worst case explicitly.
+    with path.open("ab") as fh:
+        fh.write(b'{"event_id":"01900000-0000-7000-8000-00000000torn","event_type":"arti')
+    after = ledger.append({**_artifact(1), "run_id": "run-kill", "artifact_name": "after"})
+    ids = set(ledger.query("SELECT event_id FROM events WHERE run_id = 'run-kill'").column("event_id").to_pylist())
+    assert set(acked) <= ids
+    assert after["event_id"] in ids
+    reader = read_stream(path)
+    names = [r["artifact_name"] for _n, r in reader]
+    assert names[-1] == "after"
+    assert len(reader.problems) == 1 and "malformed line" in reader.problems[0].reason
+    # The fragment is the line just before the new writer's event.
+    assert reader.problems[0].path == str(path) and reader.problems[0].line == len(names)
+
+
+def test_garbage_lines_and_a_live_tail_never_fail_a_query(ledger: Ledger) -> None:
+    """Malformed lines are skipped by views and named (file:line) by the reader; a tail is not a problem."""
+    with bind(run_id="run-garbage"):
+        ledger.append(_artifact(1))
+    path = ledger.stream_path("run-garbage")
+    with path.open("ab") as fh:
+        fh.write(b"this is not json\n")
+        fh.write(b'{"event_id": 5}\n')
+        fh.write(b'{"event_id":"x","event_type":"artifact","op":"put","timestamp":"t","run_id":"run-garbage","writer":"w","seq":"seven","prev":"p"}\n')
+    with bind(run_id="run-garbage"):
+        ledger.append(_artifact(2))
+    with path.open("ab") as fh:
+        fh.write(b'{"event_id":"01900000-0000-7000-8000-000000000000","event_ty')
+    table = ledger.query("SELECT artifact_name FROM artifacts ORDER BY artifact_name")
+    assert table.column("artifact_name").to_pylist() == ["a1", "a2"]
+    reader = read_stream(path)
+    assert [r["artifact_name"] for _n, r in reader] == ["a1", "a2"]
+    assert [p.line for p in reader.problems] == [2, 3, 4]
+    assert reader.incomplete_tail
+    assert all(str(p).startswith(f"{path}:") for p in reader.problems)
+
+
+@pytest.mark.parametrize("mode", ["always", "batch", "never"])
+def test_every_durability_mode_appends_and_closes(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SCALABLE_LEDGER_FSYNC=always|batch|never all append whole events and close cleanly."""
+    monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", mode)
+    led = Ledger.open()
+    assert led.fsync is FsyncMode(mode)
+    with bind(run_id="run-fsync"):
+        led.append_many([_artifact(i) for i in range(10)])
+    time.sleep(1.2 if mode == "batch" else 0)  # lets the batch syncer run once
+    led.close()
+    assert len(records(led, "run-fsync")) == 10
+
+
+def test_an_invalid_durability_mode_is_refused_with_its_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad SCALABLE_LEDGER_FSYNC names the variable and the allowed values."""
+    monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "sometimes")
+    with pytest.raises(ConfigError, match="SCALABLE_LEDGER_FSYNC='sometimes' is not one of always, batch, never"):
+        load_settings()
+
+
+def test_a_failing_subscriber_is_detached_and_never_breaks_an_append(ledger: Ledger) -> None:
+    """A subscriber that raises is logged and removed; appends and other subscribers go on."""
+    seen: list[str] = []
+
+    def bad(_record: object) -> None:
+        raise RuntimeError("boom")
+
+    ledger.subscribe(bad)
+    ledger.subscribe(lambda r: seen.append(r["artifact_name"]), event_types=["artifact"])
+    with bind(run_id="run-sub"):
+        ledger.append(_artifact(1))
+        ledger.append(_artifact(2))
+    assert seen == ["a1", "a2"]
+    assert len(records(ledger, "run-sub")) == 2
+
+
+def test_unsubscribe_stops_delivery(ledger: Ledger) -> None:
+    """The function subscribe returns stops further calls."""
+    seen: list[object] = []
+    unsubscribe = ledger.subscribe(seen.append)
+    with bind(run_id="run-unsub"):
+        ledger.append(_artifact(1))
+        unsubscribe()
+        ledger.append(_artifact(2))
+    assert len(seen) == 1
+
+
+def test_bus_publishes_to_the_active_ledger_and_respects_telemetry_off(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> None:
+    """publish appends to the active ledger; with SCALABLE_TELEMETRY=0 it records nothing."""
+    from scalable.ledger import activate, bus, publish
+
+    other = Ledger.open(runs_dir=isolated / "elsewhere")
+    with activate(other), bind(run_id="run-bus"):
+        publish(_artifact(1))
+    assert len(records(other, "run-bus")) == 1
+    monkeypatch.setenv("SCALABLE_TELEMETRY", "0")
+    bus.reset_default()
+    assert publish({**_artifact(2), "run_id": "run-off"}) is None
+    assert not Ledger.open().stream_path("run-off").exists()
+
+
+def test_a_forked_child_writes_under_its_own_writer_id(ledger: Ledger) -> None:
+    """After fork the child starts a new chain under a new writer id; both chains verify."""
+    with bind(run_id="run-fork"):
+        ledger.append(_artifact(1))
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                ledger.append(_artifact(2))
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        ledger.append(_artifact(3))
+    got = records(ledger, "run-fork")
+    assert len({r["writer"] for r in got}) == 2
+    assert_chains_verify(ledger, "run-fork")
+
+
+def test_finish_run_seals_every_writer_and_the_audit_verifies(ledger: Ledger) -> None:
+    """run/finished carries the heads of every writer's chain, including other processes'."""
+    run_python("""
+        from scalable.ledger.log import Ledger
+        led = Ledger.open()
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-seal", "artifact_name": "child"})
+        led.close()
+    """)
+    with bind(run_id="run-seal"):
+        ledger.append(_artifact(1))
+    finished = ledger.finish_run("run-seal", "completed")
+    import json
+
+    seal = json.loads(finished["attrs"])["seal"]
+    assert len(seal["heads"]) == 2
+    assert_chains_verify(ledger, "run-seal")
+
+
+def test_a_closed_ledger_refuses_appends(ledger: Ledger) -> None:
+    """Appending after close raises a LedgerError that says to open a new one."""
+    ledger.close()
+    with pytest.raises(LedgerError, match=r"Ledger\.open"):
+        ledger.append(_artifact(1))
+
+
+def test_run_ids_that_escape_the_runs_directory_are_refused(ledger: Ledger) -> None:
+    """A run id must be one safe path segment."""
+    for bad in ("../x", "a/b", "..", ""):
+        with pytest.raises(EventValidationError, match="run id"):
+            ledger.append({**_artifact(1), "run_id": bad})
