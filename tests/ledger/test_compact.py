@@ -262,6 +262,12 @@ def _run_compaction(base: Path, crash_at: str | None, retire: str) -> subprocess
                           env=env, capture_output=True, check=False)
 
 
+def _compact_in_process(base: Path, retire: str) -> None:
+    led = Ledger.open(base / "runs", base / "ledger")
+    led.compact(keep_jsonl=False, retire_before=retire or None)
+    led.close()
+
+
 def _snapshot(base: Path) -> list[tuple[Any, ...]]:
     """Every event, with tombstones reduced to what is deterministic (their run and attrs)."""
     led = Ledger.open(base / "runs", base / "ledger")
@@ -274,27 +280,38 @@ def _snapshot(base: Path) -> list[tuple[Any, ...]]:
     return sorted(out, key=repr)
 
 
+@pytest.fixture(scope="module")
+def crash_seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[tuple[Any, ...]]]]:
+    """A ledger to crash compactions on, and the views after an uninterrupted compaction of it."""
+    seed = tmp_path_factory.mktemp("seed")
+    generate(seed / "runs", 6 * 40, runs=6, days=3)
+    live = Ledger.open(seed / "runs", seed / "ledger")
+    live.append({"event_type": "artifact", "op": "put", "run_id": "run-live", "artifact_name": "x"})
+    live.close()
+    expected = {}
+    for retire in ("", "2026-01-02"):
+        reference = tmp_path_factory.mktemp("reference")
+        shutil.copytree(seed, reference, dirs_exist_ok=True)
+        _compact_in_process(reference, retire)
+        expected[retire] = _snapshot(reference)
+    return seed, expected
+
+
 _CASES = [(point, retire) for retire in ("", "2026-01-02") for point in CRASH_POINTS
           if retire or point != "after_tombstones"]  # tombstones are written only with a cutoff
 
 
 @pytest.mark.parametrize(("point", "retire"), _CASES, ids=[f"{p}-{'retention' if r else 'plain'}" for p, r in _CASES])
-def test_sigkill_at_any_point_then_rerun_gives_the_same_views(tmp_path: Path, point: str, retire: str) -> None:
+def test_sigkill_at_any_point_then_rerun_gives_the_same_views(
+    tmp_path: Path, crash_seed: tuple[Path, dict[str, list[tuple[Any, ...]]]], point: str, retire: str
+) -> None:
     """Compaction SIGKILLed at a named point, then run again, leaves views equal to an uninterrupted run."""
-    seed = tmp_path / "seed"
-    generate(seed / "runs", 6 * 40, runs=6, days=3)
-    live = Ledger.open(seed / "runs", seed / "ledger")
-    live.append({"event_type": "artifact", "op": "put", "run_id": "run-live", "artifact_name": "x"})
-    live.close()
-    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
-    shutil.copytree(seed, reference)
+    seed, expected = crash_seed
+    crashed = tmp_path / "crashed"
     shutil.copytree(seed, crashed)
-    assert _run_compaction(reference, None, retire).returncode == 0
     killed = _run_compaction(crashed, point, retire)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
-    again = _run_compaction(crashed, None, retire)
-    assert again.returncode == 0, again.stderr.decode()
-    expected = _snapshot(reference)
-    assert _snapshot(crashed) == expected
-    ids = [e for e in expected if e[0] != "tombstone"]
+    _compact_in_process(crashed, retire)
+    assert _snapshot(crashed) == expected[retire]
+    ids = [e for e in expected[retire] if e[0] != "tombstone"]
     assert len(ids) == len({e[0] for e in ids})
