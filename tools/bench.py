@@ -24,6 +24,7 @@ Targets = list[dict[str, Any]]
 #: bench name -> module under tools/ exposing ``run(quick: bool) -> (figures, targets)``
 BENCHES: dict[str, str] = {
     "append": "bench_append",
+    "scale": "bench_scale",
 }
 
 
