@@ -258,7 +258,7 @@ def jsonl_select(files: Sequence[str], *, retired_before: str | None = None) -> 
 def parquet_select(files: Sequence[str]) -> str:
     """SQL selecting every event of the given Parquet files, in schema column order."""
     names = ", ".join(duckdb_columns())
-    return f"SELECT {names} FROM read_parquet({_sql_list(files)}, hive_partitioning=false, union_by_name=true)"
+    return f"SELECT {names} FROM read_parquet({_sql_list(files)}, hive_partitioning=false)"
 
 
 def uncompacted_streams(
@@ -642,7 +642,7 @@ def _copy_batch(
         query = f"SELECT {cols}, substr(timestamp, 1, 10) AS date FROM ({select}) src{anti}"
     _crash_point("during_parquet_write", staging)
     row = con.execute(
-        f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
+        f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
         "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
     ).fetchone()
     return staging, int(row[0]) if row else 0
@@ -705,7 +705,7 @@ def _merge_small_files(
         paths = [str(ledger_dir / f.path) for f in small]
         query = f"SELECT {', '.join(duckdb_columns())}, {_sql_str(date)} AS date FROM ({parquet_select(paths)}) ORDER BY run_id, timestamp, event_id"
         row = con.execute(
-            f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
+            f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
             "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
         ).fetchone()
         rows = int(row[0]) if row else 0
@@ -825,7 +825,7 @@ def _retire_events(
         f"WHERE timestamp >= {_sql_str(cutoff)} ORDER BY run_id, timestamp, event_id"
     )
     row = con.execute(
-        f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
+        f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
         "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
     ).fetchone()
     made = _publish_staged(ledger_dir, staging, int(row[0]) if row else 0)
