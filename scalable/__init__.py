@@ -6,10 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from scalable.errors import ScalableError
 from scalable.ledger import Ledger
+from scalable.stores import build_artifact_store
 
 try:
     __version__ = version("scalable")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0"
 
-__all__ = ["Ledger", "ScalableError", "__version__"]
+__all__ = ["Ledger", "ScalableError", "__version__", "build_artifact_store"]

@@ -27,6 +27,7 @@ __all__ = [
     "ScalableError",
     "SessionError",
     "StoreError",
+    "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
 ]
@@ -96,6 +97,10 @@ class InvalidKeyError(StoreError, ValueError):
 
 class ArtifactNotFoundError(StoreError, FileNotFoundError):
     """The artifact (a local source or a stored key) does not exist."""
+
+
+class UnreadableArtifactError(StoreError, PermissionError):
+    """A local source or destination cannot be read or written (permissions)."""
 
 
 class UnsupportedSchemeError(StoreError, ValueError):

@@ -17,6 +17,8 @@ from click.testing import CliRunner, Result
 from scalable.ledger import bus
 from scalable.ledger.log import Ledger
 
+pytest_plugins = ["tests.servers"]
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

@@ -48,8 +48,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     from scalable.cli import provenance  # registers its commands on the ledger group
+    from scalable.cli.artifacts import artifacts
     from scalable.cli.ledger import ledger
 
+    cli.add_command(artifacts)
     cli.add_command(ledger)
     del provenance
 

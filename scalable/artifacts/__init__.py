@@ -1,0 +1,23 @@
+"""The documented import path of the artifact stores: the very objects of :mod:`scalable.stores`."""
+
+from __future__ import annotations
+
+from scalable.stores import (
+    ArtifactKind,
+    ArtifactRef,
+    ArtifactStore,
+    BaseArtifactStore,
+    FsspecArtifactStore,
+    LocalArtifactStore,
+    build_artifact_store,
+)
+
+__all__ = [
+    "ArtifactKind",
+    "ArtifactRef",
+    "ArtifactStore",
+    "BaseArtifactStore",
+    "FsspecArtifactStore",
+    "LocalArtifactStore",
+    "build_artifact_store",
+]

@@ -1,0 +1,148 @@
+"""``scalable artifacts ...``: put, get, ls and exists over any artifact store.
+
+How a URI is split into a store and a key: the store is everything up to the URI's last
+``/`` and the key is the last segment, unless ``--root`` names the store's root, in which
+case the key is what follows the root (and may contain ``/``). ``ls URI`` lists the store
+rooted at URI itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from scalable.cli.output import format_option as _untyped_format_option
+from scalable.cli.output import render_rows
+from scalable.errors import ConfigError
+from scalable.stores import BaseArtifactStore, build_artifact_store
+
+__all__ = ["artifacts"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def format_option() -> Callable[[_F], _F]:
+    """The shared ``--format`` option, typed for mypy."""
+    return cast(Callable[[_F], _F], _untyped_format_option())
+
+
+#: Files at least this large (or any directory) get a progress bar on stderr.
+_BAR_THRESHOLD = 32 * 1024 * 1024
+
+_ROOT_HELP = (
+    "Root of the store the key lives in (a path or URI that URI starts with); "
+    "default: everything up to URI's last '/'."
+)
+
+
+def _split(uri: str, root: str | None) -> tuple[BaseArtifactStore, str]:
+    """Return the store and key a URI names (see the module docstring)."""
+    if root is not None:
+        base = root if root.endswith("/") else root + "/"
+        if not uri.startswith(base) or uri == base:
+            raise ConfigError(f"{uri!r} is not under the store root {root!r}; give a URI that starts with the root")
+        return _store(base), uri[len(base) :]
+    parent, sep, key = uri.rstrip("/").rpartition("/")
+    if not sep:
+        return _store("."), key
+    if not key or parent.endswith(":/"):
+        raise ConfigError(f"{uri!r} names no key under a store; use STORE/KEY, e.g. s3://bucket/prefix/name")
+    return _store(parent + "/"), key
+
+
+def _store(uri: str) -> BaseArtifactStore:
+    store = build_artifact_store(uri)
+    assert isinstance(store, BaseArtifactStore)  # both backends share the base class
+    return store
+
+
+def _local_size(path: Path) -> tuple[int, bool]:
+    """Total bytes under ``path`` and whether it is a directory (0 if unreadable)."""
+    if path.is_dir():
+        total = 0
+        for dirpath, _dirs, files in os.walk(path):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    continue
+        return total, True
+    try:
+        return path.stat().st_size, False
+    except OSError:
+        return 0, False
+
+
+@contextmanager
+def _progress(label: str, total: int, show: bool) -> Iterator[Callable[[int], None] | None]:
+    if not show or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=max(total, 1), label=label, file=sys.stderr, show_pos=False) as bar:
+        yield bar.update
+
+
+@click.group()
+def artifacts() -> None:
+    """Put, get and list artifacts in local, S3, GCS or any fsspec store.
+
+    A URI names a store and a key: the store is everything up to the last '/', the key the
+    last segment (scalable artifacts put out.csv s3://bucket/runs/out.csv stores key
+    'out.csv' in the store s3://bucket/runs/). With --root ROOT the key is what follows ROOT
+    and may contain '/'.
+    """
+
+
+@artifacts.command()
+@click.argument("local", type=click.Path(path_type=Path))
+@click.argument("uri")
+@click.option("--root", help=_ROOT_HELP)
+@click.option("--kind", help="Kind to record: file, dir, blob, or a label such as 'result'.")
+@format_option()
+def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> None:
+    """Store the file or directory LOCAL at URI (one pass, atomic, recorded in the ledger)."""
+    store, key = _split(uri, root)
+    total, is_dir = _local_size(local)
+    with _progress(f"put {local}", total, is_dir or total >= _BAR_THRESHOLD) as progress:
+        ref = store.put(local, key, kind=kind, progress=progress)
+    row: dict[str, Any] = {"uri": ref.uri, "kind": ref.kind.value, "size_bytes": ref.size_bytes, "digest": ref.digest}
+    render_rows([row], ["uri", "kind", "size_bytes", "digest"], fmt)
+
+
+@artifacts.command()
+@click.argument("uri")
+@click.argument("local", type=click.Path(path_type=Path))
+@click.option("--root", help=_ROOT_HELP)
+@click.option("--verify", is_flag=True, help="Re-hash the bytes and fail if they differ from the digest recorded at put time.")
+def get(uri: str, local: Path, root: str | None, verify: bool) -> None:
+    """Fetch the file or directory at URI to LOCAL; print the local path written."""
+    store, key = _split(uri, root)
+    path = store.get(key, local, verify=verify)
+    click.echo(path)
+
+
+@artifacts.command(name="ls")
+@click.argument("uri")
+@click.option("--prefix", default="", help="Only keys starting with this prefix.")
+@format_option()
+def ls(uri: str, prefix: str, fmt: str) -> None:
+    """List every artifact key under the store at URI, recursively, sorted."""
+    store = build_artifact_store(uri)
+    rows = [{"key": key, "uri": store.uri_for(key)} for key in store.list_artifacts(prefix)]
+    render_rows(rows, ["key", "uri"], fmt)
+
+
+@artifacts.command()
+@click.argument("uri")
+@click.option("--root", help=_ROOT_HELP)
+@click.pass_context
+def exists(ctx: click.Context, uri: str, root: str | None) -> None:
+    """Exit 0 if a file or directory is stored at URI, 1 if not."""
+    store, key = _split(uri, root)
+    ctx.exit(0 if store.exists(key) else 1)

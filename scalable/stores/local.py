@@ -1,0 +1,161 @@
+"""LocalArtifactStore: artifacts as files under a root directory on local disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from scalable.errors import ArtifactNotFoundError, StoreError, UnreadableArtifactError
+from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload
+
+__all__ = ["LocalArtifactStore"]
+
+_TMP_MARK = ".scalable-tmp-"
+#: Extended attribute holding a file's digest record, written before the file is renamed in.
+_XATTR = "user.scalable.record"
+
+
+class _LocalUpload:
+    """A temporary file beside the final one, renamed over it on commit."""
+
+    def __init__(self, final: Path, key: str) -> None:
+        self.final = final
+        self.key = key
+        self.tmp = final.parent / f".{final.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            try:
+                self.fd: int | None = os.open(self.tmp, flags, 0o666)
+            except FileNotFoundError:  # first file of its directory
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(self.tmp, flags, 0o666)
+        except PermissionError:
+            raise UnreadableArtifactError(f"cannot write {str(final)!r}: permission denied") from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write key {key!r} at {str(final)!r}: {exc.strerror or exc} "
+                "(is a parent of the key a file?)"
+            ) from None
+
+    def write(self, data: bytes) -> None:
+        assert self.fd is not None
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def set_record(self, record: bytes) -> bool:
+        """Attach the digest record to the file as an extended attribute; False if unsupported."""
+        assert self.fd is not None
+        try:
+            os.setxattr(self.fd, _XATTR, record)
+        except OSError:
+            return False
+        return True
+
+    def commit(self) -> None:
+        assert self.fd is not None
+        os.close(self.fd)
+        self.fd = None
+        try:
+            os.replace(self.tmp, self.final)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot store key {self.key!r} at {str(self.final)!r}: {exc.strerror or exc} "
+                "(is a directory stored there? delete it first)"
+            ) from None
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.tmp.unlink(missing_ok=True)
+
+
+class LocalArtifactStore(BaseArtifactStore):
+    """Artifacts stored as files under ``root`` (created on first put).
+
+    Args:
+        root: the store's root directory; ``~`` is expanded, relative paths are resolved
+            against the current directory once, at construction.
+    """
+
+    scheme = "file"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(os.fspath(root)).expanduser().resolve()
+        self.base_uri = self.root.as_uri().rstrip("/") + "/"
+
+    def uri_for(self, key: str) -> str:
+        """Return the ``file://`` URI of ``key``."""
+        return self.base_uri + key
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _open_upload(self, key: str, size_hint: int) -> _LocalUpload:
+        return _LocalUpload(self._path(key), key)
+
+    def _open_read(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ArtifactNotFoundError(f"no file is stored at {self.uri_for(key)!r}") from None
+        except PermissionError:
+            raise UnreadableArtifactError(f"cannot read {str(path)!r}: permission denied") from None
+
+    def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
+        """Keep the digest record on the file itself (one syscall, atomic with the rename)."""
+        record = json.dumps({"kind": kind.value, "digest": digest, "size_bytes": size}, sort_keys=True).encode()
+        # The attribute is read before any sidecar record, so a sidecar an older put left
+        # (on a filesystem without xattrs) never shadows it.
+        if isinstance(upload, _LocalUpload) and upload.set_record(record):
+            upload.commit()
+        else:
+            super()._commit_file(upload, key, kind, digest, size)
+
+    def _read_record(self, key: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads(os.getxattr(self._path(key), _XATTR))
+        except (OSError, ValueError):
+            return super()._read_record(key)
+        return value if isinstance(value, dict) else None
+
+    def _is_file(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def _list_files(self, dir_key: str) -> list[str]:
+        top = self._path(dir_key) if dir_key else self.root
+        if not top.is_dir():
+            return [dir_key] if dir_key and top.is_file() else []
+        out: list[str] = []
+        root_len = len(str(self.root)) + 1
+        for dirpath, _dirnames, filenames in os.walk(top):
+            rel_dir = dirpath[root_len:].replace(os.sep, "/")
+            for name in filenames:
+                if _TMP_MARK in name:
+                    continue
+                out.append(f"{rel_dir}/{name}" if rel_dir else name)
+        return out
+
+    def _delete_file(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except IsADirectoryError:
+            return
+        # Drop directories the delete left empty, up to the root.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent

@@ -1,0 +1,36 @@
+"""The store contract on a real S3 server (moto's) on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scalable.stores import FsspecArtifactStore, build_artifact_store
+from tests.stores.contract import StoreContract
+
+
+class TestS3Store(StoreContract):
+    """FsspecArtifactStore over s3://, a fresh bucket per test."""
+
+    @pytest.fixture
+    def store(self, s3_bucket: tuple[str, dict[str, Any]]) -> FsspecArtifactStore:
+        """An S3 store under a prefix of a fresh bucket."""
+        bucket, options = s3_bucket
+        store = build_artifact_store(f"s3://{bucket}/artifacts/", **options)
+        assert isinstance(store, FsspecArtifactStore)
+        return store
+
+
+def test_missing_bucket_is_a_named_store_error(s3_server: str, tmp_path: Path) -> None:
+    """A put into a bucket that does not exist raises StoreError naming the URI, not a backend error."""
+    from scalable.errors import StoreError
+
+    store = build_artifact_store("s3://no-such-bucket-here/x/", client_kwargs={"endpoint_url": s3_server})
+    src = tmp_path / "f"
+    src.write_text("x")
+    with pytest.raises(StoreError, match="s3://no-such-bucket-here/x/f"):
+        store.put(src, "f")
+    with pytest.raises(StoreError, match="no-such-bucket-here"):
+        store.put_bytes(b"x", "g")
