@@ -93,3 +93,16 @@ def compact(ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run
     render_rows([summary], list(summary), fmt)
     if result.streams_retired:
         click.echo(f"deleted the streams of {len(result.streams_retired)} finished run(s); their events are in Parquet", err=True)
+
+
+@ledger.command()
+@format_option()
+@click.pass_context
+def sync(ctx: click.Context, fmt: str) -> None:
+    """Ship the new lines of every local stream to SCALABLE_RUNS_DIR_REMOTE.
+
+    Lines go as immutable segment objects; running it again ships only what is new.
+    """
+    result = open_ledger(ctx).sync_remote()
+    summary = result.to_dict()
+    render_rows([summary], list(summary), fmt)

@@ -16,6 +16,7 @@ locked.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scalable.errors import QueryError, ReadOnlyQueryError
@@ -132,11 +133,23 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     runs_dir = os.path.realpath(ledger.runs_dir)
     ledger_dir = os.path.realpath(ledger.ledger_dir)
     con = duckdb.connect(":memory:", config={"threads": os.cpu_count() or 1})
-    con.execute("CREATE VIEW _raw_events AS " + _raw_events_sql(runs_dir, ledger_dir))
+    allowed_dirs = [runs_dir.rstrip("/") + "/", ledger_dir.rstrip("/") + "/"]
+    if ledger.settings.runs_dir_remote:
+        from scalable.ledger.compact import _list_streams
+        from scalable.ledger.remote import open_remote, remote_sources
+
+        remote = open_remote(ledger.settings.runs_dir_remote)
+        con.register_filesystem(remote.fs)
+        local = [str(path) for _run, path, size in _list_streams(Path(runs_dir)) if size]
+        raw, prefixes = remote_sources(remote, local)
+        allowed_dirs.extend(prefixes)
+    else:
+        raw = _raw_events_sql(runs_dir, ledger_dir)
+    con.execute("CREATE VIEW _raw_events AS " + (raw or _empty_select()))
     for name, sql in _view_sql(cutoff).items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
     create_lineage_views(con)
-    allowed = ", ".join(_sql_str(d.rstrip("/") + "/") for d in (runs_dir, ledger_dir))
+    allowed = ", ".join(_sql_str(d) for d in allowed_dirs)
     con.execute(f"SET allowed_directories=[{allowed}]")
     con.execute("SET enable_external_access=false")
     con.execute("SET lock_configuration=true")
