@@ -59,8 +59,8 @@ if TYPE_CHECKING:
 
     from scalable.ledger.audit import AuditReport
     from scalable.ledger.compact import CompactionResult
-    from scalable.ledger.remote import RemoteLedger, SyncResult
     from scalable.ledger.lineage import LineageGraph
+    from scalable.ledger.remote import RemoteLedger, SyncResult
     from scalable.ledger.replay import ReplayResult
 
 __all__ = [

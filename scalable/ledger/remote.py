@@ -28,7 +28,6 @@ local streams together, deduplicated on ``event_id``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -63,11 +62,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RemoteLedger",
-    "read_remote_manifest",
     "SyncResult",
     "compact_remote",
     "machine_id",
     "open_remote",
+    "read_remote_manifest",
     "remote_sources",
     "sync",
 ]
@@ -324,24 +323,22 @@ def _write_remote(
     return made, rows
 
 
-def remote_sources(remote: RemoteLedger, local_streams: list[str]) -> tuple[str, list[str]]:
-    """SQL of every event once (remote Parquet, uncovered segments, local streams), and the URLs read.
+def remote_sources(remote: RemoteLedger, local_streams: list[str]) -> tuple[str | None, str | None, str]:
+    """SQL of every event once: the remote Parquet, and the uncovered segments plus local streams.
 
     Returns:
-        ``(sql, prefixes)``: the SELECT, and the remote prefix the connection must be allowed
-        to read.
+        ``(parquet_sql, tails_sql, prefix)``: the SELECT of the live remote files and the
+        SELECT of the tail events Parquet lacks (either may be ``None``), and the remote prefix
+        the connection must be allowed to read.
     """
     manifest = read_remote_manifest(remote)
     files = [remote.url(remote.path(LEDGER_DIR, f.path)) for f in manifest.files]
     segments = [remote.url(remote.path(s)) for s in sorted(_segments(remote)) if s not in manifest.streams]
     tails = [*local_streams, *segments]
-    parts: list[str] = []
-    if files:
-        parts.append(parquet_select(files))
+    parquet = parquet_select(files) if files else None
+    tail = None
     if tails:
         tail = f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=manifest.retired_before)}) j"
-        if files:
-            tail = f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM ({parquet_select(files)}) p)"
-        parts.append(tail)
-    sql = " UNION ALL ".join(f"({p})" for p in parts)
-    return sql, [remote.url(remote.root).rstrip("/") + "/"]
+        if parquet:
+            tail = f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM ({parquet}) p)"
+    return parquet, tail, remote.url(remote.root).rstrip("/") + "/"

@@ -141,8 +141,14 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         remote = open_remote(ledger.settings.runs_dir_remote)
         con.register_filesystem(remote.fs)
         local = [str(path) for _run, path, size in _list_streams(Path(runs_dir)) if size]
-        raw, prefixes = remote_sources(remote, local)
-        allowed_dirs.extend(prefixes)
+        parquet, tails, prefix = remote_sources(remote, local)
+        allowed_dirs.append(prefix)
+        # Tails on an object store are read once per connection rather than at every view
+        # binding and query: each read costs a round trip per object.
+        if tails:
+            con.execute(f"CREATE TEMP TABLE _remote_tails AS {tails}")
+        parts = [p for p in (parquet, "SELECT * FROM _remote_tails" if tails else None) if p]
+        raw = " UNION ALL ".join(f"({p})" for p in parts)
     else:
         raw = _raw_events_sql(runs_dir, ledger_dir)
     con.execute("CREATE VIEW _raw_events AS " + (raw or _empty_select()))

@@ -115,3 +115,36 @@ def test_cli_sync(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert '"segments": 2' in first.stdout
     assert '"segments": 0' in cli("ledger", "sync", "--format", "json").stdout
     assert len(list((remote / "segments").rglob("*.jsonl"))) == 2
+
+
+def test_lost_commit_race_on_s3_is_retried(tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compaction whose manifest generation was taken meanwhile gets 412 from S3, cleans up and retries."""
+    import scalable.ledger.remote as remote_mod
+
+    bucket, _options = s3_bucket
+    uri = f"s3://{bucket}/ledger"
+    m1, m2 = machine(tmp_path, "m1", uri), machine(tmp_path, "m2", uri)
+    write_runs(m1, "run-a", 2, 10)
+    m1.sync_remote()
+    remote = open_remote(uri)
+    real = remote_mod.read_remote_manifest
+    stale = iter([remote_mod.Manifest()])
+
+    def first_stale(r: Any) -> Any:
+        """The first read happens before the other machine's commit lands."""
+        for manifest in stale:
+            remote_mod.compact_remote(open_remote(uri))  # the other machine wins generation 1
+            return manifest
+        return real(r)
+
+    monkeypatch.setattr(remote_mod, "read_remote_manifest", first_stale)
+    result = remote_mod.compact_remote(remote)
+    monkeypatch.setattr(remote_mod, "read_remote_manifest", real)
+    manifest = real(remote)
+    assert manifest.version == 1
+    assert result.events_written == 0
+    assert manifest.rows == 2 * 11
+    live = {f"{bucket}/ledger/ledger/{f.path}" for f in manifest.files}
+    assert set(remote.fs.find(f"{bucket}/ledger/ledger/events")) == live
+    assert counts(m2) == {"n": 22, "d": 22, "r": 2}
