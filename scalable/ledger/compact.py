@@ -87,7 +87,7 @@ EVENTS_DIR: Final = "events"
 MANIFEST_DIR: Final = "_manifest"
 TMP_DIR: Final = "_tmp"
 #: Bytes of JSON lines compacted per batch (bounds memory and file size).
-BATCH_BYTES: Final = 256 * 1024 * 1024
+BATCH_BYTES: Final = 128 * 1024 * 1024
 #: Files smaller than this are merged into larger ones on later compactions.
 SMALL_FILE_BYTES: Final = 32 * 1024 * 1024
 #: A date partition with at least this many small files gets them merged.
@@ -101,7 +101,7 @@ CRASH_POINTS: Final = (
     "after_tombstones",
 )
 _CRASH_ENV: Final = "SCALABLE_TEST_CRASH_AT"
-_MEMORY_MB: Final = 512
+_MEMORY_MB: Final = 384
 _REQUIRED: Final = [c.name for c in COLUMNS if not c.nullable and c.name != "schema_version"]
 _log = get_logger("scalable.ledger")
 
@@ -625,6 +625,8 @@ def _check_staged(staging: Path) -> tuple[bool, set[str]]:
             ordered = not pc.any(bad).as_py()
     total = sum(len(c) for c in ids)
     distinct = pc.count_distinct(pa.chunked_array([c for arr in ids for c in arr.chunks], pa.string())).as_py() if ids else 0
+    del ids
+    pa.default_memory_pool().release_unused()  # keep the peak RSS of long compactions flat
     return ordered and distinct == total and not foreign, foreign
 
 
@@ -643,7 +645,7 @@ def _copy_batch(
     _crash_point("during_parquet_write", staging)
     row = con.execute(
         f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
-        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
+        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 65536)"
     ).fetchone()
     return staging, int(row[0]) if row else 0
 
@@ -706,7 +708,7 @@ def _merge_small_files(
         query = f"SELECT {', '.join(duckdb_columns())}, {_sql_str(date)} AS date FROM ({parquet_select(paths)}) ORDER BY run_id, timestamp, event_id"
         row = con.execute(
             f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
-            "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
+            "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 65536)"
         ).fetchone()
         rows = int(row[0]) if row else 0
         if rows != sum(f.rows for f in small):
@@ -826,7 +828,7 @@ def _retire_events(
     )
     row = con.execute(
         f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
-        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
+        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 65536)"
     ).fetchone()
     made = _publish_staged(ledger_dir, staging, int(row[0]) if row else 0)
     gone = {f.path for f in touched}

@@ -304,7 +304,7 @@ def _write_remote(
     staging = tmp / "staging"
     row = con.execute(
         f"COPY ({query}) TO {_sql_str(str(staging))} (FORMAT parquet, COMPRESSION zstd, "
-        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 122880)"
+        "PARTITION_BY (date), FILENAME_PATTERN 'part-{uuid}', ROW_GROUP_SIZE 65536)"
     ).fetchone()
     rows = int(row[0]) if row else 0
     made: list[DataFile] = []
