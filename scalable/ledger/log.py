@@ -698,7 +698,12 @@ class Ledger:
     ) -> CompactionResult:
         """Compact the streams into the Parquet dataset under ``ledger_dir/events/``.
 
-        See :func:`scalable.ledger.compact.compact` for the arguments and guarantees.
+        See :func:`scalable.ledger.compact.compact` for the arguments and guarantees. With
+        ``SCALABLE_RUNS_DIR_REMOTE`` set, the local streams are synced and the remote ledger
+        is compacted instead (:func:`scalable.ledger.remote.compact_remote`).
+
+        Raises:
+            ConfigError: retention or stream retirement was asked of a remote ledger.
         """
         from scalable.ledger.compact import compact
 

@@ -315,3 +315,27 @@ def test_sigkill_at_any_point_then_rerun_gives_the_same_views(
     assert _snapshot(crashed) == expected[retire]
     ids = [e for e in expected[retire] if e[0] != "tombstone"]
     assert len(ids) == len({e[0] for e in ids})
+
+
+def test_sigkill_at_random_instants_then_rerun_gives_the_same_views(tmp_path: Path) -> None:
+    """Compactions killed from outside at arbitrary instants, then one run to the end, equal an uninterrupted run."""
+    import random
+    import time
+
+    seed = tmp_path / "seed"
+    generate(seed / "runs", 20 * 300, runs=20, days=4)
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    shutil.copytree(seed, reference)
+    shutil.copytree(seed, crashed)
+    _compact_in_process(reference, "")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCALABLE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    delays = random.Random(7)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", _COMPACT, str(crashed / "runs"), str(crashed / "ledger"), ""],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delays.uniform(0.2, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    _compact_in_process(crashed, "")
+    assert _snapshot(crashed) == _snapshot(reference)
