@@ -285,17 +285,19 @@ def uncompacted_streams(
 
 
 def _list_streams(runs_dir: Path) -> Iterator[tuple[str, Path, int]]:
+    """Yield ``(run_id, stream path, size)`` of every stream, by run id."""
     try:
-        entries = sorted(os.scandir(runs_dir), key=lambda e: e.name)
+        names = sorted(os.listdir(runs_dir))
     except FileNotFoundError:
         return
-    for entry in entries:
-        path = Path(entry.path) / STREAM_NAME
+    base = str(runs_dir)
+    for name in names:
+        path = os.path.join(base, name, STREAM_NAME)
         try:
-            size = path.stat().st_size
+            size = os.stat(path).st_size
         except (FileNotFoundError, NotADirectoryError):
             continue
-        yield entry.name, path, size
+        yield name, Path(path), size
 
 
 # --- compaction ----------------------------------------------------------------------------

@@ -133,6 +133,8 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     runs_dir = os.path.realpath(ledger.runs_dir)
     ledger_dir = os.path.realpath(ledger.ledger_dir)
     con = duckdb.connect(":memory:", config={"threads": os.cpu_count() or 1})
+    # Every view binds the same Parquet footers; read each once per connection.
+    con.execute("SET parquet_metadata_cache=true")
     allowed_dirs = [runs_dir.rstrip("/") + "/", ledger_dir.rstrip("/") + "/"]
     if ledger.settings.runs_dir_remote:
         from scalable.ledger.compact import _list_streams
