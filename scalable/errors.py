@@ -9,8 +9,12 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactNotFoundError",
+    "CacheArgumentError",
     "CacheError",
+    "CacheInputNotFoundError",
     "CachePayloadError",
+    "CacheRemoteError",
+    "CacheSignatureError",
     "CompactionConflictError",
     "ConfigError",
     "EventValidationError",
@@ -18,7 +22,9 @@ __all__ = [
     "InvalidKeyError",
     "LedgerError",
     "LedgerNotFoundError",
+    "LedgerWriteError",
     "ManifestError",
+    "ManifestNotFoundError",
     "MissingDependencyError",
     "NodeNotFoundError",
     "QueryError",
@@ -27,6 +33,7 @@ __all__ = [
     "ScalableError",
     "SessionError",
     "StoreError",
+    "StoreUnreachableError",
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
@@ -51,6 +58,10 @@ class ManifestError(ConfigError):
     """The manifest file is missing, unparsable or breaks schema v1."""
 
 
+class ManifestNotFoundError(ManifestError, FileNotFoundError):
+    """The manifest file does not exist."""
+
+
 class MissingDependencyError(ScalableError, ImportError):
     """An optional package is needed for this feature; the message says what to install."""
 
@@ -61,6 +72,10 @@ class LedgerError(ScalableError):
 
 class LedgerNotFoundError(LedgerError, FileNotFoundError):
     """A ledger or runs directory given explicitly does not exist."""
+
+
+class LedgerWriteError(LedgerError, PermissionError):
+    """The runs directory cannot be created or written, so no event could be recorded."""
 
 
 class RunNotFoundError(LedgerError, LookupError):
@@ -89,6 +104,10 @@ class CompactionConflictError(LedgerError, RuntimeError):
 
 class StoreError(ScalableError):
     """Something about an artifact store went wrong."""
+
+
+class StoreUnreachableError(StoreError, ConnectionError):
+    """A store (a session's default storage) cannot be reached or written: missing bucket, no access."""
 
 
 class InvalidKeyError(StoreError, ValueError):
@@ -123,6 +142,22 @@ class CacheError(ScalableError):
 
 class CachePayloadError(CacheError, ValueError):
     """A cache payload failed its digest or signature check, or cannot be serialized."""
+
+
+class CacheSignatureError(CachePayloadError):
+    """A cache payload is unsigned or badly signed while ``SCALABLE_CACHE_HMAC_KEY`` is set."""
+
+
+class CacheRemoteError(CacheError, ConnectionError):
+    """The remote cache tier could not be reached for an operation that needs it (``clear --remote``)."""
+
+
+class CacheArgumentError(CacheError, ValueError):
+    """``@cacheable`` was given a type or argument name it cannot use, or an unhashable value."""
+
+
+class CacheInputNotFoundError(CacheError, FileNotFoundError):
+    """A ``FileType``/``DirType`` argument names a path that does not exist."""
 
 
 class SessionError(ScalableError, RuntimeError):

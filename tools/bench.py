@@ -24,7 +24,10 @@ Targets = list[dict[str, Any]]
 #: bench name -> module under tools/ exposing ``run(quick: bool) -> (figures, targets)``
 BENCHES: dict[str, str] = {
     "append": "bench_append",
+    "cache": "bench_cache",
+    "put": "bench_put",
     "scale": "bench_scale",
+    "session": "bench_session",
 }
 
 

@@ -49,10 +49,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register() -> None:
     from scalable.cli import provenance  # registers its commands on the ledger group
     from scalable.cli.artifacts import artifacts
+    from scalable.cli.cache import cache
     from scalable.cli.ledger import ledger
+    from scalable.cli.manifest import manifest
 
     cli.add_command(artifacts)
+    cli.add_command(cache)
     cli.add_command(ledger)
+    cli.add_command(manifest)
     del provenance
 
 

@@ -13,24 +13,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import click
 
-from scalable.cli.output import format_option as _untyped_format_option
-from scalable.cli.output import render_rows
+from scalable.cli.output import format_option, render_rows
 from scalable.errors import ConfigError
 from scalable.stores import BaseArtifactStore, build_artifact_store
 
 __all__ = ["artifacts"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def format_option() -> Callable[[_F], _F]:
-    """The shared ``--format`` option, typed for mypy."""
-    return cast(Callable[[_F], _F], _untyped_format_option())
-
 
 #: Files at least this large (or any directory) get a progress bar on stderr.
 _BAR_THRESHOLD = 32 * 1024 * 1024

@@ -150,13 +150,22 @@ def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, o
 @click.argument("run_id", metavar="RUN")
 @click.option("--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key.")
 @click.option("--until", help="Replay only events at or before this ISO-8601 time.")
+@click.option("--warm-cache", is_flag=True, help="Fill the local cache from the remote tier with every entry the run wrote.")
 @click.option("--print", "print_timeline", is_flag=True, help="Print the run's timeline.")
 @click.pass_context
-def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None, print_timeline: bool) -> None:
-    """Replay RUN's events in order: restore its artifacts (verified), print its timeline."""
-    from scalable.ledger.replay import Timeline
+def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None, warm_cache: bool, print_timeline: bool) -> None:
+    """Replay RUN's events in order: restore its artifacts (verified), warm the cache, print its timeline."""
+    from scalable.cache import Cache, WarmCache
+    from scalable.ledger.replay import Handler, Timeline
 
-    handlers = [Timeline(sys.stdout)] if print_timeline or not into else []
-    result = open_ledger(ctx).replay(run_id, into=into, until=until, handlers=handlers)
+    led = open_ledger(ctx)
+    handlers: list[Handler] = [Timeline(sys.stdout)] if print_timeline or not (into or warm_cache) else []
+    warmer = WarmCache(Cache.from_settings(led.settings)) if warm_cache else None
+    if warmer is not None:
+        handlers.append(warmer)
+    result = led.replay(run_id, into=into, until=until, handlers=handlers)
     if into:
         click.echo(f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)")
+    if warmer is not None:
+        click.echo(f"warmed {len(warmer.warmed)} cache entr{'y' if len(warmer.warmed) == 1 else 'ies'} "
+                   f"({len(warmer.already)} already local, {len(warmer.missing)} not on the remote)")

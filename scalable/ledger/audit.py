@@ -111,42 +111,31 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
     seal: dict[str, Any] | None = None
     seal_line = 0
     sealed_positions: dict[str, tuple[int, str, int]] = {}
+    events = 0
+    sha256 = hashlib.sha256
     for number, raw, record in reader.lines():
-        report.events += 1
-        where = f"{path}:{number}"
+        events += 1
         writer = record["writer"]
         seq = record["seq"]
-        digest = hashlib.sha256(raw).hexdigest()
-        if record["run_id"] != run_id:
-            problems.append(Problem(run_id, where, "foreign-event", "event of another run in this stream",
-                                    expected=run_id, found=record["run_id"]))
+        digest = sha256(raw).hexdigest()
         event_id = record["event_id"]
-        if event_id in seen_ids:
-            problems.append(Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}"))
-        else:
-            seen_ids[event_id] = number
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
-        if seq != want_seq:
-            problems.append(Problem(run_id, where, "seq-gap" if seq > want_seq else "seq-order",
-                                    f"writer {writer} sequence broken", expected=str(want_seq), found=str(seq)))
-        elif record["prev"] != want_prev:
-            problems.append(Problem(run_id, where, "chain-broken",
-                                    f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
-                                    expected=want_prev, found=record["prev"]))
         last[writer] = (seq, digest, number)
-        if seal is not None:
-            problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
-        if record["event_type"] == "run" and record["op"] == "finished" and seal is None:
+        if (record["run_id"] != run_id or event_id in seen_ids or seq != want_seq or record["prev"] != want_prev
+                or seal is not None):
+            _line_problems(run_id, f"{path}:{number}", record, seen_ids, want_seq, want_prev, seal_line, seal is not None,
+                           problems)
+        seen_ids.setdefault(event_id, number)
+        if seal is None and record["op"] == "finished" and record["event_type"] == "run":
             attrs = json.loads(record.get("attrs") or "{}")
             seal = attrs.get("seal") or {}
             seal_line = number
-            sealed_positions = {w: v for w, v in last.items() if w != writer or v[2] != number}
+            sealed_positions = {w: v for w, v in last.items() if w != writer}
             # The sealing writer's own chain up to its previous line is what it sealed.
             if prior is not None:
                 sealed_positions[writer] = prior
-            elif writer in sealed_positions:
-                del sealed_positions[writer]
+    report.events = events
     for problem in reader.problems:
         problems.append(Problem(run_id, f"{problem.path}:{problem.line}", "malformed-line", problem.reason))
     if reader.incomplete_tail and seal is not None:
@@ -155,6 +144,35 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
         _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
     _check_summary(run_id, path, seal is not None, problems)
     return report
+
+
+def _line_problems(
+    run_id: str,
+    where: str,
+    record: dict[str, Any],
+    seen_ids: dict[str, int],
+    want_seq: int,
+    want_prev: str,
+    seal_line: int,
+    sealed: bool,
+    problems: list[Problem],
+) -> None:
+    """Name what is wrong with one line (the fast path only found that something is)."""
+    writer, seq, event_id = record["writer"], record["seq"], record["event_id"]
+    if record["run_id"] != run_id:
+        problems.append(Problem(run_id, where, "foreign-event", "event of another run in this stream",
+                                expected=run_id, found=record["run_id"]))
+    if event_id in seen_ids:
+        problems.append(Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}"))
+    if seq != want_seq:
+        problems.append(Problem(run_id, where, "seq-gap" if seq > want_seq else "seq-order",
+                                f"writer {writer} sequence broken", expected=str(want_seq), found=str(seq)))
+    elif record["prev"] != want_prev:
+        problems.append(Problem(run_id, where, "chain-broken",
+                                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
+                                expected=want_prev, found=record["prev"]))
+    if sealed:
+        problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
 
 
 def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:

@@ -11,20 +11,26 @@ import atexit
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from scalable.ledger.log import Ledger, Subscriber, subscribe_all
 
-__all__ = ["activate", "active", "publish", "publish_many", "reset_default", "subscribe"]
+__all__ = ["activate", "active", "publish", "publish_async", "publish_many", "reset_default", "subscribe"]
 
 _lock = threading.RLock()
 _stack: list[Ledger] = []
 _default: Ledger | None = None
+# A context-local override of the process-wide stack (tasks of a worker running in parallel).
+_scoped: ContextVar[Ledger | None] = ContextVar("scalable_scoped_ledger", default=None)
 
 
 def active() -> Ledger:
     """Return the ledger events are published to (the session's, else the default one)."""
     global _default
+    scoped = _scoped.get()
+    if scoped is not None:
+        return scoped
     if _stack:
         return _stack[-1]
     with _lock:
@@ -36,8 +42,21 @@ def active() -> Ledger:
 
 
 @contextmanager
-def activate(ledger: Ledger) -> Iterator[Ledger]:
-    """Make ``ledger`` the active one inside the block (sessions use this)."""
+def activate(ledger: Ledger, *, scoped: bool = False) -> Iterator[Ledger]:
+    """Make ``ledger`` the active one inside the block (sessions use this).
+
+    Args:
+        ledger: the ledger events are published to inside the block.
+        scoped: only for the current thread/context (a task on a worker that runs several
+            tasks at once), instead of for the whole process.
+    """
+    if scoped:
+        token = _scoped.set(ledger)
+        try:
+            yield ledger
+        finally:
+            _scoped.reset(token)
+        return
     with _lock:
         _stack.append(ledger)
     try:
@@ -57,6 +76,13 @@ def publish(event: Mapping[str, Any]) -> dict[str, Any] | None:
     if not ledger.settings.telemetry:
         return None
     return ledger.append(event)
+
+
+def publish_async(event: Mapping[str, Any]) -> None:
+    """Queue ``event`` on the active ledger, written soon in a batch (see ``Ledger.append_async``)."""
+    ledger = active()
+    if ledger.settings.telemetry:
+        ledger.append_async(event)
 
 
 def publish_many(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

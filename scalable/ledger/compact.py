@@ -61,7 +61,7 @@ from scalable.ledger.events import (
     normalize_timestamp,
     now,
 )
-from scalable.ledger.log import STREAM_NAME
+from scalable.ledger.log import STREAM_NAME, flush_all
 from scalable.logs import get_logger
 
 if TYPE_CHECKING:
@@ -373,6 +373,7 @@ def compact(
         LedgerError: the newest manifest is not valid.
     """
     cutoff = normalize_timestamp(retire_before) if retire_before else None
+    flush_all()  # events this process queued are part of what is compacted
     ledger_dir = Path(ledger.ledger_dir)
     (ledger_dir / MANIFEST_DIR).mkdir(parents=True, exist_ok=True)
     with _lock(ledger_dir / MANIFEST_DIR / ".lock"):
@@ -820,6 +821,7 @@ def _retire_events(
                       "last_timestamp": last_ts, "writers": by_run.get(run_id, {})},
         })
         tombstones += 1
+    ledger.flush()
     ledger.sync()
     _crash_point("after_tombstones")
     # Rewrite the touched files without the retired events; whole old partitions just go.

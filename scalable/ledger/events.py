@@ -285,7 +285,7 @@ def _check_value(name: str, value: Any) -> Any:
                 raise EventValidationError(f"event column 'attrs' is not JSON-serializable: {exc}") from None
         if type(value) is str:
             try:
-                parsed = json.loads(value)
+                parsed = orjson.loads(value)
             except ValueError:
                 raise _bad(name, value, "a JSON object") from None
             if not isinstance(parsed, dict):
@@ -353,8 +353,8 @@ def validate_event(
 
 
 def _dumps_sorted(value: Mapping[str, Any]) -> str:
-    """Canonical JSON text of a mapping (sorted keys, compact); NaN and infinities refused."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
+    """Canonical JSON text of a mapping: sorted keys, compact (NaN and infinities become null)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
@@ -375,23 +375,27 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
     data = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("line is not a JSON object")
-    extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
-    if extra:
+    if not _COLUMN_SET.issuperset(data):
+        extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
         attrs = json.loads(data["attrs"]) if data.get("attrs") else {}
         attrs.update(extra)
         data["attrs"] = _dumps_sorted(attrs)
-    data.setdefault("schema_version", SCHEMA_VERSION)
-    missing = [c for c in _REQUIRED if c not in data]
-    if missing:
-        raise ValueError(f"missing column(s) {', '.join(missing)}")
-    for name in _REQUIRED:
-        if type(data[name]) is not (int if name == "seq" else str):
-            raise ValueError(f"column {name!r} has the wrong type ({type(data[name]).__name__})")
+    if "schema_version" not in data:
+        data["schema_version"] = SCHEMA_VERSION
+    if not _REQUIRED_SET.issubset(data):
+        raise ValueError(f"missing column(s) {', '.join(c for c in _REQUIRED if c not in data)}")
+    if type(data["seq"]) is not int or {type(data[c]) for c in _REQUIRED_STR} != _STR_ONLY:
+        for name in _REQUIRED:
+            if type(data[name]) is not (int if name == "seq" else str):
+                raise ValueError(f"column {name!r} has the wrong type ({type(data[name]).__name__})")
     return data
 
 
 _COLUMN_SET: Final = frozenset(COLUMN_NAMES)
 _REQUIRED: Final = tuple(c.name for c in COLUMNS if not c.nullable and c.name != "schema_version")
+_REQUIRED_SET: Final = frozenset(_REQUIRED)
+_REQUIRED_STR: Final = tuple(c for c in _REQUIRED if c != "seq")
+_STR_ONLY: Final = {str}
 
 
 # --- Arrow and DuckDB ------------------------------------------------------------------------

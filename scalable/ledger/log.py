@@ -46,6 +46,7 @@ from scalable.ledger.events import (
     GENESIS,
     SCHEMA_VERSION,
     decode_line,
+    encode_line,
     format_timestamp,
     new_event_ids,
     new_writer_id,
@@ -69,6 +70,7 @@ __all__ = [
     "Ledger",
     "LineProblem",
     "StreamReader",
+    "flush_all",
     "read_stream",
     "seal_digest",
     "subscribe_all",
@@ -76,6 +78,9 @@ __all__ = [
 
 STREAM_NAME = "artifacts.jsonl"
 RUN_SUMMARY = "run.json"
+#: append_async: the longest an event waits, and how many may wait, before they are written.
+FLUSH_INTERVAL_S = 0.1
+PENDING_LIMIT = 4096
 _log = get_logger("scalable.ledger")
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -189,6 +194,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def flush_all() -> None:
+    """Write the pending events of every ledger in this process (reads call this first)."""
+    for ledger in list(_ledgers):
+        if ledger._pending:
+            ledger.flush()
+
+
 class Ledger:
     """The event ledger: per-run JSON-lines streams plus, later, their compacted Parquet.
 
@@ -207,7 +219,11 @@ class Ledger:
         self._writer = new_writer_id()
         self._implicit_started: set[str] = set()
         self._syncer: threading.Thread | None = None
+        self._pending: list[tuple[str, str, dict[str, Any]]] = []
+        self._pending_lock = threading.Lock()
         self._closed = False
+        #: Run of events that name none and are raised outside any bound run (a session's run).
+        self.default_run_id: str | None = None
         _ledgers.add(self)
 
     # --- opening -------------------------------------------------------------------------
@@ -260,6 +276,7 @@ class Ledger:
 
     def run_ids(self) -> list[str]:
         """Return the ids of every run with a stream here, sorted."""
+        flush_all()
         if not self.runs_dir.is_dir():
             return []
         return sorted(p.parent.name for p in self.runs_dir.glob(f"*/{STREAM_NAME}"))
@@ -318,9 +335,107 @@ class Ledger:
             self._notify(records)
         return records
 
+    def current_run(self) -> str:
+        """The run an event that names none would go to now (the bound run, else implicit)."""
+        return context.current_run_id.get() or self.default_run_id or context.implicit_run_id()
+
+    def append_async(self, event: Mapping[str, Any]) -> None:
+        """Validate an event now and write it soon, batched with others (group commit).
+
+        The event keeps the id and timestamp of this call. It is written within
+        ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting, and by :meth:`flush`,
+        which every read of this ledger, :meth:`finish_run` and :meth:`close` call first (and
+        the interpreter's exit). Unlike :meth:`append`, returning does not mean written: a
+        killed process loses what was still pending. For frequent, low-stakes events (cache
+        hits and misses) on hot paths.
+
+        Raises:
+            EventValidationError: the mapping has an unknown column or a bad value.
+        """
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
+                               context.current_component.get())
+        ns = time.time_ns()
+        stamp = (new_event_ids(1, ns // 1_000_000)[0], format_timestamp(ns), clean)
+        with self._pending_lock:
+            self._pending.append(stamp)
+            full = len(self._pending) >= PENDING_LIMIT
+        if full:
+            self.flush()
+        else:
+            self._ensure_syncer()
+
+    def flush(self) -> None:
+        """Write every event queued by :meth:`append_async` (one batch per run)."""
+        if not self._pending:
+            return
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        for item in pending:
+            by_run.setdefault(item[2]["run_id"], []).append(item)
+        records: list[dict[str, Any]] = []
+        for run_id, items in by_run.items():
+            records += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
+        if self._subscribers or _global_subscribers:
+            self._notify(records)
+    def append_records(self, run_id: str, records: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append complete events written elsewhere (a remote worker) as they are, in one write.
+
+        Each record keeps its own ``event_id``, ``timestamp``, ``writer``, ``seq`` and ``prev``,
+        so the foreign writer's chain stays verifiable. A record is either its raw JSON line
+        (bytes, without or with its newline) or a mapping that was decoded from one in order.
+
+        Raises:
+            EventValidationError: a record does not decode, belongs to another run, is this
+                ledger's own writer, or breaks its writer's chain inside the batch.
+        """
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        lines: list[bytes] = []
+        decoded: list[dict[str, Any]] = []
+        heads: dict[str, tuple[int, str]] = {}
+        for index, item in enumerate(records):
+            raw = item.rstrip(b"\n") if isinstance(item, bytes) else encode_line(item).rstrip(b"\n")
+            try:
+                record = decode_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise EventValidationError(f"record #{index} of run {run_id!r} does not decode: {exc}") from None
+            if b"\n" in raw:
+                raise EventValidationError(f"record #{index} of run {run_id!r} spans several lines")
+            if record["run_id"] != run_id:
+                raise EventValidationError(f"record #{index} belongs to run {record['run_id']!r}, not {run_id!r}")
+            writer = record["writer"]
+            if writer == self._writer:
+                raise EventValidationError(f"record #{index} claims this ledger's own writer {writer!r}")
+            head = heads.get(writer)
+            if head is not None and (record["seq"] != head[0] + 1 or record["prev"] != head[1]):
+                raise EventValidationError(
+                    f"record #{index} breaks the chain of writer {writer!r} (seq {record['seq']} after {head[0]})"
+                )
+            heads[writer] = (record["seq"], hashlib.sha256(raw).hexdigest())
+            lines.append(raw)
+            decoded.append(record)
+        if not lines:
+            return []
+        stream = self._stream(run_id)
+        with stream.lock:
+            fd = stream.fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._commit(stream, b"\n".join(lines) + b"\n")
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        if self._subscribers or _global_subscribers:
+            self._notify(decoded)
+        return decoded
+
     def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
         """Validate an event, filling run, task and component from the context."""
         implicit = None
+        if run is None:
+            run = self.default_run_id
         if run is None:
             run = implicit = context.implicit_run_id()
         clean = validate_event(event, run_id=run, task_name=task, component=component)
@@ -347,6 +462,7 @@ class Ledger:
         run_id: str,
         batch: Sequence[dict[str, Any]],
         *,
+        stamps: Sequence[tuple[str, str]] | None = None,
         before_write: Callable[[_Stream, Sequence[dict[str, Any]]], None] | None = None,
     ) -> list[dict[str, Any]]:
         stream = self._stream(run_id)
@@ -359,14 +475,14 @@ class Ledger:
                     before_write(stream, batch)
                 seq = stream.seq
                 prev = stream.prev
-                ns = time.time_ns()
-                ts = format_timestamp(ns)
-                ids = new_event_ids(len(batch), ns // 1_000_000)
+                if stamps is None:
+                    ns = time.time_ns()
+                    stamps = [(i, format_timestamp(ns)) for i in new_event_ids(len(batch), ns // 1_000_000)]
                 parts: list[bytes] = []
                 records: list[dict[str, Any]] = []
                 dumps = orjson.dumps
                 sha256 = hashlib.sha256
-                for clean, event_id in zip(batch, ids, strict=True):
+                for clean, (event_id, ts) in zip(batch, stamps, strict=True):
                     # Canonical column order, so a line re-encodes byte for byte from its
                     # columns (audits of compacted data rebuild the chain hashes from rows).
                     # Keys in LINE_ORDER (``clean`` is in schema order), so a line re-encodes
@@ -421,6 +537,8 @@ class Ledger:
         Returns:
             The ``run/finished`` record as written.
         """
+        self.flush()
+
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
             heads, counts = _stream_heads(stream.path)
             seal: dict[str, Any] = {"heads": heads}
@@ -441,11 +559,11 @@ class Ledger:
             self._notify(records)
         return records[0]
 
-    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> None:
+    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> Path:
         """Write ``run.json`` beside the stream: status, seal and the sealed stream length.
 
-        It is derived state (rebuildable from the stream) that lets an audit notice a stream
-        cut short, seal and all.
+        It is derived state (rebuildable from the stream with :meth:`rebuild_summaries`) that
+        lets an audit notice a stream cut short, seal and all.
         """
         attrs = json.loads(finished["attrs"])
         summary = {"run_id": run_id, "status": attrs.get("status"), "finished_at": finished["timestamp"],
@@ -454,14 +572,36 @@ class Ledger:
         tmp = path.with_name(f".{RUN_SUMMARY}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
+        return path
+
+    def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
+        """Rewrite every sealed run's ``run.json`` from its stream alone; return the files written.
+
+        The result equals what sealing wrote: the summary is derived from the ``run/finished``
+        event and the stream's length up to it.
+        """
+        written = []
+        for run_id in run_ids if run_ids is not None else self.run_ids():
+            offset = 0
+            for raw in self.stream_path(run_id).read_bytes().split(b"\n")[:-1]:
+                offset += len(raw) + 1
+                try:
+                    record = decode_line(raw)
+                except ValueError:
+                    continue
+                if record["event_type"] == "run" and record["op"] == "finished":
+                    written.append(self._write_summary(run_id, record, offset))
+                    break
+        return written
 
     # --- durability ----------------------------------------------------------------------
 
     def _ensure_syncer(self) -> None:
-        if self._syncer is not None and self._syncer.is_alive():
+        # The thread lives as long as the ledger is open; fork clears it (_reset_after_fork).
+        if self._syncer is not None:
             return
         with self._state_lock:
-            if self._syncer is not None and self._syncer.is_alive():
+            if self._syncer is not None:
                 return
             ref = weakref.ref(self)
             thread = threading.Thread(target=_sync_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True)
@@ -481,6 +621,7 @@ class Ledger:
         """Finish the implicit run if one was started, fsync and close every stream."""
         if self._closed:
             return
+        self.flush()
         for run_id in list(self._implicit_started):
             try:
                 self.finish_run(run_id, "completed")
@@ -506,6 +647,8 @@ class Ledger:
         self._streams = {}
         self._implicit_started = set()
         self._syncer = None
+        self._pending = []  # the parent writes its own pending events
+        self._pending_lock = threading.Lock()
 
     def __enter__(self) -> Ledger:
         return self
@@ -554,6 +697,7 @@ class Ledger:
 
     def read_run(self, run_id: str) -> StreamReader:
         """Return a reader of the run's stream (records in file order, problems collected)."""
+        flush_all()
         return read_stream(self.stream_path(run_id))
 
     def audit_structure(self, run_id: str | None = None) -> AuditReport:
@@ -600,6 +744,7 @@ class Ledger:
         from scalable.ledger.audit import audit_content, latest_artifacts
         from scalable.ledger.views import connect
 
+        flush_all()
         report = self.audit_structure(run_id)
         if content:
             con = connect(self)
@@ -658,6 +803,7 @@ class Ledger:
             raise ConfigError(f"direction {direction!r} is not one of up, down, both")
         if depth is not None and depth < 1:
             raise ConfigError(f"depth {depth} must be at least 1")
+        flush_all()
         con = connect(self, as_of=as_of)
         try:
             graph = lineage_graph(con, node, direction=direction, depth=depth)
@@ -686,6 +832,7 @@ class Ledger:
         """
         from scalable.ledger.views import run_query
 
+        flush_all()
         return run_query(self, sql, as_of=as_of)
 
     def compact(
@@ -764,10 +911,17 @@ def _write_all(fd: int, payload: bytes) -> None:
 
 
 def _sync_loop(ref: weakref.ref[Ledger]) -> None:
+    last_sync = time.monotonic()
     while True:
-        time.sleep(1.0)
+        time.sleep(FLUSH_INTERVAL_S)
         ledger = ref()
         if ledger is None or ledger._closed:
             return
-        ledger.sync()
+        try:
+            ledger.flush()
+            if time.monotonic() - last_sync >= 1.0:
+                ledger.sync()
+                last_sync = time.monotonic()
+        except Exception as exc:  # a background flush must never kill the process
+            _log.error("ledger.background_flush_failed", error=repr(exc))
         del ledger

@@ -52,6 +52,7 @@ from scalable.ledger.compact import (
     parquet_select,
 )
 from scalable.ledger.events import duckdb_columns, now
+from scalable.ledger.log import flush_all
 from scalable.logs import get_logger
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ def sync(ledger: Ledger, remote: RemoteLedger) -> SyncResult:
     Idempotent: a stream is marked synced only after its segment was uploaded, and a segment
     shipped again after a crash has the same name and bytes.
     """
+    flush_all()  # events this process queued are shipped too
     runs_dir = Path(ledger.runs_dir)
     mid = machine_id(runs_dir)
     segments = 0

@@ -22,7 +22,7 @@ from scalable.ledger.events import normalize_timestamp
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
-__all__ = ["ReplayResult", "RestoreArtifacts", "Timeline", "replay", "run_events"]
+__all__ = ["Handler", "ReplayResult", "RestoreArtifacts", "Timeline", "replay", "run_events"]
 
 Handler = Callable[[Mapping[str, Any]], None]
 

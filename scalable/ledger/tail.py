@@ -9,7 +9,7 @@ from typing import Any
 
 from scalable.errors import RunNotFoundError
 from scalable.ledger.events import decode_line
-from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
+from scalable.ledger.log import STREAM_NAME, Ledger, flush_all, read_stream
 from scalable.logs import get_logger
 
 __all__ = ["follow_events", "tail_events"]
@@ -36,6 +36,7 @@ def tail_events(ledger: Ledger, run_id: str | None = None, lines: int = 10) -> l
     Raises:
         RunNotFoundError: ``run_id`` has no stream.
     """
+    flush_all()
     records: list[dict[str, Any]] = []
     for path in _streams(ledger, run_id):
         reader = read_stream(path)

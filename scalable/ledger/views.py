@@ -23,6 +23,7 @@ from scalable.errors import QueryError, ReadOnlyQueryError
 from scalable.ledger.compact import jsonl_select, parquet_select, read_manifest, uncompacted_streams
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
 from scalable.ledger.lineage import create_lineage_views
+from scalable.ledger.log import flush_all
 
 if TYPE_CHECKING:
     import duckdb
@@ -129,6 +130,7 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     """
     import duckdb
 
+    flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     runs_dir = os.path.realpath(ledger.runs_dir)
     ledger_dir = os.path.realpath(ledger.ledger_dir)

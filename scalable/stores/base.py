@@ -38,7 +38,6 @@ from scalable.errors import (
     UnsafeArtifactError,
 )
 from scalable.ledger import bus
-from scalable.logs import get_logger
 from scalable.stores._digest import tree_digest, walk_tree
 
 __all__ = [
@@ -55,8 +54,6 @@ __all__ = [
 META_PREFIX: Final = ".scalable-meta"
 #: Read size of the copy loop; above one chunk, hashing and writing overlap on two threads.
 CHUNK: Final = 4 * 1024 * 1024
-
-_log = get_logger("scalable.stores")
 
 
 class ArtifactKind(StrEnum):
@@ -260,19 +257,20 @@ class BaseArtifactStore(ABC):
         """
         key = validate_key(remote_key)
         src = Path(os.fspath(local_path)).expanduser()
-        try:
-            st = src.stat()
-        except FileNotFoundError:
-            raise ArtifactNotFoundError(f"cannot put {str(src)!r}: no such file or directory") from None
-        except PermissionError:
-            raise UnreadableArtifactError(f"cannot put {str(src)!r}: permission denied; check its permissions") from None
-        if stat.S_ISDIR(st.st_mode):
-            actual = ArtifactKind.DIR
-        elif stat.S_ISREG(st.st_mode):
+        fd, st = _open_source(src)
+        if stat.S_ISREG(st.st_mode):
             actual = ArtifactKind.FILE
         else:
-            raise UnsafeArtifactError(f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)")
-        label = self._check_kind(kind, actual, src)
+            os.close(fd)
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeArtifactError(f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)")
+            actual = ArtifactKind.DIR
+        try:
+            label = self._check_kind(kind, actual, src)
+        except BaseException:
+            if actual is ArtifactKind.FILE:
+                os.close(fd)
+            raise
         if actual is ArtifactKind.DIR:
             files = walk_tree(src)
             digests: dict[str, str] = {}
@@ -290,7 +288,7 @@ class BaseArtifactStore(ABC):
             ref = self._ref(key, ArtifactKind.DIR, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
-            digest, total = self._put_local_file(src, key, progress, ArtifactKind.FILE)
+            digest, total = self._put_fd(fd, st.st_size, src, key=key, progress=progress, record_kind=ArtifactKind.FILE)
             ref = self._ref(key, ArtifactKind.FILE, digest=digest, size=total, label=label, files=None)
             attrs = {}
         if record:
@@ -497,19 +495,30 @@ class BaseArtifactStore(ABC):
     def _put_local_file(
         self, path: Path, key: str, progress: Callable[[int], None] | None, record_kind: ArtifactKind | None
     ) -> tuple[str, int]:
-        """Copy one local file to ``key``, hashing as it goes; return (digest, size).
+        """Copy one local file to ``key``, hashing as it goes; return (digest, size)."""
+        fd, st = _open_source(path)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise UnsafeArtifactError(f"cannot put {str(path)!r}: not a regular file (a fifo, socket or device)")
+        return self._put_fd(fd, st.st_size, path, key=key, progress=progress, record_kind=record_kind)
+
+    def _put_fd(
+        self,
+        fd: int,
+        size_hint: int,
+        path: Path,
+        *,
+        key: str,
+        progress: Callable[[int], None] | None,
+        record_kind: ArtifactKind | None,
+    ) -> tuple[str, int]:
+        """Copy the open file ``fd`` to ``key``, hashing as it goes, and close it.
 
         With ``record_kind``, the digest record of ``key`` is written too (files of a
         directory are recorded once, in the directory's record).
         """
+        fh = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - closed in the finally below
         try:
-            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in the finally below
-        except FileNotFoundError:
-            raise ArtifactNotFoundError(f"cannot put {str(path)!r}: no such file") from None
-        except PermissionError:
-            raise UnreadableArtifactError(f"cannot put {str(path)!r}: permission denied; check its permissions") from None
-        try:
-            size_hint = os.fstat(fh.fileno()).st_size
             upload = self._open_upload(key, size_hint)
             try:
                 digest, size = _copy_hashing(fh, upload, size_hint, progress)
@@ -631,7 +640,19 @@ class BaseArtifactStore(ABC):
         if attrs:
             event["attrs"] = attrs
         bus.publish(event)
-        _log.debug("artifact", op=op, location=event["location"], size_bytes=size)
+
+
+def _open_source(path: Path) -> tuple[int, os.stat_result]:
+    """Open a local source without blocking (a fifo must not hang the put); return (fd, stat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(f"cannot put {str(path)!r}: no such file or directory") from None
+    except PermissionError:
+        raise UnreadableArtifactError(f"cannot put {str(path)!r}: permission denied; check its permissions") from None
+    except OSError as exc:
+        raise StoreError(f"cannot put {str(path)!r}: {exc.strerror or exc}") from None
+    return fd, os.fstat(fd)
 
 
 def _copy_hashing(

@@ -29,8 +29,8 @@ def filesystem_class(scheme: str) -> Any:
         UnsupportedSchemeError: no fsspec backend knows ``scheme``.
         MissingDependencyError: the backend's package is not installed.
     """
-    import fsspec  # noqa: PLC0415 - fsspec loads only when a remote store is built
-    from fsspec.registry import known_implementations, registry  # noqa: PLC0415 - as above
+    import fsspec
+    from fsspec.registry import known_implementations, registry
 
     try:
         return fsspec.get_filesystem_class(scheme)

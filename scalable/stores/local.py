@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,22 +20,24 @@ _XATTR = "user.scalable.record"
 class _LocalUpload:
     """A temporary file beside the final one, renamed over it on commit."""
 
-    def __init__(self, final: Path, key: str) -> None:
+    def __init__(self, final: str, key: str) -> None:
+        # Plain strings, not pathlib: this runs once per stored file.
         self.final = final
         self.key = key
-        self.tmp = final.parent / f".{final.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        parent, _, name = final.rpartition("/")
+        self.tmp = f"{parent}/.{name}{_TMP_MARK}{os.urandom(6).hex()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             try:
                 self.fd: int | None = os.open(self.tmp, flags, 0o666)
             except FileNotFoundError:  # first file of its directory
-                final.parent.mkdir(parents=True, exist_ok=True)
+                os.makedirs(parent, exist_ok=True)
                 self.fd = os.open(self.tmp, flags, 0o666)
         except PermissionError:
-            raise UnreadableArtifactError(f"cannot write {str(final)!r}: permission denied") from None
+            raise UnreadableArtifactError(f"cannot write {final!r}: permission denied") from None
         except OSError as exc:
             raise StoreError(
-                f"cannot write key {key!r} at {str(final)!r}: {exc.strerror or exc} "
+                f"cannot write key {key!r} at {final!r}: {exc.strerror or exc} "
                 "(is a parent of the key a file?)"
             ) from None
 
@@ -63,9 +64,9 @@ class _LocalUpload:
         try:
             os.replace(self.tmp, self.final)
         except OSError as exc:
-            self.tmp.unlink(missing_ok=True)
+            self._unlink_tmp()
             raise StoreError(
-                f"cannot store key {self.key!r} at {str(self.final)!r}: {exc.strerror or exc} "
+                f"cannot store key {self.key!r} at {self.final!r}: {exc.strerror or exc} "
                 "(is a directory stored there? delete it first)"
             ) from None
 
@@ -73,7 +74,13 @@ class _LocalUpload:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        self.tmp.unlink(missing_ok=True)
+        self._unlink_tmp()
+
+    def _unlink_tmp(self) -> None:
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            return
 
 
 class LocalArtifactStore(BaseArtifactStore):
@@ -89,6 +96,7 @@ class LocalArtifactStore(BaseArtifactStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(os.fspath(root)).expanduser().resolve()
         self.base_uri = self.root.as_uri().rstrip("/") + "/"
+        self._root = str(self.root).rstrip("/")
 
     def uri_for(self, key: str) -> str:
         """Return the ``file://`` URI of ``key``."""
@@ -98,7 +106,7 @@ class LocalArtifactStore(BaseArtifactStore):
         return self.root.joinpath(*key.split("/"))
 
     def _open_upload(self, key: str, size_hint: int) -> _LocalUpload:
-        return _LocalUpload(self._path(key), key)
+        return _LocalUpload(f"{self._root}/{key}", key)
 
     def _open_read(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -111,7 +119,7 @@ class LocalArtifactStore(BaseArtifactStore):
 
     def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
         """Keep the digest record on the file itself (one syscall, atomic with the rename)."""
-        record = json.dumps({"kind": kind.value, "digest": digest, "size_bytes": size}, sort_keys=True).encode()
+        record = f'{{"digest": "{digest}", "kind": "{kind.value}", "size_bytes": {int(size)}}}'.encode()
         # The attribute is read before any sidecar record, so a sidecar an older put left
         # (on a filesystem without xattrs) never shadows it.
         if isinstance(upload, _LocalUpload) and upload.set_record(record):
@@ -121,7 +129,7 @@ class LocalArtifactStore(BaseArtifactStore):
 
     def _read_record(self, key: str) -> dict[str, Any] | None:
         try:
-            value = json.loads(os.getxattr(self._path(key), _XATTR))
+            value = json.loads(os.getxattr(f"{self._root}/{key}", _XATTR))
         except (OSError, ValueError):
             return super()._read_record(key)
         return value if isinstance(value, dict) else None

@@ -65,3 +65,40 @@ def test_verify_without_any_record_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match="no digest was recorded"):
         store.get("f", tmp_path / "out", verify=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_kind_that_contradicts_the_source_is_refused(tmp_path: Path) -> None:
+    """put with kind='dir' of a file (or kind='file' of a directory) raises StoreError; nothing is stored."""
+    from scalable.errors import StoreError
+
+    store = LocalArtifactStore(tmp_path / "root")
+    src = tmp_path / "f"
+    src.write_text("x")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(StoreError, match="it is a file"):
+        store.put(src, "k", kind="dir")
+    with pytest.raises(StoreError, match="it is a dir"):
+        store.put(tmp_path / "d", "k", kind="file")
+    assert store.list_artifacts() == []
+
+
+def test_put_bytes_of_non_bytes_is_refused(tmp_path: Path) -> None:
+    """put_bytes of a str raises StoreError naming the key and the type."""
+    from scalable.errors import StoreError
+
+    store = LocalArtifactStore(tmp_path / "root")
+    with pytest.raises(StoreError, match="'k' needs bytes, got str"):
+        store.put_bytes("text", "k")  # type: ignore[arg-type]
+    assert store.list_artifacts() == []
+
+
+def test_fifo_source_is_refused_without_blocking(tmp_path: Path) -> None:
+    """Putting a fifo itself raises UnsafeArtifactError at once instead of waiting for a writer."""
+    import os
+
+    from scalable.errors import UnsafeArtifactError
+
+    store = LocalArtifactStore(tmp_path / "root")
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(UnsafeArtifactError, match="pipe"):
+        store.put(tmp_path / "pipe", "k")

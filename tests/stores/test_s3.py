@@ -34,3 +34,21 @@ def test_missing_bucket_is_a_named_store_error(s3_server: str, tmp_path: Path) -
         store.put(src, "f")
     with pytest.raises(StoreError, match="no-such-bucket-here"):
         store.put_bytes(b"x", "g")
+
+
+def test_multipart_upload_commits_whole_object(s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """A streamed put of several multipart parts lands as one object with the right digest."""
+    import hashlib
+    import os
+
+    bucket, options = s3_bucket
+    store = build_artifact_store(f"s3://{bucket}/mp/", **options, default_block_size=5 * 1024 * 1024)
+    assert isinstance(store, FsspecArtifactStore)
+    store.stream_threshold = 1024 * 1024
+    data = os.urandom(13 * 1024 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    ref = store.put(src, "big.bin")
+    assert ref.digest == hashlib.sha256(data).hexdigest()
+    assert store.fs.info(f"{bucket}/mp/big.bin")["size"] == len(data)
+    assert store.get_bytes("big.bin", verify_digest=ref.digest) == data

@@ -1,0 +1,402 @@
+"""Cache tiers, composed: a local diskcache tier and an optional remote artifact-store tier.
+
+:class:`Cache` reads through (local, then remote; a remote hit fills the local tier) and
+writes through (both). Every entry is a sealed payload (:mod:`scalable.cache.payload`),
+checked before it is unpickled; an entry that fails its checks is a miss, and a bad signature
+is logged as a security event. The remote tier never fails a call: a remote that is down,
+slow or refusing is skipped for a while, with one warning per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scalable.cache.payload import Envelope, open_envelope
+from scalable.errors import (
+    ArtifactNotFoundError,
+    CachePayloadError,
+    CacheRemoteError,
+    CacheSignatureError,
+    ScalableError,
+)
+from scalable.ledger.bus import active
+from scalable.ledger.log import Ledger
+from scalable.logs import get_logger
+from scalable.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from scalable.stores import ArtifactStore
+
+__all__ = [
+    "REMOTE_RETRY_AFTER_S",
+    "S3_FAIL_FAST",
+    "Cache",
+    "CachedEntry",
+    "LocalTier",
+    "RemoteTier",
+    "default_cache",
+    "remote_key",
+    "using",
+]
+
+_log = get_logger("scalable.cache")
+_REMOTE_PREFIX = "v1"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Seconds a failed remote is left alone before it is tried again.
+REMOTE_RETRY_AFTER_S = 30.0
+_warned_remote_down = False
+_warn_lock = threading.Lock()
+
+
+def remote_key(function: str, key: str) -> str:
+    """Return the store key of an entry: ``v1/<function, made path-safe>/<key[:2]>/<key>``."""
+    return f"{_REMOTE_PREFIX}/{_safe_function(function)}/{key[:2]}/{key}"
+
+
+def _safe_function(function: str) -> str:
+    return _UNSAFE.sub("_", function).strip(".") or "_"
+
+
+#: S3 options a cache remote gets unless given: a lookup must not hang on a dead endpoint
+#: (botocore's defaults wait 60 s to connect and retry five times). ``retries`` is s3fs's
+#: own retry count of timeouts, set on the filesystem instance.
+S3_FAIL_FAST: dict[str, Any] = {
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}},
+    "retries": 2,
+}
+
+
+def _with_fail_fast_defaults(uri: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    if not uri.startswith(("s3://", "s3a://")):
+        return dict(options)
+    merged = {**S3_FAIL_FAST, **options}
+    if "config_kwargs" in options:
+        merged["config_kwargs"] = {**S3_FAIL_FAST["config_kwargs"], **options["config_kwargs"]}
+    return merged
+
+
+@dataclass(slots=True)
+class CachedEntry:
+    """A value found in the cache, with the header it was written with and the tier it came from."""
+
+    value: Any
+    header: Mapping[str, Any]
+    tier: str
+    digest: str
+    size_bytes: int
+
+
+class LocalTier:
+    """The local tier: a :class:`diskcache.Cache` in ``directory``, entries tagged by function.
+
+    Args:
+        directory: the cache directory (created when missing).
+    """
+
+    name = "local"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        import diskcache
+
+        self.directory = Path(directory)
+        self._cache = diskcache.Cache(str(self.directory), tag_index=True)
+        self._get = self._cache.get
+
+    def get(self, key: str) -> bytes | None:
+        """Return the bytes stored under ``key``, or ``None``."""
+        data = self._get(key)
+        return data if type(data) is bytes else None
+
+    def set(self, key: str, data: bytes, *, function: str) -> None:
+        """Store ``data`` under ``key`` (atomically; a concurrent writer of the same key wins whole)."""
+        self._cache.set(key, data, tag=function, retry=True)
+
+    def delete(self, key: str) -> None:
+        """Remove the entry under ``key`` if there is one."""
+        self._cache.delete(key, retry=True)
+
+    def clear(self, function: str | None = None) -> int:
+        """Remove every entry (of ``function`` when given); return how many were removed."""
+        if function is None:
+            return int(self._cache.clear(retry=True))
+        return int(self._cache.evict(function, retry=True))
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Return ``{function, entries, bytes}`` per function, largest first."""
+        # diskcache keeps small values inline (size 0 in its table) and large ones in files.
+        rows = self._cache._sql(
+            "SELECT tag, count(*), coalesce(sum(CASE WHEN filename IS NULL THEN length(value) ELSE size END), 0) "
+            "FROM Cache GROUP BY tag ORDER BY 3 DESC, 1"
+        ).fetchall()
+        return [{"function": tag, "entries": int(n), "bytes": int(b)} for tag, n, b in rows]
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def close(self) -> None:
+        """Close the diskcache connections."""
+        self._cache.close()
+
+
+class RemoteTier:
+    """The remote tier: entries as blobs in an artifact store, shared between machines.
+
+    Store operations publish no artifact events (``record=False``): the cache publishes its
+    own ``cache`` events. Any failure other than "not found" marks the remote down for
+    :data:`REMOTE_RETRY_AFTER_S` seconds and logs one warning per process.
+
+    Args:
+        uri: the store URI (``SCALABLE_CACHE_REMOTE``), e.g. ``s3://bucket/cache/``.
+        store: an already built store (``uri`` is then only its label).
+        **storage_options: passed to :func:`scalable.stores.build_artifact_store`.
+    """
+
+    name = "remote"
+
+    def __init__(self, uri: str, *, store: ArtifactStore | None = None, **storage_options: Any) -> None:
+        self.uri = uri
+        self._store = store
+        options = _with_fail_fast_defaults(uri, storage_options)
+        # s3fs retries timeouts itself (five times, with backoff) on top of botocore's retries.
+        self._fs_retries: int | None = options.pop("retries", None)
+        self._options = options
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> ArtifactStore:
+        """The artifact store (built on first use)."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from scalable.stores import build_artifact_store
+
+                    store = build_artifact_store(self.uri, **self._options)
+                    fs = getattr(store, "fs", None)
+                    if self._fs_retries is not None and fs is not None and hasattr(fs, "retries"):
+                        fs.retries = self._fs_retries
+                    self._store = store
+        return self._store
+
+    @property
+    def available(self) -> bool:
+        """False while the remote is considered down after a failure."""
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        global _warned_remote_down
+        self._down_until = time.monotonic() + REMOTE_RETRY_AFTER_S
+        with _warn_lock:
+            first = not _warned_remote_down
+            _warned_remote_down = True
+        if first:
+            _log.warning(
+                "cache.remote_unavailable",
+                remote=self.uri,
+                op=op,
+                error=f"{type(exc).__name__}: {exc}",
+                hint="continuing with the local cache only; results are still returned",
+            )
+        else:
+            _log.debug("cache.remote_unavailable", remote=self.uri, op=op, error=f"{type(exc).__name__}: {exc}")
+
+    def get(self, function: str, key: str) -> bytes | None:
+        """Return the entry's bytes, or ``None`` (absent, or the remote is unavailable)."""
+        if not self.available:
+            return None
+        try:
+            data: bytes = self.store.get_bytes(remote_key(function, key), record=False)
+            return data
+        except ArtifactNotFoundError:
+            return None
+        except Exception as exc:  # the remote must never fail a call
+            self._failed("get", exc)
+            return None
+
+    def put(self, function: str, key: str, data: bytes) -> bool:
+        """Store the entry; return whether it reached the remote."""
+        if not self.available:
+            return False
+        from scalable.stores import ArtifactKind
+
+        try:
+            self.store.put_bytes(data, remote_key(function, key), kind=ArtifactKind.BLOB, record=False)
+        except Exception as exc:  # the remote must never fail a call
+            self._failed("put", exc)
+            return False
+        return True
+
+    def delete(self, function: str, key: str) -> None:
+        """Remove an entry (a bad one) if the remote is reachable."""
+        if not self.available:
+            return
+        try:
+            self.store.delete(remote_key(function, key), record=False)
+        except ArtifactNotFoundError:
+            pass
+        except Exception as exc:
+            self._failed("delete", exc)
+
+    def clear(self, function: str | None = None) -> int:
+        """Remove every entry (of ``function`` when given); return how many were removed.
+
+        Unlike lookups, clearing reports a failing remote to the caller.
+
+        Raises:
+            CacheRemoteError: the remote could not be listed or an entry could not be deleted.
+        """
+        prefix = f"{_REMOTE_PREFIX}/" if function is None else f"{_REMOTE_PREFIX}/{_safe_function(function)}/"
+        try:
+            keys = self.store.list_artifacts(prefix)
+            for k in keys:
+                full = k if k.startswith(prefix) else prefix + k
+                with contextlib.suppress(ArtifactNotFoundError):
+                    self.store.delete(full, record=False)
+        except ScalableError:
+            raise
+        except Exception as exc:
+            raise CacheRemoteError(
+                f"remote cache {self.uri} could not be cleared ({type(exc).__name__}: {exc}); "
+                "check SCALABLE_CACHE_REMOTE and that the remote is reachable"
+            ) from None
+        return len(keys)
+
+
+@dataclass
+class Cache:
+    """A local tier and an optional remote tier put together.
+
+    Args:
+        local: the local diskcache tier.
+        remote: the shared remote tier, if any.
+        hmac_key: the key that signs payloads and is required on read (``SCALABLE_CACHE_HMAC_KEY``).
+    """
+
+    local: LocalTier
+    remote: RemoteTier | None = None
+    hmac_key: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, **storage_options: Any) -> Cache:
+        """Build the cache that settings describe (``cache_dir``, ``cache_remote``, ``cache_hmac_key``)."""
+        s = settings or load_settings()
+        remote = RemoteTier(s.cache_remote, **storage_options) if s.cache_remote else None
+        return cls(LocalTier(s.cache_dir), remote, s.cache_hmac_key)
+
+    @property
+    def tier_names(self) -> list[str]:
+        """Names of the tiers in lookup order."""
+        return ["local", "remote"] if self.remote is not None else ["local"]
+
+    def _open(self, data: bytes, key: str, tier: str, function: str) -> CachedEntry | None:
+        try:
+            pickled, header = open_envelope(data, key=key, hmac_key=self.hmac_key)
+        except CacheSignatureError as exc:
+            _log.error("cache.security.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
+            return None
+        except CachePayloadError as exc:
+            _log.warning("cache.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
+            return None
+        try:
+            value = pickle.loads(pickled)
+        except Exception as exc:  # e.g. a class that no longer exists: recompute instead
+            _log.warning("cache.unpickle_failed", tier=tier, function=function, key_digest=key, error=repr(exc))
+            return None
+        return CachedEntry(value, header, tier, header["sha256"], len(pickled))
+
+    def lookup(self, function: str, key: str) -> CachedEntry | None:
+        """Return the entry of ``key`` from the first tier that has a good one, or ``None``.
+
+        A bad local entry is deleted; a remote hit is copied into the local tier.
+        """
+        data = self.local.get(key)
+        if data is not None:
+            entry = self._open(data, key, "local", function)
+            if entry is not None:
+                return entry
+            self.local.delete(key)
+        if self.remote is None:
+            return None
+        data = self.remote.get(function, key)
+        if data is None:
+            return None
+        entry = self._open(data, key, "remote", function)
+        if entry is not None:
+            self.local.set(key, data, function=function)
+        return entry
+
+    def store(self, function: str, key: str, envelope: Envelope) -> list[str]:
+        """Write the entry to every tier; return the names of the tiers it reached."""
+        self.local.set(key, envelope.data, function=function)
+        tiers = ["local"]
+        if self.remote is not None and self.remote.put(function, key, envelope.data):
+            tiers.append("remote")
+        return tiers
+
+    def delete(self, function: str, key: str) -> None:
+        """Remove one entry from every tier."""
+        self.local.delete(key)
+        if self.remote is not None:
+            self.remote.delete(function, key)
+
+    def clear(self, *, function: str | None = None, remote: bool = False) -> dict[str, int]:
+        """Remove entries (of ``function`` when given) locally and, with ``remote``, remotely.
+
+        Returns:
+            How many entries were removed, per tier.
+        """
+        removed = {"local": self.local.clear(function)}
+        if remote and self.remote is not None:
+            removed["remote"] = self.remote.clear(function)
+        return removed
+
+    def close(self) -> None:
+        """Close the local tier."""
+        self.local.close()
+
+
+_override: ContextVar[Cache | None] = ContextVar("scalable_cache", default=None)
+_defaults: weakref.WeakKeyDictionary[Ledger, Cache] = weakref.WeakKeyDictionary()
+_defaults_lock = threading.Lock()
+
+
+def default_cache() -> Cache:
+    """Return the cache calls use: the one bound by :func:`using`, else the active ledger's.
+
+    Without :func:`using`, the cache is built from the settings of the ledger events go to
+    (:func:`scalable.ledger.bus.active`: a session's, else the default one), so a session's
+    manifest (``project.local_cache``) and ``SCALABLE_CACHE_*`` apply together with its other
+    settings, and ``bus.reset_default()`` picks up changed variables for both.
+    """
+    bound = _override.get()
+    if bound is not None:
+        return bound
+    ledger = active()
+    cache = _defaults.get(ledger)
+    if cache is None:
+        with _defaults_lock:
+            cache = _defaults.get(ledger)
+            if cache is None:
+                cache = _defaults[ledger] = Cache.from_settings(ledger.settings)
+    return cache
+
+
+@contextlib.contextmanager
+def using(cache: Cache) -> Iterator[Cache]:
+    """Make ``@cacheable`` calls inside the block use ``cache`` (sessions and tests use this)."""
+    token = _override.set(cache)
+    try:
+        yield cache
+    finally:
+        _override.reset(token)
