@@ -15,6 +15,7 @@ __all__ = [
     "CachePayloadError",
     "CacheRemoteError",
     "CacheSignatureError",
+    "CompactionConflictError",
     "ConfigError",
     "EventValidationError",
     "IntegrityError",
@@ -95,6 +96,10 @@ class QueryError(LedgerError, ValueError):
 
 class ReadOnlyQueryError(LedgerError, PermissionError):
     """The query path is read-only and the statement would write, attach or configure."""
+
+
+class CompactionConflictError(LedgerError, RuntimeError):
+    """Another compaction committed the same manifest generation first; compact again."""
 
 
 class StoreError(ScalableError):

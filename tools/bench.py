@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "append": "bench_append",
     "cache": "bench_cache",
     "put": "bench_put",
+    "scale": "bench_scale",
     "session": "bench_session",
 }
 

@@ -1,4 +1,4 @@
-"""``scalable ledger ...``: query, tail (and the commands later issues add)."""
+"""``scalable ledger ...``: query, tail, compact (and the commands later issues add)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,39 @@ def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: 
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass
+
+
+@ledger.command()
+@click.option("--keep-jsonl/--no-keep-jsonl", default=True, show_default=True,
+              help="Keep the streams after compaction, or delete those of finished runs once their Parquet copy is durable and verified.")
+@click.option("--retire-before", metavar="DATE", help="Remove events older than DATE (ISO-8601) from the dataset; each affected run gets a run/retired tombstone event.")
+@click.option("--run", "run_ids", multiple=True, metavar="RUN", help="Only this run's stream (repeatable).")
+@format_option()
+@click.pass_context
+def compact(ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run_ids: tuple[str, ...], fmt: str) -> None:
+    """Compact the streams into the Parquet dataset under the ledger directory.
+
+    Safe to kill at any instant and to run again: the views then show every event once.
+    """
+    opts = ctx.obj
+    # The ledger directory is created by the first compaction; the runs directory must exist.
+    Ledger.open(opts.get("runs_dir"), None, must_exist=True)
+    led = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"))
+    result = led.compact(run_ids or None, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=sys.stderr.isatty())
+    summary = result.to_dict()
+    render_rows([summary], list(summary), fmt)
+    if result.streams_retired:
+        click.echo(f"deleted the streams of {len(result.streams_retired)} finished run(s); their events are in Parquet", err=True)
+
+
+@ledger.command()
+@format_option()
+@click.pass_context
+def sync(ctx: click.Context, fmt: str) -> None:
+    """Ship the new lines of every local stream to SCALABLE_RUNS_DIR_REMOTE.
+
+    Lines go as immutable segment objects; running it again ships only what is new.
+    """
+    result = open_ledger(ctx).sync_remote()
+    summary = result.to_dict()
+    render_rows([summary], list(summary), fmt)

@@ -59,7 +59,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from scalable.ledger.audit import AuditReport
+    from scalable.ledger.compact import CompactionResult
     from scalable.ledger.lineage import LineageGraph
+    from scalable.ledger.remote import RemoteLedger, SyncResult
     from scalable.ledger.replay import ReplayResult
 
 __all__ = [
@@ -832,6 +834,58 @@ class Ledger:
 
         flush_all()
         return run_query(self, sql, as_of=as_of)
+
+    def compact(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        keep_jsonl: bool = True,
+        retire_before: str | None = None,
+        progress: bool = False,
+    ) -> CompactionResult:
+        """Compact the streams into the Parquet dataset under ``ledger_dir/events/``.
+
+        See :func:`scalable.ledger.compact.compact` for the arguments and guarantees. With
+        ``SCALABLE_RUNS_DIR_REMOTE`` set, the local streams are synced and the remote ledger
+        is compacted instead (:func:`scalable.ledger.remote.compact_remote`).
+
+        Raises:
+            ConfigError: retention or stream retirement was asked of a remote ledger.
+        """
+        from scalable.ledger.compact import compact
+
+        if self.settings.runs_dir_remote:
+            from scalable.ledger.remote import compact_remote
+
+            if not keep_jsonl or retire_before:
+                raise ConfigError(
+                    "--no-keep-jsonl and --retire-before work on a local ledger only; unset "
+                    "SCALABLE_RUNS_DIR_REMOTE to retire local streams or events"
+                )
+            remote = self._remote()
+            from scalable.ledger.remote import sync
+
+            sync(self, remote)
+            return compact_remote(remote)
+        return compact(self, run_ids, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=progress)
+
+    def sync_remote(self) -> SyncResult:
+        """Ship the new complete lines of every local stream to ``SCALABLE_RUNS_DIR_REMOTE``.
+
+        Raises:
+            ConfigError: no remote is configured, or its URI cannot be opened.
+        """
+        from scalable.ledger.remote import sync
+
+        return sync(self, self._remote())
+
+    def _remote(self) -> RemoteLedger:
+        from scalable.ledger.remote import open_remote
+
+        uri = self.settings.runs_dir_remote
+        if not uri:
+            raise ConfigError("no remote ledger: set SCALABLE_RUNS_DIR_REMOTE to an fsspec URI such as s3://bucket/ledger/")
+        return open_remote(uri)
 
 
 def _stream_heads(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:

@@ -1,10 +1,12 @@
 """DuckDB views over the ledger, built by one connection factory, and the read-only query path.
 
-Views: ``events`` (every event once, deduplicated on ``event_id``), ``artifacts``, ``cache``,
-``tasks`` (one row per task execution), ``runs`` (one row per run), ``lineage`` (edges, see
-:mod:`scalable.ledger.lineage`) and the table macros ``ancestors(node)``/``descendants(node)``. They read the compacted
-Parquet dataset and the live JSON-lines streams together, typed by the one Arrow schema of
-:mod:`scalable.ledger.events`; a line that does not decode is left out, never an error.
+Views: ``events`` (every event once, deduplicated on ``event_id``; no defined order),
+``artifacts``, ``cache``, ``tasks`` (one row per task execution), ``runs`` (one row per run),
+``lineage`` (edges, see :mod:`scalable.ledger.lineage`) and the table macros
+``ancestors(node)``/``descendants(node)``. They read the Parquet files named by the newest
+compaction manifest and the not yet compacted JSON-lines streams together, typed by the one
+Arrow schema of :mod:`scalable.ledger.events`; a line that does not decode is left out, never
+an error.
 
 The query path is read-only: only SELECT-like statements run, and once the views exist the
 connection may read nothing outside the ledger's own directories and its configuration is
@@ -13,14 +15,15 @@ locked.
 
 from __future__ import annotations
 
-import glob
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scalable.errors import QueryError, ReadOnlyQueryError
-from scalable.ledger.events import COLUMNS, duckdb_columns, normalize_timestamp
+from scalable.ledger.compact import jsonl_select, parquet_select, read_manifest, uncompacted_streams
+from scalable.ledger.events import duckdb_columns, normalize_timestamp
 from scalable.ledger.lineage import create_lineage_views
-from scalable.ledger.log import STREAM_NAME, flush_all
+from scalable.ledger.log import flush_all
 
 if TYPE_CHECKING:
     import duckdb
@@ -32,7 +35,6 @@ __all__ = ["VIEW_NAMES", "check_read_only", "connect", "run_query"]
 
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
 
-_REQUIRED = [c.name for c in COLUMNS if not c.nullable and c.name != "schema_version"]
 _ALLOWED_PRAGMAS = ("table_info", "show_tables", "show_tables_expanded", "database_size", "version")
 
 
@@ -45,35 +47,37 @@ def _empty_select() -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def _jsonl_source(runs_dir: str) -> str:
-    pattern = os.path.join(runs_dir, "*", STREAM_NAME)
-    if not glob.glob(pattern):
+def _raw_events_sql(runs_dir: str, ledger_dir: str) -> str:
+    """Every event once: the compacted Parquet rows plus the stream lines Parquet lacks.
+
+    Compaction keeps the live Parquet files free of duplicates, so only the JSON-lines tails
+    are deduplicated, and only the runs that also have rows in Parquet are anti-joined
+    against it (a run-id filter that row-group statistics make cheap).
+    """
+    manifest = read_manifest(ledger_dir)
+    files = [os.path.join(ledger_dir, f.path) for f in manifest.files]
+    streams, overlap = uncompacted_streams(runs_dir, manifest)
+    sources: list[str] = []
+    if files:
+        sources.append(parquet_select(files))
+    if streams:
+        tail = f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(streams, retired_before=manifest.retired_before)}) j"
+        if files and overlap:
+            runs = ", ".join(_sql_str(r) for r in overlap)
+            tail = (
+                f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
+                f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
+            )
+        sources.append(tail)
+    if not sources:
         return _empty_select()
-    columns = "{" + ", ".join(f"{_sql_str(n)}: {_sql_str(t)}" for n, t in duckdb_columns().items()) + "}"
-    names = ", ".join("coalesce(schema_version, 1) AS schema_version" if n == "schema_version" else n for n in duckdb_columns())
-    not_null = " AND ".join(f"{c} IS NOT NULL" for c in _REQUIRED)
-    # ignore_errors turns a malformed or torn line into a row of NULLs (or a NULL field):
-    # the required columns filter those out, so a bad line never fails a query.
-    return (
-        f"SELECT {names} FROM read_json({_sql_str(pattern)}, "
-        f"format='newline_delimited', columns={columns}, ignore_errors=true, "
-        f"maximum_object_size=16777216) WHERE {not_null}"
-    )
-
-
-def _parquet_source(ledger_dir: str) -> str | None:
-    """The compacted dataset under ``<ledger_dir>/events/``, when there is one."""
-    pattern = os.path.join(ledger_dir, "events", "**", "*.parquet")
-    if not glob.glob(pattern, recursive=True):
-        return None
-    names = ", ".join(duckdb_columns())
-    return f"SELECT {names} FROM read_parquet({_sql_str(pattern)}, hive_partitioning=false, union_by_name=true)"
+    return " UNION ALL ".join(f"({s})" for s in sources)
 
 
 def _view_sql(as_of: str | None) -> dict[str, str]:
     where = f"WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
     return {
-        "events": f"SELECT DISTINCT ON (event_id) * FROM _raw_events {where} ORDER BY event_id",
+        "events": f"SELECT * FROM _raw_events {where}",
         "artifacts": (
             "SELECT event_id, timestamp, run_id, task_name, component, op, artifact_name, location, kind, "
             "size_bytes, digest, key, store, inputs, attrs FROM events WHERE event_type = 'artifact'"
@@ -131,15 +135,31 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     runs_dir = os.path.realpath(ledger.runs_dir)
     ledger_dir = os.path.realpath(ledger.ledger_dir)
     con = duckdb.connect(":memory:", config={"threads": os.cpu_count() or 1})
-    sources = [_jsonl_source(runs_dir)]
-    parquet = _parquet_source(ledger_dir)
-    if parquet:
-        sources.insert(0, parquet)
-    con.execute("CREATE VIEW _raw_events AS " + " UNION ALL ".join(sources))
+    # Every view binds the same Parquet footers; read each once per connection.
+    con.execute("SET parquet_metadata_cache=true")
+    allowed_dirs = [runs_dir.rstrip("/") + "/", ledger_dir.rstrip("/") + "/"]
+    if ledger.settings.runs_dir_remote:
+        from scalable.ledger.compact import _list_streams
+        from scalable.ledger.remote import open_remote, remote_sources
+
+        remote = open_remote(ledger.settings.runs_dir_remote)
+        con.register_filesystem(remote.fs)
+        local = [str(path) for _run, path, size in _list_streams(Path(runs_dir)) if size]
+        parquet, tails, prefix = remote_sources(remote, local)
+        allowed_dirs.append(prefix)
+        # Tails on an object store are read once per connection rather than at every view
+        # binding and query: each read costs a round trip per object.
+        if tails:
+            con.execute(f"CREATE TEMP TABLE _remote_tails AS {tails}")
+        parts = [p for p in (parquet, "SELECT * FROM _remote_tails" if tails else None) if p]
+        raw = " UNION ALL ".join(f"({p})" for p in parts)
+    else:
+        raw = _raw_events_sql(runs_dir, ledger_dir)
+    con.execute("CREATE VIEW _raw_events AS " + (raw or _empty_select()))
     for name, sql in _view_sql(cutoff).items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
     create_lineage_views(con)
-    allowed = ", ".join(_sql_str(d.rstrip("/") + "/") for d in (runs_dir, ledger_dir))
+    allowed = ", ".join(_sql_str(d) for d in allowed_dirs)
     con.execute(f"SET allowed_directories=[{allowed}]")
     con.execute("SET enable_external_access=false")
     con.execute("SET lock_configuration=true")
