@@ -71,6 +71,8 @@ __all__ = ["ScalableSession", "TaskSession"]
 _log = get_logger("scalable.session")
 _BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs"})
 _STATUSES = ("completed", "failed", "interrupted")
+#: How often an open run with ``SCALABLE_RUNS_DIR_REMOTE`` ships its new lines to the remote.
+REMOTE_SYNC_INTERVAL_S = 30.0
 _MAX_ERROR = 2000
 
 
@@ -602,6 +604,7 @@ class ScalableSession(TaskSession):
         self._state = "new"
         self._implicit = False
         self._runner: _Runner | None = None
+        self._halt_remote_sync: Callable[[], None] | None = None
         self._exit = contextlib.ExitStack()
         self._submitted = 0
         self._failed = 0
@@ -671,9 +674,33 @@ class ScalableSession(TaskSession):
                 self._exit.close()
                 raise
             self._state = "open"
+            if self.settings.runs_dir_remote and self.settings.telemetry:
+                self._start_remote_sync()
             _install_excepthook()
             atexit.register(self._close_at_exit)
             return self
+
+    def _start_remote_sync(self) -> None:
+        """Ship the run's new lines to ``SCALABLE_RUNS_DIR_REMOTE`` every ``REMOTE_SYNC_INTERVAL_S``."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(REMOTE_SYNC_INTERVAL_S):
+                try:
+                    self._ledger.sync_remote()
+                except Exception as exc:  # the remote may be down for a while; close syncs again
+                    _log.warning("session.remote_sync_failed", run_id=self.run_id, error=mask_secrets(str(exc)))
+
+        thread = threading.Thread(target=loop, name="scalable-remote-sync", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join()
+
+        self._halt_remote_sync = halt
+        self._exit.callback(halt)
 
     def _bind_cache(self) -> None:
         """Make ``@cacheable`` calls of the thread that opened the session use its cache."""
@@ -710,6 +737,8 @@ class ScalableSession(TaskSession):
             self._state = "closed"
         atexit.unregister(self._close_at_exit)
         try:
+            if self._halt_remote_sync is not None:
+                self._halt_remote_sync()  # the final sync is compaction's, after the seal
             if self._runner is not None:
                 try:
                     self._runner.shutdown(cancel=status != "completed")
@@ -731,13 +760,11 @@ class ScalableSession(TaskSession):
             self._ledger.close()
 
     def _compact(self) -> None:
-        """Compact the run's stream into the Parquet dataset (when compaction is available)."""
-        compact = getattr(self._ledger, "compact", None)
-        if compact is not None:
-            try:
-                compact(run_ids=[self.run_id])
-            except Exception as exc:  # the run is sealed in its stream; compaction can run again later
-                _log.warning("session.compaction_failed", run_id=self.run_id, error=mask_secrets(str(exc)))
+        """Compact the run into the Parquet dataset (with a remote ledger: sync, then compact there)."""
+        try:
+            self._ledger.compact(run_ids=[self.run_id])
+        except Exception as exc:  # the run is sealed in its stream; compaction can run again later
+            _log.warning("session.compaction_failed", run_id=self.run_id, error=mask_secrets(str(exc)))
 
     def _close_at_exit(self) -> None:
         exc = _uncaught
