@@ -8,7 +8,8 @@ that line, and (with ``SCALABLE_LEDGER_KEY``) carries an HMAC over the heads. Fr
 * an edited line breaks the next line's ``prev`` (or, for a writer's last line, the seal);
 * a removed line leaves a ``seq`` gap (or, at the end, a seal that names a missing line);
 * swapped lines of one writer put ``seq`` out of order;
-* a line appended after the seal is reported as such;
+* a line appended after the seal is reported as such (retention tombstones, ``run/retired``,
+  are appended later on purpose and are not);
 * an editor who recomputes every chain and the seal is still caught when the seal is an HMAC.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.digests import sha256_stream, tree_digest
-from scalable.ledger.events import GENESIS
+from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.log import RUN_SUMMARY, read_stream, seal_digest
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "AuditReport",
     "Problem",
     "audit_content",
+    "audit_rows",
     "audit_stream",
     "audit_streams",
     "hash_location",
@@ -122,10 +124,9 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        if (record["run_id"] != run_id or event_id in seen_ids or seq != want_seq or record["prev"] != want_prev
-                or seal is not None):
-            _line_problems(run_id, f"{path}:{number}", record, seen_ids, want_seq, want_prev, seal_line, seal is not None,
-                           problems)
+        late = seal is not None and not (record["op"] == "retired" and record["event_type"] == "run")
+        if record["run_id"] != run_id or event_id in seen_ids or seq != want_seq or record["prev"] != want_prev or late:
+            _line_problems(run_id, f"{path}:{number}", record, seen_ids, want_seq, want_prev, seal_line, late, problems)
         seen_ids.setdefault(event_id, number)
         if seal is None and record["op"] == "finished" and record["event_type"] == "run":
             attrs = json.loads(record.get("attrs") or "{}")
@@ -143,6 +144,82 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
     if seal is not None:
         _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
     _check_summary(run_id, path, seal is not None, problems)
+    return report
+
+
+def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, key: bytes | None = None) -> AuditReport:
+    """Check a run from its compacted rows (its stream was retired): chains, tombstones, seal.
+
+    Each row is re-encoded to its exact line (lines have one canonical form), so ``prev``
+    chains and seal heads verify as they do on the stream. A ``run/retired`` tombstone stands
+    for the events retention removed: per writer it gives the last removed ``seq`` and the
+    hash of that line, where the writer's remaining rows must continue.
+
+    Args:
+        run_id: the run.
+        rows: every event of the run (any order).
+        where: how problems name the place (the dataset and run).
+        key: ``SCALABLE_LEDGER_KEY``; when given, the seal must be a valid HMAC.
+    """
+    report = AuditReport(runs=1, events=len(rows))
+    problems = report.problems
+    tombstoned: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["event_type"] == "run" and row["op"] == "retired":
+            for writer, info in (json.loads(row.get("attrs") or "{}").get("writers") or {}).items():
+                known = tombstoned.get(writer)
+                if known is None or info.get("last_seq", -1) > known.get("last_seq", -1):
+                    tombstoned[writer] = info
+    by_writer: dict[str, list[Mapping[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: (r["writer"], r["seq"])):
+        by_writer.setdefault(row["writer"], []).append(row)
+    hashes: dict[tuple[str, int], str] = {}
+    seal: dict[str, Any] | None = None
+    sealer: tuple[str, int] | None = None
+    for writer, chain in by_writer.items():
+        gone = tombstoned.get(writer)
+        want_seq, want_prev = (0, GENESIS)
+        if gone is not None and gone.get("first_seq") == 0 and gone.get("head"):
+            want_seq, want_prev = int(gone["last_seq"]) + 1, str(gone["head"])
+        for row in chain:
+            here = f"{where}: writer {writer} seq {row['seq']}"
+            digest = hashlib.sha256(encode_line(row)[:-1]).hexdigest()
+            hashes[(writer, row["seq"])] = digest
+            if row["seq"] != want_seq:
+                problems.append(Problem(run_id, here, "seq-gap" if row["seq"] > want_seq else "seq-order",
+                                        f"writer {writer} sequence broken (not accounted for by a tombstone)",
+                                        expected=str(want_seq), found=str(row["seq"])))
+            elif row["prev"] != want_prev:
+                problems.append(Problem(run_id, here, "chain-broken",
+                                        f"writer {writer}: prev does not hash the writer's previous event",
+                                        expected=want_prev, found=row["prev"]))
+            want_seq, want_prev = row["seq"] + 1, digest
+            if row["event_type"] == "run" and row["op"] == "finished" and seal is None:
+                seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
+                sealer = (writer, row["seq"])
+    if seal is not None and sealer is not None:
+        heads: dict[str, Any] = seal.get("heads") or {}
+        for writer, head in heads.items():
+            found = hashes.get((writer, head.get("seq")))
+            gone = tombstoned.get(writer)
+            if found is None and gone is not None and head.get("seq", -1) <= gone.get("last_seq", -1):
+                continue  # the sealed line itself was retired; the tombstone accounts for it
+            if found != head.get("head"):
+                problems.append(Problem(run_id, f"{where}: seal", "seal-mismatch",
+                                        f"writer {writer}'s sealed head does not match its events",
+                                        expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
+                                        found=f"{found[:12]}" if found else "missing"))
+        for writer, chain in by_writer.items():
+            limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
+            late = [r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")]
+            if late:
+                problems.append(Problem(run_id, f"{where}: writer {writer} seq {late[0]['seq']}", "after-seal",
+                                        f"{len(late)} event(s) of writer {writer} are not covered by the seal"))
+        if key:
+            expected = seal_digest(run_id, heads, key)
+            if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
+                problems.append(Problem(run_id, f"{where}: seal", "seal-forged",
+                                        "seal HMAC does not verify under SCALABLE_LEDGER_KEY"))
     return report
 
 
