@@ -193,7 +193,8 @@ class LineageGraph:
                 if info.get("size_bytes") is not None:
                     entity["scalable:size_bytes"] = int(info["size_bytes"])
                 doc["entity"][qid] = entity
-        for n, e in enumerate(sorted(self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"]))):
+        ordered = sorted(self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"], e["run_id"]))
+        for n, e in enumerate(ordered):
             src, dst = _prov_id(e["src"], self.nodes.get(e["src"], {})), _prov_id(e["dst"], self.nodes.get(e["dst"], {}))
             rel = e["relation"]
             if rel == "generated":
@@ -210,7 +211,7 @@ class LineageGraph:
         """Return OpenLineage RunEvents: a START and a COMPLETE/FAIL per run, with datasets."""
         events: list[dict[str, Any]] = []
         runs = {n: i for n, i in self.nodes.items() if i.get("kind") == "run"}
-        for run_id, info in sorted(runs.items(), key=lambda kv: kv[1].get("started_at") or ""):
+        for run_id, info in sorted(runs.items(), key=lambda kv: (kv[1].get("started_at") or "", kv[0])):
             inputs = sorted({e["src"] for e in self.edges if e["dst"] == run_id and e["relation"] == "used"})
             outputs = sorted({e["dst"] for e in self.edges if e["src"] == run_id and e["relation"] == "generated"})
             run = {
@@ -287,7 +288,7 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"])
         if key not in edges or edge["depth"] < edges[key]["depth"]:
             edges[key] = edge
-    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"])))
+    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])))
     ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
     if node is None:
         ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
