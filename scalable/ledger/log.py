@@ -295,6 +295,8 @@ class Ledger:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
         clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
                                context.current_component.get())
+        if self._pending:
+            self.flush()  # queued events were raised first: they go first
         record = self._write(clean["run_id"], (clean,))[0]
         if self._subscribers or _global_subscribers:
             self._notify((record,))
@@ -325,6 +327,8 @@ class Ledger:
             batch.append(clean)
         if not order:
             return []
+        if self._pending:
+            self.flush()
         if len(by_run) == 1:
             (run_id, batch), = by_run.items()
             records = self._write(run_id, batch)
@@ -341,6 +345,9 @@ class Ledger:
 
     def append_async(self, event: Mapping[str, Any]) -> None:
         """Validate an event now and write it soon, batched with others (group commit).
+
+        Pending events are written before any later synchronous append of this ledger, so the
+        stream keeps the order in which events were raised.
 
         The event keeps the id and timestamp of this call. It is written within
         ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting, and by :meth:`flush`,
