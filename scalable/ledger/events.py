@@ -4,9 +4,9 @@ The column table :data:`COLUMNS` is the single source of truth: the JSON-line va
 the Arrow schema (:func:`arrow_schema`, used for Parquet) and the DuckDB column spec of the
 views (:func:`duckdb_columns`) are all derived from it.
 
-Encoding of one line: a JSON object, UTF-8, compact separators, keys in :data:`LINE_ORDER`
-(``event_id``, ``timestamp``, then schema order), null columns omitted, terminated by ``\\n``.
-The fixed order makes a line re-encode byte for byte from its columns. ``prev`` is the SHA-256 (hex) of the same writer's
+Encoding of one line: a JSON object, UTF-8, compact separators, keys sorted, null columns
+omitted, terminated by ``\\n``. The single form makes a line re-encode byte for byte from its
+columns (so chains verify from compacted rows as well as from the stream). ``prev`` is the SHA-256 (hex) of the same writer's
 previous line in the stream, without its newline; a writer's first line has
 ``prev = GENESIS`` (64 zeros).
 """
@@ -37,7 +37,7 @@ __all__ = [
     "EVENT_OPS",
     "GENESIS",
     "LEDGER_FIELDS",
-    "LINE_ORDER",
+    "LINE_OPTIONS",
     "SCHEMA_VERSION",
     "USER_COLUMNS",
     "Column",
@@ -109,8 +109,9 @@ COLUMN_NAMES: Final = tuple(c.name for c in COLUMNS)
 LEDGER_FIELDS: Final = frozenset({"event_id", "timestamp", "writer", "seq", "prev", "schema_version"})
 #: Columns an appended mapping may carry, in schema order.
 USER_COLUMNS: Final = tuple(name for name in COLUMN_NAMES if name not in LEDGER_FIELDS)
-#: Key order of a JSON line: the id and time first, then the schema's order.
-LINE_ORDER: Final = ("event_id", "timestamp", *(n for n in COLUMN_NAMES if n not in ("event_id", "timestamp")))
+_USER_SET: Final = frozenset(USER_COLUMNS)
+#: orjson options of a JSON line: keys sorted, so a line has one form (see the module docstring).
+LINE_OPTIONS: Final = orjson.OPT_SORT_KEYS
 _STRING_FIELDS: Final = frozenset(c.name for c in COLUMNS if c.type == "string") - LEDGER_FIELDS - {"attrs"}
 
 
@@ -303,9 +304,6 @@ def _check_value(name: str, value: Any) -> Any:
     raise AssertionError(name)  # every user column is handled above
 
 
-_MISSING: Final = object()
-
-
 def validate_event(
     event: Mapping[str, Any],
     *,
@@ -313,36 +311,34 @@ def validate_event(
     task_name: str | None = None,
     component: str | None = None,
 ) -> dict[str, Any]:
-    """Check a user event mapping and return a clean copy in canonical column order.
+    """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
 
     ``run_id``, ``task_name`` and ``component`` fill those columns when the mapping has none
-    (the ledger passes the surrounding run and task). ``attrs`` becomes JSON text.
+    (the ledger passes the surrounding run and task).
 
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op.
     """
     out: dict[str, Any] = {}
-    known = 0
-    for name in USER_COLUMNS:
-        value = event.get(name, _MISSING)
-        if value is _MISSING:
-            value = run_id if name == "run_id" else task_name if name == "task_name" else component if name == "component" else None
-        else:
-            known += 1
+    for name, value in event.items():
         if value is None:
             continue
         if type(value) is str and name in _STRING_FIELDS:
             if "\x00" in value:
                 raise EventValidationError(f"event column {name!r} contains a NUL character")
             out[name] = value
-        else:
+        elif name in _USER_SET:
             out[name] = _check_value(name, value)
-    if known != len(event):
-        for name in event:
-            if name in LEDGER_FIELDS:
-                raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
-            if name not in _COLUMN_SET:
-                raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
+        elif name in LEDGER_FIELDS:
+            raise EventValidationError(f"event column {name!r} is set by the ledger; leave it out")
+        else:
+            raise EventValidationError(f"unknown event column {name!r}; known columns: {', '.join(COLUMN_NAMES)}")
+    if run_id is not None and "run_id" not in out:
+        out["run_id"] = run_id
+    if task_name is not None and "task_name" not in out:
+        out["task_name"] = task_name
+    if component is not None and "component" not in out:
+        out["component"] = component
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:
@@ -359,8 +355,7 @@ def _dumps_sorted(value: Mapping[str, Any]) -> str:
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
     """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
-    ordered = {name: record[name] for name in LINE_ORDER if record.get(name) is not None}
-    return orjson.dumps(ordered) + b"\n"
+    return orjson.dumps({k: v for k, v in record.items() if v is not None}, option=LINE_OPTIONS) + b"\n"
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:

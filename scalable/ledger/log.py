@@ -44,6 +44,7 @@ from scalable.errors import (
 from scalable.ledger import context
 from scalable.ledger.events import (
     GENESIS,
+    LINE_OPTIONS,
     SCHEMA_VERSION,
     decode_line,
     encode_line,
@@ -492,11 +493,10 @@ class Ledger:
                 for clean, (event_id, ts) in zip(batch, stamps, strict=True):
                     # Canonical column order, so a line re-encodes byte for byte from its
                     # columns (audits of compacted data rebuild the chain hashes from rows).
-                    # Keys in LINE_ORDER (``clean`` is in schema order), so a line re-encodes
-                    # byte for byte from its columns: audits of compacted rows rebuild chains.
-                    record = {"event_id": event_id, "timestamp": ts, **clean, "writer": writer, "seq": seq,
+                    # Sorted keys (LINE_OPTIONS): a line re-encodes byte for byte from its columns.
+                    record = {**clean, "event_id": event_id, "timestamp": ts, "writer": writer, "seq": seq,
                               "prev": prev, "schema_version": SCHEMA_VERSION}
-                    line = dumps(record)
+                    line = dumps(record, option=LINE_OPTIONS)
                     prev = sha256(line).hexdigest()
                     parts.append(line)
                     records.append(record)
