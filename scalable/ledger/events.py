@@ -188,14 +188,17 @@ def new_event_ids(count: int, ms: int | None = None) -> list[str]:
             ms = _last_ms
         else:
             _counter = getrandbits(10)  # random start, leaving room to count up
+        prefix = f"{ms:012x}"
+        head = f"{prefix[:8]}-{prefix[8:]}-7"
         for _ in range(count):
             _counter += 1
             if _counter > 0xFFF:  # counter exhausted in this millisecond: borrow the next one
                 ms += 1
                 _counter = getrandbits(10)
-            value = (ms << 80) | 0x7000_0000_0000_0000_0000 | (_counter << 64) | 0x8000_0000_0000_0000 | getrandbits(62)
-            h = f"{value:032x}"
-            out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+                prefix = f"{ms:012x}"
+                head = f"{prefix[:8]}-{prefix[8:]}-7"
+            low = getrandbits(62) | 0x8000_0000_0000_0000  # variant bits 10, then 62 random bits
+            out.append(f"{head}{_counter:03x}-{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}")
         _last_ms = ms
     return out
 

@@ -485,7 +485,8 @@ class Ledger:
                 prev = stream.prev
                 if stamps is None:
                     ns = time.time_ns()
-                    stamps = [(i, format_timestamp(ns)) for i in new_event_ids(len(batch), ns // 1_000_000)]
+                    now_ts = format_timestamp(ns)
+                    stamps = [(i, now_ts) for i in new_event_ids(len(batch), ns // 1_000_000)]
                 parts: list[bytes] = []
                 records: list[dict[str, Any]] = []
                 dumps = orjson.dumps
