@@ -292,10 +292,7 @@ class Ledger:
         Raises:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
-        if self._closed:
-            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
-        clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
-                               context.current_component.get())
+        clean = self._validate_here(event)
         if self._pending:
             self.flush()  # queued events were raised first: they go first
         record = self._write(clean["run_id"], (clean,))[0]
@@ -360,10 +357,7 @@ class Ledger:
         Raises:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
-        if self._closed:
-            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
-        clean = self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
-                               context.current_component.get())
+        clean = self._validate_here(event)
         ns = time.time_ns()
         stamp = (new_event_ids(1, ns // 1_000_000)[0], format_timestamp(ns), clean)
         with self._pending_lock:
@@ -438,6 +432,13 @@ class Ledger:
         if self._subscribers or _global_subscribers:
             self._notify(decoded)
         return decoded
+
+    def _validate_here(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate one event for this ledger, in the current run and task context."""
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        return self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
+                              context.current_component.get())
 
     def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
         """Validate an event, filling run, task and component from the context."""
