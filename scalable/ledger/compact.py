@@ -3,11 +3,15 @@
 Layout under the ledger directory::
 
     events/date=YYYY-MM-DD/part-<uuid>.parquet   data files (zstd, sorted by run_id, timestamp)
+    lineage/edges-by-dst-<uuid>.parquet          lineage edges of the data files, sorted by dst
+    lineage/edges-by-src-<uuid>.parquet          the same edges sorted by src
+    lineage/nodes-<uuid>.parquet                 artifact node descriptions, sorted by node
     _manifest/00000000000000000007.json          one snapshot per compaction generation
 
 A manifest names every live data file and, per run, how many bytes of its stream are covered
 by those files (``offset``), whether the run has finished, whether its stream was retired, and
-the retention cutoff (``retired_before``). The views and the next compaction read only the
+the retention cutoff (``retired_before``), and the lineage files computed from exactly those
+data files. The views and the next compaction read only the
 files named by the newest manifest, so a file left behind by a killed compaction is invisible.
 
 How the invariants hold:
@@ -29,6 +33,13 @@ How the invariants hold:
   from the dataset, and first appends one ``run/retired`` event per affected run with the
   count, time range and per-writer chain positions of what is removed, so audits can account
   for it.
+* **Lineage edges follow the data files.** Whenever the live data files change, the edges of
+  all of them are computed again (URI inputs resolved against every artifact version in the
+  dataset) and written, sorted by ``dst`` and by ``src`` in small row groups, so a lookup reads
+  only the row groups that can hold its nodes. They are staged, made durable and renamed like
+  data files and named by the same manifest, so they are never out of step with it. A URI
+  input whose version was put by a run that is not compacted yet resolves to the version
+  Parquet knows; the next compaction, which covers that run, recomputes it.
 * **Bounded memory.** Streams are compacted in batches of about :data:`BATCH_BYTES` of JSON,
   DuckDB runs under a memory limit and spills to a temporary directory.
 
@@ -74,6 +85,7 @@ __all__ = [
     "CRASH_POINTS",
     "CompactionResult",
     "DataFile",
+    "LineageFiles",
     "Manifest",
     "StreamState",
     "compact",
@@ -84,6 +96,9 @@ __all__ = [
 ]
 
 EVENTS_DIR: Final = "events"
+LINEAGE_DIR: Final = "lineage"
+#: Rows per row group of the lineage files: small, so min/max statistics prune lookups.
+LINEAGE_ROW_GROUP: Final = 8192
 MANIFEST_DIR: Final = "_manifest"
 TMP_DIR: Final = "_tmp"
 #: Bytes of JSON lines compacted per batch (bounds memory and file size).
@@ -120,6 +135,16 @@ class DataFile:
 
 
 @dataclass(frozen=True, slots=True)
+class LineageFiles:
+    """The lineage files of a generation, relative to the ledger directory, and their edge count."""
+
+    by_dst: str
+    by_src: str
+    nodes: str
+    edges: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """How much of a run's stream is compacted: covered byte offset, finished, retired."""
 
@@ -137,6 +162,7 @@ class Manifest:
     streams: dict[str, StreamState] = field(default_factory=dict)
     retired_before: str | None = None
     created: str | None = None
+    lineage: LineageFiles | None = None
 
     def to_json(self) -> bytes:
         """Encode the manifest as the JSON document stored under ``_manifest/``."""
@@ -147,6 +173,10 @@ class Manifest:
             "created": self.created,
             "retired_before": self.retired_before,
             "files": [{"path": f.path, "rows": f.rows, "bytes": f.bytes, "date": f.date} for f in self.files],
+            "lineage": None if self.lineage is None else {
+                "by_dst": self.lineage.by_dst, "by_src": self.lineage.by_src, "nodes": self.lineage.nodes,
+                "edges": self.lineage.edges,
+            },
             "streams": {
                 run: {"offset": s.offset, "finished": s.finished, "retired": s.retired}
                 for run, s in sorted(self.streams.items())
@@ -163,6 +193,7 @@ class Manifest:
         """
         try:
             doc = json.loads(data)
+            lin = doc.get("lineage")
             return cls(
                 version=int(doc["version"]),
                 created=doc.get("created"),
@@ -172,6 +203,7 @@ class Manifest:
                     run: StreamState(int(s["offset"]), bool(s.get("finished")), bool(s.get("retired")))
                     for run, s in doc["streams"].items()
                 },
+                lineage=None if not lin else LineageFiles(lin["by_dst"], lin["by_src"], lin["nodes"], int(lin["edges"])),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(
@@ -411,14 +443,20 @@ def _compact_locked(
         events_retired = 0
         if cutoff is not None:
             tombstones, events_retired, files = _retire_events(con, ledger, ledger_dir, files, cutoff)
+        live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
+        lineage = base.lineage
+        if live and (live != base.files or lineage is None):
+            lineage = _write_lineage(con, ledger_dir, live)
         manifest = Manifest(
             version=base.version + 1,
-            files=tuple(sorted(files, key=lambda f: (f.date, f.path))),
+            files=live,
             streams=streams,
             retired_before=retired_before,
             created=now(),
+            lineage=lineage if live else None,
         )
-        if manifest.files == base.files and manifest.streams == base.streams and manifest.retired_before == base.retired_before:
+        if (manifest.files == base.files and manifest.streams == base.streams
+                and manifest.retired_before == base.retired_before and manifest.lineage == base.lineage):
             manifest = base  # nothing changed: no new generation
         else:
             _crash_point("before_manifest_commit")
@@ -683,6 +721,42 @@ def _publish_staged(ledger_dir: Path, staging: Path, expected_rows: int) -> list
     return made
 
 
+def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> LineageFiles:
+    """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
+    from scalable.ledger.lineage import edges_sql, nodes_sql, versions_sql
+
+    staging = ledger_dir / TMP_DIR / f"lineage-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True, exist_ok=True)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([str(ledger_dir / f.path) for f in files])}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_versions AS {versions_sql('_compact_events')}")
+    options = f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {LINEAGE_ROW_GROUP})"
+    by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
+    row = con.execute(
+        f"COPY (SELECT * FROM ({edges_sql('_compact_events', '_compact_versions')}) e "
+        f"ORDER BY dst, src, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
+    ).fetchone()
+    edges = int(row[0]) if row else 0
+    row = con.execute(
+        f"COPY (SELECT * FROM read_parquet({_sql_str(str(by_dst))}) ORDER BY src, dst, relation, run_id) "
+        f"TO {_sql_str(str(by_src))} {options}"
+    ).fetchone()
+    if (int(row[0]) if row else 0) != edges:
+        raise LedgerError(f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again")
+    con.execute(f"COPY (SELECT * FROM ({nodes_sql('_compact_events')}) n ORDER BY node) TO {_sql_str(str(nodes))} {options}")
+    con.execute("DROP VIEW _compact_versions")
+    con.execute("DROP VIEW _compact_events")
+    target = ledger_dir / LINEAGE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex
+    names = (f"edges-by-dst-{tag}.parquet", f"edges-by-src-{tag}.parquet", f"nodes-{tag}.parquet")
+    for file, name in zip((by_dst, by_src, nodes), names, strict=True):
+        _fsync_file(file)
+        os.replace(file, target / name)
+    _fsync_dir(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return LineageFiles(*(f"{LINEAGE_DIR}/{n}" for n in names), edges=edges)
+
+
 def _finished_runs(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> set[str]:
     if not files:
         return set()
@@ -867,10 +941,11 @@ def _remove_orphans(ledger_dir: Path, manifest: Manifest, base: Manifest) -> Non
     previous manifest a moment ago can still read them.
     """
     keep = {f.path for f in manifest.files} | {f.path for f in base.files}
-    events = ledger_dir / EVENTS_DIR
-    if not events.is_dir():
-        return
-    for file in events.glob("date=*/*.parquet"):
+    for m in (manifest, base):
+        if m.lineage is not None:
+            keep |= {m.lineage.by_dst, m.lineage.by_src, m.lineage.nodes}
+    found = [*(ledger_dir / EVENTS_DIR).glob("date=*/*.parquet"), *(ledger_dir / LINEAGE_DIR).glob("*.parquet")]
+    for file in found:
         rel = file.relative_to(ledger_dir).as_posix()
         if rel not in keep:
             file.unlink(missing_ok=True)

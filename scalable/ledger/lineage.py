@@ -17,12 +17,23 @@ reused        writing run -> reading run    a cache hit on an entry another run 
 ``ancestors(node)`` walks edges backwards (what ``node`` came from), ``descendants(node)``
 forwards (what came of it); both are breadth-first, cycle-safe (an edge is visited once, at
 its smallest depth) and bounded by ``max_depth``.
+
+Layout. Compaction writes the edges of the compacted events next to them (see
+:mod:`scalable.ledger.compact`): one Parquet file sorted by ``dst`` and a copy sorted by
+``src``, in small row groups, plus the node descriptions sorted by ``node``. Their min/max
+statistics let a lookup ``WHERE dst IN (...)`` read only the few row groups that can hold its
+nodes, so :func:`lineage_graph` walks level by level with such lookups instead of joining the
+whole edge set at every step. The ``lineage`` view is those compacted edges plus the edges of
+the events not compacted yet, computed on the fly; without compacted edges (an older manifest,
+a remote ledger) it is computed from the ``events`` view as a whole.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -30,73 +41,141 @@ from urllib.parse import quote, urlsplit
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["LINEAGE_SQL", "LineageGraph", "create_lineage_views", "lineage_graph"]
+__all__ = [
+    "LineageGraph",
+    "baseline_lineage_sql",
+    "create_lineage_views",
+    "edges_sql",
+    "lineage_graph",
+    "nodes_sql",
+]
 
 _PRODUCER = "https://pypi.org/project/scalable/"
 _OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_EDGE_COLUMNS = "src, dst, relation, run_id, task_name, timestamp"
 
-#: Views and macros added to every ledger connection (after ``events``).
-LINEAGE_SQL: tuple[str, ...] = (
-    """CREATE VIEW _artifact_versions AS
-       SELECT location, digest, timestamp FROM events
-       WHERE event_type = 'artifact' AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL""",
-    """CREATE VIEW _inputs AS
-       SELECT i.input, coalesce(v.digest, i.input) AS input_node, i.output, i.run_id, i.task_name, i.timestamp
-       FROM (SELECT unnest(inputs) AS input, coalesce(digest, location) AS output, run_id, task_name, timestamp
-             FROM events WHERE inputs IS NOT NULL AND len(inputs) > 0
-               AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i
-       ASOF LEFT JOIN _artifact_versions v ON i.input = v.location AND i.timestamp >= v.timestamp""",
-    """CREATE VIEW lineage AS
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def versions_sql(events: str) -> str:
+    """SQL of the artifact versions of ``events``: ``location, digest, timestamp`` of each put and record."""
+    return (
+        f"SELECT location, digest, timestamp FROM {events} WHERE event_type = 'artifact' "
+        "AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL"
+    )
+
+
+def edges_sql(events: str, versions: str) -> str:
+    """SQL of the lineage edges made by the events of relation ``events``.
+
+    Args:
+        events: a relation with the event columns (a view name or a parenthesized SELECT).
+        versions: a relation ``location, digest, timestamp`` of artifact versions that URI
+            inputs resolve against (ASOF: the newest version at or before the event).
+    """
+    inputs = (
+        f"(SELECT i.input, coalesce(v.digest, i.input) AS input_node, i.output, i.run_id, i.task_name, i.timestamp "
+        f"FROM (SELECT unnest(inputs) AS input, coalesce(digest, location) AS output, run_id, task_name, timestamp "
+        f"FROM {events} WHERE inputs IS NOT NULL AND len(inputs) > 0 "
+        f"AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i "
+        f"ASOF LEFT JOIN {versions} v ON i.input = v.location AND i.timestamp >= v.timestamp)"
+    )
+    return f"""
+       WITH _inputs AS {inputs}
        SELECT run_id AS src, coalesce(digest, location) AS dst, 'generated' AS relation, run_id, task_name, timestamp
-         FROM events
+         FROM {events}
         WHERE ((event_type = 'artifact' AND op IN ('put', 'recorded')) OR (event_type = 'cache' AND op = 'write'))
           AND coalesce(digest, location) IS NOT NULL
        UNION ALL
        SELECT coalesce(digest, location), run_id, 'used', run_id, task_name, timestamp
-         FROM events
+         FROM {events}
         WHERE ((event_type = 'artifact' AND op = 'get') OR (event_type = 'cache' AND op = 'hit'))
           AND coalesce(digest, location) IS NOT NULL
        UNION ALL
        SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM _inputs WHERE output IS NOT NULL
        UNION ALL
-       SELECT DISTINCT input_node, run_id, 'used', run_id, task_name, min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
+       SELECT DISTINCT input_node, run_id, 'used', run_id, task_name,
+              min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
          FROM _inputs
        UNION ALL
        SELECT json_extract_string(attrs, '$.writer_run'), run_id, 'reused', run_id, task_name, timestamp
-         FROM events
+         FROM {events}
         WHERE event_type = 'cache' AND op = 'hit' AND json_extract_string(attrs, '$.writer_run') IS NOT NULL
-          AND json_extract_string(attrs, '$.writer_run') <> run_id""",
-    """CREATE MACRO _resolve(ref) AS
-       coalesce((SELECT digest FROM _artifact_versions WHERE location = ref ORDER BY timestamp DESC LIMIT 1), ref)""",
-    """CREATE MACRO ancestors(node, max_depth := 100) AS TABLE
+          AND json_extract_string(attrs, '$.writer_run') <> run_id"""
+
+
+def nodes_sql(events: str) -> str:
+    """SQL of the artifact node descriptions in ``events``, one row per node and source.
+
+    ``source`` is ``artifact`` (name, distinct locations, size and kind of the artifact events
+    of the node) or ``cache`` (the function and size of the cache writes of a digest).
+    """
+    return f"""
+       SELECT coalesce(digest, location) AS node, 'artifact' AS source, any_value(artifact_name) AS name,
+              list(DISTINCT location) FILTER (WHERE location IS NOT NULL) AS locations,
+              any_value(size_bytes) AS size_bytes, any_value(kind) AS kind
+         FROM {events} WHERE event_type = 'artifact' AND coalesce(digest, location) IS NOT NULL GROUP BY 1
+       UNION ALL
+       SELECT digest, 'cache', any_value(function_name), CAST([] AS VARCHAR[]), any_value(size_bytes), 'cache'
+         FROM {events} WHERE event_type = 'cache' AND op = 'write' AND digest IS NOT NULL GROUP BY 1"""
+
+
+def baseline_lineage_sql() -> str:
+    """``CREATE TEMP VIEW _baseline_lineage`` over the whole ``events`` view (no compacted edges)."""
+    return f"CREATE TEMP VIEW _baseline_lineage AS {edges_sql('events', '_artifact_versions')}"
+
+
+def _walk_macro(name: str, anchor: str, join: str) -> str:
+    return f"""CREATE MACRO {name}(node, max_depth := 100) AS TABLE
        WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
        USING KEY (src, dst, relation, run_id) AS (
-         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE dst = _resolve(node)
+         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE {anchor} = _resolve(node)
          UNION
          SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
-           FROM lineage l JOIN walk w ON l.dst = w.src
+           FROM lineage l JOIN walk w ON {join}
           WHERE w.depth < max_depth AND NOT EXISTS (
             SELECT 1 FROM recurring.walk r
              WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
-       SELECT * FROM walk""",
-    """CREATE MACRO descendants(node, max_depth := 100) AS TABLE
-       WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
-       USING KEY (src, dst, relation, run_id) AS (
-         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE src = _resolve(node)
-         UNION
-         SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
-           FROM lineage l JOIN walk w ON l.src = w.dst
-          WHERE w.depth < max_depth AND NOT EXISTS (
-            SELECT 1 FROM recurring.walk r
-             WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
-       SELECT * FROM walk""",
-)
+       SELECT * FROM walk"""
 
 
-def create_lineage_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``."""
-    for statement in LINEAGE_SQL:
-        con.execute(statement)
+def create_lineage_views(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    compacted: tuple[str, str, str] | None = None,
+    tail: str = "events",
+    as_of: str | None = None,
+) -> None:
+    """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``.
+
+    Args:
+        con: a connection that has the ``events`` view.
+        compacted: paths of the compacted edges sorted by ``dst``, by ``src``, and of the node
+            descriptions; ``None`` computes every edge from ``events``.
+        tail: the relation of the events the compacted edges do not cover.
+        as_of: ISO-8601 time the compacted edges are filtered to (the events already are).
+    """
+    con.execute(f"CREATE VIEW _artifact_versions AS {versions_sql('events')}")
+    con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_artifact_versions')}")
+    where = f" WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
+    if compacted is not None:
+        by_dst, by_src, nodes = (_sql_str(p) for p in compacted)
+        con.execute(f"CREATE VIEW _lineage_by_dst AS SELECT {_EDGE_COLUMNS} FROM read_parquet({by_dst}){where}")
+        con.execute(f"CREATE VIEW _lineage_by_src AS SELECT {_EDGE_COLUMNS} FROM read_parquet({by_src}){where}")
+        if not as_of:  # descriptions as of a time come from the filtered events instead
+            con.execute(f"CREATE VIEW _lineage_nodes AS SELECT * FROM read_parquet({nodes})")
+        con.execute("CREATE VIEW lineage AS SELECT * FROM _lineage_by_dst UNION ALL SELECT * FROM _tail_lineage")
+    else:
+        con.execute("CREATE VIEW lineage AS SELECT * FROM _tail_lineage")
+    con.execute(
+        "CREATE MACRO _resolve(ref) AS coalesce((SELECT digest FROM _artifact_versions WHERE location = ref "
+        "ORDER BY timestamp DESC LIMIT 1), ref)"
+    )
+    con.execute(_walk_macro("ancestors", "dst", "l.dst = w.src"))
+    con.execute(_walk_macro("descendants", "src", "l.src = w.dst"))
 
 
 @dataclass
@@ -259,6 +338,65 @@ def _prov_id(node: str, info: dict[str, Any]) -> str:
     return f"uri:{quote(node, safe='')}"
 
 
+def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = $1", [name]).fetchall()[0][0])
+
+
+def _in_list(values: Sequence[str]) -> str:
+    return "(" + ", ".join(_sql_str(v) for v in values) + ")"
+
+
+def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
+    """The digest ``node`` stands for: itself when it is a digest, else the newest version at that URI."""
+    if _DIGEST.fullmatch(node):
+        return node  # a location is a URI or path, never a bare digest
+    return str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
+
+
+def _walk(con: duckdb.DuckDBPyConnection, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
+    """Breadth-first walk from ``root``: each level one lookup of the frontier's edges.
+
+    An edge is kept once, at the depth it was first reached; a node is expanded once, so
+    cycles end. Compacted edges are read from the copy sorted by the looked-up column, whose
+    row-group statistics skip everything but the frontier's row groups.
+    """
+    key = "dst" if direction == "up" else "src"
+    compacted = "_lineage_by_dst" if direction == "up" else "_lineage_by_src"
+    has_compacted = _has_view(con, compacted)
+    tail = "_walk_tail"
+    if not _has_view(con, tail) and not bool(
+        con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $1", [tail]).fetchall()[0][0]
+    ):
+        con.execute(f"CREATE TEMP TABLE {tail} AS SELECT * FROM _tail_lineage")
+    rows: list[tuple[Any, ...]] = []
+    seen: set[tuple[Any, ...]] = set()
+    expanded = {root}
+    frontier = [root]
+    depth = 0
+    while frontier and depth < max_depth:
+        depth += 1
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(frontier), 2048):
+            chunk = _in_list(frontier[start:start + 2048])
+            parts = [f"SELECT {_EDGE_COLUMNS} FROM {tail} WHERE {key} IN {chunk}"]
+            if has_compacted:
+                parts.insert(0, f"SELECT {_EDGE_COLUMNS} FROM {compacted} WHERE {key} IN {chunk}")
+            found += con.execute(" UNION ALL ".join(parts)).fetchall()
+        nxt: list[str] = []
+        for row in sorted(found, key=lambda r: (r[0], r[1], r[2], r[3], r[5] or "")):
+            edge_key = (row[0], row[1], row[2], row[3])
+            if edge_key in seen:
+                continue
+            seen.add(edge_key)
+            rows.append((*row, depth))
+            step = row[0] if key == "dst" else row[1]
+            if step is not None and step not in expanded:
+                expanded.add(step)
+                nxt.append(step)
+        frontier = nxt
+    return rows
+
+
 def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up",
                   depth: int | None = None) -> LineageGraph:
     """Walk the lineage of ``node`` (or take every edge when ``node`` is None) into a graph.
@@ -277,10 +415,9 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         rows = con.execute("SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
                            "GROUP BY src, dst, relation, run_id, task_name").fetchall()
     else:
-        root = str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
-        macros = {"up": ["ancestors"], "down": ["descendants"], "both": ["ancestors", "descendants"]}[direction]
-        for macro in macros:
-            rows += con.execute(f"SELECT * FROM {macro}($1, max_depth := $2)", [node, max_depth]).fetchall()
+        root = _resolve(con, node)
+        for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
+            rows += _walk(con, root, way, max_depth)
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         edge = dict(zip(columns, row, strict=True))
@@ -299,23 +436,40 @@ def _describe_nodes(con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: se
     if not ids:
         return
     id_list = sorted(ids)
-    for run_id, project, status, started, finished in con.execute(
-        "SELECT run_id, project, status, started_at, finished_at FROM runs WHERE list_contains($1, run_id)", [id_list]
-    ).fetchall():
-        graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
-                               "finished_at": finished}
-    for node, name, locations, size, kind in con.execute(
-        "SELECT coalesce(digest, location) AS node, any_value(artifact_name), list(DISTINCT location), "
-        "any_value(size_bytes), any_value(kind) FROM artifacts WHERE list_contains($1, coalesce(digest, location)) "
-        "GROUP BY node", [id_list]
-    ).fetchall():
-        graph.nodes[node] = {"kind": "artifact", "name": name, "locations": [x for x in locations if x],
-                             "size_bytes": size, "artifact_kind": kind}
-    for node, function, size in con.execute(
-        "SELECT digest, any_value(function_name), any_value(size_bytes) FROM cache "
-        "WHERE op = 'write' AND list_contains($1, digest) GROUP BY digest", [id_list]
-    ).fetchall():
-        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{function}() result", "locations": [],
-                                      "size_bytes": size, "artifact_kind": "cache"})
+    # Literal IN lists let the scans skip row groups (events are sorted by run id, compacted
+    # node descriptions by node); a list parameter would not.
+    for start in range(0, len(id_list), 2048):
+        chunk = _in_list(id_list[start:start + 2048])
+        for run_id, project, status, started, finished in con.execute(
+            f"SELECT run_id, project, status, started_at, finished_at FROM runs WHERE run_id IN {chunk}"
+        ).fetchall():
+            graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
+                                   "finished_at": finished}
+    described: dict[str, dict[str, Any]] = {}
+    cached: dict[str, dict[str, Any]] = {}
+    sources = ["_walk_nodes"]
+    if _has_view(con, "_lineage_nodes"):
+        sources.append("_lineage_nodes")
+    if not bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_walk_nodes'").fetchall()[0][0]):
+        tail = "_tail_events" if len(sources) > 1 else "events"
+        con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql(tail)}")
+    for start in range(0, len(id_list), 2048):
+        chunk = _in_list(id_list[start:start + 2048])
+        union = " UNION ALL ".join(f"SELECT * FROM {s} WHERE node IN {chunk}" for s in sources)
+        for node, source, name, locations, size, kind in con.execute(union).fetchall():
+            target = described if source == "artifact" else cached
+            info = target.setdefault(node, {"name": None, "locations": [], "size_bytes": None, "kind": None})
+            info["name"] = info["name"] or name
+            info["locations"] = sorted({*info["locations"], *(locations or [])})
+            info["size_bytes"] = info["size_bytes"] if info["size_bytes"] is not None else size
+            info["kind"] = info["kind"] or kind
+    for node, info in described.items():
+        if node in graph.nodes:
+            continue
+        graph.nodes[node] = {"kind": "artifact", "name": info["name"], "locations": info["locations"],
+                             "size_bytes": info["size_bytes"], "artifact_kind": info["kind"]}
+    for node, info in cached.items():
+        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{info['name']}() result", "locations": [],
+                                      "size_bytes": info["size_bytes"], "artifact_kind": "cache"})
     for node in ids - graph.nodes.keys():
         graph.nodes[node] = {"kind": "artifact", "name": node, "locations": [node] if "://" in node else []}
