@@ -43,7 +43,8 @@ def _cte_ms(led: Ledger, node: str) -> tuple[float, int]:
     start = time.perf_counter()
     con = connect(led)
     try:
-        con.execute(baseline_lineage_sql())
+        for statement in baseline_lineage_sql().split("; "):
+            con.execute(statement)
         rows = con.execute(
             "WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth) "
             "USING KEY (src, dst, relation, run_id) AS ("

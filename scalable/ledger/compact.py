@@ -723,26 +723,43 @@ def _publish_staged(ledger_dir: Path, staging: Path, expected_rows: int) -> list
 
 def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> LineageFiles:
     """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
-    from scalable.ledger.lineage import edges_sql, nodes_sql, versions_sql
+    from scalable.ledger.lineage import edges_sql, inputs_sql, nodes_sql, versions_sql
 
     staging = ledger_dir / TMP_DIR / f"lineage-{uuid.uuid4().hex}"
     staging.mkdir(parents=True, exist_ok=True)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([str(ledger_dir / f.path) for f in files])}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_versions AS {versions_sql('_compact_events')}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_events', '_compact_versions')}")
     options = f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {LINEAGE_ROW_GROUP})"
     by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
+    # Every node gets a dense integer id in node order, so the walk compares integers, not
+    # 64-character digests, and one file sorted by node is sorted by id as well.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _compact_edges AS {edges_sql('_compact_events', '_compact_inputs')}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _compact_described AS {nodes_sql('_compact_events')}")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _compact_ids AS SELECT node, row_number() OVER (ORDER BY node) - 1 AS id FROM "
+        "(SELECT src AS node FROM _compact_edges UNION SELECT dst FROM _compact_edges "
+        "UNION SELECT node FROM _compact_described) n WHERE node IS NOT NULL"
+    )
     row = con.execute(
-        f"COPY (SELECT * FROM ({edges_sql('_compact_events', '_compact_versions')}) e "
-        f"ORDER BY dst, src, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
+        "COPY (SELECT s.id AS src_id, d.id AS dst_id, e.src, e.dst, e.relation, e.run_id, e.task_name, e.timestamp "
+        "FROM _compact_edges e LEFT JOIN _compact_ids s ON e.src = s.node LEFT JOIN _compact_ids d ON e.dst = d.node "
+        f"ORDER BY dst_id, src_id, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
     ).fetchone()
     edges = int(row[0]) if row else 0
     row = con.execute(
-        f"COPY (SELECT * FROM read_parquet({_sql_str(str(by_dst))}) ORDER BY src, dst, relation, run_id) "
+        f"COPY (SELECT * FROM read_parquet({_sql_str(str(by_dst))}) ORDER BY src_id, dst_id, relation, run_id) "
         f"TO {_sql_str(str(by_src))} {options}"
     ).fetchone()
     if (int(row[0]) if row else 0) != edges:
         raise LedgerError(f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again")
-    con.execute(f"COPY (SELECT * FROM ({nodes_sql('_compact_events')}) n ORDER BY node) TO {_sql_str(str(nodes))} {options}")
+    con.execute(
+        "COPY (SELECT i.id, i.node, d.source, d.name, d.locations, d.size_bytes, d.kind FROM _compact_ids i "
+        f"LEFT JOIN _compact_described d USING (node) ORDER BY i.id, d.source) TO {_sql_str(str(nodes))} {options}"
+    )
+    for table in ("_compact_ids", "_compact_described", "_compact_edges"):
+        con.execute(f"DROP TABLE {table}")
+    con.execute("DROP VIEW _compact_inputs")
     con.execute("DROP VIEW _compact_versions")
     con.execute("DROP VIEW _compact_events")
     target = ledger_dir / LINEAGE_DIR

@@ -46,8 +46,10 @@ __all__ = [
     "baseline_lineage_sql",
     "create_lineage_views",
     "edges_sql",
+    "inputs_sql",
     "lineage_graph",
     "nodes_sql",
+    "versions_sql",
 ]
 
 _PRODUCER = "https://pypi.org/project/scalable/"
@@ -68,23 +70,36 @@ def versions_sql(events: str) -> str:
     )
 
 
-def edges_sql(events: str, versions: str) -> str:
+def inputs_sql(events: str, versions: str) -> str:
+    """SQL of the ``inputs`` entries of ``events``, each resolved to the node it stands for.
+
+    Args:
+        events: a relation with the event columns (a view name).
+        versions: a relation ``location, digest, timestamp`` of artifact versions that URI
+            inputs resolve against (the newest version at or before the event).
+    """
+    # The newest version at or before each event, found by a join and arg_max rather than an
+    # ASOF join, which DuckDB cannot plan inside the recursive CTEs of the walk macros.
+    return (
+        f"SELECT i.input, coalesce(arg_max(v.digest, v.timestamp), i.input) AS input_node, i.output, i.run_id, "
+        f"i.task_name, i.timestamp "
+        f"FROM (SELECT event_id, unnest(inputs) AS input, generate_subscripts(inputs, 1) AS pos, "
+        f"coalesce(digest, location) AS output, run_id, task_name, timestamp "
+        f"FROM {events} WHERE inputs IS NOT NULL AND len(inputs) > 0 "
+        f"AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i "
+        f"LEFT JOIN {versions} v ON i.input = v.location AND v.timestamp <= i.timestamp "
+        f"GROUP BY i.event_id, i.pos, i.input, i.output, i.run_id, i.task_name, i.timestamp"
+    )
+
+
+def edges_sql(events: str, inputs: str) -> str:
     """SQL of the lineage edges made by the events of relation ``events``.
 
     Args:
-        events: a relation with the event columns (a view name or a parenthesized SELECT).
-        versions: a relation ``location, digest, timestamp`` of artifact versions that URI
-            inputs resolve against (ASOF: the newest version at or before the event).
+        events: a relation with the event columns (a view name).
+        inputs: a view of :func:`inputs_sql` over the same events.
     """
-    inputs = (
-        f"(SELECT i.input, coalesce(v.digest, i.input) AS input_node, i.output, i.run_id, i.task_name, i.timestamp "
-        f"FROM (SELECT unnest(inputs) AS input, coalesce(digest, location) AS output, run_id, task_name, timestamp "
-        f"FROM {events} WHERE inputs IS NOT NULL AND len(inputs) > 0 "
-        f"AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i "
-        f"ASOF LEFT JOIN {versions} v ON i.input = v.location AND i.timestamp >= v.timestamp)"
-    )
     return f"""
-       WITH _inputs AS {inputs}
        SELECT run_id AS src, coalesce(digest, location) AS dst, 'generated' AS relation, run_id, task_name, timestamp
          FROM {events}
         WHERE ((event_type = 'artifact' AND op IN ('put', 'recorded')) OR (event_type = 'cache' AND op = 'write'))
@@ -95,11 +110,11 @@ def edges_sql(events: str, versions: str) -> str:
         WHERE ((event_type = 'artifact' AND op = 'get') OR (event_type = 'cache' AND op = 'hit'))
           AND coalesce(digest, location) IS NOT NULL
        UNION ALL
-       SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM _inputs WHERE output IS NOT NULL
+       SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM {inputs} WHERE output IS NOT NULL
        UNION ALL
        SELECT DISTINCT input_node, run_id, 'used', run_id, task_name,
               min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
-         FROM _inputs
+         FROM {inputs}
        UNION ALL
        SELECT json_extract_string(attrs, '$.writer_run'), run_id, 'reused', run_id, task_name, timestamp
          FROM {events}
@@ -124,8 +139,11 @@ def nodes_sql(events: str) -> str:
 
 
 def baseline_lineage_sql() -> str:
-    """``CREATE TEMP VIEW _baseline_lineage`` over the whole ``events`` view (no compacted edges)."""
-    return f"CREATE TEMP VIEW _baseline_lineage AS {edges_sql('events', '_artifact_versions')}"
+    """``CREATE TEMP VIEW`` statements of ``_baseline_lineage``: every edge computed from ``events``."""
+    return (
+        f"CREATE TEMP VIEW _baseline_inputs AS {inputs_sql('events', '_artifact_versions')}; "
+        f"CREATE TEMP VIEW _baseline_lineage AS {edges_sql('events', '_baseline_inputs')}"
+    )
 
 
 def _walk_macro(name: str, anchor: str, join: str) -> str:
@@ -159,14 +177,18 @@ def create_lineage_views(
         as_of: ISO-8601 time the compacted edges are filtered to (the events already are).
     """
     con.execute(f"CREATE VIEW _artifact_versions AS {versions_sql('events')}")
-    con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_artifact_versions')}")
+    con.execute(f"CREATE VIEW _inputs AS {inputs_sql(tail, '_artifact_versions')}")
+    con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_inputs')}")
     where = f" WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
     if compacted is not None:
         by_dst, by_src, nodes = (_sql_str(p) for p in compacted)
         con.execute(f"CREATE VIEW _lineage_by_dst AS SELECT {_EDGE_COLUMNS} FROM read_parquet({by_dst}){where}")
-        con.execute(f"CREATE VIEW _lineage_by_src AS SELECT {_EDGE_COLUMNS} FROM read_parquet({by_src}){where}")
-        if not as_of:  # descriptions as of a time come from the filtered events instead
-            con.execute(f"CREATE VIEW _lineage_nodes AS SELECT * FROM read_parquet({nodes})")
+        for name, path in (("by_dst", by_dst), ("by_src", by_src)):
+            con.execute(f"CREATE VIEW _lineage_ids_{name} AS SELECT src_id, dst_id, relation, run_id, task_name, "
+                        f"timestamp FROM read_parquet({path}){where}")
+        con.execute(f"CREATE VIEW _lineage_nodes AS SELECT * FROM read_parquet({nodes})")
+        if as_of:  # descriptions as of a time come from the filtered events, not the compacted ones
+            con.execute(f"CREATE VIEW _lineage_cutoff AS SELECT {_sql_str(as_of)} AS as_of")
         con.execute("CREATE VIEW lineage AS SELECT * FROM _lineage_by_dst UNION ALL SELECT * FROM _tail_lineage")
     else:
         con.execute("CREATE VIEW lineage AS SELECT * FROM _tail_lineage")
@@ -338,12 +360,19 @@ def _prov_id(node: str, info: dict[str, Any]) -> str:
     return f"uri:{quote(node, safe='')}"
 
 
-def _has_view(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = $1", [name]).fetchall()[0][0])
+def _has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute(
+        "SELECT (SELECT count(*) FROM duckdb_views() WHERE view_name = $1) + "
+        "(SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)", [name]
+    ).fetchall()[0][0])
 
 
-def _in_list(values: Sequence[str]) -> str:
-    return "(" + ", ".join(_sql_str(v) for v in values) + ")"
+def _in_list(values: Sequence[Any]) -> str:
+    return "(" + ", ".join(str(v) if isinstance(v, int) else _sql_str(v) for v in values) + ")"
+
+
+def _chunks(values: Sequence[Any], size: int = 4096) -> list[Sequence[Any]]:
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
@@ -353,43 +382,103 @@ def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
     return str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
 
 
-def _walk(con: duckdb.DuckDBPyConnection, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
+Key = int | str  # a node: its compacted id when it has one, else its text
+
+
+class _Walker:
+    """Level-by-level lookups of edges over the compacted edges (by id) and the tail (by text)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.compacted = _has_relation(con, "_lineage_nodes")
+        if not _has_relation(con, "_walk_tail"):
+            if self.compacted:
+                # Tail edges carry the ids of the nodes that compacted edges know as well.
+                con.execute(
+                    "CREATE TEMP TABLE _walk_tail AS SELECT s.id AS src_id, d.id AS dst_id, t.* FROM _tail_lineage t "
+                    "LEFT JOIN (SELECT DISTINCT id, node FROM _lineage_nodes) s ON t.src = s.node "
+                    "LEFT JOIN (SELECT DISTINCT id, node FROM _lineage_nodes) d ON t.dst = d.node"
+                )
+            else:
+                con.execute("CREATE TEMP TABLE _walk_tail AS SELECT NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, "
+                            "t.* FROM _tail_lineage t")
+        self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0])
+        #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
+        self.described: list[tuple[Any, ...]] = []
+
+    def key_of(self, node: str) -> Key:
+        if not self.compacted:
+            return node
+        row = self.con.execute("SELECT id FROM _lineage_nodes WHERE node = $1 LIMIT 1", [node]).fetchall()
+        return int(row[0][0]) if row else node
+
+    def level(self, frontier: Sequence[Key], direction: str) -> list[tuple[Any, ...]]:
+        """Edges into (``up``) or out of (``down``) the frontier: ``(src, dst, relation, run_id, task, ts)``."""
+        col = "dst" if direction == "up" else "src"
+        ids = [k for k in frontier if isinstance(k, int)]
+        texts = [k for k in frontier if isinstance(k, str)]
+        out: list[tuple[Any, ...]] = []
+        if ids and self.compacted:
+            view = "_lineage_ids_by_dst" if direction == "up" else "_lineage_ids_by_src"
+            for chunk in _chunks(ids):
+                out += self.con.execute(
+                    f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} WHERE {col}_id IN "
+                    f"{_in_list(chunk)}"
+                ).fetchall()
+        if self.tail_rows:
+            conds = []
+            if ids:
+                conds.append(f"{col}_id IN {_in_list(ids)}")
+            if texts:
+                conds.append(f"{col} IN {_in_list(texts)}")
+            if conds:
+                for r in self.con.execute(
+                    "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp "
+                    f"FROM _walk_tail WHERE {' OR '.join(conds)}"
+                ).fetchall():
+                    src = int(r[0]) if r[0] is not None else r[1]
+                    dst = int(r[2]) if r[2] is not None else r[3]
+                    out.append((src, dst, *r[4:]))
+        return out
+
+    def texts(self, keys: set[Key]) -> dict[int, str]:
+        """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
+        ids = sorted(k for k in keys if isinstance(k, int))
+        found: dict[int, str] = {}
+        for chunk in _chunks(ids):
+            for id_, node, source, name, locations, size, kind in self.con.execute(
+                "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
+                f"WHERE id IN {_in_list(chunk)}"
+            ).fetchall():
+                found[int(id_)] = str(node)
+                if source is not None:
+                    self.described.append((node, source, name, locations, size, kind))
+        return found
+
+
+def _walk(walker: _Walker, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
     """Breadth-first walk from ``root``: each level one lookup of the frontier's edges.
 
     An edge is kept once, at the depth it was first reached; a node is expanded once, so
     cycles end. Compacted edges are read from the copy sorted by the looked-up column, whose
     row-group statistics skip everything but the frontier's row groups.
     """
-    key = "dst" if direction == "up" else "src"
-    compacted = "_lineage_by_dst" if direction == "up" else "_lineage_by_src"
-    has_compacted = _has_view(con, compacted)
-    tail = "_walk_tail"
-    if not _has_view(con, tail) and not bool(
-        con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $1", [tail]).fetchall()[0][0]
-    ):
-        con.execute(f"CREATE TEMP TABLE {tail} AS SELECT * FROM _tail_lineage")
+    start = walker.key_of(root)
     rows: list[tuple[Any, ...]] = []
     seen: set[tuple[Any, ...]] = set()
-    expanded = {root}
-    frontier = [root]
+    expanded: set[Key] = {start}
+    frontier: list[Key] = [start]
     depth = 0
     while frontier and depth < max_depth:
         depth += 1
-        found: list[tuple[Any, ...]] = []
-        for start in range(0, len(frontier), 2048):
-            chunk = _in_list(frontier[start:start + 2048])
-            parts = [f"SELECT {_EDGE_COLUMNS} FROM {tail} WHERE {key} IN {chunk}"]
-            if has_compacted:
-                parts.insert(0, f"SELECT {_EDGE_COLUMNS} FROM {compacted} WHERE {key} IN {chunk}")
-            found += con.execute(" UNION ALL ".join(parts)).fetchall()
-        nxt: list[str] = []
-        for row in sorted(found, key=lambda r: (r[0], r[1], r[2], r[3], r[5] or "")):
+        nxt: list[Key] = []
+        for row in sorted(walker.level(frontier, direction), key=lambda r: str(r[5] or "")):
             edge_key = (row[0], row[1], row[2], row[3])
             if edge_key in seen:
                 continue
             seen.add(edge_key)
             rows.append((*row, depth))
-            step = row[0] if key == "dst" else row[1]
+            step = row[0] if direction == "up" else row[1]
             if step is not None and step not in expanded:
                 expanded.add(step)
                 nxt.append(step)
@@ -411,13 +500,20 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
     columns = ["src", "dst", "relation", "run_id", "task_name", "timestamp", "depth"]
     rows: list[tuple[Any, ...]] = []
     root = None
+    known: list[tuple[Any, ...]] | None = None
     if node is None:
         rows = con.execute("SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
                            "GROUP BY src, dst, relation, run_id, task_name").fetchall()
     else:
         root = _resolve(con, node)
+        walker = _Walker(con)
         for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
-            rows += _walk(con, root, way, max_depth)
+            rows += _walk(walker, root, way, max_depth)
+        names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
+        if walker.compacted and not _has_relation(con, "_lineage_cutoff"):
+            known = walker.described
+        rows = [(names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
+                 names.get(r[1], r[1]) if isinstance(r[1], int) else r[1], *r[2:]) for r in rows]
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         edge = dict(zip(columns, row, strict=True))
@@ -428,41 +524,47 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
     ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
     if node is None:
         ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
-    _describe_nodes(con, graph, ids)
+    _describe_nodes(con, graph, ids, known)
     return graph
 
 
-def _describe_nodes(con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: set[str]) -> None:
+def _describe_nodes(
+    con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: set[str], known: list[tuple[Any, ...]] | None
+) -> None:
+    """Describe the nodes ``ids`` of ``graph``: runs from the ``runs`` view, artifacts from events.
+
+    ``known`` holds the compacted descriptions already read (then only the tail's events are
+    read); ``None`` reads every description from the ``events`` view.
+    """
     if not ids:
         return
     id_list = sorted(ids)
     # Literal IN lists let the scans skip row groups (events are sorted by run id, compacted
     # node descriptions by node); a list parameter would not.
-    for start in range(0, len(id_list), 2048):
-        chunk = _in_list(id_list[start:start + 2048])
+    for chunk in _chunks(id_list):
         for run_id, project, status, started, finished in con.execute(
-            f"SELECT run_id, project, status, started_at, finished_at FROM runs WHERE run_id IN {chunk}"
+            f"SELECT run_id, project, status, started_at, finished_at FROM runs WHERE run_id IN {_in_list(chunk)}"
         ).fetchall():
             graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
                                    "finished_at": finished}
     described: dict[str, dict[str, Any]] = {}
     cached: dict[str, dict[str, Any]] = {}
-    sources = ["_walk_nodes"]
-    if _has_view(con, "_lineage_nodes"):
-        sources.append("_lineage_nodes")
-    if not bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = '_walk_nodes'").fetchall()[0][0]):
-        tail = "_tail_events" if len(sources) > 1 else "events"
-        con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql(tail)}")
-    for start in range(0, len(id_list), 2048):
-        chunk = _in_list(id_list[start:start + 2048])
-        union = " UNION ALL ".join(f"SELECT * FROM {s} WHERE node IN {chunk}" for s in sources)
-        for node, source, name, locations, size, kind in con.execute(union).fetchall():
-            target = described if source == "artifact" else cached
-            info = target.setdefault(node, {"name": None, "locations": [], "size_bytes": None, "kind": None})
-            info["name"] = info["name"] or name
-            info["locations"] = sorted({*info["locations"], *(locations or [])})
-            info["size_bytes"] = info["size_bytes"] if info["size_bytes"] is not None else size
-            info["kind"] = info["kind"] or kind
+    if not _has_relation(con, "_walk_nodes"):
+        con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql('events' if known is None else '_tail_events')}")
+    found: list[tuple[Any, ...]] = list(known or [])
+    for chunk in _chunks(id_list):
+        found += con.execute(
+            f"SELECT node, source, name, locations, size_bytes, kind FROM _walk_nodes WHERE node IN {_in_list(chunk)}"
+        ).fetchall()
+    for node, source, name, locations, size, kind in found:
+        if source is None:
+            continue
+        target = described if source == "artifact" else cached
+        info = target.setdefault(node, {"name": None, "locations": [], "size_bytes": None, "kind": None})
+        info["name"] = info["name"] or name
+        info["locations"] = sorted({*info["locations"], *(locations or [])})
+        info["size_bytes"] = info["size_bytes"] if info["size_bytes"] is not None else size
+        info["kind"] = info["kind"] or kind
     for node, info in described.items():
         if node in graph.nodes:
             continue
