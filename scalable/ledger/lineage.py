@@ -392,16 +392,15 @@ class _Walker:
         self.con = con
         self.compacted = _has_relation(con, "_lineage_nodes")
         if not _has_relation(con, "_walk_tail"):
-            if self.compacted:
+            con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_lineage")
+            ids = "NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, t.* FROM _walk_tail_text t"
+            if self.compacted and con.execute("SELECT count(*) FROM _walk_tail_text").fetchall()[0][0]:
                 # Tail edges carry the ids of the nodes that compacted edges know as well.
-                con.execute(
-                    "CREATE TEMP TABLE _walk_tail AS SELECT s.id AS src_id, d.id AS dst_id, t.* FROM _tail_lineage t "
-                    "LEFT JOIN (SELECT DISTINCT id, node FROM _lineage_nodes) s ON t.src = s.node "
-                    "LEFT JOIN (SELECT DISTINCT id, node FROM _lineage_nodes) d ON t.dst = d.node"
-                )
-            else:
-                con.execute("CREATE TEMP TABLE _walk_tail AS SELECT NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, "
-                            "t.* FROM _tail_lineage t")
+                known = ("(SELECT DISTINCT id, node FROM _lineage_nodes WHERE node IN "
+                         "(SELECT src FROM _walk_tail_text UNION SELECT dst FROM _walk_tail_text))")
+                ids = (f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
+                       f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node")
+            con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
         self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0])
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
@@ -541,7 +540,9 @@ def _describe_nodes(
     id_list = sorted(ids)
     # Literal IN lists let the scans skip row groups (events are sorted by run id, compacted
     # node descriptions by node); a list parameter would not.
-    for chunk in _chunks(id_list):
+    # Run nodes are the runs of the edges (and the root); only those are looked up.
+    runs = sorted(ids & ({e["run_id"] for e in graph.edges} | ({graph.root} if graph.root else set())))
+    for chunk in _chunks(runs):
         for run_id, project, status, started, finished in con.execute(
             f"SELECT run_id, project, status, started_at, finished_at FROM runs WHERE run_id IN {_in_list(chunk)}"
         ).fetchall():
@@ -552,7 +553,8 @@ def _describe_nodes(
     if not _has_relation(con, "_walk_nodes"):
         con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql('events' if known is None else '_tail_events')}")
     found: list[tuple[Any, ...]] = list(known or [])
-    for chunk in _chunks(id_list):
+    has_rows = bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _walk_nodes LIMIT 1)").fetchall()[0][0])
+    for chunk in _chunks(id_list) if has_rows else []:
         found += con.execute(
             f"SELECT node, source, name, locations, size_bytes, kind FROM _walk_nodes WHERE node IN {_in_list(chunk)}"
         ).fetchall()
