@@ -406,45 +406,82 @@ class _Walker:
         self.described: list[tuple[Any, ...]] = []
 
     def key_of(self, node: str) -> Key:
+        """The compacted id of ``node``, or its text when compacted edges do not know it."""
         if not self.compacted:
             return node
         row = self.con.execute("SELECT id FROM _lineage_nodes WHERE node = $1 LIMIT 1", [node]).fetchall()
         return int(row[0][0]) if row else node
 
-    def level(self, frontier: Sequence[Key], direction: str) -> list[tuple[Any, ...]]:
-        """Edges into (``up``) or out of (``down``) the frontier: ``(src, dst, relation, run_id, task, ts)``."""
-        col = "dst" if direction == "up" else "src"
-        ids = [k for k in frontier if isinstance(k, int)]
-        texts = [k for k in frontier if isinstance(k, str)]
-        out: list[tuple[Any, ...]] = []
-        if ids and self.compacted:
-            view = "_lineage_ids_by_dst" if direction == "up" else "_lineage_ids_by_src"
-            for chunk in _chunks(ids):
-                out += self.con.execute(
-                    f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} WHERE {col}_id IN "
-                    f"{_in_list(chunk)}"
-                ).fetchall()
-        if self.tail_rows:
-            conds = []
-            if ids:
-                conds.append(f"{col}_id IN {_in_list(ids)}")
-            if texts:
-                conds.append(f"{col} IN {_in_list(texts)}")
-            if conds:
+    def _tail_index(self, direction: str) -> dict[Key, list[tuple[Any, ...]]]:
+        col = 1 if direction == "up" else 0
+        index: dict[Key, list[tuple[Any, ...]]] = {}
+        for r in self.con.execute(
+            "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
+        ).fetchall() if self.tail_rows else []:
+            row = (int(r[0]) if r[0] is not None else r[1], int(r[2]) if r[2] is not None else r[3], *r[4:])
+            if row[col] is not None:
+                index.setdefault(row[col], []).append(row)
+        return index
+
+    def walk(self, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
+        """Breadth-first walk from ``root``: ``(src, dst, relation, run_id, task, ts, depth)`` rows.
+
+        Compacted edges: the integer columns ``src_id, dst_id`` are read once and each level
+        is one vectorized membership test over them; then the edges into (``up``) or out of
+        (``down``) every expanded node are read in one lookup that skips the row groups
+        holding none of them. Tail edges are few and walked from an in-memory index. A node
+        is expanded once, at its smallest depth, so cycles end; an edge's depth is its
+        expanded end's depth plus one.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        near, far = (1, 0) if direction == "up" else (0, 1)
+        start = self.key_of(root)
+        tail = self._tail_index(direction)
+        near_ids = far_ids = None
+        if self.compacted:
+            table = self.con.sql("SELECT src_id, dst_id FROM _lineage_ids_by_dst").to_arrow_table()
+            near_ids, far_ids = table.column(near), table.column(far)
+        expanded: dict[Key, int] = {start: 0}
+        frontier: list[Key] = [start]
+        depth = 0
+        tail_rows: list[tuple[Any, ...]] = []
+        while frontier and depth < max_depth:
+            nxt: list[Key] = []
+            ints = [k for k in frontier if isinstance(k, int)]
+            if ints and near_ids is not None and far_ids is not None:
+                mask = pc.is_in(near_ids, value_set=pa.array(ints, pa.int64()))
+                for step in pc.unique(pc.filter(far_ids, mask)).to_pylist():
+                    if step is not None and step not in expanded:
+                        expanded[step] = depth + 1
+                        nxt.append(int(step))
+            for key in frontier:
+                for row in tail.get(key, ()):
+                    tail_rows.append((*row, depth + 1))
+                    step = row[far]
+                    if step is not None and step not in expanded:
+                        expanded[step] = depth + 1
+                        nxt.append(step)
+            frontier = nxt
+            depth += 1
+        rows = tail_rows
+        looked_up = sorted(k for k, d in expanded.items() if isinstance(k, int) and d < max_depth)
+        if looked_up and self.compacted:
+            view, col = ("_lineage_ids_by_dst", "dst_id") if direction == "up" else ("_lineage_ids_by_src", "src_id")
+            for chunk in _chunks(looked_up, 65536):
                 for r in self.con.execute(
-                    "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp "
-                    f"FROM _walk_tail WHERE {' OR '.join(conds)}"
+                    f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} WHERE {col} IN "
+                    f"{_in_list(chunk)}"
                 ).fetchall():
-                    src = int(r[0]) if r[0] is not None else r[1]
-                    dst = int(r[2]) if r[2] is not None else r[3]
-                    out.append((src, dst, *r[4:]))
-        return out
+                    rows.append((*r, expanded[r[near]] + 1))
+        return rows
 
     def texts(self, keys: set[Key]) -> dict[int, str]:
         """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
         ids = sorted(k for k in keys if isinstance(k, int))
         found: dict[int, str] = {}
-        for chunk in _chunks(ids):
+        for chunk in _chunks(ids, 65536):
             for id_, node, source, name, locations, size, kind in self.con.execute(
                 "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
                 f"WHERE id IN {_in_list(chunk)}"
@@ -453,36 +490,6 @@ class _Walker:
                 if source is not None:
                     self.described.append((node, source, name, locations, size, kind))
         return found
-
-
-def _walk(walker: _Walker, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
-    """Breadth-first walk from ``root``: each level one lookup of the frontier's edges.
-
-    An edge is kept once, at the depth it was first reached; a node is expanded once, so
-    cycles end. Compacted edges are read from the copy sorted by the looked-up column, whose
-    row-group statistics skip everything but the frontier's row groups.
-    """
-    start = walker.key_of(root)
-    rows: list[tuple[Any, ...]] = []
-    seen: set[tuple[Any, ...]] = set()
-    expanded: set[Key] = {start}
-    frontier: list[Key] = [start]
-    depth = 0
-    while frontier and depth < max_depth:
-        depth += 1
-        nxt: list[Key] = []
-        for row in sorted(walker.level(frontier, direction), key=lambda r: str(r[5] or "")):
-            edge_key = (row[0], row[1], row[2], row[3])
-            if edge_key in seen:
-                continue
-            seen.add(edge_key)
-            rows.append((*row, depth))
-            step = row[0] if direction == "up" else row[1]
-            if step is not None and step not in expanded:
-                expanded.add(step)
-                nxt.append(step)
-        frontier = nxt
-    return rows
 
 
 def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up",
@@ -507,7 +514,7 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         root = _resolve(con, node)
         walker = _Walker(con)
         for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
-            rows += _walk(walker, root, way, max_depth)
+            rows += walker.walk(root, way, max_depth)
         names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
         if walker.compacted and not _has_relation(con, "_lineage_cutoff"):
             known = walker.described
