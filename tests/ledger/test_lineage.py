@@ -57,6 +57,30 @@ def test_the_lineage_view_holds_exactly_the_true_edges(ledger: Ledger) -> None:
     assert got == TRUTH
 
 
+def _everything(ledger: Ledger, node: str) -> tuple[set[tuple[str, ...]], ...]:
+    """Edges with depth both ways from ``node``, and the view's edge set."""
+    walks = tuple({(e["src"], e["relation"], e["dst"], e["depth"]) for e in ledger.lineage(node, direction=d).edges}
+                  for d in ("up", "down"))
+    view = {tuple(r.values()) for r in ledger.query("SELECT DISTINCT src, relation, dst FROM lineage").to_pylist()}
+    return (*walks, view)
+
+
+def test_compacted_edges_and_live_tails_together_equal_the_streams(ledger: Ledger, isolated: Path) -> None:
+    """With one run compacted and the other still in its stream, and with a URI input resolved across them, lineage equals the streams'."""
+    _workflow(ledger)
+    with bind(run_id="run-3"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/3/f.csv", "digest": D["f"],
+                       "inputs": ["s3://b/runs/1/a.parquet"], "task_name": "F"})
+    ledger.compact(["run-1"])
+    streams_only = Ledger.open(ledger_dir=isolated / "elsewhere")
+    for node in (D["a"], D["c"], D["f"], "run-1", "run-3", "s3://b/runs/1/a.parquet"):
+        assert _everything(ledger, node) == _everything(streams_only, node)
+    assert (D["b"], "derived_from", D["f"]) in ledger.lineage(D["f"]).edge_set()
+    ledger.compact()
+    for node in (D["a"], D["f"], "run-2"):
+        assert _everything(ledger, node) == _everything(streams_only, node)
+
+
 def test_ancestors_walk_back_across_runs_through_the_cache(ledger: Ledger) -> None:
     """The second run's output traces back through the reused cache entry to the first run's raw file."""
     _workflow(ledger)
