@@ -33,11 +33,14 @@ How the invariants hold:
   from the dataset, and first appends one ``run/retired`` event per affected run with the
   count, time range and per-writer chain positions of what is removed, so audits can account
   for it.
-* **Lineage edges follow the data files.** Whenever the live data files change, the edges of
-  all of them are computed again (URI inputs resolved against every artifact version in the
-  dataset) and written, sorted by ``dst`` and by ``src`` in small row groups, so a lookup reads
+* **Lineage edges follow the data files.** A full compaction computes the edges of all live
+  data files (URI inputs resolved against every artifact version in the dataset) and writes
+  them, sorted by ``dst`` and by ``src`` in small row groups, so a lookup reads
   only the row groups that can hold its nodes. They are staged, made durable and renamed like
-  data files and named by the same manifest, so they are never out of step with it. A URI
+  data files and named by the same manifest, with the data files they cover. A compaction of some runs keeps
+  them while every covered file is live (the views compute the edges of the other files on the
+  fly) and drops them when one was merged or rewritten (the views then compute every edge from
+  the events) until the next full compaction. A URI
   input whose version was put by a run that is not compacted yet resolves to the version
   Parquet knows; the next compaction, which covers that run, recomputes it.
 * **Bounded memory.** Streams are compacted in batches of about :data:`BATCH_BYTES` of JSON,
@@ -136,12 +139,13 @@ class DataFile:
 
 @dataclass(frozen=True, slots=True)
 class LineageFiles:
-    """The lineage files of a generation, relative to the ledger directory, and their edge count."""
+    """The lineage files of a generation, relative to the ledger directory: edge count, data files covered."""
 
     by_dst: str
     by_src: str
     nodes: str
     edges: int
+    covers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,7 @@ class Manifest:
             "files": [{"path": f.path, "rows": f.rows, "bytes": f.bytes, "date": f.date} for f in self.files],
             "lineage": None if self.lineage is None else {
                 "by_dst": self.lineage.by_dst, "by_src": self.lineage.by_src, "nodes": self.lineage.nodes,
-                "edges": self.lineage.edges,
+                "edges": self.lineage.edges, "covers": list(self.lineage.covers),
             },
             "streams": {
                 run: {"offset": s.offset, "finished": s.finished, "retired": s.retired}
@@ -203,7 +207,9 @@ class Manifest:
                     run: StreamState(int(s["offset"]), bool(s.get("finished")), bool(s.get("retired")))
                     for run, s in doc["streams"].items()
                 },
-                lineage=None if not lin else LineageFiles(lin["by_dst"], lin["by_src"], lin["nodes"], int(lin["edges"])),
+                lineage=None if not lin else LineageFiles(
+                    lin["by_dst"], lin["by_src"], lin["nodes"], int(lin["edges"]), tuple(lin.get("covers", ()))
+                ),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(
@@ -444,9 +450,7 @@ def _compact_locked(
         if cutoff is not None:
             tombstones, events_retired, files = _retire_events(con, ledger, ledger_dir, files, cutoff)
         live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
-        lineage = base.lineage
-        if live and (live != base.files or lineage is None):
-            lineage = _write_lineage(con, ledger_dir, live)
+        lineage = _next_lineage(con, ledger_dir, base.lineage, live, full=wanted is None)
         manifest = Manifest(
             version=base.version + 1,
             files=live,
@@ -721,6 +725,29 @@ def _publish_staged(ledger_dir: Path, staging: Path, expected_rows: int) -> list
     return made
 
 
+def _next_lineage(
+    con: duckdb.DuckDBPyConnection, ledger_dir: Path, current: LineageFiles | None, live: Sequence[DataFile], *, full: bool
+) -> LineageFiles | None:
+    """The lineage files of the next generation.
+
+    A full compaction computes them for every live file (unless they cover exactly those
+    already). A compaction of some runs (a session closing) keeps the current ones while every
+    file they cover is still live: the views compute the edges of the files they do not cover
+    on the fly, as they do for streams. When a covered file was merged or rewritten they are
+    dropped, and the views compute every edge from events until the next full compaction.
+    """
+    paths = {f.path for f in live}
+    if not live:
+        return None
+    if full:
+        if current is not None and set(current.covers) == paths:
+            return current
+        return _write_lineage(con, ledger_dir, live)
+    if current is not None and set(current.covers) <= paths:
+        return current
+    return None
+
+
 def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> LineageFiles:
     """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
     from scalable.ledger.lineage import edges_sql, inputs_sql, nodes_sql, versions_sql
@@ -771,7 +798,8 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
         os.replace(file, target / name)
     _fsync_dir(target)
     shutil.rmtree(staging, ignore_errors=True)
-    return LineageFiles(*(f"{LINEAGE_DIR}/{n}" for n in names), edges=edges)
+    by_dst_rel, by_src_rel, nodes_rel = (f"{LINEAGE_DIR}/{n}" for n in names)
+    return LineageFiles(by_dst_rel, by_src_rel, nodes_rel, edges, tuple(sorted(f.path for f in files)))
 
 
 def _finished_runs(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> set[str]:

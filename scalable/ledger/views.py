@@ -47,7 +47,9 @@ def _empty_select() -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def _raw_events_sql(runs_dir: str, ledger_dir: str) -> tuple[str | None, str | None, tuple[str, str, str] | None]:
+def _raw_events_sql(
+    runs_dir: str, ledger_dir: str
+) -> tuple[str | None, str | None, tuple[str, str, str] | None, str | None]:
     """Every event once: the compacted Parquet rows, and the stream lines Parquet lacks.
 
     Compaction keeps the live Parquet files free of duplicates, so only the JSON-lines tails
@@ -56,8 +58,9 @@ def _raw_events_sql(runs_dir: str, ledger_dir: str) -> tuple[str | None, str | N
 
     Returns:
         The SELECT of the compacted events and of the tails (each ``None`` when there are
-        none), and the paths of the compacted lineage files (edges by ``dst``, by ``src``,
-        nodes) when the manifest has them.
+        none), the paths of the compacted lineage files (edges by ``dst``, by ``src``, nodes)
+        when the manifest has them, and the SELECT of the compacted events those files do not
+        cover (``None`` when they cover all).
     """
     manifest = read_manifest(ledger_dir)
     files = [os.path.join(ledger_dir, f.path) for f in manifest.files]
@@ -73,11 +76,14 @@ def _raw_events_sql(runs_dir: str, ledger_dir: str) -> tuple[str | None, str | N
                 f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
             )
     lineage = None
+    uncovered = None
     if manifest.lineage is not None and files:
         lin = manifest.lineage
         lineage = (os.path.join(ledger_dir, lin.by_dst), os.path.join(ledger_dir, lin.by_src),
                    os.path.join(ledger_dir, lin.nodes))
-    return parquet, tail, lineage
+        rest = [os.path.join(ledger_dir, f.path) for f in manifest.files if f.path not in set(lin.covers)]
+        uncovered = parquet_select(rest) if rest else None
+    return parquet, tail, lineage, uncovered
 
 
 def _view_sql(as_of: str | None) -> dict[str, str]:
@@ -161,7 +167,7 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         raw = " UNION ALL ".join(f"({p})" for p in parts)
         compacted = None
     else:
-        parquet, tail, compacted = _raw_events_sql(runs_dir, ledger_dir)
+        parquet, tail, compacted, uncovered = _raw_events_sql(runs_dir, ledger_dir)
         con.execute("CREATE VIEW _tail_rows AS " + (tail or _empty_select()))
         parts = [p for p in (parquet, "SELECT * FROM _tail_rows" if tail else None) if p]
         raw = " UNION ALL ".join(f"({p})" for p in parts)
@@ -170,7 +176,9 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         con.execute(f"CREATE VIEW {name} AS {sql}")
     if compacted is not None:
         where = f" WHERE timestamp <= {_sql_str(cutoff)}" if cutoff else ""
-        con.execute(f"CREATE VIEW _tail_events AS SELECT * FROM _tail_rows{where}")
+        # The events whose edges are not compacted: streams, and data files the edges do not cover.
+        rest = f"SELECT * FROM ({uncovered}) u UNION ALL SELECT * FROM _tail_rows" if uncovered else "SELECT * FROM _tail_rows"
+        con.execute(f"CREATE VIEW _tail_events AS SELECT * FROM ({rest}) r{where}")
         create_lineage_views(con, compacted=compacted, tail="_tail_events", as_of=cutoff)
     else:
         create_lineage_views(con)
