@@ -547,14 +547,22 @@ def _describe_nodes(
     id_list = sorted(ids)
     # Literal IN lists let the scans skip row groups (events are sorted by run id, compacted
     # node descriptions by node); a list parameter would not.
-    # Run nodes are the runs of the edges (and the root); only those are looked up.
-    runs = sorted(ids & ({e["run_id"] for e in graph.edges} | ({graph.root} if graph.root else set())))
+    # Run nodes are the runs of the edges, the writers of reused entries and maybe the root;
+    # only those are looked up, and only their run events are read (as the ``runs`` view does).
+    certain = ids & ({e["run_id"] for e in graph.edges} | {e["src"] for e in graph.edges if e["relation"] == "reused"})
+    runs = sorted(certain | (ids & {graph.root} if graph.root else set()))
     for chunk in _chunks(runs):
         for run_id, project, status, started, finished in con.execute(
-            f"SELECT run_id, project, status, started_at, finished_at FROM runs WHERE run_id IN {_in_list(chunk)}"
+            "SELECT run_id, any_value(json_extract_string(attrs, '$.project')) FILTER (WHERE op = 'started'), "
+            "coalesce(any_value(json_extract_string(attrs, '$.status')) FILTER (WHERE op = 'finished'), 'running'), "
+            "min(timestamp) FILTER (WHERE op = 'started'), max(timestamp) FILTER (WHERE op = 'finished') "
+            f"FROM events WHERE run_id IN {_in_list(chunk)} AND event_type = 'run' GROUP BY run_id"
         ).fetchall():
             graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
                                    "finished_at": finished}
+    for run_id in certain:  # a run with events but no run event yet
+        graph.nodes.setdefault(run_id, {"kind": "run", "project": None, "status": "running", "started_at": None,
+                                        "finished_at": None})
     described: dict[str, dict[str, Any]] = {}
     cached: dict[str, dict[str, Any]] = {}
     if not _has_relation(con, "_walk_nodes"):
