@@ -760,17 +760,23 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
     options = f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {LINEAGE_ROW_GROUP})"
     by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
     # Every node gets a dense integer id in node order, so the walk compares integers, not
-    # 64-character digests, and one file sorted by node is sorted by id as well.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _compact_edges AS {edges_sql('_compact_events', '_compact_inputs')}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _compact_described AS {nodes_sql('_compact_events')}")
+    # 64-character digests, and one file sorted by node is sorted by id as well. Each step
+    # goes through a staged Parquet file rather than a table, so it spills instead of holding
+    # the edges of the whole dataset in memory.
+    raw, described, ids = staging / "raw.parquet", staging / "described.parquet", staging / "ids.parquet"
+    con.execute("SET preserve_insertion_order=false")  # every file below is sorted explicitly
+    plain = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+    con.execute(f"COPY ({edges_sql('_compact_events', '_compact_inputs')}) TO {_sql_str(str(raw))} {plain}")
+    con.execute(f"COPY ({nodes_sql('_compact_events')}) TO {_sql_str(str(described))} {plain}")
+    raw_sql, described_sql, ids_sql = (f"read_parquet({_sql_str(str(p))})" for p in (raw, described, ids))
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _compact_ids AS SELECT node, row_number() OVER (ORDER BY node) - 1 AS id FROM "
-        "(SELECT src AS node FROM _compact_edges UNION SELECT dst FROM _compact_edges "
-        "UNION SELECT node FROM _compact_described) n WHERE node IS NOT NULL"
+        "COPY (SELECT node, row_number() OVER (ORDER BY node) - 1 AS id FROM "
+        f"(SELECT src AS node FROM {raw_sql} UNION SELECT dst FROM {raw_sql} UNION SELECT node FROM {described_sql}) n "
+        f"WHERE node IS NOT NULL) TO {_sql_str(str(ids))} {plain}"
     )
     row = con.execute(
         "COPY (SELECT s.id AS src_id, d.id AS dst_id, e.src, e.dst, e.relation, e.run_id, e.task_name, e.timestamp "
-        "FROM _compact_edges e LEFT JOIN _compact_ids s ON e.src = s.node LEFT JOIN _compact_ids d ON e.dst = d.node "
+        f"FROM {raw_sql} e LEFT JOIN {ids_sql} s ON e.src = s.node LEFT JOIN {ids_sql} d ON e.dst = d.node "
         f"ORDER BY dst_id, src_id, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
     ).fetchone()
     edges = int(row[0]) if row else 0
@@ -781,11 +787,10 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
     if (int(row[0]) if row else 0) != edges:
         raise LedgerError(f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again")
     con.execute(
-        "COPY (SELECT i.id, i.node, d.source, d.name, d.locations, d.size_bytes, d.kind FROM _compact_ids i "
-        f"LEFT JOIN _compact_described d USING (node) ORDER BY i.id, d.source) TO {_sql_str(str(nodes))} {options}"
+        f"COPY (SELECT i.id, i.node, d.source, d.name, d.locations, d.size_bytes, d.kind FROM {ids_sql} i "
+        f"LEFT JOIN {described_sql} d USING (node) ORDER BY i.id, d.source) TO {_sql_str(str(nodes))} {options}"
     )
-    for table in ("_compact_ids", "_compact_described", "_compact_edges"):
-        con.execute(f"DROP TABLE {table}")
+    con.execute("SET preserve_insertion_order=true")
     con.execute("DROP VIEW _compact_inputs")
     con.execute("DROP VIEW _compact_versions")
     con.execute("DROP VIEW _compact_events")

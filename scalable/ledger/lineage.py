@@ -126,15 +126,16 @@ def nodes_sql(events: str) -> str:
     """SQL of the artifact node descriptions in ``events``, one row per node and source.
 
     ``source`` is ``artifact`` (name, distinct locations, size and kind of the artifact events
-    of the node) or ``cache`` (the function and size of the cache writes of a digest).
+    of the node) or ``cache`` (the function and size of the cache writes of a digest); where
+    events disagree the smallest value is taken, so every read order gives the same result.
     """
     return f"""
-       SELECT coalesce(digest, location) AS node, 'artifact' AS source, any_value(artifact_name) AS name,
+       SELECT coalesce(digest, location) AS node, 'artifact' AS source, min(artifact_name) AS name,
               list(DISTINCT location) FILTER (WHERE location IS NOT NULL) AS locations,
-              any_value(size_bytes) AS size_bytes, any_value(kind) AS kind
+              min(size_bytes) AS size_bytes, min(kind) AS kind
          FROM {events} WHERE event_type = 'artifact' AND coalesce(digest, location) IS NOT NULL GROUP BY 1
        UNION ALL
-       SELECT digest, 'cache', any_value(function_name), CAST([] AS VARCHAR[]), any_value(size_bytes), 'cache'
+       SELECT digest, 'cache', min(function_name), CAST([] AS VARCHAR[]), min(size_bytes), 'cache'
          FROM {events} WHERE event_type = 'cache' AND op = 'write' AND digest IS NOT NULL GROUP BY 1"""
 
 
@@ -578,10 +579,11 @@ def _describe_nodes(
             continue
         target = described if source == "artifact" else cached
         info = target.setdefault(node, {"name": None, "locations": [], "size_bytes": None, "kind": None})
-        info["name"] = info["name"] or name
+        # The smallest value of each, as in SQL, so the result does not depend on read order.
+        info["name"] = min(filter(None, (info["name"], name)), default=None)
         info["locations"] = sorted({*info["locations"], *(locations or [])})
-        info["size_bytes"] = info["size_bytes"] if info["size_bytes"] is not None else size
-        info["kind"] = info["kind"] or kind
+        info["size_bytes"] = min((v for v in (info["size_bytes"], size) if v is not None), default=None)
+        info["kind"] = min(filter(None, (info["kind"], kind)), default=None)
     for node, info in described.items():
         if node in graph.nodes:
             continue
