@@ -165,7 +165,7 @@ def create_lineage_views(
     con: duckdb.DuckDBPyConnection,
     *,
     compacted: tuple[str, str, str] | None = None,
-    tail: str = "events",
+    tail: str | None = "events",
     as_of: str | None = None,
 ) -> None:
     """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``.
@@ -174,12 +174,18 @@ def create_lineage_views(
         con: a connection that has the ``events`` view.
         compacted: paths of the compacted edges sorted by ``dst``, by ``src``, and of the node
             descriptions; ``None`` computes every edge from ``events``.
-        tail: the relation of the events the compacted edges do not cover.
+        tail: the relation of the events the compacted edges do not cover; ``None`` when
+            they cover every event.
         as_of: ISO-8601 time the compacted edges are filtered to (the events already are).
     """
     con.execute(f"CREATE VIEW _artifact_versions AS {versions_sql('events')}")
-    con.execute(f"CREATE VIEW _inputs AS {inputs_sql(tail, '_artifact_versions')}")
-    con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_inputs')}")
+    if tail is None:
+        con.execute("CREATE VIEW _tail_lineage AS SELECT NULL::VARCHAR AS src, NULL::VARCHAR AS dst, "
+                    "NULL::VARCHAR AS relation, NULL::VARCHAR AS run_id, NULL::VARCHAR AS task_name, "
+                    "NULL::VARCHAR AS timestamp WHERE false")
+    else:
+        con.execute(f"CREATE VIEW _inputs AS {inputs_sql(tail, '_artifact_versions')}")
+        con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_inputs')}")
     where = f" WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
     if compacted is not None:
         by_dst, by_src, nodes = (_sql_str(p) for p in compacted)

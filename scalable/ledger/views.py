@@ -179,7 +179,7 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         # The events whose edges are not compacted: streams, and data files the edges do not cover.
         rest = f"SELECT * FROM ({uncovered}) u UNION ALL SELECT * FROM _tail_rows" if uncovered else "SELECT * FROM _tail_rows"
         con.execute(f"CREATE VIEW _tail_events AS SELECT * FROM ({rest}) r{where}")
-        create_lineage_views(con, compacted=compacted, tail="_tail_events", as_of=cutoff)
+        create_lineage_views(con, compacted=compacted, tail="_tail_events" if tail or uncovered else None, as_of=cutoff)
     else:
         create_lineage_views(con)
     allowed = ", ".join(_sql_str(d) for d in allowed_dirs)
