@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -102,6 +103,8 @@ EVENTS_DIR: Final = "events"
 LINEAGE_DIR: Final = "lineage"
 #: Rows per row group of the lineage files: small, so min/max statistics prune lookups.
 LINEAGE_ROW_GROUP: Final = 8192
+#: Events whose lineage edges are computed in one go (bounds the memory of a compaction).
+LINEAGE_BATCH_EVENTS: Final = 1_000_000
 MANIFEST_DIR: Final = "_manifest"
 TMP_DIR: Final = "_tmp"
 #: Bytes of JSON lines compacted per batch (bounds memory and file size).
@@ -755,20 +758,43 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
     staging = ledger_dir / TMP_DIR / f"lineage-{uuid.uuid4().hex}"
     staging.mkdir(parents=True, exist_ok=True)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([str(ledger_dir / f.path) for f in files])}")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_versions AS {versions_sql('_compact_events')}")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_events', '_compact_versions')}")
     options = f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {LINEAGE_ROW_GROUP})"
     by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
     # Every node gets a dense integer id in node order, so the walk compares integers, not
     # 64-character digests, and one file sorted by node is sorted by id as well. Each step
     # goes through a staged Parquet file rather than a table, so it spills instead of holding
     # the edges of the whole dataset in memory.
-    raw, described, ids = staging / "raw.parquet", staging / "described.parquet", staging / "ids.parquet"
+    ids = staging / "ids.parquet"
     con.execute("SET preserve_insertion_order=false")  # every file below is sorted explicitly
     plain = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
-    con.execute(f"COPY ({edges_sql('_compact_events', '_compact_inputs')}) TO {_sql_str(str(raw))} {plain}")
-    con.execute(f"COPY ({nodes_sql('_compact_events')}) TO {_sql_str(str(described))} {plain}")
-    raw_sql, described_sql, ids_sql = (f"read_parquet({_sql_str(str(p))})" for p in (raw, described, ids))
+    # Edges are computed for contiguous ranges of run ids (files are sorted by run id, so each
+    # range reads only its row groups), with the versions of only the locations its inputs
+    # name: memory stays bounded however large the dataset.
+    runs = [r[0] for r in con.execute("SELECT DISTINCT run_id FROM _compact_events ORDER BY run_id").fetchall()] or [""]
+    parts = max(1, -(-sum(f.rows for f in files) // LINEAGE_BATCH_EVENTS))
+    bounds: list[str | None] = [*sorted({runs[i * len(runs) // parts] for i in range(parts)}), None]
+    bounds[0] = ""  # the first range starts below every run id
+    raws: list[str] = []
+    described_parts: list[str] = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        cond = f"run_id >= {_sql_str(lo or '')}" + (f" AND run_id < {_sql_str(hi)}" if hi is not None else "")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_part AS SELECT * FROM _compact_events WHERE {cond}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW _compact_versions AS SELECT * FROM ({versions_sql('_compact_events')}) v "
+            "WHERE location IN (SELECT unnest(inputs) FROM _compact_part WHERE inputs IS NOT NULL)"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_part', '_compact_versions')}")
+        part = staging / f"raw-{i}.parquet"
+        con.execute(f"COPY ({edges_sql('_compact_part', '_compact_inputs')}) TO {_sql_str(str(part))} {plain}")
+        raws.append(str(part))
+        # Descriptions per range too; a node met in several ranges has a row from each, which
+        # readers merge (smallest value, union of locations).
+        part = staging / f"described-{i}.parquet"
+        con.execute(f"COPY ({nodes_sql('_compact_part')}) TO {_sql_str(str(part))} {plain}")
+        described_parts.append(str(part))
+    raw_sql = f"read_parquet({_sql_list(raws)})"
+    described_sql = f"read_parquet({_sql_list(described_parts)})"
+    ids_sql = f"read_parquet({_sql_str(str(ids))})"
     con.execute(
         "COPY (SELECT node, row_number() OVER (ORDER BY node) - 1 AS id FROM "
         f"(SELECT src AS node FROM {raw_sql} UNION SELECT dst FROM {raw_sql} UNION SELECT node FROM {described_sql}) n "
@@ -791,9 +817,8 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
         f"LEFT JOIN {described_sql} d USING (node) ORDER BY i.id, d.source) TO {_sql_str(str(nodes))} {options}"
     )
     con.execute("SET preserve_insertion_order=true")
-    con.execute("DROP VIEW _compact_inputs")
-    con.execute("DROP VIEW _compact_versions")
-    con.execute("DROP VIEW _compact_events")
+    for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
     target = ledger_dir / LINEAGE_DIR
     target.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex
