@@ -389,7 +389,7 @@ def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
     return str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
 
 
-Key = int | str  # a node: its compacted id when it has one, else its text
+_Key = int | str  # a node: its compacted id when it has one, else its text
 
 
 class _Walker:
@@ -412,16 +412,16 @@ class _Walker:
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
 
-    def key_of(self, node: str) -> Key:
+    def key_of(self, node: str) -> _Key:
         """The compacted id of ``node``, or its text when compacted edges do not know it."""
         if not self.compacted:
             return node
         row = self.con.execute("SELECT id FROM _lineage_nodes WHERE node = $1 LIMIT 1", [node]).fetchall()
         return int(row[0][0]) if row else node
 
-    def _tail_index(self, direction: str) -> dict[Key, list[tuple[Any, ...]]]:
+    def _tail_index(self, direction: str) -> dict[_Key, list[tuple[Any, ...]]]:
         col = 1 if direction == "up" else 0
-        index: dict[Key, list[tuple[Any, ...]]] = {}
+        index: dict[_Key, list[tuple[Any, ...]]] = {}
         for r in self.con.execute(
             "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
         ).fetchall() if self.tail_rows else []:
@@ -450,12 +450,12 @@ class _Walker:
         if self.compacted:
             table = self.con.sql("SELECT src_id, dst_id FROM _lineage_ids_by_dst").to_arrow_table()
             near_ids, far_ids = table.column(near), table.column(far)
-        expanded: dict[Key, int] = {start: 0}
-        frontier: list[Key] = [start]
+        expanded: dict[_Key, int] = {start: 0}
+        frontier: list[_Key] = [start]
         depth = 0
         tail_rows: list[tuple[Any, ...]] = []
         while frontier and depth < max_depth:
-            nxt: list[Key] = []
+            nxt: list[_Key] = []
             ints = [k for k in frontier if isinstance(k, int)]
             if ints and near_ids is not None and far_ids is not None:
                 mask = pc.is_in(near_ids, value_set=pa.array(ints, pa.int64()))
@@ -485,7 +485,7 @@ class _Walker:
                 rows.append((*r, expanded[r[near]] + 1))
         return rows
 
-    def texts(self, keys: set[Key]) -> dict[int, str]:
+    def texts(self, keys: set[_Key]) -> dict[int, str]:
         """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
         ids = sorted(k for k in keys if isinstance(k, int))
         found: dict[int, str] = {}
