@@ -800,10 +800,21 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
         f"(SELECT src AS node FROM {raw_sql} UNION SELECT dst FROM {raw_sql} UNION SELECT node FROM {described_sql}) n "
         f"WHERE node IS NOT NULL) TO {_sql_str(str(ids))} {plain}"
     )
+    # One join a statement, each through a staged file: a statement holding two join tables
+    # and a sort at once does not fit the memory limit at ten million events.
+    with_src, with_ids = staging / "with-src.parquet", staging / "with-ids.parquet"
+    con.execute(
+        f"COPY (SELECT s.id AS src_id, e.* FROM {raw_sql} e LEFT JOIN {ids_sql} s ON e.src = s.node) "
+        f"TO {_sql_str(str(with_src))} {plain}"
+    )
+    con.execute(
+        f"COPY (SELECT e.src_id, d.id AS dst_id, e.src, e.dst, e.relation, e.run_id, e.task_name, e.timestamp "
+        f"FROM read_parquet({_sql_str(str(with_src))}) e LEFT JOIN {ids_sql} d ON e.dst = d.node) "
+        f"TO {_sql_str(str(with_ids))} {plain}"
+    )
     row = con.execute(
-        "COPY (SELECT s.id AS src_id, d.id AS dst_id, e.src, e.dst, e.relation, e.run_id, e.task_name, e.timestamp "
-        f"FROM {raw_sql} e LEFT JOIN {ids_sql} s ON e.src = s.node LEFT JOIN {ids_sql} d ON e.dst = d.node "
-        f"ORDER BY dst_id, src_id, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
+        f"COPY (SELECT * FROM read_parquet({_sql_str(str(with_ids))}) ORDER BY dst_id, src_id, relation, run_id) "
+        f"TO {_sql_str(str(by_dst))} {options}"
     ).fetchone()
     edges = int(row[0]) if row else 0
     row = con.execute(
