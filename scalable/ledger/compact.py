@@ -751,7 +751,7 @@ def _next_lineage(
     return None
 
 
-def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> LineageFiles:
+def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> LineageFiles | None:
     """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
     from scalable.ledger.lineage import edges_sql, inputs_sql, nodes_sql, versions_sql
 
@@ -760,11 +760,9 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
     con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([str(ledger_dir / f.path) for f in files])}")
     options = f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {LINEAGE_ROW_GROUP})"
     by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
-    # Every node gets a dense integer id in node order, so the walk compares integers, not
-    # 64-character digests, and one file sorted by node is sorted by id as well. Each step
-    # goes through a staged Parquet file rather than a table, so it spills instead of holding
-    # the edges of the whole dataset in memory.
-    ids = staging / "ids.parquet"
+    # Every node gets an integer id, so the walk compares integers, not 64-character digests.
+    # Each step goes through a staged Parquet file rather than a table, so it spills instead
+    # of holding the edges of the whole dataset in memory.
     con.execute("SET preserve_insertion_order=false")  # every file below is sorted explicitly
     plain = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
     # Edges are computed for contiguous ranges of run ids (files are sorted by run id, so each
@@ -794,27 +792,31 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
         described_parts.append(str(part))
     raw_sql = f"read_parquet({_sql_list(raws)})"
     described_sql = f"read_parquet({_sql_list(described_parts)})"
-    ids_sql = f"read_parquet({_sql_str(str(ids))})"
+    # A node's id is its 63-bit hash: computed where it is needed, with no join. A collision
+    # (two nodes, one id) is checked for; should one ever occur, no lineage files are
+    # written and the views compute every edge from the events.
+    def node_id(col: str) -> str:
+        return f"CASE WHEN {col} IS NULL THEN NULL ELSE (hash({col}) >> 1)::BIGINT END"
+
     con.execute(
-        "COPY (SELECT node, row_number() OVER (ORDER BY node) - 1 AS id FROM "
-        f"(SELECT src AS node FROM {raw_sql} UNION SELECT dst FROM {raw_sql} UNION SELECT node FROM {described_sql}) n "
-        f"WHERE node IS NOT NULL) TO {_sql_str(str(ids))} {plain}"
+        f"COPY (SELECT * FROM (SELECT {node_id('node')} AS id, node, NULL::VARCHAR AS source, NULL::VARCHAR AS name, "
+        "NULL::VARCHAR[] AS locations, NULL::BIGINT AS size_bytes, NULL::VARCHAR AS kind FROM "
+        f"(SELECT src AS node FROM {raw_sql} UNION SELECT dst FROM {raw_sql}) n WHERE node IS NOT NULL "
+        f"UNION ALL SELECT {node_id('node')}, node, source, name, locations, size_bytes, kind FROM {described_sql}) "
+        f"ORDER BY id) TO {_sql_str(str(nodes))} {options}"
     )
-    # One join a statement, each through a staged file: a statement holding two join tables
-    # and a sort at once does not fit the memory limit at ten million events.
-    with_src, with_ids = staging / "with-src.parquet", staging / "with-ids.parquet"
-    con.execute(
-        f"COPY (SELECT s.id AS src_id, e.* FROM {raw_sql} e LEFT JOIN {ids_sql} s ON e.src = s.node) "
-        f"TO {_sql_str(str(with_src))} {plain}"
-    )
-    con.execute(
-        f"COPY (SELECT e.src_id, d.id AS dst_id, e.src, e.dst, e.relation, e.run_id, e.task_name, e.timestamp "
-        f"FROM read_parquet({_sql_str(str(with_src))}) e LEFT JOIN {ids_sql} d ON e.dst = d.node) "
-        f"TO {_sql_str(str(with_ids))} {plain}"
-    )
+    clash = con.execute(
+        f"SELECT count(*) FROM (SELECT id FROM read_parquet({_sql_str(str(nodes))}) GROUP BY id "
+        "HAVING count(DISTINCT node) > 1)"
+    ).fetchall()[0][0]
+    if clash:
+        _log.warning("ledger.lineage_not_compacted", reason="two lineage nodes share a hash id")
+        con.execute("SET preserve_insertion_order=true")
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
     row = con.execute(
-        f"COPY (SELECT * FROM read_parquet({_sql_str(str(with_ids))}) ORDER BY dst_id, src_id, relation, run_id) "
-        f"TO {_sql_str(str(by_dst))} {options}"
+        f"COPY (SELECT {node_id('src')} AS src_id, {node_id('dst')} AS dst_id, src, dst, relation, run_id, task_name, "
+        f"timestamp FROM {raw_sql} ORDER BY dst_id, src_id, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
     ).fetchone()
     edges = int(row[0]) if row else 0
     row = con.execute(
@@ -823,10 +825,6 @@ def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequ
     ).fetchone()
     if (int(row[0]) if row else 0) != edges:
         raise LedgerError(f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again")
-    con.execute(
-        f"COPY (SELECT i.id, i.node, d.source, d.name, d.locations, d.size_bytes, d.kind FROM {ids_sql} i "
-        f"LEFT JOIN {described_sql} d USING (node) ORDER BY i.id, d.source) TO {_sql_str(str(nodes))} {options}"
-    )
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
