@@ -5,7 +5,7 @@ Layout under the ledger directory::
     events/date=YYYY-MM-DD/part-<uuid>.parquet   data files (zstd, sorted by run_id, timestamp)
     lineage/edges-by-dst-<uuid>.parquet          lineage edges of the data files, sorted by dst
     lineage/edges-by-src-<uuid>.parquet          the same edges sorted by src
-    lineage/nodes-<uuid>.parquet                 artifact node descriptions, sorted by node
+    lineage/nodes-<uuid>.parquet                 node ids, texts and descriptions, sorted by id
     _manifest/00000000000000000007.json          one snapshot per compaction generation
 
 A manifest names every live data file and, per run, how many bytes of its stream are covered
