@@ -411,13 +411,21 @@ class _Walker:
         self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0])
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
+        self._keys: dict[str, _Key] = {}
 
     def key_of(self, node: str) -> _Key:
         """The compacted id of ``node``, or its text when compacted edges do not know it."""
         if not self.compacted:
             return node
-        row = self.con.execute("SELECT id FROM _lineage_nodes WHERE node = $1 LIMIT 1", [node]).fetchall()
-        return int(row[0][0]) if row else node
+        if node not in self._keys:
+            # The id is the node's hash (see compaction); a literal id lets the lookup read
+            # the one row group of the id-sorted nodes file that can hold it.
+            id_ = int(self.con.execute("SELECT (hash($1::VARCHAR) >> 1)::BIGINT", [node]).fetchall()[0][0])
+            row = self.con.execute(
+                f"SELECT count(*) FROM _lineage_nodes WHERE id = {id_} AND node = $1", [node]
+            ).fetchall()
+            self._keys[node] = id_ if row[0][0] else node
+        return self._keys[node]
 
     def _tail_index(self, direction: str) -> dict[_Key, list[tuple[Any, ...]]]:
         col = 1 if direction == "up" else 0
