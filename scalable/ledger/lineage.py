@@ -367,11 +367,12 @@ def _prov_id(node: str, info: dict[str, Any]) -> str:
     return f"uri:{quote(node, safe='')}"
 
 
-def _has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT (SELECT count(*) FROM duckdb_views() WHERE view_name = $1) + "
-        "(SELECT count(*) FROM duckdb_tables() WHERE table_name = $1)", [name]
-    ).fetchall()[0][0])
+def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Names of the views and tables of ``con`` (one catalog query)."""
+    return {r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL SELECT table_name FROM duckdb_tables()"
+    ).fetchall()}
+
 
 
 def _in_list(values: Sequence[Any]) -> str:
@@ -397,8 +398,16 @@ class _Walker:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        self.compacted = _has_relation(con, "_lineage_nodes")
-        if not _has_relation(con, "_walk_tail"):
+        names = _relations(con)
+        self.compacted = "_lineage_nodes" in names
+        #: as of a time, descriptions come from the filtered events, not the compacted ones
+        self.cutoff = "_lineage_cutoff" in names
+        if self.compacted and "_inputs" not in names:
+            # The compacted edges cover every event: there is no tail to walk.
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
+                        "NULL::BIGINT AS dst_id, * FROM _tail_lineage")
+            names.add("_walk_tail")
+        if "_walk_tail" not in names:
             con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_lineage")
             ids = "NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, t.* FROM _walk_tail_text t"
             if self.compacted and con.execute("SELECT count(*) FROM _walk_tail_text").fetchall()[0][0]:
@@ -408,7 +417,7 @@ class _Walker:
                 ids = (f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
                        f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node")
             con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
-        self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0])
+        self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
         self._keys: dict[str, _Key] = {}
@@ -531,7 +540,7 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
             rows += walker.walk(root, way, max_depth)
         names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
-        if walker.compacted and not _has_relation(con, "_lineage_cutoff"):
+        if walker.compacted and not walker.cutoff:
             known = walker.described
         rows = [(names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
                  names.get(r[1], r[1]) if isinstance(r[1], int) else r[1], *r[2:]) for r in rows]
@@ -580,10 +589,13 @@ def _describe_nodes(
                                         "finished_at": None})
     described: dict[str, dict[str, Any]] = {}
     cached: dict[str, dict[str, Any]] = {}
-    if not _has_relation(con, "_walk_nodes"):
-        con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql('events' if known is None else '_tail_events')}")
+    names = _relations(con)
+    has_rows = False
+    if known is None or "_inputs" in names:  # else the compacted descriptions cover every event
+        if "_walk_nodes" not in names:
+            con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql('events' if known is None else '_tail_events')}")
+        has_rows = bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _walk_nodes LIMIT 1)").fetchall()[0][0])
     found: list[tuple[Any, ...]] = list(known or [])
-    has_rows = bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _walk_nodes LIMIT 1)").fetchall()[0][0])
     for chunk in _chunks(id_list) if has_rows else []:
         found += con.execute(
             f"SELECT node, source, name, locations, size_bytes, kind FROM _walk_nodes WHERE node IN {_in_list(chunk)}"
