@@ -25,6 +25,7 @@ Targets = list[dict[str, Any]]
 BENCHES: dict[str, str] = {
     "append": "bench_append",
     "cache": "bench_cache",
+    "lineage": "bench_lineage",
     "put": "bench_put",
     "scale": "bench_scale",
     "session": "bench_session",

@@ -3,11 +3,15 @@
 Layout under the ledger directory::
 
     events/date=YYYY-MM-DD/part-<uuid>.parquet   data files (zstd, sorted by run_id, timestamp)
+    lineage/edges-by-dst-<uuid>.parquet          lineage edges of the data files, sorted by dst
+    lineage/edges-by-src-<uuid>.parquet          the same edges sorted by src
+    lineage/nodes-<uuid>.parquet                 node ids, texts and descriptions, sorted by id
     _manifest/00000000000000000007.json          one snapshot per compaction generation
 
 A manifest names every live data file and, per run, how many bytes of its stream are covered
 by those files (``offset``), whether the run has finished, whether its stream was retired, and
-the retention cutoff (``retired_before``). The views and the next compaction read only the
+the retention cutoff (``retired_before``), and the lineage files computed from exactly those
+data files. The views and the next compaction read only the
 files named by the newest manifest, so a file left behind by a killed compaction is invisible.
 
 How the invariants hold:
@@ -29,6 +33,16 @@ How the invariants hold:
   from the dataset, and first appends one ``run/retired`` event per affected run with the
   count, time range and per-writer chain positions of what is removed, so audits can account
   for it.
+* **Lineage edges follow the data files.** A full compaction computes the edges of all live
+  data files (URI inputs resolved against every artifact version in the dataset) and writes
+  them, sorted by ``dst`` and by ``src`` in small row groups, so a lookup reads
+  only the row groups that can hold its nodes. They are staged, made durable and renamed like
+  data files and named by the same manifest, with the data files they cover. A compaction of some runs keeps
+  them while every covered file is live (the views compute the edges of the other files on the
+  fly) and drops them when one was merged or rewritten (the views then compute every edge from
+  the events) until the next full compaction. A URI
+  input whose version was put by a run that is not compacted yet resolves to the version
+  Parquet knows; the next compaction, which covers that run, recomputes it.
 * **Bounded memory.** Streams are compacted in batches of about :data:`BATCH_BYTES` of JSON,
   DuckDB runs under a memory limit and spills to a temporary directory.
 
@@ -40,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -74,6 +89,7 @@ __all__ = [
     "CRASH_POINTS",
     "CompactionResult",
     "DataFile",
+    "LineageFiles",
     "Manifest",
     "StreamState",
     "compact",
@@ -84,6 +100,11 @@ __all__ = [
 ]
 
 EVENTS_DIR: Final = "events"
+LINEAGE_DIR: Final = "lineage"
+#: Rows per row group of the lineage files: small, so min/max statistics prune lookups.
+LINEAGE_ROW_GROUP: Final = 8192
+#: Events whose lineage edges are computed in one go (bounds the memory of a compaction).
+LINEAGE_BATCH_EVENTS: Final = 1_000_000
 MANIFEST_DIR: Final = "_manifest"
 TMP_DIR: Final = "_tmp"
 #: Bytes of JSON lines compacted per batch (bounds memory and file size).
@@ -120,6 +141,17 @@ class DataFile:
 
 
 @dataclass(frozen=True, slots=True)
+class LineageFiles:
+    """The lineage files of a generation, relative to the ledger directory: edge count, data files covered."""
+
+    by_dst: str
+    by_src: str
+    nodes: str
+    edges: int
+    covers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class StreamState:
     """How much of a run's stream is compacted: covered byte offset, finished, retired."""
 
@@ -137,6 +169,7 @@ class Manifest:
     streams: dict[str, StreamState] = field(default_factory=dict)
     retired_before: str | None = None
     created: str | None = None
+    lineage: LineageFiles | None = None
 
     def to_json(self) -> bytes:
         """Encode the manifest as the JSON document stored under ``_manifest/``."""
@@ -147,6 +180,10 @@ class Manifest:
             "created": self.created,
             "retired_before": self.retired_before,
             "files": [{"path": f.path, "rows": f.rows, "bytes": f.bytes, "date": f.date} for f in self.files],
+            "lineage": None if self.lineage is None else {
+                "by_dst": self.lineage.by_dst, "by_src": self.lineage.by_src, "nodes": self.lineage.nodes,
+                "edges": self.lineage.edges, "covers": list(self.lineage.covers),
+            },
             "streams": {
                 run: {"offset": s.offset, "finished": s.finished, "retired": s.retired}
                 for run, s in sorted(self.streams.items())
@@ -163,6 +200,7 @@ class Manifest:
         """
         try:
             doc = json.loads(data)
+            lin = doc.get("lineage")
             return cls(
                 version=int(doc["version"]),
                 created=doc.get("created"),
@@ -172,6 +210,9 @@ class Manifest:
                     run: StreamState(int(s["offset"]), bool(s.get("finished")), bool(s.get("retired")))
                     for run, s in doc["streams"].items()
                 },
+                lineage=None if not lin else LineageFiles(
+                    lin["by_dst"], lin["by_src"], lin["nodes"], int(lin["edges"]), tuple(lin.get("covers", ()))
+                ),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(
@@ -411,14 +452,18 @@ def _compact_locked(
         events_retired = 0
         if cutoff is not None:
             tombstones, events_retired, files = _retire_events(con, ledger, ledger_dir, files, cutoff)
+        live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
+        lineage = _next_lineage(con, ledger_dir, base.lineage, live, full=wanted is None)
         manifest = Manifest(
             version=base.version + 1,
-            files=tuple(sorted(files, key=lambda f: (f.date, f.path))),
+            files=live,
             streams=streams,
             retired_before=retired_before,
             created=now(),
+            lineage=lineage if live else None,
         )
-        if manifest.files == base.files and manifest.streams == base.streams and manifest.retired_before == base.retired_before:
+        if (manifest.files == base.files and manifest.streams == base.streams
+                and manifest.retired_before == base.retired_before and manifest.lineage == base.lineage):
             manifest = base  # nothing changed: no new generation
         else:
             _crash_point("before_manifest_commit")
@@ -683,6 +728,119 @@ def _publish_staged(ledger_dir: Path, staging: Path, expected_rows: int) -> list
     return made
 
 
+def _next_lineage(
+    con: duckdb.DuckDBPyConnection, ledger_dir: Path, current: LineageFiles | None, live: Sequence[DataFile], *, full: bool
+) -> LineageFiles | None:
+    """The lineage files of the next generation.
+
+    A full compaction computes them for every live file (unless they cover exactly those
+    already). A compaction of some runs (a session closing) keeps the current ones while every
+    file they cover is still live: the views compute the edges of the files they do not cover
+    on the fly, as they do for streams. When a covered file was merged or rewritten they are
+    dropped, and the views compute every edge from events until the next full compaction.
+    """
+    paths = {f.path for f in live}
+    if not live:
+        return None
+    if full:
+        if current is not None and set(current.covers) == paths:
+            return current
+        return _write_lineage(con, ledger_dir, live)
+    if current is not None and set(current.covers) <= paths:
+        return current
+    return None
+
+
+def _write_lineage(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> LineageFiles | None:
+    """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
+    from scalable.ledger.lineage import edges_sql, inputs_sql, nodes_sql, versions_sql
+
+    staging = ledger_dir / TMP_DIR / f"lineage-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True, exist_ok=True)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([str(ledger_dir / f.path) for f in files])}")
+    options = f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE {LINEAGE_ROW_GROUP})"
+    by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
+    # Every node gets an integer id, so the walk compares integers, not 64-character digests.
+    # Each step goes through a staged Parquet file rather than a table, so it spills instead
+    # of holding the edges of the whole dataset in memory.
+    con.execute("SET preserve_insertion_order=false")  # every file below is sorted explicitly
+    plain = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+    # Edges are computed for contiguous ranges of run ids (files are sorted by run id, so each
+    # range reads only its row groups), with the versions of only the locations its inputs
+    # name: memory stays bounded however large the dataset.
+    runs = [r[0] for r in con.execute("SELECT DISTINCT run_id FROM _compact_events ORDER BY run_id").fetchall()] or [""]
+    parts = max(1, -(-sum(f.rows for f in files) // LINEAGE_BATCH_EVENTS))
+    bounds: list[str | None] = [*sorted({runs[i * len(runs) // parts] for i in range(parts)}), None]
+    bounds[0] = ""  # the first range starts below every run id
+    raws: list[str] = []
+    described_parts: list[str] = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        cond = f"run_id >= {_sql_str(lo or '')}" + (f" AND run_id < {_sql_str(hi)}" if hi is not None else "")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_part AS SELECT * FROM _compact_events WHERE {cond}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW _compact_versions AS SELECT * FROM ({versions_sql('_compact_events')}) v "
+            "WHERE location IN (SELECT unnest(inputs) FROM _compact_part WHERE inputs IS NOT NULL)"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_part', '_compact_versions')}")
+        part = staging / f"raw-{i}.parquet"
+        con.execute(f"COPY ({edges_sql('_compact_part', '_compact_inputs')}) TO {_sql_str(str(part))} {plain}")
+        raws.append(str(part))
+        # Descriptions per range too; a node met in several ranges has a row from each, which
+        # readers merge (smallest value, union of locations).
+        part = staging / f"described-{i}.parquet"
+        con.execute(f"COPY ({nodes_sql('_compact_part')}) TO {_sql_str(str(part))} {plain}")
+        described_parts.append(str(part))
+    raw_sql = f"read_parquet({_sql_list(raws)})"
+    described_sql = f"read_parquet({_sql_list(described_parts)})"
+    # A node's id is its 63-bit hash: computed where it is needed, with no join. A collision
+    # (two nodes, one id) is checked for; should one ever occur, no lineage files are
+    # written and the views compute every edge from the events.
+    def node_id(col: str) -> str:
+        return f"CASE WHEN {col} IS NULL THEN NULL ELSE (hash({col}) >> 1)::BIGINT END"
+
+    con.execute(
+        f"COPY (SELECT * FROM (SELECT {node_id('node')} AS id, node, NULL::VARCHAR AS source, NULL::VARCHAR AS name, "
+        "NULL::VARCHAR[] AS locations, NULL::BIGINT AS size_bytes, NULL::VARCHAR AS kind FROM "
+        f"(SELECT src AS node FROM {raw_sql} UNION SELECT dst FROM {raw_sql}) n WHERE node IS NOT NULL "
+        f"UNION ALL SELECT {node_id('node')}, node, source, name, locations, size_bytes, kind FROM {described_sql}) "
+        f"ORDER BY id) TO {_sql_str(str(nodes))} {options}"
+    )
+    clash = con.execute(
+        f"SELECT count(*) FROM (SELECT id FROM read_parquet({_sql_str(str(nodes))}) GROUP BY id "
+        "HAVING count(DISTINCT node) > 1)"
+    ).fetchall()[0][0]
+    if clash:
+        _log.warning("ledger.lineage_not_compacted", reason="two lineage nodes share a hash id")
+        con.execute("SET preserve_insertion_order=true")
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    row = con.execute(
+        f"COPY (SELECT {node_id('src')} AS src_id, {node_id('dst')} AS dst_id, src, dst, relation, run_id, task_name, "
+        f"timestamp FROM {raw_sql} ORDER BY dst_id, src_id, relation, run_id) TO {_sql_str(str(by_dst))} {options}"
+    ).fetchone()
+    edges = int(row[0]) if row else 0
+    row = con.execute(
+        f"COPY (SELECT * FROM read_parquet({_sql_str(str(by_dst))}) ORDER BY src_id, dst_id, relation, run_id) "
+        f"TO {_sql_str(str(by_src))} {options}"
+    ).fetchone()
+    if (int(row[0]) if row else 0) != edges:
+        raise LedgerError(f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again")
+    con.execute("SET preserve_insertion_order=true")
+    for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    target = ledger_dir / LINEAGE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex
+    names = (f"edges-by-dst-{tag}.parquet", f"edges-by-src-{tag}.parquet", f"nodes-{tag}.parquet")
+    for file, name in zip((by_dst, by_src, nodes), names, strict=True):
+        _fsync_file(file)
+        os.replace(file, target / name)
+    _fsync_dir(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    by_dst_rel, by_src_rel, nodes_rel = (f"{LINEAGE_DIR}/{n}" for n in names)
+    return LineageFiles(by_dst_rel, by_src_rel, nodes_rel, edges, tuple(sorted(f.path for f in files)))
+
+
 def _finished_runs(con: duckdb.DuckDBPyConnection, ledger_dir: Path, files: Sequence[DataFile]) -> set[str]:
     if not files:
         return set()
@@ -867,10 +1025,11 @@ def _remove_orphans(ledger_dir: Path, manifest: Manifest, base: Manifest) -> Non
     previous manifest a moment ago can still read them.
     """
     keep = {f.path for f in manifest.files} | {f.path for f in base.files}
-    events = ledger_dir / EVENTS_DIR
-    if not events.is_dir():
-        return
-    for file in events.glob("date=*/*.parquet"):
+    for m in (manifest, base):
+        if m.lineage is not None:
+            keep |= {m.lineage.by_dst, m.lineage.by_src, m.lineage.nodes}
+    found = [*(ledger_dir / EVENTS_DIR).glob("date=*/*.parquet"), *(ledger_dir / LINEAGE_DIR).glob("*.parquet")]
+    for file in found:
         rel = file.relative_to(ledger_dir).as_posix()
         if rel not in keep:
             file.unlink(missing_ok=True)

@@ -17,12 +17,23 @@ reused        writing run -> reading run    a cache hit on an entry another run 
 ``ancestors(node)`` walks edges backwards (what ``node`` came from), ``descendants(node)``
 forwards (what came of it); both are breadth-first, cycle-safe (an edge is visited once, at
 its smallest depth) and bounded by ``max_depth``.
+
+Layout. Compaction writes the edges of the compacted events next to them (see
+:mod:`scalable.ledger.compact`): one Parquet file sorted by ``dst`` and a copy sorted by
+``src``, in small row groups, plus the node descriptions sorted by ``node``. Their min/max
+statistics let a lookup ``WHERE dst IN (...)`` read only the few row groups that can hold its
+nodes, so :func:`lineage_graph` walks level by level with such lookups instead of joining the
+whole edge set at every step. The ``lineage`` view is those compacted edges plus the edges of
+the events not compacted yet, computed on the fly; without compacted edges (an older manifest,
+a remote ledger) it is computed from the ``events`` view as a whole.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -30,73 +41,170 @@ from urllib.parse import quote, urlsplit
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["LINEAGE_SQL", "LineageGraph", "create_lineage_views", "lineage_graph"]
+__all__ = [
+    "LineageGraph",
+    "baseline_lineage_sql",
+    "create_lineage_views",
+    "edges_sql",
+    "inputs_sql",
+    "lineage_graph",
+    "nodes_sql",
+    "versions_sql",
+]
 
 _PRODUCER = "https://pypi.org/project/scalable/"
 _OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_EDGE_COLUMNS = "src, dst, relation, run_id, task_name, timestamp"
 
-#: Views and macros added to every ledger connection (after ``events``).
-LINEAGE_SQL: tuple[str, ...] = (
-    """CREATE VIEW _artifact_versions AS
-       SELECT location, digest, timestamp FROM events
-       WHERE event_type = 'artifact' AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL""",
-    """CREATE VIEW _inputs AS
-       SELECT i.input, coalesce(v.digest, i.input) AS input_node, i.output, i.run_id, i.task_name, i.timestamp
-       FROM (SELECT unnest(inputs) AS input, coalesce(digest, location) AS output, run_id, task_name, timestamp
-             FROM events WHERE inputs IS NOT NULL AND len(inputs) > 0
-               AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i
-       ASOF LEFT JOIN _artifact_versions v ON i.input = v.location AND i.timestamp >= v.timestamp""",
-    """CREATE VIEW lineage AS
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def versions_sql(events: str) -> str:
+    """SQL of the artifact versions of ``events``: ``location, digest, timestamp`` of each put and record."""
+    return (
+        f"SELECT location, digest, timestamp FROM {events} WHERE event_type = 'artifact' "
+        "AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL"
+    )
+
+
+def inputs_sql(events: str, versions: str) -> str:
+    """SQL of the ``inputs`` entries of ``events``, each resolved to the node it stands for.
+
+    Args:
+        events: a relation with the event columns (a view name).
+        versions: a relation ``location, digest, timestamp`` of artifact versions that URI
+            inputs resolve against (the newest version at or before the event).
+    """
+    # The newest version at or before each event, found by a join and arg_max rather than an
+    # ASOF join, which DuckDB cannot plan inside the recursive CTEs of the walk macros.
+    return (
+        f"SELECT i.input, coalesce(arg_max(v.digest, v.timestamp), i.input) AS input_node, i.output, i.run_id, "
+        f"i.task_name, i.timestamp "
+        f"FROM (SELECT event_id, unnest(inputs) AS input, generate_subscripts(inputs, 1) AS pos, "
+        f"coalesce(digest, location) AS output, run_id, task_name, timestamp "
+        f"FROM {events} WHERE inputs IS NOT NULL AND len(inputs) > 0 "
+        f"AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i "
+        f"LEFT JOIN {versions} v ON i.input = v.location AND v.timestamp <= i.timestamp "
+        f"GROUP BY i.event_id, i.pos, i.input, i.output, i.run_id, i.task_name, i.timestamp"
+    )
+
+
+def edges_sql(events: str, inputs: str) -> str:
+    """SQL of the lineage edges made by the events of relation ``events``.
+
+    Args:
+        events: a relation with the event columns (a view name).
+        inputs: a view of :func:`inputs_sql` over the same events.
+    """
+    return f"""
        SELECT run_id AS src, coalesce(digest, location) AS dst, 'generated' AS relation, run_id, task_name, timestamp
-         FROM events
+         FROM {events}
         WHERE ((event_type = 'artifact' AND op IN ('put', 'recorded')) OR (event_type = 'cache' AND op = 'write'))
           AND coalesce(digest, location) IS NOT NULL
        UNION ALL
        SELECT coalesce(digest, location), run_id, 'used', run_id, task_name, timestamp
-         FROM events
+         FROM {events}
         WHERE ((event_type = 'artifact' AND op = 'get') OR (event_type = 'cache' AND op = 'hit'))
           AND coalesce(digest, location) IS NOT NULL
        UNION ALL
-       SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM _inputs WHERE output IS NOT NULL
+       SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM {inputs} WHERE output IS NOT NULL
        UNION ALL
-       SELECT DISTINCT input_node, run_id, 'used', run_id, task_name, min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
-         FROM _inputs
+       SELECT DISTINCT input_node, run_id, 'used', run_id, task_name,
+              min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
+         FROM {inputs}
        UNION ALL
        SELECT json_extract_string(attrs, '$.writer_run'), run_id, 'reused', run_id, task_name, timestamp
-         FROM events
+         FROM {events}
         WHERE event_type = 'cache' AND op = 'hit' AND json_extract_string(attrs, '$.writer_run') IS NOT NULL
-          AND json_extract_string(attrs, '$.writer_run') <> run_id""",
-    """CREATE MACRO _resolve(ref) AS
-       coalesce((SELECT digest FROM _artifact_versions WHERE location = ref ORDER BY timestamp DESC LIMIT 1), ref)""",
-    """CREATE MACRO ancestors(node, max_depth := 100) AS TABLE
+          AND json_extract_string(attrs, '$.writer_run') <> run_id"""
+
+
+def nodes_sql(events: str) -> str:
+    """SQL of the artifact node descriptions in ``events``, one row per node and source.
+
+    ``source`` is ``artifact`` (name, distinct locations, size and kind of the artifact events
+    of the node) or ``cache`` (the function and size of the cache writes of a digest); where
+    events disagree the smallest value is taken, so every read order gives the same result.
+    """
+    return f"""
+       SELECT coalesce(digest, location) AS node, 'artifact' AS source, min(artifact_name) AS name,
+              list(DISTINCT location) FILTER (WHERE location IS NOT NULL) AS locations,
+              min(size_bytes) AS size_bytes, min(kind) AS kind
+         FROM {events} WHERE event_type = 'artifact' AND coalesce(digest, location) IS NOT NULL GROUP BY 1
+       UNION ALL
+       SELECT digest, 'cache', min(function_name), CAST([] AS VARCHAR[]), min(size_bytes), 'cache'
+         FROM {events} WHERE event_type = 'cache' AND op = 'write' AND digest IS NOT NULL GROUP BY 1"""
+
+
+def baseline_lineage_sql() -> str:
+    """``CREATE TEMP VIEW`` statements of ``_baseline_lineage``: every edge computed from ``events``."""
+    return (
+        f"CREATE TEMP VIEW _baseline_inputs AS {inputs_sql('events', '_artifact_versions')}; "
+        f"CREATE TEMP VIEW _baseline_lineage AS {edges_sql('events', '_baseline_inputs')}"
+    )
+
+
+def _walk_macro(name: str, anchor: str, join: str) -> str:
+    return f"""CREATE MACRO {name}(node, max_depth := 100) AS TABLE
        WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
        USING KEY (src, dst, relation, run_id) AS (
-         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE dst = _resolve(node)
+         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE {anchor} = _resolve(node)
          UNION
          SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
-           FROM lineage l JOIN walk w ON l.dst = w.src
+           FROM lineage l JOIN walk w ON {join}
           WHERE w.depth < max_depth AND NOT EXISTS (
             SELECT 1 FROM recurring.walk r
              WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
-       SELECT * FROM walk""",
-    """CREATE MACRO descendants(node, max_depth := 100) AS TABLE
-       WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
-       USING KEY (src, dst, relation, run_id) AS (
-         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE src = _resolve(node)
-         UNION
-         SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
-           FROM lineage l JOIN walk w ON l.src = w.dst
-          WHERE w.depth < max_depth AND NOT EXISTS (
-            SELECT 1 FROM recurring.walk r
-             WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
-       SELECT * FROM walk""",
-)
+       SELECT * FROM walk"""
 
 
-def create_lineage_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``."""
-    for statement in LINEAGE_SQL:
-        con.execute(statement)
+def create_lineage_views(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    compacted: tuple[str, str, str] | None = None,
+    tail: str | None = "events",
+    as_of: str | None = None,
+) -> None:
+    """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``.
+
+    Args:
+        con: a connection that has the ``events`` view.
+        compacted: paths of the compacted edges sorted by ``dst``, by ``src``, and of the node
+            descriptions; ``None`` computes every edge from ``events``.
+        tail: the relation of the events the compacted edges do not cover; ``None`` when
+            they cover every event.
+        as_of: ISO-8601 time the compacted edges are filtered to (the events already are).
+    """
+    con.execute(f"CREATE VIEW _artifact_versions AS {versions_sql('events')}")
+    if tail is None:
+        con.execute("CREATE VIEW _tail_lineage AS SELECT NULL::VARCHAR AS src, NULL::VARCHAR AS dst, "
+                    "NULL::VARCHAR AS relation, NULL::VARCHAR AS run_id, NULL::VARCHAR AS task_name, "
+                    "NULL::VARCHAR AS timestamp WHERE false")
+    else:
+        con.execute(f"CREATE VIEW _inputs AS {inputs_sql(tail, '_artifact_versions')}")
+        con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_inputs')}")
+    where = f" WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
+    if compacted is not None:
+        by_dst, by_src, nodes = (_sql_str(p) for p in compacted)
+        con.execute(f"CREATE VIEW _lineage_by_dst AS SELECT {_EDGE_COLUMNS} FROM read_parquet({by_dst}){where}")
+        for name, path in (("by_dst", by_dst), ("by_src", by_src)):
+            con.execute(f"CREATE VIEW _lineage_ids_{name} AS SELECT src_id, dst_id, relation, run_id, task_name, "
+                        f"timestamp FROM read_parquet({path}){where}")
+        con.execute(f"CREATE VIEW _lineage_nodes AS SELECT * FROM read_parquet({nodes})")
+        if as_of:  # descriptions as of a time come from the filtered events, not the compacted ones
+            con.execute(f"CREATE VIEW _lineage_cutoff AS SELECT {_sql_str(as_of)} AS as_of")
+        con.execute("CREATE VIEW lineage AS SELECT * FROM _lineage_by_dst UNION ALL SELECT * FROM _tail_lineage")
+    else:
+        con.execute("CREATE VIEW lineage AS SELECT * FROM _tail_lineage")
+    con.execute(
+        "CREATE MACRO _resolve(ref) AS coalesce((SELECT digest FROM _artifact_versions WHERE location = ref "
+        "ORDER BY timestamp DESC LIMIT 1), ref)"
+    )
+    con.execute(_walk_macro("ancestors", "dst", "l.dst = w.src"))
+    con.execute(_walk_macro("descendants", "src", "l.src = w.dst"))
 
 
 @dataclass
@@ -260,6 +368,155 @@ def _prov_id(node: str, info: dict[str, Any]) -> str:
     return f"uri:{quote(node, safe='')}"
 
 
+def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Names of the views and tables of ``con`` (one catalog query)."""
+    return {r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL SELECT table_name FROM duckdb_tables()"
+    ).fetchall()}
+
+
+
+def _in_list(values: Sequence[Any]) -> str:
+    return "(" + ", ".join(str(v) if isinstance(v, int) else _sql_str(v) for v in values) + ")"
+
+
+def _chunks(values: Sequence[Any], size: int = 4096) -> list[Sequence[Any]]:
+    return [values[i:i + size] for i in range(0, len(values), size)]
+
+
+def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
+    """The digest ``node`` stands for: itself when it is a digest, else the newest version at that URI."""
+    if _DIGEST.fullmatch(node):
+        return node  # a location is a URI or path, never a bare digest
+    return str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
+
+
+_Key = int | str  # a node: its compacted id when it has one, else its text
+
+
+class _Walker:
+    """Level-by-level lookups of edges over the compacted edges (by id) and the tail (by text)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        names = _relations(con)
+        self.compacted = "_lineage_nodes" in names
+        #: as of a time, descriptions come from the filtered events, not the compacted ones
+        self.cutoff = "_lineage_cutoff" in names
+        if self.compacted and "_inputs" not in names:
+            # The compacted edges cover every event: there is no tail to walk.
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
+                        "NULL::BIGINT AS dst_id, * FROM _tail_lineage")
+            names.add("_walk_tail")
+        if "_walk_tail" not in names:
+            con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_lineage")
+            ids = "NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, t.* FROM _walk_tail_text t"
+            if self.compacted and con.execute("SELECT count(*) FROM _walk_tail_text").fetchall()[0][0]:
+                # Tail edges carry the ids of the nodes that compacted edges know as well.
+                known = ("(SELECT DISTINCT id, node FROM _lineage_nodes WHERE node IN "
+                         "(SELECT src FROM _walk_tail_text UNION SELECT dst FROM _walk_tail_text))")
+                ids = (f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
+                       f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node")
+            con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
+        self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
+        #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
+        self.described: list[tuple[Any, ...]] = []
+        self._keys: dict[str, _Key] = {}
+
+    def key_of(self, node: str) -> _Key:
+        """The compacted id of ``node``, or its text when compacted edges do not know it."""
+        if not self.compacted:
+            return node
+        if node not in self._keys:
+            # The id is the node's hash (see compaction); a literal id lets the lookup read
+            # the one row group of the id-sorted nodes file that can hold it.
+            id_ = int(self.con.execute("SELECT (hash($1::VARCHAR) >> 1)::BIGINT", [node]).fetchall()[0][0])
+            row = self.con.execute(
+                f"SELECT count(*) FROM _lineage_nodes WHERE id = {id_} AND node = $1", [node]
+            ).fetchall()
+            self._keys[node] = id_ if row[0][0] else node
+        return self._keys[node]
+
+    def _tail_index(self, direction: str) -> dict[_Key, list[tuple[Any, ...]]]:
+        col = 1 if direction == "up" else 0
+        index: dict[_Key, list[tuple[Any, ...]]] = {}
+        for r in self.con.execute(
+            "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
+        ).fetchall() if self.tail_rows else []:
+            row = (int(r[0]) if r[0] is not None else r[1], int(r[2]) if r[2] is not None else r[3], *r[4:])
+            if row[col] is not None:
+                index.setdefault(row[col], []).append(row)
+        return index
+
+    def walk(self, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
+        """Breadth-first walk from ``root``: ``(src, dst, relation, run_id, task, ts, depth)`` rows.
+
+        Compacted edges: the integer columns ``src_id, dst_id`` are read once and each level
+        is one vectorized membership test over them; then the edges into (``up``) or out of
+        (``down``) every expanded node are read in one lookup that skips the row groups
+        holding none of them. Tail edges are few and walked from an in-memory index. A node
+        is expanded once, at its smallest depth, so cycles end; an edge's depth is its
+        expanded end's depth plus one.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        near, far = (1, 0) if direction == "up" else (0, 1)
+        start = self.key_of(root)
+        tail = self._tail_index(direction)
+        near_ids = far_ids = None
+        if self.compacted:
+            table = self.con.sql("SELECT src_id, dst_id FROM _lineage_ids_by_dst").to_arrow_table()
+            near_ids, far_ids = table.column(near), table.column(far)
+        expanded: dict[_Key, int] = {start: 0}
+        frontier: list[_Key] = [start]
+        depth = 0
+        tail_rows: list[tuple[Any, ...]] = []
+        while frontier and depth < max_depth:
+            nxt: list[_Key] = []
+            ints = [k for k in frontier if isinstance(k, int)]
+            if ints and near_ids is not None and far_ids is not None:
+                mask = pc.is_in(near_ids, value_set=pa.array(ints, pa.int64()))
+                for step in pc.unique(pc.filter(far_ids, mask)).to_pylist():
+                    if step is not None and step not in expanded:
+                        expanded[step] = depth + 1
+                        nxt.append(int(step))
+            for key in frontier:
+                for row in tail.get(key, ()):
+                    tail_rows.append((*row, depth + 1))
+                    step = row[far]
+                    if step is not None and step not in expanded:
+                        expanded[step] = depth + 1
+                        nxt.append(step)
+            frontier = nxt
+            depth += 1
+        rows = tail_rows
+        looked_up = sorted(k for k, d in expanded.items() if isinstance(k, int) and d < max_depth)
+        if looked_up and self.compacted:
+            view, col = ("_lineage_ids_by_dst", "dst_id") if direction == "up" else ("_lineage_ids_by_src", "src_id")
+            # A list parameter unnested in a subquery: cheaper than thousands of literals to
+            # parse, and its min/max still skips row groups.
+            for r in self.con.execute(
+                f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} "
+                f"WHERE {col} IN (SELECT unnest($1::BIGINT[]))", [looked_up]
+            ).fetchall():
+                rows.append((*r, expanded[r[near]] + 1))
+        return rows
+
+    def texts(self, keys: set[_Key]) -> dict[int, str]:
+        """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
+        ids = sorted(k for k in keys if isinstance(k, int))
+        found: dict[int, str] = {}
+        for id_, node, source, name, locations, size, kind in self.con.execute(
+            "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
+            "WHERE id IN (SELECT unnest($1::BIGINT[]))", [ids]
+        ).fetchall() if ids else []:
+            found[int(id_)] = str(node)
+            if source is not None:
+                self.described.append((node, source, name, locations, size, kind))
+        return found
+
+
 def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up",
                   depth: int | None = None) -> LineageGraph:
     """Walk the lineage of ``node`` (or take every edge when ``node`` is None) into a graph.
@@ -274,14 +531,20 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
     columns = ["src", "dst", "relation", "run_id", "task_name", "timestamp", "depth"]
     rows: list[tuple[Any, ...]] = []
     root = None
+    known: list[tuple[Any, ...]] | None = None
     if node is None:
         rows = con.execute("SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
                            "GROUP BY src, dst, relation, run_id, task_name").fetchall()
     else:
-        root = str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
-        macros = {"up": ["ancestors"], "down": ["descendants"], "both": ["ancestors", "descendants"]}[direction]
-        for macro in macros:
-            rows += con.execute(f"SELECT * FROM {macro}($1, max_depth := $2)", [node, max_depth]).fetchall()
+        root = _resolve(con, node)
+        walker = _Walker(con)
+        for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
+            rows += walker.walk(root, way, max_depth)
+        names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
+        if walker.compacted and not walker.cutoff:
+            known = walker.described
+        rows = [(names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
+                 names.get(r[1], r[1]) if isinstance(r[1], int) else r[1], *r[2:]) for r in rows]
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         edge = dict(zip(columns, row, strict=True))
@@ -292,31 +555,69 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
     ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
     if node is None:
         ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
-    _describe_nodes(con, graph, ids)
+    _describe_nodes(con, graph, ids, known)
     return graph
 
 
-def _describe_nodes(con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: set[str]) -> None:
+def _describe_nodes(
+    con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: set[str], known: list[tuple[Any, ...]] | None
+) -> None:
+    """Describe the nodes ``ids`` of ``graph``: runs from the ``runs`` view, artifacts from events.
+
+    ``known`` holds the compacted descriptions already read (then only the tail's events are
+    read); ``None`` reads every description from the ``events`` view.
+    """
     if not ids:
         return
     id_list = sorted(ids)
-    for run_id, project, status, started, finished in con.execute(
-        "SELECT run_id, project, status, started_at, finished_at FROM runs WHERE list_contains($1, run_id)", [id_list]
-    ).fetchall():
-        graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
-                               "finished_at": finished}
-    for node, name, locations, size, kind in con.execute(
-        "SELECT coalesce(digest, location) AS node, any_value(artifact_name), list(DISTINCT location), "
-        "any_value(size_bytes), any_value(kind) FROM artifacts WHERE list_contains($1, coalesce(digest, location)) "
-        "GROUP BY node", [id_list]
-    ).fetchall():
-        graph.nodes[node] = {"kind": "artifact", "name": name, "locations": [x for x in locations if x],
-                             "size_bytes": size, "artifact_kind": kind}
-    for node, function, size in con.execute(
-        "SELECT digest, any_value(function_name), any_value(size_bytes) FROM cache "
-        "WHERE op = 'write' AND list_contains($1, digest) GROUP BY digest", [id_list]
-    ).fetchall():
-        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{function}() result", "locations": [],
-                                      "size_bytes": size, "artifact_kind": "cache"})
+    # Literal IN lists let the scans skip row groups (events are sorted by run id, compacted
+    # node descriptions by node); a list parameter would not.
+    # Run nodes are the runs of the edges, the writers of reused entries and maybe the root;
+    # only those are looked up, and only their run events are read (as the ``runs`` view does).
+    certain = ids & ({e["run_id"] for e in graph.edges} | {e["src"] for e in graph.edges if e["relation"] == "reused"})
+    runs = sorted(certain | (ids & {graph.root} if graph.root else set()))
+    for chunk in _chunks(runs):
+        for run_id, project, status, started, finished in con.execute(
+            "SELECT run_id, any_value(json_extract_string(attrs, '$.project')) FILTER (WHERE op = 'started'), "
+            "coalesce(any_value(json_extract_string(attrs, '$.status')) FILTER (WHERE op = 'finished'), 'running'), "
+            "min(timestamp) FILTER (WHERE op = 'started'), max(timestamp) FILTER (WHERE op = 'finished') "
+            f"FROM events WHERE run_id IN {_in_list(chunk)} AND event_type = 'run' GROUP BY run_id"
+        ).fetchall():
+            graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
+                                   "finished_at": finished}
+    for run_id in certain:  # a run with events but no run event yet
+        graph.nodes.setdefault(run_id, {"kind": "run", "project": None, "status": "running", "started_at": None,
+                                        "finished_at": None})
+    described: dict[str, dict[str, Any]] = {}
+    cached: dict[str, dict[str, Any]] = {}
+    names = _relations(con)
+    has_rows = False
+    if known is None or "_inputs" in names:  # else the compacted descriptions cover every event
+        if "_walk_nodes" not in names:
+            con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql('events' if known is None else '_tail_events')}")
+        has_rows = bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _walk_nodes LIMIT 1)").fetchall()[0][0])
+    found: list[tuple[Any, ...]] = list(known or [])
+    for chunk in _chunks(id_list) if has_rows else []:
+        found += con.execute(
+            f"SELECT node, source, name, locations, size_bytes, kind FROM _walk_nodes WHERE node IN {_in_list(chunk)}"
+        ).fetchall()
+    for node, source, name, locations, size, kind in found:
+        if source is None:
+            continue
+        target = described if source == "artifact" else cached
+        info = target.setdefault(node, {"name": None, "locations": [], "size_bytes": None, "kind": None})
+        # The smallest value of each, as in SQL, so the result does not depend on read order.
+        info["name"] = min(filter(None, (info["name"], name)), default=None)
+        info["locations"] = sorted({*info["locations"], *(locations or [])})
+        info["size_bytes"] = min((v for v in (info["size_bytes"], size) if v is not None), default=None)
+        info["kind"] = min(filter(None, (info["kind"], kind)), default=None)
+    for node, info in described.items():
+        if node in graph.nodes:
+            continue
+        graph.nodes[node] = {"kind": "artifact", "name": info["name"], "locations": info["locations"],
+                             "size_bytes": info["size_bytes"], "artifact_kind": info["kind"]}
+    for node, info in cached.items():
+        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{info['name']}() result", "locations": [],
+                                      "size_bytes": info["size_bytes"], "artifact_kind": "cache"})
     for node in ids - graph.nodes.keys():
         graph.nodes[node] = {"kind": "artifact", "name": node, "locations": [node] if "://" in node else []}

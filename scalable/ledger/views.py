@@ -47,19 +47,26 @@ def _empty_select() -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def _raw_events_sql(runs_dir: str, ledger_dir: str) -> str:
-    """Every event once: the compacted Parquet rows plus the stream lines Parquet lacks.
+def _raw_events_sql(
+    runs_dir: str, ledger_dir: str
+) -> tuple[str | None, str | None, tuple[str, str, str] | None, str | None]:
+    """Every event once: the compacted Parquet rows, and the stream lines Parquet lacks.
 
     Compaction keeps the live Parquet files free of duplicates, so only the JSON-lines tails
     are deduplicated, and only the runs that also have rows in Parquet are anti-joined
     against it (a run-id filter that row-group statistics make cheap).
+
+    Returns:
+        The SELECT of the compacted events and of the tails (each ``None`` when there are
+        none), the paths of the compacted lineage files (edges by ``dst``, by ``src``, nodes)
+        when the manifest has them, and the SELECT of the compacted events those files do not
+        cover (``None`` when they cover all).
     """
     manifest = read_manifest(ledger_dir)
     files = [os.path.join(ledger_dir, f.path) for f in manifest.files]
     streams, overlap = uncompacted_streams(runs_dir, manifest)
-    sources: list[str] = []
-    if files:
-        sources.append(parquet_select(files))
+    parquet = parquet_select(files) if files else None
+    tail = None
     if streams:
         tail = f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(streams, retired_before=manifest.retired_before)}) j"
         if files and overlap:
@@ -68,10 +75,15 @@ def _raw_events_sql(runs_dir: str, ledger_dir: str) -> str:
                 f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
                 f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
             )
-        sources.append(tail)
-    if not sources:
-        return _empty_select()
-    return " UNION ALL ".join(f"({s})" for s in sources)
+    lineage = None
+    uncovered = None
+    if manifest.lineage is not None and files:
+        lin = manifest.lineage
+        lineage = (os.path.join(ledger_dir, lin.by_dst), os.path.join(ledger_dir, lin.by_src),
+                   os.path.join(ledger_dir, lin.nodes))
+        rest = [os.path.join(ledger_dir, f.path) for f in manifest.files if f.path not in set(lin.covers)]
+        uncovered = parquet_select(rest) if rest else None
+    return parquet, tail, lineage, uncovered
 
 
 def _view_sql(as_of: str | None) -> dict[str, str]:
@@ -153,12 +165,23 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
             con.execute(f"CREATE TEMP TABLE _remote_tails AS {tails}")
         parts = [p for p in (parquet, "SELECT * FROM _remote_tails" if tails else None) if p]
         raw = " UNION ALL ".join(f"({p})" for p in parts)
+        compacted = None
     else:
-        raw = _raw_events_sql(runs_dir, ledger_dir)
+        parquet, tail, compacted, uncovered = _raw_events_sql(runs_dir, ledger_dir)
+        con.execute("CREATE VIEW _tail_rows AS " + (tail or _empty_select()))
+        parts = [p for p in (parquet, "SELECT * FROM _tail_rows" if tail else None) if p]
+        raw = " UNION ALL ".join(f"({p})" for p in parts)
     con.execute("CREATE VIEW _raw_events AS " + (raw or _empty_select()))
     for name, sql in _view_sql(cutoff).items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
-    create_lineage_views(con)
+    if compacted is not None:
+        where = f" WHERE timestamp <= {_sql_str(cutoff)}" if cutoff else ""
+        # The events whose edges are not compacted: streams, and data files the edges do not cover.
+        rest = f"SELECT * FROM ({uncovered}) u UNION ALL SELECT * FROM _tail_rows" if uncovered else "SELECT * FROM _tail_rows"
+        con.execute(f"CREATE VIEW _tail_events AS SELECT * FROM ({rest}) r{where}")
+        create_lineage_views(con, compacted=compacted, tail="_tail_events" if tail or uncovered else None, as_of=cutoff)
+    else:
+        create_lineage_views(con)
     allowed = ", ".join(_sql_str(d) for d in allowed_dirs)
     con.execute(f"SET allowed_directories=[{allowed}]")
     con.execute("SET enable_external_access=false")

@@ -11,6 +11,7 @@ import sqlite_utils
 
 from scalable.errors import ConfigError, NodeNotFoundError
 from scalable.ledger import bind
+from scalable.ledger.compact import read_manifest
 from scalable.ledger.log import Ledger
 from tests.conftest import CliInvoker
 
@@ -55,6 +56,39 @@ def test_the_lineage_view_holds_exactly_the_true_edges(ledger: Ledger) -> None:
     _workflow(ledger)
     got = {tuple(r.values()) for r in ledger.query("SELECT DISTINCT src, relation, dst FROM lineage").to_pylist()}
     assert got == TRUTH
+
+
+def _everything(ledger: Ledger, node: str) -> tuple[set[tuple[str, ...]], ...]:
+    """Edges with depth both ways from ``node``, and the view's edge set."""
+    walks = tuple({(e["src"], e["relation"], e["dst"], e["depth"]) for e in ledger.lineage(node, direction=d).edges}
+                  for d in ("up", "down"))
+    view = {tuple(r.values()) for r in ledger.query("SELECT DISTINCT src, relation, dst FROM lineage").to_pylist()}
+    return (*walks, view)
+
+
+def test_compacted_edges_and_live_tails_together_equal_the_streams(ledger: Ledger, isolated: Path) -> None:
+    """Compacted edges plus a live stream, plus a file the edges do not cover, give the streams' lineage, URI inputs included."""
+    _workflow(ledger)
+    ledger.compact()
+    assert read_manifest(ledger.ledger_dir).lineage is not None
+    with bind(run_id="run-3"):  # a live stream whose URI input resolves to a compacted version
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/3/f.csv", "digest": D["f"],
+                       "inputs": ["s3://b/runs/1/a.parquet"], "task_name": "F"})
+    streams_only = Ledger.open(ledger_dir=isolated / "elsewhere")
+    expected = {node: _everything(streams_only, node) for node in (D["a"], D["f"], "run-1", "s3://b/runs/1/a.parquet")}
+    assert (D["b"], "derived_from", D["f"]) in ledger.lineage(D["f"]).edge_set()
+    for node, want in expected.items():
+        assert _everything(ledger, node) == want
+    ledger.compact(["run-3"])  # a session closing: the new file is not covered by the edges
+    lineage = read_manifest(ledger.ledger_dir).lineage
+    assert lineage is not None and len(lineage.covers) < len(read_manifest(ledger.ledger_dir).files)
+    for node, want in expected.items():
+        assert _everything(ledger, node) == want
+    ledger.compact()
+    lineage = read_manifest(ledger.ledger_dir).lineage
+    assert lineage is not None and len(lineage.covers) == len(read_manifest(ledger.ledger_dir).files)
+    for node, want in expected.items():
+        assert _everything(ledger, node) == want
 
 
 def test_ancestors_walk_back_across_runs_through_the_cache(ledger: Ledger) -> None:
