@@ -9,7 +9,7 @@ file's bytes, name or place changes. An empty directory hashes to the SHA-256 of
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import BinaryIO
 
 __all__ = ["CHUNK", "sha256_file", "sha256_stream", "tree_digest"]
@@ -36,9 +36,10 @@ def sha256_file(path: str) -> tuple[str, int]:
         return sha256_stream(fh)
 
 
-def tree_digest(files: Iterable[tuple[str, str]]) -> str:
-    """Return the tree digest of ``(relative POSIX path, file SHA-256 hex)`` pairs."""
+def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+    """Return the tree digest of ``{relative POSIX path: file SHA-256 hex}`` or such pairs."""
+    items = files.items() if isinstance(files, Mapping) else files
     h = hashlib.sha256()
-    for rel, digest in sorted(files):
+    for rel, digest in sorted(items):
         h.update(f"{rel}\0{digest}\n".encode())
     return h.hexdigest()

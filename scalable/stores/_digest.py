@@ -16,7 +16,8 @@ Tree digest (directories)
     empty tree has the digest of the empty string. Equal trees give equal digests on every
     backend, because only relative paths and content enter the hash.
 
-Every store computes digests here and nowhere else.
+The tree digest itself is :func:`scalable.digests.tree_digest`, shared with the cache, audits and
+replay; stores compute file digests and walk trees here.
 """
 
 from __future__ import annotations
@@ -24,24 +25,15 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
+from scalable.digests import tree_digest
 from scalable.errors import ArtifactNotFoundError, StoreError, UnsafeArtifactError
 
 __all__ = ["EMPTY_DIGEST", "file_digest", "tree_digest", "walk_tree"]
 
 EMPTY_DIGEST: Final = hashlib.sha256(b"").hexdigest()
-
-
-def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
-    """Return the tree digest of ``{relative/path: file digest}`` (see the module docstring)."""
-    items = files.items() if isinstance(files, Mapping) else files
-    h = hashlib.sha256()
-    for rel, digest in sorted(items):
-        h.update(rel.encode("utf-8") + b"\0" + digest.encode("ascii") + b"\n")
-    return h.hexdigest()
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
