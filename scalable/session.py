@@ -766,14 +766,17 @@ class ScalableSession(TaskSession):
         except Exception as exc:  # the run is sealed in its stream; compaction can run again later
             _log.warning("session.compaction_failed", run_id=self.run_id, error=mask_secrets(str(exc)))
 
-    def _close_at_exit(self) -> None:
-        exc = _uncaught
+    def _close_for(self, exc: BaseException | None) -> None:
+        """Close with the status an ending exception (or none) means."""
         if exc is None:
             self.close("completed")
         elif isinstance(exc, KeyboardInterrupt):
             self.close("interrupted", error=exc)
         else:
             self.close("failed", error=exc)
+
+    def _close_at_exit(self) -> None:
+        self._close_for(_uncaught)
 
     def __enter__(self) -> ScalableSession:
         return self.start()
@@ -781,12 +784,7 @@ class ScalableSession(TaskSession):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is None:
-            self.close("completed")
-        elif isinstance(exc, KeyboardInterrupt):
-            self.close("interrupted", error=exc)
-        else:
-            self.close("failed", error=exc)
+        self._close_for(exc)
 
     def _run_attrs(self) -> dict[str, Any]:
         try:
