@@ -1,20 +1,51 @@
-"""Content digests: SHA-256 of files and streams, and the tree digest of directories.
+"""Content digests: SHA-256 of files and streams, tree walks, and the tree digest of directories.
 
-Tree digest: the SHA-256 of the concatenation, over every regular file of the tree sorted by
-its relative POSIX path, of ``relative/path`` + NUL + the file's SHA-256 hex + newline. It is
-equal for equal trees wherever they are stored (local disk, S3, GCS), and changes when any
-file's bytes, name or place changes. An empty directory hashes to the SHA-256 of nothing.
+File digest
+    The SHA-256 (lowercase hex) of the file's bytes.
+
+Tree digest (directories)
+    For every regular file under the directory, take its path relative to the directory,
+    ``/``-separated (POSIX form, whatever the platform or backend), and its file digest.
+    Sort the pairs by path (Python string order, i.e. by code point), and hash the
+    concatenation of one line per file::
+
+        <relative/path> NUL <file-digest> LF
+
+    that is ``path.encode("utf-8") + b"\\0" + digest.encode("ascii") + b"\\n"``. The tree
+    digest is the SHA-256 hex of those bytes. Empty directories contribute nothing, so an
+    empty tree has the digest of the empty string. Equal trees give equal digests on every
+    backend (local disk, S3, GCS), because only relative paths and content enter the hash.
+
+This is the one home of hashing for stores, the cache, sessions, audits and replay. It imports
+nothing of scalable besides :mod:`scalable.errors`, so every layer may use it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
+import stat
 from collections.abc import Iterable, Mapping
-from typing import BinaryIO
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
-__all__ = ["CHUNK", "sha256_file", "sha256_stream", "tree_digest"]
+from scalable.errors import ArtifactNotFoundError, StoreError, UnsafeArtifactError
 
+__all__ = [
+    "CHUNK",
+    "Measurement",
+    "measure_path",
+    "sha256_file",
+    "sha256_stream",
+    "tree_digest",
+    "walk_tree",
+]
+
+#: Read size of the stream hasher.
 CHUNK = 1 << 20
+# Size of the slices of a memory-mapped file handed to hashlib (which releases the GIL for them).
+_MAP_CHUNK = 8 << 20
 
 
 def sha256_stream(stream: BinaryIO, chunk: int = CHUNK) -> tuple[str, int]:
@@ -30,10 +61,34 @@ def sha256_stream(stream: BinaryIO, chunk: int = CHUNK) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
-def sha256_file(path: str) -> tuple[str, int]:
-    """Hash a local file; return ``(hex digest, size in bytes)``."""
-    with open(path, "rb", buffering=0) as fh:
-        return sha256_stream(fh)
+def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """Hash a local file; return ``(hex digest, size in bytes)``.
+
+    The file is memory-mapped, so its bytes are not copied through Python; a file that cannot
+    be mapped (a pipe, a special file) is read instead.
+
+    Raises:
+        OSError: the file cannot be opened or read (``FileNotFoundError``,
+            ``IsADirectoryError``, ``PermissionError``...); callers turn it into their error.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        h = hashlib.sha256()
+        if size == 0:
+            return h.hexdigest(), 0
+        try:
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                # Slices of a memoryview copy nothing.
+                view = memoryview(mm)
+                try:
+                    for start in range(0, size, _MAP_CHUNK):
+                        h.update(view[start : start + _MAP_CHUNK])
+                finally:
+                    view.release()
+            return h.hexdigest(), size
+        except (ValueError, OSError):  # not mappable: read instead
+            fh.seek(0)
+            return sha256_stream(fh, _MAP_CHUNK)
 
 
 def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
@@ -43,3 +98,130 @@ def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     for rel, digest in sorted(items):
         h.update(f"{rel}\0{digest}\n".encode())
     return h.hexdigest()
+
+
+def walk_tree(root: str | os.PathLike[str], *, strict: bool = True) -> list[tuple[str, Path]]:
+    """Return ``(relative/posix/path, path)`` of every file under ``root``, sorted by path.
+
+    Two rules for symbolic links and special files exist, one per caller:
+
+    * ``strict=True`` (what artifact stores and sessions store and record): a link is followed
+      when it stays inside ``root`` (its target's content counts as a regular file there); a
+      link that leaves the tree, a dangling link, a loop, a fifo, a socket or a device is
+      refused.
+    * ``strict=False`` (directory arguments of ``@cacheable``): links to directories are not
+      followed, a link to a file counts as the file it points to, and anything that is not a
+      regular file is skipped.
+
+    Raises:
+        UnsafeArtifactError: with ``strict``, something under ``root`` cannot be stored safely.
+        StoreError: with ``strict``, a directory cannot be read.
+    """
+    top = Path(root)
+    if not strict:
+        found: list[tuple[str, Path]] = []
+        for dirpath, _dirnames, filenames in os.walk(top):
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                if os.path.isfile(full):
+                    found.append((Path(os.path.relpath(full, top)).as_posix(), Path(full)))
+        found.sort()
+        return found
+    return _walk_strict(top)
+
+
+def _walk_strict(root: Path) -> list[tuple[str, Path]]:
+    real_root = root.resolve()
+    out: list[tuple[str, Path]] = []
+
+    def onerror(exc: OSError) -> None:
+        raise StoreError(
+            f"cannot read directory {exc.filename!r}: {exc.strerror or exc}; check its permissions"
+        ) from None
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
+        base = Path(dirpath)
+        # Links to directories appear in dirnames; check them, then walk them as plain dirs
+        # only if they stay inside (os.walk does not follow them, so recurse by hand).
+        for name in list(dirnames):
+            p = base / name
+            if p.is_symlink():
+                _check_inside(p, real_root, root)
+                dirnames.remove(name)
+                target_dir = p.resolve()
+                if target_dir == base.resolve() or target_dir in base.resolve().parents:
+                    raise UnsafeArtifactError(
+                        f"symbolic link {str(p)!r} in {str(root)!r} points to its own ancestor (a loop); remove it"
+                    )
+                for rel, target in _walk_strict(p):
+                    out.append(((p / rel).relative_to(root).as_posix(), target))
+        for name in filenames:
+            p = base / name
+            if p.is_symlink():
+                _check_inside(p, real_root, root)
+            try:
+                mode = p.stat().st_mode
+            except OSError as exc:
+                raise UnsafeArtifactError(
+                    f"{str(p)!r} in {str(root)!r} cannot be read ({exc.strerror or exc}); remove it or fix it"
+                ) from None
+            if not stat.S_ISREG(mode):
+                raise UnsafeArtifactError(
+                    f"{str(p)!r} in {str(root)!r} is not a regular file (a fifo, socket or device); "
+                    "remove it from the directory before storing it"
+                )
+            out.append((p.relative_to(root).as_posix(), p))
+    out.sort()
+    return out
+
+
+def _check_inside(link: Path, real_root: Path, root: Path) -> None:
+    try:
+        target = link.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise UnsafeArtifactError(f"symbolic link {str(link)!r} in {str(root)!r} is dangling or loops; remove it") from None
+    if target != real_root and real_root not in target.parents:
+        raise UnsafeArtifactError(
+            f"symbolic link {str(link)!r} points outside {str(root)!r} (to {str(target)!r}); "
+            "copy the target into the directory or remove the link"
+        )
+
+
+class Measurement(NamedTuple):
+    """What :func:`measure_path` found: ``file`` or ``dir``, total bytes, and the digest."""
+
+    kind: str
+    size_bytes: int
+    digest: str
+
+
+def measure_path(path: str | os.PathLike[str]) -> Measurement:
+    """Return the kind, size and digest of a local file or directory, as artifact stores hash it.
+
+    A directory's size is the sum of its files' sizes and its digest the tree digest of the
+    :func:`walk_tree` (``strict``) files.
+
+    Raises:
+        ArtifactNotFoundError: ``path`` (or a file inside it) does not exist.
+        UnsafeArtifactError: a directory holds a link out of it or a special file.
+        StoreError: something cannot be read.
+    """
+    local = Path(path)
+    if local.is_dir():
+        digests: dict[str, str] = {}
+        total = 0
+        for rel, full in _walk_strict(local):
+            digests[rel], size = _hash_local(full)
+            total += size
+        return Measurement("dir", total, tree_digest(digests))
+    digest, size = _hash_local(local)
+    return Measurement("file", size, digest)
+
+
+def _hash_local(path: Path) -> tuple[str, int]:
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(f"file {os.fspath(path)!r} does not exist") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}; check its permissions") from None

@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlparse
 
 from scalable.cache import Cache
 from scalable.cache import using as cache_using
+from scalable.digests import measure_path
 from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
@@ -64,7 +65,6 @@ from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.settings import FsyncMode, Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
-from scalable.stores._digest import file_digest, tree_digest, walk_tree
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -343,18 +343,6 @@ def _local_path(location: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(Path(text).expanduser()))
 
 
-def _measure(path: Path) -> tuple[str, int, str]:
-    """Return (kind, size, digest) of a local file or directory, hashed as the stores hash."""
-    if path.is_dir():
-        digests: dict[str, str] = {}
-        total = 0
-        for rel, full in walk_tree(path):
-            digests[rel] = file_digest(full)
-            total += full.stat().st_size
-        return "dir", total, tree_digest(digests)
-    return "file", path.stat().st_size, file_digest(path)
-
-
 def _input_ref(value: str | os.PathLike[str]) -> str:
     text = os.fspath(value)
     if _is_remote(text) or text.startswith("file://"):
@@ -467,7 +455,7 @@ class TaskSession:
             where = _local_path(where).as_uri()
         measured_kind: str | None = None
         if local is not None:
-            measured_kind, measured_size, measured_digest = _measure(local)
+            measured_kind, measured_size, measured_digest = measure_path(local)
             if size_bytes is not None and size_bytes != measured_size:
                 raise IntegrityError(f"artifact {str(local)!r} has {measured_size} bytes, not size_bytes={size_bytes}")
             if digest is not None and digest != measured_digest:

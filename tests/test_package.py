@@ -20,7 +20,7 @@ _LAYERS = {
     "manifest": {"manifest", *_BASE},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
-    "digests": {"digests"},
+    "digests": {"digests", "errors"},
     "errors": {"errors"},
 }
 

@@ -15,7 +15,6 @@ links to directories are not followed; a link to a file counts as the file it po
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import pickle
 import struct
@@ -24,6 +23,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Any
 
+from scalable.digests import sha256_file, walk_tree
 from scalable.digests import tree_digest as combine_tree
 from scalable.errors import CacheArgumentError, CacheInputNotFoundError
 
@@ -39,36 +39,17 @@ __all__ = [
     "tree_digest",
 ]
 
-_CHUNK = 8 << 20
 _PACK_LEN = struct.Struct(">Q").pack
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
-    """Return the SHA-256 hex of a file's bytes (memory-mapped: no copy through Python).
+    """Return the SHA-256 hex of a file's bytes (:func:`scalable.digests.sha256_file`).
 
     Raises:
         CacheInputNotFoundError: the file does not exist or is not a regular file.
     """
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            h = hashlib.sha256()
-            if size == 0:
-                return h.hexdigest()
-            try:
-                with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                    # hashlib releases the GIL for large updates; slices of a memoryview copy nothing.
-                    view = memoryview(mm)
-                    try:
-                        for start in range(0, size, _CHUNK):
-                            h.update(view[start : start + _CHUNK])
-                    finally:
-                        view.release()
-            except (ValueError, OSError):  # not mappable (a pipe, a special file): read instead
-                fh.seek(0)
-                while chunk := fh.read(_CHUNK):
-                    h.update(chunk)
-            return h.hexdigest()
+        return sha256_file(path)[0]
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise CacheInputNotFoundError(
             f"file {os.fspath(path)!r} of a FileType argument does not exist; pass an existing file"
@@ -81,19 +62,11 @@ def tree_digest(path: str | os.PathLike[str]) -> str:
     Raises:
         CacheInputNotFoundError: the directory does not exist.
     """
-    root = Path(path)
-    if not root.is_dir():
+    if not Path(path).is_dir():
         raise CacheInputNotFoundError(
             f"directory {os.fspath(path)!r} of a DirType argument does not exist; pass an existing directory"
         )
-    entries: list[tuple[str, str]] = []
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            if os.path.isfile(full):
-                rel = Path(os.path.relpath(full, root)).as_posix()
-                entries.append((rel, file_digest(full)))
-    return combine_tree(entries)
+    return combine_tree((rel, file_digest(full)) for rel, full in walk_tree(path, strict=False))
 
 
 class GenericType:

@@ -3,7 +3,7 @@
 A backend implements a few primitives (open an upload that commits atomically, open a
 download, test for a file, list files recursively, delete a file, spell a URI). Everything
 else is written once here, in :class:`BaseArtifactStore`: key validation, one-pass copy and
-hashing, directory walks and tree digests (:mod:`scalable.stores._digest`), verification,
+hashing, directory walks and tree digests (:mod:`scalable.digests`), verification,
 the digest records kept beside stored artifacts, and the ``artifact`` events.
 
 Digest records: every put also writes a small JSON object at
@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Protocol, runtime_checkable
 
+from scalable.digests import tree_digest, walk_tree
 from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
@@ -38,7 +39,6 @@ from scalable.errors import (
     UnsafeArtifactError,
 )
 from scalable.ledger import bus
-from scalable.stores._digest import tree_digest, walk_tree
 
 __all__ = [
     "META_PREFIX",
