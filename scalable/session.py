@@ -65,11 +65,11 @@ from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.settings import FsyncMode, Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
+from scalable.stores.local import unwritable_ancestor
 
 __all__ = ["ScalableSession", "TaskSession"]
 
 _log = get_logger("scalable.session")
-_BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs"})
 _STATUSES = ("completed", "failed", "interrupted")
 #: How often an open run with ``SCALABLE_RUNS_DIR_REMOTE`` ships its new lines to the remote.
 REMOTE_SYNC_INTERVAL_S = 30.0
@@ -352,13 +352,13 @@ def _input_ref(value: str | os.PathLike[str]) -> str:
     return _local_path(text).as_uri()
 
 
-def _check_writable(path: Path, what: str, setting: str, error: type[Exception]) -> None:
-    """Raise ``error`` unless ``path`` is, or can be created as, a writable directory."""
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise error(f"{what} {str(path)!r} cannot be written ({probe} is not a writable directory); fix {setting}")
+def _check_runs_dir(path: Path) -> None:
+    """Raise LedgerWriteError unless the runs directory is, or can be created as, a writable directory."""
+    blocker = unwritable_ancestor(path)
+    if blocker is not None:
+        raise LedgerWriteError(
+            f"runs directory {str(path)!r} cannot be written ({blocker} is not a writable directory); fix SCALABLE_RUNS_DIR"
+        )
 
 
 class TaskSession:
@@ -647,7 +647,7 @@ class ScalableSession(TaskSession):
             if self._state == "closed":
                 raise SessionError(f"session of run {self.run_id!r} is closed; create a new session for a new run")
             if self.settings.telemetry:
-                _check_writable(self.settings.runs_dir, "runs directory", "SCALABLE_RUNS_DIR", LedgerWriteError)
+                _check_runs_dir(self.settings.runs_dir)
             self._check_storage()
             try:
                 self._exit.enter_context(bus.activate(self._ledger))
@@ -804,29 +804,11 @@ class ScalableSession(TaskSession):
             UnsupportedSchemeError: no backend handles the URI's scheme.
             MissingDependencyError: the backend's package is not installed.
         """
-        uri = self.settings.default_storage
-        shown = mask_secrets(uri)
-        if "://" not in uri or uri.startswith("file://"):
-            _check_writable(
-                _local_path(uri), "default storage", "project.default_storage or SCALABLE_DEFAULT_STORAGE", StoreUnreachableError
-            )
-            return
-        store = self.store
-        fs = getattr(store, "fs", None)
-        if fs is None or store.scheme not in _BUCKET_SCHEMES:
-            return
-        bucket = str(getattr(store, "root", "")).split("/", 1)[0]
         try:
-            fs.info(bucket)
-        except FileNotFoundError:
+            self.store.check_reachable()
+        except StoreUnreachableError as exc:
             raise StoreUnreachableError(
-                f"default storage {shown!r}: bucket {bucket!r} does not exist; create it or fix "
-                "project.default_storage / SCALABLE_DEFAULT_STORAGE"
-            ) from None
-        except Exception as exc:  # network, credentials, endpoint: all mean "cannot reach it"
-            raise StoreUnreachableError(
-                f"default storage {shown!r} cannot be reached: {mask_secrets(str(exc))[:300]}; "
-                "check the endpoint, credentials and network"
+                f"default storage {exc} (set by project.default_storage or SCALABLE_DEFAULT_STORAGE)"
             ) from None
 
     def _append_foreign(self, lines: Mapping[str, Sequence[bytes]]) -> None:

@@ -9,7 +9,11 @@ from scalable.stores import (
     BaseArtifactStore,
     FsspecArtifactStore,
     LocalArtifactStore,
+    StoreBackend,
     build_artifact_store,
+    known_stores,
+    register_store,
+    unregister_store,
 )
 
 __all__ = [
@@ -19,5 +23,9 @@ __all__ = [
     "BaseArtifactStore",
     "FsspecArtifactStore",
     "LocalArtifactStore",
+    "StoreBackend",
     "build_artifact_store",
+    "known_stores",
+    "register_store",
+    "unregister_store",
 ]

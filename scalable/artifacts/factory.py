@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from scalable.stores.factory import build_artifact_store
+from scalable.stores.factory import (
+    ENTRY_POINT_GROUP,
+    StoreBackend,
+    build_artifact_store,
+    known_stores,
+    register_store,
+    unregister_store,
+)
 
-__all__ = ["build_artifact_store"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "StoreBackend",
+    "build_artifact_store",
+    "known_stores",
+    "register_store",
+    "unregister_store",
+]

@@ -70,7 +70,7 @@ def _safe_function(function: str) -> str:
 
 #: S3 options a cache remote gets unless given: a lookup must not hang on a dead endpoint
 #: (botocore's defaults wait 60 s to connect and retry five times). ``retries`` is s3fs's
-#: own retry count of timeouts, set on the filesystem instance.
+#: own retry count of timeouts (see :class:`~scalable.stores.fsspec_store.FsspecArtifactStore`).
 S3_FAIL_FAST: dict[str, Any] = {
     "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}},
     "retries": 2,
@@ -167,10 +167,7 @@ class RemoteTier:
     def __init__(self, uri: str, *, store: ArtifactStore | None = None, **storage_options: Any) -> None:
         self.uri = uri
         self._store = store
-        options = _with_fail_fast_defaults(uri, storage_options)
-        # s3fs retries timeouts itself (five times, with backoff) on top of botocore's retries.
-        self._fs_retries: int | None = options.pop("retries", None)
-        self._options = options
+        self._options = _with_fail_fast_defaults(uri, storage_options)
         self._down_until = 0.0
         self._lock = threading.Lock()
 
@@ -182,11 +179,7 @@ class RemoteTier:
                 if self._store is None:
                     from scalable.stores import build_artifact_store
 
-                    store = build_artifact_store(self.uri, **self._options)
-                    fs = getattr(store, "fs", None)
-                    if self._fs_retries is not None and fs is not None and hasattr(fs, "retries"):
-                        fs.retries = self._fs_retries
-                    self._store = store
+                    self._store = build_artifact_store(self.uri, **self._options)
         return self._store
 
     @property

@@ -1,7 +1,8 @@
 """The artifact-store protocol, its records, and the behaviour every backend shares.
 
-A backend implements a few primitives (open an upload that commits atomically, open a
-download, test for a file, list files recursively, delete a file, spell a URI). Everything
+A backend implements a few primitives (build itself from a URI, open an upload that commits
+atomically, open a download, test for a file, list files recursively, delete a file, spell a
+URI) and may check that it can be reached (:meth:`BaseArtifactStore.check_reachable`). Everything
 else is written once here, in :class:`BaseArtifactStore`: key validation, one-pass copy and
 hashing, directory walks and tree digests (:mod:`scalable.digests`), verification,
 the digest records kept beside stored artifacts, and the ``artifact`` events.
@@ -27,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Final, Protocol, Self, runtime_checkable
 
 from scalable.digests import tree_digest, walk_tree
 from scalable.errors import (
@@ -131,6 +132,10 @@ class ArtifactStore(Protocol):
         """Remove the file or directory stored at ``remote_key``."""
         ...
 
+    def check_reachable(self) -> None:
+        """Raise :class:`~scalable.errors.StoreUnreachableError` unless the store can be written."""
+        ...
+
 
 class Upload(Protocol):
     """One object being written: nothing is visible at the key until ``commit``."""
@@ -194,6 +199,16 @@ class BaseArtifactStore(ABC):
 
     # ---- primitives a backend implements -------------------------------------------------
 
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: str, **storage_options: Any) -> Self:
+        """Return the store rooted at ``uri`` (:func:`~scalable.stores.factory.build_artifact_store` calls it).
+
+        Args:
+            uri: the URI as the user gave it, scheme included (a plain path for local stores).
+            **storage_options: options for the backend; refuse those it does not know.
+        """
+
     @abstractmethod
     def uri_for(self, key: str) -> str:
         """Return the full URI of ``key``."""
@@ -219,6 +234,19 @@ class BaseArtifactStore(ABC):
         """Remove the object at ``key``; absent objects are ignored."""
 
     # ---- shared behaviour ------------------------------------------------------------------
+
+    def check_reachable(self) -> None:
+        """Check that the store can be reached and written, before anything is stored.
+
+        Backends that can tell cheaply override it (a local directory that cannot be created
+        or written, a bucket that does not exist, an endpoint that does not answer); the
+        default finds nothing wrong.
+
+        Raises:
+            StoreUnreachableError: the store cannot be reached or written; the message starts
+                with the store's location (callers may prefix what the store is for).
+        """
+        return
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_uri!r})"

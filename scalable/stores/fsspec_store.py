@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Self
 
-from scalable.errors import ArtifactNotFoundError, MissingDependencyError, StoreError, UnsupportedSchemeError
+from scalable.errors import (
+    ArtifactNotFoundError,
+    MissingDependencyError,
+    StoreError,
+    StoreUnreachableError,
+    UnsupportedSchemeError,
+)
 from scalable.logs import get_logger, mask_secrets
 from scalable.stores.base import BaseArtifactStore
 
@@ -19,6 +25,8 @@ _INSTALL_HINT: Final = "pip install 'scalable[cloud]'"
 _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:(?P<userinfo>[^/@]*)@)?(?P<rest>.*)$")
 # Filesystems whose streaming writers commit only on an explicit commit() (autocommit=False).
 _STREAMING: Final = frozenset({"s3", "s3a", "gs", "gcs"})
+# Filesystems whose first path segment is a bucket that must exist before anything is stored.
+_BUCKETED: Final = frozenset({"s3", "s3a", "gs", "gcs"})
 _LISTING_CACHED: Final = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "az"})
 
 
@@ -114,7 +122,10 @@ class FsspecArtifactStore(BaseArtifactStore):
     Args:
         uri: ``<scheme>://<bucket>/<prefix>/``; credentials in the URI are passed to the
             backend and masked everywhere else.
-        storage_options: passed to the fsspec filesystem (``endpoint_url``, ``token``...).
+        storage_options: passed to the fsspec filesystem (``endpoint_url``, ``token``...),
+            except ``retries``: how often the filesystem retries a failed request, set on
+            filesystems that keep it as an attribute (s3fs retries timeouts five times by
+            default, on top of botocore's own retries).
 
     Raises:
         UnsupportedSchemeError: an unknown scheme.
@@ -140,17 +151,47 @@ class FsspecArtifactStore(BaseArtifactStore):
         if scheme in _LISTING_CACHED:
             # A store must see objects other processes wrote a moment ago.
             options.setdefault("use_listings_cache", False)
+        retries = options.pop("retries", None)
         try:
             self.fs = cls(**options)
         except ImportError:
             raise MissingDependencyError(f"the {scheme!r} store needs an optional package: {_INSTALL_HINT}") from None
         except (TypeError, ValueError) as exc:
             raise StoreError(f"cannot open the {scheme!r} store {mask_secrets(uri)!r}: {mask_secrets(str(exc))}") from None
+        if retries is not None and hasattr(self.fs, "retries"):
+            self.fs.retries = retries
         self.scheme = scheme
         self.root = self.fs._strip_protocol(f"{scheme}://{m.group('rest')}").rstrip("/")
         self.base_uri = mask_secrets(f"{scheme}://{self.root}/")
         self._streaming = scheme in _STREAMING
         self.stream_threshold = STREAM_THRESHOLD
+
+    @classmethod
+    def from_uri(cls, uri: str, **storage_options: Any) -> Self:
+        """Return the store at ``uri`` with ``storage_options`` (see the class)."""
+        return cls(uri, storage_options=storage_options)
+
+    def check_reachable(self) -> None:
+        """Check that the bucket of an S3 or GCS store exists and answers.
+
+        Raises:
+            StoreUnreachableError: the bucket does not exist, or the endpoint, the credentials
+                or the network fail.
+        """
+        if self.scheme not in _BUCKETED:
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            self.fs.info(bucket)
+        except FileNotFoundError:
+            raise StoreUnreachableError(
+                f"{self.base_uri!r}: bucket {bucket!r} does not exist; create it or use another bucket"
+            ) from None
+        except Exception as exc:  # network, credentials, endpoint: all mean "cannot reach it"
+            raise StoreUnreachableError(
+                f"{self.base_uri!r} cannot be reached: {mask_secrets(str(exc))[:300]}; "
+                "check the endpoint, credentials and network"
+            ) from None
 
     def uri_for(self, key: str) -> str:
         """Return the full URI of ``key`` (``s3://bucket/prefix/key``)."""

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Self
 
-from scalable.errors import ArtifactNotFoundError, StoreError, UnreadableArtifactError
+from scalable.errors import (
+    ArtifactNotFoundError,
+    ConfigError,
+    StoreError,
+    StoreUnreachableError,
+    UnreadableArtifactError,
+)
 from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload
 
-__all__ = ["LocalArtifactStore"]
+__all__ = ["LocalArtifactStore", "unwritable_ancestor"]
 
 _TMP_MARK = ".scalable-tmp-"
+_LOCAL_SCHEME = re.compile(r"^(?:file|local)://", re.IGNORECASE)
 #: Extended attribute holding a file's digest record, written before the file is renamed in.
 _XATTR = "user.scalable.record"
 
@@ -83,6 +91,18 @@ class _LocalUpload:
             return
 
 
+def unwritable_ancestor(path: Path) -> Path | None:
+    """Return why ``path`` cannot be a writable directory: its nearest existing ancestor (or
+    itself), when that is not a writable directory; ``None`` when ``path`` is one or can be made.
+    """
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        return probe
+    return None
+
+
 class LocalArtifactStore(BaseArtifactStore):
     """Artifacts stored as files under ``root`` (created on first put).
 
@@ -97,6 +117,33 @@ class LocalArtifactStore(BaseArtifactStore):
         self.root = Path(os.fspath(root)).expanduser().resolve()
         self.base_uri = self.root.as_uri().rstrip("/") + "/"
         self._root = str(self.root).rstrip("/")
+
+    @classmethod
+    def from_uri(cls, uri: str, **storage_options: Any) -> Self:
+        """Return the store at a plain path or a ``file://`` (or ``local://``) URI.
+
+        Raises:
+            ConfigError: storage options were given (they apply to object stores only).
+        """
+        if storage_options:
+            raise ConfigError(
+                f"storage options {sorted(storage_options)} do not apply to the local store {uri!r}; drop them"
+            )
+        m = _LOCAL_SCHEME.match(uri)
+        return cls(uri[m.end() :] if m else uri)
+
+    def check_reachable(self) -> None:
+        """Check that the root is, or can be created as, a writable directory.
+
+        Raises:
+            StoreUnreachableError: it cannot (a file in the way, no permission).
+        """
+        blocker = unwritable_ancestor(self.root)
+        if blocker is not None:
+            raise StoreUnreachableError(
+                f"{str(self.root)!r} cannot be written ({blocker} is not a writable directory); "
+                "make it writable or choose another directory"
+            )
 
     def uri_for(self, key: str) -> str:
         """Return the ``file://`` URI of ``key``."""

@@ -102,3 +102,13 @@ def test_fifo_source_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(UnsafeArtifactError, match="pipe"):
         store.put(tmp_path / "pipe", "k")
+
+
+def test_check_reachable_names_what_blocks_the_root(tmp_path: Path) -> None:
+    """A root that can be created passes; a root under a file fails naming both."""
+    from scalable.errors import StoreUnreachableError
+
+    LocalArtifactStore(tmp_path / "new" / "root").check_reachable()
+    (tmp_path / "blocker").write_text("a file")
+    with pytest.raises(StoreUnreachableError, match=r"'.*/blocker/root' cannot be written \(.*/blocker is not a writable directory\)"):
+        LocalArtifactStore(tmp_path / "blocker" / "root").check_reachable()

@@ -52,3 +52,22 @@ def test_multipart_upload_commits_whole_object(s3_bucket: tuple[str, dict[str, A
     assert ref.digest == hashlib.sha256(data).hexdigest()
     assert store.fs.info(f"{bucket}/mp/big.bin")["size"] == len(data)
     assert store.get_bytes("big.bin", verify_digest=ref.digest) == data
+
+
+def test_check_reachable_names_a_missing_bucket(s3_bucket: tuple[str, dict[str, Any]], s3_server: str) -> None:
+    """check_reachable passes for an existing bucket and names a missing one, before anything is stored."""
+    from scalable.errors import StoreUnreachableError
+
+    bucket, options = s3_bucket
+    build_artifact_store(f"s3://{bucket}/x/", **options).check_reachable()
+    store = build_artifact_store("s3://no-such-bucket-here/x/", client_kwargs={"endpoint_url": s3_server})
+    with pytest.raises(StoreUnreachableError, match=r"'s3://no-such-bucket-here/x/': bucket 'no-such-bucket-here' does not exist"):
+        store.check_reachable()
+
+
+def test_retries_option_sets_the_filesystem_retry_count(s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    """The ``retries`` storage option becomes s3fs's retry count (which s3fs takes no argument for)."""
+    bucket, options = s3_bucket
+    store = build_artifact_store(f"s3://{bucket}/x/", retries=1, skip_instance_cache=True, **options)
+    assert isinstance(store, FsspecArtifactStore)
+    assert store.fs.retries == 1
