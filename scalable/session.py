@@ -1,25 +1,15 @@
-"""ScalableSession: one run of a workflow, its events, and its tasks on threads, processes or Dask.
+"""ScalableSession: one run of a workflow, its events, its artifacts and its tasks on a target.
 
 A session brackets a run. ``from_yaml`` reads the manifest and starts nothing; ``start()`` (or
 ``with``, or the first call that needs a run) writes ``run/started`` with the manifest's lock
 and makes the session's ledger the active one; ``close()`` writes ``run/finished`` with the
 status and the seal of every writer's chain head.
 
-Tasks and their events:
-
-* ``local`` target, threads (default): tasks append to the session's ledger directly.
-* ``local`` target, ``processes: true``: each worker process appends to the run's stream
-  itself (same filesystem), under its own writer id.
-* ``dask`` target: a worker may share no filesystem with the client. Each task runs with a
-  throw-away ledger of its own (a fresh writer, its own chain) in a temporary directory of the
-  worker; the task's lines travel back with its result and the client appends them to the
-  run's stream unchanged (:meth:`~scalable.ledger.log.Ledger.append_records`), before the
-  future the caller holds completes. A task whose worker dies loses only its own events.
-
-Inside every task, whatever the target, the run id, task name and component are the context
-of every event it raises (puts, records, cache), and ``task/started``, ``task/finished`` and
-``task/failed`` (with error type and message) are recorded with a ``task_id`` unique to the
-submission.
+Tasks run on the target's provider (:mod:`scalable.targets`: threads or processes for
+``local``, a cluster for ``dask``); whatever the provider, a task's future completes only
+once its events are in the run's stream. Events that a task recorded on a worker without the
+client's filesystem come back as lines, which the session appends to the run unchanged
+(:meth:`~scalable.ledger.log.Ledger.append_records`) unless the run is sealed already.
 """
 
 from __future__ import annotations
@@ -27,45 +17,39 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
-import contextvars
 import dataclasses
 import getpass
-import importlib
-import multiprocessing
 import os
-import pickle
-import shutil
 import socket
 import sys
-import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-from scalable.cache import Cache
-from scalable.cache import using as cache_using
+from scalable.cache.tiers import shared_cache
+from scalable.cache.tiers import using as cache_using
 from scalable.digests import measure_path
 from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
     IntegrityError,
     LedgerWriteError,
-    MissingDependencyError,
     SessionError,
     StoreUnreachableError,
 )
-from scalable.ledger import bus, context
+from scalable.ledger import bus
 from scalable.ledger.context import make_run_id
-from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
+from scalable.ledger.log import Ledger
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
-from scalable.settings import FsyncMode, Settings, load_settings
+from scalable.settings import Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
+from scalable.targets import Runner, TaskEnv, start_runner
+from scalable.targets.tasks import error_text
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -73,260 +57,6 @@ _log = get_logger("scalable.session")
 _STATUSES = ("completed", "failed", "interrupted")
 #: How often an open run with ``SCALABLE_RUNS_DIR_REMOTE`` ships its new lines to the remote.
 REMOTE_SYNC_INTERVAL_S = 30.0
-_MAX_ERROR = 2000
-
-
-# --- what a task carries to wherever it runs -------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _TaskEnv:
-    """Everything a task needs on its worker: who it is and the session's settings."""
-
-    run_id: str
-    task_name: str
-    task_id: str
-    component: str | None
-    settings: Settings
-
-
-class _Outcome(NamedTuple):
-    """What a Dask task sends back: its value or exception, and its event lines by run."""
-
-    value: Any
-    error: BaseException | None
-    lines: dict[str, list[bytes]]
-
-
-def _error_text(exc: BaseException) -> str:
-    return mask_secrets(str(exc))[:_MAX_ERROR]
-
-
-_caches: dict[tuple[Any, ...], Cache] = {}
-_caches_lock = threading.Lock()
-
-
-def _session_cache(settings: Settings) -> Cache:
-    """The result cache of a session's settings in this process (built once per process)."""
-    key = (os.getpid(), settings.cache_dir, settings.cache_remote, settings.cache_hmac_key)
-    cache = _caches.get(key)
-    if cache is None:
-        with _caches_lock:
-            cache = _caches.get(key)
-            if cache is None:
-                cache = _caches[key] = Cache.from_settings(settings)
-    return cache
-
-
-def _execute(ledger: Ledger, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
-    telemetry = ledger.settings.telemetry
-    base = {"event_type": "task", "run_id": env.run_id, "task_name": env.task_name, "component": env.component}
-    with bus.activate(ledger, scoped=True), cache_using(_session_cache(env.settings)), context.bind(
-        run_id=env.run_id, task_name=env.task_name, component=env.component
-    ):
-        if telemetry:
-            ledger.append({**base, "op": "started", "attrs": {"task_id": env.task_id, "pid": os.getpid()}})
-        start = time.perf_counter()
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:
-            ledger.flush()  # events the task queued (cache hits) land before its end
-            if telemetry:
-                attrs = {"task_id": env.task_id, "error_type": type(exc).__name__, "error": _error_text(exc)}
-                try:
-                    ledger.append({**base, "op": "failed", "duration_s": time.perf_counter() - start, "attrs": attrs})
-                except Exception as log_exc:  # never hide the task's own exception
-                    _log.error("session.task_failed_not_recorded", task=env.task_name, error=repr(log_exc))
-            raise
-        ledger.flush()
-        if telemetry:
-            ledger.append(
-                {**base, "op": "finished", "duration_s": time.perf_counter() - start, "attrs": {"task_id": env.task_id}}
-            )
-        return value
-
-
-_process_ledgers: dict[tuple[Any, ...], Ledger] = {}
-_process_lock = threading.Lock()
-
-
-def _process_ledger(settings: Settings) -> Ledger:
-    """The ledger this worker process appends to for the given session settings."""
-    key = (os.getpid(), settings.runs_dir, settings.ledger_dir, settings.ledger_fsync, settings.telemetry)
-    with _process_lock:
-        ledger = _process_ledgers.get(key)
-        if ledger is None or ledger._closed:
-            ledger = _process_ledgers[key] = Ledger(settings)
-        return ledger
-
-
-def _run_in_process(env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Task body of the ``local`` target with processes: append to the run's stream directly."""
-    return _execute(_process_ledger(env.settings), env, fn, args, kwargs)
-
-
-def _run_captured(env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> _Outcome:
-    """Task body on a Dask worker: record into a private ledger and return its lines."""
-    scratch = tempfile.mkdtemp(prefix="scalable-task-")
-    try:
-        settings = dataclasses.replace(env.settings, runs_dir=Path(scratch), ledger_fsync=FsyncMode.NEVER)
-        ledger = Ledger(settings)
-        ledger.default_run_id = env.run_id
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = _execute(ledger, env, fn, args, kwargs)
-        except Exception as exc:
-            error = exc
-        finally:
-            ledger.close()
-        lines: dict[str, list[bytes]] = {}
-        for stream in sorted(Path(scratch).glob(f"*/{STREAM_NAME}")):
-            lines[stream.parent.name] = [raw for _n, raw, _r in read_stream(stream).lines()]
-        if error is not None:
-            try:
-                pickle.dumps(error)
-            except Exception:
-                error = SessionError(
-                    f"task {env.task_name!r} failed with {type(error).__name__}: {_error_text(error)} "
-                    "(the exception itself could not be sent back from the worker)"
-                )
-        return _Outcome(value, error, lines)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-# --- targets -----------------------------------------------------------------------------------
-
-
-class _Runner(Protocol):
-    """Runs tasks of one target; ``submit`` returns a future that completes after the events."""
-
-    def submit(
-        self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> concurrent.futures.Future[Any]:
-        """Start the task; its future completes once its events are in the run's stream."""
-        ...
-
-    def shutdown(self, *, cancel: bool) -> None:
-        """Wait for running tasks (cancelling queued ones with ``cancel``) and free the workers."""
-        ...
-
-
-class _ThreadRunner:
-    def __init__(self, ledger: Ledger, max_workers: int | None) -> None:
-        self._ledger = ledger
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="scalable-task")
-
-    def submit(
-        self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> concurrent.futures.Future[Any]:
-        # The caller's context variables (log context, user state) flow into the task.
-        return self._pool.submit(contextvars.copy_context().run, _execute, self._ledger, env, fn, args, kwargs)
-
-    def shutdown(self, *, cancel: bool) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
-
-
-class _ProcessRunner:
-    def __init__(self, max_workers: int | None) -> None:
-        # forkserver: children never inherit a lock another thread of the client held at fork.
-        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("forkserver"))
-
-    def submit(
-        self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> concurrent.futures.Future[Any]:
-        return self._pool.submit(_run_in_process, env, fn, args, kwargs)
-
-    def shutdown(self, *, cancel: bool) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
-
-
-class _DaskRunner:
-    def __init__(self, session: ScalableSession, options: Mapping[str, Any]) -> None:
-        try:
-            dist: Any = importlib.import_module("distributed")
-        except ImportError:
-            raise MissingDependencyError(
-                f"target {session.target.name!r} uses Dask; install it with: pip install 'scalable[dask]'"
-            ) from None
-        self._session = session
-        self._cluster: Any = None
-        address = options.get("address")
-        try:
-            if address:
-                self._client: Any = dist.Client(address, set_as_default=False, timeout=options.get("timeout", 30))
-            else:
-                self._cluster = dist.LocalCluster(
-                    n_workers=options.get("n_workers", 2),
-                    threads_per_worker=options.get("threads_per_worker", 1),
-                    processes=options.get("processes", True),
-                    memory_limit=options.get("memory_limit", "auto"),
-                    dashboard_address=":0",
-                )
-                self._client = dist.Client(self._cluster, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            where = f"scheduler {address!r}" if address else "a local Dask cluster"
-            raise SessionError(
-                f"target {session.target.name!r}: cannot connect to {where}: {mask_secrets(str(exc))}; "
-                "check that the scheduler is running and reachable"
-            ) from None
-        self._pending: set[concurrent.futures.Future[Any]] = set()
-        self._cond = threading.Condition()
-        self._remote: set[Any] = set()
-
-    def submit(
-        self, env: _TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-    ) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
-        with self._cond:
-            self._pending.add(future)
-        remote = self._client.submit(_run_captured, env, fn, tuple(args), dict(kwargs), key=f"{env.task_name}-{env.task_id}", pure=False)
-        with self._cond:
-            self._remote.add(remote)
-        remote.add_done_callback(lambda done: self._settle(done, future))
-        return future
-
-    def _settle(self, remote: Any, future: concurrent.futures.Future[Any]) -> None:
-        try:
-            try:
-                outcome: _Outcome = remote.result()
-            except BaseException as exc:  # the task never came back: cancelled, worker lost
-                future.set_exception(exc)
-                return
-            try:
-                self._session._append_foreign(outcome.lines)
-            except BaseException as exc:
-                future.set_exception(exc)
-                return
-            if outcome.error is not None:
-                future.set_exception(outcome.error)
-            else:
-                future.set_result(outcome.value)
-        finally:
-            with contextlib.suppress(Exception):
-                remote.release()
-            with self._cond:
-                self._pending.discard(future)
-                self._remote.discard(remote)
-                self._cond.notify_all()
-
-    def shutdown(self, *, cancel: bool) -> None:
-        if cancel:
-            with self._cond:
-                remotes = list(self._remote)
-            for remote in remotes:
-                with contextlib.suppress(Exception):
-                    remote.cancel()
-        with self._cond:
-            self._cond.wait_for(lambda: not self._pending, timeout=None if not cancel else 30)
-        with contextlib.suppress(Exception):
-            self._client.close()
-        if self._cluster is not None:
-            with contextlib.suppress(Exception):
-                self._cluster.close()
 
 
 # --- artifacts -----------------------------------------------------------------------------------
@@ -591,7 +321,7 @@ class ScalableSession(TaskSession):
         self._lock = threading.RLock()
         self._state = "new"
         self._implicit = False
-        self._runner: _Runner | None = None
+        self._runner: Runner | None = None
         self._halt_remote_sync: Callable[[], None] | None = None
         self._exit = contextlib.ExitStack()
         self._submitted = 0
@@ -692,7 +422,7 @@ class ScalableSession(TaskSession):
 
     def _bind_cache(self) -> None:
         """Make ``@cacheable`` calls of the thread that opened the session use its cache."""
-        binding = cache_using(_session_cache(self.settings))
+        binding = cache_using(shared_cache(self.settings))
         binding.__enter__()
 
         def unbind() -> None:
@@ -737,7 +467,7 @@ class ScalableSession(TaskSession):
             if was_open and self.settings.telemetry:
                 attrs: dict[str, Any] = {"tasks_submitted": self._submitted, "tasks_failed": self._failed}
                 if error is not None:
-                    attrs.update(error_type=type(error).__name__, error=_error_text(error))
+                    attrs.update(error_type=type(error).__name__, error=error_text(error))
                 with self._lock:
                     self._sealed = True
                     self._ledger.finish_run(self.run_id, status, attrs)
@@ -829,16 +559,10 @@ class ScalableSession(TaskSession):
 
     # --- tasks ----------------------------------------------------------------------------------
 
-    def _get_runner(self) -> _Runner:
+    def _get_runner(self) -> Runner:
         with self._lock:
             if self._runner is None:
-                options = self.target.options
-                if self.target.provider == "dask":
-                    self._runner = _DaskRunner(self, options)
-                elif options.get("processes"):
-                    self._runner = _ProcessRunner(options.get("max_workers"))
-                else:
-                    self._runner = _ThreadRunner(self._ledger, options.get("max_workers"))
+                self._runner = start_runner(self.target, self._ledger, self._append_foreign)
             return self._runner
 
     def _count(self, future: concurrent.futures.Future[Any]) -> None:
@@ -867,7 +591,7 @@ class ScalableSession(TaskSession):
         if self._state != "open":
             raise SessionError(f"session of run {self.run_id!r} is closed; tasks cannot be submitted any more")
         name = task_name or getattr(fn, "__name__", None) or type(fn).__name__
-        env = _TaskEnv(self.run_id, name, os.urandom(8).hex(), self._components.get(name), self._task_settings)
+        env = TaskEnv(self.run_id, name, os.urandom(8).hex(), self._components.get(name), self._task_settings)
         future = self._get_runner().submit(env, fn, args, kwargs)
         with self._lock:
             self._submitted += 1

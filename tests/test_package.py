@@ -9,14 +9,15 @@ import scalable
 from scalable import errors
 from tests.helpers import ROOT, run_python
 
-# Which scalable subpackages each layer may import (cli -> session -> cache, stores -> ledger).
+# Which scalable subpackages each layer may import (cli -> session -> targets, cache, stores -> ledger).
 _BASE = {"errors", "settings", "logs", "digests"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
     "artifacts": {"artifacts", "stores", "errors"},
     "cache": {"cache", "stores", "ledger", *_BASE},
-    "session": {"session", "manifest", "cache", "stores", "ledger", *_BASE},
+    "session": {"session", "targets", "manifest", "cache", "stores", "ledger", *_BASE},
+    "targets": {"targets", "manifest", "cache", "ledger", *_BASE},
     "manifest": {"manifest", *_BASE},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},

@@ -47,6 +47,7 @@ __all__ = [
     "RemoteTier",
     "default_cache",
     "remote_key",
+    "shared_cache",
     "using",
 ]
 
@@ -357,6 +358,26 @@ class Cache:
     def close(self) -> None:
         """Close the local tier."""
         self.local.close()
+
+
+_shared: dict[tuple[Any, ...], Cache] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_cache(settings: Settings) -> Cache:
+    """Return the cache ``settings`` describe, built once per process and settings.
+
+    A session and the tasks it runs in this process use it, so they share one diskcache
+    connection and one remote tier.
+    """
+    key = (os.getpid(), settings.cache_dir, settings.cache_remote, settings.cache_hmac_key)
+    cache = _shared.get(key)
+    if cache is None:
+        with _shared_lock:
+            cache = _shared.get(key)
+            if cache is None:
+                cache = _shared[key] = Cache.from_settings(settings)
+    return cache
 
 
 _override: ContextVar[Cache | None] = ContextVar("scalable_cache", default=None)

@@ -1,0 +1,143 @@
+"""What a task carries to wherever it runs, and how it runs there with its events recorded.
+
+Inside every task, whatever the target, the run id, task name and component are the context
+of every event it raises (puts, records, cache), and ``task/started``, ``task/finished`` and
+``task/failed`` (with error type and message) are recorded with a ``task_id`` unique to the
+submission. Three bodies run a task:
+
+* :func:`run_task`: in the client's process, appending to the session's ledger (threads);
+* :func:`run_in_process`: in a worker process on the same filesystem, appending to the run's
+  stream itself under its own writer id;
+* :func:`run_captured`: on a worker that may share no filesystem with the client (Dask), into a
+  throw-away ledger of its own whose lines travel back with the result (:class:`Outcome`), for
+  the client to append unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from scalable.cache.tiers import shared_cache
+from scalable.cache.tiers import using as cache_using
+from scalable.errors import SessionError
+from scalable.ledger import bus, context
+from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
+from scalable.logs import get_logger, mask_secrets
+from scalable.settings import FsyncMode, Settings
+
+__all__ = ["Outcome", "TaskEnv", "error_text", "run_captured", "run_in_process", "run_task"]
+
+_log = get_logger("scalable.session")
+_MAX_ERROR = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEnv:
+    """Everything a task needs on its worker: who it is and the session's settings."""
+
+    run_id: str
+    task_name: str
+    task_id: str
+    component: str | None
+    settings: Settings
+
+
+class Outcome(NamedTuple):
+    """What a captured task sends back: its value or exception, and its event lines by run."""
+
+    value: Any
+    error: BaseException | None
+    lines: dict[str, list[bytes]]
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of ``exc`` as events record it: secrets masked, at most 2000 characters."""
+    return mask_secrets(str(exc))[:_MAX_ERROR]
+
+
+def run_task(ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
+    telemetry = ledger.settings.telemetry
+    base = {"event_type": "task", "run_id": env.run_id, "task_name": env.task_name, "component": env.component}
+    with bus.activate(ledger, scoped=True), cache_using(shared_cache(env.settings)), context.bind(
+        run_id=env.run_id, task_name=env.task_name, component=env.component
+    ):
+        if telemetry:
+            ledger.append({**base, "op": "started", "attrs": {"task_id": env.task_id, "pid": os.getpid()}})
+        start = time.perf_counter()
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:
+            ledger.flush()  # events the task queued (cache hits) land before its end
+            if telemetry:
+                attrs = {"task_id": env.task_id, "error_type": type(exc).__name__, "error": error_text(exc)}
+                try:
+                    ledger.append({**base, "op": "failed", "duration_s": time.perf_counter() - start, "attrs": attrs})
+                except Exception as log_exc:  # never hide the task's own exception
+                    _log.error("session.task_failed_not_recorded", task=env.task_name, error=repr(log_exc))
+            raise
+        ledger.flush()
+        if telemetry:
+            ledger.append(
+                {**base, "op": "finished", "duration_s": time.perf_counter() - start, "attrs": {"task_id": env.task_id}}
+            )
+        return value
+
+
+_process_ledgers: dict[tuple[Any, ...], Ledger] = {}
+_process_lock = threading.Lock()
+
+
+def _process_ledger(settings: Settings) -> Ledger:
+    """The ledger this worker process appends to for the given session settings."""
+    key = (os.getpid(), settings.runs_dir, settings.ledger_dir, settings.ledger_fsync, settings.telemetry)
+    with _process_lock:
+        ledger = _process_ledgers.get(key)
+        if ledger is None or ledger._closed:
+            ledger = _process_ledgers[key] = Ledger(settings)
+        return ledger
+
+
+def run_in_process(env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+    """Task body in a worker process on the client's filesystem: append to the run's stream directly."""
+    return run_task(_process_ledger(env.settings), env, fn, args, kwargs)
+
+
+def run_captured(env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Outcome:
+    """Task body on a remote worker: record into a private ledger and return its lines."""
+    scratch = tempfile.mkdtemp(prefix="scalable-task-")
+    try:
+        settings = dataclasses.replace(env.settings, runs_dir=Path(scratch), ledger_fsync=FsyncMode.NEVER)
+        ledger = Ledger(settings)
+        ledger.default_run_id = env.run_id
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = run_task(ledger, env, fn, args, kwargs)
+        except Exception as exc:
+            error = exc
+        finally:
+            ledger.close()
+        lines: dict[str, list[bytes]] = {}
+        for stream in sorted(Path(scratch).glob(f"*/{STREAM_NAME}")):
+            lines[stream.parent.name] = [raw for _n, raw, _r in read_stream(stream).lines()]
+        if error is not None:
+            try:
+                pickle.dumps(error)
+            except Exception:
+                error = SessionError(
+                    f"task {env.task_name!r} failed with {type(error).__name__}: {error_text(error)} "
+                    "(the exception itself could not be sent back from the worker)"
+                )
+        return Outcome(value, error, lines)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
