@@ -8,15 +8,17 @@ shows the traceback instead.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import click
 
 from scalable import __version__
-from scalable.errors import ScalableError
+from scalable.cli import artifacts, cache, ledger, manifest, provenance
+from scalable.errors import ConfigError, ScalableError
 from scalable.logs import mask_secrets
 
-__all__ = ["cli", "main"]
+__all__ = ["add_commands", "cli", "main"]
 
 
 class _Group(click.Group):
@@ -46,21 +48,24 @@ def cli(ctx: click.Context, debug: bool) -> None:
         configure_logging(log_level="debug", log_format=None, force=True)
 
 
-def _register() -> None:
-    from scalable.cli import provenance  # registers its commands on the ledger group
-    from scalable.cli.artifacts import artifacts
-    from scalable.cli.cache import cache
-    from scalable.cli.ledger import ledger
-    from scalable.cli.manifest import manifest
+def add_commands(group: click.Group, commands: Iterable[click.Command]) -> None:
+    """Add ``commands`` to ``group``, refusing a name the group has already.
 
-    cli.add_command(artifacts)
-    cli.add_command(cache)
-    cli.add_command(ledger)
-    cli.add_command(manifest)
-    del provenance
+    Raises:
+        ConfigError: a command's name is taken in ``group``.
+    """
+    for command in commands:
+        if command.name in group.commands:
+            raise ConfigError(f"the command {group.name} {command.name!r} exists already; choose another name")
+        group.add_command(command)
 
 
-_register()
+# Every command of ``scalable``, in one place: each group gets the COMMANDS of its modules.
+add_commands(artifacts.artifacts, artifacts.COMMANDS)
+add_commands(cache.cache, cache.COMMANDS)
+add_commands(ledger.ledger, (*ledger.COMMANDS, *provenance.COMMANDS))
+add_commands(manifest.manifest, manifest.COMMANDS)
+add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest))
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from scalable.cli.output import format_option, render_rows
 from scalable.errors import ConfigError
 from scalable.stores import BaseArtifactStore, build_artifact_store
 
-__all__ = ["artifacts"]
+__all__ = ["COMMANDS", "artifacts"]
 
 #: Files at least this large (or any directory) get a progress bar on stderr.
 _BAR_THRESHOLD = 32 * 1024 * 1024
@@ -90,7 +90,7 @@ def artifacts() -> None:
     """
 
 
-@artifacts.command()
+@click.command()
 @click.argument("local", type=click.Path(path_type=Path))
 @click.argument("uri")
 @click.option("--root", help=_ROOT_HELP)
@@ -106,7 +106,7 @@ def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> 
     render_rows([row], ["uri", "kind", "size_bytes", "digest"], fmt)
 
 
-@artifacts.command()
+@click.command()
 @click.argument("uri")
 @click.argument("local", type=click.Path(path_type=Path))
 @click.option("--root", help=_ROOT_HELP)
@@ -118,7 +118,7 @@ def get(uri: str, local: Path, root: str | None, verify: bool) -> None:
     click.echo(path)
 
 
-@artifacts.command(name="ls")
+@click.command(name="ls")
 @click.argument("uri")
 @click.option("--prefix", default="", help="Only keys starting with this prefix.")
 @format_option()
@@ -129,7 +129,7 @@ def ls(uri: str, prefix: str, fmt: str) -> None:
     render_rows(rows, ["key", "uri"], fmt)
 
 
-@artifacts.command()
+@click.command()
 @click.argument("uri")
 @click.option("--root", help=_ROOT_HELP)
 @click.pass_context
@@ -137,3 +137,7 @@ def exists(ctx: click.Context, uri: str, root: str | None) -> None:
     """Exit 0 if a file or directory is stored at URI, 1 if not."""
     store, key = _split(uri, root)
     ctx.exit(0 if store.exists(key) else 1)
+
+
+#: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``artifacts`` group.
+COMMANDS: tuple[click.Command, ...] = (put, get, ls, exists)

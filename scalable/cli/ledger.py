@@ -1,4 +1,7 @@
-"""``scalable ledger ...``: query, tail, compact (and the commands later issues add)."""
+"""``scalable ledger``: the group and its options, and reading and keeping the streams (query, tail, compact, sync).
+
+The commands about runs and their provenance are in :mod:`scalable.cli.provenance`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import click
 from scalable.cli.output import format_option, render_rows, render_table
 from scalable.ledger.log import Ledger
 
-__all__ = ["ledger", "open_ledger"]
+__all__ = ["COMMANDS", "ledger", "open_ledger"]
 
 _TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifact_name", "location", "digest")
 
@@ -32,7 +35,7 @@ def ledger(ctx: click.Context, runs_dir: str | None, ledger_dir: str | None) -> 
     ctx.obj["ledger_dir"] = ledger_dir
 
 
-@ledger.command()
+@click.command()
 @click.argument("sql")
 @format_option("parquet")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout (needed for parquet).")
@@ -49,7 +52,7 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str
     render_table(table, fmt, output)
 
 
-@ledger.command()
+@click.command()
 @click.option("--run", "run_id", help="Only this run's stream.")
 @click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(min=0), help="How many of the newest events to print.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended (Ctrl-C stops).")
@@ -72,7 +75,7 @@ def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: 
             pass
 
 
-@ledger.command()
+@click.command()
 @click.option("--keep-jsonl/--no-keep-jsonl", default=True, show_default=True,
               help="Keep the streams after compaction, or delete those of finished runs once their Parquet copy is durable and verified.")
 @click.option("--retire-before", metavar="DATE", help="Remove events older than DATE (ISO-8601) from the dataset; each affected run gets a run/retired tombstone event.")
@@ -95,7 +98,7 @@ def compact(ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run
         click.echo(f"deleted the streams of {len(result.streams_retired)} finished run(s); their events are in Parquet", err=True)
 
 
-@ledger.command()
+@click.command()
 @format_option()
 @click.pass_context
 def sync(ctx: click.Context, fmt: str) -> None:
@@ -106,3 +109,7 @@ def sync(ctx: click.Context, fmt: str) -> None:
     result = open_ledger(ctx).sync_remote()
     summary = result.to_dict()
     render_rows([summary], list(summary), fmt)
+
+
+#: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
+COMMANDS: tuple[click.Command, ...] = (query, tail, compact, sync)

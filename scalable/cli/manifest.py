@@ -7,7 +7,7 @@ import click
 from scalable.cli.output import format_option, render_rows
 from scalable.manifest import load_manifest
 
-__all__ = ["manifest"]
+__all__ = ["COMMANDS", "manifest"]
 
 
 @click.group()
@@ -15,7 +15,7 @@ def manifest() -> None:
     """Check the manifest (scalable.yaml)."""
 
 
-@manifest.command()
+@click.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=True))
 @format_option()
 def check(path: str | None, fmt: str) -> None:
@@ -36,3 +36,7 @@ def check(path: str | None, fmt: str) -> None:
         for spec in (list(parsed.targets.values()) or [parsed.target("local")])
     ]
     render_rows(rows, ["manifest", "project", "target", "provider", "options", "lock"], fmt)
+
+
+#: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``manifest`` group.
+COMMANDS: tuple[click.Command, ...] = (check,)

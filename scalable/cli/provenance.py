@@ -1,4 +1,4 @@
-"""``scalable ledger runs|show|lineage|audit|export``: what the ledger is for."""
+"""``scalable ledger runs|show|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from typing import Any
 
 import click
 
-from scalable.cli.ledger import ledger, open_ledger
+from scalable.cli.ledger import open_ledger
 from scalable.cli.output import format_option, render_rows, render_table
 from scalable.errors import ConfigError
 
-__all__ = ["audit", "export", "lineage", "replay", "runs", "show"]
+__all__ = ["COMMANDS", "audit", "export", "lineage", "replay", "runs", "show"]
 
 _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
 
 
-@ledger.command()
+@click.command()
 @format_option()
 @click.option("--as-of", help="Show the ledger as it was at this ISO-8601 time.")
 @click.pass_context
@@ -27,7 +27,7 @@ def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
     render_table(table, fmt)
 
 
-@ledger.command()
+@click.command()
 @click.argument("run_id", metavar="RUN")
 @format_option()
 @click.pass_context
@@ -55,7 +55,7 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
         render_table(table, fmt)
 
 
-@ledger.command()
+@click.command()
 @click.argument("node")
 @click.option("--up", "direction", flag_value="up", default=True, help="What NODE came from (default).")
 @click.option("--down", "direction", flag_value="down", help="What came of NODE.")
@@ -84,7 +84,7 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as
             click.echo(json.dumps(event, sort_keys=True))
 
 
-@ledger.command()
+@click.command()
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option("--no-content", is_flag=True, help="Check the streams only; do not re-hash stored bytes.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -121,7 +121,7 @@ def audit(ctx: click.Context, run_id: str | None, no_content: bool, fmt: str) ->
         ctx.exit(1)
 
 
-@ledger.command()
+@click.command()
 @click.option("--sqlite", "sqlite_path", type=click.Path(dir_okay=False), help="Write a SQLite database (for Datasette).")
 @click.option("--prov", "prov_path", type=click.Path(dir_okay=False), help="Write W3C PROV-JSON.")
 @click.option("--openlineage", "ol_path", type=click.Path(dir_okay=False), help="Write OpenLineage RunEvents as JSON lines.")
@@ -146,7 +146,7 @@ def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, o
 
 
 
-@ledger.command()
+@click.command()
 @click.argument("run_id", metavar="RUN")
 @click.option("--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key.")
 @click.option("--until", help="Replay only events at or before this ISO-8601 time.")
@@ -169,3 +169,7 @@ def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None,
     if warmer is not None:
         click.echo(f"warmed {len(warmer.warmed)} cache entr{'y' if len(warmer.warmed) == 1 else 'ies'} "
                    f"({len(warmer.already)} already local, {len(warmer.missing)} not on the remote)")
+
+
+#: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
+COMMANDS: tuple[click.Command, ...] = (runs, show, lineage, audit, export, replay)
