@@ -16,7 +16,7 @@ import click
 from scalable import __version__
 from scalable.cli import artifacts, cache, ledger, manifest, provenance
 from scalable.errors import ConfigError, ScalableError
-from scalable.logs import mask_secrets
+from scalable.logs import configure_logging, mask_secrets
 
 __all__ = ["add_commands", "cli", "main"]
 
@@ -42,10 +42,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Artifacts of workflow runs, and the provenance ledger of them."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-    if debug:
-        from scalable.logs import configure_logging
-
-        configure_logging(log_level="debug", log_format=None, force=True)
+    # The CLI is the application: it, not the library, configures logging.
+    configure_logging(log_level="debug" if debug else None, force=True)
 
 
 def add_commands(group: click.Group, commands: Iterable[click.Command]) -> None:
