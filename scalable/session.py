@@ -358,8 +358,9 @@ class ScalableSession(TaskSession):
         return self._ledger
 
     @property
-    def status(self) -> str:
-        """``new``, ``open`` or ``closed``."""
+    def state(self) -> str:
+        """Where the session is in its life: ``new``, ``open`` or ``closed`` (the run's status is
+        in its ``run/finished`` event and the ``runs`` view)."""
         return self._state
 
     def start(self) -> ScalableSession:

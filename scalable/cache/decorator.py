@@ -116,7 +116,7 @@ def _decorate(
                 "attrs": {"tiers": cache.tier_names, "reason": reason},
             }
         )
-        # The write event goes to the same run as this miss; record it in the entry as its writer.
+        # The write event goes to the same run as this miss; the entry names that run as its writer.
         writer_run = bus.active().current_run()
         begin = _perf()
         value = func(*args, **kwargs)
@@ -141,7 +141,7 @@ def _decorate(
         except CachePayloadError as exc:
             _log.error("cache.value_not_cached", function=name, key_digest=key, error=str(exc))
             return value
-        tiers = cache.store(name, key, envelope)
+        tiers = cache.put(name, key, envelope)
         publish(
             {
                 "event_type": "cache",

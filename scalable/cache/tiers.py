@@ -330,7 +330,7 @@ class Cache:
             self.local.set(key, data, function=function)
         return entry
 
-    def store(self, function: str, key: str, envelope: Envelope) -> list[str]:
+    def put(self, function: str, key: str, envelope: Envelope) -> list[str]:
         """Write the entry to every tier; return the names of the tiers it reached."""
         self.local.set(key, envelope.data, function=function)
         tiers = ["local"]

@@ -8,7 +8,7 @@ only when such a value appears), and a user subclass of :class:`GenericType` tha
 ``__hash__`` (Scalable's way) or ``digest`` (the full-width way) is used as given.
 
 Directory digest (``DirType``): the tree digest of :mod:`scalable.digests` (the one artifact
-stores record), so a directory argument and the stored directory share one digest. Symbolic
+stores compute), so a directory argument and the stored directory share one digest. Symbolic
 links to directories are not followed; a link to a file counts as the file it points to.
 """
 
@@ -134,7 +134,7 @@ class FileType(GenericType):
         return hashlib.sha256(b"file\0" + name + b"\0" + self.content_digest().encode()).digest()
 
     def inputs(self) -> list[str]:
-        """Return the file's content digest (the same SHA-256 an artifact store records)."""
+        """Return the file's content digest (the same SHA-256 an artifact store computes)."""
         return [self.content_digest()]
 
 

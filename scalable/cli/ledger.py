@@ -68,8 +68,8 @@ def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: 
     render_rows(rows, columns, fmt)
     if follow:
         try:
-            for record in follow_events(led, run_id):
-                render_rows([record], columns, "jsonl" if fmt == "json" else fmt, header=False)
+            for event in follow_events(led, run_id):
+                render_rows([event], columns, "jsonl" if fmt == "json" else fmt, header=False)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             pass

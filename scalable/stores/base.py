@@ -1,16 +1,16 @@
-"""The artifact-store protocol, its records, and the behaviour every backend shares.
+"""The artifact-store protocol, its value types, and the behaviour every backend shares.
 
 A backend implements a few primitives (build itself from a URI, open an upload that commits
 atomically, open a download, test for a file, list files recursively, delete a file, spell a
 URI) and may check that it can be reached (:meth:`BaseArtifactStore.check_reachable`). Everything
 else is written once here, in :class:`BaseArtifactStore`: key validation, one-pass copy and
 hashing, directory walks and tree digests (:mod:`scalable.digests`), verification,
-the digest records kept beside stored artifacts, and the ``artifact`` events.
+the digest sidecars kept beside stored artifacts, and the ``artifact`` events.
 
-Digest records: every put also writes a small JSON object at
+Digest sidecars: every put also writes a small JSON object at
 ``.scalable-meta/<key>.json`` under the store root (``kind``, ``digest``, ``size_bytes`` and,
 for directories, ``files``: ``{relative/path: digest}``). ``get(..., verify=True)`` checks
-the stored bytes against it. The segment ``.scalable-meta`` is reserved in keys, and records
+the stored bytes against it. The segment ``.scalable-meta`` is reserved in keys, and sidecars
 are never listed, also those of a store rooted below another one.
 """
 
@@ -51,7 +51,7 @@ __all__ = [
     "validate_key",
 ]
 
-#: Reserved prefix under every store root holding the digest records.
+#: Reserved prefix under every store root holding the digest sidecars.
 META_PREFIX: Final = ".scalable-meta"
 #: Read size of the copy loop; above one chunk, hashing and writing overlap on two threads.
 CHUNK: Final = 4 * 1024 * 1024
@@ -182,12 +182,12 @@ def validate_key(key: object, *, what: str = "key", allow_empty: bool = False) -
     return body
 
 
-def _is_meta(key: str) -> bool:
-    """Whether ``key`` is a digest record (of this store or of a store nested inside it)."""
+def _is_sidecar(key: str) -> bool:
+    """Whether ``key`` is a digest sidecar (of this store or of a store nested inside it)."""
     return key.startswith(META_PREFIX + "/") or f"/{META_PREFIX}/" in key
 
 
-def _meta_key(key: str) -> str:
+def _sidecar_key(key: str) -> str:
     return f"{META_PREFIX}/{key}.json"
 
 
@@ -312,11 +312,11 @@ class BaseArtifactStore(ABC):
             for stale in self._list_under(key):
                 if stale not in keep:
                     self._delete_file(stale)
-            self._write_meta(key, ArtifactKind.DIR, digest, total, digests)
+            self._write_sidecar_file(key, ArtifactKind.DIR, digest, total, digests)
             ref = self._ref(key, ArtifactKind.DIR, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
-            digest, total = self._put_fd(fd, st.st_size, src, key=key, progress=progress, record_kind=ArtifactKind.FILE)
+            digest, total = self._put_fd(fd, st.st_size, src, key=key, progress=progress, sidecar_kind=ArtifactKind.FILE)
             ref = self._ref(key, ArtifactKind.FILE, digest=digest, size=total, label=label, files=None)
             attrs = {}
         if record:
@@ -404,7 +404,7 @@ class BaseArtifactStore(ABC):
                 raise ArtifactNotFoundError(f"nothing is stored at {self.uri_for(key)!r}; check the key with list_artifacts()")
             recorded: dict[str, str] = {}
             if verify:
-                meta = self._read_meta(key)
+                meta = self._read_sidecar_file(key)
                 if meta is None or not isinstance(meta.get("files"), dict):
                     raise IntegrityError(f"no digests were recorded for {self.uri_for(key)!r}; cannot verify it (put it again)")
                 recorded = meta["files"]
@@ -467,16 +467,16 @@ class BaseArtifactStore(ABC):
         if prefix:
             validate_key(prefix.rstrip("/") or prefix, what="prefix")
         dir_key = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        return sorted(k for k in self._list_files(dir_key) if k.startswith(prefix) and not _is_meta(k))
+        return sorted(k for k in self._list_files(dir_key) if k.startswith(prefix) and not _is_sidecar(k))
 
     def delete(self, remote_key: str, *, record: bool = True) -> None:
-        """Remove the file or directory at ``remote_key`` and its digest record.
+        """Remove the file or directory at ``remote_key`` and its digest sidecar.
 
         Raises:
             ArtifactNotFoundError: nothing is stored at ``remote_key``.
         """
         key = validate_key(remote_key)
-        meta = self._read_record(key)
+        meta = self._read_sidecar(key)
         if self._is_file(key):
             targets = [key]
             kind = ArtifactKind.FILE.value
@@ -487,7 +487,7 @@ class BaseArtifactStore(ABC):
             raise ArtifactNotFoundError(f"nothing is stored at {self.uri_for(key)!r}; nothing to delete")
         for k in targets:
             self._delete_file(k)
-        self._delete_file(_meta_key(key))
+        self._delete_file(_sidecar_key(key))
         if record:
             digest = meta.get("digest") if meta else None
             size = meta.get("size_bytes") if meta else None
@@ -518,17 +518,17 @@ class BaseArtifactStore(ABC):
 
     def _list_under(self, key: str) -> list[str]:
         start = key + "/"
-        return sorted(k for k in self._list_files(key) if k.startswith(start) and not _is_meta(k))
+        return sorted(k for k in self._list_files(key) if k.startswith(start) and not _is_sidecar(k))
 
     def _put_local_file(
-        self, path: Path, key: str, progress: Callable[[int], None] | None, record_kind: ArtifactKind | None
+        self, path: Path, key: str, progress: Callable[[int], None] | None, sidecar_kind: ArtifactKind | None
     ) -> tuple[str, int]:
         """Copy one local file to ``key``, hashing as it goes; return (digest, size)."""
         fd, st = _open_source(path)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise UnsafeArtifactError(f"cannot put {str(path)!r}: not a regular file (a fifo, socket or device)")
-        return self._put_fd(fd, st.st_size, path, key=key, progress=progress, record_kind=record_kind)
+        return self._put_fd(fd, st.st_size, path, key=key, progress=progress, sidecar_kind=sidecar_kind)
 
     def _put_fd(
         self,
@@ -538,22 +538,22 @@ class BaseArtifactStore(ABC):
         *,
         key: str,
         progress: Callable[[int], None] | None,
-        record_kind: ArtifactKind | None,
+        sidecar_kind: ArtifactKind | None,
     ) -> tuple[str, int]:
         """Copy the open file ``fd`` to ``key``, hashing as it goes, and close it.
 
-        With ``record_kind``, the digest record of ``key`` is written too (files of a
-        directory are recorded once, in the directory's record).
+        With ``sidecar_kind``, the digest sidecar of ``key`` is written too (the files of a
+        directory are listed once, in the directory's sidecar).
         """
         fh = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - closed in the finally below
         try:
             upload = self._open_upload(key, size_hint)
             try:
                 digest, size = _copy_hashing(fh, upload, size_hint, progress)
-                if record_kind is None:
+                if sidecar_kind is None:
                     upload.commit()
                 else:
-                    self._commit_file(upload, key, record_kind, digest, size)
+                    self._commit_file(upload, key, sidecar_kind, digest, size)
             except BaseException:
                 upload.discard()
                 raise
@@ -575,37 +575,37 @@ class BaseArtifactStore(ABC):
             raise
 
     def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
-        """Commit ``upload`` and record its digest (a backend may keep the record on the object)."""
+        """Commit ``upload`` and keep its digest sidecar (a backend may keep it on the object itself)."""
         upload.commit()
-        self._write_meta(key, kind, digest, size, None)
+        self._write_sidecar_file(key, kind, digest, size, None)
 
-    def _read_record(self, key: str) -> dict[str, Any] | None:
-        """Return the digest record of ``key`` (see the module docstring), or None."""
-        return self._read_meta(key)
+    def _read_sidecar(self, key: str) -> dict[str, Any] | None:
+        """Return the digest sidecar of ``key`` wherever the backend keeps it (see the module docstring), or None."""
+        return self._read_sidecar_file(key)
 
-    def _write_meta(self, key: str, kind: ArtifactKind, digest: str, size: int, files: dict[str, str] | None) -> None:
-        record: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
+    def _write_sidecar_file(self, key: str, kind: ArtifactKind, digest: str, size: int, files: dict[str, str] | None) -> None:
+        sidecar: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
-            record["files"] = files
-        self._write_object(_meta_key(key), json.dumps(record, sort_keys=True).encode())
+            sidecar["files"] = files
+        self._write_object(_sidecar_key(key), json.dumps(sidecar, sort_keys=True).encode())
 
-    def _read_meta(self, key: str) -> dict[str, Any] | None:
+    def _read_sidecar_file(self, key: str) -> dict[str, Any] | None:
         try:
-            with self._open_read(_meta_key(key)) as fh:
+            with self._open_read(_sidecar_key(key)) as fh:
                 value = json.loads(fh.read())
         except (ArtifactNotFoundError, ValueError):
             return None
         return value if isinstance(value, dict) else None
 
     def _expected_digest(self, key: str) -> str:
-        meta = self._read_record(key)
+        meta = self._read_sidecar(key)
         if meta is not None and isinstance(meta.get("digest"), str) and meta.get("kind") != ArtifactKind.DIR.value:
             return str(meta["digest"])
-        # A file inside a directory put: the directory's record lists it.
+        # A file inside a directory put: the directory's sidecar lists it.
         parts = key.split("/")
         for i in range(len(parts) - 1, 0, -1):
             parent = "/".join(parts[:i])
-            pmeta = self._read_meta(parent)
+            pmeta = self._read_sidecar_file(parent)
             if pmeta and isinstance(pmeta.get("files"), dict):
                 rel = "/".join(parts[i:])
                 if rel in pmeta["files"]:

@@ -21,7 +21,8 @@ __all__ = ["LocalArtifactStore", "unwritable_ancestor"]
 
 _TMP_MARK = ".scalable-tmp-"
 _LOCAL_SCHEME = re.compile(r"^(?:file|local)://", re.IGNORECASE)
-#: Extended attribute holding a file's digest record, written before the file is renamed in.
+#: Extended attribute holding a file's digest sidecar, written before the file is renamed in
+#: (its name is part of the on-disk format).
 _XATTR = "user.scalable.record"
 
 
@@ -56,11 +57,11 @@ class _LocalUpload:
             n = os.write(self.fd, view)
             view = view[n:]
 
-    def set_record(self, record: bytes) -> bool:
-        """Attach the digest record to the file as an extended attribute; False if unsupported."""
+    def set_sidecar(self, sidecar: bytes) -> bool:
+        """Attach the digest sidecar to the file as an extended attribute; False if unsupported."""
         assert self.fd is not None
         try:
-            os.setxattr(self.fd, _XATTR, record)
+            os.setxattr(self.fd, _XATTR, sidecar)
         except OSError:
             return False
         return True
@@ -165,20 +166,20 @@ class LocalArtifactStore(BaseArtifactStore):
             raise UnreadableArtifactError(f"cannot read {str(path)!r}: permission denied") from None
 
     def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:
-        """Keep the digest record on the file itself (one syscall, atomic with the rename)."""
-        record = f'{{"digest": "{digest}", "kind": "{kind.value}", "size_bytes": {int(size)}}}'.encode()
-        # The attribute is read before any sidecar record, so a sidecar an older put left
+        """Keep the digest sidecar on the file itself (one syscall, atomic with the rename)."""
+        sidecar = f'{{"digest": "{digest}", "kind": "{kind.value}", "size_bytes": {int(size)}}}'.encode()
+        # The attribute is read before any sidecar file, so a sidecar file an older put left
         # (on a filesystem without xattrs) never shadows it.
-        if isinstance(upload, _LocalUpload) and upload.set_record(record):
+        if isinstance(upload, _LocalUpload) and upload.set_sidecar(sidecar):
             upload.commit()
         else:
             super()._commit_file(upload, key, kind, digest, size)
 
-    def _read_record(self, key: str) -> dict[str, Any] | None:
+    def _read_sidecar(self, key: str) -> dict[str, Any] | None:
         try:
             value = json.loads(os.getxattr(f"{self._root}/{key}", _XATTR))
         except (OSError, ValueError):
-            return super()._read_record(key)
+            return super()._read_sidecar(key)
         return value if isinstance(value, dict) else None
 
     def _is_file(self, key: str) -> bool:

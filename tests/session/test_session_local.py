@@ -128,7 +128,7 @@ def test_run_id_has_scalables_form(manifest: Path) -> None:
 def test_from_yaml_starts_nothing(manifest: Path) -> None:
     """from_yaml writes no event and creates no directory until something needs the run."""
     session = ScalableSession.from_yaml(manifest)
-    assert session.status == "new"
+    assert session.state == "new"
     assert not Path(".scalable").exists()
     session.close()
     assert not Path(".scalable").exists()
@@ -360,7 +360,7 @@ def test_unwritable_default_storage_fails_at_start(isolated: Path) -> None:
     session = ScalableSession.from_yaml(path)
     with pytest.raises(StoreUnreachableError, match=r"default storage '.*blocker/store' cannot be written"):
         session.start()
-    assert session.status == "new"
+    assert session.state == "new"
 
 
 def test_unwritable_runs_dir_fails_at_start_and_leaves_nothing_active(manifest: Path) -> None:
