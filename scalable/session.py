@@ -143,7 +143,7 @@ class TaskSession:
     ) -> dict[str, Any] | None:
         """Record an artifact of the run (``artifact/recorded``); nothing is copied.
 
-        Two forms: the seed's ``record_artifact("output.csv", kind="result")`` and Scalable's
+        Two forms: the short ``record_artifact("output.csv", kind="result")`` and Scalable's
         keywords (``task_name=``, ``artifact_name=``, ``location=``, ``component=``, ``kind=``,
         ``size_bytes=``, ``digest=``). When the artifact is local, its size and SHA-256 (a tree
         digest for directories) are computed.

@@ -96,8 +96,8 @@ def of(records: list[dict[str, Any]], event_type: str, op: str) -> list[dict[str
     return [r for r in records if r["event_type"] == event_type and r["op"] == op]
 
 
-def test_seed_example_on_dask_worker_processes(cluster: Any, worker_runs_dir: Path, isolated: Path) -> None:
-    """The seed's example runs verbatim with tasks on 2 Dask worker processes; every event comes home."""
+def test_documented_example_on_dask_worker_processes(cluster: Any, worker_runs_dir: Path, isolated: Path) -> None:
+    """The documented session example runs verbatim with tasks on 2 Dask worker processes; every event comes home."""
     manifest_for(cluster)
     Path("output.csv").write_text("a,b\n")
     from scalable import ScalableSession

@@ -82,8 +82,8 @@ def of(records: list[dict[str, Any]], event_type: str, op: str) -> list[dict[str
     return [r for r in records if r["event_type"] == event_type and r["op"] == op]
 
 
-def test_seed_example_verbatim(manifest: Path) -> None:
-    """The seed's session example runs as written and records the result with size and digest."""
+def test_documented_example_verbatim(manifest: Path) -> None:
+    """The documented session example runs as written and records the result with size and digest."""
     Path("output.csv").write_text("a,b\n1,2\n")
     from scalable import ScalableSession
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.servers import create_gcs_bucket, create_s3_bucket
 
-# Verbatim from docs reference/artifacts-seed.rst, section "Usage".
-SEED_USAGE = '''
+# Verbatim from the "Usage" section of the artifact-store reference document.
+REFERENCE_USAGE = '''
 from scalable.artifacts import build_artifact_store
 
 # Local storage
@@ -32,7 +32,7 @@ ref = store.put("model_output/", "runs/run-001/model_output")
 store = build_artifact_store("gs://my-bucket/artifacts/")
 '''
 
-SEED_OVERVIEW = [
+REFERENCE_OVERVIEW = [
     "scalable.artifacts.base.ArtifactStore",
     "scalable.artifacts.local.LocalArtifactStore",
     "scalable.artifacts.fsspec_store.FsspecArtifactStore",
@@ -48,14 +48,14 @@ def my_bucket(s3_server: str, gcs_server: str) -> str:
     return "my-bucket"
 
 
-def test_seed_usage_runs_verbatim(my_bucket: str, isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The seed's Usage block runs as written: local put, S3 directory put, GCS store."""
+def test_reference_usage_runs_verbatim(my_bucket: str, isolated: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference document's Usage block runs as written: local put, S3 directory put, GCS store."""
     Path("output.csv").write_text("a,b\n1,2\n")
     (Path("model_output") / "weights").mkdir(parents=True)
     Path("model_output/weights/layer0.bin").write_bytes(b"\x00" * 100)
     Path("model_output/config.json").write_text("{}")
     namespace: dict[str, Any] = {}
-    exec(compile(SEED_USAGE, "artifacts-seed.rst", "exec"), namespace)
+    exec(compile(REFERENCE_USAGE, "artifacts reference: Usage", "exec"), namespace)
 
     printed = capsys.readouterr().out.split()
     assert printed[0] == (isolated / "artifacts" / "runs" / "run-001" / "output.csv").as_uri()
@@ -80,9 +80,9 @@ def test_seed_usage_runs_verbatim(my_bucket: str, isolated: Path, capsys: pytest
     assert gcs_ref.digest == ref.digest  # equal trees, equal digests, on every backend
 
 
-@pytest.mark.parametrize("dotted", SEED_OVERVIEW)
-def test_seed_overview_names_import(dotted: str) -> None:
-    """Every object the seed's Overview names imports from its documented module."""
+@pytest.mark.parametrize("dotted", REFERENCE_OVERVIEW)
+def test_reference_overview_names_import(dotted: str) -> None:
+    """Every object the reference document's Overview names imports from its documented module."""
     import importlib
 
     module, _, name = dotted.rpartition(".")
