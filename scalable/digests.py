@@ -179,7 +179,9 @@ def _check_inside(link: Path, real_root: Path, root: Path) -> None:
     try:
         target = link.resolve(strict=True)
     except (OSError, RuntimeError):
-        raise UnsafeArtifactError(f"symbolic link {str(link)!r} in {str(root)!r} is dangling or loops; remove it") from None
+        raise UnsafeArtifactError(
+            f"symbolic link {str(link)!r} in {str(root)!r} is dangling or loops; remove it"
+        ) from None
     if target != real_root and real_root not in target.parents:
         raise UnsafeArtifactError(
             f"symbolic link {str(link)!r} points outside {str(root)!r} (to {str(target)!r}); "

@@ -98,7 +98,9 @@ class TaskSession:
     arrives as this object; events go to the ledger active there, in the task's context.
     """
 
-    def __init__(self, run_id: str, settings: Settings, project: str, target: str, components: Mapping[str, str]) -> None:
+    def __init__(
+        self, run_id: str, settings: Settings, project: str, target: str, components: Mapping[str, str]
+    ) -> None:
         self.run_id = run_id
         self.settings = settings
         self.project = project
@@ -169,14 +171,18 @@ class TaskSession:
             IntegrityError: a given ``size_bytes``/``digest`` disagrees with the local bytes.
         """
         if path is None and location is None:
-            raise SessionError("record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')")
+            raise SessionError(
+                "record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')"
+            )
         if path is not None and location is None and _is_remote(os.fspath(path)):
             location, path = os.fspath(path), None  # a URI given positionally is a location
         local: Path | None = None
         if path is not None:
             local = _local_path(path)
             if not local.exists():
-                raise ArtifactNotFoundError(f"artifact {os.fspath(path)!r} does not exist ({local}); write it before recording it")
+                raise ArtifactNotFoundError(
+                    f"artifact {os.fspath(path)!r} does not exist ({local}); write it before recording it"
+                )
         elif location is not None and not _is_remote(os.fspath(location)):
             candidate = _local_path(location)
             local = candidate if candidate.exists() else None
@@ -212,7 +218,9 @@ class TaskSession:
         self._ready()
         return self._emit(event)
 
-    def put(self, local_path: str | os.PathLike[str], key: str | None = None, *, kind: str | None = None) -> ArtifactRef:
+    def put(
+        self, local_path: str | os.PathLike[str], key: str | None = None, *, kind: str | None = None
+    ) -> ArtifactRef:
         """Store a local file or directory in the default storage under ``runs/<run_id>/``.
 
         The store records the ``artifact/put`` event (with size and digest) in the run.
@@ -258,7 +266,6 @@ def _install_excepthook() -> None:
 
         sys.excepthook = hook
         _hook_installed = True
-
 
 
 class ScalableSession(TaskSession):
@@ -571,7 +578,9 @@ class ScalableSession(TaskSession):
             with self._lock:
                 self._failed += 1
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, task_name: str | None = None, **kwargs: Any) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, task_name: str | None = None, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` as a task of the run on the session's target.
 
         Args:

@@ -25,10 +25,14 @@ def python_cmd(code: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
-def run_python(code: str, *, check: bool = True, timeout: float = 120, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_python(
+    code: str, *, check: bool = True, timeout: float = 120, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter and return the completed process (text mode)."""
     env = kwargs.pop("env", None) or child_env()
-    proc = subprocess.run(python_cmd(code), env=env, check=False, capture_output=True, text=True, timeout=timeout, **kwargs)
+    proc = subprocess.run(
+        python_cmd(code), env=env, check=False, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -12,7 +12,12 @@ from tests.helpers import ROOT, child_env
 def _run_demo(cwd: Path) -> str:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py")],
-        cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=120, check=False,
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout

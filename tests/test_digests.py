@@ -32,7 +32,10 @@ def test_stores_cache_and_measure_agree_on_files_and_plain_trees(tmp_path: Path)
     assert DirType(str(tree)).inputs() == [ref_dir.digest]
     assert FileType(str(tree / "a.txt")).inputs() == [ref_file.digest]
     expected = tree_digest(
-        {"a.txt": hashlib.sha256(b"alpha\n").hexdigest(), "sub/b.bin": hashlib.sha256(bytes(range(256)) * 100).hexdigest()}
+        {
+            "a.txt": hashlib.sha256(b"alpha\n").hexdigest(),
+            "sub/b.bin": hashlib.sha256(bytes(range(256)) * 100).hexdigest(),
+        }
     )
     assert ref_dir.digest == expected
 

@@ -50,17 +50,21 @@ _MANIFEST = "version: 1\nproject:\n  name: my-project\n  default_storage: s3://m
 
 #: Files a page's examples name as already there (a user's own data), made before its blocks run.
 PAGE_SETUP: dict[str, Callable[[], None]] = {
-    "artifacts.rst": lambda: _write({
-        "output.csv": "name,value\na,1\nb,2\n",
-        "model_output/config.json": '{"layers": 2}\n',
-        "model_output/weights.bin": "0123456789abcdef\n",
-        "scalable.yaml": _MANIFEST,
-    }),
+    "artifacts.rst": lambda: _write(
+        {
+            "output.csv": "name,value\na,1\nb,2\n",
+            "model_output/config.json": '{"layers": 2}\n',
+            "model_output/weights.bin": "0123456789abcdef\n",
+            "scalable.yaml": _MANIFEST,
+        }
+    ),
     "cloud.rst": lambda: _write({"output.csv": "name,value\na,1\n"}),
-    "telemetry.rst": lambda: _write({
-        "output.csv": "name,value\na,1\n",
-        "scalable.yaml": "version: 1\nproject: {name: my-project, default_storage: ./artifacts}\n",
-    }),
+    "telemetry.rst": lambda: _write(
+        {
+            "output.csv": "name,value\na,1\n",
+            "scalable.yaml": "version: 1\nproject: {name: my-project, default_storage: ./artifacts}\n",
+        }
+    ),
 }
 
 
@@ -116,7 +120,10 @@ def test_every_example_of_the_page_runs(
 
 def test_every_cli_command_and_option_is_in_the_cli_reference() -> None:
     """docs/cli.rst is generated from --help and is current (tools/gen_cli_docs.py --check)."""
-    proc = run_python(f"import runpy, sys; sys.argv = ['x', '--check']; runpy.run_path({str(ROOT / 'tools/gen_cli_docs.py')!r}, run_name='__main__')", check=False)
+    proc = run_python(
+        f"import runpy, sys; sys.argv = ['x', '--check']; runpy.run_path({str(ROOT / 'tools/gen_cli_docs.py')!r}, run_name='__main__')",
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -132,11 +139,15 @@ def test_every_variable_and_column_is_documented() -> None:
 
 def test_the_docs_build_without_warnings(tmp_path: Path) -> None:
     """sphinx -W builds the docs (a broken reference or bad rst fails the suite)."""
-    proc = run_python(f"""
+    proc = run_python(
+        f"""
         import sys
         from sphinx.cmd.build import main
-        sys.exit(main(["-W", "--keep-going", "-q", "-b", "html", {str(DOCS)!r}, {str(tmp_path / 'html')!r}]))
-    """, check=False, timeout=300)
+        sys.exit(main(["-W", "--keep-going", "-q", "-b", "html", {str(DOCS)!r}, {str(tmp_path / "html")!r}]))
+    """,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -169,8 +180,14 @@ def test_every_api_name_of_the_artifacts_page_is_documented_from_its_docstring()
     documented = set(re.findall(r"^\.\. auto(?:class|function):: (\S+)$", text, re.MULTILINE))
     assert named and named <= documented, named - documented
     short = {name.rsplit(".", 1)[1] for name in documented}
-    assert short >= {"ArtifactStore", "LocalArtifactStore", "FsspecArtifactStore", "build_artifact_store",
-                     "ArtifactRef", "ArtifactKind"}
+    assert short >= {
+        "ArtifactStore",
+        "LocalArtifactStore",
+        "FsspecArtifactStore",
+        "build_artifact_store",
+        "ArtifactRef",
+        "ArtifactKind",
+    }
 
 
 def test_pages_with_bucket_uris_run_against_local_servers(isolated: Path, request: pytest.FixtureRequest) -> None:

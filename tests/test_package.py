@@ -33,7 +33,9 @@ def test_every_error_derives_from_scalable_error_and_a_builtin() -> None:
         cls = getattr(errors, name)
         assert issubclass(cls, errors.ScalableError), name
         if name not in roots:
-            builtin_bases = [b for b in cls.__mro__ if b.__module__ == "builtins" and b not in (Exception, BaseException, object)]
+            builtin_bases = [
+                b for b in cls.__mro__ if b.__module__ == "builtins" and b not in (Exception, BaseException, object)
+            ]
             assert builtin_bases, f"{name} subclasses no builtin a caller would catch"
     assert errors.ScalableError.exit_code == 2 and errors.IntegrityError.exit_code == 1
 
@@ -55,7 +57,9 @@ def test_public_modules_declare_all() -> None:
         if path.name == "__main__.py":
             continue
         tree = ast.parse(path.read_text())
-        if not any(isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in n.targets) for n in tree.body):
+        if not any(
+            isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in n.targets) for n in tree.body
+        ):
             missing.append(str(path.relative_to(ROOT)))
     assert not missing, missing
 
@@ -98,9 +102,15 @@ def _private_imports(path: Path) -> list[str]:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scalable"):
             if any(part.startswith("_") for part in node.module.split(".")):
                 found.append(node.module)
-            found += [f"{node.module}:{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            found += [
+                f"{node.module}:{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
+            ]
         elif isinstance(node, ast.Import):
-            found += [a.name for a in node.names if a.name.startswith("scalable.") and any(p.startswith("_") for p in a.name.split("."))]
+            found += [
+                a.name
+                for a in node.names
+                if a.name.startswith("scalable.") and any(p.startswith("_") for p in a.name.split("."))
+            ]
     return found
 
 

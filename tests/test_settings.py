@@ -35,8 +35,12 @@ def test_argument_beats_environment_beats_manifest(isolated: Path) -> None:
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("SCALABLE_TELEMETRY", "maybe"), ("SCALABLE_LOG_FORMAT", "xml"), ("SCALABLE_LOG_LEVEL", "loud"),
-     ("SCALABLE_LEDGER_FSYNC", "sometimes")],
+    [
+        ("SCALABLE_TELEMETRY", "maybe"),
+        ("SCALABLE_LOG_FORMAT", "xml"),
+        ("SCALABLE_LOG_LEVEL", "loud"),
+        ("SCALABLE_LEDGER_FSYNC", "sometimes"),
+    ],
 )
 def test_bad_values_name_their_variable(var: str, value: str) -> None:
     """A bad value raises ConfigError (a ValueError) naming the variable and the value."""
@@ -56,11 +60,20 @@ def test_secrets_never_show_in_repr() -> None:
 def test_every_documented_variable_is_read() -> None:
     """Each variable in ENV_VARS changes the resolved settings."""
     values = {
-        "SCALABLE_MANIFEST": "m.yaml", "SCALABLE_TARGET": "t", "SCALABLE_DEFAULT_STORAGE": "memory://x/",
-        "SCALABLE_RUNS_DIR": "r", "SCALABLE_LEDGER_DIR": "l", "SCALABLE_RUNS_DIR_REMOTE": "memory://r/",
-        "SCALABLE_CACHE_DIR": "c", "SCALABLE_CACHE_REMOTE": "memory://c/", "SCALABLE_CACHE_HMAC_KEY": "k",
-        "SCALABLE_LEDGER_KEY": "lk", "SCALABLE_TELEMETRY": "0", "SCALABLE_LEDGER_FSYNC": "never",
-        "SCALABLE_LOG_FORMAT": "json", "SCALABLE_LOG_LEVEL": "debug",
+        "SCALABLE_MANIFEST": "m.yaml",
+        "SCALABLE_TARGET": "t",
+        "SCALABLE_DEFAULT_STORAGE": "memory://x/",
+        "SCALABLE_RUNS_DIR": "r",
+        "SCALABLE_LEDGER_DIR": "l",
+        "SCALABLE_RUNS_DIR_REMOTE": "memory://r/",
+        "SCALABLE_CACHE_DIR": "c",
+        "SCALABLE_CACHE_REMOTE": "memory://c/",
+        "SCALABLE_CACHE_HMAC_KEY": "k",
+        "SCALABLE_LEDGER_KEY": "lk",
+        "SCALABLE_TELEMETRY": "0",
+        "SCALABLE_LEDGER_FSYNC": "never",
+        "SCALABLE_LOG_FORMAT": "json",
+        "SCALABLE_LOG_LEVEL": "debug",
     }
     assert set(values) == set(ENV_VARS)
     default = load_settings(env={})

@@ -213,8 +213,10 @@ def cacheable(
         CacheArgumentError: a type is not a ``GenericType`` subclass or ``arg_types`` names a
             parameter the function does not have.
     """
-    if return_type is not None and callable(return_type) and not (
-        isinstance(return_type, type) and issubclass(return_type, GenericType)
+    if (
+        return_type is not None
+        and callable(return_type)
+        and not (isinstance(return_type, type) and issubclass(return_type, GenericType))
     ):
         return _decorate(
             return_type, return_type=None, check_output=check_output, recompute=recompute, store=store, arg_types={}
@@ -231,7 +233,12 @@ def cacheable(
         if void:
             return func
         wrapped = _decorate(
-            func, return_type=checked, check_output=check_output, recompute=recompute, store=store, arg_types=dict(arg_types)
+            func,
+            return_type=checked,
+            check_output=check_output,
+            recompute=recompute,
+            store=store,
+            arg_types=dict(arg_types),
         )
         return wrapped  # type: ignore[return-value]
 

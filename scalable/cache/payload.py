@@ -90,7 +90,11 @@ def seal_value(
     if hmac_key:
         header["hmac"] = _sign(header, hmac_key)
     head = _dumps(header).encode()
-    return Envelope(_HEAD.pack(MAGIC, FORMAT_VERSION, len(head), hashlib.sha256(head).digest()) + head + pickled, digest, len(pickled))
+    return Envelope(
+        _HEAD.pack(MAGIC, FORMAT_VERSION, len(head), hashlib.sha256(head).digest()) + head + pickled,
+        digest,
+        len(pickled),
+    )
 
 
 def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[bytes, dict[str, Any]]:

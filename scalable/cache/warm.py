@@ -28,7 +28,9 @@ class WarmCache:
 
     def __init__(self, cache: Cache) -> None:
         if cache.remote is None:
-            raise ConfigError("warming the cache needs a remote tier: set SCALABLE_CACHE_REMOTE to the shared cache URI")
+            raise ConfigError(
+                "warming the cache needs a remote tier: set SCALABLE_CACHE_REMOTE to the shared cache URI"
+            )
         self.cache = cache
         self.warmed: list[str] = []
         self.already: list[str] = []

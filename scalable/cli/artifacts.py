@@ -27,8 +27,7 @@ __all__ = ["COMMANDS", "artifacts"]
 _BAR_THRESHOLD = 32 * 1024 * 1024
 
 _ROOT_HELP = (
-    "Root of the store the key lives in (a path or URI that URI starts with); "
-    "default: everything up to URI's last '/'."
+    "Root of the store the key lives in (a path or URI that URI starts with); default: everything up to URI's last '/'."
 )
 
 
@@ -110,7 +109,9 @@ def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> 
 @click.argument("uri")
 @click.argument("local", type=click.Path(path_type=Path))
 @click.option("--root", help=_ROOT_HELP)
-@click.option("--verify", is_flag=True, help="Re-hash the bytes and fail if they differ from the digest recorded at put time.")
+@click.option(
+    "--verify", is_flag=True, help="Re-hash the bytes and fail if they differ from the digest recorded at put time."
+)
 def get(uri: str, local: Path, root: str | None, verify: bool) -> None:
     """Fetch the file or directory at URI to LOCAL; print the local path written."""
     store, key = _split(uri, root)

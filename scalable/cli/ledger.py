@@ -25,8 +25,16 @@ def open_ledger(ctx: click.Context) -> Ledger:
 
 
 @click.group()
-@click.option("--runs-dir", type=click.Path(file_okay=False), help="Runs directory (default: SCALABLE_RUNS_DIR or .scalable/runs).")
-@click.option("--ledger-dir", type=click.Path(file_okay=False), help="Compacted ledger directory (default: SCALABLE_LEDGER_DIR or .scalable/ledger).")
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False),
+    help="Runs directory (default: SCALABLE_RUNS_DIR or .scalable/runs).",
+)
+@click.option(
+    "--ledger-dir",
+    type=click.Path(file_okay=False),
+    help="Compacted ledger directory (default: SCALABLE_LEDGER_DIR or .scalable/ledger).",
+)
 @click.pass_context
 def ledger(ctx: click.Context, runs_dir: str | None, ledger_dir: str | None) -> None:
     """Query, trace, audit and replay the provenance ledger."""
@@ -38,7 +46,9 @@ def ledger(ctx: click.Context, runs_dir: str | None, ledger_dir: str | None) -> 
 @click.command()
 @click.argument("sql")
 @format_option("parquet")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout (needed for parquet).")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout (needed for parquet)."
+)
 @click.option("--as-of", help="Show the ledger as it was at this ISO-8601 time.")
 @click.pass_context
 def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str | None) -> None:
@@ -54,7 +64,14 @@ def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str
 
 @click.command()
 @click.option("--run", "run_id", help="Only this run's stream.")
-@click.option("-n", "--lines", default=10, show_default=True, type=click.IntRange(min=0), help="How many of the newest events to print.")
+@click.option(
+    "-n",
+    "--lines",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many of the newest events to print.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended (Ctrl-C stops).")
 @format_option()
 @click.pass_context
@@ -76,13 +93,23 @@ def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: 
 
 
 @click.command()
-@click.option("--keep-jsonl/--no-keep-jsonl", default=True, show_default=True,
-              help="Keep the streams after compaction, or delete those of finished runs once their Parquet copy is durable and verified.")
-@click.option("--retire-before", metavar="DATE", help="Remove events older than DATE (ISO-8601) from the dataset; each affected run gets a run/retired tombstone event.")
+@click.option(
+    "--keep-jsonl/--no-keep-jsonl",
+    default=True,
+    show_default=True,
+    help="Keep the streams after compaction, or delete those of finished runs once their Parquet copy is durable and verified.",
+)
+@click.option(
+    "--retire-before",
+    metavar="DATE",
+    help="Remove events older than DATE (ISO-8601) from the dataset; each affected run gets a run/retired tombstone event.",
+)
 @click.option("--run", "run_ids", multiple=True, metavar="RUN", help="Only this run's stream (repeatable).")
 @format_option()
 @click.pass_context
-def compact(ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run_ids: tuple[str, ...], fmt: str) -> None:
+def compact(
+    ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run_ids: tuple[str, ...], fmt: str
+) -> None:
     """Compact the streams into the Parquet dataset under the ledger directory.
 
     Safe to kill at any instant and to run again: the views then show every event once.
@@ -91,11 +118,16 @@ def compact(ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run
     # The ledger directory is created by the first compaction; the runs directory must exist.
     Ledger.open(opts.get("runs_dir"), None, must_exist=True)
     led = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"))
-    result = led.compact(run_ids or None, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=sys.stderr.isatty())
+    result = led.compact(
+        run_ids or None, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=sys.stderr.isatty()
+    )
     summary = result.to_dict()
     render_rows([summary], list(summary), fmt)
     if result.streams_retired:
-        click.echo(f"deleted the streams of {len(result.streams_retired)} finished run(s); their events are in Parquet", err=True)
+        click.echo(
+            f"deleted the streams of {len(result.streams_retired)} finished run(s); their events are in Parquet",
+            err=True,
+        )
 
 
 @click.command()

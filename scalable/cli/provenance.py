@@ -23,7 +23,9 @@ _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tas
 @click.pass_context
 def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
     """List runs: project, status, start and end, counts and bytes."""
-    table = open_ledger(ctx).query(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY started_at, run_id", as_of=as_of)
+    table = open_ledger(ctx).query(
+        f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY started_at, run_id", as_of=as_of
+    )
     render_table(table, fmt)
 
 
@@ -40,7 +42,9 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
     run = led.query(f"SELECT * FROM runs WHERE run_id = '{quoted}'").to_pylist()
     if not run:
         raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
-    tasks = led.query(f"SELECT task_name, status, started_at, ended_at, duration_s, error FROM tasks WHERE run_id = '{quoted}' ORDER BY started_at")
+    tasks = led.query(
+        f"SELECT task_name, status, started_at, ended_at, duration_s, error FROM tasks WHERE run_id = '{quoted}' ORDER BY started_at"
+    )
     artifacts = led.query(
         f"SELECT op, artifact_name, kind, size_bytes, left(digest, 16) AS digest, location FROM artifacts WHERE run_id = '{quoted}' ORDER BY timestamp"
     )
@@ -62,8 +66,14 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
 @click.option("--both", "direction", flag_value="both", help="Both directions.")
 @click.option("--depth", type=click.IntRange(min=1), help="At most this many edges from NODE.")
 @click.option("--as-of", help="The lineage as it was at this ISO-8601 time.")
-@click.option("--format", "fmt", type=click.Choice(["tree", "dot", "json", "prov", "openlineage"]), default="tree",
-              show_default=True, help="Output format.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "dot", "json", "prov", "openlineage"]),
+    default="tree",
+    show_default=True,
+    help="Output format.",
+)
 @click.pass_context
 def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as_of: str | None, fmt: str) -> None:
     """Trace NODE (a digest, location URI or run id) through runs and artifacts."""
@@ -87,8 +97,9 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as
 @click.command()
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option("--no-content", is_flag=True, help="Check the streams only; do not re-hash stored bytes.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
-              help="Output format.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format."
+)
 @click.pass_context
 def audit(ctx: click.Context, run_id: str | None, no_content: bool, fmt: str) -> None:
     """Check that chains are intact, seals match and stored bytes still match their digests.
@@ -108,23 +119,34 @@ def audit(ctx: click.Context, run_id: str | None, no_content: bool, fmt: str) ->
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         rows: list[dict[str, Any]] = [
-            {"run_id": p.run_id, "where": p.where, "problem": p.kind, "detail": p.message,
-             "expected": p.expected, "found": p.found}
+            {
+                "run_id": p.run_id,
+                "where": p.where,
+                "problem": p.kind,
+                "detail": p.message,
+                "expected": p.expected,
+                "found": p.found,
+            }
             for p in report.problems
         ]
         if rows:
             render_rows(rows, list(rows[0]), "table")
         status = "ok" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
-        click.echo(f"audit {status}: {report.runs} run(s), {report.events} event(s), "
-                   f"{report.artifacts} artifact(s) checked")
+        click.echo(
+            f"audit {status}: {report.runs} run(s), {report.events} event(s), {report.artifacts} artifact(s) checked"
+        )
     if not report.ok:
         ctx.exit(1)
 
 
 @click.command()
-@click.option("--sqlite", "sqlite_path", type=click.Path(dir_okay=False), help="Write a SQLite database (for Datasette).")
+@click.option(
+    "--sqlite", "sqlite_path", type=click.Path(dir_okay=False), help="Write a SQLite database (for Datasette)."
+)
 @click.option("--prov", "prov_path", type=click.Path(dir_okay=False), help="Write W3C PROV-JSON.")
-@click.option("--openlineage", "ol_path", type=click.Path(dir_okay=False), help="Write OpenLineage RunEvents as JSON lines.")
+@click.option(
+    "--openlineage", "ol_path", type=click.Path(dir_okay=False), help="Write OpenLineage RunEvents as JSON lines."
+)
 @click.pass_context
 def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, ol_path: str | None) -> None:
     """Export the ledger to SQLite, PROV-JSON or OpenLineage (one or more at once)."""
@@ -138,22 +160,28 @@ def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, o
         click.echo(f"wrote {sqlite_path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
     if prov_path:
         doc = export_prov(led, prov_path)
-        click.echo(f"wrote {prov_path}: {len(doc.get('entity', {}))} entities, {len(doc.get('activity', {}))} activities")
+        click.echo(
+            f"wrote {prov_path}: {len(doc.get('entity', {}))} entities, {len(doc.get('activity', {}))} activities"
+        )
     if ol_path:
         events = export_openlineage(led, ol_path)
         click.echo(f"wrote {ol_path}: {len(events)} run events")
 
 
-
-
 @click.command()
 @click.argument("run_id", metavar="RUN")
-@click.option("--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key.")
+@click.option(
+    "--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key."
+)
 @click.option("--until", help="Replay only events at or before this ISO-8601 time.")
-@click.option("--warm-cache", is_flag=True, help="Fill the local cache from the remote tier with every entry the run wrote.")
+@click.option(
+    "--warm-cache", is_flag=True, help="Fill the local cache from the remote tier with every entry the run wrote."
+)
 @click.option("--print", "print_timeline", is_flag=True, help="Print the run's timeline.")
 @click.pass_context
-def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None, warm_cache: bool, print_timeline: bool) -> None:
+def replay(
+    ctx: click.Context, run_id: str, into: str | None, until: str | None, warm_cache: bool, print_timeline: bool
+) -> None:
     """Replay RUN's events in order: restore its artifacts (verified), warm the cache, print its timeline."""
     from scalable.cache import Cache, WarmCache
     from scalable.ledger.replay import Handler, Timeline
@@ -165,10 +193,14 @@ def replay(ctx: click.Context, run_id: str, into: str | None, until: str | None,
         handlers.append(warmer)
     result = led.replay(run_id, into=into, until=until, handlers=handlers)
     if into:
-        click.echo(f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)")
+        click.echo(
+            f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)"
+        )
     if warmer is not None:
-        click.echo(f"warmed {len(warmer.warmed)} cache entr{'y' if len(warmer.warmed) == 1 else 'ies'} "
-                   f"({len(warmer.already)} already local, {len(warmer.missing)} not on the remote)")
+        click.echo(
+            f"warmed {len(warmer.warmed)} cache entr{'y' if len(warmer.warmed) == 1 else 'ies'} "
+            f"({len(warmer.already)} already local, {len(warmer.missing)} not on the remote)"
+        )
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.

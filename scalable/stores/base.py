@@ -99,7 +99,12 @@ class ArtifactStore(Protocol):
         ...
 
     def put(
-        self, local_path: str | os.PathLike[str], remote_key: str, *, kind: ArtifactKind | str | None = None, record: bool = True
+        self,
+        local_path: str | os.PathLike[str],
+        remote_key: str,
+        *,
+        kind: ArtifactKind | str | None = None,
+        record: bool = True,
     ) -> ArtifactRef:
         """Store a local file or directory at ``remote_key``."""
         ...
@@ -176,7 +181,9 @@ def validate_key(key: object, *, what: str = "key", allow_empty: bool = False) -
     body = key[:-1] if key.endswith("/") else key
     for seg in body.split("/"):
         if seg in ("", ".", ".."):
-            raise InvalidKeyError(f"store {what} {shown!r} has an empty, '.' or '..' segment (it could escape the store root); {hint}")
+            raise InvalidKeyError(
+                f"store {what} {shown!r} has an empty, '.' or '..' segment (it could escape the store root); {hint}"
+            )
     if META_PREFIX in body.split("/"):
         raise InvalidKeyError(f"store {what} {shown!r} uses the reserved segment {META_PREFIX!r}; choose another key")
     return body
@@ -291,7 +298,9 @@ class BaseArtifactStore(ABC):
         else:
             os.close(fd)
             if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeArtifactError(f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)")
+                raise UnsafeArtifactError(
+                    f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)"
+                )
             actual = ArtifactKind.DIR
         try:
             label = self._check_kind(kind, actual, src)
@@ -316,7 +325,9 @@ class BaseArtifactStore(ABC):
             ref = self._ref(key, ArtifactKind.DIR, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
-            digest, total = self._put_fd(fd, st.st_size, src, key=key, progress=progress, sidecar_kind=ArtifactKind.FILE)
+            digest, total = self._put_fd(
+                fd, st.st_size, src, key=key, progress=progress, sidecar_kind=ArtifactKind.FILE
+            )
             ref = self._ref(key, ArtifactKind.FILE, digest=digest, size=total, label=label, files=None)
             attrs = {}
         if record:
@@ -401,12 +412,16 @@ class BaseArtifactStore(ABC):
         else:
             rels = [k[len(key) + 1 :] for k in self._list_under(key)]
             if not rels:
-                raise ArtifactNotFoundError(f"nothing is stored at {self.uri_for(key)!r}; check the key with list_artifacts()")
+                raise ArtifactNotFoundError(
+                    f"nothing is stored at {self.uri_for(key)!r}; check the key with list_artifacts()"
+                )
             recorded: dict[str, str] = {}
             if verify:
                 meta = self._read_sidecar_file(key)
                 if meta is None or not isinstance(meta.get("files"), dict):
-                    raise IntegrityError(f"no digests were recorded for {self.uri_for(key)!r}; cannot verify it (put it again)")
+                    raise IntegrityError(
+                        f"no digests were recorded for {self.uri_for(key)!r}; cannot verify it (put it again)"
+                    )
                 recorded = meta["files"]
                 missing = sorted(set(recorded) - set(rels))
                 if missing:
@@ -415,7 +430,9 @@ class BaseArtifactStore(ABC):
             size = 0
             for rel in rels:
                 if verify and rel not in recorded:
-                    raise IntegrityError(f"{self.uri_for(key + '/' + rel)!r} was not part of the directory put; cannot verify it")
+                    raise IntegrityError(
+                        f"{self.uri_for(key + '/' + rel)!r} was not part of the directory put; cannot verify it"
+                    )
                 d, s = self._download(f"{key}/{rel}", dest / rel, recorded.get(rel), progress)
                 digests[rel] = d
                 size += s
@@ -491,7 +508,9 @@ class BaseArtifactStore(ABC):
         if record:
             digest = meta.get("digest") if meta else None
             size = meta.get("size_bytes") if meta else None
-            self._publish("deleted", key, kind=str(meta.get("kind", kind)) if meta else kind, size=size, digest=digest, attrs={})
+            self._publish(
+                "deleted", key, kind=str(meta.get("kind", kind)) if meta else kind, size=size, digest=digest, attrs={}
+            )
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -583,7 +602,9 @@ class BaseArtifactStore(ABC):
         """Return the digest sidecar of ``key`` wherever the backend keeps it (see the module docstring), or None."""
         return self._read_sidecar_file(key)
 
-    def _write_sidecar_file(self, key: str, kind: ArtifactKind, digest: str, size: int, files: dict[str, str] | None) -> None:
+    def _write_sidecar_file(
+        self, key: str, kind: ArtifactKind, digest: str, size: int, files: dict[str, str] | None
+    ) -> None:
         sidecar: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
             sidecar["files"] = files

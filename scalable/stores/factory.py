@@ -138,8 +138,7 @@ def register_store(
         current = _backends.get(name)
         if current is not None and not replace and current.target != backend:
             raise ConfigError(
-                f"the store scheme {name!r} is served by {current.target!r} already; "
-                "pass replace=True to replace it"
+                f"the store scheme {name!r} is served by {current.target!r} already; pass replace=True to replace it"
             )
         _backends[name] = StoreBackend(backend, hint)
 
@@ -221,7 +220,9 @@ def build_artifact_store(uri: str | os.PathLike[str], **storage_options: Any) ->
     """
     text = os.fspath(uri)
     if not isinstance(text, str) or not text.strip() or "\0" in text:
-        raise ConfigError(f"artifact store URI {text!r} is empty or invalid; give a path or a URI like s3://bucket/prefix/")
+        raise ConfigError(
+            f"artifact store URI {text!r} is empty or invalid; give a path or a URI like s3://bucket/prefix/"
+        )
     m = _SCHEME.match(text)
     scheme = m.group(1).lower() if m else "file"
     return _backend(scheme).load(scheme).from_uri(text, **storage_options)

@@ -48,9 +48,7 @@ def filesystem_class(scheme: str) -> Any:
             f"no artifact store handles the scheme {scheme!r}; known schemes: {', '.join(known)}"
         ) from None
     except ImportError:
-        raise MissingDependencyError(
-            f"the {scheme!r} store needs an optional package: {_INSTALL_HINT}"
-        ) from None
+        raise MissingDependencyError(f"the {scheme!r} store needs an optional package: {_INSTALL_HINT}") from None
 
 
 def _backend_error(action: str, uri: str, exc: Exception) -> StoreError:
@@ -157,7 +155,9 @@ class FsspecArtifactStore(BaseArtifactStore):
         except ImportError:
             raise MissingDependencyError(f"the {scheme!r} store needs an optional package: {_INSTALL_HINT}") from None
         except (TypeError, ValueError) as exc:
-            raise StoreError(f"cannot open the {scheme!r} store {mask_secrets(uri)!r}: {mask_secrets(str(exc))}") from None
+            raise StoreError(
+                f"cannot open the {scheme!r} store {mask_secrets(uri)!r}: {mask_secrets(str(exc))}"
+            ) from None
         if retries is not None and hasattr(self.fs, "retries"):
             self.fs.retries = retries
         self.scheme = scheme

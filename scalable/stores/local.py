@@ -46,8 +46,7 @@ class _LocalUpload:
             raise UnreadableArtifactError(f"cannot write {final!r}: permission denied") from None
         except OSError as exc:
             raise StoreError(
-                f"cannot write key {key!r} at {final!r}: {exc.strerror or exc} "
-                "(is a parent of the key a file?)"
+                f"cannot write key {key!r} at {final!r}: {exc.strerror or exc} (is a parent of the key a file?)"
             ) from None
 
     def write(self, data: bytes) -> None:

@@ -61,7 +61,9 @@ def start_runner(
     """
     supported = ", ".join(name for name, path in RUNNERS.items() if path is not None)
     if target.provider not in RUNNERS:
-        raise ConfigError(f"target {target.name!r}: no runner for provider {target.provider!r}; use one of: {supported}")
+        raise ConfigError(
+            f"target {target.name!r}: no runner for provider {target.provider!r}; use one of: {supported}"
+        )
     path = RUNNERS[target.provider]
     if path is None:
         raise ConfigError(

@@ -79,7 +79,9 @@ class DaskRunner:
         future.set_running_or_notify_cancel()
         with self._cond:
             self._pending.add(future)
-        remote = self._client.submit(run_captured, env, fn, tuple(args), dict(kwargs), key=f"{env.task_name}-{env.task_id}", pure=False)
+        remote = self._client.submit(
+            run_captured, env, fn, tuple(args), dict(kwargs), key=f"{env.task_name}-{env.task_id}", pure=False
+        )
         with self._cond:
             self._remote.add(remote)
         remote.add_done_callback(lambda done: self._settle(done, future))

@@ -52,7 +52,9 @@ class ProcessRunner:
 
     def __init__(self, max_workers: int | None) -> None:
         # forkserver: children never inherit a lock another thread of the client held at fork.
-        self._pool = concurrent.futures.ProcessPoolExecutor(max_workers, mp_context=multiprocessing.get_context("forkserver"))
+        self._pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers, mp_context=multiprocessing.get_context("forkserver")
+        )
 
     def submit(
         self, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]

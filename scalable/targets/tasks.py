@@ -64,12 +64,16 @@ def error_text(exc: BaseException) -> str:
     return mask_secrets(str(exc))[:_MAX_ERROR]
 
 
-def run_task(ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+def run_task(
+    ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
     """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
     telemetry = ledger.settings.telemetry
     base = {"event_type": "task", "run_id": env.run_id, "task_name": env.task_name, "component": env.component}
-    with bus.activate(ledger, scoped=True), cache_using(shared_cache(env.settings)), context.bind(
-        run_id=env.run_id, task_name=env.task_name, component=env.component
+    with (
+        bus.activate(ledger, scoped=True),
+        cache_using(shared_cache(env.settings)),
+        context.bind(run_id=env.run_id, task_name=env.task_name, component=env.component),
     ):
         if telemetry:
             ledger.append({**base, "op": "started", "attrs": {"task_id": env.task_id, "pid": os.getpid()}})

@@ -291,8 +291,7 @@ def test_lineage_crosses_runs_through_the_cache(tmp_path: Path, ledger: Ledger) 
     with bind(run_id="run-b"):
         load(str(data))
     edges = {
-        (r["src"], r["dst"], r["relation"])
-        for r in ledger.query("SELECT src, dst, relation FROM lineage").to_pylist()
+        (r["src"], r["dst"], r["relation"]) for r in ledger.query("SELECT src, dst, relation FROM lineage").to_pylist()
     }
     write = next(e for e in _cache_events(ledger) if e["op"] == "write")
     file_digest = hashlib.sha256(data.read_bytes()).hexdigest()

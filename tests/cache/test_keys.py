@@ -89,7 +89,9 @@ def test_argument_names_are_part_of_the_key() -> None:
     assert b.key((1, 2), {})[0] != b.key((2, 1), {})[0]
 
 
-@pytest.mark.parametrize("pair", [(1, 1.0), (1, True), (1, "1"), (0, None), (b"a", "a"), ([1, 2], (1, 2)), ({1: 2}, {2: 1})])
+@pytest.mark.parametrize(
+    "pair", [(1, 1.0), (1, True), (1, "1"), (0, None), (b"a", "a"), ([1, 2], (1, 2)), ({1: 2}, {2: 1})]
+)
 def test_values_of_different_types_have_different_keys(pair: tuple[Any, Any]) -> None:
     """Values that print alike but differ in type (1, 1.0, True, "1"...) have different keys."""
 

@@ -134,7 +134,9 @@ def test_a_forged_unsigned_remote_payload_is_refused_as_a_security_event(tmp_pat
     _ANSWER_CALLS.clear()
     reader = _remote_cache(tmp_path, "r", b"secret-key")
     key = _answer.cache_key(3)
-    forged = seal_value("forged!", key=key, function=_answer.function_name, writer_run="evil", created="t", hmac_key=None)
+    forged = seal_value(
+        "forged!", key=key, function=_answer.function_name, writer_run="evil", created="t", hmac_key=None
+    )
     assert reader.remote is not None
     reader.remote.store.put_bytes(forged.data, remote_key(_answer.function_name, key), record=False)
     with using(reader), capture_logs() as logs:

@@ -34,7 +34,10 @@ def test_put_with_root_keeps_nested_key(cli: CliInvoker, isolated: Path) -> None
     result = cli("artifacts", "put", "model", "store/runs/r1/model", "--root", "store")
     assert result.exit_code == 0, result.output
     ls = cli("artifacts", "ls", "store", "--format", "jsonl")
-    assert [json.loads(line)["key"] for line in ls.stdout.splitlines()] == ["runs/r1/model/a.txt", "runs/r1/model/sub/b.txt"]
+    assert [json.loads(line)["key"] for line in ls.stdout.splitlines()] == [
+        "runs/r1/model/a.txt",
+        "runs/r1/model/sub/b.txt",
+    ]
 
 
 def test_get_round_trips_a_directory(cli: CliInvoker, isolated: Path) -> None:

@@ -85,9 +85,14 @@ def test_clear_remote_on_an_unreachable_remote_is_one_line(cli: CliInvoker, monk
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "dummy", "AWS_SECRET_ACCESS_KEY": "dummy", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "SCALABLE_CACHE_REMOTE": "s3://unreachable/cache/",
+        "AWS_ACCESS_KEY_ID": "dummy",
+        "AWS_SECRET_ACCESS_KEY": "dummy",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "SCALABLE_CACHE_REMOTE": "s3://unreachable/cache/",
     }.items():
         monkeypatch.setenv(name, value)
     result = cli("cache", "clear", "--remote")

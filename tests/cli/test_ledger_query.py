@@ -20,8 +20,15 @@ def filled(ledger: Ledger) -> Ledger:
     """A ledger with three artifact events in one run."""
     with bind(run_id="run-cli"):
         for i in range(3):
-            ledger.append({"event_type": "artifact", "op": "put", "artifact_name": f"f{i}.csv", "size_bytes": i,
-                           "inputs": [f"in{i}"]})
+            ledger.append(
+                {
+                    "event_type": "artifact",
+                    "op": "put",
+                    "artifact_name": f"f{i}.csv",
+                    "size_bytes": i,
+                    "inputs": [f"in{i}"],
+                }
+            )
     return ledger
 
 
@@ -68,7 +75,9 @@ def test_query_writes_parquet_with_output(filled: Ledger, cli: CliInvoker, isola
         "SET enable_external_access=true",
     ],
 )
-def test_refused_statements_exit_2_with_one_line_and_leave_no_file(filled: Ledger, cli: CliInvoker, isolated: Path, sql: str) -> None:
+def test_refused_statements_exit_2_with_one_line_and_leave_no_file(
+    filled: Ledger, cli: CliInvoker, isolated: Path, sql: str
+) -> None:
     """Each refused statement prints one error line, exits 2, and creates no file."""
     before = sorted(p for p in isolated.rglob("*"))
     result = cli("ledger", "query", sql)

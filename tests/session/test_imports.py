@@ -24,7 +24,7 @@ def test_session_and_manifest_import_no_cli() -> None:
     """session.py and manifest.py never import the CLI (cli -> session, not back)."""
     for name in ("session.py", "manifest.py"):
         tree = ast.parse((ROOT / "scalable" / name).read_text())
-        imported = {
-            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-        } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
         assert not any(m.startswith("scalable.cli") for m in imported), name

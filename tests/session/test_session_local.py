@@ -141,15 +141,18 @@ def test_from_yaml_starts_nothing(manifest: Path) -> None:
 def test_implicit_run_is_finished_at_interpreter_exit(manifest: Path, ending: str, status: str) -> None:
     """A run started by record_artifact and never closed is sealed at exit, with how the script ended."""
     Path("output.csv").write_text("x\n")
-    script = textwrap.dedent(
-        """
+    script = (
+        textwrap.dedent(
+            """
         from scalable import ScalableSession
 
         session = ScalableSession.from_yaml("scalable.yaml", target="local")
         session.record_artifact("output.csv", kind="result")
         print(session.run_id, flush=True)
         """
-    ) + ending
+        )
+        + ending
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCALABLE_")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False)
@@ -440,12 +443,16 @@ def test_put_stores_under_the_run_and_records_once(manifest: Path) -> None:
     assert recorded is not None and recorded["digest"] == tree.digest
 
 
-def test_put_and_reachability_on_s3(manifest: Path, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_put_and_reachability_on_s3(
+    manifest: Path, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An S3 default storage is checked at start (missing bucket named) and receives puts from tasks."""
     bucket, _options = s3_bucket
     monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", "s3://no-such-bucket-here/runs/")
     session = ScalableSession.from_yaml(manifest)
-    with pytest.raises(StoreUnreachableError, match=r"s3://no-such-bucket-here/runs/.*bucket 'no-such-bucket-here' does not exist"):
+    with pytest.raises(
+        StoreUnreachableError, match=r"s3://no-such-bucket-here/runs/.*bucket 'no-such-bucket-here' does not exist"
+    ):
         session.start()
     monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", f"s3://{bucket}/runs/")
     with ScalableSession.from_yaml(manifest) as session:

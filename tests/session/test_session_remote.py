@@ -25,8 +25,9 @@ def test_an_open_run_ships_its_lines_and_close_compacts_them_remotely(
     monkeypatch.setenv("SCALABLE_RUNS_DIR_REMOTE", remote)
     bus.reset_default()
     (isolated / "scalable.yaml").write_text("version: 1\nproject:\n  name: shared\n")
-    other = Ledger(load_settings(runs_dir=isolated / "other/runs", ledger_dir=isolated / "other/ledger",
-                                 runs_dir_remote=remote))
+    other = Ledger(
+        load_settings(runs_dir=isolated / "other/runs", ledger_dir=isolated / "other/ledger", runs_dir_remote=remote)
+    )
     session = ScalableSession.from_yaml("scalable.yaml")
     with session:
         Path("out.txt").write_text("x")
@@ -35,7 +36,11 @@ def test_an_open_run_ships_its_lines_and_close_compacts_them_remotely(
         seen: list[Any] = []
         while time.monotonic() < deadline and not seen:
             time.sleep(0.2)
-            seen = other.query(f"SELECT artifact_name FROM artifacts WHERE run_id = '{session.run_id}'").column(0).to_pylist()
+            seen = (
+                other.query(f"SELECT artifact_name FROM artifacts WHERE run_id = '{session.run_id}'")
+                .column(0)
+                .to_pylist()
+            )
         assert seen == ["out.txt"]
     row = other.query(f"SELECT status, events FROM runs WHERE run_id = '{session.run_id}'").to_pylist()
     assert row == [{"status": "completed", "events": 3}]

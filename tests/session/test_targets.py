@@ -23,7 +23,9 @@ def _nowhere(lines: Mapping[str, Sequence[bytes]]) -> None:
 def test_providers_not_supported_yet_say_so(provider: str, ledger: Ledger) -> None:
     """A provider the table marks as not supported yet is refused naming the target and the supported ones."""
     assert RUNNERS[provider] is None
-    with pytest.raises(ConfigError, match=rf"target 'big': provider '{provider}' is not supported yet; use one of: local, dask"):
+    with pytest.raises(
+        ConfigError, match=rf"target 'big': provider '{provider}' is not supported yet; use one of: local, dask"
+    ):
         start_runner(TargetSpec("big", provider, {}), ledger, _nowhere)
 
 

@@ -161,7 +161,9 @@ class StoreContract:
 
     # ---- events ------------------------------------------------------------------------
 
-    def test_put_publishes_one_event(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_put_publishes_one_event(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """Every put appends one artifact/put event naming location, key, store, size and digest."""
         src = tmp_path / "output.csv"
         src.write_bytes(b"data")
@@ -179,17 +181,27 @@ class StoreContract:
         stream = bus.active().stream_path(ev["run_id"]).read_text()
         assert ev["event_id"] in stream
 
-    def test_get_publishes_one_event(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_get_publishes_one_event(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """Every get appends one artifact/get event (the input side of lineage)."""
         src = tmp_path / "in"
         src.write_bytes(b"abc")
         ref = store.put(src, "in")
         store.get("in", tmp_path / "out")
         ev = captured[-1]
-        assert (ev["op"], ev["key"], ev["location"], ev["digest"], ev["size_bytes"]) == ("get", "in", ref.uri, ref.digest, 3)
+        assert (ev["op"], ev["key"], ev["location"], ev["digest"], ev["size_bytes"]) == (
+            "get",
+            "in",
+            ref.uri,
+            ref.digest,
+            3,
+        )
         assert ev["store"] == store.base_uri
 
-    def test_record_false_publishes_nothing(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_record_false_publishes_nothing(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """With record=False, put, get, put_bytes, get_bytes and delete publish no event."""
         src = tmp_path / "in"
         src.write_bytes(b"abc")
@@ -239,7 +251,9 @@ class StoreContract:
         assert json.loads(ev["attrs"])["files"] == {rel: hashlib.sha256(d).hexdigest() for rel, d in files.items()}
         assert store.list_artifacts("runs/") == sorted(f"runs/run-001/model_output/{rel}" for rel in files)
 
-    def test_get_directory_round_trips(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_get_directory_round_trips(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """A directory get writes every file back, verified, and reports the same tree digest."""
         files = make_tree(tmp_path / "src")
         ref = store.put(tmp_path / "src", "d")
@@ -273,7 +287,9 @@ class StoreContract:
         store.put(tmp_path / "src", "d")
         assert store.get_bytes("d/link.txt") == b"alpha\n"
 
-    def test_symlink_out_of_tree_is_refused(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_symlink_out_of_tree_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """A link that leaves the directory is refused by name; nothing is stored or recorded."""
         make_tree(tmp_path / "src")
         (tmp_path / "secret").write_text("s")
@@ -283,7 +299,9 @@ class StoreContract:
         assert store.list_artifacts() == []
         assert captured == []
 
-    def test_fifo_in_tree_is_refused(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_fifo_in_tree_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """A fifo inside a directory is refused by name; nothing is stored or recorded."""
         make_tree(tmp_path / "src")
         os.mkfifo(tmp_path / "src" / "pipe")
@@ -350,14 +368,18 @@ class StoreContract:
         assert captured == []
         assert not (tmp_path / "out").exists()
 
-    def test_missing_source_is_refused(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_missing_source_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """Putting a path that does not exist raises ArtifactNotFoundError naming it; nothing changes."""
         with pytest.raises(ArtifactNotFoundError, match=r"nowhere\.csv"):
             store.put(tmp_path / "nowhere.csv", "k")
         assert store.list_artifacts() == []
         assert captured == []
 
-    def test_get_missing_key_is_refused(self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+    def test_get_missing_key_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
         """Getting a key never stored raises ArtifactNotFoundError naming it; nothing is written."""
         with pytest.raises(ArtifactNotFoundError, match="runs/none"):
             store.get("runs/none", tmp_path / "out")

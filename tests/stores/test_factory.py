@@ -67,7 +67,10 @@ def test_storage_options_for_local_path_are_refused(tmp_path: Path) -> None:
 
 
 def test_credentials_never_reach_events_logs_or_errors(
-    s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path, captured: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+    s3_bucket: tuple[str, dict[str, Any]],
+    tmp_path: Path,
+    captured: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Credentials in a URI are used but masked in base_uri, refs, events and error messages."""
     bucket, options = s3_bucket

@@ -110,5 +110,7 @@ def test_check_reachable_names_what_blocks_the_root(tmp_path: Path) -> None:
 
     LocalArtifactStore(tmp_path / "new" / "root").check_reachable()
     (tmp_path / "blocker").write_text("a file")
-    with pytest.raises(StoreUnreachableError, match=r"'.*/blocker/root' cannot be written \(.*/blocker is not a writable directory\)"):
+    with pytest.raises(
+        StoreUnreachableError, match=r"'.*/blocker/root' cannot be written \(.*/blocker is not a writable directory\)"
+    ):
         LocalArtifactStore(tmp_path / "blocker" / "root").check_reachable()

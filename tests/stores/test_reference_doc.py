@@ -16,7 +16,7 @@ import pytest
 from tests.servers import create_gcs_bucket, create_s3_bucket
 
 # Verbatim from the "Usage" section of the artifact-store reference document.
-REFERENCE_USAGE = '''
+REFERENCE_USAGE = """
 from scalable.artifacts import build_artifact_store
 
 # Local storage
@@ -30,7 +30,7 @@ ref = store.put("model_output/", "runs/run-001/model_output")
 
 # GCS storage
 store = build_artifact_store("gs://my-bucket/artifacts/")
-'''
+"""
 
 REFERENCE_OVERVIEW = [
     "scalable.artifacts.base.ArtifactStore",

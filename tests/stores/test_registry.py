@@ -49,7 +49,9 @@ class TestToyStore(StoreContract):
         return store
 
 
-def test_a_registered_scheme_serves_put_get_exists_and_list(toy: str, tmp_path: Path, captured: list[dict[str, Any]]) -> None:
+def test_a_registered_scheme_serves_put_get_exists_and_list(
+    toy: str, tmp_path: Path, captured: list[dict[str, Any]]
+) -> None:
     """build_artifact_store('toy://...') gives the toy backend; put/get/exists/list_artifacts work and publish events."""
     store = build_artifact_store(f"toy://{tmp_path}/shelf/")
     src = tmp_path / "out.csv"
@@ -64,7 +66,10 @@ def test_a_registered_scheme_serves_put_get_exists_and_list(toy: str, tmp_path: 
         ".scalable-meta%2Fruns%2Fr1%2Fout.csv.json",
         "runs%2Fr1%2Fout.csv",
     ]
-    assert [(e["op"], e["store"]) for e in captured] == [("put", f"toy://{tmp_path}/shelf/"), ("get", f"toy://{tmp_path}/shelf/")]
+    assert [(e["op"], e["store"]) for e in captured] == [
+        ("put", f"toy://{tmp_path}/shelf/"),
+        ("get", f"toy://{tmp_path}/shelf/"),
+    ]
 
 
 def test_the_cli_puts_and_lists_through_a_registered_scheme(toy: str, cli: CliInvoker, isolated: Path) -> None:
@@ -112,7 +117,9 @@ def test_a_backend_that_cannot_be_imported_names_what_to_install() -> None:
     register_store("gone", "scalable_gone_backend.store:GoneStore", hint="pip install scalable-gone")
     register_store("wrong", "tests.stores.toy:NoSuchClass")
     try:
-        with pytest.raises(MissingDependencyError, match=r"'gone' store needs 'scalable_gone_backend.store'.*pip install scalable-gone"):
+        with pytest.raises(
+            MissingDependencyError, match=r"'gone' store needs 'scalable_gone_backend.store'.*pip install scalable-gone"
+        ):
             build_artifact_store("gone://x/")
         with pytest.raises(ConfigError, match=r"'wrong' store.*not a BaseArtifactStore subclass"):
             build_artifact_store("wrong://x/")
@@ -140,8 +147,15 @@ def test_an_installed_package_adds_a_scheme_through_an_entry_point(tmp_path: Pat
     shelf = f"toy://{tmp_path}/shelf"
 
     def scalable(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "scalable", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "scalable", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     put = scalable("artifacts", "put", "f.txt", f"{shelf}/f.txt", "--format", "json")
     assert put.returncode == 0, put.stderr
@@ -149,12 +163,19 @@ def test_an_installed_package_adds_a_scheme_through_an_entry_point(tmp_path: Pat
     ls = scalable("artifacts", "ls", f"{shelf}/", "--format", "jsonl")
     assert [json.loads(line)["key"] for line in ls.stdout.splitlines()] == ["f.txt"]
     lazy = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, scalable.stores as s\n"
-         "assert 'tests.stores.toy' not in sys.modules\n"
-         "assert s.known_stores()['toy'].hint == 'pip install toy-plugin'\n"
-         f"print(type(s.build_artifact_store({shelf + '/'!r})).__module__)"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys, scalable.stores as s\n"
+            "assert 'tests.stores.toy' not in sys.modules\n"
+            "assert s.known_stores()['toy'].hint == 'pip install toy-plugin'\n"
+            f"print(type(s.build_artifact_store({shelf + '/'!r})).__module__)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert lazy.returncode == 0, lazy.stderr
     assert lazy.stdout.strip() == "tests.stores.toy"

@@ -61,7 +61,9 @@ def test_check_reachable_names_a_missing_bucket(s3_bucket: tuple[str, dict[str, 
     bucket, options = s3_bucket
     build_artifact_store(f"s3://{bucket}/x/", **options).check_reachable()
     store = build_artifact_store("s3://no-such-bucket-here/x/", client_kwargs={"endpoint_url": s3_server})
-    with pytest.raises(StoreUnreachableError, match=r"'s3://no-such-bucket-here/x/': bucket 'no-such-bucket-here' does not exist"):
+    with pytest.raises(
+        StoreUnreachableError, match=r"'s3://no-such-bucket-here/x/': bucket 'no-such-bucket-here' does not exist"
+    ):
         store.check_reachable()
 
 
