@@ -14,7 +14,8 @@ _BASE = {"errors", "settings", "logs", "digests"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
-    "artifacts": {"artifacts", "stores", "errors"},
+    # scalable.artifacts.cache is Scalable's home of the remote cache backend, built on the cache tier.
+    "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
     "session": {"session", "manifest", "cache", "stores", "ledger", *_BASE},
     "manifest": {"manifest", *_BASE},
