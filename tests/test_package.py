@@ -17,8 +17,9 @@ _LAYERS = {
     # scalable.artifacts.cache is Scalable's home of the remote cache backend, built on the cache tier.
     "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
-    "session": {"session", "manifest", "cache", "stores", "ledger", *_BASE},
-    "manifest": {"manifest", *_BASE},
+    "session": {"session", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    "manifest": {"manifest", "providers", *_BASE},
+    "providers": {"providers"},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
     "digests": {"digests"},
