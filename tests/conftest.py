@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from scalable.ledger import bus
 from scalable.ledger.log import Ledger
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.slurm"]
 
 
 @pytest.fixture(autouse=True)
