@@ -50,13 +50,6 @@ def digest_of(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def fresh_s3_clients() -> Iterator[None]:
-    """Forget s3fs instances afterwards: fsspec reuses one per set of options, with the endpoint it saw first."""
-    yield
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
 @pytest.fixture
 def remote(s3_bucket: tuple[str, dict[str, Any]]) -> str:
     """A cache URI in a fresh bucket of the moto server, reached through the environment alone."""
