@@ -44,6 +44,7 @@ def expand_env_vars(value: Any, env: Mapping[str, str] | None = None) -> Any:
 
 
 def unset_variable_issue(path: KeyPath, name: str, file: str, line: int | None) -> ManifestIssue:
+    """The ``E_UNSET_VARIABLE`` error of ``${name}`` at ``path``."""
     return ManifestIssue(
         "error",
         "E_UNSET_VARIABLE",
