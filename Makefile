@@ -1,11 +1,11 @@
 # Two commands for a fresh machine: `make demo` (the main job on the embedded default) and
-# `make test` (the whole suite, with its own S3 and GCS servers on 127.0.0.1).
+# `make test` (the whole suite, with its own S3 and GCS servers and Slurm on 127.0.0.1).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 
-.PHONY: demo test lint bench docs clean
+.PHONY: demo test lint bench docs clean slurm-packages
 
 $(VENV)/.core-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ $(VENV)/.dev-installed: pyproject.toml
 demo: $(VENV)/.core-installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) examples/demo.py
 
-test: $(VENV)/.dev-installed
+# Slurm and munge (Debian packages) for the tests that run jobs: installed once, when missing
+# and we are root; elsewhere those tests are skipped with the reason.
+slurm-packages:
+	@PATH="$$PATH:/usr/sbin:/sbin"; \
+	command -v sbatch >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1; } || \
+	    echo "slurm-wlm and munge could not be installed; the Slurm tests will be skipped"; \
+	  else echo "slurm-wlm and munge are not installed (needs root and apt-get); the Slurm tests will be skipped"; fi; }
+
+test: $(VENV)/.dev-installed slurm-packages
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev-installed

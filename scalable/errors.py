@@ -25,6 +25,9 @@ __all__ = [
     "LedgerWriteError",
     "ManifestError",
     "ManifestNotFoundError",
+    "ManifestParseError",
+    "ManifestSchemaError",
+    "ManifestValidationError",
     "MissingDependencyError",
     "NodeNotFoundError",
     "QueryError",
@@ -34,6 +37,7 @@ __all__ = [
     "SessionError",
     "StoreError",
     "StoreUnreachableError",
+    "TargetNotSupportedError",
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
@@ -55,11 +59,36 @@ class ConfigError(ScalableError, ValueError):
 
 
 class ManifestError(ConfigError):
-    """The manifest file is missing, unparsable or breaks schema v1."""
+    """The manifest file is missing, unparsable or breaks schema v1.
+
+    Errors about the document carry ``code`` (Scalable's error code where it has one, such
+    as ``E_BAD_MAX_WORKERS``), ``file``, ``line`` (or ``None``) and ``key`` (the key path).
+    """
+
+    code: str | None = None
+    file: str | None = None
+    line: int | None = None
+    key: str | None = None
 
 
 class ManifestNotFoundError(ManifestError, FileNotFoundError):
     """The manifest file does not exist."""
+
+
+class ManifestParseError(ManifestError):
+    """The manifest is not readable YAML, or names an environment variable that is not set."""
+
+
+class ManifestSchemaError(ManifestError):
+    """A key of the manifest is unknown, missing, or has a value of the wrong type or version."""
+
+
+class ManifestValidationError(ManifestError):
+    """The manifest's parts disagree, or a target's options are invalid for its provider."""
+
+
+class TargetNotSupportedError(ManifestError, NotImplementedError):
+    """The target's provider is accepted in manifests, but this scalable cannot run its tasks."""
 
 
 class MissingDependencyError(ScalableError, ImportError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # gcsfs probes a gRPC endpoint for 40-107 s per operation against emulators unless this is
 # off before gcsfs is imported.
@@ -17,21 +18,39 @@ from click.testing import CliRunner, Result
 from scalable.ledger import bus
 from scalable.ledger.log import Ledger
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.slurm"]
+
+
+#: Variables that say which object store endpoint a client talks to, and as whom.
+_ENDPOINT_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "STORAGE_EMULATOR_HOST")
+
+
+def forget_object_store_clients() -> None:
+    """Drop the s3fs and gcsfs instances fsspec keeps (one per set of options, bound to the endpoint it first saw)."""
+    for module in ("s3fs", "gcsfs"):
+        if module in sys.modules:
+            getattr(sys.modules[module], "S3FileSystem" if module == "s3fs" else "GCSFileSystem").clear_instance_cache()
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Run each test in its own empty directory with no SCALABLE_* variables set."""
+    """Run each test in its own empty directory with no SCALABLE_* variables set.
+
+    A test that points the object store variables elsewhere leaves no client bound to that
+    endpoint behind for the tests after it.
+    """
     for name in list(os.environ):
         if name.startswith("SCALABLE_"):
             monkeypatch.delenv(name)
+    endpoints = [os.environ.get(v) for v in _ENDPOINT_VARS]
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     bus.reset_default()
     yield work
     bus.reset_default()
+    if [os.environ.get(v) for v in _ENDPOINT_VARS] != endpoints:
+        forget_object_store_clients()
 
 
 @pytest.fixture

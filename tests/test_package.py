@@ -14,11 +14,13 @@ _BASE = {"errors", "settings", "logs", "digests"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
-    "artifacts": {"artifacts", "stores", "errors"},
+    # scalable.artifacts.cache is Scalable's home of the remote cache backend, built on the cache tier.
+    "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
-    "session": {"session", "targets", "manifest", "cache", "stores", "ledger", *_BASE},
-    "targets": {"targets", "manifest", "cache", "ledger", *_BASE},
-    "manifest": {"manifest", *_BASE},
+    "session": {"session", "targets", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    "targets": {"targets", "manifest", "providers", "cache", "ledger", *_BASE},
+    "manifest": {"manifest", "providers", *_BASE},
+    "providers": {"providers"},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
     "digests": {"digests", "errors"},

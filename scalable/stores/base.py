@@ -23,7 +23,7 @@ import posixpath
 import stat
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -58,10 +58,15 @@ CHUNK: Final = 4 * 1024 * 1024
 
 
 class ArtifactKind(StrEnum):
-    """What a stored artifact is: one file, a directory tree, or bytes put directly."""
+    """What a stored artifact is: one file, a directory tree, or bytes put directly.
+
+    ``DIRECTORY`` (value ``"dir"``) is the canonical name, as in Scalable; ``DIR`` is the
+    same member under a shorter name.
+    """
 
     FILE = "file"
-    DIR = "dir"
+    DIRECTORY = "dir"
+    DIR = "dir"  # an alias: ArtifactKind.DIR is ArtifactKind.DIRECTORY
     BLOB = "blob"
 
 
@@ -69,15 +74,17 @@ class ArtifactKind(StrEnum):
 class ArtifactRef:
     """What a put stored: its URI, kind, SHA-256 digest (tree digest for dirs) and size.
 
-    ``metadata`` holds ``key``, ``store`` and, for directories, ``files``
+    The fields and defaults are Scalable's (``digest``, ``size_bytes`` and ``metadata`` may be
+    left out). The stores always fill them: ``digest`` is a file's SHA-256 or a directory's
+    tree digest, and ``metadata`` holds ``key``, ``store`` and, for directories, ``files``
     (``{relative/path: digest}``); a ``label`` when ``put`` was given a free-form kind.
     """
 
     uri: str
     kind: ArtifactKind
-    digest: str
-    size_bytes: int
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    digest: str | None = None
+    size_bytes: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -301,14 +308,14 @@ class BaseArtifactStore(ABC):
                 raise UnsafeArtifactError(
                     f"cannot put {str(src)!r}: not a regular file or directory (a fifo, socket or device)"
                 )
-            actual = ArtifactKind.DIR
+            actual = ArtifactKind.DIRECTORY
         try:
             label = self._check_kind(kind, actual, src)
         except BaseException:
             if actual is ArtifactKind.FILE:
                 os.close(fd)
             raise
-        if actual is ArtifactKind.DIR:
+        if actual is ArtifactKind.DIRECTORY:
             files = walk_tree(src)
             digests: dict[str, str] = {}
             total = 0
@@ -321,8 +328,8 @@ class BaseArtifactStore(ABC):
             for stale in self._list_under(key):
                 if stale not in keep:
                     self._delete_file(stale)
-            self._write_sidecar_file(key, ArtifactKind.DIR, digest, total, digests)
-            ref = self._ref(key, ArtifactKind.DIR, digest=digest, size=total, label=label, files=digests)
+            self._write_sidecar_file(key, ArtifactKind.DIRECTORY, digest, total, digests)
+            ref = self._ref(key, ArtifactKind.DIRECTORY, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
             digest, total = self._put_fd(
@@ -437,7 +444,7 @@ class BaseArtifactStore(ABC):
                 digests[rel] = d
                 size += s
             digest = tree_digest(digests)
-            kind = ArtifactKind.DIR
+            kind = ArtifactKind.DIRECTORY
             attrs = {"files": digests}
         if record:
             self._publish("get", key, kind=kind.value, size=size, digest=digest, attrs=attrs)
@@ -499,7 +506,7 @@ class BaseArtifactStore(ABC):
             kind = ArtifactKind.FILE.value
         else:
             targets = self._list_under(key)
-            kind = ArtifactKind.DIR.value
+            kind = ArtifactKind.DIRECTORY.value
         if not targets:
             raise ArtifactNotFoundError(f"nothing is stored at {self.uri_for(key)!r}; nothing to delete")
         for k in targets:
@@ -521,7 +528,7 @@ class BaseArtifactStore(ABC):
         text = str(kind.value if isinstance(kind, ArtifactKind) else kind)
         if not text:
             raise StoreError("kind must be a non-empty string (file, dir, blob or a label such as 'result')")
-        if text in (ArtifactKind.FILE.value, ArtifactKind.DIR.value) and text != actual.value:
+        if text in (ArtifactKind.FILE.value, ArtifactKind.DIRECTORY.value) and text != actual.value:
             raise StoreError(f"cannot put {str(src)!r} with kind={text!r}: it is a {actual.value}")
         return None if text == actual.value else text
 
@@ -620,7 +627,7 @@ class BaseArtifactStore(ABC):
 
     def _expected_digest(self, key: str) -> str:
         meta = self._read_sidecar(key)
-        if meta is not None and isinstance(meta.get("digest"), str) and meta.get("kind") != ArtifactKind.DIR.value:
+        if meta is not None and isinstance(meta.get("digest"), str) and meta.get("kind") != ArtifactKind.DIRECTORY.value:
             return str(meta["digest"])
         # A file inside a directory put: the directory's sidecar lists it.
         parts = key.split("/")

@@ -10,7 +10,7 @@ import pytest
 
 from scalable import cacheable
 from scalable.cache import default_cache
-from tests.conftest import CliInvoker
+from tests.conftest import CliInvoker, forget_object_store_clients
 
 
 @cacheable
@@ -95,6 +95,7 @@ def test_clear_remote_on_an_unreachable_remote_is_one_line(cli: CliInvoker, monk
         "SCALABLE_CACHE_REMOTE": "s3://unreachable/cache/",
     }.items():
         monkeypatch.setenv(name, value)
+    forget_object_store_clients()  # a client made earlier would still reach the test server
     result = cli("cache", "clear", "--remote")
     assert result.exit_code == 2
     assert "s3://unreachable/cache/" in result.stderr

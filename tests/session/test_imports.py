@@ -21,10 +21,17 @@ def test_import_scalable_loads_no_heavy_backend() -> None:
 
 
 def test_session_and_manifest_import_no_cli() -> None:
-    """session.py and manifest.py never import the CLI (cli -> session, not back)."""
-    for name in ("session.py", "manifest.py"):
-        tree = ast.parse((ROOT / "scalable" / name).read_text())
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | {
-            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        }
+    """session.py, the manifest and targets packages and the provider table never import the CLI (cli -> session, not back)."""
+    package = ROOT / "scalable"
+    for path in (
+        package / "session.py",
+        package / "providers.py",
+        *sorted((package / "manifest").glob("*.py")),
+        *sorted((package / "targets").glob("*.py")),
+    ):
+        name = str(path.relative_to(package))
+        tree = ast.parse(path.read_text())
+        imported = {
+            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not any(m.startswith("scalable.cli") for m in imported), name

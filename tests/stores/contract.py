@@ -242,7 +242,7 @@ class StoreContract:
         """A directory put stores every file, totals the size, and records the documented tree digest."""
         files = make_tree(tmp_path / "model_output")
         ref = store.put(tmp_path / "model_output", "runs/run-001/model_output")
-        assert ref.kind is ArtifactKind.DIR
+        assert ref.kind is ArtifactKind.DIRECTORY
         assert ref.size_bytes == sum(len(d) for d in files.values())
         assert ref.digest == _expected_tree_digest(files)
         assert len(captured) == 1
