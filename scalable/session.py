@@ -13,7 +13,7 @@ Tasks and their events:
 * ``dask`` target: a worker may share no filesystem with the client. Each task runs with a
   throw-away ledger of its own (a fresh writer, its own chain) in a temporary directory of the
   worker; the task's lines travel back with its result and the client appends them to the
-  run's stream unchanged (:meth:`~scalable.ledger.log.Ledger.append_records`), before the
+  run's stream unchanged (:meth:`~scalable.ledger.log.Ledger.append_lines`), before the
   future the caller holds completes. A task whose worker dies loses only its own events.
 
 Inside every task, whatever the target, the run id, task name and component are the context
@@ -59,7 +59,8 @@ from scalable.errors import (
 )
 from scalable.ledger import bus, context
 from scalable.ledger.context import make_run_id
-from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
+from scalable.ledger.log import Ledger
+from scalable.ledger.stream import STREAM_NAME, read_stream
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.settings import FsyncMode, Settings, load_settings
@@ -850,7 +851,7 @@ class ScalableSession(TaskSession):
                 return
             for run_id, batch in lines.items():
                 if batch:
-                    self._ledger.append_records(run_id, batch)
+                    self._ledger.append_lines(run_id, batch)
 
     def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
         if not self.settings.telemetry:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from scalable.errors import CompactionConflictError, EventValidationError, LedgerError
-from scalable.ledger.compact import CRASH_POINTS, MANIFEST_DIR, Manifest, _commit_manifest, read_manifest
+from scalable.ledger.crash import CRASH_POINTS
+from scalable.ledger.generations import GENERATIONS_DIR, Generation, commit_generation, read_generation
+from scalable.ledger.location import LocalLocation
 from scalable.ledger.log import Ledger
 from tools.gen_events import generate
 
@@ -149,7 +151,7 @@ def test_single_run_compaction_and_merging(isolated: Path) -> None:
     results = [led.compact([run_id]) for run_id in led.run_ids()]
     assert [r.streams_compacted for r in results] == [1] * 8
     assert sum(r.files_merged for r in results) >= 4
-    manifest = read_manifest(led.ledger_dir)
+    manifest = read_generation(led.location)
     assert len(manifest.files) < 4
     assert {f.date for f in manifest.files} == {"2026-01-01"}
     assert manifest.rows == len(expected)
@@ -208,13 +210,13 @@ def test_bad_retire_before_is_refused(synthetic: Ledger) -> None:
     """A retention date that is not ISO-8601 is refused before anything is written."""
     with pytest.raises(EventValidationError, match="not ISO-8601"):
         synthetic.compact(retire_before="last tuesday")
-    assert not (Path(synthetic.ledger_dir) / MANIFEST_DIR).exists() or read_manifest(synthetic.ledger_dir).version == 0
+    assert not (Path(synthetic.ledger_dir) / GENERATIONS_DIR).exists() or read_generation(synthetic.location).version == 0
 
 
 def test_invalid_manifest_is_reported(synthetic: Ledger) -> None:
     """A corrupt manifest gives a LedgerError naming the file and what to do."""
     synthetic.compact()
-    manifests = sorted((Path(synthetic.ledger_dir) / MANIFEST_DIR).glob("*.json"))
+    manifests = sorted((Path(synthetic.ledger_dir) / GENERATIONS_DIR).glob("*.json"))
     manifests[-1].write_text("{not json")
     with pytest.raises(LedgerError, match=r"manifest .*00000000000000000001\.json.* not valid"):
         synthetic.query("SELECT 1")
@@ -222,9 +224,10 @@ def test_invalid_manifest_is_reported(synthetic: Ledger) -> None:
 
 def test_concurrent_commit_of_one_generation_conflicts(isolated: Path) -> None:
     """Two compactions committing the same generation: the second gets CompactionConflictError."""
-    _commit_manifest(isolated / "ledger", Manifest(version=1))
+    location = LocalLocation(isolated / "runs", isolated / "ledger")
+    commit_generation(location, Generation(version=1))
     with pytest.raises(CompactionConflictError, match="run compact again"):
-        _commit_manifest(isolated / "ledger", Manifest(version=1))
+        commit_generation(location, Generation(version=1))
 
 
 def test_cli_compact(cli: Any, synthetic: Ledger) -> None:

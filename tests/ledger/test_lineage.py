@@ -11,7 +11,7 @@ import sqlite_utils
 
 from scalable.errors import ConfigError, NodeNotFoundError
 from scalable.ledger import bind
-from scalable.ledger.compact import read_manifest
+from scalable.ledger.generations import read_generation
 from scalable.ledger.log import Ledger
 from tests.conftest import CliInvoker
 
@@ -70,7 +70,7 @@ def test_compacted_edges_and_live_tails_together_equal_the_streams(ledger: Ledge
     """Compacted edges plus a live stream, plus a file the edges do not cover, give the streams' lineage, URI inputs included."""
     _workflow(ledger)
     ledger.compact()
-    assert read_manifest(ledger.ledger_dir).lineage is not None
+    assert read_generation(ledger.location).lineage is not None
     with bind(run_id="run-3"):  # a live stream whose URI input resolves to a compacted version
         ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/3/f.csv", "digest": D["f"],
                        "inputs": ["s3://b/runs/1/a.parquet"], "task_name": "F"})
@@ -80,13 +80,13 @@ def test_compacted_edges_and_live_tails_together_equal_the_streams(ledger: Ledge
     for node, want in expected.items():
         assert _everything(ledger, node) == want
     ledger.compact(["run-3"])  # a session closing: the new file is not covered by the edges
-    lineage = read_manifest(ledger.ledger_dir).lineage
-    assert lineage is not None and len(lineage.covers) < len(read_manifest(ledger.ledger_dir).files)
+    lineage = read_generation(ledger.location).lineage
+    assert lineage is not None and len(lineage.covers) < len(read_generation(ledger.location).files)
     for node, want in expected.items():
         assert _everything(ledger, node) == want
     ledger.compact()
-    lineage = read_manifest(ledger.ledger_dir).lineage
-    assert lineage is not None and len(lineage.covers) == len(read_manifest(ledger.ledger_dir).files)
+    lineage = read_generation(ledger.location).lineage
+    assert lineage is not None and len(lineage.covers) == len(read_generation(ledger.location).files)
     for node, want in expected.items():
         assert _everything(ledger, node) == want
 
