@@ -12,6 +12,9 @@ statistics let a lookup read only the few row groups that can hold its nodes, so
 edge set at every step. The ``lineage`` view is those compacted edges plus the edges of the
 events not compacted yet, computed on the fly; without compacted edges (an older generation,
 a ledger on object storage) it is computed from the ``events`` view as a whole.
+
+A graph renders in every lineage format of the registry (:meth:`LineageGraph.render`,
+:mod:`scalable.ledger.export`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from scalable.errors import ConfigError, NodeNotFoundError
 from scalable.ledger.edges import nodes_sql
+from scalable.ledger.export import render_lineage
 from scalable.ledger.sql import quote as sql_quote
 from scalable.ledger.views import connect
 
@@ -55,6 +59,16 @@ class LineageGraph:
     root: str | None
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: list[dict[str, Any]] = field(default_factory=list)
+    #: the direction of the walk that made it (``up``, ``down`` or ``both``)
+    direction: str = "up"
+
+    def render(self, fmt: str) -> str:
+        """Return the graph as text in lineage format ``fmt`` of the registry (``tree``, ``dot``, ...).
+
+        Raises:
+            ConfigError: no lineage format of that name is registered.
+        """
+        return render_lineage(self, fmt)
 
     def edge_set(self) -> set[tuple[str, str, str]]:
         """Return the edges as ``(src, relation, dst)`` triples."""
@@ -387,7 +401,8 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"])
         if key not in edges or edge["depth"] < edges[key]["depth"]:
             edges[key] = edge
-    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])))
+    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])),
+                         direction=direction)
     ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
     if node is None:
         ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
