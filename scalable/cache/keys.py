@@ -24,7 +24,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from scalable.cache.types import GenericType, ValueType, _scalar_bytes, convert_to_type
+from scalable.cache.types import GenericType, ValueType, convert_to_type, scalar_bytes
 from scalable.errors import CacheArgumentError
 
 __all__ = ["KEY_VERSION", "KeyBuilder", "code_digest", "function_name"]
@@ -46,7 +46,7 @@ def _const_bytes(value: Any, h: Any) -> None:
         h.update(b"C")
         _code_update(value, h)
         return
-    raw = _scalar_bytes(value)
+    raw = scalar_bytes(value)
     if raw is not None:
         h.update(_LEN(len(raw)) + raw)
         return
@@ -178,7 +178,7 @@ class KeyBuilder:
             explicit = tuple(self.arg_types.get(n) for n, _v in pairs)
         for name, value, typ in zip(encoded_names, values, explicit, strict=True):
             if typ is None or typ is ValueType:
-                raw = _scalar_bytes(value) if type(value) is not str or typ is ValueType else None
+                raw = scalar_bytes(value) if type(value) is not str or typ is ValueType else None
                 if raw is not None:
                     h.update(name + _VALUE_TAG + _LEN(len(raw)) + raw)
                     continue

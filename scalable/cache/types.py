@@ -36,6 +36,7 @@ __all__ = [
     "ValueType",
     "convert_to_type",
     "file_digest",
+    "scalar_bytes",
     "tree_digest",
 ]
 
@@ -194,7 +195,7 @@ class DirType(GenericType):
         return [self.tree()]
 
 
-def _scalar_bytes(value: Any) -> bytes | None:
+def scalar_bytes(value: Any) -> bytes | None:
     """Type-tagged bytes of a scalar (so ``1``, ``1.0``, ``True`` and ``"1"`` differ), else None."""
     t = type(value)
     if t is str:
@@ -221,7 +222,7 @@ class ValueType(GenericType):
 
     def encoded(self) -> bytes:
         """Return the value's type-tagged bytes (a pickle for values that are not scalars)."""
-        raw = _scalar_bytes(self.value)
+        raw = scalar_bytes(self.value)
         if raw is None:
             raw = b"p" + _pickle_bytes(self.value, "value")
         return raw
