@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from scalable.errors import QueryError, ReadOnlyQueryError
-from scalable.ledger.sql import quote
+from scalable.ledger.sql import escape_glob, quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -23,8 +23,13 @@ _ALLOWED_PRAGMAS: Final = ("table_info", "show_tables", "show_tables_expanded", 
 
 
 def lock(con: duckdb.DuckDBPyConnection, allowed_dirs: Iterable[str]) -> None:
-    """Let ``con`` read only under ``allowed_dirs`` (prefixes ending in ``/``) and lock its configuration."""
-    con.execute(f"SET allowed_directories=[{', '.join(quote(d) for d in allowed_dirs)}]")
+    """Let ``con`` read only under ``allowed_dirs`` (prefixes ending in ``/``) and lock its configuration.
+
+    DuckDB checks the file names it is given, which the views escape
+    (:func:`~scalable.ledger.sql.escape_glob`): each directory is allowed as it is and escaped.
+    """
+    allowed = dict.fromkeys(d for given in allowed_dirs for d in (given, escape_glob(given)))
+    con.execute(f"SET allowed_directories=[{', '.join(quote(d) for d in allowed)}]")
     con.execute("SET enable_external_access=false")
     con.execute("SET lock_configuration=true")
 
