@@ -123,21 +123,21 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
     sha256 = hashlib.sha256
-    for number, raw, record in reader.lines():
+    for number, raw, event in reader.lines():
         events += 1
-        writer = record["writer"]
-        seq = record["seq"]
+        writer = event["writer"]
+        seq = event["seq"]
         digest = sha256(raw).hexdigest()
-        event_id = record["event_id"]
+        event_id = event["event_id"]
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        late = seal is not None and not (record["op"] == "retired" and record["event_type"] == "run")
-        if record["run_id"] != run_id or event_id in seen_ids or seq != want_seq or record["prev"] != want_prev or late:
-            _line_problems(run_id, f"{path}:{number}", record, seen_ids, want_seq, want_prev, seal_line, late, problems)
+        late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
+        if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
+            _line_problems(run_id, f"{path}:{number}", event, seen_ids, want_seq, want_prev, seal_line, late, problems)
         seen_ids.setdefault(event_id, number)
-        if seal is None and record["op"] == "finished" and record["event_type"] == "run":
-            attrs = json.loads(record.get("attrs") or "{}")
+        if seal is None and event["op"] == "finished" and event["event_type"] == "run":
+            attrs = json.loads(event.get("attrs") or "{}")
             seal = attrs.get("seal") or {}
             seal_line = number
             sealed_positions = {w: v for w, v in last.items() if w != writer}
@@ -234,7 +234,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
 def _line_problems(
     run_id: str,
     where: str,
-    record: dict[str, Any],
+    event: dict[str, Any],
     seen_ids: dict[str, int],
     want_seq: int,
     want_prev: str,
@@ -243,19 +243,19 @@ def _line_problems(
     problems: list[Problem],
 ) -> None:
     """Name what is wrong with one line (the fast path only found that something is)."""
-    writer, seq, event_id = record["writer"], record["seq"], record["event_id"]
-    if record["run_id"] != run_id:
+    writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
+    if event["run_id"] != run_id:
         problems.append(Problem(run_id, where, "foreign-event", "event of another run in this stream",
-                                expected=run_id, found=record["run_id"]))
+                                expected=run_id, found=event["run_id"]))
     if event_id in seen_ids:
         problems.append(Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}"))
     if seq != want_seq:
         problems.append(Problem(run_id, where, "seq-gap" if seq > want_seq else "seq-order",
                                 f"writer {writer} sequence broken", expected=str(want_seq), found=str(seq)))
-    elif record["prev"] != want_prev:
+    elif event["prev"] != want_prev:
         problems.append(Problem(run_id, where, "chain-broken",
                                 f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
-                                expected=want_prev, found=record["prev"]))
+                                expected=want_prev, found=event["prev"]))
     if sealed:
         problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
 

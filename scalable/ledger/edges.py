@@ -37,7 +37,7 @@ EDGE_COLUMNS: Final = "src, dst, relation, run_id, task_name, timestamp"
 
 
 def versions_sql(events: str) -> str:
-    """SQL of the artifact versions of ``events``: ``location, digest, timestamp`` of each put and record."""
+    """SQL of the artifact versions of ``events``: ``location, digest, timestamp`` of each put and recorded artifact."""
     return (
         f"SELECT location, digest, timestamp FROM {events} WHERE event_type = 'artifact' "
         "AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL"

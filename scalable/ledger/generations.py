@@ -1,4 +1,4 @@
-"""The record of compacted files: one numbered generation per compaction.
+"""Generations: which compacted files are live, one numbered generation per compaction.
 
 A generation names every live Parquet data file of the dataset and, for each source of
 events, how many of its bytes those files cover (``offset``), whether its run has finished
