@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from scalable.errors import ConfigError
-from scalable.ledger.log import Ledger
 from scalable.ledger.generations import read_generation
 from scalable.ledger.location import open_object_location
+from scalable.ledger.log import Ledger
 from scalable.settings import load_settings
 
 
