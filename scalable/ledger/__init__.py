@@ -1,6 +1,6 @@
 """The event-sourced core: events, the log, the bus and SQL views.
 
-This package imports nothing else of scalable but ``errors``, ``settings`` and ``logs``.
+This package imports nothing else of scalable but ``errors``, ``settings``, ``logs`` and ``digests``.
 """
 
 from __future__ import annotations

@@ -98,8 +98,14 @@ class AuditReport:
             "events": self.events,
             "artifacts": self.artifacts,
             "problems": [
-                {"run_id": p.run_id, "where": p.where, "kind": p.kind, "message": p.message,
-                 "expected": p.expected, "found": p.found}
+                {
+                    "run_id": p.run_id,
+                    "where": p.where,
+                    "kind": p.kind,
+                    "message": p.message,
+                    "expected": p.expected,
+                    "found": p.found,
+                }
                 for p in self.problems
             ],
         }
@@ -194,13 +200,27 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             digest = hashlib.sha256(encode_line(row)[:-1]).hexdigest()
             hashes[(writer, row["seq"])] = digest
             if row["seq"] != want_seq:
-                problems.append(Problem(run_id, here, "seq-gap" if row["seq"] > want_seq else "seq-order",
-                                        f"writer {writer} sequence broken (not accounted for by a tombstone)",
-                                        expected=str(want_seq), found=str(row["seq"])))
+                problems.append(
+                    Problem(
+                        run_id,
+                        here,
+                        "seq-gap" if row["seq"] > want_seq else "seq-order",
+                        f"writer {writer} sequence broken (not accounted for by a tombstone)",
+                        expected=str(want_seq),
+                        found=str(row["seq"]),
+                    )
+                )
             elif row["prev"] != want_prev:
-                problems.append(Problem(run_id, here, "chain-broken",
-                                        f"writer {writer}: prev does not hash the writer's previous event",
-                                        expected=want_prev, found=row["prev"]))
+                problems.append(
+                    Problem(
+                        run_id,
+                        here,
+                        "chain-broken",
+                        f"writer {writer}: prev does not hash the writer's previous event",
+                        expected=want_prev,
+                        found=row["prev"],
+                    )
+                )
             want_seq, want_prev = row["seq"] + 1, digest
             if row["event_type"] == "run" and row["op"] == "finished" and seal is None:
                 seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
@@ -213,21 +233,36 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             if found is None and gone is not None and head.get("seq", -1) <= gone.get("last_seq", -1):
                 continue  # the sealed line itself was retired; the tombstone accounts for it
             if found != head.get("head"):
-                problems.append(Problem(run_id, f"{where}: seal", "seal-mismatch",
-                                        f"writer {writer}'s sealed head does not match its events",
-                                        expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
-                                        found=f"{found[:12]}" if found else "missing"))
+                problems.append(
+                    Problem(
+                        run_id,
+                        f"{where}: seal",
+                        "seal-mismatch",
+                        f"writer {writer}'s sealed head does not match its events",
+                        expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
+                        found=f"{found[:12]}" if found else "missing",
+                    )
+                )
         for writer, chain in by_writer.items():
             limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
             late = [r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")]
             if late:
-                problems.append(Problem(run_id, f"{where}: writer {writer} seq {late[0]['seq']}", "after-seal",
-                                        f"{len(late)} event(s) of writer {writer} are not covered by the seal"))
+                problems.append(
+                    Problem(
+                        run_id,
+                        f"{where}: writer {writer} seq {late[0]['seq']}",
+                        "after-seal",
+                        f"{len(late)} event(s) of writer {writer} are not covered by the seal",
+                    )
+                )
         if key:
             expected = seal_digest(run_id, heads, key)
             if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
-                problems.append(Problem(run_id, f"{where}: seal", "seal-forged",
-                                        "seal HMAC does not verify under SCALABLE_LEDGER_KEY"))
+                problems.append(
+                    Problem(
+                        run_id, f"{where}: seal", "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
+                    )
+                )
     return report
 
 
@@ -245,19 +280,46 @@ def _line_problems(
     """Name what is wrong with one line (the fast path only found that something is)."""
     writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
     if event["run_id"] != run_id:
-        problems.append(Problem(run_id, where, "foreign-event", "event of another run in this stream",
-                                expected=run_id, found=event["run_id"]))
+        problems.append(
+            Problem(
+                run_id,
+                where,
+                "foreign-event",
+                "event of another run in this stream",
+                expected=run_id,
+                found=event["run_id"],
+            )
+        )
     if event_id in seen_ids:
-        problems.append(Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}"))
+        problems.append(
+            Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}")
+        )
     if seq != want_seq:
-        problems.append(Problem(run_id, where, "seq-gap" if seq > want_seq else "seq-order",
-                                f"writer {writer} sequence broken", expected=str(want_seq), found=str(seq)))
+        problems.append(
+            Problem(
+                run_id,
+                where,
+                "seq-gap" if seq > want_seq else "seq-order",
+                f"writer {writer} sequence broken",
+                expected=str(want_seq),
+                found=str(seq),
+            )
+        )
     elif event["prev"] != want_prev:
-        problems.append(Problem(run_id, where, "chain-broken",
-                                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
-                                expected=want_prev, found=event["prev"]))
+        problems.append(
+            Problem(
+                run_id,
+                where,
+                "chain-broken",
+                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
+                expected=want_prev,
+                found=event["prev"],
+            )
+        )
     if sealed:
-        problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
+        problems.append(
+            Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}")
+        )
 
 
 def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
@@ -273,11 +335,20 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
     size = path.stat().st_size
     recorded = summary.get("stream_bytes")
     if isinstance(recorded, int) and size < recorded:
-        problems.append(Problem(run_id, f"{path}:end", "truncated",
-                                f"stream is {size} bytes but was {recorded} bytes when sealed",
-                                expected=str(recorded), found=str(size)))
+        problems.append(
+            Problem(
+                run_id,
+                f"{path}:end",
+                "truncated",
+                f"stream is {size} bytes but was {recorded} bytes when sealed",
+                expected=str(recorded),
+                found=str(size),
+            )
+        )
     elif not sealed:
-        problems.append(Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal"))
+        problems.append(
+            Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal")
+        )
 
 
 def _check_seal(
@@ -294,18 +365,30 @@ def _check_seal(
     for writer, head in heads.items():
         found = positions.get(writer)
         if found is None:
-            problems.append(Problem(run_id, where, "seal-mismatch", f"sealed writer {writer} has no lines before the seal"))
+            problems.append(
+                Problem(run_id, where, "seal-mismatch", f"sealed writer {writer} has no lines before the seal")
+            )
         elif found[0] != head.get("seq") or found[1] != head.get("head"):
-            problems.append(Problem(run_id, where, "seal-mismatch",
-                                    f"writer {writer}'s last line before the seal differs from the sealed head (line removed, edited or truncated)",
-                                    expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
-                                    found=f"seq {found[0]} {found[1][:12]}"))
+            problems.append(
+                Problem(
+                    run_id,
+                    where,
+                    "seal-mismatch",
+                    f"writer {writer}'s last line before the seal differs from the sealed head (line removed, edited or truncated)",
+                    expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
+                    found=f"seq {found[0]} {found[1][:12]}",
+                )
+            )
     for writer in positions.keys() - heads.keys():
-        problems.append(Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed"))
+        problems.append(
+            Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed")
+        )
     if key:
         expected = seal_digest(run_id, heads, key)
         if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
-            problems.append(Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"))
+            problems.append(
+                Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
+            )
 
 
 def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None) -> AuditReport:
@@ -326,7 +409,9 @@ SELECT location, digest, run_id, kind FROM (
 """
 
 
-def latest_artifacts(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[tuple[str, str, str, str | None]]:
+def latest_artifacts(
+    con: duckdb.DuckDBPyConnection, run_id: str | None = None
+) -> list[tuple[str, str, str, str | None]]:
     """Return ``(location, digest, run_id, kind)`` of the latest artifact at each location.
 
     A location whose latest event is ``artifact/deleted`` is left out: it is meant to be gone.
@@ -377,11 +462,23 @@ def audit_content(
         except (OSError, ValueError, ImportError) as exc:
             return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
         if found is None:
-            return Problem(run_id, location, "content-missing", "the artifact is no longer at its location",
-                           expected=digest, found="nothing")
+            return Problem(
+                run_id,
+                location,
+                "content-missing",
+                "the artifact is no longer at its location",
+                expected=digest,
+                found="nothing",
+            )
         if found != digest:
-            return Problem(run_id, location, "content-changed", "stored bytes no longer hash to the recorded digest",
-                           expected=digest, found=found)
+            return Problem(
+                run_id,
+                location,
+                "content-changed",
+                "stored bytes no longer hash to the recorded digest",
+                expected=digest,
+                found=found,
+            )
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -230,7 +230,11 @@ def _compact_once(
                 if cutoff is not None:
                     tombstones, events_retired, files = retire_events(con, location, tmp, ledger, files, cutoff)
             live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
-            lineage = next_lineage(con, location, tmp, base.lineage, live, full=wanted is None) if location.exclusive else None
+            lineage = (
+                next_lineage(con, location, tmp, base.lineage, live, full=wanted is None)
+                if location.exclusive
+                else None
+            )
             generation = Generation(
                 version=base.version + 1,
                 files=live,
@@ -284,7 +288,9 @@ def _commit(location: Location, generation: Generation, new_files: Sequence[Data
     crash_point("after_manifest_commit")
 
 
-def _plan(location: Location, base: Generation, wanted: set[str] | None) -> tuple[list[_Pending], dict[str, StreamState]]:
+def _plan(
+    location: Location, base: Generation, wanted: set[str] | None
+) -> tuple[list[_Pending], dict[str, StreamState]]:
     """Find the sources with bytes beyond their covered offset; carry over the rest."""
     streams = dict(base.streams)
     present: set[str] = set()
@@ -447,7 +453,9 @@ def _check_staged(staging: Path) -> tuple[bool, set[str]]:
             bad = pc.or_(pc.greater(a_run, b_run), pc.and_(same, pc.greater(ts.slice(0, n - 1), ts.slice(1))))
             ordered = not pc.any(bad).as_py()
     total = sum(len(c) for c in ids)
-    distinct = pc.count_distinct(pa.chunked_array([c for arr in ids for c in arr.chunks], pa.string())).as_py() if ids else 0
+    distinct = (
+        pc.count_distinct(pa.chunked_array([c for arr in ids for c in arr.chunks], pa.string())).as_py() if ids else 0
+    )
     del ids
     pa.default_memory_pool().release_unused()  # keep the peak RSS of long compactions flat
     return ordered and distinct == total and not foreign, foreign

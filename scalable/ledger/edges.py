@@ -113,8 +113,6 @@ def nodes_sql(events: str) -> str:
          FROM {events} WHERE event_type = 'cache' AND op = 'write' AND digest IS NOT NULL GROUP BY 1"""
 
 
-
-
 def _walk_macro(name: str, anchor: str, join: str) -> str:
     return f"""CREATE MACRO {name}(node, max_depth := 100) AS TABLE
        WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
@@ -148,9 +146,11 @@ def create_lineage_views(
     """
     con.execute(f"CREATE VIEW _artifact_versions AS {versions_sql('events')}")
     if tail is None:
-        con.execute("CREATE VIEW _tail_lineage AS SELECT NULL::VARCHAR AS src, NULL::VARCHAR AS dst, "
-                    "NULL::VARCHAR AS relation, NULL::VARCHAR AS run_id, NULL::VARCHAR AS task_name, "
-                    "NULL::VARCHAR AS timestamp WHERE false")
+        con.execute(
+            "CREATE VIEW _tail_lineage AS SELECT NULL::VARCHAR AS src, NULL::VARCHAR AS dst, "
+            "NULL::VARCHAR AS relation, NULL::VARCHAR AS run_id, NULL::VARCHAR AS task_name, "
+            "NULL::VARCHAR AS timestamp WHERE false"
+        )
     else:
         con.execute(f"CREATE VIEW _inputs AS {inputs_sql(tail, '_artifact_versions')}")
         con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_inputs')}")
@@ -159,8 +159,10 @@ def create_lineage_views(
         by_dst, by_src, nodes = (quote(escape_glob(p)) for p in compacted)
         con.execute(f"CREATE VIEW _lineage_by_dst AS SELECT {EDGE_COLUMNS} FROM read_parquet({by_dst}){where}")
         for name, path in (("by_dst", by_dst), ("by_src", by_src)):
-            con.execute(f"CREATE VIEW _lineage_ids_{name} AS SELECT src_id, dst_id, relation, run_id, task_name, "
-                        f"timestamp FROM read_parquet({path}){where}")
+            con.execute(
+                f"CREATE VIEW _lineage_ids_{name} AS SELECT src_id, dst_id, relation, run_id, task_name, "
+                f"timestamp FROM read_parquet({path}){where}"
+            )
         con.execute(f"CREATE VIEW _lineage_nodes AS SELECT * FROM read_parquet({nodes})")
         if as_of:  # descriptions as of a time come from the filtered events, not the compacted ones
             con.execute(f"CREATE VIEW _lineage_cutoff AS SELECT {quote(as_of)} AS as_of")

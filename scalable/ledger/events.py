@@ -351,7 +351,9 @@ def validate_event(
     if ops is None:
         raise EventValidationError(f"event_type {etype!r} is not one of {', '.join(EVENT_OPS)}")
     if out.get("op") not in ops:
-        raise EventValidationError(f"op {out.get('op')!r} is not valid for {etype} events; use one of {', '.join(sorted(ops))}")
+        raise EventValidationError(
+            f"op {out.get('op')!r} is not valid for {etype} events; use one of {', '.join(sorted(ops))}"
+        )
     return out
 
 
@@ -441,6 +443,4 @@ def to_arrow(events: Iterable[Mapping[str, Any]]) -> pa.Table:
     import pyarrow as pa
 
     rows = list(events)
-    return pa.Table.from_pydict(
-        {name: [r.get(name) for r in rows] for name in COLUMN_NAMES}, schema=arrow_schema()
-    )
+    return pa.Table.from_pydict({name: [r.get(name) for r in rows] for name in COLUMN_NAMES}, schema=arrow_schema())

@@ -275,9 +275,13 @@ for _builtin in (
     OutputFormat("tree", "An indented text tree from the node.", render=_tree_text),
     OutputFormat("dot", "Graphviz DOT.", render=lambda graph: graph.to_dot()),
     OutputFormat("json", "The nodes and edges as JSON.", render=lambda graph: graph.to_json() + "\n"),
-    OutputFormat("prov", "Write W3C PROV-JSON.", render=lambda graph: _prov_json(graph.to_prov()), export=_summarize_prov),
     OutputFormat(
-        "openlineage", "Write OpenLineage RunEvents as JSON lines.", render=lambda graph: _openlineage_lines(graph.to_openlineage()),
+        "prov", "Write W3C PROV-JSON.", render=lambda graph: _prov_json(graph.to_prov()), export=_summarize_prov
+    ),
+    OutputFormat(
+        "openlineage",
+        "Write OpenLineage RunEvents as JSON lines.",
+        render=lambda graph: _openlineage_lines(graph.to_openlineage()),
         export=_summarize_openlineage,
     ),
 ):

@@ -127,9 +127,17 @@ class LineageGraph:
     def to_prov(self) -> dict[str, Any]:
         """Return the graph as W3C PROV-JSON (entities, activities, used, generation, derivation)."""
         doc: dict[str, Any] = {
-            "prefix": {"scalable": "urn:scalable:", "run": "urn:scalable:run:", "sha256": "urn:sha256:",
-                       "uri": "urn:scalable:uri:"},
-            "entity": {}, "activity": {}, "used": {}, "wasGeneratedBy": {}, "wasDerivedFrom": {},
+            "prefix": {
+                "scalable": "urn:scalable:",
+                "run": "urn:scalable:run:",
+                "sha256": "urn:sha256:",
+                "uri": "urn:scalable:uri:",
+            },
+            "entity": {},
+            "activity": {},
+            "used": {},
+            "wasGeneratedBy": {},
+            "wasDerivedFrom": {},
             "wasInformedBy": {},
         }
         for node, info in self.nodes.items():
@@ -151,12 +159,21 @@ class LineageGraph:
                 if info.get("size_bytes") is not None:
                     entity["scalable:size_bytes"] = int(info["size_bytes"])
                 doc["entity"][qid] = entity
-        ordered = sorted(self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"], e["run_id"]))
+        ordered = sorted(
+            self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"], e["run_id"])
+        )
         for n, e in enumerate(ordered):
-            src, dst = _prov_id(e["src"], self.nodes.get(e["src"], {})), _prov_id(e["dst"], self.nodes.get(e["dst"], {}))
+            src, dst = (
+                _prov_id(e["src"], self.nodes.get(e["src"], {})),
+                _prov_id(e["dst"], self.nodes.get(e["dst"], {})),
+            )
             rel = e["relation"]
             if rel == "generated":
-                doc["wasGeneratedBy"][f"_:g{n}"] = {"prov:entity": dst, "prov:activity": src, "prov:time": e["timestamp"]}
+                doc["wasGeneratedBy"][f"_:g{n}"] = {
+                    "prov:entity": dst,
+                    "prov:activity": src,
+                    "prov:time": e["timestamp"],
+                }
             elif rel == "used":
                 doc["used"][f"_:u{n}"] = {"prov:activity": dst, "prov:entity": src, "prov:time": e["timestamp"]}
             elif rel == "derived_from":
@@ -174,19 +191,33 @@ class LineageGraph:
             outputs = sorted({e["dst"] for e in self.edges if e["src"] == run_id and e["relation"] == "generated"})
             run = {
                 "runId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:scalable:run:{run_id}")),
-                "facets": {"scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet",
-                                            "runId": run_id}},
+                "facets": {
+                    "scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet", "runId": run_id}
+                },
             }
             job = {"namespace": "scalable", "name": info.get("project") or "adhoc"}
             status = info.get("status")
             end_type = {"completed": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}.get(str(status))
             base = {"run": run, "job": job, "producer": _PRODUCER, "schemaURL": _OL_SCHEMA}
-            events.append({"eventType": "START", "eventTime": _ol_time(info.get("started_at")), **base,
-                           "inputs": [self._dataset(n) for n in inputs], "outputs": []})
+            events.append(
+                {
+                    "eventType": "START",
+                    "eventTime": _ol_time(info.get("started_at")),
+                    **base,
+                    "inputs": [self._dataset(n) for n in inputs],
+                    "outputs": [],
+                }
+            )
             if end_type:
-                events.append({"eventType": end_type, "eventTime": _ol_time(info.get("finished_at")), **base,
-                               "inputs": [self._dataset(n) for n in inputs],
-                               "outputs": [self._dataset(n) for n in outputs]})
+                events.append(
+                    {
+                        "eventType": end_type,
+                        "eventTime": _ol_time(info.get("finished_at")),
+                        **base,
+                        "inputs": [self._dataset(n) for n in inputs],
+                        "outputs": [self._dataset(n) for n in outputs],
+                    }
+                )
         return events
 
     def _dataset(self, node: str) -> dict[str, Any]:
@@ -201,8 +232,11 @@ class LineageGraph:
             namespace, name = "scalable", location
         facets: dict[str, Any] = {}
         if len(node) == 64:
-            facets["scalable_digest"] = {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#digest-facet",
-                                         "sha256": node}
+            facets["scalable_digest"] = {
+                "_producer": _PRODUCER,
+                "_schemaURL": f"{_PRODUCER}#digest-facet",
+                "sha256": node,
+            }
         return {"namespace": namespace, "name": name, "facets": facets}
 
 
@@ -220,10 +254,12 @@ def _prov_id(node: str, info: dict[str, Any]) -> str:
 
 def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
     """Names of the views and tables of ``con`` (one catalog query)."""
-    return {r[0] for r in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL SELECT table_name FROM duckdb_tables()"
-    ).fetchall()}
-
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL SELECT table_name FROM duckdb_tables()"
+        ).fetchall()
+    }
 
 
 def _in_list(values: Sequence[Any]) -> str:
@@ -231,7 +267,7 @@ def _in_list(values: Sequence[Any]) -> str:
 
 
 def _chunks(values: Sequence[Any], size: int = 4096) -> list[Sequence[Any]]:
-    return [values[i:i + size] for i in range(0, len(values), size)]
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
@@ -255,20 +291,28 @@ class _Walker:
         self.cutoff = "_lineage_cutoff" in names
         if self.compacted and "_inputs" not in names:
             # The compacted edges cover every event: there is no tail to walk.
-            con.execute("CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
-                        "NULL::BIGINT AS dst_id, * FROM _tail_lineage")
+            con.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
+                "NULL::BIGINT AS dst_id, * FROM _tail_lineage"
+            )
             names.add("_walk_tail")
         if "_walk_tail" not in names:
             con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_lineage")
             ids = "NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, t.* FROM _walk_tail_text t"
             if self.compacted and con.execute("SELECT count(*) FROM _walk_tail_text").fetchall()[0][0]:
                 # Tail edges carry the ids of the nodes that compacted edges know as well.
-                known = ("(SELECT DISTINCT id, node FROM _lineage_nodes WHERE node IN "
-                         "(SELECT src FROM _walk_tail_text UNION SELECT dst FROM _walk_tail_text))")
-                ids = (f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
-                       f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node")
+                known = (
+                    "(SELECT DISTINCT id, node FROM _lineage_nodes WHERE node IN "
+                    "(SELECT src FROM _walk_tail_text UNION SELECT dst FROM _walk_tail_text))"
+                )
+                ids = (
+                    f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
+                    f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node"
+                )
             con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
-        self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
+        self.tail_rows = (
+            int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
+        )
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
         self._keys: dict[str, _Key] = {}
@@ -290,9 +334,13 @@ class _Walker:
     def _tail_index(self, direction: str) -> dict[_Key, list[tuple[Any, ...]]]:
         col = 1 if direction == "up" else 0
         index: dict[_Key, list[tuple[Any, ...]]] = {}
-        for r in self.con.execute(
-            "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
-        ).fetchall() if self.tail_rows else []:
+        for r in (
+            self.con.execute(
+                "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
+            ).fetchall()
+            if self.tail_rows
+            else []
+        ):
             row = (int(r[0]) if r[0] is not None else r[1], int(r[2]) if r[2] is not None else r[3], *r[4:])
             if row[col] is not None:
                 index.setdefault(row[col], []).append(row)
@@ -348,7 +396,8 @@ class _Walker:
             # parse, and its min/max still skips row groups.
             for r in self.con.execute(
                 f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} "
-                f"WHERE {col} IN (SELECT unnest($1::BIGINT[]))", [looked_up]
+                f"WHERE {col} IN (SELECT unnest($1::BIGINT[]))",
+                [looked_up],
             ).fetchall():
                 rows.append((*r, expanded[r[near]] + 1))
         return rows
@@ -357,18 +406,24 @@ class _Walker:
         """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
         ids = sorted(k for k in keys if isinstance(k, int))
         found: dict[int, str] = {}
-        for id_, node, source, name, locations, size, kind in self.con.execute(
-            "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
-            "WHERE id IN (SELECT unnest($1::BIGINT[]))", [ids]
-        ).fetchall() if ids else []:
+        for id_, node, source, name, locations, size, kind in (
+            self.con.execute(
+                "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
+                "WHERE id IN (SELECT unnest($1::BIGINT[]))",
+                [ids],
+            ).fetchall()
+            if ids
+            else []
+        ):
             found[int(id_)] = str(node)
             if source is not None:
                 self.described.append((node, source, name, locations, size, kind))
         return found
 
 
-def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up",
-                  depth: int | None = None) -> LineageGraph:
+def lineage_graph(
+    con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up", depth: int | None = None
+) -> LineageGraph:
     """Walk the lineage of ``node`` (or take every edge when ``node`` is None) into a graph.
 
     Args:
@@ -383,8 +438,10 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
     root = None
     known: list[tuple[Any, ...]] | None = None
     if node is None:
-        rows = con.execute("SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
-                           "GROUP BY src, dst, relation, run_id, task_name").fetchall()
+        rows = con.execute(
+            "SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
+            "GROUP BY src, dst, relation, run_id, task_name"
+        ).fetchall()
     else:
         root = _resolve(con, node)
         walker = _Walker(con)
@@ -393,16 +450,25 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
         if walker.compacted and not walker.cutoff:
             known = walker.described
-        rows = [(names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
-                 names.get(r[1], r[1]) if isinstance(r[1], int) else r[1], *r[2:]) for r in rows]
+        rows = [
+            (
+                names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
+                names.get(r[1], r[1]) if isinstance(r[1], int) else r[1],
+                *r[2:],
+            )
+            for r in rows
+        ]
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         edge = dict(zip(columns, row, strict=True))
         key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"])
         if key not in edges or edge["depth"] < edges[key]["depth"]:
             edges[key] = edge
-    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])),
-                         direction=direction)
+    graph = LineageGraph(
+        root=root,
+        edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])),
+        direction=direction,
+    )
     ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
     if node is None:
         ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
@@ -438,15 +504,19 @@ def trace(
     con = connect(ledger, as_of=as_of)
     try:
         graph = lineage_graph(con, node, direction=direction, depth=depth)
-        known = bool(graph.edges) or node is None or bool(
-            con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
+        known = (
+            bool(graph.edges)
+            or node is None
+            or bool(
+                con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
+            )
         )
     finally:
         con.close()
     if not known:
         raise NodeNotFoundError(
             f"{node!r} is not an artifact digest, location or run id in the ledger; "
-            "find one with: scalable ledger query \"SELECT digest, location FROM artifacts\""
+            'find one with: scalable ledger query "SELECT digest, location FROM artifacts"'
         )
     return graph
 
@@ -475,11 +545,17 @@ def _describe_nodes(
             "min(timestamp) FILTER (WHERE op = 'started'), max(timestamp) FILTER (WHERE op = 'finished') "
             f"FROM events WHERE run_id IN {_in_list(chunk)} AND event_type = 'run' GROUP BY run_id"
         ).fetchall():
-            graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
-                                   "finished_at": finished}
+            graph.nodes[run_id] = {
+                "kind": "run",
+                "project": project,
+                "status": status,
+                "started_at": started,
+                "finished_at": finished,
+            }
     for run_id in certain:  # a run with events but no run event yet
-        graph.nodes.setdefault(run_id, {"kind": "run", "project": None, "status": "running", "started_at": None,
-                                        "finished_at": None})
+        graph.nodes.setdefault(
+            run_id, {"kind": "run", "project": None, "status": "running", "started_at": None, "finished_at": None}
+        )
     described: dict[str, dict[str, Any]] = {}
     cached: dict[str, dict[str, Any]] = {}
     names = _relations(con)
@@ -506,10 +582,23 @@ def _describe_nodes(
     for node, info in described.items():
         if node in graph.nodes:
             continue
-        graph.nodes[node] = {"kind": "artifact", "name": info["name"], "locations": info["locations"],
-                             "size_bytes": info["size_bytes"], "artifact_kind": info["kind"]}
+        graph.nodes[node] = {
+            "kind": "artifact",
+            "name": info["name"],
+            "locations": info["locations"],
+            "size_bytes": info["size_bytes"],
+            "artifact_kind": info["kind"],
+        }
     for node, info in cached.items():
-        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{info['name']}() result", "locations": [],
-                                      "size_bytes": info["size_bytes"], "artifact_kind": "cache"})
+        graph.nodes.setdefault(
+            node,
+            {
+                "kind": "artifact",
+                "name": f"{info['name']}() result",
+                "locations": [],
+                "size_bytes": info["size_bytes"],
+                "artifact_kind": "cache",
+            },
+        )
     for node in ids - graph.nodes.keys():
         graph.nodes[node] = {"kind": "artifact", "name": node, "locations": [node] if "://" in node else []}

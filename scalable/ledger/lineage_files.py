@@ -86,7 +86,9 @@ def write_lineage(
     """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
     staging = tmp / f"lineage-{uuid.uuid4().hex}"
     staging.mkdir(parents=True, exist_ok=True)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([location.url(f.path) for f in files])}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW _compact_events AS {parquet_select([location.url(f.path) for f in files])}"
+    )
     options = parquet_copy_options(row_group_size=LINEAGE_ROW_GROUP)
     by_dst, by_src, nodes = staging / "by-dst.parquet", staging / "by-src.parquet", staging / "nodes.parquet"
     # Every node gets an integer id, so the walk compares integers, not 64-character digests.
@@ -110,7 +112,9 @@ def write_lineage(
             f"CREATE OR REPLACE TEMP VIEW _compact_versions AS SELECT * FROM ({versions_sql('_compact_events')}) v "
             "WHERE location IN (SELECT unnest(inputs) FROM _compact_part WHERE inputs IS NOT NULL)"
         )
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_part', '_compact_versions')}")
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_part', '_compact_versions')}"
+        )
         part = staging / f"raw-{i}.parquet"
         con.execute(f"COPY ({edges_sql('_compact_part', '_compact_inputs')}) TO {quote(str(part))} {plain}")
         raws.append(str(part))
@@ -121,6 +125,7 @@ def write_lineage(
         described_parts.append(str(part))
     raw_sql = f"read_parquet({file_list(raws)})"
     described_sql = f"read_parquet({file_list(described_parts)})"
+
     # A node's id is its 63-bit hash: computed where it is needed, with no join. A collision
     # (two nodes, one id) is checked for; should one ever occur, no lineage files are
     # written and the views compute every edge from the events.
@@ -153,13 +158,18 @@ def write_lineage(
         f"TO {quote(str(by_src))} {options}"
     ).fetchone()
     if (int(row[0]) if row else 0) != edges:
-        raise LedgerError(f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again")
+        raise LedgerError(
+            f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again"
+        )
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
     tag = uuid.uuid4().hex
-    names = (f"{LINEAGE_DIR}/edges-by-dst-{tag}.parquet", f"{LINEAGE_DIR}/edges-by-src-{tag}.parquet",
-             f"{LINEAGE_DIR}/nodes-{tag}.parquet")
+    names = (
+        f"{LINEAGE_DIR}/edges-by-dst-{tag}.parquet",
+        f"{LINEAGE_DIR}/edges-by-src-{tag}.parquet",
+        f"{LINEAGE_DIR}/nodes-{tag}.parquet",
+    )
     for file, rel in zip((by_dst, by_src, nodes), names, strict=True):
         location.publish(file, rel)
     shutil.rmtree(staging, ignore_errors=True)

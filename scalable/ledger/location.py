@@ -238,7 +238,9 @@ class LocalLocation(Location):
             return []
 
     def list_files(self, rel_dir: str) -> list[str]:
-        return [p.relative_to(self.ledger_dir).as_posix() for p in (self.ledger_dir / rel_dir).rglob("*") if p.is_file()]
+        return [
+            p.relative_to(self.ledger_dir).as_posix() for p in (self.ledger_dir / rel_dir).rglob("*") if p.is_file()
+        ]
 
     def read_bytes(self, rel: str) -> bytes:
         return (self.ledger_dir / rel).read_bytes()
@@ -276,7 +278,9 @@ class ObjectLocation(Location):
     exclusive = False
     materialize_tails = True
 
-    def __init__(self, fs: AbstractFileSystem, root: str, uri: str, outbox: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, fs: AbstractFileSystem, root: str, uri: str, outbox: str | os.PathLike[str] | None = None
+    ) -> None:
         self.fs = fs
         self.filesystem = fs
         self.root = root.rstrip("/")
@@ -318,9 +322,7 @@ class ObjectLocation(Location):
         return key.split("/")[1]
 
     def retire_source(self, source: Source, size: int) -> bool:
-        raise ConfigError(
-            f"segments of the ledger at {self.uri!r} are shared by every machine and are never retired"
-        )
+        raise ConfigError(f"segments of the ledger at {self.uri!r} are shared by every machine and are never retired")
 
     def runs_without_stream(self, generation: Generation) -> set[str]:
         return set()  # segments are never removed, and other machines' runs are theirs to audit

@@ -558,9 +558,7 @@ class Ledger:
             if self._background is not None:
                 return
             ref = weakref.ref(self)
-            thread = threading.Thread(
-                target=_background_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True
-            )
+            thread = threading.Thread(target=_background_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True)
             self._background = thread
             thread.start()
 

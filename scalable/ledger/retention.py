@@ -177,7 +177,9 @@ def retire_events(
     return tombstones, removed, [f for f in files if f.path not in gone] + made
 
 
-def _existing_tombstones(con: duckdb.DuckDBPyConnection, location: Location, files: list[DataFile], cutoff: str) -> set[str]:
+def _existing_tombstones(
+    con: duckdb.DuckDBPyConnection, location: Location, files: list[DataFile], cutoff: str
+) -> set[str]:
     """Runs that already have a tombstone for ``cutoff`` (a rerun after a crash adds none)."""
     sources = [parquet_select([location.url(f.path) for f in files])] if files else []
     streams = [source.path for source in location.live_sources()]

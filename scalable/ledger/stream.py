@@ -294,8 +294,14 @@ def write_summary(stream: Path, run_id: str, finished: Mapping[str, Any], stream
     short, seal and all.
     """
     attrs = json.loads(finished["attrs"])
-    summary = {"run_id": run_id, "status": attrs.get("status"), "finished_at": finished["timestamp"],
-               "events": attrs.get("events"), "stream_bytes": stream_bytes, "seal": attrs.get("seal")}
+    summary = {
+        "run_id": run_id,
+        "status": attrs.get("status"),
+        "finished_at": finished["timestamp"],
+        "events": attrs.get("events"),
+        "stream_bytes": stream_bytes,
+        "seal": attrs.get("seal"),
+    }
     path = stream.with_name(RUN_SUMMARY)
     replace_file(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return path

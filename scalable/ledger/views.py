@@ -78,7 +78,9 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
     parquet = parquet_select(files) if files else None
     tail = None
     if tails:
-        tail = f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=generation.retired_before)}) j"
+        tail = (
+            f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=generation.retired_before)}) j"
+        )
         if files and overlap:
             runs = ", ".join(quote(r) for r in sorted(overlap))
             tail = (
@@ -143,7 +145,6 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
             "FROM events GROUP BY run_id"
         ),
     }
-
 
 
 def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConnection:

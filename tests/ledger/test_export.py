@@ -24,16 +24,28 @@ def edge_lines(graph: LineageGraph) -> str:
 @pytest.fixture
 def toy() -> Iterator[str]:
     """The toy format, registered for the test only."""
-    register_format(OutputFormat("edges", "Write one line per edge.", render=edge_lines, export=rendered_export(edge_lines)))
+    register_format(
+        OutputFormat("edges", "Write one line per edge.", render=edge_lines, export=rendered_export(edge_lines))
+    )
     yield "edges"
     unregister_format("edges")
 
 
 def derive(ledger: Ledger) -> None:
     """A run that cleans a raw file into a second one."""
-    ledger.append({"event_type": "artifact", "op": "recorded", "run_id": "run-1", "digest": RAW, "location": "file:///raw"})
-    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-1", "digest": CLEAN, "location": "file:///clean",
-                   "inputs": [RAW]})
+    ledger.append(
+        {"event_type": "artifact", "op": "recorded", "run_id": "run-1", "digest": RAW, "location": "file:///raw"}
+    )
+    ledger.append(
+        {
+            "event_type": "artifact",
+            "op": "put",
+            "run_id": "run-1",
+            "digest": CLEAN,
+            "location": "file:///clean",
+            "inputs": [RAW],
+        }
+    )
     ledger.finish_run("run-1")
 
 

@@ -49,7 +49,9 @@ def top_level_imports(source: str, known: set[str]) -> set[str]:
 def all_imports(source: str, known: set[str]) -> set[str]:
     """Ledger modules imported anywhere in ``source`` (functions too), outside TYPE_CHECKING."""
     tree = ast.parse(source)
-    skipped = {id(n) for top in ast.walk(tree) if isinstance(top, ast.stmt) and _is_type_checking(top) for n in ast.walk(top)}
+    skipped = {
+        id(n) for top in ast.walk(tree) if isinstance(top, ast.stmt) and _is_type_checking(top) for n in ast.walk(top)
+    }
     return {
         m
         for node in ast.walk(tree)
@@ -65,7 +67,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     def visit(node: str, path: list[str]) -> None:
         for nxt in sorted(graph.get(node, ())):
             if nxt in path:
-                loop = path[path.index(nxt):]
+                loop = path[path.index(nxt) :]
                 start = loop.index(min(loop))
                 found.add(tuple(loop[start:] + loop[:start]))
             else:
@@ -108,7 +110,9 @@ def test_modules_below_the_facade_never_import_it() -> None:
     """Only the package's ``__init__`` imports the facade; every other module reaches it by type only."""
     known = {p.stem for p in LEDGER.glob("*.py")}
     importers = sorted(
-        p.stem for p in LEDGER.glob("*.py") if p.stem not in ("__init__", FACADE) and FACADE in all_imports(p.read_text(), known)
+        p.stem
+        for p in LEDGER.glob("*.py")
+        if p.stem not in ("__init__", FACADE) and FACADE in all_imports(p.read_text(), known)
     )
     assert importers == []
 
@@ -128,4 +132,3 @@ def test_the_facade_reaches_other_modules_lazily_or_from_below() -> None:
     assert FACADE not in reaches(FACADE, set())
     assert {"bus", "stream", "durable", "events"} <= below
     assert not below & {"views", "compact", "lineage", "audit", "replay", "export", "segments", "location"}
-

@@ -129,7 +129,9 @@ def test_a_ledger_on_each_location_compacts_through_the_same_pipeline(location: 
     from scalable.settings import load_settings
 
     led = Ledger(load_settings(**settings))
-    led.append_many({"event_type": "artifact", "op": "put", "run_id": f"run-{i % 2}", "size_bytes": i} for i in range(6))
+    led.append_many(
+        {"event_type": "artifact", "op": "put", "run_id": f"run-{i % 2}", "size_bytes": i} for i in range(6)
+    )
     before = led.query("SELECT event_id FROM events ORDER BY event_id").to_pylist()
     result = led.compact()
     assert (result.events_written, result.events_total) == (6, 6)

@@ -65,6 +65,7 @@ def test_task_and_component_context_fill_events(ledger: Ledger) -> None:
 
 def test_eight_threads_of_a_thousand_events_each_land_exactly_once(ledger: Ledger) -> None:
     """8 threads x 1,000 appends into one run: every event once, every line parses, chains hold."""
+
     def work(t: int) -> None:
         with bind(run_id="run-threads"):
             for i in range(1000):
@@ -78,7 +79,9 @@ def test_eight_threads_of_a_thousand_events_each_land_exactly_once(ledger: Ledge
     got = records(ledger, "run-threads")
     assert len(got) == 8000
     assert len({r["event_id"] for r in got}) == 8000
-    assert {(r["task_name"], r["artifact_name"]) for r in got} == {(f"t{t}", f"a{i}") for t in range(8) for i in range(1000)}
+    assert {(r["task_name"], r["artifact_name"]) for r in got} == {
+        (f"t{t}", f"a{i}") for t in range(8) for i in range(1000)
+    }
     assert_chains_verify(ledger, "run-threads")
 
 
@@ -150,7 +153,9 @@ def test_garbage_lines_and_a_live_tail_never_fail_a_query(ledger: Ledger) -> Non
     with path.open("ab") as fh:
         fh.write(b"this is not json\n")
         fh.write(b'{"event_id": 5}\n')
-        fh.write(b'{"event_id":"x","event_type":"artifact","op":"put","timestamp":"t","run_id":"run-garbage","writer":"w","seq":"seven","prev":"p"}\n')
+        fh.write(
+            b'{"event_id":"x","event_type":"artifact","op":"put","timestamp":"t","run_id":"run-garbage","writer":"w","seq":"seven","prev":"p"}\n'
+        )
     with bind(run_id="run-garbage"):
         ledger.append(_artifact(2))
     with path.open("ab") as fh:
@@ -211,7 +216,9 @@ def test_unsubscribe_stops_delivery(ledger: Ledger) -> None:
     assert len(seen) == 1
 
 
-def test_bus_publishes_to_the_active_ledger_and_respects_telemetry_off(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> None:
+def test_bus_publishes_to_the_active_ledger_and_respects_telemetry_off(
+    monkeypatch: pytest.MonkeyPatch, isolated: Path
+) -> None:
     """publish appends to the active ledger; with SCALABLE_TELEMETRY=0 it records nothing."""
     from scalable.ledger import activate, bus, publish
 

@@ -25,8 +25,10 @@ def write_runs(led: Ledger, prefix: str, runs: int, events: int) -> None:
     """Append ``events`` artifact events to each of ``runs`` runs, then finish them."""
     for r in range(runs):
         run_id = f"{prefix}-{r}"
-        led.append_many({"event_type": "artifact", "op": "put", "run_id": run_id, "artifact_name": f"a{i}",
-                         "size_bytes": i} for i in range(events))
+        led.append_many(
+            {"event_type": "artifact", "op": "put", "run_id": run_id, "artifact_name": f"a{i}", "size_bytes": i}
+            for i in range(events)
+        )
         led.finish_run(run_id)
 
 
@@ -118,8 +120,9 @@ def test_cli_sync(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(list((remote / "segments").rglob("*.jsonl"))) == 2
 
 
-def test_lost_commit_race_on_s3_is_retried(tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lost_commit_race_on_s3_is_retried(
+    tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A compaction whose manifest generation was taken meanwhile gets 412 from S3, cleans up and retries."""
     import scalable.ledger.compact as compact_mod
     from scalable.ledger.generations import Generation

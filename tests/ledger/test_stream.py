@@ -26,13 +26,28 @@ def test_lines_from_end_are_the_complete_lines_newest_first(tmp_path: Path, data
 
 def line(writer: str, seq: int, event_type: str, op: str) -> bytes:
     """One encoded event line of ``writer``."""
-    return encode_line({"event_id": f"e-{writer}-{seq}", "event_type": event_type, "op": op,
-                        "timestamp": "2026-01-01T00:00:00.000000Z", "run_id": "run-parts", "writer": writer,
-                        "seq": seq, "prev": GENESIS, "schema_version": 1})
+    return encode_line(
+        {
+            "event_id": f"e-{writer}-{seq}",
+            "event_type": event_type,
+            "op": op,
+            "timestamp": "2026-01-01T00:00:00.000000Z",
+            "run_id": "run-parts",
+            "writer": writer,
+            "seq": seq,
+            "prev": GENESIS,
+            "schema_version": 1,
+        }
+    )
 
 
-LINES = [line("w1", 0, "run", "started"), b'{"torn\n', line("w2", 0, "artifact", "get"),
-         line("w1", 1, "artifact", "put"), line("w2", 1, "artifact", "get")]
+LINES = [
+    line("w1", 0, "run", "started"),
+    b'{"torn\n',
+    line("w2", 0, "artifact", "get"),
+    line("w1", 1, "artifact", "put"),
+    line("w2", 1, "artifact", "get"),
+]
 
 
 def test_heads_from_parts_in_any_order_equal_a_read_from_the_start() -> None:
