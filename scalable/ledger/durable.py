@@ -2,9 +2,9 @@
 
 Every file the ledger writes locally goes through one of these: appends hand whole lines to
 the OS with :func:`write_all` and then follow the fsync mode (:func:`sync_after_write`);
-derived files are replaced atomically (:func:`replace_file`); a generation's document is
-created only if its name is free (:func:`create_file`); compaction runs under
-:func:`exclusive_lock`.
+derived files are replaced atomically (:func:`replace_file`); compacted files are moved into
+place durably (:func:`move_file`); a generation's document is created only if its name is free
+(:func:`create_file`); compaction runs under :func:`exclusive_lock`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ __all__ = [
     "exclusive_lock",
     "fsync_dir",
     "fsync_file",
+    "fsync_unless_never",
+    "move_file",
     "replace_file",
     "sync_after_write",
     "write_all",
@@ -48,6 +50,12 @@ def sync_after_write(fd: int, mode: FsyncMode) -> bool:
         os.fsync(fd)
         return False
     return mode is FsyncMode.BATCH
+
+
+def fsync_unless_never(fd: int, mode: FsyncMode) -> None:
+    """fsync ``fd`` at a boundary (a run's seal, closing) unless the mode is ``never``."""
+    if mode is not FsyncMode.NEVER:
+        os.fsync(fd)
 
 
 def fsync_file(path: Path) -> None:
@@ -95,6 +103,17 @@ def create_file(path: Path, data: bytes) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def move_file(source: Path, target: Path) -> None:
+    """Move the finished file ``source`` to ``target`` durably: its bytes, then its new name.
+
+    Both must be on one filesystem; ``target``'s directory is created if missing.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fsync_file(source)
+    os.replace(source, target)
+    fsync_dir(target.parent)
 
 
 def replace_file(path: Path, data: bytes) -> None:

@@ -29,14 +29,13 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, Final
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
 from scalable.errors import ConfigError
-from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, fsync_file
+from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
-from scalable.ledger.stream import complete_prefix, list_streams
+from scalable.ledger.stream import complete_prefix, stream_files
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -62,8 +61,7 @@ _DATA_DIR: Final = "ledger"
 _STAGING_DIR: Final = "_tmp"
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """A file of event lines: a run's stream, or a segment of one.
 
     ``key`` names it in a generation's ``streams`` (the run id of a local stream, the path of
@@ -124,7 +122,7 @@ class Location(ABC):
         shipped: list[Source] = []
         if self.outbox is not None:
             runs = os.path.realpath(self.outbox)
-            shipped = [Source(str(path), run_id, str(path), size) for run_id, path, size in list_streams(runs)]
+            shipped = [Source(path, run_id, path, size) for run_id, path, size in stream_files(runs)]
         return [*shipped, *self.sources()]
 
     # --- compacted data ----------------------------------------------------------------------
@@ -193,7 +191,7 @@ class LocalLocation(Location):
         self._data = os.path.realpath(self.ledger_dir)
 
     def sources(self) -> list[Source]:
-        return [Source(run_id, run_id, str(path), size) for run_id, path, size in list_streams(self._runs)]
+        return [Source(run_id, run_id, path, size) for run_id, path, size in stream_files(self._runs)]
 
     def complete_bytes(self, source: Source) -> int:
         return complete_prefix(Path(source.path), source.size)
@@ -250,10 +248,7 @@ class LocalLocation(Location):
 
     def publish(self, staged: Path, rel: str) -> int:
         target = self.ledger_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fsync_file(staged)
-        os.replace(staged, target)
-        fsync_dir(target.parent)
+        move_file(staged, target)
         return target.stat().st_size
 
     def delete(self, rel: str) -> None:
@@ -305,11 +300,13 @@ class ObjectLocation(Location):
         except FileNotFoundError:
             return []
         prefix = self.root + "/"
-        return [
-            Source(key, self.run_of(key), str(self.fs.unstrip_protocol(path)), int(info.get("size") or 0))
-            for path, info in sorted(found.items())
-            if path.endswith(".jsonl") and (key := path.removeprefix(prefix))
-        ]
+        segments: list[Source] = []
+        for path, info in sorted(found.items()):
+            if path.endswith(".jsonl"):
+                key = path.removeprefix(prefix)
+                url = str(self.fs.unstrip_protocol(path))
+                segments.append(Source(key, self.run_of(key), url, int(info.get("size") or 0)))
+        return segments
 
     def complete_bytes(self, source: Source) -> int:
         return source.size  # a segment holds whole lines only

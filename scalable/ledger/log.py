@@ -39,7 +39,7 @@ import orjson
 
 from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
 from scalable.ledger import bus, context
-from scalable.ledger.durable import sync_after_write, write_all
+from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
     GENESIS,
     LINE_OPTIONS,
@@ -65,7 +65,7 @@ from scalable.ledger.stream import (
     write_summary,
 )
 from scalable.logs import get_logger
-from scalable.settings import FsyncMode, Settings, load_settings
+from scalable.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -532,8 +532,7 @@ class Ledger:
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
         finished = self._write(run_id, [clean], before_write=add_seal)
         stream = self._stream(run_id)
-        if self.fsync is not FsyncMode.NEVER:
-            os.fsync(stream.fd)
+        fsync_unless_never(stream.fd, self.fsync)
         write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
         if bus.has_subscribers(self._subscribers):
@@ -586,9 +585,8 @@ class Ledger:
             streams, self._streams = self._streams, {}
         for stream in streams.values():
             with stream.lock:
-                if self.fsync is not FsyncMode.NEVER:
-                    with contextlib.suppress(OSError):
-                        os.fsync(stream.fd)
+                with contextlib.suppress(OSError):
+                    fsync_unless_never(stream.fd, self.fsync)
                 os.close(stream.fd)
 
     def _reset_after_fork(self) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "read_stream",
     "rebuild_summary",
     "seal_digest",
+    "stream_files",
     "stream_path",
     "write_summary",
 ]
@@ -135,6 +136,12 @@ def stream_path(runs_dir: Path, run_id: str) -> Path:
 
 def list_streams(runs_dir: str | os.PathLike[str]) -> Iterator[tuple[str, Path, int]]:
     """Yield ``(run_id, stream path, size)`` of every stream under ``runs_dir``, by run id."""
+    for run_id, path, size in stream_files(runs_dir):
+        yield run_id, Path(path), size
+
+
+def stream_files(runs_dir: str | os.PathLike[str]) -> Iterator[tuple[str, str, int]]:
+    """Like :func:`list_streams`, with each path as a string (cheaper over many streams)."""
     try:
         names = sorted(os.listdir(runs_dir))
     except FileNotFoundError:
@@ -146,7 +153,7 @@ def list_streams(runs_dir: str | os.PathLike[str]) -> Iterator[tuple[str, Path, 
             size = os.stat(path).st_size
         except (FileNotFoundError, NotADirectoryError):
             continue
-        yield name, Path(path), size
+        yield name, path, size
 
 
 def complete_prefix(path: Path, size: int) -> int:
