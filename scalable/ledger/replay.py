@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from scalable.digests import CHUNK, tree_digest
 from scalable.errors import IntegrityError, RunNotFoundError
 from scalable.ledger.events import normalize_timestamp
+from scalable.ledger.sql import quote
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -43,8 +44,7 @@ def run_events(ledger: Ledger, run_id: str, *, until: str | None = None) -> list
         RunNotFoundError: the run has no events (at or before ``until``).
     """
     cutoff = normalize_timestamp(until) if until else None
-    quoted = run_id.replace("'", "''")
-    where = f"run_id = '{quoted}'" + (f" AND timestamp <= '{cutoff}'" if cutoff else "")
+    where = f"run_id = {quote(run_id)}" + (f" AND timestamp <= {quote(cutoff)}" if cutoff else "")
     rows: list[dict[str, Any]] = ledger.query(
         f"SELECT * FROM events WHERE {where} ORDER BY timestamp, writer, seq"
     ).to_pylist()
