@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 from tests.helpers import ROOT
 
@@ -132,3 +133,14 @@ def test_the_facade_reaches_other_modules_lazily_or_from_below() -> None:
     assert FACADE not in reaches(FACADE, set())
     assert {"bus", "stream", "durable", "events"} <= below
     assert not below & {"views", "compact", "lineage", "audit", "replay", "export", "segments", "location"}
+
+
+def test_the_architecture_page_lists_every_module_below_those_that_import_it() -> None:
+    """docs/architecture.rst lists each ledger module once, bottom-up: a module imports only those before it."""
+    page = (ROOT / "docs" / "architecture.rst").read_text()
+    table = page[page.index("The ledger\n~~~~~~~~~~") : page.index("The location seam")]
+    listed = re.findall(r"^``(\w+)``", table, re.MULTILINE)
+    graph = ledger_graph()
+    assert sorted(listed) == sorted(graph)
+    late = [(m, sorted(graph[m] - set(listed[:i]))) for i, m in enumerate(listed) if graph[m] - set(listed[:i])]
+    assert late == []
