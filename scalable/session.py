@@ -9,7 +9,7 @@ Tasks run on the target's provider (:mod:`scalable.targets`: threads or processe
 ``local``, a cluster for ``dask``); whatever the provider, a task's future completes only
 once its events are in the run's stream. Events that a task recorded on a worker without the
 client's filesystem come back as lines, which the session appends to the run unchanged
-(:meth:`~scalable.ledger.log.Ledger.append_records`) unless the run is sealed already.
+(:meth:`~scalable.ledger.log.Ledger.append_lines`) unless the run is sealed already.
 """
 
 from __future__ import annotations
@@ -558,7 +558,7 @@ class ScalableSession(TaskSession):
                 return
             for run_id, batch in lines.items():
                 if batch:
-                    self._ledger.append_records(run_id, batch)
+                    self._ledger.append_lines(run_id, batch)
 
     def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
         if not self.settings.telemetry:

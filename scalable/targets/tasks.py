@@ -30,7 +30,8 @@ from scalable.cache.tiers import shared_cache
 from scalable.cache.tiers import using as cache_using
 from scalable.errors import SessionError
 from scalable.ledger import bus, context
-from scalable.ledger.log import STREAM_NAME, Ledger, read_stream
+from scalable.ledger.log import Ledger
+from scalable.ledger.stream import STREAM_NAME, read_stream
 from scalable.logs import get_logger, mask_secrets
 from scalable.settings import FsyncMode, Settings
 
@@ -106,7 +107,7 @@ def _process_ledger(settings: Settings) -> Ledger:
     key = (os.getpid(), settings.runs_dir, settings.ledger_dir, settings.ledger_fsync, settings.telemetry)
     with _process_lock:
         ledger = _process_ledgers.get(key)
-        if ledger is None or ledger._closed:
+        if ledger is None or ledger.closed:
             ledger = _process_ledgers[key] = Ledger(settings)
         return ledger
 
