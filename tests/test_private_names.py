@@ -1,4 +1,4 @@
-"""No module of the package imports another module's private names."""
+"""No module of the package imports another module's private names, or a private module."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ def private_imports(source: str, module: str, *, is_package: bool = False) -> li
             origin = node.module or ""
         if (origin != "scalable" and not origin.startswith("scalable.")) or origin == module:
             continue
+        if any(part.startswith("_") for part in origin.split(".")):
+            found.append(f"{module}:{node.lineno} imports the private module {origin}")
         for alias in node.names:
             if alias.name.startswith("_") and not alias.name.endswith("__"):
                 found.append(f"{module}:{node.lineno} imports {alias.name} from {origin}")
@@ -38,11 +40,15 @@ def private_imports(source: str, module: str, *, is_package: bool = False) -> li
 
 def test_the_checker_finds_a_private_import() -> None:
     """The check itself catches absolute and relative imports of private names, and passes public ones."""
-    source = "from scalable.ledger.sql import _quote\nfrom .sql import _x, quote\nfrom scalable import __version__\n"
+    source = (
+        "from scalable.ledger.sql import _quote\nfrom .sql import _x, quote\nfrom scalable import __version__\n"
+        "from scalable.stores._digest import file_digest\n"
+    )
     found = private_imports(source, "scalable.ledger.views")
     assert found == [
         "scalable.ledger.views:1 imports _quote from scalable.ledger.sql",
         "scalable.ledger.views:2 imports _x from scalable.ledger.sql",
+        "scalable.ledger.views:4 imports the private module scalable.stores._digest",
     ]
     assert private_imports("from scalable.ledger.sql import _quote\n", "scalable.ledger.sql") == []
 

@@ -126,8 +126,12 @@ def compact(
             bar = click.progressbar(length=total, label="compacting", file=sys.stderr)
         bar.update(done - bar.pos)
 
-    result = led.compact(run_ids or None, keep_jsonl=keep_jsonl, retire_before=retire_before,
-                         progress=progress if sys.stderr.isatty() else None)
+    result = led.compact(
+        run_ids or None,
+        keep_jsonl=keep_jsonl,
+        retire_before=retire_before,
+        progress=progress if sys.stderr.isatty() else None,
+    )
     if bar is not None:
         bar.render_finish()
     summary = result.to_dict()

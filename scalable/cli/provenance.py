@@ -140,7 +140,9 @@ class _ExportCommand(click.Command):
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         options: list[click.Parameter] = [
-            click.Option([f"--{fmt.name}", _export_dest(fmt.name)], type=click.Path(dir_okay=False), help=fmt.description)
+            click.Option(
+                [f"--{fmt.name}", _export_dest(fmt.name)], type=click.Path(dir_okay=False), help=fmt.description
+            )
             for fmt in export_formats()
         ]
         return [*options, *super().get_params(ctx)]
