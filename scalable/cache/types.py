@@ -8,8 +8,8 @@ only when such a value appears), and a user subclass of :class:`GenericType` tha
 ``__hash__`` (Scalable's way) or ``digest`` (the full-width way) is used as given.
 
 Directory digest (``DirType``): the tree digest of :mod:`scalable.digests` (the one artifact
-stores compute), so a directory argument and the stored directory share one digest. Symbolic
-links to directories are not followed; a link to a file counts as the file it points to.
+stores compute, with the same rule for links), so a directory argument and the stored
+directory share one digest.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from scalable.digests import sha256_file, walk_tree
 from scalable.digests import tree_digest as combine_tree
-from scalable.errors import CacheArgumentError, CacheInputNotFoundError
+from scalable.errors import CacheArgumentError, CacheInputNotFoundError, StoreError
 
 __all__ = [
     "DirType",
@@ -62,12 +62,18 @@ def tree_digest(path: str | os.PathLike[str]) -> str:
 
     Raises:
         CacheInputNotFoundError: the directory does not exist.
+        CacheArgumentError: the directory holds what no digest covers (a link out of it, a
+            dangling link, a fifo); the message names it.
     """
     if not Path(path).is_dir():
         raise CacheInputNotFoundError(
             f"directory {os.fspath(path)!r} of a DirType argument does not exist; pass an existing directory"
         )
-    return combine_tree((rel, file_digest(full)) for rel, full in walk_tree(path, strict=False))
+    try:
+        files = walk_tree(path)
+    except StoreError as exc:
+        raise CacheArgumentError(f"DirType argument {os.fspath(path)!r}: {exc}") from None
+    return combine_tree((rel, file_digest(full)) for rel, full in files)
 
 
 class GenericType:

@@ -18,14 +18,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
-from scalable.digests import sha256_stream, tree_digest
-from scalable.errors import RunNotFoundError
+from scalable.digests import measure_path, sha256_stream, tree_digest
+from scalable.errors import ArtifactNotFoundError, RunNotFoundError, StoreError
 from scalable.ledger import bus
 from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
@@ -422,10 +425,22 @@ def latest_artifacts(
 
 
 def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
-    """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent."""
+    """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent.
+
+    A local location is measured as sessions and stores measure it (:func:`scalable.digests.measure_path`,
+    with its rule for links); elsewhere the stored objects under a directory's prefix are its files.
+    """
     import fsspec
 
     protocol = location.split("://", 1)[0] if "://" in location else "file"
+    if protocol == "file":
+        local = Path(url2pathname(urlsplit(location).path)) if "://" in location else Path(location)
+        if not os.path.lexists(local):
+            return None
+        try:
+            return measure_path(local).digest
+        except ArtifactNotFoundError:
+            return None
     options = dict((storage_options or {}).get(protocol, {}))
     fs, path = fsspec.core.url_to_fs(location, **options)
     try:
@@ -459,7 +474,7 @@ def audit_content(
         location, digest, run_id, _kind = item
         try:
             found = hash_location(location, storage_options)
-        except (OSError, ValueError, ImportError) as exc:
+        except (OSError, ValueError, ImportError, StoreError) as exc:
             return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
         if found is None:
             return Problem(
