@@ -8,6 +8,7 @@ so ``except ValueError`` keeps working for code that does not know about scalabl
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousNodeError",
     "ArtifactNotFoundError",
     "CacheArgumentError",
     "CacheError",
@@ -113,6 +114,10 @@ class RunNotFoundError(LedgerError, LookupError):
 
 class NodeNotFoundError(LedgerError, LookupError):
     """No artifact digest, URI or run of that name appears in the ledger's lineage."""
+
+
+class AmbiguousNodeError(LedgerError, LookupError):
+    """A digest prefix, name or path given for lineage stands for several nodes; the message lists them."""
 
 
 class EventValidationError(LedgerError, ValueError):

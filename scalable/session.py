@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,7 +49,7 @@ from scalable.settings import Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
 from scalable.targets import Runner, TaskEnv, start_runner
-from scalable.targets.tasks import error_text
+from scalable.targets.tasks import error_text, task_scope
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -73,13 +73,19 @@ def _local_path(location: str | os.PathLike[str]) -> Path:
     return Path(os.path.abspath(Path(text).expanduser()))
 
 
-def _input_ref(value: str | os.PathLike[str]) -> str:
+def _input_ref(value: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    """An input as recorded (digest or URI) and, when it is a local file or directory, its path."""
     text = os.fspath(value)
-    if _is_remote(text) or text.startswith("file://"):
-        return text
+    if _is_remote(text):
+        return text, None
     if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
-        return text  # a digest
-    return _local_path(text).as_uri()
+        return text, None  # a digest
+    local = _local_path(text)
+    return local.as_uri(), local if local.exists() else None
+
+
+#: What ``record_artifact`` records an artifact as: produced by the run, or used by it.
+ROLES = ("output", "input")
 
 
 def _check_runs_dir(path: Path) -> None:
@@ -123,8 +129,10 @@ class TaskSession:
             self._store = build_artifact_store(self.settings.default_storage)
         return self._store
 
-    def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        return bus.publish(event)
+    def _emit_many(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Publish ``events`` in one write; return the last as written (``None`` with telemetry off)."""
+        written = bus.publish_many(events)
+        return written[-1] if written else None
 
     def _ready(self) -> None:
         """Make sure the run is open (a no-op inside a task)."""
@@ -142,13 +150,20 @@ class TaskSession:
         digest: str | None = None,
         inputs: Iterable[str | os.PathLike[str]] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        role: str = "output",
     ) -> dict[str, Any] | None:
-        """Record an artifact of the run (``artifact/recorded``); nothing is copied.
+        """Record an artifact the run produced (``artifact/recorded``) or used (``artifact/used``); nothing is copied.
 
         Two forms: the short ``record_artifact("output.csv", kind="result")`` and Scalable's
         keywords (``task_name=``, ``artifact_name=``, ``location=``, ``component=``, ``kind=``,
         ``size_bytes=``, ``digest=``). When the artifact is local, its size and SHA-256 (a tree
         digest for directories) are computed.
+
+        ``role="input"`` records a version the run read rather than made: lineage shows the
+        run (and the task, inside one) as its user, and what the task produces afterwards as
+        derived from it. Each local file or directory named in ``inputs`` is hashed and
+        recorded the same way, so its exact version is the input, whatever is at that path
+        later.
 
         Args:
             path: a local file or directory the run produced; it must exist.
@@ -161,15 +176,19 @@ class TaskSession:
             digest: SHA-256 hex, for artifacts that are not local.
             inputs: digests, URIs or local paths it was derived from (lineage edges).
             metadata: free metadata, stored in ``attrs``.
+            role: ``output`` (the run produced it, the default) or ``input`` (the run used it).
 
         Returns:
             The event as written, or ``None`` when telemetry is off.
 
         Raises:
+            ConfigError: ``role`` is not ``output`` or ``input``.
             SessionError: neither ``path`` nor ``location`` is given.
             ArtifactNotFoundError: ``path`` does not exist.
             IntegrityError: a given ``size_bytes``/``digest`` disagrees with the local bytes.
         """
+        if role not in ROLES:
+            raise ConfigError(f"record_artifact role {role!r} is not one of {', '.join(ROLES)}")
         if path is None and location is None:
             raise SessionError(
                 "record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')"
@@ -198,25 +217,48 @@ class TaskSession:
                 raise IntegrityError(f"artifact {str(local)!r} has digest {measured_digest}, not digest={digest}")
             size_bytes, digest = measured_size, measured_digest
         name = artifact_name or (local.name if local is not None else where.rstrip("/").rsplit("/", 1)[-1])
+        task: dict[str, Any] = {}
+        if task_name is not None:
+            task = {"task_name": task_name, "component": component or self._components.get(task_name)}
+        elif component is not None:
+            task = {"component": component}
+        # Local inputs are recorded as the versions used (each hashed now), the rest as given.
+        refs: list[str] = []
+        used: list[dict[str, Any]] = []
+        for value in inputs if inputs is not None else ():
+            ref, found = _input_ref(value)
+            if found is not None:
+                found_kind, found_size, found_digest = measure_path(found)
+                used.append(
+                    {
+                        "event_type": "artifact",
+                        "op": "used",
+                        "run_id": self.run_id,
+                        "artifact_name": found.name,
+                        "location": ref,
+                        "kind": found_kind,
+                        "size_bytes": found_size,
+                        "digest": found_digest,
+                        **task,
+                    }
+                )
+                ref = found_digest
+            refs.append(ref)
         event: dict[str, Any] = {
             "event_type": "artifact",
-            "op": "recorded",
+            "op": "used" if role == "input" else "recorded",
             "run_id": self.run_id,
             "artifact_name": name,
             "location": where,
             "kind": kind or measured_kind,
             "size_bytes": size_bytes,
             "digest": digest,
-            "inputs": [_input_ref(i) for i in inputs] if inputs is not None else None,
+            "inputs": refs if inputs is not None else None,
             "attrs": dict(metadata) if metadata else None,
+            **task,
         }
-        if task_name is not None:
-            event["task_name"] = task_name
-            event["component"] = component or self._components.get(task_name)
-        elif component is not None:
-            event["component"] = component
         self._ready()
-        return self._emit(event)
+        return self._emit_many([*used, event])
 
     def put(
         self, local_path: str | os.PathLike[str], key: str | None = None, *, kind: str | None = None
@@ -560,10 +602,10 @@ class ScalableSession(TaskSession):
                 if batch:
                     self._ledger.append_lines(run_id, batch)
 
-    def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def _emit_many(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
         if not self.settings.telemetry:
             return None
-        return self._ledger.append(event)
+        return self._ledger.append_many(events)[-1]
 
     # --- tasks ----------------------------------------------------------------------------------
 
@@ -607,6 +649,31 @@ class ScalableSession(TaskSession):
             self._submitted += 1
         future.add_done_callback(self._count)
         return future
+
+    @contextlib.contextmanager
+    def task(self, name: str, *, component: str | None = None) -> Iterator[None]:
+        """Run the block as one task of the run, as a submitted call runs.
+
+        Inside it, every event (``record_artifact``, ``put``, cache lookups) carries the task's
+        name and id, between ``task/started`` and ``task/finished`` (``task/failed`` when the
+        block raises). Lineage reads a task's order: whatever it used before it put or recorded
+        an artifact is what that artifact was derived from.
+
+        Args:
+            name: the task's name (the manifest's ``tasks`` map it to a component).
+            component: the component, when the manifest does not name one.
+
+        Raises:
+            SessionError: the session is closed.
+        """
+        self._ready()
+        if self._state != "open":
+            raise SessionError(f"session of run {self.run_id!r} is closed; no task can start in it")
+        env = TaskEnv(
+            self.run_id, name, os.urandom(8).hex(), component or self._components.get(name), self._task_settings
+        )
+        with task_scope(self._ledger, env):
+            yield
 
     def map(
         self, fn: Callable[..., Any], /, *iterables: Iterable[Any], task_name: str | None = None, **kwargs: Any

@@ -11,7 +11,9 @@ import click
 from scalable.cli.ledger import open_ledger
 from scalable.cli.output import format_option, render_rows, render_table
 from scalable.errors import ConfigError
+from scalable.ledger.edges import RELATIONS
 from scalable.ledger.export import export_formats, lineage_formats
+from scalable.ledger.lineage import RUN_RELATIONS
 
 __all__ = ["COMMANDS", "audit", "export", "lineage", "replay", "runs", "show"]
 
@@ -81,12 +83,47 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
 @click.option("--down", "direction", flag_value="down", help="What came of NODE.")
 @click.option("--both", "direction", flag_value="both", help="Both directions.")
 @click.option("--depth", type=click.IntRange(min=1), help="At most this many edges from NODE.")
-@click.option("--as-of", help="The lineage as it was at this ISO-8601 time.")
+@click.option("--as-of", help="The lineage as it was at this ISO-8601 time (and NODE's version then).")
+@click.option(
+    "--relation",
+    "relations",
+    multiple=True,
+    type=click.Choice(RELATIONS + RUN_RELATIONS),
+    help="Only this relation (repeat for several): derived_from and derived_in_task are walked; "
+    "generated/used are a run's first step; informed/reused link runs with --runs-only.",
+)
+@click.option("--runs-only", is_flag=True, help="The run-level graph: which runs' data fed which.")
+@click.option(
+    "--max-nodes", type=click.IntRange(min=1), help="Show at most N nodes, the nearest first; count the rest."
+)
 @click.option("--format", "fmt", type=_LineageFormat(), default="tree", show_default=True, help="Output format.")
 @click.pass_context
-def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as_of: str | None, fmt: str) -> None:
-    """Trace NODE (a digest, location URI or run id) through runs and artifacts."""
-    graph = open_ledger(ctx).lineage(node, direction=direction, depth=depth, as_of=as_of)
+def lineage(
+    ctx: click.Context,
+    node: str,
+    direction: str,
+    depth: int | None,
+    as_of: str | None,
+    relations: tuple[str, ...],
+    runs_only: bool,
+    max_nodes: int | None,
+    fmt: str,
+) -> None:
+    """Trace NODE's data flow: what it came from (--up) or what came of it (--down).
+
+    NODE is a digest, a unique digest prefix (8+ hex characters), a location URI or local
+    path (the version recorded there), an artifact name or a run id. Each artifact is shown
+    with the runs that generated it; runs are context, never a path between artifacts.
+    """
+    graph = open_ledger(ctx).lineage(
+        node,
+        direction=direction,
+        depth=depth,
+        as_of=as_of,
+        relations=relations or None,
+        runs_only=runs_only,
+        max_nodes=max_nodes,
+    )
     click.echo(graph.render(fmt), nl=False)
 
 

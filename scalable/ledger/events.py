@@ -62,7 +62,7 @@ GENESIS: Final = "0" * 64
 EVENT_OPS: Final[dict[str, frozenset[str]]] = {
     "run": frozenset({"started", "finished", "retired"}),
     "task": frozenset({"started", "finished", "failed"}),
-    "artifact": frozenset({"put", "recorded", "get", "deleted"}),
+    "artifact": frozenset({"put", "recorded", "used", "get", "deleted"}),
     "cache": frozenset({"write", "hit", "miss"}),
 }
 
@@ -317,11 +317,13 @@ def validate_event(
     run_id: str | None = None,
     task_name: str | None = None,
     component: str | None = None,
+    task_id: str | None = None,
 ) -> dict[str, Any]:
     """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
 
     ``run_id``, ``task_name`` and ``component`` fill those columns when the mapping has none
-    (the ledger passes the surrounding run and task).
+    (the ledger passes the surrounding run and task); ``task_id``, the id of the surrounding
+    task's execution, goes into ``attrs`` unless the event names another task or has one.
 
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op.
@@ -346,6 +348,12 @@ def validate_event(
         out["task_name"] = task_name
     if component is not None and "component" not in out:
         out["component"] = component
+    if task_id is not None and out.get("task_name") == task_name:
+        attrs = out.get("attrs")
+        if attrs is None:
+            out["attrs"] = _dumps_sorted({"task_id": task_id})
+        elif '"task_id"' not in attrs:
+            out["attrs"] = _dumps_sorted({**orjson.loads(attrs), "task_id": task_id})
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:

@@ -2,7 +2,8 @@
 
 Views: ``events`` (every event once, deduplicated on ``event_id``; no defined order),
 ``artifacts``, ``cache``, ``tasks`` (one row per task execution), ``runs`` (one row per run),
-``lineage`` (edges, see :mod:`scalable.ledger.edges`) and the table macros
+``lineage`` (data-flow edges) and ``lineage_context`` (run context; see
+:mod:`scalable.ledger.edges`) and the table macros
 ``ancestors(node)``/``descendants(node)``. They read the Parquet files named by the newest
 generation (:mod:`scalable.ledger.generations`) and the event lines not compacted yet
 together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scalable.ledger import bus
-from scalable.ledger.edges import create_lineage_views
+from scalable.ledger.edges import create_lineage_views, layout_is_current
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
 from scalable.ledger.generations import Generation, read_generation
 from scalable.ledger.location import Location
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "run_query"]
 
-VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
+VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage", "lineage_context")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class EventSources:
         tail: SELECT of the event lines not compacted yet, minus those Parquet already has
             (``None`` when there are none).
         lineage: paths of the compacted lineage files (edges by ``dst``, by ``src``, nodes),
-            when the generation has them.
+            when the generation has them in the current layout.
         uncovered: SELECT of the compacted events the lineage files do not cover (``None``
             when they cover all).
     """
@@ -89,7 +90,7 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
             )
     lineage = None
     uncovered = None
-    if generation.lineage is not None and files:
+    if generation.lineage is not None and files and layout_is_current(generation.lineage.by_dst):
         lin = generation.lineage
         lineage = (location.url(lin.by_dst), location.url(lin.by_src), location.url(lin.nodes))
         covered = set(lin.covers)

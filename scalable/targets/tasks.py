@@ -1,9 +1,10 @@
 """What a task carries to wherever it runs, and how it runs there with its events recorded.
 
-Inside every task, whatever the target, the run id, task name and component are the context
-of every event it raises (puts, records, cache), and ``task/started``, ``task/finished`` and
-``task/failed`` (with error type and message) are recorded with a ``task_id`` unique to the
-submission. Three bodies run a task:
+Inside every task, whatever the target, the run id, task name, component and a ``task_id``
+unique to the submission are the context of every event it raises (puts, records, cache), and
+``task/started``, ``task/finished`` and ``task/failed`` (with error type and message) are
+recorded with that ``task_id`` (:func:`task_scope`, which a session's explicit task context
+uses as well). Three bodies run a task:
 
 * :func:`run_task`: in the client's process, appending to the session's ledger (threads);
 * :func:`run_in_process`: in a worker process on the same filesystem, appending to the run's
@@ -15,6 +16,7 @@ submission. Three bodies run a task:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -22,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,7 +37,7 @@ from scalable.ledger.stream import STREAM_NAME, read_stream
 from scalable.logs import get_logger, mask_secrets
 from scalable.settings import FsyncMode, Settings
 
-__all__ = ["Outcome", "TaskEnv", "error_text", "run_captured", "run_in_process", "run_task"]
+__all__ = ["Outcome", "TaskEnv", "error_text", "run_captured", "run_in_process", "run_task", "task_scope"]
 
 _log = get_logger("scalable.session")
 _MAX_ERROR = 2000
@@ -65,22 +67,18 @@ def error_text(exc: BaseException) -> str:
     return mask_secrets(str(exc))[:_MAX_ERROR]
 
 
-def run_task(
-    ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> Any:
-    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
+@contextlib.contextmanager
+def task_scope(ledger: Ledger, env: TaskEnv) -> Iterator[None]:
+    """Make the block the task ``env``: its events carry the task's run, name and id, between
+    ``task/started`` and ``task/finished`` (or ``task/failed`` with the error, re-raised)."""
     telemetry = ledger.settings.telemetry
     base = {"event_type": "task", "run_id": env.run_id, "task_name": env.task_name, "component": env.component}
-    with (
-        bus.activate(ledger, scoped=True),
-        cache_using(shared_cache(env.settings)),
-        context.bind(run_id=env.run_id, task_name=env.task_name, component=env.component),
-    ):
+    with context.bind(run_id=env.run_id, task_name=env.task_name, component=env.component, task_id=env.task_id):
         if telemetry:
             ledger.append({**base, "op": "started", "attrs": {"task_id": env.task_id, "pid": os.getpid()}})
         start = time.perf_counter()
         try:
-            value = fn(*args, **kwargs)
+            yield
         except BaseException as exc:
             ledger.flush()  # events the task queued (cache hits) land before its end
             if telemetry:
@@ -95,7 +93,14 @@ def run_task(
             ledger.append(
                 {**base, "op": "finished", "duration_s": time.perf_counter() - start, "attrs": {"task_id": env.task_id}}
             )
-        return value
+
+
+def run_task(
+    ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
+    with bus.activate(ledger, scoped=True), cache_using(shared_cache(env.settings)), task_scope(ledger, env):
+        return fn(*args, **kwargs)
 
 
 _process_ledgers: dict[tuple[Any, ...], Ledger] = {}
