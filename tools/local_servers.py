@@ -23,6 +23,7 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import socket
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -71,9 +72,20 @@ def _environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def _reset_moto(url: str) -> None:
+    """Empty moto's state, which every moto server of a process shares."""
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
 @contextmanager
 def s3_server() -> Iterator[str]:
-    """Run moto's S3 server on a free loopback port; yield its URL (``http://127.0.0.1:<port>``)."""
+    """Run an empty moto S3 server on a free loopback port; yield its URL (``http://127.0.0.1:<port>``).
+
+    moto keeps buckets in process-wide state, so the server is emptied when it starts (a
+    second server of the process starts empty too) and when it stops (its objects leave memory).
+    """
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -81,8 +93,10 @@ def s3_server() -> Iterator[str]:
     server.start()
     url = f"http://127.0.0.1:{port}"
     try:
+        _reset_moto(url)
         with _environment({**S3_ENV, "AWS_ENDPOINT_URL": url}):
             yield url
+        _reset_moto(url)
     finally:
         server.stop()
 
