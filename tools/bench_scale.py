@@ -20,7 +20,6 @@ artifacts; target <= 100) and ``query_groupby_ms`` (count by run over all events
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +43,12 @@ TARGETS = (
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: The child's peak resident memory in MiB, from its own memory map (``VmHWM``). Not
+#: ``ru_maxrss``: a child forked from a large parent inherits the parent's high-water mark.
+_PEAK = (
+    "int(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:'))) / 1024"
+)
+
 _FLOOR = """
 import glob, json, os, sys, time
 import duckdb
@@ -55,7 +60,8 @@ con = duckdb.connect()
 con.execute("SET enable_progress_bar=false")
 start = time.perf_counter()
 con.execute(f"COPY (SELECT * FROM read_json({{files!r}}, columns={{columns}})) TO '{out}'")
-print(json.dumps({{"seconds": time.perf_counter() - start}}))
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": {peak}}}))
 """
 
 _COMPACT = """
@@ -66,24 +72,17 @@ from scalable import Ledger
 led = Ledger.open({runs!r}, {ledger!r})
 start = time.perf_counter()
 result = led.compact()
-print(json.dumps({{"seconds": time.perf_counter() - start, "events": result.events_written}}))
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "events": result.events_written, "peak_rss_mib": {peak}}}))
 """
 
 
 def _child(code: str) -> dict[str, float]:
-    """Run ``code`` in a child process; return its JSON output and its peak RSS (``peak_rss_mib``)."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        proc.stdout.close()
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise RuntimeError(f"bench child failed: {err.read().decode(errors='replace')[-2000:]}")
-    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
-    result["peak_rss_mib"] = usage.ru_maxrss / 1024
+    """Run ``code`` in a child process; return the JSON object it printed last."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
     return result
 
 
@@ -110,10 +109,10 @@ def run(quick: bool, rounds: int) -> Report:
         floor_out = work / "floor.parquet"
 
         def floor(_index: int) -> dict[str, float]:
-            return _child(_FLOOR.format(root=str(ROOT), runs=str(runs_dir), out=str(floor_out)))
+            return _child(_FLOOR.format(root=str(ROOT), runs=str(runs_dir), out=str(floor_out), peak=_PEAK))
 
         def compact(_index: int) -> dict[str, float]:
-            result = _child(_COMPACT.format(root=str(ROOT), runs=str(runs_dir), ledger=str(ledger_dir)))
+            result = _child(_COMPACT.format(root=str(ROOT), runs=str(runs_dir), ledger=str(ledger_dir), peak=_PEAK))
             if result.pop("events") != gen.events:
                 raise RuntimeError(f"compaction wrote a different number of events than the {gen.events} generated")
             return result
