@@ -27,12 +27,14 @@ def _noop() -> None:
     return None
 
 
-def _one_round(manifest: Path, runs_dir: Path, telemetry: bool) -> dict[str, float]:
-    """Run the tasks in a fresh session; return the seconds they took (start and close excluded)."""
+def _one_round(manifest: Path, root: Path, telemetry: bool) -> dict[str, float]:
+    """Run the tasks in a fresh session under ``root``; return the seconds they took (start and close excluded)."""
     previous = os.environ.get("SCALABLE_TELEMETRY")
     os.environ["SCALABLE_TELEMETRY"] = "1" if telemetry else "0"
     try:
-        session = ScalableSession.from_yaml(manifest, target="local", runs_dir=runs_dir)
+        session = ScalableSession.from_yaml(
+            manifest, target="local", runs_dir=root / "runs", ledger_dir=root / "ledger", local_cache=root / "cache"
+        )
     finally:
         if previous is None:
             os.environ.pop("SCALABLE_TELEMETRY", None)
@@ -60,8 +62,8 @@ def run(quick: bool, rounds: int) -> Report:
         )
         samples = interleave(
             {
-                "ledger_on": lambda i: _one_round(manifest, root / "runs", True),
-                "ledger_off": lambda i: _one_round(manifest, root / "runs", False),
+                "ledger_on": lambda i: _one_round(manifest, root, True),
+                "ledger_off": lambda i: _one_round(manifest, root, False),
             },
             rounds=rounds,
         )
