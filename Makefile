@@ -33,7 +33,7 @@ lint: $(VENV)/.dev-installed
 # smaller sizes (under 5 minutes). Prints one JSON object on stdout.
 BENCH_ARGS ?=
 bench: $(VENV)/.dev-installed
-	$(PY) tools/bench.py all $(BENCH_ARGS)
+	@$(PY) tools/bench.py all $(BENCH_ARGS)
 
 docs: $(VENV)/.dev-installed
 	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
