@@ -66,8 +66,9 @@ def _write_random(path: Path, size: int) -> None:
     with path.open("wb") as fh:
         left = size
         while left > 0:
-            fh.write(block[: min(left, len(block))])
-            left -= min(left, len(block))
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
 
 
 def _sha256(path: Path) -> str:
@@ -107,7 +108,7 @@ def _put_events(ledger: Ledger, run_id: str) -> list[dict[str, Any]]:
     return events
 
 
-def _big(report: Report, work: Path, ledger: Ledger, size: int, rounds: int) -> None:
+def _big(report: Report, work: Path, size: int, rounds: int) -> None:
     src = work / "big.bin"
     _write_random(src, size)
     _sha256(src)  # page cache warm, as for a file just written
@@ -291,7 +292,7 @@ def run(quick: bool, rounds: int) -> Report:
     ledger = Ledger.open(work / "runs", work / "ledger", settings=load_settings(env={}))
     try:
         with activate(ledger):
-            _big(report, work, ledger, 256 * _MIB, rounds)
+            _big(report, work, 256 * _MIB, rounds)
             files = _small_files(work / "small", count)
             _loop(report, work, ledger, files, rounds)
             _directory(report, work, ledger, work / "small", count, rounds)
