@@ -215,23 +215,27 @@ def nodes_sql(events: str) -> str:
 
 
 def _walk_macro(name: str, *, up: bool) -> str:
-    """A table macro walking data flow from a node (or from a run's own context)."""
+    """A table macro walking data flow from a node (or from a run's own context).
+
+    The edges are read once per call (materialized), not once per level of the walk.
+    """
     near, far = ("dst", "src") if up else ("src", "dst")
     # From a run: its generated artifacts (and, walking up, the artifacts it used) at depth 1.
     seeds = "(relation = 'generated' AND src = r.n)" + (" OR (relation = 'used' AND dst = r.n)" if up else "")
     return f"""CREATE MACRO {name}(node, max_depth := 100) AS TABLE
        WITH RECURSIVE _root AS (SELECT _resolve(node) AS n),
+       _flow AS MATERIALIZED (SELECT * FROM lineage),
        walk(src, dst, relation, run_id, task_name, task_id, timestamp, depth, reached)
        USING KEY (src, dst, relation, run_id, task_id) AS (
          SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.task_id, l.timestamp, 1, l.{far}
-           FROM lineage l, _root r WHERE l.{near} = r.n
+           FROM _flow l, _root r WHERE l.{near} = r.n
          UNION ALL
          SELECT c.src, c.dst, c.relation, c.run_id, c.task_name, c.task_id, c.timestamp, 1,
                 CASE WHEN c.relation = 'generated' THEN c.dst ELSE c.src END
            FROM lineage_context c, _root r WHERE {seeds}
          UNION
          SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.task_id, l.timestamp, w.depth + 1, l.{far}
-           FROM lineage l JOIN walk w ON l.{near} = w.reached
+           FROM _flow l JOIN walk w ON l.{near} = w.reached
           WHERE w.depth < max_depth AND NOT EXISTS (
             SELECT 1 FROM recurring.walk x
              WHERE x.src = l.src AND x.dst = l.dst AND x.relation = l.relation AND x.run_id = l.run_id
