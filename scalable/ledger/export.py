@@ -351,8 +351,8 @@ def graph_dot(graph: LineageGraph) -> str:
         lines.append(f"  {json.dumps(node)} [label={json.dumps(graph.label(node))}, shape={shape}];")
     for e in sorted(graph.edges, key=lambda e: (e["src"], e["dst"], e["relation"])):
         lines.append(f"  {json.dumps(e['src'])} -> {json.dumps(e['dst'])} [label={json.dumps(e['relation'])}];")
-    for e in sorted({(e["src"], e["dst"]) for e in context}):
-        lines.append(f'  {json.dumps(e[0])} -> {json.dumps(e[1])} [label="generated", style=dashed];')
+    for src, dst in sorted({(e["src"], e["dst"]) for e in context}):
+        lines.append(f'  {json.dumps(src)} -> {json.dumps(dst)} [label="generated", style=dashed];')
     if graph.elided:
         note = f"{graph.elided['nodes']} more nodes not shown"
         lines.append(f'  "..." [label={json.dumps(note)}, shape=note];')
@@ -486,34 +486,30 @@ def prov_document(graph: LineageGraph) -> dict[str, Any]:
         [*graph.context, *graph.edges], key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"])
     )
     seen: set[tuple[Any, ...]] = set()
+    informed: set[tuple[str, str]] = set()  # (informed run, informant run)
     for e in ordered:
         rel = e["relation"]
-        key = (e["src"], e["dst"], rel, e["run_id"], e["task_id"])
-        if key in seen:
+        mark = (e["src"], e["dst"], rel, e["run_id"], e["task_id"])
+        if mark in seen:
             continue
-        seen.add(key)
-        activity = task_id(e["run_id"], e["task_id"]) if e["run_id"] in runs else None
-        if rel == "generated" and e["dst"] in graph.nodes and activity:
-            entity = _prov_entity(e["dst"])
-            relation("wasGeneratedBy", {"prov:entity": entity, "prov:activity": activity, "prov:time": e["timestamp"]})
-        elif rel == "used" and e["src"] in graph.nodes and activity:
-            entity = _prov_entity(e["src"])
-            relation("used", {"prov:activity": activity, "prov:entity": entity, "prov:time": e["timestamp"]})
+        seen.add(mark)
+        actor = task_id(e["run_id"], e["task_id"]) if e["run_id"] in runs else None
+        if rel == "generated" and e["dst"] in graph.nodes and actor:
+            made = {"prov:entity": _prov_entity(e["dst"]), "prov:activity": actor, "prov:time": e["timestamp"]}
+            relation("wasGeneratedBy", made)
+        elif rel == "used" and e["src"] in graph.nodes and actor:
+            read = {"prov:activity": actor, "prov:entity": _prov_entity(e["src"]), "prov:time": e["timestamp"]}
+            relation("used", read)
         elif rel in ("derived_from", "derived_in_task") and e["src"] in graph.nodes and e["dst"] in graph.nodes:
-            record = {
-                "prov:generatedEntity": _prov_entity(e["dst"]),
-                "prov:usedEntity": _prov_entity(e["src"]),
-            }
-            if activity and rel == "derived_in_task":
-                record["prov:activity"] = activity
-            relation("wasDerivedFrom", record)
-        elif rel in ("reused", "informed") and e["src"] in runs and e["dst"] in runs:
-            relation("wasInformedBy", {"prov:informed": run_id(e["dst"]), "prov:informant": run_id(e["src"])})
-    for e in graph.runs_only().edges:
-        key = (e["src"], e["dst"], "informed-run")
-        if key not in seen and e["src"] in runs and e["dst"] in runs:
-            seen.add(key)
-            relation("wasInformedBy", {"prov:informed": run_id(e["dst"]), "prov:informant": run_id(e["src"])})
+            derivation = {"prov:generatedEntity": _prov_entity(e["dst"]), "prov:usedEntity": _prov_entity(e["src"])}
+            if actor and rel == "derived_in_task":
+                derivation["prov:activity"] = actor
+            relation("wasDerivedFrom", derivation)
+        elif rel == "reused" and e["src"] in runs and e["dst"] in runs:
+            informed.add((e["dst"], e["src"]))
+    informed |= {(e["dst"], e["src"]) for e in graph.runs_only().edges if e["src"] in runs and e["dst"] in runs}
+    for later, earlier in sorted(informed):
+        relation("wasInformedBy", {"prov:informed": run_id(later), "prov:informant": run_id(earlier)})
     return {k: v for k, v in doc.items() if v}
 
 
