@@ -327,6 +327,32 @@ def test_a_node_is_found_by_prefix_path_uri_name_or_run(ledger: Ledger, isolated
         ledger.lineage("ab12cd3")
 
 
+def test_a_local_path_with_spaces_and_unicode_names_its_version(
+    ledger: Ledger, cli: CliInvoker, isolated: Path
+) -> None:
+    """A path as the session recorded it (percent-encoded in the URI) is found by the path as typed."""
+    from scalable import ScalableSession
+
+    folder = isolated / "data set" / "mesures été"
+    folder.mkdir(parents=True)
+    (folder / "brut #1.csv").write_text("x\n1\n")
+    (folder / "propre 100%.csv").write_text("x\n1\n1\n")
+    with ScalableSession() as session:
+        with session.task("clean"):
+            session.record_artifact(folder / "brut #1.csv", role="input")
+            session.record_artifact(folder / "propre 100%.csv")
+    digest, raw = hashlib.sha256(b"x\n1\n1\n").hexdigest(), hashlib.sha256(b"x\n1\n").hexdigest()
+    shown = cli("ledger", "lineage", "data set/mesures été/propre 100%.csv", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    doc = json.loads(shown.stdout)
+    assert doc["root"] == digest
+    labels = {n["id"]: n["label"] for n in doc["nodes"] if n["kind"] == "artifact"}
+    assert labels == {digest: f"propre 100%.csv ({digest[:12]})", raw: f"brut #1.csv ({raw[:12]})"}
+    ol = json.loads(cli("ledger", "lineage", digest, "--format", "openlineage").stdout.splitlines()[-1])
+    names = {d["name"] for d in ol["inputs"] + ol["outputs"]}
+    assert names <= {str(folder / "brut #1.csv"), str(folder / "propre 100%.csv")} and names
+
+
 def test_labels_name_every_node_readably(ledger: Ledger) -> None:
     """Tree, DOT, Mermaid and JSON label artifacts by name and short digest, never by a bare digest."""
     _workflow(ledger)
