@@ -227,7 +227,7 @@ class TaskSession:
         used: list[dict[str, Any]] = []
         for value in inputs if inputs is not None else ():
             ref, found = _input_ref(value)
-            if found is not None:
+            if found is not None and self.settings.telemetry:  # nothing is recorded without telemetry
                 found_kind, found_size, found_digest = measure_path(found)
                 used.append(
                     {

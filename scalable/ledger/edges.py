@@ -24,9 +24,10 @@ cache write returned to it) and every ``inputs`` entry of its events; it *genera
 put or recorded. "Before" is the task's own chain order: ``seq`` for lines of one writer, the
 time-ordered event id across writers. A cache write's value derives only from the function's
 file arguments (its ``inputs``), never from what the task did before the call, so a reused
-value carries exactly its own lineage into the run that reuses it. A declared input is a
-``derived_from`` edge only (not a ``derived_in_task`` one as well), and no version derives
-from itself: a task that copies X to X adds no edge.
+value carries exactly its own lineage into the run that reuses it. Where a task declared X
+as an input of Y, X -> Y is a ``derived_from`` edge only (not a ``derived_in_task`` one as
+well, whichever of the task's events generated Y), and no version derives from itself: a
+task that copies X to X adds no edge.
 
 Context (reported with every node, never walked through), in the ``lineage_context`` view:
 
@@ -125,6 +126,13 @@ def _inputs(ev: str, versions: str) -> str:
                  i.writer, i.seq, i.timestamp"""
 
 
+#: The events whose ``inputs`` declare what their artifact (or cached value) derives from.
+_DECLARING: Final = (
+    "(({e}.event_type = 'artifact' AND {e}.op IN ('put', 'recorded', 'used')) "
+    "OR ({e}.event_type = 'cache' AND {e}.op = 'write'))"
+)
+
+
 def _uses(ev: str, inp: str) -> str:
     """What the events of ``ev`` used: ``item, ..., returned`` (``returned``: a cache write's value)."""
     return f"""
@@ -151,6 +159,7 @@ def edges_sql(events: str, versions: str, *, uses_from: str | None = None) -> st
     ctes = [("_ev", _lineage_events(events)), ("_inp", _inputs("_ev", versions)), ("_use", _uses("_ev", "_inp"))]
     if uses_from is None:
         ctes.append(("_task_use", "SELECT * FROM _use WHERE task_id IS NOT NULL"))
+        ctes.append(("_task_inp", "SELECT * FROM _inp WHERE task_id IS NOT NULL"))
     else:
         # The uses of the same tasks wherever they are, compacted or not, for the tasks that
         # generated something here.
@@ -162,6 +171,7 @@ def edges_sql(events: str, versions: str, *, uses_from: str | None = None) -> st
             ("_all_ev", earlier),
             ("_all_inp", _inputs("_all_ev", versions)),
             ("_task_use", f"SELECT * FROM ({_uses('_all_ev', '_all_inp')}) u WHERE task_id IS NOT NULL"),
+            ("_task_inp", "SELECT * FROM _all_inp WHERE task_id IS NOT NULL"),
         ]
     gen = (
         "SELECT item, run_id, task_name, task_id, writer, seq, event_id, timestamp FROM _ev "
@@ -174,15 +184,16 @@ def edges_sql(events: str, versions: str, *, uses_from: str | None = None) -> st
        SELECT input_item AS src, item AS dst, 'derived_from' AS relation, true AS flow, run_id, task_name, task_id,
               timestamp
          FROM _inp
-        WHERE item IS NOT NULL AND input_item <> item
-          AND ((event_type = 'artifact' AND op IN ('put', 'recorded', 'used')) OR (event_type = 'cache' AND op = 'write'))
+        WHERE item IS NOT NULL AND input_item <> item AND {_DECLARING.format(e="_inp")}
        UNION ALL
        SELECT u.item, g.item, 'derived_in_task', true, g.run_id, g.task_name, g.task_id,
               min(greatest(u.timestamp, g.timestamp))
          FROM _task_use u JOIN _gen g ON u.run_id = g.run_id AND u.task_id = g.task_id
         WHERE u.item <> g.item
           AND ((u.writer = g.writer AND u.seq < g.seq) OR (u.writer <> g.writer AND u.event_id < g.event_id))
-          AND NOT EXISTS (SELECT 1 FROM _inp i WHERE i.event_id = g.event_id AND i.input_item = u.item)
+          AND NOT EXISTS (SELECT 1 FROM _task_inp i
+                           WHERE i.run_id = g.run_id AND i.task_id = g.task_id AND i.item = g.item
+                             AND i.input_item = u.item AND {_DECLARING.format(e="i")})
         GROUP BY u.item, g.item, g.run_id, g.task_name, g.task_id
        UNION ALL
        SELECT run_id, item, 'generated', false, run_id, task_name, task_id, timestamp

@@ -360,11 +360,21 @@ class _Run:
         uses.append(digest)
         self.truth.used[digest].add(self.run_id)
 
+    #: the current task's (used, generated) pairs, and the pairs it declared as inputs
+    task_flow: set[tuple[str, str]] = field(default_factory=set)
+    task_declared: set[tuple[str, str]] = field(default_factory=set)
+
     def generated(self, digest: str, uses: list[str], declared: list[str], *, in_task: bool) -> None:
         self.truth.generated[digest].add(self.run_id)
         self.truth.flow |= {(i, digest) for i in declared if i != digest}
         if in_task:
-            self.truth.flow |= {(u, digest) for u in uses if u != digest and u not in declared}
+            self.task_declared |= {(i, digest) for i in declared}
+            self.task_flow |= {(u, digest) for u in uses if u != digest}
+
+    def end_task(self) -> None:
+        """A task's uses before its generations are data flow, but a declared input only once."""
+        self.truth.flow |= self.task_flow - self.task_declared
+        self.task_flow, self.task_declared = set(), set()
 
 
 def truth_of(flow: Workflow, run_ids: list[str]) -> Truth:
@@ -411,6 +421,7 @@ def truth_of(flow: Workflow, run_ids: list[str]) -> Truth:
                     seen += b"".join(_seen(run.content[n]) for n in step.args)
                     run.content[step.name] = _bytes(False, json.dumps(value, sort_keys=True))
                     run.generated(run.digest(step.name), uses, [], in_task=True)
+            run.end_task()
         for item in flow.loose:
             declared = [run.digest(n) for n in item.inputs]
             for i in declared:
