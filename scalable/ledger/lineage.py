@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,22 +269,54 @@ def _path_uri(text: str) -> str:
 def resolve_node(con: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
     """The node ``text`` names in the views of ``con``, and its kind (``run`` or ``artifact``).
 
-    ``text`` may be a full digest, a digest prefix of at least :data:`MIN_PREFIX` hex
-    characters, a location URI or local path (the newest version recorded there, as of the
-    views' time), an artifact name (the newest version of each location with that name) or
-    a run id. Every reading that matches is tried; exactly one node must come out.
+    The readings are tried in this order, and the first that matches anything decides: a full
+    digest; a location URI or local path (the newest version recorded, used or fetched there,
+    as of the views' time); a run id; an artifact name (the newest version at each location
+    of that name); a digest prefix of at least :data:`MIN_PREFIX` hex characters. That reading
+    must name exactly one node.
 
     Raises:
         NodeNotFoundError: nothing in the ledger matches.
-        AmbiguousNodeError: several nodes match; the message lists them.
+        AmbiguousNodeError: the deciding reading names several nodes; the message lists them.
     """
     if _DIGEST.fullmatch(text):
         return text, "artifact"  # known or not is decided by the walk
-    found: dict[str, str] = {}  # node -> how it matched
-    if con.execute("SELECT 1 FROM events WHERE run_id = $1 LIMIT 1", [text]).fetchall():
-        found[text] = "run"
-    locations = [text] if "://" in text else [text, _path_uri(text)]
-    for location in dict.fromkeys(locations):
+    readings: tuple[tuple[str, Callable[[], dict[str, str]]], ...] = (
+        ("artifact", lambda: _at_locations(con, text)),
+        ("run", lambda: {text: "a run"} if _is_run(con, text) else {}),
+        ("artifact", lambda: _named(con, text)),
+        ("artifact", lambda: _with_prefix(con, text)),
+    )
+    for kind, reading in readings:
+        found = reading()
+        if len(found) == 1:
+            return next(iter(found)), kind
+        if found:
+            listed = [f"{node} ({how})" for node, how in sorted(found.items())[:_CANDIDATES]]
+            more = " and more" if len(found) > _CANDIDATES else ""
+            raise AmbiguousNodeError(
+                f"{text!r} matches {len(found)} nodes{more}: {'; '.join(listed)}; give a full digest, a longer "
+                "prefix or the location"
+            )
+    hint = (
+        f" (a digest prefix needs at least {MIN_PREFIX} hex characters)"
+        if _HEX.fullmatch(text) and len(text) < MIN_PREFIX
+        else ""
+    )
+    raise NodeNotFoundError(
+        f"{text!r} is not a digest, digest prefix, location, path, artifact name or run id in the ledger{hint}; "
+        'find one with: scalable ledger query "SELECT artifact_name, digest, location FROM artifacts"'
+    )
+
+
+def _is_run(con: duckdb.DuckDBPyConnection, text: str) -> bool:
+    return bool(con.execute("SELECT 1 FROM events WHERE run_id = $1 LIMIT 1", [text]).fetchall())
+
+
+def _at_locations(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
+    """The version at ``text`` as a URI, or as a local path (its ``file://`` URI)."""
+    found: dict[str, str] = {}
+    for location in dict.fromkeys([text] if "://" in text else [text, _path_uri(text)]):
         row = con.execute(
             f"SELECT arg_max(digest, timestamp) FROM ({versions_sql('events')}) v WHERE location = $1", [location]
         ).fetchall()
@@ -294,38 +326,32 @@ def resolve_node(con: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
             "SELECT 1 FROM events WHERE location = $1 OR list_contains(inputs, $1) LIMIT 1", [location]
         ).fetchall():
             found.setdefault(location, "a location with no digest")
-    for location, digest in con.execute(
-        "SELECT location, arg_max(coalesce(digest, location), timestamp) FROM artifacts "
-        "WHERE artifact_name = $1 AND op IN ('put', 'recorded', 'used') GROUP BY location ORDER BY location",
-        [text],
-    ).fetchall():
-        found.setdefault(str(digest), f"the version of {text!r} at {location}")
-    if _HEX.fullmatch(text) and MIN_PREFIX <= len(text) < 64:
-        for (digest,) in con.execute(
-            "SELECT DISTINCT d FROM (SELECT digest AS d FROM events WHERE starts_with(digest, $1) "
-            "UNION SELECT unnest(inputs) FROM events WHERE inputs IS NOT NULL) WHERE starts_with(d, $1) "
-            f"ORDER BY d LIMIT {_CANDIDATES + 1}",
+    return found
+
+
+def _named(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
+    """The newest version at each location of the artifacts named ``text``."""
+    return {
+        str(node): f"the version of {text!r} at {location}"
+        for location, node in con.execute(
+            "SELECT location, arg_max(coalesce(digest, location), timestamp) FROM artifacts "
+            "WHERE artifact_name = $1 AND op IN ('put', 'recorded', 'used') GROUP BY location ORDER BY location",
             [text],
-        ).fetchall():
-            found.setdefault(str(digest), "a digest with that prefix")
-    if len(found) == 1:
-        ((node, how),) = found.items()
-        return node, "run" if how == "run" else "artifact"
-    if not found:
-        hint = (
-            f" (a digest prefix needs at least {MIN_PREFIX} hex characters)"
-            if _HEX.fullmatch(text) and len(text) < MIN_PREFIX
-            else ""
-        )
-        raise NodeNotFoundError(
-            f"{text!r} is not a digest, digest prefix, location, path, artifact name or run id in the ledger{hint}; "
-            'find one with: scalable ledger query "SELECT artifact_name, digest, location FROM artifacts"'
-        )
-    listed = [f"{node} ({how})" for node, how in sorted(found.items())[:_CANDIDATES]]
-    more = " and more" if len(found) > _CANDIDATES else ""
-    raise AmbiguousNodeError(
-        f"{text!r} matches {len(found)} nodes{more}: {'; '.join(listed)}; give a full digest or a longer prefix"
-    )
+        ).fetchall()
+    }
+
+
+def _with_prefix(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
+    """The digests starting with ``text``, when it is a long enough hex prefix."""
+    if not (_HEX.fullmatch(text) and MIN_PREFIX <= len(text) < 64):
+        return {}
+    rows = con.execute(
+        "SELECT DISTINCT d FROM (SELECT digest AS d FROM events WHERE starts_with(digest, $1) "
+        "UNION SELECT unnest(inputs) FROM events WHERE inputs IS NOT NULL) WHERE starts_with(d, $1) "
+        f"ORDER BY d LIMIT {_CANDIDATES + 1}",
+        [text],
+    ).fetchall()
+    return {str(r[0]): "a digest with that prefix" for r in rows}
 
 
 # --- the walk ----------------------------------------------------------------------------------

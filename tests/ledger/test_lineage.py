@@ -325,6 +325,13 @@ def test_a_node_is_found_by_prefix_path_uri_name_or_run(ledger: Ledger, isolated
     assert raw in str(caught.value) and model in str(caught.value)
     with pytest.raises(NodeNotFoundError, match="at least 8 hex characters"):
         ledger.lineage("ab12cd3")
+    with bind(run_id="run-n"):  # a copy of other bytes under the same name elsewhere
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/raw.csv", "digest": D["a"],
+                       "artifact_name": "raw.csv"})  # fmt: skip
+    assert ledger.lineage("data/raw.csv").root == raw  # the path names its own version
+    with pytest.raises(AmbiguousNodeError, match=r"'raw\.csv' matches 2 nodes") as named:
+        ledger.lineage("raw.csv")  # the name alone: two locations, two versions
+    assert "s3://b/raw.csv" in str(named.value) and local in str(named.value)
 
 
 def test_a_local_path_with_spaces_and_unicode_names_its_version(
