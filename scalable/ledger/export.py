@@ -505,7 +505,7 @@ def prov_document(graph: LineageGraph) -> dict[str, Any]:
             if actor and rel == "derived_in_task":
                 derivation["prov:activity"] = actor
             relation("wasDerivedFrom", derivation)
-        elif rel == "reused" and e["src"] in runs and e["dst"] in runs:
+        elif rel in ("reused", "informed") and e["src"] in runs and e["dst"] in runs:
             informed.add((e["dst"], e["src"]))
     informed |= {(e["dst"], e["src"]) for e in graph.runs_only().edges if e["src"] in runs and e["dst"] in runs}
     for later, earlier in sorted(informed):
