@@ -383,6 +383,9 @@ class _Walker:
                     f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node"
                 )
             con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
+        #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
+        self.described: list[tuple[Any, ...]] = []
+        self._keys: dict[str, _Key] = {}
         #: tail edges: by the key of each end, data flow and context apart
         self.flow_by: dict[str, dict[_Key, list[_Row]]] = {"src": {}, "dst": {}}
         self.context_by: dict[str, dict[_Key, list[_Row]]] = {"src": {}, "dst": {}}
@@ -392,14 +395,15 @@ class _Walker:
             src = int(r[0]) if r[0] is not None else r[1]
             dst = int(r[2]) if r[2] is not None else r[3]
             row = (r[1], r[3], r[4], *r[6:])
+            if self.compacted:  # what each end's key is, known without a lookup
+                self._keys.setdefault(r[1], src)
+                self._keys.setdefault(r[3], dst)
             index = self.flow_by if r[5] else self.context_by
             if src is not None:
                 index["src"].setdefault(src, []).append((src, dst, row))
             if dst is not None:
                 index["dst"].setdefault(dst, []).append((src, dst, row))
-        #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
-        self.described: list[tuple[Any, ...]] = []
-        self._keys: dict[str, _Key] = {}
+
 
     def key_of(self, node: str) -> _Key:
         """The compacted id of ``node``, or its text when compacted edges do not know it."""
@@ -432,6 +436,9 @@ class _Walker:
             ).fetchall():
                 if r[4] in allowed:
                     rows.append((int(r[0]), int(r[1]), tuple(r[2:])))
+                    # Both ends are known to the compacted files now: no lookup of their ids later.
+                    self._keys.setdefault(r[2], int(r[0]))
+                    self._keys.setdefault(r[3], int(r[1]))
         index = (self.flow_by if flow else self.context_by)[by]
         for key in wanted:
             rows += [r for r in index.get(key, ()) if r[2][2] in allowed]
