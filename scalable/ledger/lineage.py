@@ -404,7 +404,6 @@ class _Walker:
             if dst is not None:
                 index["dst"].setdefault(dst, []).append((src, dst, row))
 
-
     def key_of(self, node: str) -> _Key:
         """The compacted id of ``node``, or its text when compacted edges do not know it."""
         if not self.compacted:
@@ -493,51 +492,26 @@ class _Walker:
             for src, dst, row in self.lookup(looked_up, by=near, flow=True, relations=flows)
         ]
 
-    def texts(self, keys: set[_Key]) -> dict[int, str]:
-        """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
+    def describe(self, keys: set[_Key]) -> None:
+        """Read the compacted descriptions of the ids in ``keys`` into ``described``."""
         ids = sorted(k for k in keys if isinstance(k, int))
-        found: dict[int, str] = {}
-        for id_, node, source, name, locations, size, kind in (
-            self.con.execute(
-                "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
-                "WHERE id IN (SELECT unnest($1::BIGINT[]))",
-                [ids],
-            ).fetchall()
-            if ids
-            else []
-        ):
-            found[int(id_)] = str(node)
-            if source is not None:
-                self.described.append((node, source, name, locations, size, kind))
-        return found
-
-
-def _edge(row: _Row, depth: int, direction: str) -> dict[str, Any]:
-    src, dst, relation, run_id, task_name, task_id, timestamp = row
-    return {
-        "src": src,
-        "dst": dst,
-        "relation": relation,
-        "run_id": run_id,
-        "task_name": task_name,
-        "task_id": task_id,
-        "timestamp": timestamp,
-        "depth": depth,
-        "direction": direction,
-    }
+        if not ids:
+            return
+        self.described += self.con.execute(
+            "SELECT node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
+            "WHERE id IN (SELECT unnest($1::BIGINT[])) AND source IS NOT NULL",
+            [ids],
+        ).fetchall()
 
 
 def _context_edge(row: _Row) -> dict[str, Any]:
-    src, dst, relation, run_id, task_name, task_id, timestamp = row
-    return {
-        "src": src,
-        "dst": dst,
-        "relation": relation,
-        "run_id": run_id,
-        "task_name": task_name,
-        "task_id": task_id,
-        "timestamp": timestamp,
-    }
+    """An edge as a graph holds it: ``src, dst, relation, run_id, task_name, task_id, timestamp``."""
+    return dict(zip(("src", "dst", "relation", "run_id", "task_name", "task_id", "timestamp"), row, strict=True))
+
+
+def _edge(row: _Row, depth: int, direction: str) -> dict[str, Any]:
+    """A walked edge: a context edge's fields, its depth and the direction of the walk that found it."""
+    return {**_context_edge(row), "depth": depth, "direction": direction}
 
 
 def _check_relations(relations: Iterable[str] | None) -> tuple[str, ...]:
@@ -854,7 +828,7 @@ def _describe_artifacts(
     names = _relations(con)
     known: list[tuple[Any, ...]] | None = None
     if walker.compacted and not walker.cutoff and not whole:
-        walker.texts({walker.key_of(n) for n in ids})
+        walker.describe({walker.key_of(n) for n in ids})
         known = walker.described
     found: list[tuple[Any, ...]] = list(known or [])
     if known is None or "_tail_events" in names:
