@@ -20,6 +20,7 @@ __all__ = [
     "EventValidationError",
     "IntegrityError",
     "InvalidKeyError",
+    "KeyConflictError",
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerWriteError",
@@ -156,7 +157,11 @@ class UnsupportedSchemeError(StoreError, ValueError):
 
 
 class UnsafeArtifactError(StoreError, ValueError):
-    """A directory holds something that cannot be stored safely (a link out, a fifo)."""
+    """Something cannot be stored or read safely: a link out of a tree or inside a store root, a fifo, a device."""
+
+
+class KeyConflictError(StoreError, FileExistsError):
+    """A put would nest an artifact inside another one, or put a file where a directory is (or the reverse)."""
 
 
 class IntegrityError(StoreError, ValueError):
