@@ -164,6 +164,7 @@ class FsspecArtifactStore(BaseArtifactStore):
         self.root = self.fs._strip_protocol(f"{scheme}://{m.group('rest')}").rstrip("/")
         self.base_uri = mask_secrets(f"{scheme}://{self.root}/")
         self._streaming = scheme in _STREAMING
+        self.concurrent_lookups = scheme in _BUCKETED
         self.stream_threshold = STREAM_THRESHOLD
 
     @classmethod
