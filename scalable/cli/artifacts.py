@@ -20,6 +20,7 @@ import click
 from scalable.cli.output import format_option, render_rows
 from scalable.errors import ConfigError
 from scalable.stores import BaseArtifactStore, build_artifact_store
+from scalable.uris import is_file_uri, uri_to_path
 
 __all__ = ["COMMANDS", "artifacts"]
 
@@ -31,8 +32,18 @@ _ROOT_HELP = (
 )
 
 
+def _as_path(uri: str) -> str:
+    """A ``file://`` URI as its (percent-decoded) local path, a trailing '/' kept; anything else as is."""
+    if not is_file_uri(uri):
+        return uri
+    path = str(uri_to_path(uri))
+    return path + "/" if uri.endswith("/") and not path.endswith("/") else path
+
+
 def _split(uri: str, root: str | None) -> tuple[BaseArtifactStore, str]:
     """Return the store and key a URI names (see the module docstring)."""
+    uri = _as_path(uri)
+    root = _as_path(root) if root is not None else None
     if root is not None:
         base = root if root.endswith("/") else root + "/"
         if not uri.startswith(base) or uri == base:

@@ -31,6 +31,7 @@ from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
 from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
 from scalable.ledger.views import connect
+from scalable.uris import open_location
 
 if TYPE_CHECKING:
     import duckdb
@@ -423,11 +424,7 @@ def latest_artifacts(
 
 def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent."""
-    import fsspec
-
-    protocol = location.split("://", 1)[0] if "://" in location else "file"
-    options = dict((storage_options or {}).get(protocol, {}))
-    fs, path = fsspec.core.url_to_fs(location, **options)
+    fs, path = open_location(location, storage_options)
     try:
         info = fs.info(path)
     except FileNotFoundError:

@@ -36,6 +36,7 @@ from scalable.errors import ConfigError
 from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
 from scalable.ledger.stream import complete_prefix, stream_files
+from scalable.uris import is_remote, local_path
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -390,7 +391,10 @@ def open_object_location(
     import fsspec
 
     try:
-        fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        if is_remote(uri):
+            fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        else:  # a local directory, as a path or a percent-encoded file:// URI
+            fs, root = fsspec.filesystem("file", **(storage_options or {})), str(local_path(uri))
     except (ValueError, ImportError) as exc:
         raise ConfigError(
             f"SCALABLE_RUNS_DIR_REMOTE {uri!r} cannot be opened ({exc}); use an fsspec URI such as "
