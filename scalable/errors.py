@@ -33,6 +33,7 @@ __all__ = [
     "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
+    "RestoreError",
     "RunNotFoundError",
     "ScalableError",
     "SessionError",
@@ -168,6 +169,15 @@ class IntegrityError(StoreError, ValueError):
     """Stored bytes no longer hash to their recorded digest."""
 
     exit_code = 1
+
+
+class RestoreError(IntegrityError):
+    """A replay restored every artifact it could; some were missing, unreadable or did not verify.
+
+    ``result`` is the replay's result (its ``failed`` list names each artifact not restored).
+    """
+
+    result: object = None
 
 
 class CacheError(ScalableError):

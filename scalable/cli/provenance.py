@@ -10,7 +10,7 @@ import click
 
 from scalable.cli.ledger import open_ledger
 from scalable.cli.output import format_option, render_rows, render_table
-from scalable.errors import ConfigError
+from scalable.errors import ConfigError, RestoreError
 from scalable.ledger.export import export_formats, lineage_formats
 
 __all__ = ["COMMANDS", "audit", "export", "lineage", "replay", "runs", "show"]
@@ -169,7 +169,9 @@ def export(ctx: click.Context, /, **paths: str | None) -> None:
 @click.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key."
+    "--into",
+    type=click.Path(file_okay=False),
+    help="Restore every stored artifact of the run into DIR, by key; exit 1 if any could not be restored.",
 )
 @click.option("--until", help="Replay only events at or before this ISO-8601 time.")
 @click.option(
@@ -182,23 +184,32 @@ def replay(
 ) -> None:
     """Replay RUN's events in order: restore its artifacts (verified), warm the cache, print its timeline."""
     from scalable.cache import Cache, WarmCache
-    from scalable.ledger.replay import Handler, Timeline
+    from scalable.ledger.replay import Handler, ReplayResult, Timeline
 
     led = open_ledger(ctx)
     handlers: list[Handler] = [Timeline(sys.stdout)] if print_timeline or not (into or warm_cache) else []
     warmer = WarmCache(Cache.from_settings(led.settings)) if warm_cache else None
     if warmer is not None:
         handlers.append(warmer)
-    result = led.replay(run_id, into=into, until=until, handlers=handlers)
+    try:
+        result = led.replay(run_id, into=into, until=until, handlers=handlers)
+    except RestoreError as exc:
+        if not isinstance(exc.result, ReplayResult):
+            raise
+        result = exc.result
     if into:
         click.echo(
             f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)"
         )
+        for failure in result.failed:
+            click.echo(f"not restored: {failure.key} ({failure.location}): {failure.reason}", err=True)
     if warmer is not None:
         click.echo(
             f"warmed {len(warmer.warmed)} cache entr{'y' if len(warmer.warmed) == 1 else 'ies'} "
             f"({len(warmer.already)} already local, {len(warmer.missing)} not on the remote)"
         )
+    if result.failed:
+        ctx.exit(RestoreError.exit_code)
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.

@@ -887,9 +887,17 @@ class BaseArtifactStore(ABC):
 
 
 def _open_source(path: Path) -> tuple[int, os.stat_result]:
-    """Open a local source without blocking (a fifo must not hang the put); return (fd, stat)."""
+    """Open a local source without blocking (a fifo must not hang the put); return (fd, stat).
+
+    A fifo, socket or device is refused before it is opened (its stat is checked first, and
+    again on the open file).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(mode := os.stat(path).st_mode) and not stat.S_ISDIR(mode):
+            raise UnsafeArtifactError(
+                f"cannot put {str(path)!r}: not a regular file or directory (a fifo, socket or device)"
+            )
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise ArtifactNotFoundError(f"cannot put {str(path)!r}: no such file or directory") from None
     except PermissionError:
