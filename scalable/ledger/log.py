@@ -53,6 +53,7 @@ from scalable.ledger.events import (
     new_writer_id,
     validate_event,
 )
+from scalable.ledger.runfiles import first_event, run_json, session_run, write_json, write_summary_json
 from scalable.logs import get_logger
 from scalable.settings import FsyncMode, Settings, load_settings
 
@@ -569,38 +570,43 @@ class Ledger:
         return records[0]
 
     def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> Path:
-        """Write ``run.json`` beside the stream: status, seal and the sealed stream length.
+        """Write ``run.json`` beside the stream: Scalable's run metadata, status, seal and the sealed stream length.
 
         It is derived state (rebuildable from the stream with :meth:`rebuild_summaries`) that
-        lets an audit notice a stream cut short, seal and all.
+        lets an audit notice a stream cut short, seal and all (see :mod:`scalable.ledger.runfiles`).
         """
-        attrs = json.loads(finished["attrs"])
-        summary = {"run_id": run_id, "status": attrs.get("status"), "finished_at": finished["timestamp"],
-                   "events": attrs.get("events"), "stream_bytes": stream_bytes, "seal": attrs.get("seal")}
-        path = self.stream_path(run_id).with_name(RUN_SUMMARY)
-        tmp = path.with_name(f".{RUN_SUMMARY}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        path = self.stream_path(run_id)
+        started = first_event(path, "run", "started")
+        return write_json(path.with_name(RUN_SUMMARY), run_json(run_id, started, finished, stream_bytes=stream_bytes))
 
     def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
-        """Rewrite every sealed run's ``run.json`` from its stream alone; return the files written.
+        """Rewrite every run's ``run.json`` (and a session's run's ``summary.json``) from its stream alone.
 
-        The result equals what sealing wrote: the summary is derived from the ``run/finished``
-        event and the stream's length up to it.
+        Returns the files written. The result equals what starting and sealing wrote: the
+        files are derived from the ``run/started`` and ``run/finished`` events and the
+        stream's length up to the seal (see :func:`scalable.ledger.runfiles.session_run`).
         """
         written = []
         for run_id in run_ids if run_ids is not None else self.run_ids():
+            path = self.stream_path(run_id)
             offset = 0
-            for raw in self.stream_path(run_id).read_bytes().split(b"\n")[:-1]:
+            started: dict[str, Any] | None = None
+            for raw in path.read_bytes().split(b"\n")[:-1]:
                 offset += len(raw) + 1
                 try:
                     record = decode_line(raw)
                 except ValueError:
                     continue
+                if record["event_type"] == "run" and record["op"] == "started" and started is None:
+                    started = record
                 if record["event_type"] == "run" and record["op"] == "finished":
                     written.append(self._write_summary(run_id, record, offset))
+                    if session_run(started):
+                        written.append(write_summary_json(path, run_id))
                     break
+            else:
+                if session_run(started):
+                    written.append(write_json(path.with_name(RUN_SUMMARY), run_json(run_id, started, None)))
         return written
 
     # --- durability ----------------------------------------------------------------------
