@@ -29,6 +29,9 @@ targets:
     queue: short
     walltime: "01:00:00"
     comm_port: 8786
+  cloud:
+    provider: kubernetes
+    image: ghcr.io/jgcri/gcam:7
 components:
   preprocess:
     cpus: 2
@@ -72,12 +75,12 @@ def test_a_scalable_manifest_runs_a_task_on_the_local_target(isolated: Path) -> 
 
 
 def test_a_target_this_scalable_cannot_run_is_refused_before_anything_starts(isolated: Path) -> None:
-    """from_yaml(target='hpc') on a slurm target says it is not supported yet, naming file and line; no run is written."""
+    """from_yaml(target='cloud') on a kubernetes target says it is not supported yet, naming file and line; no run is written."""
     path = isolated / "scalable.yaml"
     path.write_text(SCALABLE_MANIFEST)
     with pytest.raises(
         TargetNotSupportedError,
-        match=rf"^{path}:11: E_PROVIDER_NOT_SUPPORTED targets\.hpc\.provider: target 'hpc' uses provider 'slurm'",
+        match=rf"^{path}:16: E_PROVIDER_NOT_SUPPORTED targets\.cloud\.provider: target 'cloud' uses provider 'kubernetes'",
     ):
-        ScalableSession.from_yaml(path, target="hpc")
+        ScalableSession.from_yaml(path, target="cloud")
     assert not (isolated / ".scalable").exists()
