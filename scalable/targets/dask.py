@@ -213,8 +213,8 @@ class DaskRunner:
         worker = getattr(exc, "last_worker", None)
         where = self._describe(str(getattr(worker, "address", "?")), str(getattr(worker, "name", "")))
         return WorkerLostError(
-            f"task {env.task_name!r} of run {env.run_id!r} was lost: {where} ended while running it "
-            f"(on target {self._target.name!r}); the task's events on that worker are lost with it"
+            f"task {env.task_name!r} of run {env.run_id!r} was lost: {where} ended before the task finished "
+            f"(target {self._target.name!r}); the task's events on that worker are lost with it"
         )
 
     def _watch(self) -> None:
