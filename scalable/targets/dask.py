@@ -269,6 +269,7 @@ class DaskRunner:
 
 def _local_cluster(dist: Any, deployment: Deployment, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Start the LocalCluster of a ``dask`` target; return it and the resources of its tasks."""
+    from dask.utils import format_bytes
     from distributed.worker_memory import parse_memory_limit
 
     target = deployment.target
@@ -286,13 +287,16 @@ def _local_cluster(dist: Any, deployment: Deployment, options: Mapping[str, Any]
     for name in deployment.workers:
         spec = deployment.components[name]
         wanted[name] = component_resources(spec)
-        for resource, amount in wanted[name].items():
-            if amount > offered.get(resource, float("inf")):
-                unit = "cpus (threads_per_worker)" if resource == "cpus" else "bytes of memory (memory_limit)"
-                raise ConfigError(
-                    f"target {target.name!r}: component {name!r} asks for {amount:g} {resource} but each worker has "
-                    f"{offered[resource]:g} {unit}; raise the target's {unit.split('(')[1][:-1]} or lower the component's {resource}"
-                )
+        if spec.cpus > threads:
+            raise ConfigError(
+                f"target {target.name!r}: component {name!r} asks for {spec.cpus} cpus but each worker has "
+                f"{threads} (threads_per_worker); raise the target's threads_per_worker or lower the component's cpus"
+            )
+        if memory and wanted[name].get("memory", 0) > memory:
+            raise ConfigError(
+                f"target {target.name!r}: component {name!r} asks for {spec.memory} of memory but each worker has "
+                f"{format_bytes(memory)} (memory_limit); raise the target's memory_limit or lower the component's memory"
+            )
     extra: dict[str, Any] = {}
     if options["processes"]:
         extra["env"] = merged_env(target, deployment.components)
