@@ -39,6 +39,7 @@ test: $(VENV)/.dev-installed slurm-packages
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check scalable tests tools
+	$(PY) -m ruff format --check scalable tests tools
 	$(PY) -m mypy
 
 bench: $(VENV)/.dev-installed

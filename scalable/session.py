@@ -9,7 +9,7 @@ Tasks run on the target's provider (:mod:`scalable.targets`: threads or processe
 ``local``, a cluster for ``dask``); whatever the provider, a task's future completes only
 once its events are in the run's stream. Events that a task recorded on a worker without the
 client's filesystem come back as lines, which the session appends to the run unchanged
-(:meth:`~scalable.ledger.log.Ledger.append_records`) unless the run is sealed already.
+(:meth:`~scalable.ledger.log.Ledger.append_lines`) unless the run is sealed already.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from scalable.errors import (
 )
 from scalable.ledger import bus
 from scalable.ledger.context import make_run_id
+from scalable.ledger.durable import replace_file
 from scalable.ledger.log import Ledger
-from scalable.ledger.runfiles import write_json, write_summary_json, write_text
+from scalable.ledger.runfiles import write_json, write_summary_json
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.providers import PROVIDERS
@@ -560,8 +561,8 @@ class ScalableSession(TaskSession):
         directory = self._ledger.stream_path(self.run_id).parent
         try:
             if self.manifest is not None:
-                write_text(directory / "manifest.yaml", yaml.safe_dump(self.manifest.raw, sort_keys=True))
-                write_text(directory / "manifest.lock", self.manifest.lock + "\n")
+                replace_file(directory / "manifest.yaml", yaml.safe_dump(self.manifest.raw, sort_keys=True).encode())
+                replace_file(directory / "manifest.lock", (self.manifest.lock + "\n").encode())
             write_json(directory / "plan.json", scale_plan(self.manifest, self.target))
             self._ledger.rebuild_summaries([self.run_id])
         except OSError as exc:
@@ -592,7 +593,7 @@ class ScalableSession(TaskSession):
                 return
             for run_id, batch in lines.items():
                 if batch:
-                    self._ledger.append_records(run_id, batch)
+                    self._ledger.append_lines(run_id, batch)
 
     def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
         if not self.settings.telemetry:

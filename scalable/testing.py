@@ -62,7 +62,5 @@ def captured_events(event_types: Iterable[str] | None = None) -> Iterator[list[M
     try:
         yield events
     finally:
-        from scalable.ledger.log import flush_all
-
-        flush_all()
+        bus.flush_all()
         unsubscribe()

@@ -95,33 +95,3 @@ def test_arrows_point_one_way() -> None:
 def test_version_comes_from_metadata() -> None:
     """__version__ is the installed distribution's version."""
     assert scalable.__version__ and scalable.__version__ != "0.0.0"
-
-
-def _private_imports(path: Path) -> list[str]:
-    """``module:name`` of every private scalable module or name that ``path`` imports."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scalable"):
-            if any(part.startswith("_") for part in node.module.split(".")):
-                found.append(node.module)
-            found += [
-                f"{node.module}:{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
-            ]
-        elif isinstance(node, ast.Import):
-            found += [
-                a.name
-                for a in node.names
-                if a.name.startswith("scalable.") and any(p.startswith("_") for p in a.name.split("."))
-            ]
-    return found
-
-
-def test_no_module_imports_a_private_name_of_another() -> None:
-    """Outside the ledger package (whose split is checked with it), no module imports a _private module or name."""
-    bad = []
-    for path in (ROOT / "scalable").rglob("*.py"):
-        rel = path.relative_to(ROOT / "scalable")
-        if rel.parts[0] == "ledger":
-            continue
-        bad += [f"{rel}: {name}" for name in _private_imports(path)]
-    assert not bad, bad

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from bench import Figures, Targets, target
 from gen_events import artifact_digest, generate
+from lineage_baseline import baseline_lineage_sql
 
-from scalable.ledger.lineage import baseline_lineage_sql
 from scalable.ledger.log import Ledger
 from scalable.ledger.views import connect
 

@@ -118,9 +118,22 @@ def compact(
     # The ledger directory is created by the first compaction; the runs directory must exist.
     Ledger.open(opts.get("runs_dir"), None, must_exist=True)
     led = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"))
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label="compacting", file=sys.stderr)
+        bar.update(done - bar.pos)
+
     result = led.compact(
-        run_ids or None, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=sys.stderr.isatty()
+        run_ids or None,
+        keep_jsonl=keep_jsonl,
+        retire_before=retire_before,
+        progress=progress if sys.stderr.isatty() else None,
     )
+    if bar is not None:
+        bar.render_finish()
     summary = result.to_dict()
     render_rows([summary], list(summary), fmt)
     if result.streams_retired:

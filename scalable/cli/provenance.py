@@ -11,10 +11,26 @@ import click
 from scalable.cli.ledger import open_ledger
 from scalable.cli.output import format_option, render_rows, render_table
 from scalable.errors import ConfigError
+from scalable.ledger.export import export_formats, lineage_formats
 
 __all__ = ["COMMANDS", "audit", "export", "lineage", "replay", "runs", "show"]
 
 _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
+
+
+class _LineageFormat(click.Choice[str]):
+    """The lineage formats of the registry, read when the command runs (so added ones count)."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(lineage_formats())
+
+    @choices.setter
+    def choices(self, _value: tuple[str, ...]) -> None:
+        pass  # the registry is the one list
 
 
 @click.command()
@@ -66,32 +82,12 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
 @click.option("--both", "direction", flag_value="both", help="Both directions.")
 @click.option("--depth", type=click.IntRange(min=1), help="At most this many edges from NODE.")
 @click.option("--as-of", help="The lineage as it was at this ISO-8601 time.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["tree", "dot", "json", "prov", "openlineage"]),
-    default="tree",
-    show_default=True,
-    help="Output format.",
-)
+@click.option("--format", "fmt", type=_LineageFormat(), default="tree", show_default=True, help="Output format.")
 @click.pass_context
 def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as_of: str | None, fmt: str) -> None:
     """Trace NODE (a digest, location URI or run id) through runs and artifacts."""
     graph = open_ledger(ctx).lineage(node, direction=direction, depth=depth, as_of=as_of)
-    if fmt == "tree":
-        if direction == "both":
-            click.echo(graph.to_tree("up") + graph.to_tree("down").split("\n", 1)[1], nl=False)
-        else:
-            click.echo(graph.to_tree(direction), nl=False)
-    elif fmt == "dot":
-        click.echo(graph.to_dot(), nl=False)
-    elif fmt == "json":
-        click.echo(graph.to_json())
-    elif fmt == "prov":
-        click.echo(json.dumps(graph.to_prov(), indent=2, sort_keys=True))
-    else:
-        for event in graph.to_openlineage():
-            click.echo(json.dumps(event, sort_keys=True))
+    click.echo(graph.render(fmt), nl=False)
 
 
 @click.command()
@@ -139,33 +135,35 @@ def audit(ctx: click.Context, run_id: str | None, no_content: bool, fmt: str) ->
         ctx.exit(1)
 
 
-@click.command()
-@click.option(
-    "--sqlite", "sqlite_path", type=click.Path(dir_okay=False), help="Write a SQLite database (for Datasette)."
-)
-@click.option("--prov", "prov_path", type=click.Path(dir_okay=False), help="Write W3C PROV-JSON.")
-@click.option(
-    "--openlineage", "ol_path", type=click.Path(dir_okay=False), help="Write OpenLineage RunEvents as JSON lines."
-)
-@click.pass_context
-def export(ctx: click.Context, sqlite_path: str | None, prov_path: str | None, ol_path: str | None) -> None:
-    """Export the ledger to SQLite, PROV-JSON or OpenLineage (one or more at once)."""
-    from scalable.ledger.export import export_openlineage, export_prov, export_sqlite
+class _ExportCommand(click.Command):
+    """A command with one ``--NAME FILE`` option per export format of the registry, read when it runs."""
 
-    if not (sqlite_path or prov_path or ol_path):
-        raise ConfigError("nothing to export: give --sqlite FILE, --prov FILE and/or --openlineage FILE")
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        options: list[click.Parameter] = [
+            click.Option(
+                [f"--{fmt.name}", _export_dest(fmt.name)], type=click.Path(dir_okay=False), help=fmt.description
+            )
+            for fmt in export_formats()
+        ]
+        return [*options, *super().get_params(ctx)]
+
+
+def _export_dest(name: str) -> str:
+    return "to_" + name.replace("-", "_")
+
+
+@click.command(cls=_ExportCommand)
+@click.pass_context
+def export(ctx: click.Context, /, **paths: str | None) -> None:
+    """Export the whole ledger in one or more formats (one option each)."""
+    formats = export_formats()
+    chosen = [(fmt.export, path) for fmt in formats if fmt.export and (path := paths.get(_export_dest(fmt.name)))]
+    if not chosen:
+        options = [f"--{fmt.name} FILE" for fmt in formats]
+        raise ConfigError(f"nothing to export: give {', '.join(options[:-1])} and/or {options[-1]}")
     led = open_ledger(ctx)
-    if sqlite_path:
-        counts = export_sqlite(led, sqlite_path)
-        click.echo(f"wrote {sqlite_path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
-    if prov_path:
-        doc = export_prov(led, prov_path)
-        click.echo(
-            f"wrote {prov_path}: {len(doc.get('entity', {}))} entities, {len(doc.get('activity', {}))} activities"
-        )
-    if ol_path:
-        events = export_openlineage(led, ol_path)
-        click.echo(f"wrote {ol_path}: {len(events)} run events")
+    for write, path in chosen:
+        click.echo(write(led, path))
 
 
 @click.command()

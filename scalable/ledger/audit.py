@@ -25,19 +25,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.digests import sha256_stream, tree_digest
+from scalable.errors import RunNotFoundError
+from scalable.ledger import bus
 from scalable.ledger.events import GENESIS, encode_line
-from scalable.ledger.log import RUN_SUMMARY, read_stream, seal_digest
+from scalable.ledger.generations import EVENTS_DIR, read_generation
+from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
+from scalable.ledger.views import connect
 
 if TYPE_CHECKING:
     import duckdb
+
+    from scalable.ledger.log import Ledger
 
 __all__ = [
     "AuditReport",
     "Problem",
     "audit_content",
+    "audit_ledger",
     "audit_rows",
     "audit_stream",
     "audit_streams",
+    "audit_structure",
     "hash_location",
     "latest_artifacts",
 ]
@@ -90,8 +98,14 @@ class AuditReport:
             "events": self.events,
             "artifacts": self.artifacts,
             "problems": [
-                {"run_id": p.run_id, "where": p.where, "kind": p.kind, "message": p.message,
-                 "expected": p.expected, "found": p.found}
+                {
+                    "run_id": p.run_id,
+                    "where": p.where,
+                    "kind": p.kind,
+                    "message": p.message,
+                    "expected": p.expected,
+                    "found": p.found,
+                }
                 for p in self.problems
             ],
         }
@@ -115,21 +129,21 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
     sha256 = hashlib.sha256
-    for number, raw, record in reader.lines():
+    for number, raw, event in reader.lines():
         events += 1
-        writer = record["writer"]
-        seq = record["seq"]
+        writer = event["writer"]
+        seq = event["seq"]
         digest = sha256(raw).hexdigest()
-        event_id = record["event_id"]
+        event_id = event["event_id"]
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        late = seal is not None and not (record["op"] == "retired" and record["event_type"] == "run")
-        if record["run_id"] != run_id or event_id in seen_ids or seq != want_seq or record["prev"] != want_prev or late:
-            _line_problems(run_id, f"{path}:{number}", record, seen_ids, want_seq, want_prev, seal_line, late, problems)
+        late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
+        if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
+            _line_problems(run_id, f"{path}:{number}", event, seen_ids, want_seq, want_prev, seal_line, late, problems)
         seen_ids.setdefault(event_id, number)
-        if seal is None and record["op"] == "finished" and record["event_type"] == "run":
-            attrs = json.loads(record.get("attrs") or "{}")
+        if seal is None and event["op"] == "finished" and event["event_type"] == "run":
+            attrs = json.loads(event.get("attrs") or "{}")
             seal = attrs.get("seal") or {}
             seal_line = number
             sealed_positions = {w: v for w, v in last.items() if w != writer}
@@ -186,13 +200,27 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             digest = hashlib.sha256(encode_line(row)[:-1]).hexdigest()
             hashes[(writer, row["seq"])] = digest
             if row["seq"] != want_seq:
-                problems.append(Problem(run_id, here, "seq-gap" if row["seq"] > want_seq else "seq-order",
-                                        f"writer {writer} sequence broken (not accounted for by a tombstone)",
-                                        expected=str(want_seq), found=str(row["seq"])))
+                problems.append(
+                    Problem(
+                        run_id,
+                        here,
+                        "seq-gap" if row["seq"] > want_seq else "seq-order",
+                        f"writer {writer} sequence broken (not accounted for by a tombstone)",
+                        expected=str(want_seq),
+                        found=str(row["seq"]),
+                    )
+                )
             elif row["prev"] != want_prev:
-                problems.append(Problem(run_id, here, "chain-broken",
-                                        f"writer {writer}: prev does not hash the writer's previous event",
-                                        expected=want_prev, found=row["prev"]))
+                problems.append(
+                    Problem(
+                        run_id,
+                        here,
+                        "chain-broken",
+                        f"writer {writer}: prev does not hash the writer's previous event",
+                        expected=want_prev,
+                        found=row["prev"],
+                    )
+                )
             want_seq, want_prev = row["seq"] + 1, digest
             if row["event_type"] == "run" and row["op"] == "finished" and seal is None:
                 seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
@@ -205,28 +233,43 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             if found is None and gone is not None and head.get("seq", -1) <= gone.get("last_seq", -1):
                 continue  # the sealed line itself was retired; the tombstone accounts for it
             if found != head.get("head"):
-                problems.append(Problem(run_id, f"{where}: seal", "seal-mismatch",
-                                        f"writer {writer}'s sealed head does not match its events",
-                                        expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
-                                        found=f"{found[:12]}" if found else "missing"))
+                problems.append(
+                    Problem(
+                        run_id,
+                        f"{where}: seal",
+                        "seal-mismatch",
+                        f"writer {writer}'s sealed head does not match its events",
+                        expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
+                        found=f"{found[:12]}" if found else "missing",
+                    )
+                )
         for writer, chain in by_writer.items():
             limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
             late = [r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")]
             if late:
-                problems.append(Problem(run_id, f"{where}: writer {writer} seq {late[0]['seq']}", "after-seal",
-                                        f"{len(late)} event(s) of writer {writer} are not covered by the seal"))
+                problems.append(
+                    Problem(
+                        run_id,
+                        f"{where}: writer {writer} seq {late[0]['seq']}",
+                        "after-seal",
+                        f"{len(late)} event(s) of writer {writer} are not covered by the seal",
+                    )
+                )
         if key:
             expected = seal_digest(run_id, heads, key)
             if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
-                problems.append(Problem(run_id, f"{where}: seal", "seal-forged",
-                                        "seal HMAC does not verify under SCALABLE_LEDGER_KEY"))
+                problems.append(
+                    Problem(
+                        run_id, f"{where}: seal", "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
+                    )
+                )
     return report
 
 
 def _line_problems(
     run_id: str,
     where: str,
-    record: dict[str, Any],
+    event: dict[str, Any],
     seen_ids: dict[str, int],
     want_seq: int,
     want_prev: str,
@@ -235,21 +278,48 @@ def _line_problems(
     problems: list[Problem],
 ) -> None:
     """Name what is wrong with one line (the fast path only found that something is)."""
-    writer, seq, event_id = record["writer"], record["seq"], record["event_id"]
-    if record["run_id"] != run_id:
-        problems.append(Problem(run_id, where, "foreign-event", "event of another run in this stream",
-                                expected=run_id, found=record["run_id"]))
+    writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
+    if event["run_id"] != run_id:
+        problems.append(
+            Problem(
+                run_id,
+                where,
+                "foreign-event",
+                "event of another run in this stream",
+                expected=run_id,
+                found=event["run_id"],
+            )
+        )
     if event_id in seen_ids:
-        problems.append(Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}"))
+        problems.append(
+            Problem(run_id, where, "duplicate-event", f"event {event_id} already at line {seen_ids[event_id]}")
+        )
     if seq != want_seq:
-        problems.append(Problem(run_id, where, "seq-gap" if seq > want_seq else "seq-order",
-                                f"writer {writer} sequence broken", expected=str(want_seq), found=str(seq)))
-    elif record["prev"] != want_prev:
-        problems.append(Problem(run_id, where, "chain-broken",
-                                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
-                                expected=want_prev, found=record["prev"]))
+        problems.append(
+            Problem(
+                run_id,
+                where,
+                "seq-gap" if seq > want_seq else "seq-order",
+                f"writer {writer} sequence broken",
+                expected=str(want_seq),
+                found=str(seq),
+            )
+        )
+    elif event["prev"] != want_prev:
+        problems.append(
+            Problem(
+                run_id,
+                where,
+                "chain-broken",
+                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
+                expected=want_prev,
+                found=event["prev"],
+            )
+        )
     if sealed:
-        problems.append(Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}"))
+        problems.append(
+            Problem(run_id, where, "after-seal", f"event appended after the run was sealed at line {seal_line}")
+        )
 
 
 def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
@@ -265,11 +335,20 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
     size = path.stat().st_size
     recorded = summary.get("stream_bytes")
     if isinstance(recorded, int) and size < recorded:
-        problems.append(Problem(run_id, f"{path}:end", "truncated",
-                                f"stream is {size} bytes but was {recorded} bytes when sealed",
-                                expected=str(recorded), found=str(size)))
+        problems.append(
+            Problem(
+                run_id,
+                f"{path}:end",
+                "truncated",
+                f"stream is {size} bytes but was {recorded} bytes when sealed",
+                expected=str(recorded),
+                found=str(size),
+            )
+        )
     elif not sealed and "stream_bytes" in summary:  # an open run's run.json has no sealed length
-        problems.append(Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal"))
+        problems.append(
+            Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal")
+        )
 
 
 def _check_seal(
@@ -286,18 +365,30 @@ def _check_seal(
     for writer, head in heads.items():
         found = positions.get(writer)
         if found is None:
-            problems.append(Problem(run_id, where, "seal-mismatch", f"sealed writer {writer} has no lines before the seal"))
+            problems.append(
+                Problem(run_id, where, "seal-mismatch", f"sealed writer {writer} has no lines before the seal")
+            )
         elif found[0] != head.get("seq") or found[1] != head.get("head"):
-            problems.append(Problem(run_id, where, "seal-mismatch",
-                                    f"writer {writer}'s last line before the seal differs from the sealed head (line removed, edited or truncated)",
-                                    expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
-                                    found=f"seq {found[0]} {found[1][:12]}"))
+            problems.append(
+                Problem(
+                    run_id,
+                    where,
+                    "seal-mismatch",
+                    f"writer {writer}'s last line before the seal differs from the sealed head (line removed, edited or truncated)",
+                    expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
+                    found=f"seq {found[0]} {found[1][:12]}",
+                )
+            )
     for writer in positions.keys() - heads.keys():
-        problems.append(Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed"))
+        problems.append(
+            Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed")
+        )
     if key:
         expected = seal_digest(run_id, heads, key)
         if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
-            problems.append(Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"))
+            problems.append(
+                Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
+            )
 
 
 def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None) -> AuditReport:
@@ -318,7 +409,9 @@ SELECT location, digest, run_id, kind FROM (
 """
 
 
-def latest_artifacts(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[tuple[str, str, str, str | None]]:
+def latest_artifacts(
+    con: duckdb.DuckDBPyConnection, run_id: str | None = None
+) -> list[tuple[str, str, str, str | None]]:
     """Return ``(location, digest, run_id, kind)`` of the latest artifact at each location.
 
     A location whose latest event is ``artifact/deleted`` is left out: it is meant to be gone.
@@ -369,11 +462,23 @@ def audit_content(
         except (OSError, ValueError, ImportError) as exc:
             return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
         if found is None:
-            return Problem(run_id, location, "content-missing", "the artifact is no longer at its location",
-                           expected=digest, found="nothing")
+            return Problem(
+                run_id,
+                location,
+                "content-missing",
+                "the artifact is no longer at its location",
+                expected=digest,
+                found="nothing",
+            )
         if found != digest:
-            return Problem(run_id, location, "content-changed", "stored bytes no longer hash to the recorded digest",
-                           expected=digest, found=found)
+            return Problem(
+                run_id,
+                location,
+                "content-changed",
+                "stored bytes no longer hash to the recorded digest",
+                expected=digest,
+                found=found,
+            )
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -382,4 +487,72 @@ def audit_content(
                 report.problems.append(problem)
             if progress is not None:
                 progress(1)
+    return report
+
+
+def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
+    """Check every run's events (one run, or all): lines parse, chains hold, seals match.
+
+    A run whose stream is still here is read line by line (problems name file:line). A
+    run whose stream compaction retired is checked from its compacted rows: each row is
+    re-encoded to its exact line, so chains and seals verify the same way, and retention
+    tombstones (``run/retired``) account for the events they removed.
+
+    Raises:
+        RunNotFoundError: ``run_id`` has no events.
+    """
+    bus.flush_all()
+    location = ledger.location
+    streams = set(ledger.run_ids())
+    # Compacted runs whose stream is gone (or came back holding only later events).
+    retired = location.runs_without_stream(read_generation(location))
+    runs = [run_id] if run_id is not None else sorted(streams | retired)
+    from_rows = [r for r in runs if r in retired]
+    from_streams = [r for r in runs if r not in retired]
+    for r in from_streams:
+        if not ledger.stream_path(r).exists():
+            raise RunNotFoundError(f"run {r!r} has no stream under {str(ledger.runs_dir)!r} and no compacted events")
+    key = ledger.settings.ledger_key
+    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams], key=key)
+    if from_rows:
+        con = connect(ledger)
+        try:
+            for r in from_rows:
+                rows = con.execute("SELECT * FROM events WHERE run_id = $1 ORDER BY writer, seq", [r]).fetchall()
+                columns = [d[0] for d in con.description or []]
+                where = f"{location.display(EVENTS_DIR)} (run {r})"
+                report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where, key=key))
+        finally:
+            con.close()
+    return report
+
+
+def audit_ledger(
+    ledger: Ledger,
+    run_id: str | None = None,
+    *,
+    content: bool = True,
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
+    """Audit one run or the whole ledger: its structure, and (``content``) the stored bytes.
+
+    Args:
+        ledger: the ledger.
+        run_id: audit only this run.
+        content: re-hash the latest artifact at every location against its recorded digest.
+        storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
+        progress: called with the number of artifacts checked, as they complete.
+
+    Raises:
+        RunNotFoundError: ``run_id`` has no events.
+    """
+    report = audit_structure(ledger, run_id)
+    if content:
+        con = connect(ledger)
+        try:
+            items = latest_artifacts(con, run_id)
+        finally:
+            con.close()
+        report.extend(audit_content(items, storage_options=storage_options, progress=progress))
     return report

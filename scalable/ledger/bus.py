@@ -1,28 +1,147 @@
-"""The bus: where components publish events and anything may subscribe.
+"""The bus: the active ledger, publishing to it, and every registry of the process.
 
 ``active()`` is the ledger events go to: the innermost open session's ledger, else a default
 ledger opened from settings (with an implicit per-process run). ``publish`` appends to it.
 Publishing is a no-op when ``SCALABLE_TELEMETRY=0``.
+
+The registries of the process live here as well: each ledger's subscribers and those of
+every ledger (:class:`Subscribers`, :func:`subscribe`, :func:`notify`), and the open ledgers,
+whose queued events :func:`flush_all` writes before anything reads. The ledger facade
+(:mod:`scalable.ledger.log`) registers itself here; this module never imports it.
 """
 
 from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scalable.ledger.log import Ledger, Subscriber, subscribe_all
+from scalable.logs import get_logger
 
-__all__ = ["activate", "active", "publish", "publish_async", "publish_many", "reset_default", "subscribe"]
+if TYPE_CHECKING:
+    from scalable.ledger.log import Ledger
 
+__all__ = [
+    "Subscriber",
+    "Subscribers",
+    "activate",
+    "active",
+    "flush_all",
+    "has_subscribers",
+    "notify",
+    "open_ledgers",
+    "publish",
+    "publish_async",
+    "publish_many",
+    "register",
+    "reset_default",
+    "set_opener",
+    "subscribe",
+]
+
+Subscriber = Callable[[Mapping[str, Any]], None]
+_Entry = tuple[Subscriber, frozenset[str] | None]
+_log = get_logger("scalable.ledger")
+
+
+class Subscribers:
+    """A registry of subscriber callbacks, each optionally limited to some event types.
+
+    Entries are replaced, never mutated, so a notification walks a snapshot while others
+    subscribe or unsubscribe.
+    """
+
+    __slots__ = ("_lock", "entries")
+
+    def __init__(self, entries: Iterable[_Entry] = ()) -> None:
+        self.entries: tuple[_Entry, ...] = tuple(entries)
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def add(self, callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
+        """Add ``callback``; return a function that removes it again."""
+        entry: _Entry = (callback, frozenset(event_types) if event_types is not None else None)
+        with self._lock:
+            self.entries = (*self.entries, entry)
+        return lambda: self.discard(entry)
+
+    def discard(self, entry: _Entry) -> None:
+        """Remove ``entry`` if it is still registered."""
+        with self._lock:
+            self.entries = tuple(e for e in self.entries if e is not entry)
+
+
+_everywhere = Subscribers()
+_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
+_opener: Callable[[], Ledger] | None = None
 _lock = threading.RLock()
 _stack: list[Ledger] = []
 _default: Ledger | None = None
 # A context-local override of the process-wide stack (tasks of a worker running in parallel).
 _scoped: ContextVar[Ledger | None] = ContextVar("scalable_scoped_ledger", default=None)
+
+
+def set_opener(opener: Callable[[], Ledger]) -> None:
+    """Set how the default ledger is opened (the facade passes ``Ledger.open``)."""
+    global _opener
+    _opener = opener
+
+
+def register(ledger: Ledger) -> None:
+    """Add ``ledger`` to the open ledgers of the process (held weakly)."""
+    _ledgers.add(ledger)
+
+
+def open_ledgers() -> list[Ledger]:
+    """Return the ledgers of this process that have not been garbage-collected."""
+    return list(_ledgers)
+
+
+def flush_all() -> None:
+    """Write the queued events of every ledger in this process (reads call this first)."""
+    for ledger in list(_ledgers):
+        ledger.flush()
+
+
+def subscribe(callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
+    """Call ``callback(event)`` for every event appended by any ledger of this process.
+
+    A callback that raises is logged and detached; it never breaks an append.
+
+    Returns:
+        A function that unsubscribes the callback.
+    """
+    return _everywhere.add(callback, event_types)
+
+
+def has_subscribers(own: Subscribers) -> bool:
+    """Whether an event of the ledger with subscribers ``own`` has anyone to go to."""
+    return bool(own.entries or _everywhere.entries)
+
+
+def notify(own: Subscribers, events: Sequence[Mapping[str, Any]]) -> None:
+    """Hand ``events`` to a ledger's own subscribers ``own`` and to those of every ledger.
+
+    A callback that raises is logged and detached from both registries.
+    """
+    for entry in (*own.entries, *_everywhere.entries):
+        callback, types = entry
+        for event in events:
+            if types is not None and event["event_type"] not in types:
+                continue
+            try:
+                callback(event)
+            except Exception as exc:
+                _log.error("ledger.subscriber_detached", subscriber=repr(callback), error=repr(exc))
+                own.discard(entry)
+                _everywhere.discard(entry)
+                break
 
 
 def active() -> Ledger:
@@ -36,8 +155,10 @@ def active() -> Ledger:
     with _lock:
         if _stack:
             return _stack[-1]
-        if _default is None or _default._closed:
-            _default = Ledger.open()
+        if _default is None or _default.closed:
+            if _opener is None:
+                raise RuntimeError("no ledger opener is set; import scalable.ledger first")
+            _default = _opener()
         return _default
 
 
@@ -71,7 +192,7 @@ def activate(ledger: Ledger, *, scoped: bool = False) -> Iterator[Ledger]:
 
 
 def publish(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Append ``event`` to the active ledger; return the record, or ``None`` if telemetry is off."""
+    """Append ``event`` to the active ledger; return it as written, or ``None`` if telemetry is off."""
     ledger = active()
     if not ledger.settings.telemetry:
         return None
@@ -91,15 +212,6 @@ def publish_many(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     if not ledger.settings.telemetry:
         return []
     return ledger.append_many(events)
-
-
-def subscribe(callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
-    """Call ``callback(record)`` for every event appended by any ledger of this process.
-
-    Returns:
-        A function that unsubscribes the callback.
-    """
-    return subscribe_all(callback, event_types)
 
 
 def reset_default() -> None:

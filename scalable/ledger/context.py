@@ -46,9 +46,7 @@ def implicit_run_id() -> str:
 
 
 @contextmanager
-def bind(
-    *, run_id: str | None = None, task_name: str | None = None, component: str | None = None
-) -> Iterator[None]:
+def bind(*, run_id: str | None = None, task_name: str | None = None, component: str | None = None) -> Iterator[None]:
     """Make events raised inside the block carry ``run_id``/``task_name``/``component``."""
     tokens = []
     if run_id is not None:

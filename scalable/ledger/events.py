@@ -1,4 +1,4 @@
-"""Event records, the one column table, and their codecs (JSON line, Arrow). No I/O here.
+"""Events: the one column table, the frozen event, and their codecs (JSON line, Arrow). No I/O here.
 
 The column table :data:`COLUMNS` is the single source of truth: the JSON-line validator,
 the Arrow schema (:func:`arrow_schema`, used for Parquet) and the DuckDB column spec of the
@@ -117,7 +117,11 @@ _STRING_FIELDS: Final = frozenset(c.name for c in COLUMNS if c.type == "string")
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event as read back from a stream (all columns; absent ones are ``None``)."""
+    """One event as read back from a stream (all columns; absent ones are ``None``).
+
+    :meth:`StreamReader.events() <scalable.ledger.stream.StreamReader.events>` yields these;
+    elsewhere events travel as plain mappings of their columns.
+    """
 
     event_id: str
     event_type: str
@@ -347,7 +351,9 @@ def validate_event(
     if ops is None:
         raise EventValidationError(f"event_type {etype!r} is not one of {', '.join(EVENT_OPS)}")
     if out.get("op") not in ops:
-        raise EventValidationError(f"op {out.get('op')!r} is not valid for {etype} events; use one of {', '.join(sorted(ops))}")
+        raise EventValidationError(
+            f"op {out.get('op')!r} is not valid for {etype} events; use one of {', '.join(sorted(ops))}"
+        )
     return out
 
 
@@ -356,9 +362,9 @@ def _dumps_sorted(value: Mapping[str, Any]) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def encode_line(record: Mapping[str, Any]) -> bytes:
+def encode_line(event: Mapping[str, Any]) -> bytes:
     """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
-    return orjson.dumps({k: v for k, v in record.items() if v is not None}, option=LINE_OPTIONS) + b"\n"
+    return orjson.dumps({k: v for k, v in event.items() if v is not None}, option=LINE_OPTIONS) + b"\n"
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:
@@ -432,11 +438,9 @@ def duckdb_columns() -> dict[str, str]:
     return {c.name: _DUCKDB_TYPES[c.type] for c in COLUMNS}
 
 
-def to_arrow(records: Iterable[Mapping[str, Any]]) -> pa.Table:
+def to_arrow(events: Iterable[Mapping[str, Any]]) -> pa.Table:
     """Build an Arrow table of the event schema from decoded column mappings."""
     import pyarrow as pa
 
-    rows = list(records)
-    return pa.Table.from_pydict(
-        {name: [r.get(name) for r in rows] for name in COLUMN_NAMES}, schema=arrow_schema()
-    )
+    rows = list(events)
+    return pa.Table.from_pydict({name: [r.get(name) for r in rows] for name in COLUMN_NAMES}, schema=arrow_schema())

@@ -1,31 +1,20 @@
-"""Lineage: the edges of provenance, recursive walks over them, and the graph they form.
+"""Lineage: the graph of a node's provenance, walked over the ledger's views.
 
-Model. Nodes are run ids and artifacts; an artifact is its content digest (a version of the
-bytes), or a URI when no digest is known. A URI given as an input resolves to the digest that
-was last put or recorded at that location at the time of the event (an ASOF join), so lineage
-follows versions, not names. Edges run in the direction data flows (``src`` -> ``dst``):
+:func:`trace` opens the views (:mod:`scalable.ledger.views`), walks from a node and describes
+what it met; what an edge is and how edges are derived from events is in
+:mod:`scalable.ledger.edges`.
 
-============  ============================  ==================================================
-relation      src -> dst                    from
-============  ============================  ==================================================
-generated     run -> artifact               artifact put / recorded, cache write
-used          artifact -> run               artifact get, cache hit, every ``inputs`` entry
-derived_from  input -> artifact             every ``inputs`` entry of an artifact or cache write
-reused        writing run -> reading run    a cache hit on an entry another run wrote
-============  ============================  ==================================================
+Compaction writes the edges of the compacted events next to them
+(:mod:`scalable.ledger.lineage_files`): one Parquet file sorted by ``dst`` and a copy sorted by
+``src``, in small row groups, plus the node descriptions sorted by node id. Their min/max
+statistics let a lookup read only the few row groups that can hold its nodes, so
+:func:`lineage_graph` walks level by level with such lookups instead of joining the whole
+edge set at every step. The ``lineage`` view is those compacted edges plus the edges of the
+events not compacted yet, computed on the fly; without compacted edges (an older generation,
+a ledger on object storage) it is computed from the ``events`` view as a whole.
 
-``ancestors(node)`` walks edges backwards (what ``node`` came from), ``descendants(node)``
-forwards (what came of it); both are breadth-first, cycle-safe (an edge is visited once, at
-its smallest depth) and bounded by ``max_depth``.
-
-Layout. Compaction writes the edges of the compacted events next to them (see
-:mod:`scalable.ledger.compact`): one Parquet file sorted by ``dst`` and a copy sorted by
-``src``, in small row groups, plus the node descriptions sorted by ``node``. Their min/max
-statistics let a lookup ``WHERE dst IN (...)`` read only the few row groups that can hold its
-nodes, so :func:`lineage_graph` walks level by level with such lookups instead of joining the
-whole edge set at every step. The ``lineage`` view is those compacted edges plus the edges of
-the events not compacted yet, computed on the fly; without compacted edges (an older manifest,
-a remote ledger) it is computed from the ``events`` view as a whole.
+A graph renders in every lineage format of the registry (:meth:`LineageGraph.render`,
+:mod:`scalable.ledger.export`).
 """
 
 from __future__ import annotations
@@ -38,173 +27,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from scalable.errors import ConfigError, NodeNotFoundError
+from scalable.ledger.edges import nodes_sql
+from scalable.ledger.export import render_lineage
+from scalable.ledger.sql import quote as sql_quote
+from scalable.ledger.views import connect
+
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = [
-    "LineageGraph",
-    "baseline_lineage_sql",
-    "create_lineage_views",
-    "edges_sql",
-    "inputs_sql",
-    "lineage_graph",
-    "nodes_sql",
-    "versions_sql",
-]
+    from scalable.ledger.log import Ledger
 
+__all__ = ["DIRECTIONS", "LineageGraph", "lineage_graph", "trace"]
+
+#: Directions of a walk: what a node came from, what came of it, or both.
+DIRECTIONS = ("up", "down", "both")
 _PRODUCER = "https://pypi.org/project/scalable/"
 _OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_EDGE_COLUMNS = "src, dst, relation, run_id, task_name, timestamp"
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def versions_sql(events: str) -> str:
-    """SQL of the artifact versions of ``events``: ``location, digest, timestamp`` of each put and record."""
-    return (
-        f"SELECT location, digest, timestamp FROM {events} WHERE event_type = 'artifact' "
-        "AND op IN ('put', 'recorded') AND location IS NOT NULL AND digest IS NOT NULL"
-    )
-
-
-def inputs_sql(events: str, versions: str) -> str:
-    """SQL of the ``inputs`` entries of ``events``, each resolved to the node it stands for.
-
-    Args:
-        events: a relation with the event columns (a view name).
-        versions: a relation ``location, digest, timestamp`` of artifact versions that URI
-            inputs resolve against (the newest version at or before the event).
-    """
-    # The newest version at or before each event, found by a join and arg_max rather than an
-    # ASOF join, which DuckDB cannot plan inside the recursive CTEs of the walk macros.
-    return (
-        f"SELECT i.input, coalesce(arg_max(v.digest, v.timestamp), i.input) AS input_node, i.output, i.run_id, "
-        f"i.task_name, i.timestamp "
-        f"FROM (SELECT event_id, unnest(inputs) AS input, generate_subscripts(inputs, 1) AS pos, "
-        f"coalesce(digest, location) AS output, run_id, task_name, timestamp "
-        f"FROM {events} WHERE inputs IS NOT NULL AND len(inputs) > 0 "
-        f"AND (event_type = 'artifact' OR (event_type = 'cache' AND op = 'write'))) i "
-        f"LEFT JOIN {versions} v ON i.input = v.location AND v.timestamp <= i.timestamp "
-        f"GROUP BY i.event_id, i.pos, i.input, i.output, i.run_id, i.task_name, i.timestamp"
-    )
-
-
-def edges_sql(events: str, inputs: str) -> str:
-    """SQL of the lineage edges made by the events of relation ``events``.
-
-    Args:
-        events: a relation with the event columns (a view name).
-        inputs: a view of :func:`inputs_sql` over the same events.
-    """
-    return f"""
-       SELECT run_id AS src, coalesce(digest, location) AS dst, 'generated' AS relation, run_id, task_name, timestamp
-         FROM {events}
-        WHERE ((event_type = 'artifact' AND op IN ('put', 'recorded')) OR (event_type = 'cache' AND op = 'write'))
-          AND coalesce(digest, location) IS NOT NULL
-       UNION ALL
-       SELECT coalesce(digest, location), run_id, 'used', run_id, task_name, timestamp
-         FROM {events}
-        WHERE ((event_type = 'artifact' AND op = 'get') OR (event_type = 'cache' AND op = 'hit'))
-          AND coalesce(digest, location) IS NOT NULL
-       UNION ALL
-       SELECT input_node, output, 'derived_from', run_id, task_name, timestamp FROM {inputs} WHERE output IS NOT NULL
-       UNION ALL
-       SELECT DISTINCT input_node, run_id, 'used', run_id, task_name,
-              min(timestamp) OVER (PARTITION BY input_node, run_id, task_name)
-         FROM {inputs}
-       UNION ALL
-       SELECT json_extract_string(attrs, '$.writer_run'), run_id, 'reused', run_id, task_name, timestamp
-         FROM {events}
-        WHERE event_type = 'cache' AND op = 'hit' AND json_extract_string(attrs, '$.writer_run') IS NOT NULL
-          AND json_extract_string(attrs, '$.writer_run') <> run_id"""
-
-
-def nodes_sql(events: str) -> str:
-    """SQL of the artifact node descriptions in ``events``, one row per node and source.
-
-    ``source`` is ``artifact`` (name, distinct locations, size and kind of the artifact events
-    of the node) or ``cache`` (the function and size of the cache writes of a digest); where
-    events disagree the smallest value is taken, so every read order gives the same result.
-    """
-    return f"""
-       SELECT coalesce(digest, location) AS node, 'artifact' AS source, min(artifact_name) AS name,
-              list(DISTINCT location) FILTER (WHERE location IS NOT NULL) AS locations,
-              min(size_bytes) AS size_bytes, min(kind) AS kind
-         FROM {events} WHERE event_type = 'artifact' AND coalesce(digest, location) IS NOT NULL GROUP BY 1
-       UNION ALL
-       SELECT digest, 'cache', min(function_name), CAST([] AS VARCHAR[]), min(size_bytes), 'cache'
-         FROM {events} WHERE event_type = 'cache' AND op = 'write' AND digest IS NOT NULL GROUP BY 1"""
-
-
-def baseline_lineage_sql() -> str:
-    """``CREATE TEMP VIEW`` statements of ``_baseline_lineage``: every edge computed from ``events``."""
-    return (
-        f"CREATE TEMP VIEW _baseline_inputs AS {inputs_sql('events', '_artifact_versions')}; "
-        f"CREATE TEMP VIEW _baseline_lineage AS {edges_sql('events', '_baseline_inputs')}"
-    )
-
-
-def _walk_macro(name: str, anchor: str, join: str) -> str:
-    return f"""CREATE MACRO {name}(node, max_depth := 100) AS TABLE
-       WITH RECURSIVE walk(src, dst, relation, run_id, task_name, timestamp, depth)
-       USING KEY (src, dst, relation, run_id) AS (
-         SELECT src, dst, relation, run_id, task_name, timestamp, 1 FROM lineage WHERE {anchor} = _resolve(node)
-         UNION
-         SELECT l.src, l.dst, l.relation, l.run_id, l.task_name, l.timestamp, w.depth + 1
-           FROM lineage l JOIN walk w ON {join}
-          WHERE w.depth < max_depth AND NOT EXISTS (
-            SELECT 1 FROM recurring.walk r
-             WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))
-       SELECT * FROM walk"""
-
-
-def create_lineage_views(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    compacted: tuple[str, str, str] | None = None,
-    tail: str | None = "events",
-    as_of: str | None = None,
-) -> None:
-    """Add the ``lineage`` view and the ``ancestors``/``descendants`` macros to ``con``.
-
-    Args:
-        con: a connection that has the ``events`` view.
-        compacted: paths of the compacted edges sorted by ``dst``, by ``src``, and of the node
-            descriptions; ``None`` computes every edge from ``events``.
-        tail: the relation of the events the compacted edges do not cover; ``None`` when
-            they cover every event.
-        as_of: ISO-8601 time the compacted edges are filtered to (the events already are).
-    """
-    con.execute(f"CREATE VIEW _artifact_versions AS {versions_sql('events')}")
-    if tail is None:
-        con.execute("CREATE VIEW _tail_lineage AS SELECT NULL::VARCHAR AS src, NULL::VARCHAR AS dst, "
-                    "NULL::VARCHAR AS relation, NULL::VARCHAR AS run_id, NULL::VARCHAR AS task_name, "
-                    "NULL::VARCHAR AS timestamp WHERE false")
-    else:
-        con.execute(f"CREATE VIEW _inputs AS {inputs_sql(tail, '_artifact_versions')}")
-        con.execute(f"CREATE VIEW _tail_lineage AS {edges_sql(tail, '_inputs')}")
-    where = f" WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
-    if compacted is not None:
-        by_dst, by_src, nodes = (_sql_str(p) for p in compacted)
-        con.execute(f"CREATE VIEW _lineage_by_dst AS SELECT {_EDGE_COLUMNS} FROM read_parquet({by_dst}){where}")
-        for name, path in (("by_dst", by_dst), ("by_src", by_src)):
-            con.execute(f"CREATE VIEW _lineage_ids_{name} AS SELECT src_id, dst_id, relation, run_id, task_name, "
-                        f"timestamp FROM read_parquet({path}){where}")
-        con.execute(f"CREATE VIEW _lineage_nodes AS SELECT * FROM read_parquet({nodes})")
-        if as_of:  # descriptions as of a time come from the filtered events, not the compacted ones
-            con.execute(f"CREATE VIEW _lineage_cutoff AS SELECT {_sql_str(as_of)} AS as_of")
-        con.execute("CREATE VIEW lineage AS SELECT * FROM _lineage_by_dst UNION ALL SELECT * FROM _tail_lineage")
-    else:
-        con.execute("CREATE VIEW lineage AS SELECT * FROM _tail_lineage")
-    con.execute(
-        "CREATE MACRO _resolve(ref) AS coalesce((SELECT digest FROM _artifact_versions WHERE location = ref "
-        "ORDER BY timestamp DESC LIMIT 1), ref)"
-    )
-    con.execute(_walk_macro("ancestors", "dst", "l.dst = w.src"))
-    con.execute(_walk_macro("descendants", "src", "l.src = w.dst"))
 
 
 @dataclass
@@ -219,6 +59,16 @@ class LineageGraph:
     root: str | None
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: list[dict[str, Any]] = field(default_factory=list)
+    #: the direction of the walk that made it (``up``, ``down`` or ``both``)
+    direction: str = "up"
+
+    def render(self, fmt: str) -> str:
+        """Return the graph as text in lineage format ``fmt`` of the registry (``tree``, ``dot``, ...).
+
+        Raises:
+            ConfigError: no lineage format of that name is registered.
+        """
+        return render_lineage(self, fmt)
 
     def edge_set(self) -> set[tuple[str, str, str]]:
         """Return the edges as ``(src, relation, dst)`` triples."""
@@ -277,9 +127,17 @@ class LineageGraph:
     def to_prov(self) -> dict[str, Any]:
         """Return the graph as W3C PROV-JSON (entities, activities, used, generation, derivation)."""
         doc: dict[str, Any] = {
-            "prefix": {"scalable": "urn:scalable:", "run": "urn:scalable:run:", "sha256": "urn:sha256:",
-                       "uri": "urn:scalable:uri:"},
-            "entity": {}, "activity": {}, "used": {}, "wasGeneratedBy": {}, "wasDerivedFrom": {},
+            "prefix": {
+                "scalable": "urn:scalable:",
+                "run": "urn:scalable:run:",
+                "sha256": "urn:sha256:",
+                "uri": "urn:scalable:uri:",
+            },
+            "entity": {},
+            "activity": {},
+            "used": {},
+            "wasGeneratedBy": {},
+            "wasDerivedFrom": {},
             "wasInformedBy": {},
         }
         for node, info in self.nodes.items():
@@ -301,12 +159,21 @@ class LineageGraph:
                 if info.get("size_bytes") is not None:
                     entity["scalable:size_bytes"] = int(info["size_bytes"])
                 doc["entity"][qid] = entity
-        ordered = sorted(self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"], e["run_id"]))
+        ordered = sorted(
+            self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"], e["run_id"])
+        )
         for n, e in enumerate(ordered):
-            src, dst = _prov_id(e["src"], self.nodes.get(e["src"], {})), _prov_id(e["dst"], self.nodes.get(e["dst"], {}))
+            src, dst = (
+                _prov_id(e["src"], self.nodes.get(e["src"], {})),
+                _prov_id(e["dst"], self.nodes.get(e["dst"], {})),
+            )
             rel = e["relation"]
             if rel == "generated":
-                doc["wasGeneratedBy"][f"_:g{n}"] = {"prov:entity": dst, "prov:activity": src, "prov:time": e["timestamp"]}
+                doc["wasGeneratedBy"][f"_:g{n}"] = {
+                    "prov:entity": dst,
+                    "prov:activity": src,
+                    "prov:time": e["timestamp"],
+                }
             elif rel == "used":
                 doc["used"][f"_:u{n}"] = {"prov:activity": dst, "prov:entity": src, "prov:time": e["timestamp"]}
             elif rel == "derived_from":
@@ -324,19 +191,33 @@ class LineageGraph:
             outputs = sorted({e["dst"] for e in self.edges if e["src"] == run_id and e["relation"] == "generated"})
             run = {
                 "runId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:scalable:run:{run_id}")),
-                "facets": {"scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet",
-                                            "runId": run_id}},
+                "facets": {
+                    "scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet", "runId": run_id}
+                },
             }
             job = {"namespace": "scalable", "name": info.get("project") or "adhoc"}
             status = info.get("status")
             end_type = {"completed": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}.get(str(status))
             base = {"run": run, "job": job, "producer": _PRODUCER, "schemaURL": _OL_SCHEMA}
-            events.append({"eventType": "START", "eventTime": _ol_time(info.get("started_at")), **base,
-                           "inputs": [self._dataset(n) for n in inputs], "outputs": []})
+            events.append(
+                {
+                    "eventType": "START",
+                    "eventTime": _ol_time(info.get("started_at")),
+                    **base,
+                    "inputs": [self._dataset(n) for n in inputs],
+                    "outputs": [],
+                }
+            )
             if end_type:
-                events.append({"eventType": end_type, "eventTime": _ol_time(info.get("finished_at")), **base,
-                               "inputs": [self._dataset(n) for n in inputs],
-                               "outputs": [self._dataset(n) for n in outputs]})
+                events.append(
+                    {
+                        "eventType": end_type,
+                        "eventTime": _ol_time(info.get("finished_at")),
+                        **base,
+                        "inputs": [self._dataset(n) for n in inputs],
+                        "outputs": [self._dataset(n) for n in outputs],
+                    }
+                )
         return events
 
     def _dataset(self, node: str) -> dict[str, Any]:
@@ -351,8 +232,11 @@ class LineageGraph:
             namespace, name = "scalable", location
         facets: dict[str, Any] = {}
         if len(node) == 64:
-            facets["scalable_digest"] = {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#digest-facet",
-                                         "sha256": node}
+            facets["scalable_digest"] = {
+                "_producer": _PRODUCER,
+                "_schemaURL": f"{_PRODUCER}#digest-facet",
+                "sha256": node,
+            }
         return {"namespace": namespace, "name": name, "facets": facets}
 
 
@@ -370,18 +254,20 @@ def _prov_id(node: str, info: dict[str, Any]) -> str:
 
 def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
     """Names of the views and tables of ``con`` (one catalog query)."""
-    return {r[0] for r in con.execute(
-        "SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL SELECT table_name FROM duckdb_tables()"
-    ).fetchall()}
-
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL SELECT table_name FROM duckdb_tables()"
+        ).fetchall()
+    }
 
 
 def _in_list(values: Sequence[Any]) -> str:
-    return "(" + ", ".join(str(v) if isinstance(v, int) else _sql_str(v) for v in values) + ")"
+    return "(" + ", ".join(str(v) if isinstance(v, int) else sql_quote(v) for v in values) + ")"
 
 
 def _chunks(values: Sequence[Any], size: int = 4096) -> list[Sequence[Any]]:
-    return [values[i:i + size] for i in range(0, len(values), size)]
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
@@ -405,20 +291,28 @@ class _Walker:
         self.cutoff = "_lineage_cutoff" in names
         if self.compacted and "_inputs" not in names:
             # The compacted edges cover every event: there is no tail to walk.
-            con.execute("CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
-                        "NULL::BIGINT AS dst_id, * FROM _tail_lineage")
+            con.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
+                "NULL::BIGINT AS dst_id, * FROM _tail_lineage"
+            )
             names.add("_walk_tail")
         if "_walk_tail" not in names:
             con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_lineage")
             ids = "NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, t.* FROM _walk_tail_text t"
             if self.compacted and con.execute("SELECT count(*) FROM _walk_tail_text").fetchall()[0][0]:
                 # Tail edges carry the ids of the nodes that compacted edges know as well.
-                known = ("(SELECT DISTINCT id, node FROM _lineage_nodes WHERE node IN "
-                         "(SELECT src FROM _walk_tail_text UNION SELECT dst FROM _walk_tail_text))")
-                ids = (f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
-                       f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node")
+                known = (
+                    "(SELECT DISTINCT id, node FROM _lineage_nodes WHERE node IN "
+                    "(SELECT src FROM _walk_tail_text UNION SELECT dst FROM _walk_tail_text))"
+                )
+                ids = (
+                    f"s.id AS src_id, d.id AS dst_id, t.* FROM _walk_tail_text t LEFT JOIN {known} s "
+                    f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node"
+                )
             con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
-        self.tail_rows = int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
+        self.tail_rows = (
+            int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
+        )
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
         self._keys: dict[str, _Key] = {}
@@ -440,9 +334,13 @@ class _Walker:
     def _tail_index(self, direction: str) -> dict[_Key, list[tuple[Any, ...]]]:
         col = 1 if direction == "up" else 0
         index: dict[_Key, list[tuple[Any, ...]]] = {}
-        for r in self.con.execute(
-            "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
-        ).fetchall() if self.tail_rows else []:
+        for r in (
+            self.con.execute(
+                "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
+            ).fetchall()
+            if self.tail_rows
+            else []
+        ):
             row = (int(r[0]) if r[0] is not None else r[1], int(r[2]) if r[2] is not None else r[3], *r[4:])
             if row[col] is not None:
                 index.setdefault(row[col], []).append(row)
@@ -498,7 +396,8 @@ class _Walker:
             # parse, and its min/max still skips row groups.
             for r in self.con.execute(
                 f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} "
-                f"WHERE {col} IN (SELECT unnest($1::BIGINT[]))", [looked_up]
+                f"WHERE {col} IN (SELECT unnest($1::BIGINT[]))",
+                [looked_up],
             ).fetchall():
                 rows.append((*r, expanded[r[near]] + 1))
         return rows
@@ -507,18 +406,24 @@ class _Walker:
         """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
         ids = sorted(k for k in keys if isinstance(k, int))
         found: dict[int, str] = {}
-        for id_, node, source, name, locations, size, kind in self.con.execute(
-            "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
-            "WHERE id IN (SELECT unnest($1::BIGINT[]))", [ids]
-        ).fetchall() if ids else []:
+        for id_, node, source, name, locations, size, kind in (
+            self.con.execute(
+                "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
+                "WHERE id IN (SELECT unnest($1::BIGINT[]))",
+                [ids],
+            ).fetchall()
+            if ids
+            else []
+        ):
             found[int(id_)] = str(node)
             if source is not None:
                 self.described.append((node, source, name, locations, size, kind))
         return found
 
 
-def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up",
-                  depth: int | None = None) -> LineageGraph:
+def lineage_graph(
+    con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up", depth: int | None = None
+) -> LineageGraph:
     """Walk the lineage of ``node`` (or take every edge when ``node`` is None) into a graph.
 
     Args:
@@ -533,8 +438,10 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
     root = None
     known: list[tuple[Any, ...]] | None = None
     if node is None:
-        rows = con.execute("SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
-                           "GROUP BY src, dst, relation, run_id, task_name").fetchall()
+        rows = con.execute(
+            "SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
+            "GROUP BY src, dst, relation, run_id, task_name"
+        ).fetchall()
     else:
         root = _resolve(con, node)
         walker = _Walker(con)
@@ -543,19 +450,74 @@ def lineage_graph(con: duckdb.DuckDBPyConnection, node: str | None, *, direction
         names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
         if walker.compacted and not walker.cutoff:
             known = walker.described
-        rows = [(names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
-                 names.get(r[1], r[1]) if isinstance(r[1], int) else r[1], *r[2:]) for r in rows]
+        rows = [
+            (
+                names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
+                names.get(r[1], r[1]) if isinstance(r[1], int) else r[1],
+                *r[2:],
+            )
+            for r in rows
+        ]
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         edge = dict(zip(columns, row, strict=True))
         key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"])
         if key not in edges or edge["depth"] < edges[key]["depth"]:
             edges[key] = edge
-    graph = LineageGraph(root=root, edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])))
+    graph = LineageGraph(
+        root=root,
+        edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])),
+        direction=direction,
+    )
     ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
     if node is None:
         ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
     _describe_nodes(con, graph, ids, known)
+    return graph
+
+
+def trace(
+    ledger: Ledger,
+    node: str | None,
+    *,
+    direction: str = "up",
+    depth: int | None = None,
+    as_of: str | None = None,
+) -> LineageGraph:
+    """Return the lineage graph of ``node`` (a digest, URI or run id) in ``ledger``.
+
+    Args:
+        ledger: the ledger whose views are walked.
+        node: where to start; ``None`` gives every edge of the ledger.
+        direction: ``up`` (what it came from), ``down`` (what came of it) or ``both``.
+        depth: the largest number of edges from ``node`` (unbounded when None).
+        as_of: ISO-8601 time; the ledger as it was then.
+
+    Raises:
+        ConfigError: ``direction`` or ``depth`` is not valid.
+        NodeNotFoundError: ``node`` appears nowhere in the lineage.
+    """
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+    if depth is not None and depth < 1:
+        raise ConfigError(f"depth {depth} must be at least 1")
+    con = connect(ledger, as_of=as_of)
+    try:
+        graph = lineage_graph(con, node, direction=direction, depth=depth)
+        known = (
+            bool(graph.edges)
+            or node is None
+            or bool(
+                con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
+            )
+        )
+    finally:
+        con.close()
+    if not known:
+        raise NodeNotFoundError(
+            f"{node!r} is not an artifact digest, location or run id in the ledger; "
+            'find one with: scalable ledger query "SELECT digest, location FROM artifacts"'
+        )
     return graph
 
 
@@ -583,11 +545,17 @@ def _describe_nodes(
             "min(timestamp) FILTER (WHERE op = 'started'), max(timestamp) FILTER (WHERE op = 'finished') "
             f"FROM events WHERE run_id IN {_in_list(chunk)} AND event_type = 'run' GROUP BY run_id"
         ).fetchall():
-            graph.nodes[run_id] = {"kind": "run", "project": project, "status": status, "started_at": started,
-                                   "finished_at": finished}
+            graph.nodes[run_id] = {
+                "kind": "run",
+                "project": project,
+                "status": status,
+                "started_at": started,
+                "finished_at": finished,
+            }
     for run_id in certain:  # a run with events but no run event yet
-        graph.nodes.setdefault(run_id, {"kind": "run", "project": None, "status": "running", "started_at": None,
-                                        "finished_at": None})
+        graph.nodes.setdefault(
+            run_id, {"kind": "run", "project": None, "status": "running", "started_at": None, "finished_at": None}
+        )
     described: dict[str, dict[str, Any]] = {}
     cached: dict[str, dict[str, Any]] = {}
     names = _relations(con)
@@ -614,10 +582,23 @@ def _describe_nodes(
     for node, info in described.items():
         if node in graph.nodes:
             continue
-        graph.nodes[node] = {"kind": "artifact", "name": info["name"], "locations": info["locations"],
-                             "size_bytes": info["size_bytes"], "artifact_kind": info["kind"]}
+        graph.nodes[node] = {
+            "kind": "artifact",
+            "name": info["name"],
+            "locations": info["locations"],
+            "size_bytes": info["size_bytes"],
+            "artifact_kind": info["kind"],
+        }
     for node, info in cached.items():
-        graph.nodes.setdefault(node, {"kind": "artifact", "name": f"{info['name']}() result", "locations": [],
-                                      "size_bytes": info["size_bytes"], "artifact_kind": "cache"})
+        graph.nodes.setdefault(
+            node,
+            {
+                "kind": "artifact",
+                "name": f"{info['name']}() result",
+                "locations": [],
+                "size_bytes": info["size_bytes"],
+                "artifact_kind": "cache",
+            },
+        )
     for node in ids - graph.nodes.keys():
         graph.nodes[node] = {"kind": "artifact", "name": node, "locations": [node] if "://" in node else []}

@@ -1,6 +1,6 @@
-"""The append-only event log: one JSON-lines stream per run, written by many writers at once.
+"""The ledger facade: appends to the per-run streams, run sealing, and the API over the rest.
 
-How the invariants hold:
+How the invariants of appending hold:
 
 * **Whole lines.** Each append builds complete lines in memory and writes them with one
   ``write`` on an ``O_APPEND`` descriptor while holding an exclusive ``flock`` on the stream,
@@ -9,10 +9,17 @@ How the invariants hold:
   OS; a killed process loses nothing it acknowledged. ``SCALABLE_LEDGER_FSYNC`` adds power-loss
   durability: ``always`` fsyncs in every append, ``batch`` at least once a second and on close.
 * **Torn lines.** Under the lock, a writer checks that the stream ends in a newline; if a
-  writer died mid-line it logs the recovery and starts with a newline, so the torn fragment
-  stays a single malformed line and never swallows the next event.
+  writer died mid-line it logs the recovery and starts with a newline (see
+  :mod:`scalable.ledger.stream`).
 * **Chains.** Each writer numbers its lines per stream (``seq`` from 0) and links each to the
-  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer.
+  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer; a
+  ledger keeps the heads of what it wrote itself and reads only what others wrote in between.
+
+Every other method delegates to the module that owns the work: reading to
+:mod:`~scalable.ledger.stream`, queries to :mod:`~scalable.ledger.views`, lineage to
+:mod:`~scalable.ledger.lineage`, audits to :mod:`~scalable.ledger.audit`, replay to
+:mod:`~scalable.ledger.replay`, compaction to :mod:`~scalable.ledger.compact` and syncing to
+:mod:`~scalable.ledger.segments`; where the data lives is the :mod:`~scalable.ledger.location`.
 """
 
 from __future__ import annotations
@@ -20,28 +27,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import hmac
-import json
 import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import (
-    ConfigError,
-    EventValidationError,
-    LedgerError,
-    LedgerNotFoundError,
-    NodeNotFoundError,
-    RunNotFoundError,
-)
-from scalable.ledger import context
+from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+from scalable.ledger import bus, context
+from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
     GENESIS,
     LINE_OPTIONS,
@@ -53,108 +51,43 @@ from scalable.ledger.events import (
     new_writer_id,
     validate_event,
 )
-from scalable.ledger.runfiles import first_event, run_json, session_run, write_json, write_summary_json
+from scalable.ledger.runfiles import rebuild_summary, write_summary
+from scalable.ledger.stream import (
+    ChainHeads,
+    StreamReader,
+    check_run_id,
+    compact_json,
+    ends_torn,
+    list_streams,
+    read_stream,
+    seal_digest,
+    stream_path,
+)
 from scalable.logs import get_logger
-from scalable.settings import FsyncMode, Settings, load_settings
+from scalable.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from scalable.ledger.audit import AuditReport
-    from scalable.ledger.compact import CompactionResult
+    from scalable.ledger.compact import CompactionResult, Progress
     from scalable.ledger.lineage import LineageGraph
-    from scalable.ledger.remote import RemoteLedger, SyncResult
+    from scalable.ledger.location import Location
     from scalable.ledger.replay import ReplayResult
+    from scalable.ledger.segments import SyncResult
 
-__all__ = [
-    "RUN_SUMMARY",
-    "STREAM_NAME",
-    "Ledger",
-    "LineProblem",
-    "StreamReader",
-    "flush_all",
-    "read_stream",
-    "seal_digest",
-    "subscribe_all",
-]
+__all__ = ["FLUSH_INTERVAL_S", "PENDING_LIMIT", "Ledger"]
 
-STREAM_NAME = "artifacts.jsonl"
-RUN_SUMMARY = "run.json"
 #: append_async: the longest an event waits, and how many may wait, before they are written.
 FLUSH_INTERVAL_S = 0.1
 PENDING_LIMIT = 4096
 _log = get_logger("scalable.ledger")
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-Subscriber = Callable[[Mapping[str, Any]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class LineProblem:
-    """A line of a stream that could not be read: file, 1-based line number and reason."""
-
-    path: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
-
-
-@dataclass
-class StreamReader:
-    """Reads one stream: yields ``(line_number, record)`` and collects :class:`LineProblem`.
-
-    A last line without its newline is a live tail (a writer is mid-append) and is skipped
-    without a problem; any other line that does not decode is reported with file and line.
-    """
-
-    path: Path
-    problems: list[LineProblem] = field(default_factory=list)
-    incomplete_tail: bool = False
-
-    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        for number, _raw, record in self.lines():
-            yield number, record
-
-    def lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-        """Yield ``(line_number, raw_line_without_newline, record)`` for every good line."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the stream ends in a newline
-        if tail:
-            self.incomplete_tail = True
-        for number, raw in enumerate(lines, start=1):
-            if not raw:
-                continue
-            try:
-                record = decode_line(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                self.problems.append(LineProblem(str(self.path), number, f"malformed line: {exc}"))
-                continue
-            yield number, raw, record
-
-
-def read_stream(path: str | os.PathLike[str]) -> StreamReader:
-    """Return a reader of the stream at ``path`` (iterate it; then look at ``problems``)."""
-    return StreamReader(Path(path))
-
-
-def seal_digest(run_id: str, heads: Mapping[str, Any], key: bytes | None) -> str | None:
-    """Return the HMAC-SHA256 of a run's seal under ``key`` (``None`` without a key)."""
-    if not key:
-        return None
-    message = _dumps({"run_id": run_id, "heads": dict(sorted(heads.items()))}).encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 class _Stream:
-    """This writer's open descriptor and chain state for one run's stream."""
+    """This writer's open descriptor, chain state and bookkeeping for one run's stream."""
 
-    __slots__ = ("dirty", "end", "fd", "lock", "path", "prev", "seq")
+    __slots__ = ("accounted", "dirty", "end", "fd", "gaps", "heads", "lock", "path", "prev", "seq")
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -165,46 +98,27 @@ class _Stream:
         self.prev = GENESIS
         self.dirty = False
         self.end = -1  # file size after this writer's last write; -1 = unknown
+        #: heads and counts of every line before ``accounted``, except those in ``gaps``
+        self.heads = ChainHeads()
+        self.accounted = 0
+        #: byte ranges others wrote, to read when the run is sealed
+        self.gaps: list[tuple[int, int]] = []
 
+    def note_foreign(self, size: int) -> None:
+        """Note that bytes up to ``size`` exist, those beyond ``accounted`` written by others."""
+        if size > self.accounted:
+            self.gaps.append((self.accounted, size))
+            self.accounted = size
 
-_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
-# Subscribers of every ledger in the process (``scalable.ledger.bus.subscribe``).
-_global_subscribers: list[tuple[Subscriber, frozenset[str] | None]] = []
-_global_lock = threading.Lock()
-
-
-def subscribe_all(callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
-    """Subscribe ``callback`` to the events of every ledger in this process."""
-    global _global_subscribers
-    entry = (callback, frozenset(event_types) if event_types is not None else None)
-    with _global_lock:
-        _global_subscribers = [*_global_subscribers, entry]
-
-    def unsubscribe() -> None:
-        global _global_subscribers
-        with _global_lock:
-            _global_subscribers = [e for e in _global_subscribers if e is not entry]
-
-    return unsubscribe
-
-
-def _after_fork_in_child() -> None:
-    for ledger in list(_ledgers):
-        ledger._reset_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def flush_all() -> None:
-    """Write the pending events of every ledger in this process (reads call this first)."""
-    for ledger in list(_ledgers):
-        if ledger._pending:
-            ledger.flush()
+    def read_gaps(self) -> None:
+        """Add the lines others wrote (the gaps) to ``heads``."""
+        for start, end in self.gaps:
+            self.heads.scan_range(self.fd, start, end)
+        self.gaps = []
 
 
 class Ledger:
-    """The event ledger: per-run JSON-lines streams plus, later, their compacted Parquet.
+    """The event ledger: per-run JSON-lines streams and their compacted Parquet.
 
     Open one with :meth:`open`. Appending is safe from any number of threads and processes.
     """
@@ -217,16 +131,16 @@ class Ledger:
         self._explicit_dirs = explicit_dirs
         self._state_lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
-        self._subscribers: list[tuple[Subscriber, frozenset[str] | None]] = []
+        self._subscribers = bus.Subscribers()
         self._writer = new_writer_id()
         self._implicit_started: set[str] = set()
-        self._syncer: threading.Thread | None = None
+        self._background: threading.Thread | None = None
         self._pending: list[tuple[str, str, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
         self._closed = False
         #: Run of events that name none and are raised outside any bound run (a session's run).
         self.default_run_id: str | None = None
-        _ledgers.add(self)
+        bus.register(self)
 
     # --- opening -------------------------------------------------------------------------
 
@@ -259,7 +173,9 @@ class Ledger:
                 (ledger_dir, resolved.ledger_dir, "ledger directory"),
             ):
                 if given is not None and not path.is_dir():
-                    raise LedgerNotFoundError(f"{what} {str(path)!r} does not exist; check the path or run something first")
+                    raise LedgerNotFoundError(
+                        f"{what} {str(path)!r} does not exist; check the path or run something first"
+                    )
         return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
 
     @property
@@ -267,26 +183,39 @@ class Ledger:
         """This ledger's writer id (``host:pid:random``), new in a forked child."""
         return self._writer
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def location(self) -> Location:
+        """Where the ledger's data lives: the local directories, or object storage.
+
+        Raises:
+            ConfigError: ``SCALABLE_RUNS_DIR_REMOTE`` cannot be opened.
+        """
+        from scalable.ledger.location import open_location
+
+        return open_location(self.settings)
+
     def stream_path(self, run_id: str) -> Path:
         """Return the path of the stream of ``run_id``.
 
         Raises:
             EventValidationError: ``run_id`` is not a safe single path segment.
         """
-        _check_run_id(run_id)
-        return self.runs_dir / run_id / STREAM_NAME
+        return stream_path(self.runs_dir, run_id)
 
     def run_ids(self) -> list[str]:
         """Return the ids of every run with a stream here, sorted."""
-        flush_all()
-        if not self.runs_dir.is_dir():
-            return []
-        return sorted(p.parent.name for p in self.runs_dir.glob(f"*/{STREAM_NAME}"))
+        bus.flush_all()
+        return [run_id for run_id, _path, _size in list_streams(self.runs_dir)]
 
     # --- appending -----------------------------------------------------------------------
 
     def append(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Append one event and return the record as written (all filled columns).
+        """Append one event and return it as written (all filled columns).
 
         Returns only after the line was handed to the OS.
 
@@ -296,10 +225,10 @@ class Ledger:
         clean = self._validate_here(event)
         if self._pending:
             self.flush()  # queued events were raised first: they go first
-        record = self._write(clean["run_id"], (clean,))[0]
-        if self._subscribers or _global_subscribers:
-            self._notify((record,))
-        return record
+        written = self._write(clean["run_id"], (clean,))[0]
+        if bus.has_subscribers(self._subscribers):
+            bus.notify(self._subscribers, (written,))
+        return written
 
     def append_many(self, events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append events (possibly of several runs); one locked write per run's stream.
@@ -314,8 +243,11 @@ class Ledger:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
-        run, task, component = (context.current_run_id.get(), context.current_task_name.get(),
-                                context.current_component.get())
+        run, task, component = (
+            context.current_run_id.get(),
+            context.current_task_name.get(),
+            context.current_component.get(),
+        )
         for index, event in enumerate(events):
             try:
                 clean = self._validate(event, run, task, component)
@@ -329,14 +261,14 @@ class Ledger:
         if self._pending:
             self.flush()
         if len(by_run) == 1:
-            (run_id, batch), = by_run.items()
-            records = self._write(run_id, batch)
+            ((run_id, batch),) = by_run.items()
+            written = self._write(run_id, batch)
         else:
-            written = {run_id: self._write(run_id, batch) for run_id, batch in by_run.items()}
-            records = [written[run_id][i] for run_id, i in order]
-        if self._subscribers or _global_subscribers:
-            self._notify(records)
-        return records
+            by_stream = {run_id: self._write(run_id, batch) for run_id, batch in by_run.items()}
+            written = [by_stream[run_id][i] for run_id, i in order]
+        if bus.has_subscribers(self._subscribers):
+            bus.notify(self._subscribers, written)
+        return written
 
     def current_run(self) -> str:
         """The run an event that names none would go to now (the bound run, else implicit)."""
@@ -367,7 +299,7 @@ class Ledger:
         if full:
             self.flush()
         else:
-            self._ensure_syncer()
+            self._ensure_background()
 
     def flush(self) -> None:
         """Write every event queued by :meth:`append_async` (one batch per run)."""
@@ -378,70 +310,84 @@ class Ledger:
         by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         for item in pending:
             by_run.setdefault(item[2]["run_id"], []).append(item)
-        records: list[dict[str, Any]] = []
+        written: list[dict[str, Any]] = []
         for run_id, items in by_run.items():
-            records += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
-        if self._subscribers or _global_subscribers:
-            self._notify(records)
-    def append_records(self, run_id: str, records: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Append complete events written elsewhere (a remote worker) as they are, in one write.
+            written += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
+        if bus.has_subscribers(self._subscribers):
+            bus.notify(self._subscribers, written)
 
-        Each record keeps its own ``event_id``, ``timestamp``, ``writer``, ``seq`` and ``prev``,
-        so the foreign writer's chain stays verifiable. A record is either its raw JSON line
-        (bytes, without or with its newline) or a mapping that was decoded from one in order.
+    def append_lines(self, run_id: str, lines: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Append complete event lines another writer wrote (a remote worker) as they are, in one write.
+
+        Each line keeps its own ``event_id``, ``timestamp``, ``writer``, ``seq`` and ``prev``,
+        so the other writer's chain stays verifiable. A line is given as its raw bytes
+        (without or with its newline) or as the mapping decoded from it, in order.
+
+        Returns:
+            The events, decoded.
 
         Raises:
-            EventValidationError: a record does not decode, belongs to another run, is this
+            EventValidationError: a line does not decode, belongs to another run, is this
                 ledger's own writer, or breaks its writer's chain inside the batch.
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
-        lines: list[bytes] = []
+        raws: list[bytes] = []
         decoded: list[dict[str, Any]] = []
+        digests: list[str] = []
         heads: dict[str, tuple[int, str]] = {}
-        for index, item in enumerate(records):
+        for index, item in enumerate(lines):
             raw = item.rstrip(b"\n") if isinstance(item, bytes) else encode_line(item).rstrip(b"\n")
             try:
-                record = decode_line(raw)
+                event = decode_line(raw)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise EventValidationError(f"record #{index} of run {run_id!r} does not decode: {exc}") from None
+                raise EventValidationError(f"line #{index} of run {run_id!r} does not decode: {exc}") from None
             if b"\n" in raw:
-                raise EventValidationError(f"record #{index} of run {run_id!r} spans several lines")
-            if record["run_id"] != run_id:
-                raise EventValidationError(f"record #{index} belongs to run {record['run_id']!r}, not {run_id!r}")
-            writer = record["writer"]
+                raise EventValidationError(f"line #{index} of run {run_id!r} spans several lines")
+            if event["run_id"] != run_id:
+                raise EventValidationError(f"line #{index} belongs to run {event['run_id']!r}, not {run_id!r}")
+            writer = event["writer"]
             if writer == self._writer:
-                raise EventValidationError(f"record #{index} claims this ledger's own writer {writer!r}")
+                raise EventValidationError(f"line #{index} claims this ledger's own writer {writer!r}")
             head = heads.get(writer)
-            if head is not None and (record["seq"] != head[0] + 1 or record["prev"] != head[1]):
+            if head is not None and (event["seq"] != head[0] + 1 or event["prev"] != head[1]):
                 raise EventValidationError(
-                    f"record #{index} breaks the chain of writer {writer!r} (seq {record['seq']} after {head[0]})"
+                    f"line #{index} breaks the chain of writer {writer!r} (seq {event['seq']} after {head[0]})"
                 )
-            heads[writer] = (record["seq"], hashlib.sha256(raw).hexdigest())
-            lines.append(raw)
-            decoded.append(record)
-        if not lines:
+            digest = hashlib.sha256(raw).hexdigest()
+            heads[writer] = (event["seq"], digest)
+            raws.append(raw)
+            decoded.append(event)
+            digests.append(digest)
+        if not raws:
             return []
         stream = self._stream(run_id)
         with stream.lock:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                self._commit(stream, b"\n".join(lines) + b"\n")
+                offset = self._commit(stream, b"\n".join(raws) + b"\n")
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        if self._subscribers or _global_subscribers:
-            self._notify(decoded)
+            for raw, event, digest in zip(raws, decoded, digests, strict=True):
+                stream.heads.add(event["writer"], offset, offset, event["seq"], digest)
+                stream.heads.count(event["event_type"], offset)
+                offset += len(raw) + 1
+        if bus.has_subscribers(self._subscribers):
+            bus.notify(self._subscribers, decoded)
         return decoded
 
     def _validate_here(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Validate one event for this ledger, in the current run and task context."""
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
-        return self._validate(event, context.current_run_id.get(), context.current_task_name.get(),
-                              context.current_component.get())
+        return self._validate(
+            event, context.current_run_id.get(), context.current_task_name.get(), context.current_component.get()
+        )
 
-    def _validate(self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None) -> dict[str, Any]:
+    def _validate(
+        self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None
+    ) -> dict[str, Any]:
         """Validate an event, filling run, task and component from the context."""
         implicit = None
         if run is None:
@@ -454,7 +400,7 @@ class Ledger:
             if run_id not in self._implicit_started:
                 self._start_implicit_run(run_id)
         elif run_id not in self._streams:
-            _check_run_id(run_id)
+            check_run_id(run_id)
         return clean
 
     def _stream(self, run_id: str) -> _Stream:
@@ -490,145 +436,136 @@ class Ledger:
                     now_ts = format_timestamp(ns)
                     stamps = [(i, now_ts) for i in new_event_ids(len(batch), ns // 1_000_000)]
                 parts: list[bytes] = []
-                records: list[dict[str, Any]] = []
+                written: list[dict[str, Any]] = []
                 dumps = orjson.dumps
                 sha256 = hashlib.sha256
                 for clean, (event_id, ts) in zip(batch, stamps, strict=True):
-                    # Canonical column order, so a line re-encodes byte for byte from its
-                    # columns (audits of compacted data rebuild the chain hashes from rows).
-                    # Sorted keys (LINE_OPTIONS): a line re-encodes byte for byte from its columns.
-                    record = {**clean, "event_id": event_id, "timestamp": ts, "writer": writer, "seq": seq,
-                              "prev": prev, "schema_version": SCHEMA_VERSION}
-                    line = dumps(record, option=LINE_OPTIONS)
+                    # Sorted keys (LINE_OPTIONS): a line re-encodes byte for byte from its columns,
+                    # so audits of compacted data rebuild the chain hashes from rows.
+                    event = {
+                        **clean,
+                        "event_id": event_id,
+                        "timestamp": ts,
+                        "writer": writer,
+                        "seq": seq,
+                        "prev": prev,
+                        "schema_version": SCHEMA_VERSION,
+                    }
+                    line = dumps(event, option=LINE_OPTIONS)
                     prev = sha256(line).hexdigest()
                     parts.append(line)
-                    records.append(record)
+                    written.append(event)
                     seq += 1
+                last = len(parts[-1])
                 parts.append(b"")
-                self._commit(stream, b"\n".join(parts))
+                payload = b"\n".join(parts)
+                offset = self._commit(stream, payload)
                 stream.seq = seq
                 stream.prev = prev
+                heads = stream.heads
+                heads.add(writer, offset, offset + len(payload) - last - 1, seq - 1, prev)
+                for event in written:
+                    heads.count(event["event_type"], offset)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
-        return records
+        return written
 
-    def _commit(self, stream: _Stream, payload: bytes) -> None:
-        """Write complete lines to a stream whose flock the caller holds; then sync per mode."""
+    def _commit(self, stream: _Stream, payload: bytes) -> int:
+        """Write complete lines to a stream whose flock the caller holds; then sync per mode.
+
+        Returns:
+            The offset of the first line written.
+        """
         fd = stream.fd
         size = os.fstat(fd).st_size
+        stream.note_foreign(size)
+        first = size
         # Someone else wrote since our last write: make sure their last line is whole.
-        if size and size != stream.end and os.pread(fd, 1, size - 1) != b"\n":
+        if size != stream.end and ends_torn(fd, size):
             _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
             payload = b"\n" + payload
-        _write_all(fd, payload)
-        stream.end = size + len(payload)
-        if self.fsync is FsyncMode.ALWAYS:
-            os.fsync(fd)
-        elif self.fsync is FsyncMode.BATCH:
+            first += 1
+        write_all(fd, payload)
+        stream.end = stream.accounted = size + len(payload)
+        if sync_after_write(fd, self.fsync):
             stream.dirty = True
-            self._ensure_syncer()
+            self._ensure_background()
+        return first
 
     def _start_implicit_run(self, run_id: str) -> None:
         with self._state_lock:
             if run_id in self._implicit_started:
                 return
             self._implicit_started.add(run_id)
-        self._write(run_id, [{"event_type": "run", "op": "started", "run_id": run_id,
-                              "attrs": _dumps({"implicit": True, "project": "adhoc", "pid": os.getpid()})}])
+        attrs = compact_json({"implicit": True, "project": "adhoc", "pid": os.getpid()})
+        self._write(run_id, [{"event_type": "run", "op": "started", "run_id": run_id, "attrs": attrs}])
 
     # --- sealing -------------------------------------------------------------------------
 
-    def finish_run(self, run_id: str, status: str = "completed", attrs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def finish_run(
+        self, run_id: str, status: str = "completed", attrs: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Append ``run/finished`` with ``status`` and the seal of every writer's chain head.
 
-        The seal is computed from the stream itself under its lock, so it covers the lines of
-        every writer (threads, processes, remote workers) written before it.
+        The seal is taken under the stream's lock, so it covers the lines of every writer
+        (threads, processes, remote workers) written before it. The lines this ledger wrote
+        are known already; only those others wrote in between are read.
 
         Returns:
-            The ``run/finished`` record as written.
+            The ``run/finished`` event as written.
         """
         self.flush()
 
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
-            heads, counts = _stream_heads(stream.path)
+            stream.note_foreign(os.fstat(stream.fd).st_size)
+            stream.read_gaps()
+            heads = stream.heads.heads()
+            counts = stream.heads.counts()
             seal: dict[str, Any] = {"heads": heads}
             mac = seal_digest(run_id, heads, self.settings.ledger_key)
             if mac:
                 seal["hmac"] = mac
             info = {"status": status, "events": sum(counts.values()), "counts": counts, **(attrs or {}), "seal": seal}
-            batch[0]["attrs"] = _dumps(info)
+            batch[0]["attrs"] = compact_json(info)
 
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
-        records = self._write(run_id, [clean], before_write=add_seal)
+        finished = self._write(run_id, [clean], before_write=add_seal)
         stream = self._stream(run_id)
-        if self.fsync is not FsyncMode.NEVER:
-            os.fsync(stream.fd)
-        self._write_summary(run_id, records[0], stream.end)
+        fsync_unless_never(stream.fd, self.fsync)
+        write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
-        if self._subscribers or _global_subscribers:
-            self._notify(records)
-        return records[0]
-
-    def _write_summary(self, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> Path:
-        """Write ``run.json`` beside the stream: Scalable's run metadata, status, seal and the sealed stream length.
-
-        It is derived state (rebuildable from the stream with :meth:`rebuild_summaries`) that
-        lets an audit notice a stream cut short, seal and all (see :mod:`scalable.ledger.runfiles`).
-        """
-        path = self.stream_path(run_id)
-        started = first_event(path, "run", "started")
-        return write_json(path.with_name(RUN_SUMMARY), run_json(run_id, started, finished, stream_bytes=stream_bytes))
+        if bus.has_subscribers(self._subscribers):
+            bus.notify(self._subscribers, finished)
+        return finished[0]
 
     def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
         """Rewrite every run's ``run.json`` (and a session's run's ``summary.json``) from its stream alone.
 
-        Returns the files written. The result equals what starting and sealing wrote: the
-        files are derived from the ``run/started`` and ``run/finished`` events and the
-        stream's length up to the seal (see :func:`scalable.ledger.runfiles.session_run`).
+        See :func:`scalable.ledger.runfiles.rebuild_summary`.
         """
-        written = []
-        for run_id in run_ids if run_ids is not None else self.run_ids():
-            path = self.stream_path(run_id)
-            offset = 0
-            started: dict[str, Any] | None = None
-            for raw in path.read_bytes().split(b"\n")[:-1]:
-                offset += len(raw) + 1
-                try:
-                    record = decode_line(raw)
-                except ValueError:
-                    continue
-                if record["event_type"] == "run" and record["op"] == "started" and started is None:
-                    started = record
-                if record["event_type"] == "run" and record["op"] == "finished":
-                    written.append(self._write_summary(run_id, record, offset))
-                    if session_run(started):
-                        written.append(write_summary_json(path, run_id))
-                    break
-            else:
-                if session_run(started):
-                    written.append(write_json(path.with_name(RUN_SUMMARY), run_json(run_id, started, None)))
-        return written
+        ids = run_ids if run_ids is not None else self.run_ids()
+        return [path for run_id in ids for path in rebuild_summary(self.stream_path(run_id), run_id)]
 
     # --- durability ----------------------------------------------------------------------
 
-    def _ensure_syncer(self) -> None:
+    def _ensure_background(self) -> None:
         # The thread lives as long as the ledger is open; fork clears it (_reset_after_fork).
-        if self._syncer is not None:
+        if self._background is not None:
             return
         with self._state_lock:
-            if self._syncer is not None:
+            if self._background is not None:
                 return
             ref = weakref.ref(self)
-            thread = threading.Thread(target=_sync_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True)
-            self._syncer = thread
+            thread = threading.Thread(target=_background_loop, args=(ref,), name="scalable-ledger-fsync", daemon=True)
+            self._background = thread
             thread.start()
 
-    def sync(self) -> None:
-        """fsync every stream this ledger wrote to since the last sync."""
+    def fsync_streams(self) -> None:
+        """fsync every stream this ledger wrote to since the last fsync."""
         for stream in list(self._streams.values()):
             if stream.dirty:
                 stream.dirty = False
-                # A descriptor closed concurrently by close() has nothing left to sync.
+                # A descriptor closed concurrently by close() has nothing left to fsync.
                 with contextlib.suppress(OSError):
                     os.fsync(stream.fd)
 
@@ -647,9 +584,8 @@ class Ledger:
             streams, self._streams = self._streams, {}
         for stream in streams.values():
             with stream.lock:
-                if self.fsync is not FsyncMode.NEVER:
-                    with contextlib.suppress(OSError):
-                        os.fsync(stream.fd)
+                with contextlib.suppress(OSError):
+                    fsync_unless_never(stream.fd, self.fsync)
                 os.close(stream.fd)
 
     def _reset_after_fork(self) -> None:
@@ -660,8 +596,9 @@ class Ledger:
             with contextlib.suppress(OSError):
                 os.close(stream.fd)
         self._streams = {}
+        self._subscribers = bus.Subscribers(self._subscribers.entries)
         self._implicit_started = set()
-        self._syncer = None
+        self._background = None
         self._pending = []  # the parent writes its own pending events
         self._pending_lock = threading.Lock()
 
@@ -673,87 +610,34 @@ class Ledger:
 
     # --- subscribers ---------------------------------------------------------------------
 
-    def subscribe(self, callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
-        """Call ``callback(record)`` after each appended event (optionally of some types).
+    def subscribe(self, callback: bus.Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``callback(event)`` after each appended event (optionally of some types).
 
         A callback that raises is logged and detached; it never breaks an append.
 
         Returns:
             A function that unsubscribes the callback.
         """
-        entry = (callback, frozenset(event_types) if event_types is not None else None)
-        with self._state_lock:
-            self._subscribers = [*self._subscribers, entry]
+        return self._subscribers.add(callback, event_types)
 
-        def unsubscribe() -> None:
-            with self._state_lock:
-                self._subscribers = [e for e in self._subscribers if e is not entry]
-
-        return unsubscribe
-
-    def _notify(self, records: Sequence[Mapping[str, Any]]) -> None:
-        global _global_subscribers
-        for entry in [*self._subscribers, *_global_subscribers]:
-            callback, types = entry
-            for record in records:
-                if types is not None and record["event_type"] not in types:
-                    continue
-                try:
-                    callback(record)
-                except Exception as exc:
-                    _log.error("ledger.subscriber_detached", subscriber=repr(callback), error=repr(exc))
-                    with self._state_lock:
-                        self._subscribers = [e for e in self._subscribers if e is not entry]
-                    with _global_lock:
-                        _global_subscribers = [e for e in _global_subscribers if e is not entry]
-                    break
-
-    # --- reading -------------------------------------------------------------------------
+    # --- everything else delegates -------------------------------------------------------
 
     def read_run(self, run_id: str) -> StreamReader:
-        """Return a reader of the run's stream (records in file order, problems collected)."""
-        flush_all()
+        """Return a reader of the run's stream (events in file order, problems collected)."""
+        bus.flush_all()
         return read_stream(self.stream_path(run_id))
 
     def audit_structure(self, run_id: str | None = None) -> AuditReport:
         """Check every run's events (one run, or all): lines parse, chains hold, seals match.
 
-        A run whose stream is still here is read line by line (problems name file:line). A
-        run whose stream compaction retired is checked from its compacted rows: each row is
-        re-encoded to its exact line, so chains and seals verify the same way, and retention
-        tombstones (``run/retired``) account for the events they removed.
+        See :func:`scalable.ledger.audit.audit_structure`.
 
         Raises:
             RunNotFoundError: ``run_id`` has no events.
         """
-        from scalable.ledger.audit import audit_rows, audit_streams
-        from scalable.ledger.compact import read_manifest
+        from scalable.ledger.audit import audit_structure
 
-        flush_all()
-        streams = set(self.run_ids())
-        # Compacted runs whose stream is gone (or came back holding only later events).
-        retired = {r for r, state in read_manifest(self.ledger_dir).streams.items() if state.retired or r not in streams}
-        runs = [run_id] if run_id is not None else sorted(streams | retired)
-        from_rows = [r for r in runs if r in retired]
-        from_streams = [r for r in runs if r not in retired]
-        for r in from_streams:
-            if not self.stream_path(r).exists():
-                raise RunNotFoundError(f"run {r!r} has no stream under {str(self.runs_dir)!r} and no compacted events")
-        report = audit_streams([(r, self.stream_path(r)) for r in from_streams], key=self.settings.ledger_key)
-        if from_rows:
-            from scalable.ledger.views import connect
-
-            con = connect(self)
-            try:
-                for r in from_rows:
-                    rows = con.execute("SELECT * FROM events WHERE run_id = $1 ORDER BY writer, seq", [r]).fetchall()
-                    columns = [d[0] for d in con.description or []]
-                    where = f"{self.ledger_dir / 'events'} (run {r})"
-                    report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where,
-                                             key=self.settings.ledger_key))
-            finally:
-                con.close()
-        return report
+        return audit_structure(self, run_id)
 
     def audit(
         self,
@@ -779,19 +663,9 @@ class Ledger:
         Raises:
             RunNotFoundError: ``run_id`` has no events.
         """
-        from scalable.ledger.audit import audit_content, latest_artifacts
-        from scalable.ledger.views import connect
+        from scalable.ledger.audit import audit_ledger
 
-        flush_all()
-        report = self.audit_structure(run_id)
-        if content:
-            con = connect(self)
-            try:
-                items = latest_artifacts(con, run_id)
-            finally:
-                con.close()
-            report.extend(audit_content(items, storage_options=storage_options, progress=progress))
-        return report
+        return audit_ledger(self, run_id, content=content, storage_options=storage_options, progress=progress)
 
     def replay(
         self,
@@ -834,28 +708,9 @@ class Ledger:
             ConfigError: ``direction`` or ``depth`` is not valid.
             NodeNotFoundError: ``node`` appears nowhere in the lineage.
         """
-        from scalable.ledger.lineage import lineage_graph
-        from scalable.ledger.views import connect
+        from scalable.ledger.lineage import trace
 
-        if direction not in ("up", "down", "both"):
-            raise ConfigError(f"direction {direction!r} is not one of up, down, both")
-        if depth is not None and depth < 1:
-            raise ConfigError(f"depth {depth} must be at least 1")
-        flush_all()
-        con = connect(self, as_of=as_of)
-        try:
-            graph = lineage_graph(con, node, direction=direction, depth=depth)
-            known = bool(graph.edges) or node is None or bool(
-                con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
-            )
-        finally:
-            con.close()
-        if not known:
-            raise NodeNotFoundError(
-                f"{node!r} is not an artifact digest, location or run id in the ledger; "
-                "find one with: scalable ledger query \"SELECT digest, location FROM artifacts\""
-            )
-        return graph
+        return trace(self, node, direction=direction, depth=depth, as_of=as_of)
 
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
@@ -870,7 +725,6 @@ class Ledger:
         """
         from scalable.ledger.views import run_query
 
-        flush_all()
         return run_query(self, sql, as_of=as_of)
 
     def compact(
@@ -879,32 +733,18 @@ class Ledger:
         *,
         keep_jsonl: bool = True,
         retire_before: str | None = None,
-        progress: bool = False,
+        progress: Progress | None = None,
     ) -> CompactionResult:
-        """Compact the streams into the Parquet dataset under ``ledger_dir/events/``.
+        """Compact the new events into the Parquet dataset (see :func:`scalable.ledger.compact.compact`).
 
-        See :func:`scalable.ledger.compact.compact` for the arguments and guarantees. With
-        ``SCALABLE_RUNS_DIR_REMOTE`` set, the local streams are synced and the remote ledger
-        is compacted instead (:func:`scalable.ledger.remote.compact_remote`).
+        With ``SCALABLE_RUNS_DIR_REMOTE`` set, the local streams are synced and the ledger on
+        object storage is compacted.
 
         Raises:
             ConfigError: retention or stream retirement was asked of a remote ledger.
         """
         from scalable.ledger.compact import compact
 
-        if self.settings.runs_dir_remote:
-            from scalable.ledger.remote import compact_remote
-
-            if not keep_jsonl or retire_before:
-                raise ConfigError(
-                    "--no-keep-jsonl and --retire-before work on a local ledger only; unset "
-                    "SCALABLE_RUNS_DIR_REMOTE to retire local streams or events"
-                )
-            remote = self._remote()
-            from scalable.ledger.remote import sync
-
-            sync(self, remote)
-            return compact_remote(remote)
         return compact(self, run_ids, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=progress)
 
     def sync_remote(self) -> SyncResult:
@@ -913,53 +753,33 @@ class Ledger:
         Raises:
             ConfigError: no remote is configured, or its URI cannot be opened.
         """
-        from scalable.ledger.remote import sync
+        from scalable.ledger.segments import sync_streams
 
-        return sync(self, self._remote())
-
-    def _remote(self) -> RemoteLedger:
-        from scalable.ledger.remote import open_remote
-
-        uri = self.settings.runs_dir_remote
-        if not uri:
-            raise ConfigError("no remote ledger: set SCALABLE_RUNS_DIR_REMOTE to an fsspec URI such as s3://bucket/ledger/")
-        return open_remote(uri)
+        return sync_streams(self.location)
 
 
-def _stream_heads(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
-    """Return every writer's last ``seq`` and head hash, and event counts by type."""
-    heads: dict[str, dict[str, Any]] = {}
-    counts: dict[str, int] = {}
-    for _number, raw, record in read_stream(path).lines():
-        heads[record["writer"]] = {"seq": record["seq"], "head": hashlib.sha256(raw).hexdigest()}
-        counts[record["event_type"]] = counts.get(record["event_type"], 0) + 1
-    return heads, counts
+def _after_fork_in_child() -> None:
+    for ledger in bus.open_ledgers():
+        ledger._reset_after_fork()
 
 
-def _check_run_id(run_id: str) -> None:
-    if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
-        raise EventValidationError(f"run id {run_id!r} is not valid: use one path segment of letters, digits, '-', '_' and '.'")
+os.register_at_fork(after_in_child=_after_fork_in_child)
+bus.set_opener(Ledger.open)
 
 
-def _write_all(fd: int, payload: bytes) -> None:
-    view = memoryview(payload)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _sync_loop(ref: weakref.ref[Ledger]) -> None:
-    last_sync = time.monotonic()
+def _background_loop(ref: weakref.ref[Ledger]) -> None:
+    """Write queued events every ``FLUSH_INTERVAL_S`` and fsync owed streams every second."""
+    last_fsync = time.monotonic()
     while True:
         time.sleep(FLUSH_INTERVAL_S)
         ledger = ref()
-        if ledger is None or ledger._closed:
+        if ledger is None or ledger.closed:
             return
         try:
             ledger.flush()
-            if time.monotonic() - last_sync >= 1.0:
-                ledger.sync()
-                last_sync = time.monotonic()
+            if time.monotonic() - last_fsync >= 1.0:
+                ledger.fsync_streams()
+                last_fsync = time.monotonic()
         except Exception as exc:  # a background flush must never kill the process
             _log.error("ledger.background_flush_failed", error=repr(exc))
         del ledger

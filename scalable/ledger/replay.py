@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from scalable.digests import CHUNK, tree_digest
 from scalable.errors import IntegrityError, RunNotFoundError
 from scalable.ledger.events import normalize_timestamp
+from scalable.ledger.sql import quote
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -43,12 +44,15 @@ def run_events(ledger: Ledger, run_id: str, *, until: str | None = None) -> list
         RunNotFoundError: the run has no events (at or before ``until``).
     """
     cutoff = normalize_timestamp(until) if until else None
-    quoted = run_id.replace("'", "''")
-    where = f"run_id = '{quoted}'" + (f" AND timestamp <= '{cutoff}'" if cutoff else "")
-    rows: list[dict[str, Any]] = ledger.query(f"SELECT * FROM events WHERE {where} ORDER BY timestamp, writer, seq").to_pylist()
+    where = f"run_id = {quote(run_id)}" + (f" AND timestamp <= {quote(cutoff)}" if cutoff else "")
+    rows: list[dict[str, Any]] = ledger.query(
+        f"SELECT * FROM events WHERE {where} ORDER BY timestamp, writer, seq"
+    ).to_pylist()
     if not rows:
-        raise RunNotFoundError(f"run {run_id!r} has no events{' at or before ' + until if until else ''}; "
-                               "list runs with: scalable ledger runs")
+        raise RunNotFoundError(
+            f"run {run_id!r} has no events{' at or before ' + until if until else ''}; "
+            "list runs with: scalable ledger runs"
+        )
     return rows
 
 
@@ -60,13 +64,20 @@ class RestoreArtifacts:
     :class:`IntegrityError`. Directories are verified by their tree digest.
     """
 
-    def __init__(self, into: str | os.PathLike[str], storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self, into: str | os.PathLike[str], storage_options: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
         self.into = Path(into)
         self.storage_options = storage_options or {}
         self.restored: list[str] = []
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        if event["event_type"] != "artifact" or event["op"] != "put" or not event.get("location") or not event.get("key"):
+        if (
+            event["event_type"] != "artifact"
+            or event["op"] != "put"
+            or not event.get("location")
+            or not event.get("key")
+        ):
             return
         key = str(event["key"])
         parts = PurePosixPath(key).parts

@@ -21,16 +21,15 @@ worker and cost events are not recorded (0).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from scalable.errors import ConfigError, RunNotFoundError
-from scalable.ledger.events import decode_line
+from scalable.ledger.durable import replace_file
+from scalable.ledger.stream import RUN_SUMMARY, iter_complete
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -38,14 +37,15 @@ if TYPE_CHECKING:
 __all__ = [
     "SUMMARY_FILE",
     "first_event",
+    "rebuild_summary",
     "render_text_report",
     "run_json",
     "run_report",
     "session_run",
     "summarize_events",
     "write_json",
+    "write_summary",
     "write_summary_json",
-    "write_text",
 ]
 
 SUMMARY_FILE: Final = "summary.json"
@@ -117,34 +117,49 @@ def session_run(started: Mapping[str, Any] | None) -> bool:
     return "target" in _attrs(started)
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Replace ``path`` whole with ``text`` (a reader sees the old file or the new one, never a part)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def write_json(path: Path, doc: Mapping[str, Any]) -> Path:
+    """Write ``doc`` as Scalable does (indent 2, sorted keys, trailing newline), replacing ``path`` whole."""
+    replace_file(path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
     return path
 
 
-def write_json(path: Path, doc: Mapping[str, Any]) -> Path:
-    """Write ``doc`` as Scalable does (indent 2, sorted keys, trailing newline), replacing ``path`` whole."""
-    return write_text(path, json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+def write_summary(stream: Path, run_id: str, finished: Mapping[str, Any], stream_bytes: int) -> Path:
+    """Write a sealed run's ``run.json`` beside ``stream``: Scalable's metadata, status, seal, sealed length.
+
+    It is derived state (see :func:`rebuild_summary`) that lets an audit notice a stream cut
+    short, seal and all.
+    """
+    started = first_event(stream, "run", "started")
+    return write_json(stream.with_name(RUN_SUMMARY), run_json(run_id, started, finished, stream_bytes=stream_bytes))
 
 
-def _events(stream: Path) -> Iterator[dict[str, Any]]:
-    """The whole, readable events of a stream in order, read as they are needed (none if it is missing)."""
-    with contextlib.suppress(FileNotFoundError), open(stream, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                return
-            try:
-                yield decode_line(raw[:-1])
-            except ValueError:
-                continue
+def rebuild_summary(stream: Path, run_id: str) -> list[Path]:
+    """Rewrite a run's files derived from its stream alone; return those written.
+
+    A sealed run gets ``run.json`` (and, if a session started it, ``summary.json``); an open
+    run a session started gets its ``running`` ``run.json``. The result equals what starting
+    and sealing wrote: the files come from ``run/started``, ``run/finished`` and the
+    stream's length up to the seal.
+    """
+    started: dict[str, Any] | None = None
+    for offset, event in iter_complete(stream):
+        if event["event_type"] != "run":
+            continue
+        if event["op"] == "started" and started is None:
+            started = event
+        elif event["op"] == "finished":
+            written = [write_summary(stream, run_id, event, offset)]
+            if session_run(started):
+                written.append(write_summary_json(stream, run_id))
+            return written
+    if session_run(started):
+        return [write_json(stream.with_name(RUN_SUMMARY), run_json(run_id, started, None))]
+    return []
 
 
 def first_event(stream: Path, event_type: str, op: str) -> dict[str, Any] | None:
     """The first whole, readable ``event_type/op`` event of a stream (reading stops there)."""
-    for event in _events(stream):
+    for _offset, event in iter_complete(stream):
         if event["event_type"] == event_type and event["op"] == op:
             return event
     return None
@@ -248,7 +263,7 @@ def summarize_events(run_id: str, events: Iterable[Mapping[str, Any]]) -> dict[s
 def _sealed_events(stream: Path) -> list[dict[str, Any]]:
     """The readable events of a stream up to and including its seal."""
     events = []
-    for event in _events(stream):
+    for _offset, event in iter_complete(stream):
         events.append(event)
         if event["event_type"] == "run" and event["op"] == "finished":
             break

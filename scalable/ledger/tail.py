@@ -1,16 +1,20 @@
-"""Reading the newest events of live streams, and following them as they are appended."""
+"""Reading the newest events of live streams, read from their ends, and following them as they grow."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scalable.errors import RunNotFoundError
+from scalable.ledger import bus
 from scalable.ledger.events import decode_line
-from scalable.ledger.log import STREAM_NAME, Ledger, flush_all, read_stream
+from scalable.ledger.stream import lines_from_end, list_streams
 from scalable.logs import get_logger
+
+if TYPE_CHECKING:
+    from scalable.ledger.log import Ledger
 
 __all__ = ["follow_events", "tail_events"]
 
@@ -21,30 +25,38 @@ def _streams(ledger: Ledger, run_id: str | None) -> list[Path]:
     if run_id is not None:
         path = ledger.stream_path(run_id)
         if not path.exists():
-            raise RunNotFoundError(f"run {run_id!r} has no stream under {str(ledger.runs_dir)!r}; list runs with: scalable ledger query \"SELECT run_id FROM runs\"")
+            raise RunNotFoundError(
+                f"run {run_id!r} has no stream under {str(ledger.runs_dir)!r}; "
+                'list runs with: scalable ledger query "SELECT run_id FROM runs"'
+            )
         return [path]
-    if not ledger.runs_dir.is_dir():
-        return []
-    return sorted(ledger.runs_dir.glob(f"*/{STREAM_NAME}"))
+    return [path for _run_id, path, _size in list_streams(ledger.runs_dir)]
 
 
 def tail_events(ledger: Ledger, run_id: str | None = None, lines: int = 10) -> list[dict[str, Any]]:
-    """Return the last ``lines`` events (of one run, or of all live streams) in time order.
+    """Return the newest ``lines`` events (of one run, or of all live streams) in time order.
 
-    Malformed lines are skipped and logged with file and line number.
+    Each stream is read from its end, only as far back as its last ``lines`` good lines.
+    Malformed lines are skipped and logged with their stream.
 
     Raises:
         RunNotFoundError: ``run_id`` has no stream.
     """
-    flush_all()
-    records: list[dict[str, Any]] = []
+    bus.flush_all()
+    newest: list[dict[str, Any]] = []
     for path in _streams(ledger, run_id):
-        reader = read_stream(path)
-        records.extend(record for _n, record in reader)
-        for problem in reader.problems:
-            _log.warning("ledger.malformed_line", problem=str(problem))
-    records.sort(key=lambda r: (r["timestamp"], r["event_id"]))
-    return records[-lines:] if lines > 0 else []
+        found = 0
+        for raw in lines_from_end(path) if lines > 0 else ():
+            try:
+                newest.append(decode_line(raw))
+            except (ValueError, UnicodeDecodeError) as exc:
+                _log.warning("ledger.malformed_line", stream=str(path), error=str(exc))
+                continue
+            found += 1
+            if found == lines:
+                break
+    newest.sort(key=lambda e: (e["timestamp"], e["event_id"]))
+    return newest[-lines:] if lines > 0 else []
 
 
 def follow_events(

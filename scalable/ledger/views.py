@@ -1,29 +1,29 @@
-"""DuckDB views over the ledger, built by one connection factory, and the read-only query path.
+"""DuckDB views over the ledger, built by one view builder through the ledger's location.
 
 Views: ``events`` (every event once, deduplicated on ``event_id``; no defined order),
 ``artifacts``, ``cache``, ``tasks`` (one row per task execution), ``runs`` (one row per run),
-``lineage`` (edges, see :mod:`scalable.ledger.lineage`) and the table macros
+``lineage`` (edges, see :mod:`scalable.ledger.edges`) and the table macros
 ``ancestors(node)``/``descendants(node)``. They read the Parquet files named by the newest
-compaction manifest and the not yet compacted JSON-lines streams together, typed by the one
-Arrow schema of :mod:`scalable.ledger.events`; a line that does not decode is left out, never
-an error.
-
-The query path is read-only: only SELECT-like statements run, and once the views exist the
-connection may read nothing outside the ledger's own directories and its configuration is
-locked.
+generation (:mod:`scalable.ledger.generations`) and the event lines not compacted yet
+together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
+:class:`~scalable.ledger.location.Location` keeps them; a line that does not decode is left
+out, never an error. The connection is then locked down (:mod:`scalable.ledger.sandbox`).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from scalable.errors import QueryError, ReadOnlyQueryError
-from scalable.ledger.compact import jsonl_select, parquet_select, read_manifest, uncompacted_streams
+from scalable.ledger import bus
+from scalable.ledger.edges import create_lineage_views
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
-from scalable.ledger.lineage import create_lineage_views
-from scalable.ledger.log import flush_all
+from scalable.ledger.generations import Generation, read_generation
+from scalable.ledger.location import Location
+from scalable.ledger.sandbox import lock, run_read_only
+from scalable.ledger.sql import connect as sql_connect
+from scalable.ledger.sql import jsonl_select, parquet_select, quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -31,15 +31,71 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["VIEW_NAMES", "check_read_only", "connect", "run_query"]
+__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "run_query"]
 
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
 
-_ALLOWED_PRAGMAS = ("table_info", "show_tables", "show_tables_expanded", "database_size", "version")
+
+@dataclass(frozen=True, slots=True)
+class EventSources:
+    """The SQL of every event once, as the views read it.
+
+    Attributes:
+        parquet: SELECT of the compacted events (``None`` when there are none).
+        tail: SELECT of the event lines not compacted yet, minus those Parquet already has
+            (``None`` when there are none).
+        lineage: paths of the compacted lineage files (edges by ``dst``, by ``src``, nodes),
+            when the generation has them.
+        uncovered: SELECT of the compacted events the lineage files do not cover (``None``
+            when they cover all).
+    """
+
+    parquet: str | None
+    tail: str | None
+    lineage: tuple[str, str, str] | None
+    uncovered: str | None
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def event_sources(location: Location, generation: Generation) -> EventSources:
+    """Every event of ``location`` once: the compacted rows, and the lines Parquet lacks.
+
+    Compaction keeps the live Parquet files free of duplicates, so only the lines not compacted
+    yet are deduplicated, and only those of runs that also have rows in Parquet are anti-joined
+    against it (a run-id filter that row-group statistics make cheap). A source whose every
+    byte the generation covers is not read at all.
+    """
+    files = [location.url(f.path) for f in generation.files]
+    compacted_runs = {location.run_of(key) for key in generation.streams}
+    tails: list[str] = []
+    overlap: set[str] = set()
+    for source in location.live_sources():
+        state = generation.streams.get(source.key)
+        if source.size == 0 or (state is not None and not state.retired and source.size == state.offset):
+            continue
+        tails.append(source.path)
+        if source.run_id in compacted_runs:
+            overlap.add(source.run_id)
+    parquet = parquet_select(files) if files else None
+    tail = None
+    if tails:
+        tail = (
+            f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=generation.retired_before)}) j"
+        )
+        if files and overlap:
+            runs = ", ".join(quote(r) for r in sorted(overlap))
+            tail = (
+                f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
+                f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
+            )
+    lineage = None
+    uncovered = None
+    if generation.lineage is not None and files:
+        lin = generation.lineage
+        lineage = (location.url(lin.by_dst), location.url(lin.by_src), location.url(lin.nodes))
+        covered = set(lin.covers)
+        rest = [location.url(f.path) for f in generation.files if f.path not in covered]
+        uncovered = parquet_select(rest) if rest else None
+    return EventSources(parquet, tail, lineage, uncovered)
 
 
 def _empty_select() -> str:
@@ -47,47 +103,8 @@ def _empty_select() -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def _raw_events_sql(
-    runs_dir: str, ledger_dir: str
-) -> tuple[str | None, str | None, tuple[str, str, str] | None, str | None]:
-    """Every event once: the compacted Parquet rows, and the stream lines Parquet lacks.
-
-    Compaction keeps the live Parquet files free of duplicates, so only the JSON-lines tails
-    are deduplicated, and only the runs that also have rows in Parquet are anti-joined
-    against it (a run-id filter that row-group statistics make cheap).
-
-    Returns:
-        The SELECT of the compacted events and of the tails (each ``None`` when there are
-        none), the paths of the compacted lineage files (edges by ``dst``, by ``src``, nodes)
-        when the manifest has them, and the SELECT of the compacted events those files do not
-        cover (``None`` when they cover all).
-    """
-    manifest = read_manifest(ledger_dir)
-    files = [os.path.join(ledger_dir, f.path) for f in manifest.files]
-    streams, overlap = uncompacted_streams(runs_dir, manifest)
-    parquet = parquet_select(files) if files else None
-    tail = None
-    if streams:
-        tail = f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(streams, retired_before=manifest.retired_before)}) j"
-        if files and overlap:
-            runs = ", ".join(_sql_str(r) for r in overlap)
-            tail = (
-                f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
-                f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
-            )
-    lineage = None
-    uncovered = None
-    if manifest.lineage is not None and files:
-        lin = manifest.lineage
-        lineage = (os.path.join(ledger_dir, lin.by_dst), os.path.join(ledger_dir, lin.by_src),
-                   os.path.join(ledger_dir, lin.nodes))
-        rest = [os.path.join(ledger_dir, f.path) for f in manifest.files if f.path not in set(lin.covers)]
-        uncovered = parquet_select(rest) if rest else None
-    return parquet, tail, lineage, uncovered
-
-
 def _view_sql(as_of: str | None) -> dict[str, str]:
-    where = f"WHERE timestamp <= {_sql_str(as_of)}" if as_of else ""
+    where = f"WHERE timestamp <= {quote(as_of)}" if as_of else ""
     return {
         "events": f"SELECT * FROM _raw_events {where}",
         "artifacts": (
@@ -134,90 +151,44 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     """Return an in-memory DuckDB connection with the ledger's views, locked down.
 
     Args:
-        ledger: the ledger whose runs and ledger directories are read.
+        ledger: the ledger whose events are read, wherever its location keeps them.
         as_of: ISO-8601 time; every view then shows only events at or before it.
 
     Raises:
         EventValidationError: ``as_of`` is not an ISO-8601 time.
+        ConfigError: the ledger's remote location cannot be opened.
     """
-    import duckdb
-
-    flush_all()  # events queued in this process are visible to its own queries
+    bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
-    runs_dir = os.path.realpath(ledger.runs_dir)
-    ledger_dir = os.path.realpath(ledger.ledger_dir)
-    con = duckdb.connect(":memory:", config={"threads": os.cpu_count() or 1})
+    location = ledger.location
+    con = sql_connect(filesystem=location.filesystem)
     # Every view binds the same Parquet footers; read each once per connection.
     con.execute("SET parquet_metadata_cache=true")
-    allowed_dirs = [runs_dir.rstrip("/") + "/", ledger_dir.rstrip("/") + "/"]
-    if ledger.settings.runs_dir_remote:
-        from scalable.ledger.compact import _list_streams
-        from scalable.ledger.remote import open_remote, remote_sources
-
-        remote = open_remote(ledger.settings.runs_dir_remote)
-        con.register_filesystem(remote.fs)
-        local = [str(path) for _run, path, size in _list_streams(Path(runs_dir)) if size]
-        parquet, tails, prefix = remote_sources(remote, local)
-        allowed_dirs.append(prefix)
-        # Tails on an object store are read once per connection rather than at every view
+    sources = event_sources(location, read_generation(location))
+    if sources.tail and location.materialize_tails:
+        # Tails on object storage are read once per connection rather than at every view
         # binding and query: each read costs a round trip per object.
-        if tails:
-            con.execute(f"CREATE TEMP TABLE _remote_tails AS {tails}")
-        parts = [p for p in (parquet, "SELECT * FROM _remote_tails" if tails else None) if p]
-        raw = " UNION ALL ".join(f"({p})" for p in parts)
-        compacted = None
+        con.execute(f"CREATE TEMP TABLE _tail_rows AS {sources.tail}")
     else:
-        parquet, tail, compacted, uncovered = _raw_events_sql(runs_dir, ledger_dir)
-        con.execute("CREATE VIEW _tail_rows AS " + (tail or _empty_select()))
-        parts = [p for p in (parquet, "SELECT * FROM _tail_rows" if tail else None) if p]
-        raw = " UNION ALL ".join(f"({p})" for p in parts)
-    con.execute("CREATE VIEW _raw_events AS " + (raw or _empty_select()))
+        con.execute("CREATE VIEW _tail_rows AS " + (sources.tail or _empty_select()))
+    parts = [p for p in (sources.parquet, "SELECT * FROM _tail_rows" if sources.tail else None) if p]
+    con.execute("CREATE VIEW _raw_events AS " + (" UNION ALL ".join(f"({p})" for p in parts) or _empty_select()))
     for name, sql in _view_sql(cutoff).items():
         con.execute(f"CREATE VIEW {name} AS {sql}")
-    if compacted is not None:
-        where = f" WHERE timestamp <= {_sql_str(cutoff)}" if cutoff else ""
-        # The events whose edges are not compacted: streams, and data files the edges do not cover.
-        rest = f"SELECT * FROM ({uncovered}) u UNION ALL SELECT * FROM _tail_rows" if uncovered else "SELECT * FROM _tail_rows"
+    if sources.lineage is not None:
+        where = f" WHERE timestamp <= {quote(cutoff)}" if cutoff else ""
+        # The events whose edges are not compacted: tails, and data files the edges do not cover.
+        rest = "SELECT * FROM _tail_rows"
+        if sources.uncovered:
+            rest = f"SELECT * FROM ({sources.uncovered}) u UNION ALL {rest}"
         con.execute(f"CREATE VIEW _tail_events AS SELECT * FROM ({rest}) r{where}")
-        create_lineage_views(con, compacted=compacted, tail="_tail_events" if tail or uncovered else None, as_of=cutoff)
+        tail = "_tail_events" if sources.tail or sources.uncovered else None
+        create_lineage_views(con, compacted=sources.lineage, tail=tail, as_of=cutoff)
     else:
         create_lineage_views(con)
-    allowed = ", ".join(_sql_str(d) for d in allowed_dirs)
-    con.execute(f"SET allowed_directories=[{allowed}]")
-    con.execute("SET enable_external_access=false")
-    con.execute("SET lock_configuration=true")
+    own = [os.path.realpath(d).rstrip("/") + "/" for d in (ledger.runs_dir, ledger.ledger_dir)]
+    lock(con, dict.fromkeys([*own, *location.read_prefixes()]))
     return con
-
-
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but SELECT-like statements (SELECT, WITH, DESCRIBE, SHOW, ...).
-
-    Raises:
-        QueryError: the SQL does not parse, or is empty.
-        ReadOnlyQueryError: a statement would write, attach, load, call or configure.
-    """
-    import duckdb
-
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryError(f"SQL does not parse: {_first_line(exc)}") from None
-    if not statements:
-        raise QueryError("no SQL statement given; try: SELECT * FROM artifacts")
-    for statement in statements:
-        kind = statement.type
-        text = statement.query.strip()
-        if kind in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
-            continue
-        if kind == duckdb.StatementType.PRAGMA:
-            name = text.split(None, 1)[1] if len(text.split(None, 1)) > 1 else ""
-            if name.split("(")[0].split("=")[0].strip().lower() in _ALLOWED_PRAGMAS:
-                continue
-        verb = text.split(None, 1)[0].upper() if text else str(kind)
-        raise ReadOnlyQueryError(
-            f"{verb} is not allowed: ledger queries are read-only (SELECT, WITH, DESCRIBE, SHOW, "
-            f"EXPLAIN, SUMMARIZE, PRAGMA table_info)"
-        )
 
 
 def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table:
@@ -227,20 +198,8 @@ def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table
         ReadOnlyQueryError: the statement is not SELECT-like.
         QueryError: the SQL does not parse, bind or run.
     """
-    import duckdb
-
     con = connect(ledger, as_of=as_of)
     try:
-        check_read_only(con, sql)
-        try:
-            return con.sql(sql).to_arrow_table()
-        except duckdb.PermissionException as exc:
-            raise ReadOnlyQueryError(f"query refused: {_first_line(exc)}") from None
-        except duckdb.Error as exc:
-            raise QueryError(f"query failed: {_first_line(exc)}") from None
+        return run_read_only(con, sql)
     finally:
         con.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -627,7 +627,11 @@ class BaseArtifactStore(ABC):
 
     def _expected_digest(self, key: str) -> str:
         meta = self._read_sidecar(key)
-        if meta is not None and isinstance(meta.get("digest"), str) and meta.get("kind") != ArtifactKind.DIRECTORY.value:
+        if (
+            meta is not None
+            and isinstance(meta.get("digest"), str)
+            and meta.get("kind") != ArtifactKind.DIRECTORY.value
+        ):
             return str(meta["digest"])
         # A file inside a directory put: the directory's sidecar lists it.
         parts = key.split("/")

@@ -132,7 +132,7 @@ def _process_ledger(settings: Settings) -> Ledger:
     key = (os.getpid(), settings.runs_dir, settings.ledger_dir, settings.ledger_fsync, settings.telemetry)
     with _process_lock:
         ledger = _process_ledgers.get(key)
-        if ledger is None or ledger._closed:
+        if ledger is None or ledger.closed:
             ledger = _process_ledgers[key] = Ledger(settings)
         return ledger
 

@@ -153,18 +153,29 @@ def test_content_audit_catches_a_changed_and_a_deleted_local_file(ledger: Ledger
         p.write_text(name)
         files[name] = p
         with bind(run_id="run-c"):
-            ledger.append({"event_type": "artifact", "op": "recorded", "location": p.as_uri(),
-                           "digest": hashlib.sha256(p.read_bytes()).hexdigest()})
+            ledger.append(
+                {
+                    "event_type": "artifact",
+                    "op": "recorded",
+                    "location": p.as_uri(),
+                    "digest": hashlib.sha256(p.read_bytes()).hexdigest(),
+                }
+            )
     assert ledger.audit("run-c").ok
     files["change.txt"].write_text("changed!")
     files["delete.txt"].unlink()
     report = ledger.audit("run-c")
     found = {(p.kind, p.where) for p in report.problems}
-    assert found == {("content-changed", files["change.txt"].as_uri()), ("content-missing", files["delete.txt"].as_uri())}
+    assert found == {
+        ("content-changed", files["change.txt"].as_uri()),
+        ("content-missing", files["delete.txt"].as_uri()),
+    }
     assert report.artifacts == 3
 
 
-def test_replay_restores_stored_artifacts_bit_identical_and_refuses_corrupt_ones(ledger: Ledger, isolated: Path, cli: CliInvoker) -> None:
+def test_replay_restores_stored_artifacts_bit_identical_and_refuses_corrupt_ones(
+    ledger: Ledger, isolated: Path, cli: CliInvoker
+) -> None:
     """Replaying a run into an empty directory restores each put artifact by key, verified by digest."""
     import hashlib
 
@@ -175,13 +186,33 @@ def test_replay_restores_stored_artifacts_bit_identical_and_refuses_corrupt_ones
     (store / "runs/r/tree/sub/y.txt").write_text("y")
     from scalable.digests import sha256_file, tree_digest
 
-    tree = tree_digest([("x.txt", sha256_file(str(store / "runs/r/tree/x.txt"))[0]),
-                        ("sub/y.txt", sha256_file(str(store / "runs/r/tree/sub/y.txt"))[0])])
+    tree = tree_digest(
+        [
+            ("x.txt", sha256_file(str(store / "runs/r/tree/x.txt"))[0]),
+            ("sub/y.txt", sha256_file(str(store / "runs/r/tree/sub/y.txt"))[0]),
+        ]
+    )
     with bind(run_id="run-r"):
-        ledger.append({"event_type": "artifact", "op": "put", "key": "runs/r/a.bin", "location": (store / "runs/r/a.bin").as_uri(),
-                       "digest": hashlib.sha256((store / "runs/r/a.bin").read_bytes()).hexdigest(), "kind": "file"})
-        ledger.append({"event_type": "artifact", "op": "put", "key": "runs/r/tree", "location": (store / "runs/r/tree").as_uri(),
-                       "digest": tree, "kind": "dir"})
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "put",
+                "key": "runs/r/a.bin",
+                "location": (store / "runs/r/a.bin").as_uri(),
+                "digest": hashlib.sha256((store / "runs/r/a.bin").read_bytes()).hexdigest(),
+                "kind": "file",
+            }
+        )
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "put",
+                "key": "runs/r/tree",
+                "location": (store / "runs/r/tree").as_uri(),
+                "digest": tree,
+                "kind": "dir",
+            }
+        )
     result = ledger.replay("run-r", into=isolated / "restored")
     assert result.events == 2 and len(result.restored) == 2
     assert (isolated / "restored/runs/r/a.bin").read_bytes() == (store / "runs/r/a.bin").read_bytes()
@@ -198,7 +229,9 @@ def test_replay_restores_stored_artifacts_bit_identical_and_refuses_corrupt_ones
     assert cli("ledger", "replay", "run-zzz").exit_code == 2
 
 
-def test_run_summaries_and_exports_rebuilt_from_events_equal_the_incremental_ones(ledger: Ledger, isolated: Path) -> None:
+def test_run_summaries_and_exports_rebuilt_from_events_equal_the_incremental_ones(
+    ledger: Ledger, isolated: Path
+) -> None:
     """Deleting run.json and the exports and rebuilding them from the streams gives the same files."""
     from scalable.ledger.export import export_openlineage, export_prov, export_sqlite
 
@@ -267,7 +300,9 @@ def test_retention_tombstones_account_for_removed_events(ledger: Ledger, isolate
     cutoff = "2999-01-01"
     result = ledger.compact(retire_before=cutoff)
     assert result.to_dict()["tombstones"] == 2
-    assert ledger.query("SELECT count(*) FROM events WHERE event_type <> 'run' OR op <> 'retired'").column(0).to_pylist() == [0]
+    assert ledger.query("SELECT count(*) FROM events WHERE event_type <> 'run' OR op <> 'retired'").column(
+        0
+    ).to_pylist() == [0]
     report = ledger.audit(content=False)
     assert report.ok, [str(p) for p in report.problems]
     ledger.compact(keep_jsonl=False)

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from scalable.errors import CompactionConflictError, EventValidationError, LedgerError
-from scalable.ledger.compact import CRASH_POINTS, MANIFEST_DIR, Manifest, _commit_manifest, read_manifest
+from scalable.ledger.crash import CRASH_POINTS
+from scalable.ledger.generations import GENERATIONS_DIR, Generation, commit_generation, read_generation
+from scalable.ledger.location import LocalLocation
 from scalable.ledger.log import Ledger
 from tools.gen_events import generate
 
@@ -37,8 +39,17 @@ def synthetic(isolated: Path) -> Ledger:
     """Six finished synthetic runs over three days, plus one run still being written."""
     generate(isolated / "runs", 6 * 40, runs=6, days=3)
     led = Ledger.open(isolated / "runs", isolated / "ledger")
-    led.append_many({"event_type": "artifact", "op": "put", "run_id": "run-live", "artifact_name": f"a{i}",
-                     "size_bytes": i, "inputs": ["x"]} for i in range(5))
+    led.append_many(
+        {
+            "event_type": "artifact",
+            "op": "put",
+            "run_id": "run-live",
+            "artifact_name": f"a{i}",
+            "size_bytes": i,
+            "inputs": ["x"],
+        }
+        for i in range(5)
+    )
     return led
 
 
@@ -149,7 +160,7 @@ def test_single_run_compaction_and_merging(isolated: Path) -> None:
     results = [led.compact([run_id]) for run_id in led.run_ids()]
     assert [r.streams_compacted for r in results] == [1] * 8
     assert sum(r.files_merged for r in results) >= 4
-    manifest = read_manifest(led.ledger_dir)
+    manifest = read_generation(led.location)
     assert len(manifest.files) < 4
     assert {f.date for f in manifest.files} == {"2026-01-01"}
     assert manifest.rows == len(expected)
@@ -160,13 +171,32 @@ def test_schema_evolution_keeps_unknown_columns(isolated: Path) -> None:
     """Lines of a newer writer (extra column) and of an older schema_version compact and query without loss."""
     led = Ledger.open(isolated / "runs", isolated / "ledger")
     led.append({"event_type": "artifact", "op": "put", "run_id": "run-new", "artifact_name": "a"})
-    newer = {"event_id": "01900000-0000-7000-8000-000000000001", "event_type": "artifact", "op": "put",
-             "timestamp": "2026-11-26T00:00:00.000000Z", "run_id": "run-new", "writer": "w2", "seq": 0,
-             "prev": "0" * 64, "artifact_name": "b", "attrs": json.dumps({"x": 1}), "gpu_hours": 3.5,
-             "schema_version": 2}
-    older = {"event_id": "01900000-0000-7000-8000-000000000002", "event_type": "artifact", "op": "recorded",
-             "timestamp": "2026-11-26T00:00:01.000000Z", "run_id": "run-old", "writer": "w3", "seq": 0,
-             "prev": "0" * 64, "artifact_name": "c", "size_bytes": 7}
+    newer = {
+        "event_id": "01900000-0000-7000-8000-000000000001",
+        "event_type": "artifact",
+        "op": "put",
+        "timestamp": "2026-11-26T00:00:00.000000Z",
+        "run_id": "run-new",
+        "writer": "w2",
+        "seq": 0,
+        "prev": "0" * 64,
+        "artifact_name": "b",
+        "attrs": json.dumps({"x": 1}),
+        "gpu_hours": 3.5,
+        "schema_version": 2,
+    }
+    older = {
+        "event_id": "01900000-0000-7000-8000-000000000002",
+        "event_type": "artifact",
+        "op": "recorded",
+        "timestamp": "2026-11-26T00:00:01.000000Z",
+        "run_id": "run-old",
+        "writer": "w3",
+        "seq": 0,
+        "prev": "0" * 64,
+        "artifact_name": "c",
+        "size_bytes": 7,
+    }
     for run, record in (("run-new", newer), ("run-old", older)):
         path = led.stream_path(run)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,15 +208,21 @@ def test_schema_evolution_keeps_unknown_columns(isolated: Path) -> None:
     assert json.loads(got["b"]["attrs"]) == {"x": 1, "gpu_hours": 3.5}
     assert got["c"]["size_bytes"] == 7
     versions = rows(led, "SELECT artifact_name, schema_version FROM events WHERE event_type = 'artifact' ORDER BY 1")
-    assert versions == [{"artifact_name": "a", "schema_version": 1}, {"artifact_name": "b", "schema_version": 2},
-                        {"artifact_name": "c", "schema_version": 1}]
+    assert versions == [
+        {"artifact_name": "a", "schema_version": 1},
+        {"artifact_name": "b", "schema_version": 2},
+        {"artifact_name": "c", "schema_version": 1},
+    ]
 
 
 def test_retire_before_leaves_tombstones(synthetic: Ledger) -> None:
     """--retire-before removes older events and appends one run/retired tombstone per affected run, once."""
     cutoff = "2026-01-02"
     total = len(rows(synthetic))
-    old = rows(synthetic, f"SELECT run_id, count(*) AS n FROM events WHERE timestamp < '{cutoff}' GROUP BY run_id ORDER BY run_id")
+    old = rows(
+        synthetic,
+        f"SELECT run_id, count(*) AS n FROM events WHERE timestamp < '{cutoff}' GROUP BY run_id ORDER BY run_id",
+    )
     result = synthetic.compact(retire_before=cutoff)
     assert result.events_retired == sum(r["n"] for r in old)
     assert result.tombstones == len(old)
@@ -208,13 +244,15 @@ def test_bad_retire_before_is_refused(synthetic: Ledger) -> None:
     """A retention date that is not ISO-8601 is refused before anything is written."""
     with pytest.raises(EventValidationError, match="not ISO-8601"):
         synthetic.compact(retire_before="last tuesday")
-    assert not (Path(synthetic.ledger_dir) / MANIFEST_DIR).exists() or read_manifest(synthetic.ledger_dir).version == 0
+    assert (
+        not (Path(synthetic.ledger_dir) / GENERATIONS_DIR).exists() or read_generation(synthetic.location).version == 0
+    )
 
 
 def test_invalid_manifest_is_reported(synthetic: Ledger) -> None:
     """A corrupt manifest gives a LedgerError naming the file and what to do."""
     synthetic.compact()
-    manifests = sorted((Path(synthetic.ledger_dir) / MANIFEST_DIR).glob("*.json"))
+    manifests = sorted((Path(synthetic.ledger_dir) / GENERATIONS_DIR).glob("*.json"))
     manifests[-1].write_text("{not json")
     with pytest.raises(LedgerError, match=r"manifest .*00000000000000000001\.json.* not valid"):
         synthetic.query("SELECT 1")
@@ -222,9 +260,10 @@ def test_invalid_manifest_is_reported(synthetic: Ledger) -> None:
 
 def test_concurrent_commit_of_one_generation_conflicts(isolated: Path) -> None:
     """Two compactions committing the same generation: the second gets CompactionConflictError."""
-    _commit_manifest(isolated / "ledger", Manifest(version=1))
+    location = LocalLocation(isolated / "runs", isolated / "ledger")
+    commit_generation(location, Generation(version=1))
     with pytest.raises(CompactionConflictError, match="run compact again"):
-        _commit_manifest(isolated / "ledger", Manifest(version=1))
+        commit_generation(location, Generation(version=1))
 
 
 def test_cli_compact(cli: Any, synthetic: Ledger) -> None:
@@ -258,8 +297,12 @@ def _run_compaction(base: Path, crash_at: str | None, retire: str) -> subprocess
     env["PYTHONPATH"] = str(ROOT)
     if crash_at:
         env["SCALABLE_TEST_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-c", _COMPACT, str(base / "runs"), str(base / "ledger"), retire],
-                          env=env, capture_output=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", _COMPACT, str(base / "runs"), str(base / "ledger"), retire],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
 
 
 def _compact_in_process(base: Path, retire: str) -> None:
@@ -297,8 +340,9 @@ def crash_seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
     return seed, expected
 
 
-_CASES = [(point, retire) for retire in ("", "2026-01-02") for point in CRASH_POINTS
-          if retire or point != "after_tombstones"]  # tombstones are written only with a cutoff
+_CASES = [
+    (point, retire) for retire in ("", "2026-01-02") for point in CRASH_POINTS if retire or point != "after_tombstones"
+]  # tombstones are written only with a cutoff
 
 
 @pytest.mark.parametrize(("point", "retire"), _CASES, ids=[f"{p}-{'retention' if r else 'plain'}" for p, r in _CASES])
@@ -332,8 +376,12 @@ def test_sigkill_at_random_instants_then_rerun_gives_the_same_views(tmp_path: Pa
     env["PYTHONPATH"] = str(ROOT)
     delays = random.Random(7)
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", _COMPACT, str(crashed / "runs"), str(crashed / "ledger"), ""],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _COMPACT, str(crashed / "runs"), str(crashed / "ledger"), ""],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delays.uniform(0.2, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()

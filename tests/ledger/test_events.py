@@ -47,8 +47,11 @@ def user_events(draw: st.DrawFn) -> dict[str, object]:
         "key_digest": _text,
         "hit": st.booleans(),
         "duration_s": st.floats(min_value=0, max_value=1e9, allow_nan=False),
-        "attrs": st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=8),
-                                 st.one_of(st.integers(-(2**53), 2**53), _text, st.booleans(), st.none()), max_size=4),
+        "attrs": st.dictionaries(
+            st.text(string.ascii_letters, min_size=1, max_size=8),
+            st.one_of(st.integers(-(2**53), 2**53), _text, st.booleans(), st.none()),
+            max_size=4,
+        ),
     }
     for name, strategy in optional.items():
         if draw(st.booleans()):
@@ -57,8 +60,16 @@ def user_events(draw: st.DrawFn) -> dict[str, object]:
 
 
 def _complete(clean: dict[str, object]) -> dict[str, object]:
-    return {"event_id": new_event_id(), "timestamp": now(), "run_id": "run-x", **clean,
-            "writer": "host:1:abcd", "seq": 3, "prev": "0" * 64, "schema_version": 1}
+    return {
+        "event_id": new_event_id(),
+        "timestamp": now(),
+        "run_id": "run-x",
+        **clean,
+        "writer": "host:1:abcd",
+        "seq": 3,
+        "prev": "0" * 64,
+        "schema_version": 1,
+    }
 
 
 @settings(max_examples=300, deadline=None)

@@ -11,7 +11,7 @@ import sqlite_utils
 
 from scalable.errors import ConfigError, NodeNotFoundError
 from scalable.ledger import bind
-from scalable.ledger.compact import read_manifest
+from scalable.ledger.generations import read_generation
 from scalable.ledger.log import Ledger
 from tests.conftest import CliInvoker
 
@@ -22,31 +22,90 @@ def _workflow(ledger: Ledger) -> tuple[str, dict[str, str]]:
     """Two runs: raw -> A -> cached B -> C; the second run hits B's cache and makes a new C."""
     with bind(run_id="run-1"):
         ledger.append({"event_type": "run", "op": "started", "attrs": {"project": "ref"}})
-        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///data/raw.csv", "digest": D["a"],
-                       "artifact_name": "raw.csv"})
-        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/1/a.parquet", "digest": D["b"],
-                       "artifact_name": "a.parquet", "inputs": ["file:///data/raw.csv"], "task_name": "A"})
-        ledger.append({"event_type": "cache", "op": "write", "function_name": "m.B", "digest": D["c"],
-                       "inputs": [D["b"]], "task_name": "B"})
-        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/1/c.csv", "digest": D["d"],
-                       "artifact_name": "c.csv", "inputs": [D["c"]], "task_name": "C"})
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "recorded",
+                "location": "file:///data/raw.csv",
+                "digest": D["a"],
+                "artifact_name": "raw.csv",
+            }
+        )
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "put",
+                "location": "s3://b/runs/1/a.parquet",
+                "digest": D["b"],
+                "artifact_name": "a.parquet",
+                "inputs": ["file:///data/raw.csv"],
+                "task_name": "A",
+            }
+        )
+        ledger.append(
+            {
+                "event_type": "cache",
+                "op": "write",
+                "function_name": "m.B",
+                "digest": D["c"],
+                "inputs": [D["b"]],
+                "task_name": "B",
+            }
+        )
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "put",
+                "location": "s3://b/runs/1/c.csv",
+                "digest": D["d"],
+                "artifact_name": "c.csv",
+                "inputs": [D["c"]],
+                "task_name": "C",
+            }
+        )
     first_end = ledger.finish_run("run-1", "completed")["timestamp"]
     with bind(run_id="run-2"):
         ledger.append({"event_type": "run", "op": "started", "attrs": {"project": "ref"}})
-        ledger.append({"event_type": "cache", "op": "hit", "function_name": "m.B", "digest": D["c"], "hit": True,
-                       "attrs": {"writer_run": "run-1"}, "task_name": "B"})
-        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/2/c.csv", "digest": D["e"],
-                       "artifact_name": "c.csv", "inputs": [D["c"]], "task_name": "C"})
+        ledger.append(
+            {
+                "event_type": "cache",
+                "op": "hit",
+                "function_name": "m.B",
+                "digest": D["c"],
+                "hit": True,
+                "attrs": {"writer_run": "run-1"},
+                "task_name": "B",
+            }
+        )
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "put",
+                "location": "s3://b/runs/2/c.csv",
+                "digest": D["e"],
+                "artifact_name": "c.csv",
+                "inputs": [D["c"]],
+                "task_name": "C",
+            }
+        )
     ledger.finish_run("run-2", "completed")
     return first_end, D
 
 
 TRUTH = {
-    ("run-1", "generated", D["a"]), ("run-1", "generated", D["b"]), ("run-1", "generated", D["c"]),
-    ("run-1", "generated", D["d"]), (D["a"], "derived_from", D["b"]), (D["a"], "used", "run-1"),
-    (D["b"], "derived_from", D["c"]), (D["b"], "used", "run-1"), (D["c"], "derived_from", D["d"]),
+    ("run-1", "generated", D["a"]),
+    ("run-1", "generated", D["b"]),
+    ("run-1", "generated", D["c"]),
+    ("run-1", "generated", D["d"]),
+    (D["a"], "derived_from", D["b"]),
+    (D["a"], "used", "run-1"),
+    (D["b"], "derived_from", D["c"]),
+    (D["b"], "used", "run-1"),
+    (D["c"], "derived_from", D["d"]),
     (D["c"], "used", "run-1"),
-    (D["c"], "used", "run-2"), ("run-1", "reused", "run-2"), ("run-2", "generated", D["e"]),
+    (D["c"], "used", "run-2"),
+    ("run-1", "reused", "run-2"),
+    ("run-2", "generated", D["e"]),
     (D["c"], "derived_from", D["e"]),
 }
 
@@ -60,8 +119,10 @@ def test_the_lineage_view_holds_exactly_the_true_edges(ledger: Ledger) -> None:
 
 def _everything(ledger: Ledger, node: str) -> tuple[set[tuple[str, ...]], ...]:
     """Edges with depth both ways from ``node``, and the view's edge set."""
-    walks = tuple({(e["src"], e["relation"], e["dst"], e["depth"]) for e in ledger.lineage(node, direction=d).edges}
-                  for d in ("up", "down"))
+    walks = tuple(
+        {(e["src"], e["relation"], e["dst"], e["depth"]) for e in ledger.lineage(node, direction=d).edges}
+        for d in ("up", "down")
+    )
     view = {tuple(r.values()) for r in ledger.query("SELECT DISTINCT src, relation, dst FROM lineage").to_pylist()}
     return (*walks, view)
 
@@ -70,23 +131,31 @@ def test_compacted_edges_and_live_tails_together_equal_the_streams(ledger: Ledge
     """Compacted edges plus a live stream, plus a file the edges do not cover, give the streams' lineage, URI inputs included."""
     _workflow(ledger)
     ledger.compact()
-    assert read_manifest(ledger.ledger_dir).lineage is not None
+    assert read_generation(ledger.location).lineage is not None
     with bind(run_id="run-3"):  # a live stream whose URI input resolves to a compacted version
-        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/runs/3/f.csv", "digest": D["f"],
-                       "inputs": ["s3://b/runs/1/a.parquet"], "task_name": "F"})
+        ledger.append(
+            {
+                "event_type": "artifact",
+                "op": "put",
+                "location": "s3://b/runs/3/f.csv",
+                "digest": D["f"],
+                "inputs": ["s3://b/runs/1/a.parquet"],
+                "task_name": "F",
+            }
+        )
     streams_only = Ledger.open(ledger_dir=isolated / "elsewhere")
     expected = {node: _everything(streams_only, node) for node in (D["a"], D["f"], "run-1", "s3://b/runs/1/a.parquet")}
     assert (D["b"], "derived_from", D["f"]) in ledger.lineage(D["f"]).edge_set()
     for node, want in expected.items():
         assert _everything(ledger, node) == want
     ledger.compact(["run-3"])  # a session closing: the new file is not covered by the edges
-    lineage = read_manifest(ledger.ledger_dir).lineage
-    assert lineage is not None and len(lineage.covers) < len(read_manifest(ledger.ledger_dir).files)
+    lineage = read_generation(ledger.location).lineage
+    assert lineage is not None and len(lineage.covers) < len(read_generation(ledger.location).files)
     for node, want in expected.items():
         assert _everything(ledger, node) == want
     ledger.compact()
-    lineage = read_manifest(ledger.ledger_dir).lineage
-    assert lineage is not None and len(lineage.covers) == len(read_manifest(ledger.ledger_dir).files)
+    lineage = read_generation(ledger.location).lineage
+    assert lineage is not None and len(lineage.covers) == len(read_generation(ledger.location).files)
     for node, want in expected.items():
         assert _everything(ledger, node) == want
 
@@ -117,7 +186,9 @@ def test_a_uri_resolves_to_the_digest_it_held_at_the_time(ledger: Ledger) -> Non
     """An input named by URI links to the version that was at the URI when it was used."""
     with bind(run_id="run-v"):
         ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/x", "digest": D["f"]})
-        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/y", "digest": D["g"], "inputs": ["s3://b/x"]})
+        ledger.append(
+            {"event_type": "artifact", "op": "put", "location": "s3://b/y", "digest": D["g"], "inputs": ["s3://b/x"]}
+        )
         ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/x", "digest": D["h"]})
     edges = ledger.query("SELECT src, dst FROM lineage WHERE relation = 'derived_from'").to_pylist()
     assert edges == [{"src": D["f"], "dst": D["g"]}]
@@ -127,8 +198,12 @@ def test_a_uri_resolves_to_the_digest_it_held_at_the_time(ledger: Ledger) -> Non
 def test_cycles_end_and_each_edge_appears_once(ledger: Ledger) -> None:
     """A cycle in the inputs does not loop: every edge is listed once at its smallest depth."""
     with bind(run_id="run-cycle"):
-        ledger.append({"event_type": "artifact", "op": "put", "digest": D["a"], "location": "m://a", "inputs": [D["b"]]})
-        ledger.append({"event_type": "artifact", "op": "put", "digest": D["b"], "location": "m://b", "inputs": [D["a"]]})
+        ledger.append(
+            {"event_type": "artifact", "op": "put", "digest": D["a"], "location": "m://a", "inputs": [D["b"]]}
+        )
+        ledger.append(
+            {"event_type": "artifact", "op": "put", "digest": D["b"], "location": "m://b", "inputs": [D["a"]]}
+        )
     graph = ledger.lineage(D["a"])
     keys = [(e["src"], e["dst"], e["relation"], e["run_id"]) for e in graph.edges]
     assert len(keys) == len(set(keys))
@@ -173,8 +248,15 @@ def test_tree_prints_every_edge_once_however_many_paths_lead_to_it(ledger: Ledge
         for layer in range(layers):
             current = [f"{layer:031x}{side}".ljust(64, "0") for side in ("a", "b")]
             for digest in current:
-                ledger.append({"event_type": "artifact", "op": "recorded", "digest": digest,
-                               "location": f"file:///d/{digest}", "inputs": previous or None})
+                ledger.append(
+                    {
+                        "event_type": "artifact",
+                        "op": "recorded",
+                        "digest": digest,
+                        "location": f"file:///d/{digest}",
+                        "inputs": previous or None,
+                    }
+                )
             previous = current
     graph = ledger.lineage(previous[0])
     tree = graph.to_tree("up").splitlines()

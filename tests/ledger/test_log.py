@@ -13,7 +13,8 @@ import pytest
 
 from scalable.errors import ConfigError, EventValidationError, LedgerError
 from scalable.ledger import bind
-from scalable.ledger.log import Ledger, read_stream
+from scalable.ledger.log import Ledger
+from scalable.ledger.stream import read_stream
 from scalable.settings import FsyncMode, load_settings
 from tests.helpers import child_env, python_cmd, run_python
 from tests.ledger.chains import assert_chains_verify, records
@@ -64,6 +65,7 @@ def test_task_and_component_context_fill_events(ledger: Ledger) -> None:
 
 def test_eight_threads_of_a_thousand_events_each_land_exactly_once(ledger: Ledger) -> None:
     """8 threads x 1,000 appends into one run: every event once, every line parses, chains hold."""
+
     def work(t: int) -> None:
         with bind(run_id="run-threads"):
             for i in range(1000):
@@ -77,7 +79,9 @@ def test_eight_threads_of_a_thousand_events_each_land_exactly_once(ledger: Ledge
     got = records(ledger, "run-threads")
     assert len(got) == 8000
     assert len({r["event_id"] for r in got}) == 8000
-    assert {(r["task_name"], r["artifact_name"]) for r in got} == {(f"t{t}", f"a{i}") for t in range(8) for i in range(1000)}
+    assert {(r["task_name"], r["artifact_name"]) for r in got} == {
+        (f"t{t}", f"a{i}") for t in range(8) for i in range(1000)
+    }
     assert_chains_verify(ledger, "run-threads")
 
 
@@ -149,7 +153,9 @@ def test_garbage_lines_and_a_live_tail_never_fail_a_query(ledger: Ledger) -> Non
     with path.open("ab") as fh:
         fh.write(b"this is not json\n")
         fh.write(b'{"event_id": 5}\n')
-        fh.write(b'{"event_id":"x","event_type":"artifact","op":"put","timestamp":"t","run_id":"run-garbage","writer":"w","seq":"seven","prev":"p"}\n')
+        fh.write(
+            b'{"event_id":"x","event_type":"artifact","op":"put","timestamp":"t","run_id":"run-garbage","writer":"w","seq":"seven","prev":"p"}\n'
+        )
     with bind(run_id="run-garbage"):
         ledger.append(_artifact(2))
     with path.open("ab") as fh:
@@ -210,7 +216,9 @@ def test_unsubscribe_stops_delivery(ledger: Ledger) -> None:
     assert len(seen) == 1
 
 
-def test_bus_publishes_to_the_active_ledger_and_respects_telemetry_off(monkeypatch: pytest.MonkeyPatch, isolated: Path) -> None:
+def test_bus_publishes_to_the_active_ledger_and_respects_telemetry_off(
+    monkeypatch: pytest.MonkeyPatch, isolated: Path
+) -> None:
     """publish appends to the active ledger; with SCALABLE_TELEMETRY=0 it records nothing."""
     from scalable.ledger import activate, bus, publish
 
@@ -257,6 +265,38 @@ def test_finish_run_seals_every_writer_and_the_audit_verifies(ledger: Ledger) ->
     seal = json.loads(finished["attrs"])["seal"]
     assert len(seal["heads"]) == 2
     assert_chains_verify(ledger, "run-seal")
+
+
+def test_the_seal_equals_a_full_read_of_the_stream(ledger: Ledger, isolated: Path) -> None:
+    """Sealing reads only what others wrote, yet names the same heads and counts as reading it all."""
+    import hashlib
+    import json
+
+    run = "run-seal"
+    other = Ledger.open()
+    ledger.append({"event_type": "run", "op": "started", "run_id": run})
+    other.append_many({"event_type": "task", "op": "started", "run_id": run, "task_name": f"t{i}"} for i in range(3))
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": run})
+    with open(ledger.stream_path(run), "ab") as fh:
+        fh.write(b'{"event_id": "torn')  # a writer that died mid-line
+    other.append({"event_type": "cache", "op": "miss", "run_id": run})
+    with Ledger.open(runs_dir=isolated / "remote") as worker:
+        worker.append({"event_type": "artifact", "op": "get", "run_id": run})
+        foreign = [raw for _n, raw, _e in worker.read_run(run).lines()]
+    ledger.append_lines(run, foreign)
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": run})
+    expected_heads: dict[str, dict[str, object]] = {}
+    expected_counts: dict[str, int] = {}
+    for _n, raw, event in read_stream(ledger.stream_path(run)).lines():
+        expected_heads[event["writer"]] = {"seq": event["seq"], "head": hashlib.sha256(raw).hexdigest()}
+        expected_counts[event["event_type"]] = expected_counts.get(event["event_type"], 0) + 1
+    attrs = json.loads(ledger.finish_run(run)["attrs"])
+    assert list(attrs["seal"]["heads"].items()) == list(expected_heads.items())
+    assert len(expected_heads) == 3
+    assert list(attrs["counts"].items()) == list(expected_counts.items())
+    assert attrs["events"] == 8
+    assert ledger.audit_structure(run).problems[0].kind == "malformed-line"
+    other.close()
 
 
 def test_a_closed_ledger_refuses_appends(ledger: Ledger) -> None:

@@ -66,8 +66,15 @@ def workflow(isolated: Path) -> dict[str, str]:
     assert len(COMPUTED) == 1  # the second run reused B's cached result
     ledger = Ledger.open()
     value = ledger.query("SELECT digest FROM cache WHERE op = 'write'").column(0).to_pylist()
-    return {"run1": run1, "run2": run2, "raw": (isolated / "raw.csv").as_uri(), "a": _sha(isolated / "a.csv"),
-            "b": value[0], "c1": c1, "c2": c2}
+    return {
+        "run1": run1,
+        "run2": run2,
+        "raw": (isolated / "raw.csv").as_uri(),
+        "a": _sha(isolated / "a.csv"),
+        "b": value[0],
+        "c1": c1,
+        "c2": c2,
+    }
 
 
 def _truth(w: dict[str, str], runs: tuple[str, ...] = ("run1", "run2")) -> set[tuple[str, str, str]]:
@@ -75,14 +82,24 @@ def _truth(w: dict[str, str], runs: tuple[str, ...] = ("run1", "run2")) -> set[t
     r1, r2, raw, a, b, c1, c2 = (w[k] for k in ("run1", "run2", "raw", "a", "b", "c1", "c2"))
     by_run = {
         "run1": {
-            (r1, "generated", a), (raw, "derived_from", a), (raw, "used", r1),
-            (r1, "generated", b), (a, "derived_from", b), (a, "used", r1),
-            (r1, "generated", c1), (a, "derived_from", c1),
+            (r1, "generated", a),
+            (raw, "derived_from", a),
+            (raw, "used", r1),
+            (r1, "generated", b),
+            (a, "derived_from", b),
+            (a, "used", r1),
+            (r1, "generated", c1),
+            (a, "derived_from", c1),
         },
         "run2": {
-            (r2, "generated", a), (raw, "derived_from", a), (raw, "used", r2),
-            (b, "used", r2), (r1, "reused", r2),
-            (r2, "generated", c2), (a, "derived_from", c2), (a, "used", r2),
+            (r2, "generated", a),
+            (raw, "derived_from", a),
+            (raw, "used", r2),
+            (b, "used", r2),
+            (r1, "reused", r2),
+            (r2, "generated", c2),
+            (a, "derived_from", c2),
+            (a, "used", r2),
         },
     }
     return set().union(*(by_run[r] for r in runs))
@@ -174,8 +191,10 @@ def _walks(ledger: Ledger, node: str) -> dict[str, Any]:
         "up": {(e["src"], e["relation"], e["dst"], e["run_id"], e["depth"]) for e in up.edges},
         "down": {(e["src"], e["relation"], e["dst"], e["run_id"], e["depth"]) for e in down.edges},
         "nodes": {**up.nodes, **down.nodes},
-        "macro": {tuple(r.values()) for r in ledger.query(
-            f"SELECT src, relation, dst, depth FROM ancestors('{node}')").to_pylist()},
+        "macro": {
+            tuple(r.values())
+            for r in ledger.query(f"SELECT src, relation, dst, depth FROM ancestors('{node}')").to_pylist()
+        },
     }
 
 
@@ -189,8 +208,12 @@ def test_lineage_from_compacted_edges_equals_lineage_from_the_streams(workflow: 
     assert _edges(compacted) == _edges(streams_only) == _truth(workflow)
     for node in (workflow["c2"], workflow["a"], workflow["raw"], workflow["run1"], workflow["b"]):
         assert _walks(compacted, node) == _walks(streams_only, node)
-    first_end = compacted.query(f"SELECT finished_at FROM runs WHERE run_id = '{workflow['run1']}'").column(0)[0].as_py()
+    first_end = (
+        compacted.query(f"SELECT finished_at FROM runs WHERE run_id = '{workflow['run1']}'").column(0)[0].as_py()
+    )
     assert _edges(compacted, as_of=first_end) == _edges(streams_only, as_of=first_end) == _truth(workflow, ("run1",))
     early = compacted.lineage(workflow["a"], direction="down", as_of=first_end)
-    assert workflow["run2"] not in early.nodes and early.edge_set() == streams_only.lineage(
-        workflow["a"], direction="down", as_of=first_end).edge_set()
+    assert (
+        workflow["run2"] not in early.nodes
+        and early.edge_set() == streams_only.lineage(workflow["a"], direction="down", as_of=first_end).edge_set()
+    )

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from scalable.errors import ConfigError
+from scalable.ledger.generations import read_generation
+from scalable.ledger.location import open_object_location
 from scalable.ledger.log import Ledger
-from scalable.ledger.remote import open_remote, read_remote_manifest
 from scalable.settings import load_settings
 
 
@@ -24,8 +25,10 @@ def write_runs(led: Ledger, prefix: str, runs: int, events: int) -> None:
     """Append ``events`` artifact events to each of ``runs`` runs, then finish them."""
     for r in range(runs):
         run_id = f"{prefix}-{r}"
-        led.append_many({"event_type": "artifact", "op": "put", "run_id": run_id, "artifact_name": f"a{i}",
-                         "size_bytes": i} for i in range(events))
+        led.append_many(
+            {"event_type": "artifact", "op": "put", "run_id": run_id, "artifact_name": f"a{i}", "size_bytes": i}
+            for i in range(events)
+        )
         led.finish_run(run_id)
 
 
@@ -61,7 +64,7 @@ def three_machines(tmp_path: Path, remote: str, *, concurrent_compaction: bool) 
     else:
         m1.compact()
         m2.compact()
-    manifest = read_remote_manifest(open_remote(remote))
+    manifest = read_generation(open_object_location(remote))
     assert manifest.rows == total
     assert counts(m3) == {"n": total, "d": total, "r": 6}
     m1.append({"event_type": "cache", "op": "hit", "run_id": "run-a-0"})
@@ -94,7 +97,7 @@ def test_sync_without_remote_is_refused(ledger: Ledger) -> None:
 def test_unknown_remote_protocol_is_refused(tmp_path: Path) -> None:
     """A remote URI no fsspec backend handles gives a ConfigError naming it."""
     with pytest.raises(ConfigError, match="nosuchproto://x"):
-        open_remote("nosuchproto://x/ledger")
+        open_object_location("nosuchproto://x/ledger")
 
 
 def test_retention_is_refused_on_a_remote_ledger(tmp_path: Path) -> None:
@@ -117,30 +120,32 @@ def test_cli_sync(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(list((remote / "segments").rglob("*.jsonl"))) == 2
 
 
-def test_lost_commit_race_on_s3_is_retried(tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lost_commit_race_on_s3_is_retried(
+    tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A compaction whose manifest generation was taken meanwhile gets 412 from S3, cleans up and retries."""
-    import scalable.ledger.remote as remote_mod
+    import scalable.ledger.compact as compact_mod
+    from scalable.ledger.generations import Generation
 
     bucket, _options = s3_bucket
     uri = f"s3://{bucket}/ledger"
     m1, m2 = machine(tmp_path, "m1", uri), machine(tmp_path, "m2", uri)
     write_runs(m1, "run-a", 2, 10)
     m1.sync_remote()
-    remote = open_remote(uri)
-    real = remote_mod.read_remote_manifest
-    stale = iter([remote_mod.Manifest()])
+    remote = open_object_location(uri)
+    real = compact_mod.read_generation
+    stale = iter([Generation()])
 
-    def first_stale(r: Any) -> Any:
+    def first_stale(location: Any) -> Any:
         """The first read happens before the other machine's commit lands."""
         for manifest in stale:
-            remote_mod.compact_remote(open_remote(uri))  # the other machine wins generation 1
+            m2.compact()  # the other machine wins generation 1
             return manifest
-        return real(r)
+        return real(location)
 
-    monkeypatch.setattr(remote_mod, "read_remote_manifest", first_stale)
-    result = remote_mod.compact_remote(remote)
-    monkeypatch.setattr(remote_mod, "read_remote_manifest", real)
+    monkeypatch.setattr(compact_mod, "read_generation", first_stale)
+    result = m1.compact()
+    monkeypatch.setattr(compact_mod, "read_generation", real)
     manifest = real(remote)
     assert manifest.version == 1
     assert result.events_written == 0

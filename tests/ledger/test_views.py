@@ -51,8 +51,15 @@ def test_views_summarise_runs_tasks_and_cache(ledger: Ledger) -> None:
         ledger.append({"event_type": "task", "op": "started", "task_name": "t", "attrs": {"task_id": "1"}})
         ledger.append({"event_type": "artifact", "op": "put", "size_bytes": 10, "task_name": "t"})
         ledger.append({"event_type": "cache", "op": "miss", "function_name": "f"})
-        ledger.append({"event_type": "task", "op": "failed", "task_name": "t", "duration_s": 0.5,
-                       "attrs": {"task_id": "1", "error_type": "ValueError", "error": "bad"}})
+        ledger.append(
+            {
+                "event_type": "task",
+                "op": "failed",
+                "task_name": "t",
+                "duration_s": 0.5,
+                "attrs": {"task_id": "1", "error_type": "ValueError", "error": "bad"},
+            }
+        )
     ledger.finish_run("run-sum", "failed")
     run = ledger.query("SELECT * FROM runs").to_pylist()[0]
     assert (run["project"], run["target"], run["status"]) == ("demo", "local", "failed")
@@ -96,17 +103,27 @@ def test_reading_files_outside_the_ledger_is_refused(ledger: Ledger, tmp_path: P
     """read_csv and friends cannot reach files outside the ledger's directories."""
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
-    for sql in ("SELECT * FROM read_csv('/etc/passwd')", f"SELECT * FROM read_csv('{secret}')",
-                f"SELECT * FROM read_csv('{ledger.runs_dir}/../../secret.csv')"):
+    for sql in (
+        "SELECT * FROM read_csv('/etc/passwd')",
+        f"SELECT * FROM read_csv('{secret}')",
+        f"SELECT * FROM read_csv('{ledger.runs_dir}/../../secret.csv')",
+    ):
         with pytest.raises(ReadOnlyQueryError):
             ledger.query(sql)
 
 
 def test_select_like_statements_run(ledger: Ledger) -> None:
     """SELECT, WITH, DESCRIBE, SHOW, EXPLAIN, SUMMARIZE and PRAGMA table_info all answer."""
-    for sql in ("SELECT 1", "WITH a AS (SELECT 1 AS x) SELECT x FROM a", "DESCRIBE artifacts", "SHOW TABLES",
-                "EXPLAIN SELECT * FROM events", "SUMMARIZE SELECT * FROM events", "PRAGMA table_info('events')",
-                "FROM runs"):
+    for sql in (
+        "SELECT 1",
+        "WITH a AS (SELECT 1 AS x) SELECT x FROM a",
+        "DESCRIBE artifacts",
+        "SHOW TABLES",
+        "EXPLAIN SELECT * FROM events",
+        "SUMMARIZE SELECT * FROM events",
+        "PRAGMA table_info('events')",
+        "FROM runs",
+    ):
         ledger.query(sql)
 
 

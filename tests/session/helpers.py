@@ -10,7 +10,8 @@ from typing import Any
 
 from scalable.ledger.audit import audit_stream
 from scalable.ledger.events import GENESIS
-from scalable.ledger.log import Ledger, read_stream
+from scalable.ledger.log import Ledger
+from scalable.ledger.stream import read_stream
 
 __all__ = ["events_of", "verify_run"]
 

@@ -31,7 +31,7 @@ def test_session_and_manifest_import_no_cli() -> None:
     ):
         name = str(path.relative_to(package))
         tree = ast.parse(path.read_text())
-        imported = {
-            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-        } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module} | {
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
         assert not any(m.startswith("scalable.cli") for m in imported), name

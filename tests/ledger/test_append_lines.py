@@ -1,4 +1,4 @@
-"""Ledger.append_records: events written by another ledger land unchanged, chains intact."""
+"""Ledger.append_lines: lines written by another ledger land unchanged, chains intact."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_foreign_lines_keep_writer_seq_and_prev(ledger: Ledger, tmp_path: Path) 
     run = "run-x"
     ledger.append({"event_type": "run", "op": "started", "run_id": run})
     lines = foreign_lines(tmp_path / "remote", run, 3)
-    written = ledger.append_records(run, lines)
+    written = ledger.append_lines(run, lines)
     assert [r["key"] for r in written] == ["k0", "k1", "k2"]
     ledger.append({"event_type": "artifact", "op": "get", "run_id": run})
     ledger.finish_run(run)
@@ -34,16 +34,16 @@ def test_foreign_lines_keep_writer_seq_and_prev(ledger: Ledger, tmp_path: Path) 
     assert len(sealed["seal"]["heads"]) == 2
 
 
-def test_broken_or_misplaced_records_are_refused(ledger: Ledger, tmp_path: Path) -> None:
-    """Records of another run, a broken chain, garbage, or this ledger's own writer write nothing."""
+def test_broken_or_misplaced_lines_are_refused(ledger: Ledger, tmp_path: Path) -> None:
+    """Lines of another run, a broken chain, garbage, or this ledger's own writer write nothing."""
     lines = foreign_lines(tmp_path / "remote", "run-a", 3)
     with pytest.raises(EventValidationError, match="belongs to run 'run-a'"):
-        ledger.append_records("run-b", lines)
+        ledger.append_lines("run-b", lines)
     with pytest.raises(EventValidationError, match="breaks the chain"):
-        ledger.append_records("run-a", [lines[0], lines[2]])
+        ledger.append_lines("run-a", [lines[0], lines[2]])
     with pytest.raises(EventValidationError, match="does not decode"):
-        ledger.append_records("run-a", [b"{not json"])
+        ledger.append_lines("run-a", [b"{not json"])
     own = ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-c"})
     with pytest.raises(EventValidationError, match="own writer"):
-        ledger.append_records("run-c", [own])
+        ledger.append_lines("run-c", [own])
     assert not ledger.stream_path("run-a").exists() and not ledger.stream_path("run-b").exists()

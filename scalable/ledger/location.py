@@ -1,0 +1,410 @@
+"""Where a ledger's data lives: a local directory, or object storage through fsspec.
+
+A :class:`Location` holds the sources of events (the files of JSON lines compaction takes in)
+and the compacted data (Parquet files, lineage files and generations). Compaction
+(:mod:`~scalable.ledger.compact`) and the views (:mod:`~scalable.ledger.views`) work through
+this one interface and never ask which kind they have:
+
+* :class:`LocalLocation`: the runs directory's streams are the sources; the compacted data is
+  the ledger directory. A compaction holds an exclusive lock (:attr:`Location.exclusive`),
+  so it may also rewrite and delete files: merge small files, retire events and streams,
+  write lineage files, remove orphans.
+* :class:`ObjectLocation` (``SCALABLE_RUNS_DIR_REMOTE``): the sources are the immutable
+  segments every machine ships (:mod:`~scalable.ledger.segments`) under ``segments/``, the
+  compacted data lives under ``ledger/``. There is no lock: compactions on several machines
+  commit optimistically with a put-if-absent write and the loser starts again, so only the
+  steps that add files run there. The local streams not shipped yet are its
+  :attr:`~Location.outbox`, which the views read as well.
+
+Paths a location takes and gives (``rel``) are relative to its compacted data, with ``/``
+separators; :meth:`Location.url` turns one into what DuckDB reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
+
+from scalable.errors import ConfigError
+from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
+from scalable.ledger.generations import GENERATIONS_DIR
+from scalable.ledger.stream import complete_prefix, stream_files
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+    from scalable.ledger.generations import Generation
+    from scalable.settings import Settings
+
+__all__ = [
+    "SEGMENTS_DIR",
+    "LocalLocation",
+    "Location",
+    "ObjectLocation",
+    "Source",
+    "open_location",
+    "open_object_location",
+]
+
+#: Directory of the shipped segments, under the root of an object-storage ledger.
+SEGMENTS_DIR: Final = "segments"
+#: Directory of the compacted data, under the root of an object-storage ledger.
+_DATA_DIR: Final = "ledger"
+#: Directory of a local compaction's staged files, under the ledger directory.
+_STAGING_DIR: Final = "_tmp"
+
+
+class Source(NamedTuple):
+    """A file of event lines: a run's stream, or a segment of one.
+
+    ``key`` names it in a generation's ``streams`` (the run id of a local stream, the path of
+    a segment under the root); ``path`` is where DuckDB reads it.
+    """
+
+    key: str
+    run_id: str
+    path: str
+    size: int
+
+
+class Location(ABC):
+    """Where the sources of events and the compacted data of a ledger live."""
+
+    #: Whether a compaction here holds a lock that keeps every other compaction out.
+    exclusive: ClassVar[bool]
+    #: Whether the views copy the tails into memory once (each read costs a round trip).
+    materialize_tails: ClassVar[bool]
+    #: A URI or path naming the location in messages.
+    uri: str
+    #: Local runs directory whose streams are shipped here; ``None`` when they are the sources.
+    outbox: Path | None = None
+    #: The fsspec filesystem DuckDB reads through; ``None`` for plain local paths.
+    filesystem: Any = None
+
+    # --- sources of events --------------------------------------------------------------------
+
+    @abstractmethod
+    def sources(self) -> list[Source]:
+        """Every source of events compaction takes in, by key."""
+
+    @abstractmethod
+    def complete_bytes(self, source: Source) -> int:
+        """Bytes of ``source`` that hold complete lines."""
+
+    @abstractmethod
+    def open_source(self, source: Source) -> IO[bytes]:
+        """Open ``source`` for reading bytes."""
+
+    @abstractmethod
+    def run_of(self, key: str) -> str:
+        """The run a generation's ``streams`` key belongs to."""
+
+    @abstractmethod
+    def retire_source(self, source: Source, size: int) -> bool:
+        """Delete ``source`` if it still holds exactly ``size`` bytes; return whether it was deleted."""
+
+    @abstractmethod
+    def runs_without_stream(self, generation: Generation) -> set[str]:
+        """Runs ``generation`` holds events of whose stream is no longer here to read."""
+
+    def live_sources(self) -> list[Source]:
+        """Every file of event lines the views read besides the compacted data.
+
+        The sources, and the streams of the outbox (lines that may not be shipped yet).
+        """
+        shipped: list[Source] = []
+        if self.outbox is not None:
+            runs = os.path.realpath(self.outbox)
+            shipped = [Source(path, run_id, path, size) for run_id, path, size in stream_files(runs)]
+        return [*shipped, *self.sources()]
+
+    # --- compacted data ----------------------------------------------------------------------
+
+    @abstractmethod
+    def url(self, rel: str) -> str:
+        """``rel`` as DuckDB reads it (through :attr:`filesystem` when there is one)."""
+
+    @abstractmethod
+    def display(self, rel: str) -> str:
+        """``rel`` as messages name it."""
+
+    @abstractmethod
+    def read_prefixes(self) -> list[str]:
+        """Directory prefixes (ending in ``/``) DuckDB must be allowed to read."""
+
+    @abstractmethod
+    def list_names(self, rel_dir: str) -> list[str]:
+        """Names of the entries of directory ``rel_dir`` (empty when it does not exist)."""
+
+    @abstractmethod
+    def list_files(self, rel_dir: str) -> list[str]:
+        """Every file under ``rel_dir``, recursively, as ``rel`` paths."""
+
+    @abstractmethod
+    def read_bytes(self, rel: str) -> bytes:
+        """The bytes of file ``rel``."""
+
+    @abstractmethod
+    def create(self, rel: str, data: bytes) -> None:
+        """Write file ``rel`` if, and only if, it does not exist yet, in one atomic step.
+
+        Raises:
+            FileExistsError: the file exists.
+        """
+
+    @abstractmethod
+    def publish(self, staged: Path, rel: str) -> int:
+        """Move the local file ``staged`` to ``rel``, durably; return its size in bytes."""
+
+    @abstractmethod
+    def delete(self, rel: str) -> None:
+        """Delete file ``rel`` (nothing happens if it is gone)."""
+
+    @abstractmethod
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Held while a compaction runs (keeps others out where :attr:`exclusive`)."""
+
+    @abstractmethod
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A local directory for a compaction's staged files and spills, removed afterwards."""
+
+
+class LocalLocation(Location):
+    """A ledger on local disk: streams under ``runs_dir``, compacted data under ``ledger_dir``."""
+
+    exclusive = True
+    materialize_tails = False
+
+    def __init__(self, runs_dir: str | os.PathLike[str], ledger_dir: str | os.PathLike[str]) -> None:
+        self.runs_dir = Path(runs_dir)
+        self.ledger_dir = Path(ledger_dir)
+        self.uri = str(self.ledger_dir)
+        # DuckDB is given real paths: its allowed directories compare them literally.
+        self._runs = os.path.realpath(self.runs_dir)
+        self._data = os.path.realpath(self.ledger_dir)
+
+    def sources(self) -> list[Source]:
+        return [Source(run_id, run_id, path, size) for run_id, path, size in stream_files(self._runs)]
+
+    def complete_bytes(self, source: Source) -> int:
+        return complete_prefix(Path(source.path), source.size)
+
+    def open_source(self, source: Source) -> IO[bytes]:
+        return open(source.path, "rb")  # the caller closes it
+
+    def run_of(self, key: str) -> str:
+        return key
+
+    def retire_source(self, source: Source, size: int) -> bool:
+        path = Path(source.path)
+        # Under the writers' lock: nothing may have been appended since it was verified.
+        with open(path, "rb") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                if os.fstat(fh.fileno()).st_size != size:
+                    return False
+                path.unlink()
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fsync_dir(path.parent)
+        return True
+
+    def runs_without_stream(self, generation: Generation) -> set[str]:
+        present = {source.run_id for source in self.sources()}
+        return {run for run, state in generation.streams.items() if state.retired or run not in present}
+
+    def url(self, rel: str) -> str:
+        return os.path.join(self._data, rel)
+
+    def display(self, rel: str) -> str:
+        return str(self.ledger_dir / rel)
+
+    def read_prefixes(self) -> list[str]:
+        return [self._runs.rstrip("/") + "/", self._data.rstrip("/") + "/"]
+
+    def list_names(self, rel_dir: str) -> list[str]:
+        try:
+            return os.listdir(self.ledger_dir / rel_dir)
+        except FileNotFoundError:
+            return []
+
+    def list_files(self, rel_dir: str) -> list[str]:
+        return [
+            p.relative_to(self.ledger_dir).as_posix() for p in (self.ledger_dir / rel_dir).rglob("*") if p.is_file()
+        ]
+
+    def read_bytes(self, rel: str) -> bytes:
+        return (self.ledger_dir / rel).read_bytes()
+
+    def create(self, rel: str, data: bytes) -> None:
+        create_file(self.ledger_dir / rel, data)
+
+    def publish(self, staged: Path, rel: str) -> int:
+        target = self.ledger_dir / rel
+        move_file(staged, target)
+        return target.stat().st_size
+
+    def delete(self, rel: str) -> None:
+        (self.ledger_dir / rel).unlink(missing_ok=True)
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.ledger_dir / GENERATIONS_DIR / ".lock")
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        root = self.ledger_dir / _STAGING_DIR
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            yield root
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+class ObjectLocation(Location):
+    """A ledger on object storage: segments under ``<root>/segments/``, data under ``<root>/ledger/``."""
+
+    exclusive = False
+    materialize_tails = True
+
+    def __init__(
+        self, fs: AbstractFileSystem, root: str, uri: str, outbox: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.fs = fs
+        self.filesystem = fs
+        self.root = root.rstrip("/")
+        self.uri = uri
+        self.outbox = Path(outbox) if outbox is not None else None
+        self._data = f"{self.root}/{_DATA_DIR}"
+
+    def _ready(self, path: str) -> str:
+        """Return ``path`` after creating its parent where the filesystem needs it (local)."""
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
+        if "file" in protocols or "local" in protocols:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        return path
+
+    def put_segment(self, run_id: str, name: str, data: bytes) -> None:
+        """Write segment ``name`` of run ``run_id`` (immutable: the same name means the same bytes)."""
+        self.fs.pipe_file(self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), data)
+
+    def sources(self) -> list[Source]:
+        try:
+            found = self.fs.find(f"{self.root}/{SEGMENTS_DIR}", detail=True)
+        except FileNotFoundError:
+            return []
+        prefix = self.root + "/"
+        segments: list[Source] = []
+        for path, info in sorted(found.items()):
+            if path.endswith(".jsonl"):
+                key = path.removeprefix(prefix)
+                url = str(self.fs.unstrip_protocol(path))
+                segments.append(Source(key, self.run_of(key), url, int(info.get("size") or 0)))
+        return segments
+
+    def complete_bytes(self, source: Source) -> int:
+        return source.size  # a segment holds whole lines only
+
+    def open_source(self, source: Source) -> IO[bytes]:
+        handle: IO[bytes] = self.fs.open(source.path, "rb")
+        return handle
+
+    def run_of(self, key: str) -> str:
+        return key.split("/")[1]
+
+    def retire_source(self, source: Source, size: int) -> bool:
+        raise ConfigError(f"segments of the ledger at {self.uri!r} are shared by every machine and are never retired")
+
+    def runs_without_stream(self, generation: Generation) -> set[str]:
+        return set()  # segments are never removed, and other machines' runs are theirs to audit
+
+    def url(self, rel: str) -> str:
+        return str(self.fs.unstrip_protocol(f"{self._data}/{rel}"))
+
+    def display(self, rel: str) -> str:
+        return self.url(rel)
+
+    def read_prefixes(self) -> list[str]:
+        return [str(self.fs.unstrip_protocol(self.root)).rstrip("/") + "/"]
+
+    def list_names(self, rel_dir: str) -> list[str]:
+        try:
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(f"{self._data}/{rel_dir}", detail=False)]
+        except FileNotFoundError:
+            return []
+
+    def list_files(self, rel_dir: str) -> list[str]:
+        try:
+            found = self.fs.find(f"{self._data}/{rel_dir}")
+        except FileNotFoundError:
+            return []
+        return [p.removeprefix(self._data + "/") for p in found]
+
+    def read_bytes(self, rel: str) -> bytes:
+        data: bytes = self.fs.cat_file(f"{self._data}/{rel}")
+        return data
+
+    def create(self, rel: str, data: bytes) -> None:
+        # S3 conditional writes, GCS ifGenerationMatch=0, O_EXCL on a local filesystem.
+        self.fs.pipe_file(self._ready(f"{self._data}/{rel}"), data, mode="create")
+
+    def publish(self, staged: Path, rel: str) -> int:
+        self.fs.put_file(str(staged), self._ready(f"{self._data}/{rel}"))
+        return staged.stat().st_size
+
+    def delete(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(f"{self._data}/{rel}")
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        root = Path(tempfile.mkdtemp(prefix="scalable-compact-"))
+        try:
+            yield root
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def open_object_location(
+    uri: str, *, outbox: str | os.PathLike[str] | None = None, storage_options: dict[str, Any] | None = None
+) -> ObjectLocation:
+    """Return the object-storage ledger at ``uri`` (an fsspec URI such as ``s3://bucket/ledger/``).
+
+    Args:
+        uri: the root of the ledger.
+        outbox: the local runs directory whose streams are shipped there.
+        storage_options: options of the fsspec filesystem.
+
+    Raises:
+        ConfigError: no fsspec backend handles the URI's protocol (or it is not installed).
+    """
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(
+            f"SCALABLE_RUNS_DIR_REMOTE {uri!r} cannot be opened ({exc}); use an fsspec URI such as "
+            "s3://bucket/ledger/ and install the backend: pip install 'scalable[cloud]'"
+        ) from None
+    return ObjectLocation(fs, str(root), uri, outbox)
+
+
+def open_location(settings: Settings) -> Location:
+    """Return the location of the ledger ``settings`` describe.
+
+    Raises:
+        ConfigError: ``SCALABLE_RUNS_DIR_REMOTE`` cannot be opened.
+    """
+    if settings.runs_dir_remote:
+        return open_object_location(settings.runs_dir_remote, outbox=settings.runs_dir)
+    return LocalLocation(settings.runs_dir, settings.ledger_dir)

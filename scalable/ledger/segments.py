@@ -1,0 +1,103 @@
+"""Syncing a machine's streams to a ledger on object storage, as immutable segments.
+
+Each machine keeps writing its streams locally (fast, durable) and :func:`sync_streams` ships
+what is new::
+
+    <remote>/segments/<run_id>/<machine>-<start>-<end>.jsonl   bytes [start, end) of a stream
+
+``<machine>`` is a random id kept in ``<runs_dir>/.machine-id``; a segment's name says which
+bytes it holds, so a segment shipped twice after a crash is the same object, and object names
+never collide between machines. The synced offset of each stream is kept beside it in
+``.synced`` and written only after the upload returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from scalable.errors import ConfigError
+from scalable.ledger import bus
+from scalable.ledger.durable import create_file, replace_file
+from scalable.ledger.location import Location, ObjectLocation
+from scalable.ledger.stream import complete_prefix, list_streams
+from scalable.logs import get_logger
+
+__all__ = ["SEGMENT_BYTES", "SyncResult", "machine_id", "sync_streams"]
+
+#: The largest segment shipped at once (a longer stream is cut at a line boundary).
+SEGMENT_BYTES: Final = 64 * 1024 * 1024
+_SYNCED: Final = ".synced"
+_MACHINE_ID: Final = ".machine-id"
+_log = get_logger("scalable.ledger")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one :func:`sync_streams` shipped: segments and bytes."""
+
+    segments: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as a plain mapping (for rendering)."""
+        return {"segments": self.segments, "bytes": self.bytes}
+
+
+def machine_id(runs_dir: str | os.PathLike[str]) -> str:
+    """Return this runs directory's machine id, creating it on first use."""
+    path = Path(runs_dir) / _MACHINE_ID
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    with contextlib.suppress(FileExistsError):  # the first writer wins; everyone reads its id
+        create_file(path, uuid.uuid4().hex[:16].encode())
+    return path.read_text().strip()
+
+
+def sync_streams(location: Location) -> SyncResult:
+    """Ship the complete lines each stream of the outbox gained since the last sync as new segments.
+
+    Idempotent: a stream is marked synced only after its segment was uploaded, and a segment
+    shipped again after a crash has the same name and bytes.
+
+    Raises:
+        ConfigError: ``location`` is not on object storage (no remote is configured).
+    """
+    if not isinstance(location, ObjectLocation) or location.outbox is None:
+        raise ConfigError("no remote ledger: set SCALABLE_RUNS_DIR_REMOTE to an fsspec URI such as s3://bucket/ledger/")
+    bus.flush_all()  # events this process queued are shipped too
+    runs_dir = location.outbox
+    mid = machine_id(runs_dir)
+    segments = 0
+    shipped = 0
+    for run_id, path, size in list_streams(runs_dir):
+        state = path.parent / _SYNCED
+        try:
+            done = int(state.read_text())
+        except (FileNotFoundError, ValueError):
+            done = 0
+        cut = complete_prefix(path, size)
+        if done > cut:  # the stream was replaced (retired and written again): start over
+            done = 0
+        with open(path, "rb") as fh:
+            while done < cut:
+                end = min(cut, done + SEGMENT_BYTES)
+                fh.seek(done)
+                data = fh.read(end - done)
+                if end < cut:  # cut segments at a line boundary
+                    end = done + data.rfind(b"\n") + 1
+                    data = data[: end - done]
+                location.put_segment(run_id, f"{mid}-{done:016d}-{end:016d}.jsonl", data)
+                replace_file(state, str(end).encode())
+                segments += 1
+                shipped += len(data)
+                done = end
+    if segments:
+        _log.info("ledger.synced", remote=location.uri, segments=segments, bytes=shipped)
+    return SyncResult(segments, shipped)

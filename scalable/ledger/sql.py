@@ -1,0 +1,135 @@
+"""SQL shared by the ledger's readers and writers: quoting, file lists, the connection factory.
+
+Everything that talks to DuckDB goes through here: string and list literals, file lists whose
+names are not taken for glob patterns, the one connection factory (with the one memory limit
+of compaction), the one set of Parquet ``COPY`` options, and the two SELECTs of events typed
+by the schema of :mod:`scalable.ledger.events` (from JSON lines and from Parquet).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from scalable.ledger.events import COLUMNS, duckdb_columns
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "MEMORY_LIMIT_MB",
+    "ROW_GROUP_SIZE",
+    "connect",
+    "escape_glob",
+    "file_list",
+    "jsonl_select",
+    "parquet_copy_options",
+    "parquet_select",
+    "quote",
+    "quote_list",
+]
+
+#: The memory budget of a compaction, in MiB: DuckDB spills to disk beyond it.
+MEMORY_LIMIT_MB: Final = 384
+#: Rows per row group of the compacted event files.
+ROW_GROUP_SIZE: Final = 65536
+_REQUIRED: Final = [c.name for c in COLUMNS if not c.nullable and c.name != "schema_version"]
+_GLOB_CHARS: Final = str.maketrans({"[": "[[]", "*": "[*]", "?": "[?]"})
+
+
+def quote(value: str) -> str:
+    """Return ``value`` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def quote_list(values: Iterable[str]) -> str:
+    """Return ``values`` as a SQL list literal of strings."""
+    return "[" + ", ".join(quote(v) for v in values) + "]"
+
+
+def escape_glob(path: str) -> str:
+    """Return ``path`` with ``[``, ``*`` and ``?`` bracketed, so DuckDB reads that one file.
+
+    DuckDB expands every file name it is given as a glob pattern: unescaped, a directory
+    named ``runs[1]`` would read ``runs1`` instead, and ``a*`` every sibling it matches.
+    """
+    return path.translate(_GLOB_CHARS)
+
+
+def file_list(paths: Iterable[str]) -> str:
+    """Return a SQL list literal naming exactly the files ``paths`` (no glob expansion)."""
+    return quote_list(escape_glob(p) for p in paths)
+
+
+def parquet_copy_options(*, partition_by_date: bool = False, row_group_size: int | None = None) -> str:
+    """Return the options of every Parquet ``COPY`` of the ledger (zstd, level 1).
+
+    Args:
+        partition_by_date: write one file per value of the ``date`` column, named
+            ``date=<value>/part-<uuid>.parquet``.
+        row_group_size: rows per row group (DuckDB's default when None).
+    """
+    options = ["FORMAT parquet", "COMPRESSION zstd", "COMPRESSION_LEVEL 1"]
+    if partition_by_date:
+        options += ["PARTITION_BY (date)", "FILENAME_PATTERN 'part-{uuid}'"]
+    if row_group_size is not None:
+        options.append(f"ROW_GROUP_SIZE {row_group_size}")
+    return "(" + ", ".join(options) + ")"
+
+
+def connect(
+    *,
+    threads: int | None = None,
+    spill_dir: Path | None = None,
+    memory_mb: int | None = None,
+    filesystem: Any = None,
+) -> duckdb.DuckDBPyConnection:
+    """Return an in-memory DuckDB connection: the one factory of the ledger.
+
+    Args:
+        threads: worker threads (the number of cores when None).
+        spill_dir: bound memory and spill to this directory (compaction): the limit is
+            ``memory_mb``, or :data:`MEMORY_LIMIT_MB`. Without it DuckDB's own default applies
+            (queries).
+        memory_mb: this connection's share of :data:`MEMORY_LIMIT_MB` (with ``spill_dir``).
+        filesystem: an fsspec filesystem DuckDB reads and writes through (object storage).
+    """
+    import duckdb
+
+    con = duckdb.connect(":memory:", config={"threads": threads or os.cpu_count() or 1})
+    if filesystem is not None:
+        con.register_filesystem(filesystem)
+    if spill_dir is not None:
+        con.execute(f"SET memory_limit='{memory_mb or MEMORY_LIMIT_MB}MB'")
+        con.execute(f"SET temp_directory={quote(str(spill_dir))}")
+        con.execute("SET preserve_insertion_order=true")
+        con.execute("SET enable_progress_bar=false")
+    return con
+
+
+def jsonl_select(files: Sequence[str], *, retired_before: str | None = None) -> str:
+    """SQL selecting the good lines of the given JSON-lines files, typed by the schema.
+
+    A malformed or torn line becomes a row of NULLs, which the required columns filter out, so
+    a bad line never fails a query. Events older than the retention cutoff are left out (they
+    were retired from the dataset), except the tombstones themselves.
+    """
+    columns = "{" + ", ".join(f"{quote(n)}: {quote(t)}" for n, t in duckdb_columns().items()) + "}"
+    names = ", ".join(
+        "coalesce(schema_version, 1) AS schema_version" if n == "schema_version" else n for n in duckdb_columns()
+    )
+    where = " AND ".join(f"{c} IS NOT NULL" for c in _REQUIRED)
+    if retired_before:
+        where += f" AND timestamp >= {quote(retired_before)}"
+    return (
+        f"SELECT {names} FROM read_json({file_list(files)}, format='newline_delimited', columns={columns}, "
+        f"ignore_errors=true, maximum_object_size=16777216) WHERE {where}"
+    )
+
+
+def parquet_select(files: Sequence[str]) -> str:
+    """SQL selecting every event of the given Parquet files, in schema column order."""
+    names = ", ".join(duckdb_columns())
+    return f"SELECT {names} FROM read_parquet({file_list(files)}, hive_partitioning=false)"
