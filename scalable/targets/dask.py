@@ -287,6 +287,8 @@ def _local_cluster(dist: Any, deployment: Deployment, options: Mapping[str, Any]
     for name in deployment.workers:
         spec = deployment.components[name]
         wanted[name] = component_resources(spec)
+        if not memory:  # workers without a memory limit offer no memory to hold
+            wanted[name].pop("memory", None)
         if spec.cpus > threads:
             raise ConfigError(
                 f"target {target.name!r}: component {name!r} asks for {spec.cpus} cpus but each worker has "

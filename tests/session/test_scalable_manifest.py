@@ -84,3 +84,27 @@ def test_a_target_this_scalable_cannot_run_is_refused_before_anything_starts(iso
     ):
         ScalableSession.from_yaml(path, target="cloud")
     assert not (isolated / ".scalable").exists()
+
+
+def test_local_keys_the_target_cannot_act_on_are_recorded_in_run_started(isolated: Path) -> None:
+    """containers: docker (warned, as in Scalable), a dashboard address and a component's image: tasks run, run/started names them."""
+    from scalable.manifest import ManifestWarning
+
+    path = isolated / "scalable.yaml"
+    path.write_text(SCALABLE_MANIFEST.replace("containers: none", "containers: docker\n    dashboard_address: ':8787'"))
+    with pytest.warns(ManifestWarning, match="W_LOCAL_CONTAINERS_DEFERRED"):
+        session = ScalableSession.from_yaml(path, target="local")
+    with session:
+        assert session.submit(clean_inputs, [2, 1], task_name="run_model").result() == [1, 2]
+    started = json.loads(events_of(session.ledger, session.run_id)[0]["attrs"])
+    assert started["target_options"]["containers"] == "docker"
+    assert started["recorded_only"] == [
+        "components.model.cpus",
+        "components.model.image",
+        "components.model.memory",
+        "components.preprocess.cpus",
+        "components.preprocess.env",
+        "components.preprocess.memory",
+        "targets.local.containers",
+        "targets.local.dashboard_address",
+    ]

@@ -293,3 +293,16 @@ def test_components_a_local_cluster_cannot_serve_fail_the_first_task(
         with pytest.raises(ConfigError, match=message):
             session.submit(explode, "never runs")
     verify_run(session.ledger.stream_path(session.run_id))
+
+
+def test_workers_without_a_memory_limit_run_tasks_that_give_memory(isolated: Path) -> None:
+    """memory_limit: 0 (no limit) offers no memory resource, so a component's memory does not hold its tasks back."""
+    Path("scalable.yaml").write_text(
+        "version: 1\nproject: {name: unlimited}\n"
+        "targets: {dask: {provider: dask, n_workers: 1, processes: false, memory_limit: 0}}\n"
+        "components: {prep: {memory: 1GB}}\n"
+        "tasks: {resources_here: prep}\n"
+    )
+    with ScalableSession.from_yaml("scalable.yaml", target="dask") as session:
+        held = session.submit(resources_here).result(timeout=120)
+    assert (held["total"], held["free"]) == ({"cpus": 1}, {"cpus": 0})

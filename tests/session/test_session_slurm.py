@@ -21,6 +21,7 @@ import pytest
 from scalable import ScalableSession
 from scalable.errors import ConfigError, WorkerLostError
 from tests.helpers import ROOT
+from tests.session import workflow
 from tests.session.helpers import events_of, verify_run
 from tests.session.workflow import MANIFEST, free_port, lineage_of, run_workflow
 from tests.slurm import SlurmCluster
@@ -164,3 +165,61 @@ def test_a_job_slurm_refuses_fails_the_first_task_with_slurms_words(on_slurm: Sl
             session.submit(print, "never")
     assert on_slurm.run("squeue", "-h", "-o", "%i").stdout == before
     verify_run(session.ledger.stream_path(session.run_id))
+
+
+def _hpc_manifest(isolated: Path, **options: Any) -> Path:
+    """A manifest whose ``hpc`` target is a slurm target with ``options`` (no cluster needed to read it)."""
+    manifest = isolated / "scalable.yaml"
+    base = {"provider": "slurm", "queue": "debug", "comm_port": free_port(), **options}
+    target = "  hpc:\n" + "".join(f"    {k}: {json.dumps(v)}\n" for k, v in base.items() if v is not None)
+    manifest.write_text(workflow.MANIFEST.format(target=target))
+    return manifest
+
+
+def test_without_dask_jobqueue_the_first_task_says_how_to_install_it(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slurm target where dask-jobqueue is not installed: MissingDependencyError with the install hint."""
+    import sys
+
+    from scalable.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    with ScalableSession.from_yaml(_hpc_manifest(isolated), target="hpc", runs_dir=isolated / "runs") as session:
+        with pytest.raises(MissingDependencyError, match=r"pip install 'scalable\[slurm\]'"):
+            session.submit(print, "never")
+
+
+def test_without_slurms_commands_the_first_task_says_where_to_run(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sbatch not on PATH (not a login node): SessionError naming sbatch, before any scheduler starts."""
+    from scalable.errors import SessionError
+
+    manifest = _hpc_manifest(isolated)
+    monkeypatch.setenv("PATH", str(isolated))
+    with ScalableSession.from_yaml(manifest, target="hpc", runs_dir=isolated / "runs") as session:
+        with pytest.raises(SessionError, match=r"target 'hpc': cannot run sbatch \(.*\); run the session where Slurm"):
+            session.submit(print, "never")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("env: {{STAGE: prep}}", 'env: {{"STAGE-1": prep}}'),
+            r"target 'hpc': component 'prep' sets env 'STAGE-1', which is not a variable name a job script can export",
+        ),
+        (("comm_port", "no_port"), r"target 'hpc': COMM_PORT must be a port number, got 'http'"),
+    ],
+)
+def test_what_a_job_script_cannot_say_fails_the_first_task(
+    edit: tuple[str, str], message: str, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An env name a shell cannot export, or a COMM_PORT that is no port: ConfigError naming it, nothing queued."""
+    monkeypatch.setattr(workflow, "MANIFEST", workflow.MANIFEST.replace(*edit))
+    monkeypatch.setenv("COMM_PORT", "http")
+    manifest = _hpc_manifest(isolated, comm_port=None if edit[0] == "comm_port" else free_port())
+    with ScalableSession.from_yaml(manifest, target="hpc", runs_dir=isolated / "runs") as session:
+        with pytest.raises(ConfigError, match=message):
+            session.submit(print, "never")
