@@ -24,12 +24,15 @@ from typing import Any
 
 from scalable.errors import WorkerLostError
 from scalable.ledger import Ledger
+from scalable.logs import get_logger
 from scalable.manifest import ComponentSpec, TargetSpec
 from scalable.providers import PROVIDERS
 from scalable.targets import COMPONENT_KEYS, Deployment, Lost, component_keys
 from scalable.targets.tasks import TaskEnv, run_in_process, run_task
 
 __all__ = ["ProcessRunner", "ThreadRunner", "pool_size", "recorded_only", "start"]
+
+_log = get_logger("scalable.session")
 
 
 def pool_size(options: Mapping[str, Any], default: int) -> int:
@@ -108,7 +111,10 @@ class ProcessRunner:
                     f"task {env.task_name!r} of run {env.run_id!r} was lost: its worker process died "
                     "(killed, or out of memory) before the task finished; its events are lost with it"
                 )
-                self._lost(env, error, time.monotonic() - began)
+                try:
+                    self._lost(env, error, time.monotonic() - began)
+                except Exception as exc:  # the caller must still hear of the lost task
+                    _log.error("session.task_failed_not_recorded", task=env.task_name, error=repr(exc))
             with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
                 if error is not None:
                     outer.set_exception(error)
