@@ -101,15 +101,15 @@ def artifacts() -> None:
 
 
 @click.command()
-@click.argument("local", type=click.Path(path_type=Path))
+@click.argument("local", type=click.Path())  # a str: an empty path must stay empty, not become "."
 @click.argument("uri")
 @click.option("--root", help=_ROOT_HELP)
 @click.option("--kind", help="Kind to record: file, dir, blob, or a label such as 'result'.")
 @format_option()
-def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> None:
+def put(local: str, uri: str, root: str | None, kind: str | None, fmt: str) -> None:
     """Store the file or directory LOCAL at URI (one pass, atomic, recorded in the ledger)."""
     store, key = _split(uri, root)
-    total, is_dir = _local_size(local)
+    total, is_dir = _local_size(Path(local)) if local.strip() else (0, False)
     with _progress(f"put {local}", total, is_dir or total >= _BAR_THRESHOLD) as progress:
         ref = store.put(local, key, kind=kind, progress=progress)
     row: dict[str, Any] = {"uri": ref.uri, "kind": ref.kind.value, "size_bytes": ref.size_bytes, "digest": ref.digest}
@@ -118,12 +118,12 @@ def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> 
 
 @click.command()
 @click.argument("uri")
-@click.argument("local", type=click.Path(path_type=Path))
+@click.argument("local", type=click.Path())
 @click.option("--root", help=_ROOT_HELP)
 @click.option(
     "--verify", is_flag=True, help="Re-hash the bytes and fail if they differ from the digest recorded at put time."
 )
-def get(uri: str, local: Path, root: str | None, verify: bool) -> None:
+def get(uri: str, local: str, root: str | None, verify: bool) -> None:
     """Fetch the file or directory at URI to LOCAL; print the local path written."""
     store, key = _split(uri, root)
     path = store.get(key, local, verify=verify)

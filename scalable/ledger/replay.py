@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
-from scalable.errors import IntegrityError, RestoreError, RunNotFoundError, ScalableError
+from scalable.errors import ConfigError, IntegrityError, RestoreError, RunNotFoundError, ScalableError
 from scalable.ledger.events import normalize_timestamp
 from scalable.ledger.sql import quote
 from scalable.uris import open_location
@@ -208,11 +208,14 @@ def replay(
     restored is, whatever happened to the others.
 
     Raises:
+        ConfigError: ``into`` is an empty path.
         RunNotFoundError: the run has no events.
         RestoreError: some artifacts could not be restored (missing, unreadable, or not
             matching their digest); the others were. Its ``result`` is the
             :class:`ReplayResult`, whose ``failed`` names each one.
     """
+    if into is not None and not os.fspath(into).strip():
+        raise ConfigError("the directory to restore into is empty (''); give a directory, or '.' for this one")
     chain: list[Handler] = list(handlers)
     restorer = RestoreArtifacts(into, storage_options) if into is not None else None
     if restorer is not None:

@@ -142,8 +142,11 @@ _ARRAYS = hnp.arrays(
 
 
 def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, set | frozenset):
-        return type(a) is type(b) and a == b
+    """Equal and of the same type; arrays equal bit for bit (NaNs of every dtype included)."""
+    if isinstance(a, np.ndarray):
+        return type(b) is np.ndarray and (a.dtype, a.shape, a.tobytes()) == (b.dtype, b.shape, b.tobytes())
+    if type(a) is list:
+        return type(b) is list and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     return same(a, b)
 
 

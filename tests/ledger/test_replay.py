@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scalable.errors import IntegrityError, RestoreError
+from scalable.errors import ConfigError, IntegrityError, RestoreError
 from scalable.ledger import bind
 from scalable.ledger.log import Ledger
 from scalable.ledger.replay import ReplayResult
@@ -112,3 +112,32 @@ def test_missing_and_unreadable_artifacts_are_reported_and_the_rest_restored(
     assert len(result.restored) == 3
     out = cli("ledger", "replay", "run-five", "--into", str(isolated / "again"))
     assert out.exit_code == 1 and out.stderr.count("not restored:") == 2
+
+
+def test_a_key_with_a_255_byte_segment_is_restored(ledger: Ledger, isolated: Path) -> None:
+    """Restoring writes through a short temporary name, so the longest file name a key can have is restored."""
+    store = LocalArtifactStore(isolated / "store")
+    name = "n" * 255
+    (isolated / "f").write_bytes(b"long name")
+    (isolated / "tree").mkdir()
+    (isolated / "tree" / name).write_bytes(b"inside a tree")
+    with bind(run_id="run-long"):
+        store.put(isolated / "f", f"runs/{name}")
+        store.put(isolated / "tree", f"trees/{name}")
+    result = ledger.replay("run-long", into=isolated / "restored")
+    assert len(result.restored) == 2
+    assert (isolated / "restored" / "runs" / name).read_bytes() == b"long name"
+    assert (isolated / "restored" / "trees" / name / name).read_bytes() == b"inside a tree"
+
+
+def test_an_empty_restore_directory_is_refused(ledger: Ledger, isolated: Path, cli: CliInvoker) -> None:
+    """--into '' is refused (exit 2, one line) instead of restoring into the working directory."""
+    store = LocalArtifactStore(isolated / "store")
+    src = isolated / "src"
+    src.mkdir()
+    _five_artifacts(store, src)
+    with pytest.raises(ConfigError, match="empty"):
+        ledger.replay("run-five", into="")
+    out = cli("ledger", "replay", "run-five", "--into", "")
+    assert out.exit_code == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert not (isolated / "runs").exists()
