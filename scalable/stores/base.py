@@ -398,6 +398,8 @@ class BaseArtifactStore(ABC):
             raise
         if actual is ArtifactKind.DIRECTORY:
             files = walk_tree(src)
+            for rel, path in files:  # every file's key is checked before anything is stored
+                validate_key(f"{key}/{rel}", what=f"key of {str(path)!r}")
             digests: dict[str, str] = {}
             total = 0
             for rel, path in files:

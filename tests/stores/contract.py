@@ -565,3 +565,19 @@ class StoreContract:
         store.delete("e")
         assert store.list_artifacts() == []
         assert [e["op"] for e in captured] == ["put", "get", "deleted"]
+
+    @pytest.mark.parametrize("name", [".scalable-meta/x.json", ".scalable-tmp-0123456789ab", "back\\slash"])
+    def test_directory_holding_a_reserved_or_invalid_name_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, name: str, captured: list[dict[str, Any]]
+    ) -> None:
+        """A directory whose files would get a reserved or invalid key is refused before anything is stored."""
+        make_tree(tmp_path / "tree")
+        bad = tmp_path / "tree" / "sub" / name
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_bytes(b"x")
+        with pytest.raises(InvalidKeyError) as info:
+            store.put(tmp_path / "tree", "d")
+        assert repr(str(bad)) in str(info.value)
+        assert store.list_artifacts() == []
+        assert not store.exists("d")
+        assert captured == []
