@@ -697,6 +697,8 @@ class BaseArtifactStore(ABC):
             KeyConflictError: the put breaks the rule; nothing was written.
         """
         around = self._surroundings(key)
+        if not (any(around.prefix_files) or any(around.prefix_meta) or around.below or (directory and around.is_file)):
+            return  # the usual case: nothing around the key
         target = self.uri_for(key)
         parts = key.split("/")
         for depth, (is_file, meta) in enumerate(zip(around.prefix_files, around.prefix_meta, strict=True)):

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Final, Self
@@ -68,20 +68,20 @@ class _LocalUpload:
     starts with the reserved ``.scalable-`` prefix no key segment may use.
     """
 
-    def __init__(self, dir_fd: int, name: str, key: str, uri: str) -> None:
+    def __init__(self, dir_fd: int, name: str, key: str, uri_for: Callable[[str], str]) -> None:
         self.dir_fd: int | None = dir_fd
         self.name = name
         self.key = key
-        self.uri = uri
+        self.uri_for = uri_for  # spelled only for an error: a put of many small files pays nothing for it
         self.tmp = f"{TEMP_PREFIX}{os.urandom(6).hex()}"
         try:
             self.fd: int | None = os.open(self.tmp, _TMP_FLAGS, 0o666, dir_fd=dir_fd)
         except BaseException as exc:
             self._close_dir()
             if isinstance(exc, PermissionError):
-                raise UnreadableArtifactError(f"cannot write {uri!r}: permission denied") from None
+                raise UnreadableArtifactError(f"cannot write {uri_for(key)!r}: permission denied") from None
             if isinstance(exc, OSError):
-                raise StoreError(f"cannot write {uri!r}: {exc.strerror or exc}") from None
+                raise StoreError(f"cannot write {uri_for(key)!r}: {exc.strerror or exc}") from None
             raise
 
     def write(self, data: bytes) -> None:
@@ -109,11 +109,12 @@ class _LocalUpload:
         except OSError as exc:
             self._unlink_tmp()
             self._close_dir()
+            uri = self.uri_for(self.key)
             if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                 raise KeyConflictError(
-                    f"cannot store a file at {self.uri!r}: a directory is stored there; delete it first"
+                    f"cannot store a file at {uri!r}: a directory is stored there; delete it first"
                 ) from None
-            raise StoreError(f"cannot store key {self.key!r} at {self.uri!r}: {exc.strerror or exc}") from None
+            raise StoreError(f"cannot store key {self.key!r} at {uri!r}: {exc.strerror or exc}") from None
         self._close_dir()
 
     def discard(self) -> None:
@@ -301,7 +302,7 @@ class LocalArtifactStore(BaseArtifactStore):
         parts = key.split("/")
         fd = self._open_dirs(parts[:-1], key, create=True)
         assert fd is not None
-        return _LocalUpload(fd, parts[-1], key, self.uri_for(key))
+        return _LocalUpload(fd, parts[-1], key, self.uri_for)
 
     def _open_file(self, key: str) -> int | None:
         """Open the regular file at ``key`` for reading, never through a link; None if there is none."""
