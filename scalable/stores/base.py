@@ -61,6 +61,7 @@ __all__ = [
     "BaseArtifactStore",
     "Surroundings",
     "Upload",
+    "sidecar_key",
     "sidecar_name",
     "validate_key",
 ]
@@ -180,7 +181,8 @@ class Surroundings(NamedTuple):
     is_file: bool
     #: the key's digest sidecar file (directories keep theirs there), or None
     meta: dict[str, Any] | None
-    #: keys of the files stored below the key
+    #: keys stored below the key that a put there must not shadow (the generic lookups: the
+    #: artifacts put on their own below it; a local store: every file below it)
     below: Sequence[str]
 
 
@@ -252,7 +254,8 @@ def sidecar_name(segment: str) -> str:
     return f"{segment}.json"
 
 
-def _sidecar_key(key: str) -> str:
+def sidecar_key(key: str) -> str:
+    """The key of the digest sidecar of ``key``: ``.scalable-meta/<key>.json`` (see :func:`sidecar_name`)."""
     parent, _, name = key.rpartition("/")
     return f"{META_PREFIX}/{parent}/{sidecar_name(name)}" if parent else f"{META_PREFIX}/{sidecar_name(name)}"
 
@@ -610,7 +613,7 @@ class BaseArtifactStore(ABC):
             raise ArtifactNotFoundError(f"nothing is stored at {self.uri_for(key)!r}; nothing to delete")
         for k in targets:
             self._delete_file(k)
-        self._delete_file(_sidecar_key(key))
+        self._delete_file(sidecar_key(key))
         if kind == ArtifactKind.DIRECTORY.value:
             for sidecar in self._list_files(f"{META_PREFIX}/{key}"):
                 self._delete_file(sidecar)
@@ -668,20 +671,33 @@ class BaseArtifactStore(ABC):
         start = len(META_PREFIX) + 1
         return sorted(k[start:].removesuffix(".json") for k in self._list_files(f"{META_PREFIX}/{key}"))
 
+    def _some_records_under(self, key: str) -> list[str]:
+        """Some keys below ``key`` put as artifacts of their own: none when there are none.
+
+        Enough to tell whether there are any; a backend may answer with one level of a listing.
+        """
+        return self._records_under(key, ())
+
     def _surroundings(self, key: str) -> Surroundings:
-        """What is stored at ``key``, at each proper prefix of it, and below it (one round of lookups)."""
+        """What is stored at ``key``, at each proper prefix of it, and below it (one round of lookups).
+
+        This generic version reads the digest sidecars only (one small read per segment of the
+        key, and one listing of the sidecars below it, all at once on remote backends): on an
+        object store, objects no put recorded are not artifacts and may sit beside them.
+        """
         parts = key.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
-        calls: list[Callable[[], Any]] = []
-        for p in prefixes:
-            calls.append(functools.partial(self._is_file, p))
-            calls.append(functools.partial(self._read_sidecar, p))
-        calls.append(lambda: self._is_file(key))
-        calls.append(lambda: self._read_sidecar_file(key))
-        calls.append(lambda: self._list_under(key))
+        calls: list[Callable[[], Any]] = [functools.partial(self._read_sidecar_file, p) for p in [*prefixes, key]]
+        calls.append(lambda: self._some_records_under(key))
         found = self._gather(calls)
+        metas: list[dict[str, Any] | None] = found[:-1]
+        kinds = [m.get("kind") if m is not None else None for m in metas]
         return Surroundings(
-            prefix_files=found[0:-3:2], prefix_meta=found[1:-3:2], is_file=found[-3], meta=found[-2], below=found[-1]
+            prefix_files=[k not in (None, ArtifactKind.DIRECTORY.value) for k in kinds[:-1]],
+            prefix_meta=metas[:-1],
+            is_file=kinds[-1] not in (None, ArtifactKind.DIRECTORY.value),
+            meta=metas[-1],
+            below=found[-1],
         )
 
     def _check_nesting(self, key: str, *, directory: bool) -> None:
@@ -697,7 +713,10 @@ class BaseArtifactStore(ABC):
             KeyConflictError: the put breaks the rule; nothing was written.
         """
         around = self._surroundings(key)
-        if not (any(around.prefix_files) or any(around.prefix_meta) or around.below or (directory and around.is_file)):
+        is_dir_artifact = around.meta is not None and around.meta.get("kind") == ArtifactKind.DIRECTORY.value
+        if not (
+            any(around.prefix_files) or any(around.prefix_meta) or around.below or is_dir_artifact or around.is_file
+        ):
             return  # the usual case: nothing around the key
         target = self.uri_for(key)
         parts = key.split("/")
@@ -715,17 +734,17 @@ class BaseArtifactStore(ABC):
                 )
         below = around.below
         if not directory:
-            if below:
+            if below or is_dir_artifact:
+                example = f" ({len(below)} file(s) below it, such as {below[0]!r})" if below else ""
                 raise KeyConflictError(
-                    f"cannot store a file at {target!r}: a directory is stored there ({len(below)} file(s) below it, "
-                    f"such as {below[0]!r}); delete it first or choose another key"
+                    f"cannot store a file at {target!r}: a directory is stored there{example}; "
+                    "delete it first or choose another key"
                 )
             return
         if around.is_file:
             raise KeyConflictError(
                 f"cannot store a directory at {target!r}: a file is stored there; delete it first or choose another key"
             )
-        is_dir_artifact = around.meta is not None and around.meta.get("kind") == ArtifactKind.DIRECTORY.value
         if below and not is_dir_artifact:
             owned = self._records_under(key, below)
             if owned:
@@ -803,11 +822,11 @@ class BaseArtifactStore(ABC):
         sidecar: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
             sidecar["files"] = files
-        self._write_object(_sidecar_key(key), json.dumps(sidecar, sort_keys=True).encode())
+        self._write_object(sidecar_key(key), json.dumps(sidecar, sort_keys=True).encode())
 
     def _read_sidecar_file(self, key: str) -> dict[str, Any] | None:
         try:
-            with self._open_read(_sidecar_key(key)) as fh:
+            with self._open_read(sidecar_key(key)) as fh:
                 value = json.loads(fh.read())
         except (ArtifactNotFoundError, ValueError):
             return None

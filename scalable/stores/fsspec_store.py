@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, BinaryIO, Final, Self
 
@@ -13,7 +14,7 @@ from scalable.errors import (
     UnsupportedSchemeError,
 )
 from scalable.logs import get_logger, mask_secrets
-from scalable.stores.base import BaseArtifactStore
+from scalable.stores.base import META_PREFIX, BaseArtifactStore, sidecar_key
 
 __all__ = ["FsspecArtifactStore"]
 
@@ -215,6 +216,31 @@ class FsspecArtifactStore(BaseArtifactStore):
         except (OSError, ValueError) as exc:
             raise _backend_error("read", self.uri_for(key), exc) from None
         return fh
+
+    def _read_sidecar_file(self, key: str) -> dict[str, Any] | None:
+        """The digest sidecar of ``key`` in one read, or None.
+
+        A ranged read (``start=0``): s3fs then sends one GET, where a whole-object read first
+        asks for the size (a HEAD, and a listing when the object is absent).
+        """
+        try:
+            value = json.loads(self.fs.cat_file(self._path(sidecar_key(key)), start=0))
+        except (FileNotFoundError, ValueError):
+            return None
+        except OSError as exc:
+            raise _backend_error("read", self.uri_for(sidecar_key(key)), exc) from None
+        return value if isinstance(value, dict) else None
+
+    def _some_records_under(self, key: str) -> list[str]:
+        """One level of the sidecars below ``key`` (a listing without the recursive walk's extra lookups)."""
+        top = self._path(f"{META_PREFIX}/{key}")
+        try:
+            names = self.fs.ls(top, detail=False)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise _backend_error("list", self.uri_for(f"{META_PREFIX}/{key}"), exc) from None
+        return sorted(f"{key}/{str(name).rstrip('/').rsplit('/', 1)[-1].removesuffix('.json')}" for name in names)
 
     def _is_file(self, key: str) -> bool:
         try:
