@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from typing import Any, BinaryIO, Final, Self
@@ -228,6 +229,8 @@ class FsspecArtifactStore(BaseArtifactStore):
         except (FileNotFoundError, ValueError):
             return None
         except OSError as exc:
+            if exc.errno == errno.EINVAL:  # an empty (damaged) sidecar: no range to read
+                return None
             raise _backend_error("read", self.uri_for(sidecar_key(key)), exc) from None
         return value if isinstance(value, dict) else None
 

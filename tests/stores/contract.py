@@ -24,7 +24,7 @@ from scalable.errors import (
     UnsafeArtifactError,
 )
 from scalable.ledger import bus
-from scalable.stores import ArtifactKind, ArtifactRef, ArtifactStore, BaseArtifactStore
+from scalable.stores import ArtifactKind, ArtifactRef, ArtifactStore, BaseArtifactStore, LocalArtifactStore
 
 __all__ = ["BAD_KEYS", "StoreContract", "captured", "make_tree"]
 
@@ -581,3 +581,17 @@ class StoreContract:
         assert store.list_artifacts() == []
         assert not store.exists("d")
         assert captured == []
+
+    @pytest.mark.parametrize("damage", [b"", b"not json", b"[1, 2]"])
+    def test_a_damaged_sidecar_counts_as_no_record(
+        self, store: BaseArtifactStore, tmp_path: Path, damage: bytes
+    ) -> None:
+        """An empty or unreadable digest sidecar is no record: puts around it work, verify says nothing was recorded."""
+        store.put_bytes(b"data", "k", record=False)
+        store._write_object(".scalable-meta/k.json", damage)
+        store._write_object(".scalable-meta/p.json", damage)
+        store.put_bytes(b"x", "p/x")
+        assert store.list_artifacts() == ["k", "p/x"]
+        if not isinstance(store, LocalArtifactStore):  # a local file keeps its record on itself
+            with pytest.raises(IntegrityError, match="no digest was recorded"):
+                store.get("k", tmp_path / "out", verify=True)
