@@ -19,7 +19,7 @@ _TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifa
 
 
 def open_ledger(ctx: click.Context) -> Ledger:
-    """Open the ledger named by the group's ``--runs-dir``/``--ledger-dir`` (must exist if given)."""
+    """Open the ledger named by the group's ``--runs-dir``/``--ledger-dir`` and settings; it must exist."""
     opts = ctx.obj
     return Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"), must_exist=True)
 
@@ -115,9 +115,8 @@ def compact(
     Safe to kill at any instant and to run again: the views then show every event once.
     """
     opts = ctx.obj
-    # The ledger directory is created by the first compaction; the runs directory must exist.
-    Ledger.open(opts.get("runs_dir"), None, must_exist=True)
     led = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"))
+    led.location.check_exists(before_compaction=True)  # the first compaction makes the ledger directory
     bar: Any = None
 
     def progress(done: int, total: int) -> None:

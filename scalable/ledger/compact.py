@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import CompactionConflictError, ConfigError, LedgerError
+from scalable.errors import CompactionConflictError, ConfigError, LedgerError, RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import SCHEMA_VERSION, decode_line, duckdb_columns, encode_line, normalize_timestamp, now
@@ -177,6 +177,7 @@ def compact(
         ConfigError: retention or stream retirement was asked where compaction holds no lock.
         EventValidationError: ``retire_before`` is not an ISO-8601 time.
         LedgerError: the newest generation is not valid.
+        RunNotFoundError: a run of ``run_ids`` has neither a stream nor compacted events.
     """
     location = ledger.location
     if not location.exclusive and (not keep_jsonl or retire_before):
@@ -189,6 +190,8 @@ def compact(
     if location.outbox is not None:
         sync_streams(location)
     wanted = set(run_ids) if run_ids is not None else None
+    if wanted:
+        _check_known(location, wanted)
     with location.lock():
         for attempt in range(1, _ATTEMPTS + 1):
             try:
@@ -199,6 +202,18 @@ def compact(
         f"ledger {location.uri!r}: {_ATTEMPTS} compactions in a row lost the manifest commit to others; "
         "run compact again"
     )
+
+
+def _check_known(location: Location, run_ids: set[str]) -> None:
+    """Raise RunNotFoundError unless every run of ``run_ids`` has a stream here or compacted events."""
+    known = {source.run_id for source in location.live_sources()}
+    known |= {location.run_of(key) for key in read_generation(location).streams}
+    missing = sorted(run_ids - known)
+    if missing:
+        raise RunNotFoundError(
+            f"run {missing[0]!r} has no stream and no compacted events in the ledger at {location.uri!r}; "
+            "nothing to compact for it (list runs with: scalable ledger runs)"
+        )
 
 
 def _compact_once(

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+from scalable.errors import EventValidationError, LedgerError
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
@@ -160,23 +160,21 @@ class Ledger:
             runs_dir: directory of the per-run streams; ``SCALABLE_RUNS_DIR`` when omitted.
             ledger_dir: directory of compacted data; ``SCALABLE_LEDGER_DIR`` when omitted.
             settings: resolved settings to start from (``load_settings()`` when omitted).
-            must_exist: raise if an explicitly given directory does not exist (readers).
+            must_exist: check that a ledger is there to read (readers): see
+                :meth:`Location.check_exists <scalable.ledger.location.Location.check_exists>`.
 
         Raises:
-            LedgerNotFoundError: ``must_exist`` and an explicitly given directory is missing.
+            LedgerNotFoundError: ``must_exist`` and no ledger is there.
+            StoreError: ``must_exist`` and the place cannot be read or reached (a subclass
+                saying why: permissions, credentials, network, a missing bucket).
             ConfigError: a ``SCALABLE_*`` variable is invalid.
         """
         base = settings or load_settings()
         resolved = base.with_overrides(runs_dir=runs_dir, ledger_dir=ledger_dir)
         if must_exist:
-            for given, path, what in (
-                (runs_dir, resolved.runs_dir, "runs directory"),
-                (ledger_dir, resolved.ledger_dir, "ledger directory"),
-            ):
-                if given is not None and not path.is_dir():
-                    raise LedgerNotFoundError(
-                        f"{what} {str(path)!r} does not exist; check the path or run something first"
-                    )
+            from scalable.ledger.location import open_location
+
+            open_location(resolved).check_exists()
         return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
 
     @property
@@ -242,6 +240,11 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        if isinstance(events, Mapping | str | bytes) or not isinstance(events, Iterable):
+            raise EventValidationError(
+                f"append_many takes an iterable of event mappings, not a {type(events).__name__}; "
+                "append one event with append"
+            )
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
         run, task, component = (

@@ -145,7 +145,7 @@ class ArtifactStore(Protocol):
         ...
 
     def check_reachable(self) -> None:
-        """Raise :class:`~scalable.errors.StoreUnreachableError` unless the store can be written."""
+        """Raise a :class:`~scalable.errors.StoreError` unless the store can be reached and written."""
         ...
 
 
@@ -259,6 +259,19 @@ class BaseArtifactStore(ABC):
         Raises:
             StoreUnreachableError: the store cannot be reached or written; the message starts
                 with the store's location (callers may prefix what the store is for).
+        """
+        return
+
+    def check_exists(self) -> None:
+        """Check that the store is there to be read, before telling a reader it holds nothing.
+
+        A store that does not exist yet is a valid, empty store to the API (a local root is
+        created by the first put); a command that reads (``scalable artifacts ls``) calls this
+        to say "no store there" rather than "nothing stored". The default finds nothing wrong.
+
+        Raises:
+            StoreNotFoundError: nothing is there (no root directory, no bucket, an empty prefix).
+            StoreError: a subclass saying why the store cannot be reached or read.
         """
         return
 
