@@ -33,7 +33,7 @@ import errno
 import re
 import socket
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from scalable.errors import (
     ArtifactNotFoundError,
@@ -47,7 +47,7 @@ from scalable.errors import (
 )
 from scalable.logs import mask_secrets
 
-__all__ = ["failure_kind", "split_userinfo", "storage_error"]
+__all__ = ["failure_kind", "join_userinfo", "split_userinfo", "storage_error"]
 
 _SCHEME: Final = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
 
@@ -124,6 +124,17 @@ def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
     userinfo, _, tail = rest.partition("@")
     user, sep, secret = userinfo.partition(":")
     return f"{m.group('scheme')}://{tail}", unquote(user), unquote(secret) if sep else None
+
+
+def join_userinfo(uri: str, user: str | None, secret: str | None) -> str:
+    """The inverse of :func:`split_userinfo`: ``scheme://USER:SECRET@rest``, both parts percent-encoded."""
+    if user is None:
+        return uri
+    m = _SCHEME.match(uri)
+    if not m:
+        return uri
+    userinfo = quote(user, safe="") + (f":{quote(secret, safe='')}" if secret is not None else "")
+    return f"{m.group('scheme')}://{userinfo}@{m.group('rest')}"
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
 __all__ = [
+    "AuditProgress",
     "AuditReport",
     "Problem",
     "audit_content",
@@ -49,6 +50,14 @@ __all__ = [
     "hash_location",
     "latest_artifacts",
 ]
+
+
+#: Called as an audit goes, with ``(phase, done, total)``. Phases, in order: ``streams`` (bytes
+#: of the run streams read), ``compacted`` (runs checked from their compacted rows) and
+#: ``artifacts`` (stored artifacts re-hashed). Each phase is reported from ``0`` to ``total``.
+AuditProgress = Callable[[str, int, int], None]
+#: Bytes of a stream read between two progress reports.
+_PROGRESS_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,21 @@ class AuditReport:
         """True when every check held."""
         return not self.problems
 
+    def by_kind(self) -> dict[str, int]:
+        """How many problems of each kind were found, most frequent first (then by name)."""
+        counts: dict[str, int] = {}
+        for p in self.problems:
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def summary(self) -> str:
+        """One line: ``audit ok`` or ``audit FAILED`` with the problems by kind, and what was checked."""
+        checked = f"{self.runs} run(s), {self.events} event(s), {self.artifacts} artifact(s) checked"
+        if self.ok:
+            return f"audit ok: {checked}"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.by_kind().items())
+        return f"audit FAILED: {len(self.problems)} problem(s) ({kinds}); {checked}"
+
     def extend(self, other: AuditReport) -> None:
         """Add another report's problems and counts to this one."""
         self.problems.extend(other.problems)
@@ -97,6 +121,7 @@ class AuditReport:
             "runs": self.runs,
             "events": self.events,
             "artifacts": self.artifacts,
+            "by_kind": self.by_kind(),
             "problems": [
                 {
                     "run_id": p.run_id,
@@ -111,13 +136,17 @@ class AuditReport:
         }
 
 
-def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditReport:
+def audit_stream(
+    path: Path, run_id: str, *, key: bytes | None = None, progress: Callable[[int], None] | None = None
+) -> AuditReport:
     """Check one run's stream: parsing, per-writer chains, run ids, the seal.
 
     Args:
         path: the stream file.
         run_id: the run the stream belongs to.
         key: ``SCALABLE_LEDGER_KEY``; when given, a seal without a valid HMAC is a problem.
+        progress: called with the number of bytes read since its last call, about every
+            megabyte and once at the end.
     """
     report = AuditReport(runs=1)
     problems = report.problems
@@ -128,9 +157,15 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
     seal_line = 0
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
+    unreported = 0
     sha256 = hashlib.sha256
     for number, raw, event in reader.lines():
         events += 1
+        if progress is not None:
+            unreported += len(raw) + 1
+            if unreported >= _PROGRESS_BYTES:
+                progress(unreported)
+                unreported = 0
         writer = event["writer"]
         seq = event["seq"]
         digest = sha256(raw).hexdigest()
@@ -151,6 +186,8 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
             if prior is not None:
                 sealed_positions[writer] = prior
     report.events = events
+    if progress is not None and unreported:
+        progress(unreported)
     for problem in reader.problems:
         problems.append(Problem(run_id, f"{problem.path}:{problem.line}", "malformed-line", problem.reason))
     if reader.incomplete_tail and seal is not None:
@@ -391,11 +428,40 @@ def _check_seal(
             )
 
 
-def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None) -> AuditReport:
-    """Audit several ``(run_id, path)`` streams into one report."""
+def audit_streams(
+    items: Iterable[tuple[str, Path]], *, key: bytes | None = None, progress: AuditProgress | None = None
+) -> AuditReport:
+    """Audit several ``(run_id, path)`` streams into one report.
+
+    Args:
+        items: the runs and their streams.
+        key: ``SCALABLE_LEDGER_KEY``.
+        progress: called with ``("streams", bytes read, bytes in all)`` as the streams are read.
+    """
     report = AuditReport()
-    for run_id, path in items:
-        report.extend(audit_stream(path, run_id, key=key))
+    streams = list(items)
+    if progress is None:
+        for run_id, path in streams:
+            report.extend(audit_stream(path, run_id, key=key))
+        return report
+    total = 0
+    for _run_id, path in streams:
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            continue
+    done = 0
+    progress("streams", 0, total)
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done = min(total, done + nbytes)
+        progress("streams", done, total)
+
+    for run_id, path in streams:
+        report.extend(audit_stream(path, run_id, key=key, progress=advance))
+    if done < total:  # a stream with a torn tail, or that shrank: the phase still ends
+        progress("streams", total, total)
     return report
 
 
@@ -450,10 +516,15 @@ def audit_content(
     *,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
     workers: int = 8,
-    progress: Callable[[int], None] | None = None,
+    progress: AuditProgress | None = None,
 ) -> AuditReport:
-    """Re-hash every artifact at its location (in parallel) and compare with its digest."""
+    """Re-hash every artifact at its location (in parallel) and compare with its digest.
+
+    ``progress`` is called with ``("artifacts", checked, in all)``, from 0, as checks complete.
+    """
     report = AuditReport(artifacts=len(items))
+    if progress is not None:
+        progress("artifacts", 0, len(items))
 
     def check(item: tuple[str, str, str, str | None]) -> Problem | None:
         location, digest, run_id, _kind = item
@@ -482,21 +553,26 @@ def audit_content(
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for problem in pool.map(check, items):
+        for done, problem in enumerate(pool.map(check, items), start=1):
             if problem is not None:
                 report.problems.append(problem)
             if progress is not None:
-                progress(1)
+                progress("artifacts", done, len(items))
     return report
 
 
-def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
+def audit_structure(ledger: Ledger, run_id: str | None = None, *, progress: AuditProgress | None = None) -> AuditReport:
     """Check every run's events (one run, or all): lines parse, chains hold, seals match.
 
     A run whose stream is still here is read line by line (problems name file:line). A
     run whose stream compaction retired is checked from its compacted rows: each row is
     re-encoded to its exact line, so chains and seals verify the same way, and retention
     tombstones (``run/retired``) account for the events they removed.
+
+    Args:
+        ledger: the ledger.
+        run_id: only this run.
+        progress: called as the phases ``streams`` and ``compacted`` go (see :data:`AuditProgress`).
 
     Raises:
         RunNotFoundError: ``run_id`` has no events.
@@ -513,15 +589,19 @@ def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
         if not ledger.stream_path(r).exists():
             raise RunNotFoundError(f"run {r!r} has no stream under {str(ledger.runs_dir)!r} and no compacted events")
     key = ledger.settings.ledger_key
-    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams], key=key)
+    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams], key=key, progress=progress)
     if from_rows:
+        if progress is not None:
+            progress("compacted", 0, len(from_rows))
         con = connect(ledger)
         try:
-            for r in from_rows:
+            for done, r in enumerate(from_rows, start=1):
                 rows = con.execute("SELECT * FROM events WHERE run_id = $1 ORDER BY writer, seq", [r]).fetchall()
                 columns = [d[0] for d in con.description or []]
                 where = f"{location.display(EVENTS_DIR)} (run {r})"
                 report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where, key=key))
+                if progress is not None:
+                    progress("compacted", done, len(from_rows))
         finally:
             con.close()
     return report
@@ -533,7 +613,7 @@ def audit_ledger(
     *,
     content: bool = True,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: AuditProgress | None = None,
 ) -> AuditReport:
     """Audit one run or the whole ledger: its structure, and (``content``) the stored bytes.
 
@@ -542,12 +622,12 @@ def audit_ledger(
         run_id: audit only this run.
         content: re-hash the latest artifact at every location against its recorded digest.
         storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-        progress: called with the number of artifacts checked, as they complete.
+        progress: called as the audit goes, phase by phase (see :data:`AuditProgress`).
 
     Raises:
         RunNotFoundError: ``run_id`` has no events.
     """
-    report = audit_structure(ledger, run_id)
+    report = audit_structure(ledger, run_id, progress=progress)
     if content:
         con = connect(ledger)
         try:

@@ -70,7 +70,7 @@ from scalable.settings import Settings, load_settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from scalable.ledger.audit import AuditReport
+    from scalable.ledger.audit import AuditProgress, AuditReport
     from scalable.ledger.compact import CompactionResult, Progress
     from scalable.ledger.lineage import LineageGraph
     from scalable.ledger.location import Location
@@ -649,7 +649,7 @@ class Ledger:
         *,
         content: bool = True,
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: AuditProgress | None = None,
     ) -> AuditReport:
         """Audit one run or the whole ledger.
 
@@ -662,7 +662,9 @@ class Ledger:
             run_id: audit only this run.
             content: re-hash stored bytes as well.
             storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-            progress: called with the number of artifacts checked, as they complete.
+            progress: called with ``(phase, done, total)`` while the streams are read, the
+                compacted runs checked and the artifacts re-hashed (see
+                :data:`~scalable.ledger.audit.AuditProgress`).
 
         Raises:
             RunNotFoundError: ``run_id`` has no events.

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
 from scalable.errors import IntegrityError, RunNotFoundError
@@ -143,15 +143,27 @@ def _copy_verified(fs: Any, src: str, dest: Path) -> str:
 
 
 class Timeline:
-    """Handler that prints one line per event: time, task, event type/op and what."""
+    """Handler that keeps one row per event, in order: time, task, ``type/op`` and what it is about.
 
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
+    ``rows`` holds mappings of :attr:`COLUMNS` (``what``: the artifact's name, else its
+    location, else the cached function's name).
+    """
+
+    COLUMNS = ("timestamp", "task_name", "event", "what")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        what = event.get("artifact_name") or event.get("location") or event.get("function_name") or ""
-        task = event.get("task_name") or "-"
-        self.out.write(f"{event['timestamp']}  {task:<16} {event['event_type']}/{event['op']:<9} {what}\n")
+        what = event.get("artifact_name") or event.get("location") or event.get("function_name")
+        self.rows.append(
+            {
+                "timestamp": event["timestamp"],
+                "task_name": event.get("task_name"),
+                "event": f"{event['event_type']}/{event['op']}",
+                "what": what,
+            }
+        )
 
 
 def replay(

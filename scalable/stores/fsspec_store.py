@@ -254,16 +254,39 @@ class FsspecArtifactStore(BaseArtifactStore):
             if failure_kind(exc) == "not-found":
                 return []
             raise storage_error(exc, self.uri_for(dir_key) if dir_key else self.base_uri, action="list") from exc
-        start = len(self.root) + 1 if self.root else 0
         out = []
         for name, info in found.items():
             if info.get("type") != "file":
                 continue
-            path = name.lstrip("/") if not self.root.startswith("/") else name
-            rel = path[start:]
+            rel = self._relative(name)
             if rel and not name.endswith("/"):
                 out.append(rel)
         return out
+
+    def _relative(self, name: str) -> str:
+        """The key of a path fsspec listed under the root."""
+        path = name.lstrip("/") if not self.root.startswith("/") else name
+        return path[len(self.root) + 1 if self.root else 0 :]
+
+    def _sizes(self, keys: list[str]) -> dict[str, int]:
+        """Sizes from one recursive listing of the keys' common directory (one request on S3 and GCS)."""
+        if not keys:
+            return {}
+        common = keys[0].rsplit("/", 1)[0] if "/" in keys[0] else ""
+        for key in keys[1:]:
+            while common and not key.startswith(common + "/"):
+                common = common.rsplit("/", 1)[0] if "/" in common else ""
+        top = self._path(common) if common else self.root
+        try:
+            found = self.fs.find(top, detail=True)
+        except Exception as exc:
+            raise storage_error(exc, self.uri_for(common) if common else self.base_uri, action="list") from exc
+        wanted = set(keys)
+        sizes = {
+            rel: int(info.get("size") or 0) for name, info in found.items() if (rel := self._relative(name)) in wanted
+        }
+        missing = [key for key in keys if key not in sizes]
+        return {**sizes, **super()._sizes(missing)} if missing else sizes
 
     def _delete_file(self, key: str) -> None:
         try:
