@@ -249,8 +249,10 @@ def storage_error(
     uri = mask_secrets(location)
     m = _SCHEME.match(location)
     scheme = m.group("scheme").lower() if m else "file"
-    place = f"{what} {uri!r}" if what else repr(uri)
+    place = (f"{what} {uri!r}" if what else repr(uri)) if location else (what or "the storage")
     kind = kind or failure_kind(exc)
+    if kind == "not-found" and action == "write" and scheme != "file":
+        kind = "store-missing"  # an object being written is not there yet by design: its bucket is missing
     detail = _detail(exc)
     if kind == "credentials":
         return StoreCredentialsError(
@@ -262,7 +264,13 @@ def storage_error(
             + ("directory or file" if scheme == "file" else "bucket and the credentials' policy")
         )
     if kind == "unreachable":
-        endpoint = "the endpoint (AWS_ENDPOINT_URL or endpoint_url), " if scheme != "file" else ""
+        endpoint = {
+            "s3": "the endpoint (AWS_ENDPOINT_URL or endpoint_url), ",
+            "s3a": "the endpoint (AWS_ENDPOINT_URL or endpoint_url), ",
+            "gs": "the endpoint (STORAGE_EMULATOR_HOST or endpoint_url), ",
+            "gcs": "the endpoint (STORAGE_EMULATOR_HOST or endpoint_url), ",
+            "file": "",
+        }.get(scheme, "the endpoint, ")
         return StoreUnreachableError(f"cannot reach {place}: {detail}; check {endpoint}the network and any proxy")
     if kind == "store-missing":
         bucket = (m.group("rest") if m else location).split("/", 1)[0]

@@ -53,7 +53,7 @@ def _unexpected(exc: Exception) -> ScalableError:
     """A one-line error for an exception no command turned into a ScalableError."""
     where = getattr(exc, "filename", None)
     if where is not None or failure_kind(exc) != "other":
-        return storage_error(exc, str(where or "the storage"), action="use")
+        return storage_error(exc, str(where or ""), action="use")
     return ScalableError(
         f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'} "
         "(run again with --debug for the traceback, and report it)"

@@ -152,7 +152,7 @@ def ls(uri: str, prefix: str, fmt: str) -> None:
     rows = [
         {"key": ref.metadata["key"], "size_bytes": ref.size_bytes, "digest": ref.digest, "uri": ref.uri} for ref in refs
     ]
-    render_rows(rows, ["key", "size_bytes", "digest", "uri"], fmt, abbreviate=("digest",))
+    render_rows(rows, ["key", "size_bytes", "digest", "uri"], fmt)
 
 
 @click.command()

@@ -52,11 +52,6 @@ SHORT = 16
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-def _short(value: Any) -> Any:
-    """A SHA-256 hex digest cut to :data:`SHORT` characters; anything else as it is."""
-    return value[:SHORT] if isinstance(value, str) and _DIGEST.fullmatch(value) else value
-
-
 class Progress:
     """Progress of long work on stderr, phase by phase: ``progress(phase, done, total)``.
 
@@ -113,6 +108,13 @@ def progress_for(show: bool | None, labels: Mapping[str, str] | None = None) -> 
     return Progress(labels) if show else None
 
 
+def _table_cell(value: Any) -> str:
+    """A cell of a table: as in csv, but a SHA-256 digest cut to :data:`SHORT` characters."""
+    if isinstance(value, str) and _DIGEST.fullmatch(value):
+        return value[:SHORT]
+    return _cell(value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -128,17 +130,14 @@ def render_rows(
     out: TextIO | None = None,
     *,
     header: bool = True,
-    abbreviate: Sequence[str] = (),
 ) -> None:
     """Print ``rows`` (mappings of ``columns``) in ``fmt`` to ``out`` (stdout by default).
 
     ``header=False`` prints rows only (csv and table), for output that grows while followed.
-    ``abbreviate`` names columns (digests) a table shows the first :data:`SHORT` characters
-    of; machine formats (csv, json, jsonl) always keep every value whole.
+    A table shows the first :data:`SHORT` characters of each SHA-256 digest; machine formats
+    (csv, json, jsonl) keep every value whole.
     """
     out = out or sys.stdout
-    if abbreviate and fmt == "table":
-        rows = [{**row, **{c: _short(row.get(c)) for c in abbreviate}} for row in rows]
     if fmt == "json":
         json.dump(list(rows), out, ensure_ascii=False, default=str)
         out.write("\n")
@@ -154,9 +153,9 @@ def render_rows(
             writer.writerow([_cell(row.get(c)) for c in columns])
     elif not header:
         for row in rows:
-            out.write("  ".join(_cell(row.get(c)) for c in columns).rstrip() + "\n")
+            out.write("  ".join(_table_cell(row.get(c)) for c in columns).rstrip() + "\n")
     else:
-        cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+        cells = [[_table_cell(row.get(c)) for c in columns] for row in rows]
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
         buf = io.StringIO()
         buf.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")

@@ -77,7 +77,7 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
         render_rows([run], list(run), fmt)
         for name, columns in (("tasks", RUN_TASK_COLUMNS), ("artifacts", RUN_ARTIFACT_COLUMNS)):
             click.echo(f"\n{name}:")
-            render_rows(parts[name], columns, fmt, abbreviate=("digest",))
+            render_rows(parts[name], columns, fmt)
         return
     rows = [
         {"section": section, **row}
@@ -116,7 +116,7 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as
         }
         for edge in graph.edges
     ]
-    render_rows(rows, _EDGE_COLUMNS, fmt, abbreviate=("src", "dst"))
+    render_rows(rows, _EDGE_COLUMNS, fmt)
 
 
 _PROBLEM_COLUMNS = ("run_id", "where", "kind", "message", "expected", "found")
@@ -166,10 +166,8 @@ def audit(
     else:
         rows = [{c: getattr(p, c) for c in _PROBLEM_COLUMNS} for p in shown]
         hidden = len(report.problems) - len(shown)
-        if fmt != "table":
+        if fmt != "table" or rows:
             render_rows(rows, _PROBLEM_COLUMNS, fmt)
-        elif rows:
-            render_rows(rows, _PROBLEM_COLUMNS, fmt, abbreviate=("expected", "found"))
         note = f"{hidden} more problem(s) not listed (--limit {limit})" if hidden else None
         for line in (note, report.summary()):
             if line:

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from scalable.digests import sha256_stream, tree_digest
 from scalable.errors import RunNotFoundError
+from scalable.failures import failure_kind, storage_error
 from scalable.ledger import bus
 from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
 from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
 from scalable.ledger.views import connect
+from scalable.logs import mask_secrets
 
 if TYPE_CHECKING:
     import duckdb
@@ -58,6 +60,9 @@ __all__ = [
 AuditProgress = Callable[[str, int, int], None]
 #: Bytes of a stream read between two progress reports.
 _PROGRESS_BYTES = 1 << 20
+#: Failures of a content check that stop the audit (exit 2) instead of becoming a problem:
+#: the store cannot be asked at all, so no answer about its artifacts would be true.
+_ABORTS = frozenset({"credentials", "unreachable", "invalid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,8 +535,16 @@ def audit_content(
         location, digest, run_id, _kind = item
         try:
             found = hash_location(location, storage_options)
-        except (OSError, ValueError, ImportError) as exc:
-            return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
+        except Exception as exc:
+            kind = failure_kind(exc)
+            if kind in _ABORTS:  # nothing of that store can be checked: say so, do not list every artifact
+                raise storage_error(exc, location, action="read") from exc
+            if kind == "store-missing":
+                found = None
+            else:
+                return Problem(
+                    run_id, location, "content-unreadable", f"cannot read the stored bytes: {mask_secrets(str(exc))}"
+                )
         if found is None:
             return Problem(
                 run_id,

@@ -200,7 +200,7 @@ def compact(
                 _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
     raise CompactionConflictError(
         f"ledger {location.uri!r}: {_ATTEMPTS} compactions in a row lost the manifest commit to others; "
-        "run compact again"
+        "run scalable ledger compact again"
     )
 
 
@@ -528,7 +528,7 @@ def _merge_small_files(
         rows = int(row[0]) if row else 0
         if rows != sum(f.rows for f in small):
             raise LedgerError(
-                f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run compact again"
+                f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run scalable ledger compact again"
             )
         made = publish_staged(location, staging, rows)
         gone = {f.path for f in small}

@@ -223,13 +223,24 @@ class LocalLocation(Location):
                 found.append(path)
             elif before_compaction and path == self.ledger_dir:
                 continue
-            elif path != default or before_compaction:
+            elif path != default:
                 raise LedgerNotFoundError(
                     f"no ledger at {str(path)!r}: the {what} ({how}) does not exist; check the path"
                 )
+            elif before_compaction:
+                found = []
+                break
         if not found:
+            missing = (
+                f"{str(self.runs_dir)!r} does not exist"
+                if before_compaction
+                else f"neither {str(self.runs_dir)!r} nor {str(self.ledger_dir)!r} exists"
+            )
             raise LedgerNotFoundError(
-                f"no ledger here: neither {str(self.runs_dir)!r} nor {str(self.ledger_dir)!r} exists; "
+                f"no ledger here: {missing}; run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
+            )
+            raise LedgerNotFoundError(
+                f"no ledger here: neither {missing} exists; "
                 "run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
             )
 

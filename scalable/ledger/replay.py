@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
 from scalable.errors import IntegrityError, RunNotFoundError
+from scalable.failures import storage_error
 from scalable.ledger.events import normalize_timestamp
 from scalable.ledger.sql import quote
 
@@ -84,7 +85,11 @@ class RestoreArtifacts:
         if not parts or PurePosixPath(key).is_absolute() or ".." in parts:
             raise IntegrityError(f"artifact key {key!r} of event {event['event_id']} escapes the restore directory")
         target = self.into.joinpath(*parts)
-        self._restore(str(event["location"]), target, event.get("digest"), event.get("kind"))
+        location = str(event["location"])
+        try:
+            self._restore(location, target, event.get("digest"), event.get("kind"))
+        except Exception as exc:  # a store that cannot be read, named; an IntegrityError as it is
+            raise storage_error(exc, location, action="restore") from exc
         self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:

@@ -433,7 +433,8 @@ class BaseArtifactStore(ABC):
             rels = [k[len(key) + 1 :] for k in self._list_under(key)]
             if not rels:
                 raise ArtifactNotFoundError(
-                    f"nothing is stored at {self.uri_for(key)!r}; check the key with list_artifacts()"
+                    f"nothing is stored at {self.uri_for(key)!r}; list the stored keys with: "
+                    f"scalable artifacts ls {self.base_uri}"
                 )
             recorded: dict[str, str] = {}
             if verify:

@@ -178,6 +178,10 @@ class FsspecArtifactStore(BaseArtifactStore):
             StoreUnreachableError: the endpoint or the network fail.
             InvalidStoreURIError: the bucket name is not valid.
         """
+        self._check_bucket("reach")
+
+    def _check_bucket(self, action: str) -> None:
+        """Raise the StoreError saying why the bucket of an S3 or GCS store cannot be used for ``action``."""
         if self.scheme not in _BUCKETED:
             return
         bucket = self.root.split("/", 1)[0]
@@ -186,7 +190,7 @@ class FsspecArtifactStore(BaseArtifactStore):
         except Exception as exc:
             # A HEAD of a missing bucket answers a bare 404.
             missing = "store-missing" if failure_kind(exc) == "not-found" else None
-            raise storage_error(exc, self.base_uri, action="reach", kind=missing) from exc
+            raise storage_error(exc, self.base_uri, action=action, kind=missing) from exc
 
     def check_exists(self) -> None:
         """Check that the store is there to read: its bucket exists, and something is stored under its prefix.
@@ -199,7 +203,7 @@ class FsspecArtifactStore(BaseArtifactStore):
             StoreError: a subclass saying why the store cannot be reached (see
                 :meth:`check_reachable`).
         """
-        self.check_reachable()
+        self._check_bucket("read")
         bucket = self.root.split("/", 1)[0]
         if self.scheme in _BUCKETED and self.root == bucket:
             return
