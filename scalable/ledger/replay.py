@@ -89,7 +89,9 @@ class RestoreArtifacts:
         try:
             self._restore(location, target, event.get("digest"), event.get("kind"))
         except Exception as exc:  # a store that cannot be read, named; an IntegrityError as it is
-            raise storage_error(exc, location, action="restore") from exc
+            # A local file the restore could not write names itself; anything else, the artifact.
+            where = getattr(exc, "filename", None) or location
+            raise storage_error(exc, str(where), action="restore") from exc
         self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
