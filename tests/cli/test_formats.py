@@ -284,3 +284,11 @@ def test_the_cli_reference_maps_commands_to_the_api() -> None:
     page = (ROOT / "docs" / "cli.rst").read_text()
     for text in ("1: a check ran and failed", "2: could not do what was asked", "Ledger.audit", "list_refs"):
         assert text in page
+
+
+def test_compact_progress_goes_to_stderr_with_progress(populated: dict[str, Any], cli: CliInvoker) -> None:
+    """compact --progress reports the batches compacted on stderr; its summary row goes to stdout."""
+    result = cli("ledger", "compact", "--progress", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["events_written"] > 0
+    assert "compacting (batches): 100% (1/1)" in result.stderr
