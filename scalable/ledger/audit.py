@@ -565,12 +565,17 @@ def audit_content(
             )
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
         for done, problem in enumerate(pool.map(check, items), start=1):
             if problem is not None:
                 report.problems.append(problem)
             if progress is not None:
                 progress("artifacts", done, len(items))
+    except BaseException:
+        pool.shutdown(cancel_futures=True)  # a store that cannot be asked: do not try every other artifact
+        raise
+    pool.shutdown()
     return report
 
 

@@ -11,6 +11,7 @@ user ``nobody``) and a file where a directory must be. The object stores are rea
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import socket
@@ -390,3 +391,52 @@ def test_a_remote_ledger_under_a_file_is_one_line(
     remote = f"file://{workspace}/blocker/ledger"
     result = invoke(cli, monkeypatch, LEDGER_COMMANDS[command], {"SCALABLE_RUNS_DIR_REMOTE": remote})
     assert_one_line(result, f"{workspace}/blocker")
+
+
+# --- artifacts a ledger points at, on storage that fails ---------------------------------------
+
+
+@pytest.fixture
+def stored_on_s3(
+    workspace: Path, cli: CliInvoker, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Twelve artifacts put on the S3 server under one run; returns the bucket."""
+    bucket = s3_bucket[0]
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    for i in range(12):
+        Path(f"part-{i}.txt").write_text(f"part {i}\n")
+        assert cli("artifacts", "put", f"part-{i}.txt", f"s3://{bucket}/parts/part-{i}.txt").exit_code == 0
+    return bucket
+
+
+@pytest.mark.parametrize("command", [["ledger", "audit"], ["ledger", "replay", "RUN", "--into", "restored"]])
+@pytest.mark.parametrize("case", ["no credentials", "endpoint refused"])
+def test_audit_and_replay_of_artifacts_on_a_store_that_fails_stop_with_one_line(
+    case: str,
+    command: list[str],
+    stored_on_s3: str,
+    cli: CliInvoker,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Artifacts recorded on S3, then no credentials or no endpoint: audit and replay stop at once, one line, exit 2."""
+    run_id = json.loads(cli("ledger", "runs", "--format", "json").stdout)[-1]["run_id"]
+    env = {"no credentials": _no_credentials, "endpoint refused": _endpoint_refused}[case](request).env
+    args = [run_id if arg == "RUN" else arg for arg in command]
+    result = invoke(cli, monkeypatch, args, env)
+    assert_one_line(result, f"s3://{stored_on_s3}/parts/part-")
+    assert not Path("restored").exists() or not any(Path("restored").rglob("*.txt"))
+
+
+def test_audit_of_artifacts_whose_bucket_is_gone_reports_them_missing(
+    stored_on_s3: str, cli: CliInvoker, s3_bucket: tuple[str, dict[str, Any]]
+) -> None:
+    """A bucket deleted after the puts is a finding, not a failure: every artifact is content-missing, exit 1."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3_bucket[1], skip_instance_cache=True)
+    fs.rm(stored_on_s3, recursive=True)
+    forget_object_store_clients()
+    result = cli("ledger", "audit", "--format", "json")
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["by_kind"] == {"content-missing": 12}
