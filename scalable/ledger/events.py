@@ -342,7 +342,7 @@ def validate_event(
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op.
     """
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise EventValidationError(
             f"an event is a mapping of column names to values, not a {type(event).__name__}; "
             "append one mapping at a time (several at once with append_many)"
@@ -352,7 +352,7 @@ def validate_event(
         if value is None:
             continue
         if type(value) is str and name in _STRING_FIELDS:
-            out[name] = _check_text(name, value)
+            out[name] = value if value.isascii() and "\x00" not in value else _check_text(name, value)
         elif name in _USER_SET:
             out[name] = _check_value(name, value)
         elif name in LEDGER_FIELDS:
