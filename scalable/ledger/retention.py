@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import duckdb_columns
-from scalable.ledger.generations import DataFile, Generation, publish_staged
+from scalable.ledger.generations import Attempt, DataFile, Generation, publish_staged
 from scalable.ledger.location import Location, Source
 from scalable.ledger.sql import ROW_GROUP_SIZE, file_list, jsonl_select, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
@@ -87,6 +87,7 @@ def retire_streams(
 def retire_events(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     ledger: Ledger,
     files: list[DataFile],
@@ -97,6 +98,7 @@ def retire_events(
     Args:
         con: a connection that reads the location.
         location: where the compacted data is.
+        attempt: the compaction attempt the rewritten files are published by.
         tmp: the compaction's local staging directory.
         ledger: the ledger the tombstones are appended to.
         files: the data files of the next generation so far.
@@ -172,7 +174,7 @@ def retire_events(
     )
     options = parquet_copy_options(partition_by_date=True, row_group_size=ROW_GROUP_SIZE)
     row = con.execute(f"COPY ({query}) TO {quote(str(staging))} {options}").fetchone()
-    made = publish_staged(location, staging, int(row[0]) if row else 0)
+    made = publish_staged(location, attempt, staging, int(row[0]) if row else 0)
     gone = {f.path for f in touched}
     return tombstones, removed, [f for f in files if f.path not in gone] + made
 
