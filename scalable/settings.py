@@ -115,7 +115,7 @@ def _duration(name: str, value: object) -> float:
         seconds = float(value)
     else:
         text = str(value).strip().lower()
-        unit = _DURATION_UNITS.get(text[-1:], None) if text else None
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
         try:
             seconds = float(text[:-1] if unit is not None else text) * (unit or 1.0)
         except ValueError:

@@ -23,9 +23,15 @@ from scalable.settings import load_settings
 
 def _event(i: int) -> dict[str, Any]:
     return {
-        "event_type": "artifact", "op": "put", "artifact_name": f"part-{i}.parquet",
-        "location": f"s3://bucket/runs/run-1/part-{i}.parquet", "kind": "file", "size_bytes": 1000 + i,
-        "digest": "ab" * 32, "key": f"runs/run-1/part-{i}.parquet", "store": "s3://bucket/",
+        "event_type": "artifact",
+        "op": "put",
+        "artifact_name": f"part-{i}.parquet",
+        "location": f"s3://bucket/runs/run-1/part-{i}.parquet",
+        "kind": "file",
+        "size_bytes": 1000 + i,
+        "digest": "ab" * 32,
+        "key": f"runs/run-1/part-{i}.parquet",
+        "store": "s3://bucket/",
     }
 
 

@@ -68,8 +68,14 @@ def _local_figures(root: Path, quick: bool) -> Figures:
         return _VALUE
 
     event = {
-        "event_type": "cache", "op": "hit", "function_name": compute.function_name, "key_digest": "ab" * 32,
-        "hit": True, "duration_s": 1e-5, "digest": "cd" * 32, "size_bytes": 120,
+        "event_type": "cache",
+        "op": "hit",
+        "function_name": compute.function_name,
+        "key_digest": "ab" * 32,
+        "hit": True,
+        "duration_s": 1e-5,
+        "digest": "cd" * 32,
+        "size_bytes": 120,
         "attrs": {"tier": "local", "writer_run": "run-bench-cache", "saved_s": 1e-6},
     }
     samples: dict[str, list[float]] = {k: [] for k in ("hit", "dc", "silent", "publish", "miss", "plain", "dc_set")}
@@ -109,8 +115,12 @@ def _remote_figures(root: Path, quick: bool) -> Figures:
     from moto.server import ThreadedMotoServer
 
     for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }.items():
         os.environ.setdefault(name, value)
     port = _free_port()

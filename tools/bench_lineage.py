@@ -55,7 +55,8 @@ def _cte_ms(led: Ledger, node: str) -> tuple[float, int]:
             "   WHERE w.depth < 10 AND NOT EXISTS ("
             "     SELECT 1 FROM recurring.walk r"
             "      WHERE r.src = l.src AND r.dst = l.dst AND r.relation = l.relation AND r.run_id = l.run_id))"
-            " SELECT * FROM walk", [node]
+            " SELECT * FROM walk",
+            [node],
         ).fetchall()
     finally:
         con.close()

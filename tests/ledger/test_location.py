@@ -155,7 +155,9 @@ def test_listings_never_come_from_a_cache(location: Location, tmp_path: Path) ->
     else:
         assert isinstance(location, ObjectLocation)
         other = open_object_location(
-            location.uri, outbox=tmp_path / "runs", storage_options={**location.fs.storage_options, "skip_instance_cache": True}
+            location.uri,
+            outbox=tmp_path / "runs",
+            storage_options={**location.fs.storage_options, "skip_instance_cache": True},
         )
         assert other.fs is not location.fs
     commit_generation(location, Generation(version=1))
