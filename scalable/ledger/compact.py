@@ -64,6 +64,7 @@ from scalable.ledger.generations import (
     commit_generation,
     publish_staged,
     read_generation,
+    snapshots,
 )
 from scalable.ledger.lineage_files import next_lineage
 from scalable.ledger.location import Location, Source
@@ -265,10 +266,14 @@ def _compact_once(
                     published = True
                     _log.info("ledger.compacted", version=generation.version, events=written, files=len(new_files))
                 published = True
+                # Files the attempt merged away before its commit were never readable.
+                for rel in set(attempt.published) - generation.named_files():
+                    location.delete(rel)
                 location.delete(attempt.intent)  # committed (or nothing to commit): the files are accounted for
                 retired: tuple[str, ...] = ()
                 if not keep_jsonl:
-                    retired = retire_streams(con, location, generation, wanted)
+                    held = snapshots(location, retention_s=ledger.settings.snapshot_retention_s).readable
+                    retired = retire_streams(con, location, generation, wanted, held)
             finally:
                 con.close()
     except BaseException:

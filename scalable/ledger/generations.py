@@ -48,12 +48,14 @@ __all__ = [
     "DataFile",
     "Generation",
     "LineageFiles",
+    "Snapshots",
     "StreamState",
     "begin_attempt",
     "collect_superseded",
     "commit_generation",
     "publish_staged",
     "read_generation",
+    "snapshots",
 ]
 
 #: Directory of the compacted event files, relative to the compacted data.
@@ -258,15 +260,60 @@ def _epoch(stamp: str | None) -> float:
         return 0.0
 
 
+@dataclass(frozen=True)
+class Snapshots:
+    """The generations a reader may still hold, and those no reader can hold any more.
+
+    Attributes:
+        readable: the newest generation first, then every older one whose successor was
+            committed less than the retention period ago.
+        expired: ``(document name, generation)`` of every older one, oldest first.
+    """
+
+    readable: tuple[Generation, ...] = ()
+    expired: tuple[tuple[str, Generation], ...] = ()
+
+    def named_files(self) -> set[str]:
+        """Every file a readable generation names."""
+        return {rel for generation in self.readable for rel in generation.named_files()}
+
+
+def snapshots(location: Location, *, retention_s: float, now_s: float | None = None) -> Snapshots:
+    """Which generations a reader may still hold: the one rule of the retention period.
+
+    A reader holds the generation that was newest when it started, so a generation stays
+    readable until its successor is ``retention_s`` old (``SCALABLE_SNAPSHOT_RETENTION``);
+    the newest always is. Whatever only expired generations need (their files, a stream they
+    did not cover) may go; nothing a readable one needs may.
+
+    Raises:
+        LedgerError: a generation document is not valid.
+    """
+    cutoff = (time.time() if now_s is None else now_s) - retention_s
+    names = _generation_names(location)
+    if not names:
+        return Snapshots()
+    newest = _read(location, names[-1])
+    readable = [newest]
+    expired: list[tuple[str, Generation]] = []
+    # Newest first: once one generation has expired, so has every one before it.
+    for index in range(len(names) - 2, -1, -1):
+        generation = _read(location, names[index])
+        if _epoch(readable[-1].created) <= cutoff:
+            expired = [(name, _read(location, name)) for name in names[:index]] + [(names[index], generation)]
+            break
+        readable.append(generation)
+    return Snapshots(tuple(readable), tuple(expired))
+
+
 def collect_superseded(
     location: Location, *, retention_s: float, current: Attempt | None = None, now_s: float | None = None
 ) -> Collected:
     """Delete what no reader can still need: the one place files of the compacted data are collected.
 
-    * The files of a generation that a newer one no longer names stay until that newer
-      generation is ``retention_s`` old: a reader that read the older generation before then
-      can still open every file it names. Then those files go, and the older document with
-      them. The newest generation and everything it names always stay.
+    * The files of a generation that a newer one no longer names stay while that generation
+      is readable (:func:`snapshots`); then they go, and its document with them. The newest
+      generation and everything it names always stay.
     * An attempt that never committed (its intent is there, no generation names its files)
       is dead once its intent is ``retention_s`` old, or at once where the compaction holds
       the location's lock (:attr:`Location.exclusive`: no other attempt can be running).
@@ -282,31 +329,22 @@ def collect_superseded(
     Raises:
         LedgerError: a generation document is not valid.
     """
-    cutoff = (time.time() if now_s is None else now_s) - retention_s
-    names = _generation_names(location)
-    if not names:
+    now_s = time.time() if now_s is None else now_s
+    cutoff = now_s - retention_s
+    found = snapshots(location, retention_s=retention_s, now_s=now_s)
+    if not found.readable:
         return Collected()
-    newest = _read(location, names[-1])
-    keep = newest.named_files()
-    expired: list[tuple[str, Generation]] = []
-    successor = newest
-    # Newest first: a generation is still readable while its successor is younger than the
-    # retention period; every one before the first that is not has expired too.
-    for index in range(len(names) - 2, -1, -1):
-        generation = _read(location, names[index])
-        if _epoch(successor.created) > cutoff:
-            keep |= generation.named_files()
-        else:
-            expired += [(name, _read(location, name)) for name in names[:index]] + [(names[index], generation)]
-            break
-        successor = generation
-    files = generations = attempts = 0
-    for name, generation in expired:
-        for rel in sorted(generation.named_files() - keep):
-            location.delete(rel)
-            files += 1
-        location.delete(f"{GENERATIONS_DIR}/{name}")  # after its files: a crash in between repeats this
-        generations += 1
+    newest = found.readable[0]
+    keep = found.named_files()
+    expired = found.expired
+    superseded = {rel for _name, generation in expired for rel in generation.named_files()} - keep
+    for rel in sorted(superseded):
+        location.delete(rel)
+    files = len(superseded)
+    for name, _generation in expired:
+        location.delete(f"{GENERATIONS_DIR}/{name}")  # after the files: a crash in between repeats this
+    generations = len(expired)
+    attempts = 0
     dead: list[str] = []
     for name in location.list_names(ATTEMPTS_DIR):
         if not name.endswith(".json") or (current is not None and name == f"{current.id}.json"):

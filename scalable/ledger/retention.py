@@ -1,8 +1,10 @@
 """Retention and stream retirement: removing what compaction has made redundant, and nothing else.
 
 * **Stream retirement** (``keep_jsonl=False``): a run's stream is deleted only when the run has
-  finished, its whole stream is covered by a committed generation, and a re-read of Parquet
-  finds every event id of the stream. Live streams are never rewritten or truncated. A writer
+  finished, its whole stream is covered by every generation a reader may still hold (so no
+  reader of an older snapshot still reads it; see
+  :func:`~scalable.ledger.generations.snapshots`), and a re-read of Parquet finds every event
+  id of the stream. Live streams are never rewritten or truncated. A writer
   that still holds a finished run's stream open when it is retired writes into a deleted
   file, so retire only runs nobody writes to any more.
 * **Retention** (``retire_before``) removes events older than the cutoff from the dataset, and
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +42,11 @@ _log = get_logger("scalable.ledger")
 
 
 def retire_streams(
-    con: duckdb.DuckDBPyConnection, location: Location, generation: Generation, wanted: set[str] | None
+    con: duckdb.DuckDBPyConnection,
+    location: Location,
+    generation: Generation,
+    wanted: set[str] | None,
+    readable: Sequence[Generation] = (),
 ) -> tuple[str, ...]:
     """Delete the streams of finished runs whose every event is verified in Parquet.
 
@@ -48,6 +55,8 @@ def retire_streams(
         location: where the streams and the compacted data are.
         generation: the committed generation that covers the streams.
         wanted: only the streams of these runs (all when None).
+        readable: the older generations readers may still hold; each must cover a stream
+            whole too, or a reader of it would still read the stream.
 
     Returns:
         The runs whose streams were deleted.
@@ -58,6 +67,8 @@ def retire_streams(
         if wanted is not None and source.run_id not in wanted:
             continue
         if state is None or state.retired or not state.finished or source.size != state.offset:
+            continue
+        if any(_read_by(older, source.key, source.size) for older in readable):
             continue
         candidates[source.key] = source
     if not candidates or not generation.files:
@@ -82,6 +93,12 @@ def retire_streams(
         retired.append(source.run_id)
         crash_point("during_retirement")
     return tuple(retired)
+
+
+def _read_by(generation: Generation, key: str, size: int) -> bool:
+    """Whether a reader of ``generation`` reads the stream ``key`` of ``size`` bytes (it does not cover it whole)."""
+    state = generation.streams.get(key)
+    return state is None or state.retired or state.offset != size
 
 
 def retire_events(
