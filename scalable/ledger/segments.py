@@ -13,6 +13,7 @@ never collide between machines. The synced offset of each stream is kept beside 
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import uuid
@@ -23,11 +24,11 @@ from typing import Any, Final
 from scalable.errors import ConfigError
 from scalable.ledger import bus
 from scalable.ledger.durable import create_file, replace_file
-from scalable.ledger.location import Location, ObjectLocation
+from scalable.ledger.location import Location, ObjectLocation, Source
 from scalable.ledger.stream import complete_prefix, list_streams
 from scalable.logs import get_logger
 
-__all__ = ["SEGMENT_BYTES", "SyncResult", "machine_id", "sync_streams"]
+__all__ = ["SEGMENT_BYTES", "ShippedStream", "SyncResult", "machine_id", "shipped_streams", "sync_streams"]
 
 #: The largest segment shipped at once (a longer stream is cut at a line boundary).
 SEGMENT_BYTES: Final = 64 * 1024 * 1024
@@ -46,6 +47,60 @@ class SyncResult:
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a plain mapping (for rendering)."""
         return {"segments": self.segments, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedStream:
+    """One machine's stream of a run, put together again from its segments.
+
+    Attributes:
+        run_id: the run.
+        machine: the machine id that shipped it.
+        data: the stream's bytes, segment after segment.
+        pieces: ``(first line number, segment URI)`` of each segment, in order.
+        gaps: byte ranges ``[start, end)`` no segment holds (a segment is missing).
+    """
+
+    run_id: str
+    machine: str
+    data: bytes
+    pieces: tuple[tuple[int, str], ...]
+    gaps: tuple[tuple[int, int], ...]
+
+    def where(self, line: int) -> str:
+        """The segment URI and line within it of line ``line`` (1-based) of the stream."""
+        index = bisect.bisect_right([first for first, _uri in self.pieces], line) - 1
+        first, uri = self.pieces[max(0, index)]
+        return f"{uri}:{line - first + 1}"
+
+
+def shipped_streams(location: ObjectLocation, run_id: str | None = None) -> list[ShippedStream]:
+    """Every machine's stream of every run (or of ``run_id``) as its segments hold it, by run and machine."""
+    by_stream: dict[tuple[str, str], list[tuple[int, int, Source]]] = {}
+    for source in location.sources():
+        if run_id is not None and source.run_id != run_id:
+            continue
+        machine, first, last = source.key.rsplit("/", 1)[-1].removesuffix(".jsonl").rsplit("-", 2)
+        by_stream.setdefault((source.run_id, machine), []).append((int(first), int(last), source))
+    streams: list[ShippedStream] = []
+    for (run, machine), segments in sorted(by_stream.items()):
+        data = bytearray()
+        pieces: list[tuple[int, str]] = []
+        gaps: list[tuple[int, int]] = []
+        lines = 0
+        for start, end, source in sorted(segments, key=lambda item: (item[0], -item[1])):
+            if end <= len(data):
+                continue  # the same bytes shipped again (after a crash, or a stream replaced)
+            if start > len(data):
+                gaps.append((len(data), start))
+            with location.open_source(source) as fh:
+                chunk = fh.read()
+            chunk = chunk[max(0, len(data) - start) :] if start < len(data) else chunk
+            pieces.append((lines + 1, source.path))
+            lines += chunk.count(b"\n")
+            data += chunk
+        streams.append(ShippedStream(run, machine, bytes(data), tuple(pieces), tuple(gaps)))
+    return streams
 
 
 def machine_id(runs_dir: str | os.PathLike[str]) -> str:
