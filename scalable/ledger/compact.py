@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import CompactionConflictError, ConfigError, LedgerError
+from scalable.errors import CompactionConflictError, ConfigError, LedgerError, ScalableError, os_error
 from scalable.ledger import bus
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import SCHEMA_VERSION, decode_line, duckdb_columns, encode_line, normalize_timestamp, now
@@ -75,6 +75,7 @@ from scalable.ledger.sql import (
     ROW_GROUP_SIZE,
     file_list,
     jsonl_select,
+    os_error_of,
     parquet_copy_options,
     parquet_select,
     quote,
@@ -197,12 +198,24 @@ def compact(
     if location.outbox is not None:
         sync_streams(location)
     wanted = set(run_ids) if run_ids is not None else None
-    with location.lock():
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return _compact_once(location, ledger, wanted, keep_jsonl, cutoff, progress)
-            except _LostRace:
-                _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
+    import duckdb
+
+    try:
+        with location.lock():
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    return _compact_once(location, ledger, wanted, keep_jsonl, cutoff, progress)
+                except _LostRace:
+                    _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
+    except ScalableError:
+        raise
+    except (OSError, duckdb.Error) as exc:
+        # Staged files, published files and the attempt's intent are gone by now: the
+        # generation before stays the newest, whole.
+        found = exc if isinstance(exc, OSError) else os_error_of(exc)
+        if found is None:
+            raise
+        raise os_error(found, f"cannot compact into {location.uri!r}", LedgerError) from None
     raise CompactionConflictError(
         f"ledger {location.uri!r}: {_ATTEMPTS} compactions in a row lost the manifest commit to others; "
         "run compact again"

@@ -30,11 +30,11 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
-from scalable.errors import ConfigError
+from scalable.errors import ConfigError, LedgerError, os_error
 from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
 from scalable.ledger.stream import complete_prefix, stream_files
@@ -301,9 +301,34 @@ class ObjectLocation(Location):
         self.fs.invalidate_cache(path)
         return path
 
+    def _written(self, path: str, write: Callable[[str], object], *, exclusive: bool = False) -> None:
+        """Run ``write(path)``; if it fails, leave no piece of ``path`` behind (a local target fills up mid-write).
+
+        Raises:
+            FileExistsError: ``exclusive`` and the object exists (it is someone else's).
+            DiskFullError: the target ran out of space (or hit the file size limit).
+            LedgerError: any other I/O error, naming the object.
+        """
+        try:
+            write(path)
+        except FileExistsError:
+            if exclusive:
+                raise
+            self._remove_partial(path)
+            raise LedgerError(f"cannot write {self.fs.unstrip_protocol(path)!r}: it exists") from None
+        except OSError as exc:
+            self._remove_partial(path)
+            raise os_error(exc, f"cannot write {str(self.fs.unstrip_protocol(path))!r}", LedgerError) from None
+
+    def _remove_partial(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            self.fs.rm_file(path)
+
     def put_segment(self, run_id: str, name: str, data: bytes) -> None:
         """Write segment ``name`` of run ``run_id`` (immutable: the same name means the same bytes)."""
-        self.fs.pipe_file(self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), data)
+        self._written(
+            self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), lambda path: self.fs.pipe_file(path, data)
+        )
 
     def sources(self) -> list[Source]:
         try:
@@ -364,10 +389,14 @@ class ObjectLocation(Location):
 
     def create(self, rel: str, data: bytes) -> None:
         # S3 conditional writes, GCS ifGenerationMatch=0, O_EXCL on a local filesystem.
-        self.fs.pipe_file(self._ready(f"{self._data}/{rel}"), data, mode="create")
+        self._written(
+            self._ready(f"{self._data}/{rel}"),
+            lambda path: self.fs.pipe_file(path, data, mode="create"),
+            exclusive=True,
+        )
 
     def publish(self, staged: Path, rel: str) -> int:
-        self.fs.put_file(str(staged), self._ready(f"{self._data}/{rel}"))
+        self._written(self._ready(f"{self._data}/{rel}"), lambda path: self.fs.put_file(str(staged), path))
         return staged.stat().st_size
 
     def delete(self, rel: str) -> None:

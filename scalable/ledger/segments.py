@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from scalable.errors import ConfigError
+from scalable.errors import ConfigError, LedgerError, os_error
 from scalable.ledger import bus
 from scalable.ledger.durable import create_file, replace_file
 from scalable.ledger.location import Location, ObjectLocation, Source
@@ -128,7 +128,10 @@ def sync_streams(location: Location) -> SyncResult:
         raise ConfigError("no remote ledger: set SCALABLE_RUNS_DIR_REMOTE to an fsspec URI such as s3://bucket/ledger/")
     bus.flush_all()  # events this process queued are shipped too
     runs_dir = location.outbox
-    mid = machine_id(runs_dir)
+    try:
+        mid = machine_id(runs_dir)
+    except OSError as exc:
+        raise os_error(exc, f"cannot write the machine id under {str(runs_dir)!r}", LedgerError) from None
     segments = 0
     shipped = 0
     for run_id, path, size in list_streams(runs_dir):
@@ -149,7 +152,10 @@ def sync_streams(location: Location) -> SyncResult:
                     end = done + data.rfind(b"\n") + 1
                     data = data[: end - done]
                 location.put_segment(run_id, f"{mid}-{done:016d}-{end:016d}.jsonl", data)
-                replace_file(state, str(end).encode())
+                try:
+                    replace_file(state, str(end).encode())
+                except OSError as exc:  # shipped, but not marked: the next sync ships the same segment again
+                    raise os_error(exc, f"cannot record the synced offset in {str(state)!r}", LedgerError) from None
                 segments += 1
                 shipped += len(data)
                 done = end

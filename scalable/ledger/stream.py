@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from scalable.errors import EventValidationError
+from scalable.errors import EventValidationError, LedgerError, os_error
 from scalable.ledger.durable import replace_file
 from scalable.ledger.events import Event, decode_line
 
@@ -314,7 +314,12 @@ def write_summary(stream: Path, run_id: str, finished: Mapping[str, Any], stream
         "seal": attrs.get("seal"),
     }
     path = stream.with_name(RUN_SUMMARY)
-    replace_file(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    try:
+        replace_file(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        raise os_error(
+            exc, f"run {run_id!r} is sealed, but its summary {str(path)!r} cannot be written", LedgerError
+        ) from None
     return path
 
 
