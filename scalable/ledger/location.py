@@ -47,12 +47,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEGMENTS_DIR",
+    "SHIPPED_COMPACTED",
     "LocalLocation",
     "Location",
     "ObjectLocation",
     "Source",
     "open_location",
     "open_object_location",
+    "shipped_compacted_runs",
 ]
 
 #: Directory of the shipped segments, under the root of an object-storage ledger.
@@ -87,6 +89,8 @@ class Location(ABC):
     uri: str
     #: Local runs directory whose streams are shipped here; ``None`` when they are the sources.
     outbox: Path | None = None
+    #: Local ledger directory whose compacted runs (streams retired) are shipped here too.
+    outbox_ledger: Path | None = None
     #: The fsspec filesystem DuckDB reads through; ``None`` for plain local paths.
     filesystem: Any = None
 
@@ -126,6 +130,24 @@ class Location(ABC):
             runs = os.path.realpath(self.outbox)
             shipped = [Source(path, run_id, path, size) for run_id, path, size in stream_files(runs)]
         return [*shipped, *self.sources()]
+
+    def unshipped_compacted(self) -> tuple[list[str], list[str]]:
+        """The local Parquet files and runs of the outbox whose events are compacted locally only.
+
+        Runs compacted on this machine before a remote was configured may have no stream left
+        to ship (``--no-keep-jsonl``); until a sync ships them from Parquet, the views read
+        them here. ``([], [])`` where there is no outbox.
+        """
+        if self.outbox is None or self.outbox_ledger is None:
+            return [], []
+        from scalable.ledger.generations import read_generation
+
+        local = LocalLocation(self.outbox, self.outbox_ledger)
+        generation = read_generation(local)
+        runs = sorted(local.runs_without_stream(generation) - shipped_compacted_runs(self.outbox))
+        if not runs or not generation.files:
+            return [], []
+        return [local.url(f.path) for f in generation.files], runs
 
     # --- compacted data ----------------------------------------------------------------------
 
@@ -276,13 +298,19 @@ class ObjectLocation(Location):
     materialize_tails = True
 
     def __init__(
-        self, fs: AbstractFileSystem, root: str, uri: str, outbox: str | os.PathLike[str] | None = None
+        self,
+        fs: AbstractFileSystem,
+        root: str,
+        uri: str,
+        outbox: str | os.PathLike[str] | None = None,
+        outbox_ledger: str | os.PathLike[str] | None = None,
     ) -> None:
         self.fs = fs
         self.filesystem = fs
         self.root = root.rstrip("/")
         self.uri = uri
         self.outbox = Path(outbox) if outbox is not None else None
+        self.outbox_ledger = Path(outbox_ledger) if outbox_ledger is not None else None
         self._data = f"{self.root}/{_DATA_DIR}"
 
     def _ready(self, path: str) -> str:
@@ -415,14 +443,31 @@ class ObjectLocation(Location):
             shutil.rmtree(root, ignore_errors=True)
 
 
+#: File in a runs directory naming the runs shipped from local Parquet (their streams were retired).
+SHIPPED_COMPACTED: Final = ".shipped-compacted"
+
+
+def shipped_compacted_runs(runs_dir: Path) -> set[str]:
+    """The runs of ``runs_dir`` already shipped to the remote from local Parquet."""
+    try:
+        return set((runs_dir / SHIPPED_COMPACTED).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
 def open_object_location(
-    uri: str, *, outbox: str | os.PathLike[str] | None = None, storage_options: dict[str, Any] | None = None
+    uri: str,
+    *,
+    outbox: str | os.PathLike[str] | None = None,
+    outbox_ledger: str | os.PathLike[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ObjectLocation:
     """Return the object-storage ledger at ``uri`` (an fsspec URI such as ``s3://bucket/ledger/``).
 
     Args:
         uri: the root of the ledger.
         outbox: the local runs directory whose streams are shipped there.
+        outbox_ledger: the local ledger directory whose compacted runs are shipped there too.
         storage_options: options of the fsspec filesystem.
 
     Raises:
@@ -437,7 +482,7 @@ def open_object_location(
             f"SCALABLE_RUNS_DIR_REMOTE {uri!r} cannot be opened ({exc}); use an fsspec URI such as "
             "s3://bucket/ledger/ and install the backend: pip install 'scalable[cloud]'"
         ) from None
-    return ObjectLocation(fs, str(root), uri, outbox)
+    return ObjectLocation(fs, str(root), uri, outbox, outbox_ledger)
 
 
 def open_location(settings: Settings) -> Location:
@@ -447,5 +492,7 @@ def open_location(settings: Settings) -> Location:
         ConfigError: ``SCALABLE_RUNS_DIR_REMOTE`` cannot be opened.
     """
     if settings.runs_dir_remote:
-        return open_object_location(settings.runs_dir_remote, outbox=settings.runs_dir)
+        return open_object_location(
+            settings.runs_dir_remote, outbox=settings.runs_dir, outbox_ledger=settings.ledger_dir
+        )
     return LocalLocation(settings.runs_dir, settings.ledger_dir)

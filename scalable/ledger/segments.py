@@ -17,6 +17,7 @@ import bisect
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -24,7 +25,10 @@ from typing import Any, Final
 from scalable.errors import ConfigError, LedgerError, os_error
 from scalable.ledger import bus
 from scalable.ledger.durable import create_file, replace_file
-from scalable.ledger.location import Location, ObjectLocation, Source
+from scalable.ledger.events import encode_line
+from scalable.ledger.location import SHIPPED_COMPACTED, Location, ObjectLocation, Source, shipped_compacted_runs
+from scalable.ledger.sql import connect as sql_connect
+from scalable.ledger.sql import parquet_select
 from scalable.ledger.stream import complete_prefix, list_streams
 from scalable.logs import get_logger
 
@@ -159,6 +163,37 @@ def sync_streams(location: Location) -> SyncResult:
                 segments += 1
                 shipped += len(data)
                 done = end
+    for run_id, data in _compacted_runs(location):
+        location.put_segment(run_id, f"{mid}.compacted-{0:016d}-{len(data):016d}.jsonl", data)
+        done_runs = sorted(shipped_compacted_runs(runs_dir) | {run_id})
+        try:
+            replace_file(runs_dir / SHIPPED_COMPACTED, ("\n".join(done_runs) + "\n").encode())
+        except OSError as exc:
+            raise os_error(exc, f"cannot record the shipped runs in {str(runs_dir)!r}", LedgerError) from None
+        segments += 1
+        shipped += len(data)
     if segments:
         _log.info("ledger.synced", remote=location.uri, segments=segments, bytes=shipped)
     return SyncResult(segments, shipped)
+
+
+def _compacted_runs(location: ObjectLocation) -> Iterator[tuple[str, bytes]]:
+    """Each run compacted locally only (its stream retired), as the lines of its events.
+
+    Lines re-encode byte for byte from their rows, so the shipped segment verifies as the
+    stream did; they go in time order, each writer's in ``seq`` order.
+    """
+    files, runs = location.unshipped_compacted()
+    if not runs:
+        return
+    con = sql_connect(threads=1)
+    try:
+        for run_id in runs:
+            result = con.execute(
+                f"SELECT * FROM ({parquet_select(files)}) p WHERE run_id = $1 ORDER BY timestamp, writer, seq", [run_id]
+            )
+            columns = [d[0] for d in result.description or []]
+            rows = result.fetchall()
+            yield run_id, b"".join(encode_line(dict(zip(columns, row, strict=True))) for row in rows)
+    finally:
+        con.close()

@@ -93,16 +93,24 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
             overlap.add(source.run_id)
     parquet = parquet_select(files) if files else None
     tail = None
+    local_files, local_runs = location.unshipped_compacted()
+    if local_files:
+        runs = ", ".join(quote(r) for r in local_runs)
+        local = f"SELECT * FROM ({parquet_select(local_files)}) l WHERE run_id IN ({runs})"
+        tails_sql = jsonl_select(tails, retired_before=generation.retired_before) if tails else None
+        tail = f"SELECT DISTINCT ON (event_id) * FROM ({' UNION ALL '.join(filter(None, [local, tails_sql]))}) j"
+        tails = []
+        overlap = set(local_runs) & compacted_runs | overlap
     if tails:
         tail = (
             f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=generation.retired_before)}) j"
         )
-        if files and overlap:
-            runs = ", ".join(quote(r) for r in sorted(overlap))
-            tail = (
-                f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
-                f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
-            )
+    if tail is not None and files and overlap:
+        runs = ", ".join(quote(r) for r in sorted(overlap))
+        tail = (
+            f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
+            f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
+        )
     lineage = None
     uncovered = None
     if generation.lineage is not None and files:

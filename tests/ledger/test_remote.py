@@ -227,3 +227,30 @@ def test_three_concurrent_cli_compactions_on_gcs(tmp_path: Path, gcs_strict_buck
     """The same on a GCS emulator that honours ifGenerationMatch=0 (fake-gcs-server)."""
     bucket, _options = gcs_strict_bucket
     three_concurrent_cli_compactions(tmp_path, f"gs://{bucket}/ledger")
+
+
+def test_runs_compacted_locally_stay_when_a_remote_is_configured(
+    tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]]
+) -> None:
+    """Runs whose streams a local compaction retired are in `ledger runs` with a remote, and ship to other machines."""
+    local = Ledger.open(tmp_path / "m1" / "runs", tmp_path / "m1" / "ledger")
+    write_runs(local, "run-old", 2, 5)
+    expected = local.query("SELECT run_id, events, status FROM runs ORDER BY run_id").to_pylist()
+    assert len(local.compact(keep_jsonl=False).streams_retired) == 2
+    local.close()
+    remote = f"s3://{s3_bucket[0]}/ledger"
+    m1 = machine(tmp_path, "m1", remote)
+    query = "SELECT run_id, events, status FROM runs ORDER BY run_id"
+    assert m1.query(query).to_pylist() == expected  # before any sync
+    write_runs(m1, "run-new", 1, 3)
+    m1.compact()  # syncs: the old runs go from local Parquet, the new one as its stream
+    assert m1.query(query).to_pylist() == [{"run_id": "run-new-0", "events": 4, "status": "completed"}, *expected]
+    other = machine(tmp_path, "m2", remote)
+    assert other.query(query).to_pylist() == m1.query(query).to_pylist()
+    assert counts(other) == {"n": 2 * 6 + 4, "d": 2 * 6 + 4, "r": 3}
+    report = other.audit(content=False)
+    assert report.ok, report.problems
+    assert (report.runs, report.events) == (3, 16)
+    assert m1.sync_remote().segments == 0  # shipped once
+    for led in (m1, other):
+        led.close()
