@@ -7,8 +7,7 @@ this one interface and never ask which kind they have:
 
 * :class:`LocalLocation`: the runs directory's streams are the sources; the compacted data is
   the ledger directory. A compaction holds an exclusive lock (:attr:`Location.exclusive`),
-  so it may also rewrite and delete files: merge small files, retire events and streams,
-  write lineage files, remove orphans.
+  so it may also retire events and streams and write lineage files.
 * :class:`ObjectLocation` (``SCALABLE_RUNS_DIR_REMOTE``): the sources are the immutable
   segments every machine ships (:mod:`~scalable.ledger.segments`) under ``segments/``, the
   compacted data lives under ``ledger/``. There is no lock: compactions on several machines
