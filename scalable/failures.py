@@ -44,6 +44,7 @@ from scalable.errors import (
     StoreNotFoundError,
     StorePermissionError,
     StoreUnreachableError,
+    os_error,
 )
 from scalable.logs import mask_secrets
 
@@ -289,4 +290,7 @@ def storage_error(
         )
     if kind == "not-found":
         return ArtifactNotFoundError(f"cannot {action} {place}: nothing is there ({detail})")
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.errno is not None:  # a full disk and the rest: the errno mapping
+            return os_error(e, f"cannot {action} {place}", StoreError)
     return StoreError(f"cannot {action} {place}: {detail}")

@@ -9,9 +9,13 @@ with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). Fixtures:
 - ``gcs_server`` (session): the endpoint URL of an in-memory GCS emulator;
   ``STORAGE_EMULATOR_HOST`` points gcsfs at it, and fsspec's config gives gcsfs
   ``token="anon"``, so plain ``gs://bucket/...`` URIs reach it.
-- ``s3_bucket`` / ``gcs_bucket`` (per test): ``(bucket_name, storage_options)`` of a fresh,
-  empty bucket with a unique name; pass the options to ``build_artifact_store`` or
-  ``fsspec.filesystem``.
+- ``gcs_strict_server`` (session): the endpoint URL of fake-gcs-server, which honours
+  ``ifGenerationMatch=0`` (put-if-absent): commit protocols are tested against it.
+- ``s3_bucket`` / ``gcs_bucket`` / ``gcs_strict_bucket`` (per test): ``(bucket_name,
+  storage_options)`` of a fresh, empty bucket with a unique name; pass the options to
+  ``build_artifact_store`` or ``fsspec.filesystem``. ``gcs_strict_bucket`` also points
+  ``STORAGE_EMULATOR_HOST`` at fake-gcs-server for the test, so plain ``gs://`` URIs (and
+  child processes given the environment) reach it.
 - ``s3_auth_server`` (session): a second moto server, in its own process, that checks
   credentials as S3 does: an unknown access key is refused, and the user it holds (allowed
   nothing) is denied every call on its one bucket.
@@ -41,6 +45,8 @@ __all__ = [
     "create_s3_bucket",
     "gcs_bucket",
     "gcs_server",
+    "gcs_strict_bucket",
+    "gcs_strict_server",
     "s3_auth_server",
     "s3_bucket",
     "s3_server",
@@ -61,6 +67,13 @@ def gcs_server() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def gcs_strict_server() -> Iterator[str]:
+    """Start fake-gcs-server in memory on a free loopback port; yield its URL."""
+    with local_servers.gcs_strict_server() as url:
+        yield url
+
+
 @pytest.fixture
 def s3_bucket(s3_server: str) -> tuple[str, dict[str, Any]]:
     """A fresh, empty S3 bucket: ``(name, storage_options)`` for s3fs / build_artifact_store."""
@@ -75,6 +88,15 @@ def gcs_bucket(gcs_server: str) -> tuple[str, dict[str, Any]]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     create_gcs_bucket(gcs_server, name)
     return name, gcs_options(gcs_server)
+
+
+@pytest.fixture
+def gcs_strict_bucket(gcs_strict_server: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """A fresh bucket on fake-gcs-server, with ``STORAGE_EMULATOR_HOST`` pointing there for the test."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    create_gcs_bucket(gcs_strict_server, name)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_strict_server)
+    return name, gcs_options(gcs_strict_server)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
-from scalable.errors import IntegrityError, RunNotFoundError
+from scalable.errors import IntegrityError, LedgerError, RunNotFoundError, ScalableError, os_error
 from scalable.failures import storage_error
 from scalable.ledger.events import normalize_timestamp
 from scalable.ledger.sql import quote
@@ -88,10 +88,8 @@ class RestoreArtifacts:
         location = str(event["location"])
         try:
             self._restore(location, target, event.get("digest"), event.get("kind"))
-        except Exception as exc:  # a store that cannot be read, named; an IntegrityError as it is
-            # A local file the restore could not write names itself; anything else, the artifact.
-            where = getattr(exc, "filename", None) or location
-            raise storage_error(exc, str(where), action="restore") from exc
+        except Exception as exc:  # a store that cannot be read, by its location (local copies name themselves)
+            raise storage_error(exc, location, action="restore") from exc
         self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
@@ -141,11 +139,18 @@ def _copy_verified(fs: Any, src: str, dest: Path) -> str:
 
     h = hashlib.sha256()
     tmp = dest.with_name(f".{dest.name}.part")
-    with fs.open(src, "rb") as fin, tmp.open("wb") as fout:
-        while block := fin.read(CHUNK):
-            h.update(block)
-            fout.write(block)
-    os.replace(tmp, dest)
+    with fs.open(src, "rb") as fin:  # a source that cannot be opened: the caller names its location
+        try:
+            with tmp.open("wb") as fout:
+                while block := fin.read(CHUNK):
+                    h.update(block)
+                    fout.write(block)
+            os.replace(tmp, dest)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # no partial copy is left behind
+            if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
+                raise os_error(exc, f"cannot restore {str(dest)!r}", LedgerError) from None
+            raise
     return h.hexdigest()
 
 
