@@ -228,44 +228,39 @@ class LocalLocation(Location):
         self._data = os.path.realpath(self.ledger_dir)
 
     def check_exists(self, *, before_compaction: bool = False) -> None:
-        """Check that the runs directory or the ledger directory exists, readable.
+        """Check that the runs directory (or, for readers, the ledger directory) exists, readable.
 
-        A directory set away from its default (by an argument, ``--runs-dir``/``--ledger-dir``
-        or ``SCALABLE_RUNS_DIR``/``SCALABLE_LEDGER_DIR``) must exist itself; with both at their
-        defaults, one of them must. Before a compaction, the runs directory must exist.
+        A runs directory set away from its default (by an argument, ``--runs-dir`` or
+        ``SCALABLE_RUNS_DIR``) must exist itself. The ledger directory may be missing while the
+        runs directory exists (nothing was compacted yet); with no runs directory, readers
+        need it (a ledger whose streams were retired), and one set away from its default
+        must exist.
         """
         from scalable.settings import load_settings
 
         defaults = load_settings(env={})
-        found = []
-        for path, default, what, how in (
-            (self.runs_dir, defaults.runs_dir, "runs directory", "--runs-dir or SCALABLE_RUNS_DIR"),
-            (self.ledger_dir, defaults.ledger_dir, "ledger directory", "--ledger-dir or SCALABLE_LEDGER_DIR"),
-        ):
-            if _readable_directory(path, what):
-                found.append(path)
-            elif before_compaction and path == self.ledger_dir:
-                continue
-            elif path != default:
-                raise LedgerNotFoundError(
-                    f"no ledger at {str(path)!r}: the {what} ({how}) does not exist; check the path"
-                )
-            elif before_compaction:
-                found = []
-                break
-        if not found:
-            missing = (
-                f"{str(self.runs_dir)!r} does not exist"
-                if before_compaction
-                else f"neither {str(self.runs_dir)!r} nor {str(self.ledger_dir)!r} exists"
-            )
+        runs = _readable_directory(self.runs_dir, "runs directory")
+        if not runs and self.runs_dir != defaults.runs_dir:
             raise LedgerNotFoundError(
-                f"no ledger here: {missing}; run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
+                f"no ledger at {str(self.runs_dir)!r}: the runs directory (--runs-dir or SCALABLE_RUNS_DIR) "
+                "does not exist; check the path"
             )
+        compacted = _readable_directory(self.ledger_dir, "ledger directory")
+        if runs or (compacted and not before_compaction):
+            return
+        if before_compaction:
+            missing = f"{str(self.runs_dir)!r} does not exist"
+        elif self.ledger_dir != defaults.ledger_dir:
             raise LedgerNotFoundError(
-                f"no ledger here: neither {missing} exists; "
-                "run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
+                f"no ledger at {str(self.ledger_dir)!r}: the ledger directory (--ledger-dir or "
+                f"SCALABLE_LEDGER_DIR) does not exist, nor does the runs directory {str(self.runs_dir)!r}; "
+                "check the paths"
             )
+        else:
+            missing = f"neither {str(self.runs_dir)!r} nor {str(self.ledger_dir)!r} exists"
+        raise LedgerNotFoundError(
+            f"no ledger here: {missing}; run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
+        )
 
     def sources(self) -> list[Source]:
         return [Source(run_id, run_id, path, size) for run_id, path, size in stream_files(self._runs)]

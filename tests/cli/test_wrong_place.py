@@ -81,13 +81,24 @@ def test_a_missing_runs_dir_is_exit_2_whichever_way_it_is_given(
     assert tree(isolated) == before
 
 
-@pytest.mark.parametrize("command", [c for c in LEDGER_READERS if c != "compact"])
-def test_a_missing_ledger_dir_is_exit_2(command: str, cli: CliInvoker, isolated: Path, tmp_path: Path) -> None:
-    """A compacted-ledger directory that was given but does not exist exits 2 (compact alone makes it)."""
-    one_run()
+@pytest.mark.parametrize("command", list(LEDGER_READERS))
+def test_a_missing_ledger_dir_without_a_runs_dir_is_exit_2(
+    command: str, cli: CliInvoker, isolated: Path, tmp_path: Path
+) -> None:
+    """A compacted-ledger directory that was given but does not exist, with no runs directory either, exits 2."""
     missing = tmp_path / "no-ledger-here"
     result = cli("ledger", "--ledger-dir", str(missing), *LEDGER_READERS[command])
-    assert_said_so(result, str(missing), "does not exist")
+    assert_said_so(result, str(missing) if command != "compact" else "no ledger here", "does not exist")
+    assert not missing.exists() and tree(isolated) == []
+
+
+def test_a_ledger_not_compacted_yet_is_read_from_its_streams(cli: CliInvoker, isolated: Path, tmp_path: Path) -> None:
+    """With the runs directory there, a ledger directory that does not exist yet is no error: nothing was compacted."""
+    one_run()
+    missing = tmp_path / "not-compacted-yet"
+    result = cli("ledger", "--ledger-dir", str(missing), "runs", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [r["run_id"] for r in json.loads(result.stdout)] == ["run-1"]
     assert not missing.exists()
 
 
