@@ -10,7 +10,7 @@ from scalable import errors
 from tests.helpers import ROOT, run_python
 
 # Which scalable subpackages each layer may import (cli -> session -> targets, cache, stores -> ledger).
-_BASE = {"errors", "settings", "logs", "digests", "uris"}
+_BASE = {"errors", "settings", "logs", "digests", "failures", "uris"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
@@ -25,6 +25,7 @@ _LAYERS = {
     "logs": {"logs", "settings", "errors"},
     "digests": {"digests", "errors"},
     "uris": {"uris", "errors"},
+    "failures": {"failures", "errors", "logs", "settings"},
     "errors": {"errors"},
 }
 
@@ -32,8 +33,12 @@ _LAYERS = {
 def test_every_error_derives_from_scalable_error_and_a_builtin() -> None:
     """Each public error is a ScalableError and, apart from the roots, also a builtin exception."""
     roots = {"ScalableError", "LedgerError", "StoreError", "CacheError"}
+    # Besides the classes, the module exports the one mapping of OSError errnos to them.
+    assert [name for name in errors.__all__ if not isinstance(getattr(errors, name), type)] == ["os_error"]
     for name in errors.__all__:
         cls = getattr(errors, name)
+        if name == "os_error":
+            continue
         assert issubclass(cls, errors.ScalableError), name
         if name not in roots:
             builtin_bases = [

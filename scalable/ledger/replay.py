@@ -19,10 +19,20 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
-from scalable.errors import ConfigError, IntegrityError, RestoreError, RunNotFoundError, ScalableError
+from scalable.errors import (
+    ArtifactNotFoundError,
+    ConfigError,
+    IntegrityError,
+    LedgerError,
+    RestoreError,
+    RunNotFoundError,
+    ScalableError,
+    os_error,
+)
+from scalable.failures import storage_error
 from scalable.ledger.events import normalize_timestamp
 from scalable.ledger.sql import quote
 from scalable.uris import open_location
@@ -81,7 +91,9 @@ class RestoreArtifacts:
     An artifact counts when its event is ``artifact/put`` (it has a store key). Each file is
     hashed while it is copied to a temporary name and renamed into place only when it matches
     its digest; a directory is verified by its tree digest before it replaces anything. An
-    artifact that cannot be restored is added to ``failed`` and the handler goes on.
+    artifact that is missing or does not match its digest is added to ``failed`` and the
+    handler goes on; a store that cannot be read or a destination that cannot be written
+    raises the error of the tree that says why (nothing more could be restored).
     """
 
     def __init__(
@@ -109,12 +121,16 @@ class RestoreArtifacts:
         target = self.into.joinpath(*parts)
         try:
             self._restore(location, target, event.get("digest"), event.get("kind"))
-        except FileNotFoundError:
+        except (IntegrityError, ConfigError) as exc:  # changed bytes, or a location that is no path
+            self.failed.append(NotRestored(key, location, str(exc)))
+            return
+        except Exception as exc:
+            error = storage_error(exc, location, action="restore")
+            if not isinstance(error, ArtifactNotFoundError):
+                raise error from exc  # the store or the disk fails: nothing more can be restored
             self.failed.append(NotRestored(key, location, "nothing is stored there any more"))
-        except (OSError, ValueError, ImportError, ScalableError) as exc:
-            self.failed.append(NotRestored(key, location, _reason(exc)))
-        else:
-            self.restored.append(str(target))
+            return
+        self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
         fs, path = open_location(location, self.storage_options)
@@ -151,12 +167,6 @@ class RestoreArtifacts:
                 shutil.rmtree(staging)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
 def _copy_verified(fs: Any, src: str, dest: Path, digest: str | None) -> str:
     """Copy one file to ``dest`` through a temporary name, hashing as it goes; return its digest.
 
@@ -167,30 +177,46 @@ def _copy_verified(fs: Any, src: str, dest: Path, digest: str | None) -> str:
     """
     h = hashlib.sha256()
     tmp = dest.with_name(f"{_TEMP_PREFIX}{os.urandom(6).hex()}")
-    try:
-        with fs.open(src, "rb") as fin, tmp.open("xb") as fout:
-            while block := fin.read(CHUNK):
-                h.update(block)
-                fout.write(block)
-        found = h.hexdigest()
-        if digest and found != digest:
-            raise IntegrityError(f"it hashes to {found}, not the recorded {digest}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with fs.open(src, "rb") as fin:  # a source that cannot be opened: the caller names its location
+        try:
+            with tmp.open("xb") as fout:
+                while block := fin.read(CHUNK):
+                    h.update(block)
+                    fout.write(block)
+            found = h.hexdigest()
+            if digest and found != digest:
+                raise IntegrityError(f"it hashes to {found}, not the recorded {digest}")
+            os.replace(tmp, dest)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # no partial or unverified copy is left behind
+            if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
+                raise os_error(exc, f"cannot restore {str(dest)!r}", LedgerError) from None
+            raise
     return found
 
 
 class Timeline:
-    """Handler that prints one line per event: time, task, event type/op and what."""
+    """Handler that keeps one row per event, in order: time, task, ``type/op`` and what it is about.
 
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
+    ``rows`` holds mappings of :attr:`COLUMNS` (``what``: the artifact's name, else its
+    location, else the cached function's name).
+    """
+
+    COLUMNS = ("timestamp", "task_name", "event", "what")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        what = event.get("artifact_name") or event.get("location") or event.get("function_name") or ""
-        task = event.get("task_name") or "-"
-        self.out.write(f"{event['timestamp']}  {task:<16} {event['event_type']}/{event['op']:<9} {what}\n")
+        what = event.get("artifact_name") or event.get("location") or event.get("function_name")
+        self.rows.append(
+            {
+                "timestamp": event["timestamp"],
+                "task_name": event.get("task_name"),
+                "event": f"{event['event_type']}/{event['op']}",
+                "what": what,
+            }
+        )
 
 
 def replay(

@@ -27,12 +27,18 @@ from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
     InvalidKeyError,
+    InvalidStoreURIError,
     KeyConflictError,
+    ScalableError,
     StoreError,
+    StoreNotFoundError,
+    StorePermissionError,
     StoreUnreachableError,
     UnreadableArtifactError,
     UnsafeArtifactError,
+    os_error,
 )
+from scalable.failures import storage_error
 from scalable.stores.base import (
     META_PREFIX,
     TEMP_PREFIX,
@@ -81,7 +87,7 @@ class _LocalUpload:
             if isinstance(exc, PermissionError):
                 raise UnreadableArtifactError(f"cannot write {uri_for(key)!r}: permission denied") from None
             if isinstance(exc, OSError):
-                raise StoreError(f"cannot write {uri_for(key)!r}: {exc.strerror or exc}") from None
+                raise os_error(exc, f"cannot write {uri_for(key)!r}", StoreError) from None
             raise
 
     def write(self, data: bytes) -> None:
@@ -114,7 +120,7 @@ class _LocalUpload:
                 raise KeyConflictError(
                     f"cannot store a file at {uri!r}: a directory is stored there; delete it first"
                 ) from None
-            raise StoreError(f"cannot store key {self.key!r} at {uri!r}: {exc.strerror or exc}") from None
+            raise os_error(exc, f"cannot store key {self.key!r} at {uri!r}", StoreError) from None
         self._close_dir()
 
     def discard(self) -> None:
@@ -200,6 +206,33 @@ class LocalArtifactStore(BaseArtifactStore):
                 "make it writable or choose another directory"
             )
 
+    def check_exists(self) -> None:
+        """Check that the root is an existing directory.
+
+        Raises:
+            StoreNotFoundError: the root does not exist.
+            InvalidStoreURIError: the root, or one of its parents, is a file.
+            StorePermissionError: the root cannot be read.
+        """
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise StoreNotFoundError(
+                f"no artifact store at {self.base_uri!r}: the directory {str(self.root)!r} does not exist; "
+                "check the path (nothing has been stored there)"
+            ) from None
+        except OSError as exc:
+            raise storage_error(exc, self.base_uri, action="open") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise InvalidStoreURIError(
+                f"no artifact store at {self.base_uri!r}: {str(self.root)!r} is a file, not a directory; "
+                "give the store's root directory"
+            )
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorePermissionError(
+                f"cannot read the artifact store {self.base_uri!r}: permission denied; check the directory's permissions"
+            )
+
     def uri_for(self, key: str) -> str:
         """Return the ``file://`` URI of ``key`` (percent-encoded, see :mod:`scalable.uris`)."""
         return path_to_uri(f"{self._root}/{key}")
@@ -225,7 +258,7 @@ class LocalArtifactStore(BaseArtifactStore):
         except PermissionError:
             raise UnreadableArtifactError(f"cannot create the store root {self._root!r}: permission denied") from None
         except OSError as exc:
-            raise StoreError(f"cannot create the store root {self._root!r}: {exc.strerror or exc}") from None
+            raise os_error(exc, f"cannot create the store root {self._root!r}", StoreError) from None
 
     def _open_dirs(self, parts: Sequence[str], key: str, *, create: bool) -> int | None:
         """Open ``root/parts...`` one component at a time, never following a link; return its fd.
@@ -264,7 +297,7 @@ class LocalArtifactStore(BaseArtifactStore):
             fd = nxt
         return fd
 
-    def _walk_error(self, exc: OSError, dir_fd: int, name: str, where: str, key: str) -> StoreError:
+    def _walk_error(self, exc: OSError, dir_fd: int, name: str, where: str, key: str) -> ScalableError:
         """The error of a write whose walk failed opening ``name`` (the component ``where``) in ``dir_fd``."""
         shown = self.uri_for(where)
         if exc.errno in _NOT_A_DIR and _is_link_at(dir_fd, name):
@@ -283,7 +316,7 @@ class LocalArtifactStore(BaseArtifactStore):
             )
         if isinstance(exc, PermissionError):
             return UnreadableArtifactError(f"cannot write {shown!r}: permission denied")
-        return StoreError(f"cannot write {shown!r}: {exc.strerror or exc}")
+        return os_error(exc, f"cannot write {shown!r}", StoreError)
 
     @contextmanager
     def _parent(self, key: str) -> Iterator[tuple[int | None, str]]:

@@ -88,8 +88,9 @@ def test_a_forged_pickle_without_hmac_is_refused_and_never_executed(tmp_path: Pa
     assert not proof.exists(), "the forged pickle ran"
     assert calls == [1, 2]
     refused = [log for log in logs if log["event"] == "cache.remote.pickle_refused"]
-    assert [log["log_level"] for log in refused] == ["warning", "debug"]
-    assert "SCALABLE_CACHE_HMAC_KEY" in refused[0]["hint"]
+    warnings = [log for log in refused if log["log_level"] == "warning"]
+    assert len(warnings) == 1, refused  # one warning per process; later refusals are debug lines at most
+    assert "SCALABLE_CACHE_HMAC_KEY" in warnings[0]["hint"]
     # The recomputed values are stored in a safe format and now load from the local tier.
     with using(reader):
         assert answer(1) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,10 @@ def test_two_corrupted_among_five_restores_three_and_reports_two(
     found = {p.relative_to(restored).as_posix(): p.read_bytes() for p in restored.rglob("*") if p.is_file()}
     assert found == good
 
-    out = cli("ledger", "replay", "run-five", "--into", str(isolated / "by-cli"))
+    out = cli("ledger", "replay", "run-five", "--into", str(isolated / "by-cli"), "--format", "json")
     assert out.exit_code == 1
-    assert "restored 3 artifact(s) of run-five" in out.stdout
+    (summary,) = json.loads(out.stdout)
+    assert (summary["run_id"], summary["restored"], summary["not_restored"]) == ("run-five", 3, 2)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("not restored: runs/five/") for line in lines)
     assert "Traceback" not in out.stderr

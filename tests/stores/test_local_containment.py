@@ -281,4 +281,4 @@ def test_cli_never_leaves_the_root(
     result = cli("artifacts", "ls", root, "--format", "json")
     assert result.exit_code == 0 and result.stdout.strip() == "[]"
     result = cli("artifacts", "ls", store.base_uri, "--prefix", f"{where}/", "--format", "json")
-    assert result.exit_code == 0 and result.stdout.strip() == "[]"
+    assert result.exit_code == 2 and "no key" in result.stderr and result.stdout.strip() == ""
