@@ -29,6 +29,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from scalable.cache.codec import SAFE_FORMATS
 from scalable.cache.payload import Envelope, load_value, open_envelope
@@ -41,6 +42,7 @@ from scalable.errors import (
     ScalableError,
     os_error,
 )
+from scalable.failures import split_userinfo
 from scalable.ledger.bus import active
 from scalable.ledger.log import Ledger
 from scalable.logs import get_logger, mask_secrets
@@ -110,17 +112,14 @@ _SECRET_OPTIONS = ("key", "secret", "token", "password", "session_token", "clien
 
 def _secrets_of(uri: str, options: Mapping[str, Any]) -> list[str]:
     """The credentials a remote is given: the URI's user info and secret-looking storage options."""
-    found: list[str] = []
-    scheme_end = uri.find("://")
-    if scheme_end >= 0 and "@" in uri[scheme_end + 3 :]:
-        # The user info ends at the last '@' (a secret may itself hold '/', '+' or ':').
-        userinfo = uri[scheme_end + 3 : uri.rindex("@")]
-        if ":" in userinfo or "/" not in userinfo:
-            found += [userinfo, *userinfo.split(":")]
+    _clean, user, secret = split_userinfo(uri)
+    found = [v for v in (user, secret) if v]
     for name, value in options.items():
         if isinstance(value, str) and any(part in name.lower() for part in _SECRET_OPTIONS):
             found.append(value)
-    return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
+    # Longest first, each also as the URI spells it (percent-encoded), so no part of one is left.
+    spelled = {s for value in found if len(value) >= 3 for s in (value, quote(value, safe=""))}
+    return sorted(spelled, key=len, reverse=True)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
