@@ -258,7 +258,7 @@ class FsspecArtifactStore(BaseArtifactStore):
                 return None
             if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # an empty (damaged) sidecar: no range
                 return None
-            raise storage_error(exc, self.uri_for(sidecar_key(key)), action="read") from exc
+            raise storage_error(exc, self.uri_for(key), action="look up") from exc  # the key, as the user gave it
         return value if isinstance(value, dict) else None
 
     def _some_records_under(self, key: str) -> list[str]:
@@ -269,7 +269,7 @@ class FsspecArtifactStore(BaseArtifactStore):
         except Exception as exc:
             if failure_kind(exc) == "not-found":
                 return []
-            raise storage_error(exc, self.uri_for(f"{META_PREFIX}/{key}"), action="list") from exc
+            raise storage_error(exc, self.uri_for(key), action="look up") from exc
         return sorted(f"{key}/{str(name).rstrip('/').rsplit('/', 1)[-1].removesuffix('.json')}" for name in names)
 
     def _is_file(self, key: str) -> bool:

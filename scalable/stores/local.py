@@ -251,7 +251,11 @@ class LocalArtifactStore(BaseArtifactStore):
                     f"the store root {self._root!r} is no longer a directory (a file or a link is there); "
                     "restore it or choose another root"
                 ) from None
-            raise StoreError(f"cannot open the store root {self._root!r}: {exc.strerror or exc}") from None
+            if isinstance(exc, PermissionError):
+                raise UnreadableArtifactError(
+                    f"cannot open the store root {self._root!r}: permission denied; check its permissions"
+                ) from None
+            raise os_error(exc, f"cannot open the store root {self._root!r}", StoreError) from None
         try:
             os.makedirs(self._root, exist_ok=True)
             return os.open(self._root, _DIR_FLAGS)
@@ -298,7 +302,7 @@ class LocalArtifactStore(BaseArtifactStore):
         return fd
 
     def _walk_error(self, exc: OSError, dir_fd: int, name: str, where: str, key: str) -> ScalableError:
-        """The error of a write whose walk failed opening ``name`` (the component ``where``) in ``dir_fd``."""
+        """The error of a walk that failed opening ``name`` (the component ``where``) in ``dir_fd``."""
         shown = self.uri_for(where)
         if exc.errno in _NOT_A_DIR and _is_link_at(dir_fd, name):
             return UnsafeArtifactError(
@@ -315,8 +319,8 @@ class LocalArtifactStore(BaseArtifactStore):
                 f"store key {key!r} has a segment longer than this file system allows (255 bytes); use a shorter key"
             )
         if isinstance(exc, PermissionError):
-            return UnreadableArtifactError(f"cannot write {shown!r}: permission denied")
-        return os_error(exc, f"cannot write {shown!r}", StoreError)
+            return UnreadableArtifactError(f"cannot open {shown!r}: permission denied; check its permissions")
+        return os_error(exc, f"cannot open {shown!r}", StoreError)
 
     @contextmanager
     def _parent(self, key: str) -> Iterator[tuple[int | None, str]]:
