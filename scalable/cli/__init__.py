@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from scalable import __version__
-from scalable.cli import artifacts, cache, ledger, manifest, provenance
+from scalable.cli import artifacts, cache, ledger, manifest, provenance, ui
 from scalable.errors import ConfigError, ScalableError
-from scalable.logs import configure_logging, mask_secrets
+from scalable.logs import configure_logging, error_line
 
 __all__ = ["add_commands", "cli", "main"]
 
@@ -30,7 +30,7 @@ class _Group(click.Group):
         except ScalableError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {mask_secrets(str(exc))}", err=True)
+            click.echo(error_line(exc), err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -63,7 +63,7 @@ add_commands(artifacts.artifacts, artifacts.COMMANDS)
 add_commands(cache.cache, cache.COMMANDS)
 add_commands(ledger.ledger, (*ledger.COMMANDS, *provenance.COMMANDS))
 add_commands(manifest.manifest, manifest.COMMANDS)
-add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest))
+add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest, *ui.COMMANDS))
 
 
 def main() -> None:
