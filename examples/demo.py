@@ -12,11 +12,15 @@ What happens:
 2. a ``@cacheable`` step totals the tables; it is called twice, and the second call is a
    cache hit (run the demo again and both calls hit, across runs);
 3. a summary is derived from the tables and recorded with ``inputs=`` (their digests), so its
-   lineage leads back to them;
+   lineage leads back to them; ``timings.json``, how long the steps took, is recorded too (it
+   changes every run, so two runs compared show one changed artifact);
 4. the real CLI prints the run's artifacts (``scalable ledger query``), the cache lookups of
    every demo run so far, the summary's lineage as a tree (``scalable ledger lineage``: one
    level up, the tables it was derived from and the runs that generated it) and an audit of
-   every chain and stored byte (``scalable ledger audit``).
+   every chain and stored byte (``scalable ledger audit``);
+5. with ``--ui`` (as ``make demo`` runs it), the explorer serves the ledger in a browser
+   (``scalable ui``, with any arguments after ``--ui``) and prints the URL to open; Ctrl-C
+   stops it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from scalable import FileType, ScalableSession, cacheable
@@ -88,12 +93,17 @@ def main() -> None:
         print(f"wrote {manifest} (project 'demo')")
     OUT.mkdir(exist_ok=True)
     with ScalableSession.from_yaml(manifest, target="local") as session:
+        started = time.perf_counter()
         futures = session.map(make_table, [session] * 3, range(3))
         digests = [f.result() for f in futures]
+        tables_s = time.perf_counter() - started
         tables = [str(OUT / f"table-{i}.csv") for i in range(3)]
         summary = session.submit(summarise, session, tables, digests).result()
+        timings = OUT / "timings.json"
+        timings.write_text(json.dumps({"tables_s": tables_s, "all_s": time.perf_counter() - started}) + "\n")
+        session.record_artifact(timings, kind="report")
         run_id = session.run_id
-    print(f"run {run_id} finished: 4 tasks, 4 puts, 1 derived output ({summary[:12]}...)")
+    print(f"run {run_id} finished: 4 tasks, 4 puts, 1 derived output ({summary[:12]}...), 1 report")
 
     scalable("ledger", "query",
              "SELECT task_name, op, artifact_name, kind, size_bytes, left(digest, 12) AS digest "
@@ -105,5 +115,16 @@ def main() -> None:
     scalable("ledger", "audit")
 
 
+def explore(ui_args: list[str]) -> None:
+    """Serve the ledger in the explorer (the real ``scalable ui``) until Ctrl-C."""
+    print("\nThe explorer shows the same ledger in a browser: open the URL below (Ctrl-C stops it).", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "scalable", "ui", *ui_args], check=True)
+    except KeyboardInterrupt:
+        pass
+
+
 if __name__ == "__main__":
     main()
+    if sys.argv[1:2] == ["--ui"]:
+        explore(sys.argv[2:])
