@@ -41,6 +41,7 @@ __all__ = [
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
+    "WorkerLostError",
 ]
 
 
@@ -191,3 +192,7 @@ class CacheInputNotFoundError(CacheError, FileNotFoundError):
 
 class SessionError(ScalableError, RuntimeError):
     """A session was used in a state that does not allow the call."""
+
+
+class WorkerLostError(SessionError):
+    """A task never came back: the worker running it died, or its batch job ended (``scancel``, walltime)."""

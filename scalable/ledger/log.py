@@ -51,6 +51,7 @@ from scalable.ledger.events import (
     new_writer_id,
     validate_event,
 )
+from scalable.ledger.runfiles import rebuild_summary, write_summary
 from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
@@ -59,10 +60,8 @@ from scalable.ledger.stream import (
     ends_torn,
     list_streams,
     read_stream,
-    rebuild_summary,
     seal_digest,
     stream_path,
-    write_summary,
 )
 from scalable.logs import get_logger
 from scalable.settings import Settings, load_settings
@@ -541,12 +540,12 @@ class Ledger:
         return finished[0]
 
     def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
-        """Rewrite every sealed run's ``run.json`` from its stream alone; return the files written.
+        """Rewrite every run's ``run.json`` (and a session's run's ``summary.json``) from its stream alone.
 
-        See :func:`scalable.ledger.stream.rebuild_summary`.
+        See :func:`scalable.ledger.runfiles.rebuild_summary`.
         """
         ids = run_ids if run_ids is not None else self.run_ids()
-        return [path for run_id in ids if (path := rebuild_summary(self.stream_path(run_id), run_id))]
+        return [path for run_id in ids for path in rebuild_summary(self.stream_path(run_id), run_id)]
 
     # --- durability ----------------------------------------------------------------------
 
