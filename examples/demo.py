@@ -118,10 +118,11 @@ def main() -> None:
 def explore(ui_args: list[str]) -> None:
     """Serve the ledger in the explorer (the real ``scalable ui``) until Ctrl-C."""
     print("\nThe explorer shows the same ledger in a browser: open the URL below (Ctrl-C stops it).", flush=True)
+    server = subprocess.Popen([sys.executable, "-m", "scalable", "ui", *ui_args])
     try:
-        subprocess.run([sys.executable, "-m", "scalable", "ui", *ui_args], check=True)
-    except KeyboardInterrupt:
-        pass
+        server.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the explorer too: let it stop on its own
+        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,6 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 
 from scalable.ui.access import AccessPolicy, access_policy
 from scalable.ui.app import create_app
-from scalable.ui.server import serve
+from scalable.ui.server import running, serve
 
-__all__ = ["AccessPolicy", "access_policy", "create_app", "serve"]
+__all__ = ["AccessPolicy", "access_policy", "create_app", "running", "serve"]

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
     from scalable.ui.access import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["PAGES", "STATIC", "create_app", "status_of"]
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGES", "STATIC", "create_app", "status_of"]
 
 #: The directory of the explorer's HTML, script, style and vendored libraries.
 STATIC: Final = Path(__file__).resolve().parent / "static"
@@ -53,7 +53,8 @@ PAGES: Final = (
 )
 # The one inline style Cytoscape.js adds to the page (a container rule); allowed by its hash.
 _CYTOSCAPE_STYLE_HASH: Final = "sha256-pgvDUBa4IjFA2yuSJ2cqcyxmNYJMborsd0ORcRv9vw8="
-_CSP: Final = (
+#: The policy every page is sent with: scripts, styles and data from the explorer only.
+CONTENT_SECURITY_POLICY: Final = (
     "default-src 'self'; script-src 'self'; "
     f"style-src 'self' '{_CYTOSCAPE_STYLE_HASH}'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -363,7 +364,7 @@ class _Headers:
                     (b"cache-control", b"no-cache" if static else b"no-store"),
                 ]
                 if b"content-security-policy" not in names:
-                    extra.append((b"content-security-policy", _CSP.encode()))
+                    extra.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
                 message["headers"] = [*message.get("headers", []), *(h for h in extra if h[0] not in names)]
             await send(message)
 

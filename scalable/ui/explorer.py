@@ -356,19 +356,31 @@ def artifact_page(ledger: Ledger, *, location: str | None = None, digest: str | 
             version["locations"].append(event["location"])
         version["events"].append(event)
     edges = _edges_of(ledger, [d for d in versions if d])
+    latest = _latest_at(ledger, sorted({loc for v in versions.values() for loc in v["locations"]}))
     for key, version in versions.items():
         version["came_from"] = [e for e in edges if key and e["dst"] == key]
         version["went_to"] = [e for e in edges if key and e["src"] == key]
-    current = None
-    if location is not None:
-        latest = events[-1]
-        current = None if latest["op"] == "deleted" else latest["digest"]
+        # Where these bytes are still the newest version: only there can they be downloaded.
+        version["current_at"] = [loc for loc in version["locations"] if key and latest.get(loc) == key]
     return {
         "location": location,
         "digest": digest,
-        "current": current,
+        "current": latest.get(location) if location is not None else None,
         "versions": list(versions.values()),
     }
+
+
+def _latest_at(ledger: Ledger, locations: Sequence[str]) -> dict[str, str | None]:
+    """The digest of the newest version at each location (``None`` where the newest event deleted it)."""
+    if not locations:
+        return {}
+    rows = _one(
+        ledger,
+        "SELECT location, arg_max_null(CASE WHEN op = 'deleted' THEN NULL ELSE digest END, (timestamp, event_id)) AS digest "
+        f"FROM artifacts WHERE op IN ('put', 'recorded', 'deleted') AND location IN ({', '.join(quote(x) for x in locations)}) "
+        "GROUP BY location",
+    )
+    return {r["location"]: r["digest"] for r in rows}
 
 
 # --- lineage -----------------------------------------------------------------------------

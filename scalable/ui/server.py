@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,7 @@ from scalable.errors import ConfigError
 from scalable.ledger.log import Ledger
 from scalable.ui.access import AccessPolicy, access_policy
 
-__all__ = ["Listening", "listen", "serve"]
+__all__ = ["Listening", "listen", "running", "serve"]
 
 
 @dataclass
@@ -92,6 +94,69 @@ def listen(host: str, port: int, token: str | None) -> Listening:
     return Listening(sock, policy, base + "/", login)
 
 
+def _config(app: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=3,
+    )
+
+
+@contextlib.contextmanager
+def running(
+    ledger: Ledger,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str | None = None,
+    policy: AccessPolicy | None = None,
+) -> Iterator[Listening]:
+    """Serve the explorer over ``ledger`` in a background thread for the ``with`` block (notebooks, scripts).
+
+    Yields the :class:`Listening` address (``.url``, and ``.policy.token`` when one is needed);
+    the server stops when the block ends.
+
+    Args:
+        ledger: the ledger to explore.
+        host: the address to listen on.
+        port: the port (0: any free one).
+        token: the secret requests must carry (see :func:`~scalable.ui.access.access_policy`).
+        policy: access rules to apply instead of those ``host`` and ``token`` decide (an
+            explorer reached through a proxy on this machine may require a token, say).
+
+    Raises:
+        ConfigError: the address cannot be bound, or the token is too short.
+    """
+    import uvicorn
+
+    from scalable.ui.app import create_app
+
+    bound = listen(host, port, token)
+    if policy is not None:
+        policy.port = bound.policy.port
+        bound.policy = policy
+        bound.login_url = f"{bound.url}login?code={policy.login_code()}" if policy.token is not None else None
+    server = uvicorn.Server(_config(create_app(ledger, bound.policy)))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [bound.sock]}, name="scalable-ui", daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.01)
+        yield bound
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        bound.sock.close()
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
@@ -122,18 +187,7 @@ def serve(
     ledger = Ledger.open(runs_dir, ledger_dir, must_exist=True)
     bound = listen(host, port, token)
     try:
-        app = create_app(ledger, bound.policy)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            server_header=False,
-            proxy_headers=False,
-            lifespan="off",
-            ws="none",
-            timeout_graceful_shutdown=3,
-        )
+        config = _config(create_app(ledger, bound.policy))
         for line in bound.banner(ledger):
             echo(line)
         # uvicorn stops gracefully on Ctrl-C, then raises it again.

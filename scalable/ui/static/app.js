@@ -542,8 +542,10 @@
     const data = await api("artifact", { location: loc, digest: digest });
     const title = loc ? `Versions at ${loc}` : `Version ${short(digest)}`;
     const sections = data.versions.map((v, i) => {
-      const where = loc || v.locations[0];
-      const recorded = v.events.some((e) => ["put", "recorded"].includes(e.op));
+      const getIt = v.current_at.length
+        ? el("span", {}, v.current_at.map((where) => [downloadLink(where, v.digest), v.current_at.length > 1 ? el("span", { class: "muted mono", text: ` from ${where} ` }) : " "]),
+          el("span", { class: "muted", text: "(checked against the digest as it is sent)" }))
+        : v.digest ? el("span", { class: "muted", text: "not at its location any more: a newer version or a deletion replaced it" }) : null;
       return el(
         "section",
         { class: "panel", "aria-label": `Version ${short(v.digest) || "without digest"}`, dataset: { digest: v.digest || "" } },
@@ -556,7 +558,7 @@
           ["Size", v.size_bytes === null ? null : `${bytes(v.size_bytes)} (${v.size_bytes} bytes)`],
           ["Seen", `${time(v.first_seen)} … ${time(v.last_seen)}`],
           ["Locations", el("ul", {}, v.locations.map((l) => el("li", {}, el("a", { href: "/artifact" + query({ location: l }), class: "mono break", text: l }))))],
-          ["Get it", v.digest && recorded ? el("span", {}, downloadLink(where, v.digest), el("span", { class: "muted", text: " (checked against the digest as it is sent)" })) : null],
+          ["Get it", getIt],
           ["Lineage", v.digest ? el("a", { href: "/lineage" + query({ node: v.digest, direction: "both", depth: 2 }), text: "graph around this version" }) : null],
           ["Came from", edgeList(v.came_from, "src")],
           ["Went to", edgeList(v.went_to, "dst")],
