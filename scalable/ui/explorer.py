@@ -182,17 +182,17 @@ def runs_page(ledger: Ledger, wanted: RunFilter) -> dict[str, Any]:
     """
     f = wanted.checked()
     order = "DESC" if f.descending else "ASC"
-    rows = _one(
+    # One query (one connection): the page of rows, the matching count and the facets, all
+    # from the runs view computed once.
+    (found,) = _one(
         ledger,
-        f"SELECT {', '.join(RUN_COLUMNS)}, count(*) OVER () AS _total FROM runs WHERE {f.where()} "
-        f"ORDER BY {f.sort} {order} NULLS LAST, run_id {order} LIMIT {f.limit} OFFSET {f.offset}",
+        "WITH r AS MATERIALIZED (SELECT * FROM runs), m AS (SELECT * FROM r WHERE " + f.where() + ") SELECT "
+        f"(SELECT list(p ORDER BY p.{f.sort} {order} NULLS LAST, p.run_id {order}) FROM (SELECT {', '.join(RUN_COLUMNS)} "
+        f"FROM m ORDER BY {f.sort} {order} NULLS LAST, run_id {order} LIMIT {f.limit} OFFSET {f.offset}) p) AS rows, "
+        "(SELECT count(*) FROM m) AS total, "
+        "(SELECT list(x) FROM (SELECT project, status, count(*) AS runs FROM r GROUP BY ALL ORDER BY ALL) x) AS facets",
     )
-    total = rows[0].pop("_total") if rows else None
-    for row in rows[1:]:
-        row.pop("_total")
-    facets = _one(ledger, "SELECT project, status, count(*) AS runs FROM runs GROUP BY ALL ORDER BY ALL")
-    if total is None:  # the page is past the end, or nothing matches: count on its own
-        total = _one(ledger, f"SELECT count(*) AS n FROM runs WHERE {f.where()}")[0]["n"]
+    rows, total, facets = found["rows"] or [], found["total"], found["facets"] or []
     projects: dict[str, int] = {}
     statuses: dict[str, int] = {}
     for facet in facets:
@@ -244,35 +244,37 @@ def run_page(ledger: Ledger, run_id: str) -> dict[str, Any]:
     Raises:
         RunNotFoundError: the run has no events.
     """
-    run = _run_row(ledger, run_id)
     q = quote(run_id)
-    records = _one(
+    # One query (one connection) for every part of the page.
+    (found,) = _one(
         ledger,
-        f"SELECT op, timestamp, attrs, writer FROM events WHERE run_id = {q} AND event_type = 'run' ORDER BY timestamp",
+        f"SELECT (SELECT list(r) FROM runs r WHERE r.run_id = {q}) AS run, "
+        "(SELECT list(e ORDER BY e.timestamp) FROM (SELECT op, timestamp, attrs, writer FROM events "
+        f"WHERE run_id = {q} AND event_type = 'run') e) AS records, "
+        "(SELECT list(t ORDER BY t.started_at NULLS LAST, t.task_id) FROM (SELECT t.task_name, t.task_id, "
+        "t.component, t.status, t.started_at, t.ended_at, t.duration_s, t.error_type, t.error, w.writer AS worker "
+        "FROM tasks t LEFT JOIN (SELECT task_name, coalesce(json_extract_string(attrs, '$.task_id'), task_name) "
+        f"AS task_id, min(writer) AS writer FROM events WHERE run_id = {q} AND event_type = 'task' AND op = 'started' "
+        f"GROUP BY ALL) w USING (task_name, task_id) WHERE t.run_id = {q}) t) AS tasks, "
+        "(SELECT list(a ORDER BY a.timestamp, a.event_id) FROM (SELECT event_id, timestamp, op, task_name, "
+        "artifact_name, location, kind, size_bytes, digest, key, store, inputs FROM artifacts "
+        f"WHERE run_id = {q}) a) AS artifacts, "
+        "(SELECT list(c ORDER BY c.timestamp, c.event_id) FROM (SELECT c.event_id, c.timestamp, c.op, c.task_name, "
+        "c.function_name, c.key_digest, c.digest, c.size_bytes, c.duration_s, CASE WHEN c.op = 'hit' THEN "
+        "coalesce(json_extract_string(c.attrs, '$.writer_run'), w.run_id) END AS writer_run FROM cache c LEFT JOIN "
+        "(SELECT key_digest, min_by(run_id, timestamp) AS run_id FROM cache WHERE op = 'write' AND key_digest IN "
+        f"(SELECT key_digest FROM cache WHERE run_id = {q} AND op = 'hit') GROUP BY key_digest) w USING (key_digest) "
+        f"WHERE c.run_id = {q}) c) AS cache",
     )
+    if not found["run"]:
+        raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
+    run = found["run"][0]
+    records = found["records"] or []
+    tasks = found["tasks"] or []
+    artifacts = found["artifacts"] or []
+    cache = found["cache"] or []
     started = next((r for r in records if r["op"] == "started"), None)
     finished = next((r for r in records if r["op"] == "finished"), None)
-    tasks = _one(
-        ledger,
-        "SELECT t.task_name, t.task_id, t.component, t.status, t.started_at, t.ended_at, t.duration_s, "
-        "t.error_type, t.error, w.writer AS worker FROM tasks t LEFT JOIN ("
-        "SELECT task_name, coalesce(json_extract_string(attrs, '$.task_id'), task_name) AS task_id, "
-        f"min(writer) AS writer FROM events WHERE run_id = {q} AND event_type = 'task' AND op = 'started' "
-        f"GROUP BY ALL) w USING (task_name, task_id) WHERE t.run_id = {q} ORDER BY t.started_at NULLS LAST, t.task_id",
-    )
-    artifacts = _one(
-        ledger,
-        "SELECT timestamp, op, task_name, artifact_name, location, kind, size_bytes, digest, key, store, inputs "
-        f"FROM artifacts WHERE run_id = {q} ORDER BY timestamp, event_id",
-    )
-    cache = _one(
-        ledger,
-        "SELECT c.timestamp, c.op, c.task_name, c.function_name, c.key_digest, c.digest, c.size_bytes, "
-        "c.duration_s, CASE WHEN c.op = 'hit' THEN coalesce(json_extract_string(c.attrs, '$.writer_run'), "
-        "w.run_id) END AS writer_run FROM cache c LEFT JOIN (SELECT key_digest, min_by(run_id, timestamp) AS run_id "
-        f"FROM cache WHERE op = 'write' AND key_digest IN (SELECT key_digest FROM cache WHERE run_id = {q} AND op = 'hit') "
-        f"GROUP BY key_digest) w USING (key_digest) WHERE c.run_id = {q} ORDER BY c.timestamp, c.event_id",
-    )
     start_attrs = _attrs(started["attrs"]) if started else {}
     finish_attrs = _attrs(finished["attrs"]) if finished else {}
     return {
@@ -407,19 +409,6 @@ def _reachable(root: str, edges: Sequence[Mapping[str, Any]], direction: str) ->
     return seen
 
 
-def _group_of(node: str, info: Mapping[str, Any], into: Mapping[str, Mapping[str, Any]]) -> tuple[str, str]:
-    """The group a node collapses into, ``(key, label)``: its run and the task that made it."""
-    if info.get("kind") == "run":
-        return f"run:{node}", f"run {node}"
-    edge = into.get(node)
-    if edge is None:
-        return "other", "other artifacts"
-    run, task = edge.get("run_id") or "?", edge.get("task_name")
-    if task:
-        return f"task:{run}:{task}", f"{task} in {run}"
-    return f"run:{run}", f"run {run}"
-
-
 def lineage_page(
     ledger: Ledger,
     node: str,
@@ -432,11 +421,12 @@ def lineage_page(
     """The lineage graph of ``node`` as the page draws it: nodes, edges, groups to collapse into.
 
     The nodes and edges are those of ``Ledger.lineage(node, direction=, depth=).to_json()``,
-    each node with a ``label`` and a ``group`` (its run and task) added. ``relations`` keeps
+    each node with a ``label``, its ``depth`` (edges from the root) and the ``run`` and
+    ``task`` of the edge that made it (a run node is its own run) added. ``relations`` keeps
     only edges of those relations and the nodes still reached from the root over them. When
     more than ``limit`` nodes are reached, the nearest are kept (by the depth of their
     nearest edge) and ``truncated`` counts the rest. ``collapsed`` says the page should start
-    with groups rather than nodes (more than :data:`COLLAPSE_ABOVE` nodes).
+    with groups (by depth, run and task) rather than nodes (more than :data:`COLLAPSE_ABOVE` nodes).
 
     Raises:
         ConfigError: a bad direction or depth.
@@ -476,8 +466,11 @@ def lineage_page(
         edges = [e for e in edges if e["src"] in keep and e["dst"] in keep]
     for key, info in nodes.items():
         info["label"] = graph.label(key)
-        info["group"], info["group_label"] = _group_of(key, info, into)
         info["depth"] = nearest.get(key)
+        # The run and task a node belongs to (a run is its own): what the page collapses by.
+        made = into.get(key)
+        info["run"] = key if info.get("kind") == "run" else (made or {}).get("run_id")
+        info["task"] = None if info.get("kind") == "run" else (made or {}).get("task_name")
     return {
         "root": root,
         "node": node,

@@ -457,7 +457,11 @@ def test_the_lineage_endpoint_filters_relations_and_limits_nodes(explorer: Explo
     assert sorted((e["src"], e["dst"], e["relation"]) for e in full["edges"]) == sorted(
         (e["src"], e["dst"], e["relation"]) for e in graph.edges
     )
-    assert all(n["label"] and n["group"] for n in full["nodes"]) and not full["collapsed"] and full["truncated"] == 0
+    assert (
+        all(n["label"] and n["run"] and "task" in n for n in full["nodes"])
+        and not full["collapsed"]
+        and full["truncated"] == 0
+    )
     derived = explorer.json("/api/lineage", {"node": out["digest"], "direction": "both", "relation": "derived_from"})
     assert {e["relation"] for e in derived["edges"]} == {"derived_from"}
     assert {n["id"] for n in derived["nodes"]} == {out["digest"], _artifact(filled, "report.txt", "run-b")["digest"]}

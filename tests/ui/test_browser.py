@@ -182,6 +182,7 @@ def test_the_compare_page_of_two_demo_runs_shows_the_changed_artifact(
 
     first, second = (r["run_id"] for r in demo_runs(demo_dir))
     open_page(browser, f"{demo_explorer.url}/runs/{first}")
+    wait_for(browser, lambda d: d.find_element(By.ID, "main").get_attribute("data-compare-ready") == "1")
     Select(browser.find_element(By.ID, "compare-with")).select_by_value(second)
     browser.find_element(By.ID, "compare-button").click()
     wait_for(browser, lambda d: d.current_url.endswith(f"/compare/{first}/{second}"))
@@ -399,3 +400,40 @@ def test_a_token_is_needed_and_the_one_time_login_url_sets_the_cookie_once(demo_
     assert explorer.lines[0].startswith("scalable ui: the ledger of ")
     assert explorer.lines[1] == "access token: the one given with --token (scripts send 'Authorization: Bearer TOKEN')"
     assert "a-long-enough-test-token" not in "\n".join(explorer.lines)
+
+
+def test_a_graph_of_hundreds_of_nodes_starts_collapsed_and_a_click_opens_a_group(tmp_path: Path, browser: Any) -> None:
+    """Over 300 nodes, the page draws groups that stand for every node; clicking one draws its members instead."""
+    from tools.gen_events import artifact_digest, generate
+
+    generate(tmp_path / ".scalable" / "runs", 20_000, runs=100, days=30)
+    node = artifact_digest(5, 0)
+    nodes, _edges = cli_graph(tmp_path, node, "--down", "--depth", "3")
+    assert 300 < len(nodes) < 1000
+    explorer = start_explorer(tmp_path)
+    try:
+        open_page(
+            browser,
+            explorer.url + "/lineage?" + urllib.parse.urlencode({"node": node, "direction": "down", "depth": 3}),
+        )
+        graph_ready(browser)
+        count = "return window.scalableGraph.nodes().length"
+        represented = "return window.scalableGraph.nodes().reduce((sum, n) => sum + (n.hasClass('group') ? n.data('count') : 1), 0)"
+        drawn = browser.execute_script(count)
+        groups = browser.execute_script("return window.scalableGraph.nodes('.group').length")
+        assert drawn <= 300 and groups > 0
+        assert browser.execute_script(represented) == len(nodes)
+        assert (
+            f"{len(nodes)} nodes are too many to draw one by one" in browser.find_element("id", "group-controls").text
+        )
+        group = browser.execute_script(
+            "return window.scalableGraph.nodes('.group').sort((a, b) => b.data('count') - a.data('count'))[0].id()"
+        )
+        browser.execute_script("document.getElementById('graph').dataset.ready = ''")
+        click_node(browser, group)
+        graph_ready(browser)
+        assert browser.execute_script(f"return window.scalableGraph.getElementById('{group}').length") == 0
+        assert browser.execute_script(count) > drawn
+        assert browser.execute_script(represented) == len(nodes)
+    finally:
+        stop_explorer(explorer.proc)

@@ -68,6 +68,8 @@
 
   function ready(name) {
     main.setAttribute("aria-busy", "false");
+    // When the page was drawn, in ms since the navigation started (the browser's own clock).
+    main.dataset.readyMs = String(performance.now());
     main.dataset.ready = name || "1";
   }
 
@@ -347,18 +349,25 @@
     return svg;
   }
 
-  async function compareForm(runId, project) {
-    const others = await api("runs", { project: project, limit: 200 });
-    const select = el("select", { id: "compare-with", name: "b" },
-      others.runs.filter((r) => r.run_id !== runId).map((r) => el("option", { value: r.run_id, text: `${r.run_id} (${r.status}, ${time(r.started_at)})` })));
-    if (!select.options.length) return el("p", { class: "muted", text: "No other run of this project to compare with." });
+  function compareForm(runId, project) {
+    // Drawn at once; the runs to choose from arrive after the page is ready.
+    const select = el("select", { id: "compare-with", name: "b", disabled: true }, el("option", { value: "", text: "loading the runs of this project…" }));
+    api("runs", { project: project, limit: 200 }).then((others) => {
+      const choices = others.runs.filter((r) => r.run_id !== runId);
+      select.replaceChildren(...choices.map((r) => el("option", { value: r.run_id, text: `${r.run_id} (${r.status}, ${time(r.started_at)})` })));
+      if (!choices.length) select.append(el("option", { value: "", text: "no other run of this project" }));
+      select.disabled = !choices.length;
+      main.dataset.compareReady = "1";
+    }, (err) => {
+      select.replaceChildren(el("option", { value: "", text: err.message }));
+    });
     return el(
       "form",
       {
         class: "controls",
         onsubmit: (event) => {
           event.preventDefault();
-          location.href = `/compare/${encodeURIComponent(runId)}/${encodeURIComponent(select.value)}`;
+          if (select.value) location.href = `/compare/${encodeURIComponent(runId)}/${encodeURIComponent(select.value)}`;
         },
       },
       el("div", {}, el("label", { for: "compare-with", text: "Compare with…" }), select),
@@ -382,7 +391,7 @@
     const r = data.run;
     const started = data.started || {};
     const finished = data.finished || {};
-    const compare = await compareForm(runId, r.project);
+    const compare = compareForm(runId, r.project);
     page(
       `Run ${runId}`,
       el("p", {}, badge(r.status), " ",
@@ -578,6 +587,24 @@
 
   // --- lineage -------------------------------------------------------------------------------
 
+  // The graph libraries (vendored, pinned) are loaded by the lineage page only.
+  const GRAPH_SCRIPTS = ["/static/vendor/cytoscape/cytoscape.min.js", "/static/vendor/cytoscape-dagre/cytoscape-dagre.min.js"];
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const script = el("script", { src: src });
+      script.addEventListener("load", resolve);
+      script.addEventListener("error", () => reject(new ApiError(`error: the graph library ${src} did not load`, 500)));
+      document.head.append(script);
+    });
+  }
+
+  async function graphLibraries() {
+    for (const src of GRAPH_SCRIPTS) {
+      if (!document.querySelector(`script[src="${src}"]`)) await loadScript(src);
+    }
+  }
+
   function graphStyle() {
     const dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
     const fg = dark ? "#e6edf3" : "#1b1f24";
@@ -596,32 +623,72 @@
     ];
   }
 
-  function buildElements(data, collapsed, expanded) {
+  // A large graph is drawn as groups: by distance from the start, then run, then task. Each
+  // group path is a prefix of the next level's; opening a group shows its members one level down.
+  const LEVELS = [
+    { key: (n) => `d${n.depth === null || n.depth === undefined ? "?" : n.depth}`, label: (n) => (n.depth ? `${n.depth} step(s) away` : "the start") },
+    { key: (n) => `r${n.run || "-"}`, label: (n) => (n.run ? `run ${n.run}` : "no run") },
+    { key: (n) => `t${n.task || "-"}`, label: (n) => (n.task ? `task ${n.task}` : "no task") },
+  ];
+  const GROUPS_WANTED = 150;
+  // Above this many nodes, "Show every node" is not offered: the layout would take minutes here.
+  const SHOW_ALL_MAX = 600;
+
+  function groupPath(n, level) {
+    return LEVELS.slice(0, level + 1).map((l) => l.key(n)).join("|");
+  }
+
+  function startLevel(data) {
+    // The finest level whose groups are few enough to draw at once.
+    let chosen = 0;
+    for (let level = 0; level < LEVELS.length; level++) {
+      const paths = new Set(data.nodes.map((n) => groupPath(n, level)));
+      if (paths.size <= GROUPS_WANTED) chosen = level;
+    }
+    return chosen;
+  }
+
+  function buildElements(data, view) {
+    const kinds = new Map(data.nodes.map((n) => [n.id, n.kind]));
     const rep = new Map();
     const groups = new Map();
     const nodes = [];
-    for (const n of data.nodes) {
-      const grouped = collapsed && n.id !== data.root && !expanded.has(n.group);
-      if (grouped) {
-        rep.set(n.id, "group:" + n.group);
-        const g = groups.get(n.group) || { key: n.group, label: n.group_label, count: 0, kinds: {} };
-        g.count += 1;
-        g.kinds[n.kind] = (g.kinds[n.kind] || 0) + 1;
-        groups.set(n.group, g);
-      } else {
-        rep.set(n.id, n.id);
-        const label = n.label || n.id;
-        nodes.push({ group: "nodes", classes: n.id === data.root ? "root" : "", data: { ...n, id: n.id, short: label.length > 48 ? label.slice(0, 45) + "…" : label } });
+    if (view.collapsed) {
+      const sizes = new Map();
+      for (const n of data.nodes) {
+        for (let level = view.level; level < LEVELS.length; level++) {
+          const path = groupPath(n, level);
+          sizes.set(path, (sizes.get(path) || 0) + 1);
+        }
+      }
+      for (const n of data.nodes) {
+        if (n.id === data.root) continue;
+        for (let level = view.level; level < LEVELS.length; level++) {
+          const path = groupPath(n, level);
+          if (view.opened.has(path) || sizes.get(path) < 2) continue;
+          rep.set(n.id, "group:" + path);
+          const g = groups.get(path) || { path: path, level: level, sample: n, count: 0, kinds: {} };
+          g.count += 1;
+          g.kinds[n.kind] = (g.kinds[n.kind] || 0) + 1;
+          groups.set(path, g);
+          break;
+        }
       }
     }
+    for (const n of data.nodes) {
+      if (rep.has(n.id)) continue;
+      rep.set(n.id, n.id);
+      const label = n.label || n.id;
+      nodes.push({ group: "nodes", classes: n.id === data.root ? "root" : "", data: { ...n, id: n.id, short: label.length > 48 ? label.slice(0, 45) + "…" : label } });
+    }
     for (const g of groups.values()) {
+      const where = LEVELS.slice(0, g.level + 1).map((l) => l.label(g.sample)).reverse().join(", ");
       const parts = Object.entries(g.kinds).map(([k, n]) => `${n} ${k}${n === 1 ? "" : "s"}`).join(", ");
-      nodes.push({ group: "nodes", classes: "group", data: { id: "group:" + g.key, group: g.key, kind: "group", count: g.count, label: `${g.label}: ${parts}`, short: `${g.label}\n${g.count} node(s)` } });
+      nodes.push({ group: "nodes", classes: "group", data: { id: "group:" + g.path, path: g.path, kind: "group", count: g.count, depth: g.sample.depth, label: `${where}: ${parts}`, short: `${LEVELS[g.level].label(g.sample)}\n${g.count} nodes` } });
     }
     const edges = [];
-    if (!collapsed) {
+    if (!groups.size) {
       const labelled = data.edges.length <= 40;
-      const kinds = new Map(data.nodes.map((n) => [n.id, n.kind]));
       data.edges.forEach((e, i) => {
         const context = kinds.get(e.src) === "run" || kinds.get(e.dst) === "run";
         edges.push({ group: "edges", classes: context ? "context" : "", data: { id: "e" + i, source: e.src, target: e.dst, relation: e.relation, run_id: e.run_id, task_name: e.task_name, label: labelled && !context ? e.relation : "" } });
@@ -633,13 +700,13 @@
         const t = rep.get(e.dst);
         if (!s || !t || s === t) continue;
         const key = `${s}\u0000${t}\u0000${e.relation}`;
-        const m = merged.get(key) || { source: s, target: t, relation: e.relation, count: 0 };
+        const m = merged.get(key) || { source: s, target: t, relation: e.relation, count: 0, context: kinds.get(e.src) === "run" || kinds.get(e.dst) === "run" };
         m.count += 1;
         merged.set(key, m);
       }
       let i = 0;
       for (const m of merged.values()) {
-        edges.push({ group: "edges", data: { id: "m" + i++, source: m.source, target: m.target, relation: m.relation, count: m.count, label: m.count > 1 ? `${m.relation} ×${m.count}` : m.relation } });
+        edges.push({ group: "edges", classes: m.context ? "context" : "", data: { id: "m" + i++, source: m.source, target: m.target, relation: m.relation, count: m.count, label: m.count > 1 ? `×${m.count}` : "" } });
       }
     }
     return nodes.concat(edges);
@@ -680,7 +747,10 @@
       return;
     }
     const relations = params.getAll("relation").flatMap((r) => r.split(",")).filter(Boolean);
-    const data = await api("lineage", { node: node, direction: params.get("direction") || "up", depth: params.get("depth"), relation: relations });
+    const [data] = await Promise.all([
+      api("lineage", { node: node, direction: params.get("direction") || "up", depth: params.get("depth"), relation: relations }),
+      graphLibraries(),
+    ]);
     const allChecked = relations.length && Object.keys(data.relations).every((r) => relations.includes(r));
     const clickMode = params.get("click") || "open";
     const rootInfo = data.nodes.find((n) => n.id === data.root) || { label: data.root };
@@ -692,8 +762,7 @@
     if (data.unknown_relations.length) notes.push(el("p", { class: "note", text: `No edge of relation ${data.unknown_relations.join(", ")} here.` }));
     const container = el("div", { id: "graph", role: "img", "aria-label": `Lineage graph: ${summary.textContent} The tables below list the same nodes and edges.` });
     const panel = el("aside", { class: "panel", "aria-label": "Selected node" }, el("h2", { text: "Node" }), el("p", { class: "muted", id: "node-info", text: "Point at a node for its details." }));
-    const expanded = new Set();
-    let collapsed = data.collapsed;
+    const view = { collapsed: data.collapsed, level: startLevel(data), opened: new Set() };
     const groupControls = el("p", { id: "group-controls" });
     page(
       "Lineage",
@@ -703,7 +772,7 @@
       groupControls,
       el("div", { class: "legend", "aria-hidden": "true" },
         el("span", { class: "l-root", text: "where it starts" }), el("span", { class: "l-artifact", text: "artifact version" }),
-        el("span", { class: "l-run", text: "run (context, below the flow)" }), el("span", { class: "l-group", text: "group (run and task): click to open it" }),
+        el("span", { class: "l-run", text: "run (context, below the flow)" }), el("span", { class: "l-group", text: "group (distance, run, task): click to open it" }),
         el("span", { class: "l-derived", text: "derived from" }), el("span", { class: "l-generated", text: "generated" }), el("span", { class: "l-used", text: "used" }), el("span", { class: "l-reused", text: "reused" })),
       el("div", { class: "graph-area" }, container, panel),
       el("details", {}, el("summary", { text: "The same nodes and edges as tables" }),
@@ -723,7 +792,7 @@
     if (typeof window.cytoscape !== "function") throw new ApiError("error: the graph library did not load (static/vendor)", 500);
     const cy = window.cytoscape({
       container: container,
-      elements: buildElements(data, collapsed, expanded),
+      elements: buildElements(data, view),
       style: graphStyle(),
       wheelSensitivity: 0.3,
       minZoom: 0.05,
@@ -743,6 +812,7 @@
         cy.fit(undefined, 24);
         container.dataset.layoutMs = String(Math.round(performance.now() - started));
         container.dataset.nodes = String(cy.nodes().length);
+        container.dataset.readyMs = String(performance.now());
         container.dataset.ready = "1";
         performance.mark("scalable-graph-ready");
       });
@@ -764,7 +834,7 @@
     };
     const redraw = () => {
       cy.elements().remove();
-      cy.add(buildElements(data, collapsed, expanded));
+      cy.add(buildElements(data, view));
       layout();
       renderGroupControls();
     };
@@ -772,14 +842,24 @@
       groupControls.replaceChildren();
       if (!data.collapsed) return;
       const groupCount = cy.nodes(".group").length;
-      groupControls.append(
-        collapsed ? `Collapsed by run and task: ${groupCount} group(s) stand for ${data.nodes.length} nodes; click a group to open it. ` : "Every node is shown. ",
-        el("button", { type: "button", class: "secondary", id: collapsed ? "expand-all" : "collapse-all", onclick: () => {
-          collapsed = !collapsed;
-          expanded.clear();
-          redraw();
-        } }, collapsed ? "Show every node" : "Collapse into groups")
-      );
+      const grouped = cy.nodes(".group").reduce((sum, g) => sum + g.data("count"), 0);
+      groupControls.append(...[
+        view.collapsed
+          ? `${data.nodes.length} nodes are too many to draw one by one: ${groupCount} group(s) (by distance, run and task) stand for ${grouped} of them; click a group to open it. `
+          : "Every node is shown. ",
+        view.collapsed && data.nodes.length > SHOW_ALL_MAX
+          ? el("span", { class: "muted", text: `(Drawing all ${data.nodes.length} at once would take long; open groups, or narrow the depth or relations.) ` })
+          : null,
+        view.collapsed && view.opened.size ? el("button", { type: "button", class: "secondary", id: "collapse-all", onclick: () => { view.opened.clear(); redraw(); } }, "Close every group") : null,
+        " ",
+        !view.collapsed || data.nodes.length <= SHOW_ALL_MAX
+          ? el("button", { type: "button", class: "secondary", id: view.collapsed ? "expand-all" : "regroup", onclick: () => {
+            view.collapsed = !view.collapsed;
+            view.opened.clear();
+            redraw();
+          } }, view.collapsed ? "Show every node" : "Collapse into groups")
+          : null,
+      ].filter((part) => part !== null));
     }
     renderGroupControls();
     cy.on("mouseover", "node", (event) => {
@@ -793,14 +873,17 @@
         ["Status", d.status],
         ["Project", d.project],
         ["Locations", d.locations && d.locations.length ? d.locations.join("\n") : null],
-        ["Runs", d.runs && d.runs.length ? d.runs.join(", ") : null],
+        ["Runs", Array.isArray(d.runs) && d.runs.length ? d.runs.join(", ") : null],
         ["Depth", d.depth],
+        ["Run", d.kind === "run" || d.kind === "group" ? null : d.run],
+        ["Task", d.task],
+        ["Stands for", d.kind === "group" ? `${d.count} nodes` : null],
       ]));
     });
     cy.on("tap", "node", (event) => {
       const d = event.target.data();
       if (d.kind === "group") {
-        expanded.add(d.group);
+        view.opened.add(d.path);
         announce(`Opened the group ${d.label}.`);
         redraw();
         return;
