@@ -213,11 +213,11 @@ class _Api:
             return _json(explorer.sql_page(self.ledger, sql, as_of=as_of))
         if fmt not in ("csv", "json", "jsonl"):
             raise ConfigError(f"format={fmt!r} is not one of csv, json, jsonl")
-        from scalable.cli.output import render_table
+        from scalable.cli.output import render_rows
 
         table = self.ledger.query(sql, as_of=as_of)
         out = io.StringIO()
-        _render_into(out, lambda: render_table(table, fmt))
+        render_rows(table.to_pylist(), table.column_names, fmt, out)
         media = {"csv": "text/csv", "json": "application/json", "jsonl": "application/x-ndjson"}[fmt]
         return Response(
             out.getvalue().encode(),
@@ -237,14 +237,6 @@ class _Api:
                 "content-security-policy": "sandbox",
             },
         )
-
-
-def _render_into(out: io.StringIO, render: Callable[[], None]) -> None:
-    """Run a CLI renderer with its stdout going to ``out``."""
-    import contextlib
-
-    with contextlib.redirect_stdout(out):
-        render()
 
 
 class _AuditStream:
