@@ -9,9 +9,13 @@ with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). Fixtures:
 - ``gcs_server`` (session): the endpoint URL of an in-memory GCS emulator;
   ``STORAGE_EMULATOR_HOST`` points gcsfs at it, and fsspec's config gives gcsfs
   ``token="anon"``, so plain ``gs://bucket/...`` URIs reach it.
-- ``s3_bucket`` / ``gcs_bucket`` (per test): ``(bucket_name, storage_options)`` of a fresh,
-  empty bucket with a unique name; pass the options to ``build_artifact_store`` or
-  ``fsspec.filesystem``.
+- ``gcs_strict_server`` (session): the endpoint URL of fake-gcs-server, which honours
+  ``ifGenerationMatch=0`` (put-if-absent): commit protocols are tested against it.
+- ``s3_bucket`` / ``gcs_bucket`` / ``gcs_strict_bucket`` (per test): ``(bucket_name,
+  storage_options)`` of a fresh, empty bucket with a unique name; pass the options to
+  ``build_artifact_store`` or ``fsspec.filesystem``. ``gcs_strict_bucket`` also points
+  ``STORAGE_EMULATOR_HOST`` at fake-gcs-server for the test, so plain ``gs://`` URIs (and
+  child processes given the environment) reach it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,16 @@ import pytest
 from tools import local_servers
 from tools.local_servers import create_gcs_bucket, create_s3_bucket, gcs_options, s3_options
 
-__all__ = ["create_gcs_bucket", "create_s3_bucket", "gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
+__all__ = [
+    "create_gcs_bucket",
+    "create_s3_bucket",
+    "gcs_bucket",
+    "gcs_server",
+    "gcs_strict_bucket",
+    "gcs_strict_server",
+    "s3_bucket",
+    "s3_server",
+]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +52,13 @@ def s3_server() -> Iterator[str]:
 def gcs_server() -> Iterator[str]:
     """Start gcp-storage-emulator in memory on a free loopback port; yield its URL."""
     with local_servers.gcs_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gcs_strict_server() -> Iterator[str]:
+    """Start fake-gcs-server in memory on a free loopback port; yield its URL."""
+    with local_servers.gcs_strict_server() as url:
         yield url
 
 
@@ -56,3 +76,12 @@ def gcs_bucket(gcs_server: str) -> tuple[str, dict[str, Any]]:
     name = f"test-{uuid.uuid4().hex[:16]}"
     create_gcs_bucket(gcs_server, name)
     return name, gcs_options(gcs_server)
+
+
+@pytest.fixture
+def gcs_strict_bucket(gcs_strict_server: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """A fresh bucket on fake-gcs-server, with ``STORAGE_EMULATOR_HOST`` pointing there for the test."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    create_gcs_bucket(gcs_strict_server, name)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_strict_server)
+    return name, gcs_options(gcs_strict_server)

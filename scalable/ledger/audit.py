@@ -29,6 +29,8 @@ from scalable.errors import RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
+from scalable.ledger.location import Location, ObjectLocation
+from scalable.ledger.segments import ShippedStream, machine_id, shipped_streams
 from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
 from scalable.ledger.views import connect
 
@@ -111,17 +113,29 @@ class AuditReport:
         }
 
 
-def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditReport:
+def audit_stream(
+    path: Path,
+    run_id: str,
+    *,
+    key: bytes | None = None,
+    data: bytes | None = None,
+    where: Callable[[int], str] | None = None,
+) -> AuditReport:
     """Check one run's stream: parsing, per-writer chains, run ids, the seal.
 
     Args:
         path: the stream file.
         run_id: the run the stream belongs to.
         key: ``SCALABLE_LEDGER_KEY``; when given, a seal without a valid HMAC is a problem.
+        data: the stream's bytes, when they were read elsewhere (segments on object
+            storage); ``path`` then only names it, and there is no ``run.json`` beside it.
+        where: names line N in problems (``path:N`` when omitted).
     """
     report = AuditReport(runs=1)
     problems = report.problems
     reader = read_stream(path)
+    reader.data = data
+    at = where or (lambda number: f"{path}:{number}")
     last: dict[str, tuple[int, str, int]] = {}  # writer -> (seq, line hash, line number)
     seen_ids: dict[str, int] = {}
     seal: dict[str, Any] | None = None
@@ -140,7 +154,7 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
         last[writer] = (seq, digest, number)
         late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
         if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
-            _line_problems(run_id, f"{path}:{number}", event, seen_ids, want_seq, want_prev, seal_line, late, problems)
+            _line_problems(run_id, at(number), event, seen_ids, want_seq, want_prev, seal_line, late, problems)
         seen_ids.setdefault(event_id, number)
         if seal is None and event["op"] == "finished" and event["event_type"] == "run":
             attrs = json.loads(event.get("attrs") or "{}")
@@ -152,12 +166,13 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
                 sealed_positions[writer] = prior
     report.events = events
     for problem in reader.problems:
-        problems.append(Problem(run_id, f"{problem.path}:{problem.line}", "malformed-line", problem.reason))
+        problems.append(Problem(run_id, at(problem.line), "malformed-line", problem.reason))
     if reader.incomplete_tail and seal is not None:
         problems.append(Problem(run_id, f"{path}:end", "truncated", "stream ends in an incomplete line after the seal"))
     if seal is not None:
-        _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
-    _check_summary(run_id, path, seal is not None, problems)
+        _check_seal(run_id, at(seal_line), seal, sealed_positions, key, problems)
+    if data is None:
+        _check_summary(run_id, path, seal is not None, problems)
     return report
 
 
@@ -353,14 +368,12 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
 
 def _check_seal(
     run_id: str,
-    path: Path,
-    seal_line: int,
+    where: str,
     seal: dict[str, Any],
     positions: dict[str, tuple[int, str, int]],
     key: bytes | None,
     problems: list[Problem],
 ) -> None:
-    where = f"{path}:{seal_line}"
     heads: dict[str, Any] = seal.get("heads") or {}
     for writer, head in heads.items():
         found = positions.get(writer)
@@ -506,14 +519,22 @@ def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
     streams = set(ledger.run_ids())
     # Compacted runs whose stream is gone (or came back holding only later events).
     retired = location.runs_without_stream(read_generation(location))
-    runs = [run_id] if run_id is not None else sorted(streams | retired)
+    # With a remote, every machine's runs as their segments hold them (this machine's own
+    # streams are read here, where they are whole).
+    shipped = _shipped_elsewhere(ledger, location, run_id)
+    remote_runs = {s.run_id for s in shipped}
+    runs = [run_id] if run_id is not None else sorted(streams | retired | remote_runs)
     from_rows = [r for r in runs if r in retired]
-    from_streams = [r for r in runs if r not in retired]
+    from_streams = [r for r in runs if r not in retired and r not in remote_runs]
     for r in from_streams:
         if not ledger.stream_path(r).exists():
-            raise RunNotFoundError(f"run {r!r} has no stream under {str(ledger.runs_dir)!r} and no compacted events")
+            raise RunNotFoundError(
+                f"run {r!r} has no stream under {str(ledger.runs_dir)!r}, no segments on the remote and no "
+                "compacted events; list runs with: scalable ledger runs"
+            )
     key = ledger.settings.ledger_key
-    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams], key=key)
+    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams if r in streams], key=key)
+    report.extend(_audit_shipped(shipped, streams, key))
     if from_rows:
         con = connect(ledger)
         try:
@@ -524,6 +545,41 @@ def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
                 report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where, key=key))
         finally:
             con.close()
+    return report
+
+
+def _shipped_elsewhere(ledger: Ledger, location: Location, run_id: str | None) -> list[ShippedStream]:
+    """Streams on the remote that this machine does not hold itself (none without a remote)."""
+    if not isinstance(location, ObjectLocation):
+        return []
+    mine = machine_id(ledger.runs_dir) if ledger.runs_dir.is_dir() else None
+    local = set(ledger.run_ids())
+    return [s for s in shipped_streams(location, run_id) if not (s.machine == mine and s.run_id in local)]
+
+
+def _audit_shipped(shipped: Sequence[ShippedStream], local: set[str], key: bytes | None) -> AuditReport:
+    """Audit the streams put together from segments: as a stream is, and every byte of it present."""
+    report = AuditReport()
+    for stream in shipped:
+        part = audit_stream(
+            Path(stream.pieces[0][1] if stream.pieces else stream.run_id),
+            stream.run_id,
+            key=key,
+            data=stream.data,
+            where=stream.where,
+        )
+        for start, end in stream.gaps:
+            part.problems.append(
+                Problem(
+                    stream.run_id,
+                    stream.where(stream.data.count(b"\n", 0, start) + 1),
+                    "segment-missing",
+                    f"bytes {start}-{end} of machine {stream.machine}'s stream are in no segment",
+                )
+            )
+        report.extend(part)
+    # A run counts once, however many machines wrote to it.
+    report.runs = len({s.run_id for s in shipped} - local)
     return report
 
 

@@ -2,9 +2,9 @@
 
 Layout under the compacted data::
 
-    lineage/edges-by-dst-<uuid>.parquet   the edges of the data files, sorted by dst id
-    lineage/edges-by-src-<uuid>.parquet   the same edges sorted by src id
-    lineage/nodes-<uuid>.parquet          node ids, texts and descriptions, sorted by id
+    lineage/edges-by-dst-<attempt>-<n>.parquet   the edges of the data files, sorted by dst id
+    lineage/edges-by-src-<attempt>-<n>.parquet   the same edges sorted by src id
+    lineage/nodes-<attempt>-<n>.parquet          node ids, texts and descriptions, sorted by id
 
 A full compaction computes the edges of all live data files (URI inputs resolved against
 every artifact version in the dataset) and writes them, sorted by each end in small row
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from scalable.errors import LedgerError
 from scalable.ledger.edges import edges_sql, inputs_sql, nodes_sql, versions_sql
-from scalable.ledger.generations import DataFile, LineageFiles
+from scalable.ledger.generations import Attempt, DataFile, LineageFiles
 from scalable.ledger.sql import file_list, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
 
@@ -54,6 +54,7 @@ _log = get_logger("scalable.ledger")
 def next_lineage(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     current: LineageFiles | None,
     live: Sequence[DataFile],
@@ -74,14 +75,14 @@ def next_lineage(
     if full:
         if current is not None and set(current.covers) == paths:
             return current
-        return write_lineage(con, location, tmp, live)
+        return write_lineage(con, location, attempt, tmp, live)
     if current is not None and set(current.covers) <= paths:
         return current
     return None
 
 
 def write_lineage(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: Sequence[DataFile]
+    con: duckdb.DuckDBPyConnection, location: Location, attempt: Attempt, tmp: Path, files: Sequence[DataFile]
 ) -> LineageFiles | None:
     """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
     staging = tmp / f"lineage-{uuid.uuid4().hex}"
@@ -164,14 +165,13 @@ def write_lineage(
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
-    tag = uuid.uuid4().hex
     names = (
-        f"{LINEAGE_DIR}/edges-by-dst-{tag}.parquet",
-        f"{LINEAGE_DIR}/edges-by-src-{tag}.parquet",
-        f"{LINEAGE_DIR}/nodes-{tag}.parquet",
+        f"{LINEAGE_DIR}/{attempt.name('edges-by-dst')}",
+        f"{LINEAGE_DIR}/{attempt.name('edges-by-src')}",
+        f"{LINEAGE_DIR}/{attempt.name('nodes')}",
     )
     for file, rel in zip((by_dst, by_src, nodes), names, strict=True):
-        location.publish(file, rel)
+        attempt.publish(location, file, rel)
     shutil.rmtree(staging, ignore_errors=True)
     by_dst_rel, by_src_rel, nodes_rel = names
     return LineageFiles(by_dst_rel, by_src_rel, nodes_rel, edges, tuple(sorted(f.path for f in files)))

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
@@ -411,7 +411,12 @@ class Ledger:
             with self._state_lock:
                 stream = self._streams.get(run_id)
                 if stream is None:
-                    stream = self._streams[run_id] = _Stream(path)
+                    try:
+                        stream = self._streams[run_id] = _Stream(path)
+                    except OSError as exc:
+                        if isinstance(exc, PermissionError):
+                            raise
+                        raise os_error(exc, f"cannot create the stream {str(path)!r}", LedgerError) from None
         return stream
 
     def _write(
@@ -486,7 +491,14 @@ class Ledger:
             _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
             payload = b"\n" + payload
             first += 1
-        write_all(fd, payload)
+        try:
+            write_all(fd, payload)
+        except OSError as exc:
+            # Nothing of this write is acknowledged: take back the part that reached the file
+            # (under the lock, so only this writer's bytes), leaving no partial line behind.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise os_error(exc, f"cannot append to the stream {str(stream.path)!r}", LedgerError) from None
         stream.end = stream.accounted = size + len(payload)
         if sync_after_write(fd, self.fsync):
             stream.dirty = True
@@ -532,7 +544,10 @@ class Ledger:
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
         finished = self._write(run_id, [clean], before_write=add_seal)
         stream = self._stream(run_id)
-        fsync_unless_never(stream.fd, self.fsync)
+        try:
+            fsync_unless_never(stream.fd, self.fsync)
+        except OSError as exc:
+            raise os_error(exc, f"cannot sync the stream {str(stream.path)!r}", LedgerError) from None
         write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
         if bus.has_subscribers(self._subscribers):

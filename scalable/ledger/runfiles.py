@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import ConfigError, RunNotFoundError
+from scalable.errors import ConfigError, LedgerError, RunNotFoundError, os_error
 from scalable.ledger.durable import replace_file
 from scalable.ledger.stream import RUN_SUMMARY, iter_complete
 
@@ -118,8 +118,16 @@ def session_run(started: Mapping[str, Any] | None) -> bool:
 
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> Path:
-    """Write ``doc`` as Scalable does (indent 2, sorted keys, trailing newline), replacing ``path`` whole."""
-    replace_file(path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
+    """Write ``doc`` as Scalable does (indent 2, sorted keys, trailing newline), replacing ``path`` whole.
+
+    Raises:
+        DiskFullError: no space left (nothing of the new file is left behind; the old one stays).
+        LedgerError: another I/O error, naming the file.
+    """
+    try:
+        replace_file(path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
+    except OSError as exc:
+        raise os_error(exc, f"cannot write {str(path)!r} (derived from the run's stream)", LedgerError) from None
     return path
 
 

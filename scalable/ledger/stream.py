@@ -75,6 +75,8 @@ class StreamReader:
     path: Path
     problems: list[LineProblem] = field(default_factory=list)
     incomplete_tail: bool = False
+    #: The stream's bytes, when they were read elsewhere (a stream put together from segments).
+    data: bytes | None = None
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for number, _raw, event in self.lines():
@@ -87,10 +89,12 @@ class StreamReader:
 
     def lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
         """Yield ``(line_number, raw_line_without_newline, event)`` for every good line."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
+        data = self.data
+        if data is None:
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                return
         lines = data.split(b"\n")
         tail = lines.pop()  # b"" when the stream ends in a newline
         if tail:
