@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from scalable.digests import tree_digest
-from scalable.errors import ArtifactNotFoundError, ConfigError, IntegrityError, NodeNotFoundError
+from scalable.errors import (
+    ArtifactNotFoundError,
+    ConfigError,
+    IntegrityError,
+    NodeNotFoundError,
+    UnreadableArtifactError,
+    os_error,
+)
 from scalable.ledger.sql import quote
 
 if TYPE_CHECKING:
@@ -136,6 +143,7 @@ def verified_download(ledger: Ledger, location: str, digest: str) -> VerifiedDow
         ConfigError: ``digest`` is not a SHA-256 hex digest.
         NodeNotFoundError: the ledger records no such version at that location.
         ArtifactNotFoundError: nothing is at the location any more.
+        UnreadableArtifactError: the bytes cannot be read (permissions, a store error).
         IntegrityError: the bytes there no longer hash to ``digest``.
     """
     if len(digest) != 64 or not set(digest) <= _HEX:
@@ -148,12 +156,18 @@ def verified_download(ledger: Ledger, location: str, digest: str) -> VerifiedDow
         raise NodeNotFoundError(
             f"the ledger records no version {digest[:16]} at {location!r}; only recorded artifacts can be downloaded"
         )
-    fs, path = _open(location)
     try:
-        info = fs.info(path)
+        return _prepare(location, digest, recorded[0]["artifact_name"])
     except FileNotFoundError:
         raise ArtifactNotFoundError(f"the artifact is no longer at {location}; nothing to download") from None
-    name = recorded[0]["artifact_name"] or path.rstrip("/").rsplit("/", 1)[-1] or "artifact"
+    except OSError as exc:
+        raise os_error(exc, f"cannot read {location}", UnreadableArtifactError) from None
+
+
+def _prepare(location: str, digest: str, name: str | None) -> VerifiedDownload:
+    fs, path = _open(location)
+    info = fs.info(path)
+    name = name or path.rstrip("/").rsplit("/", 1)[-1] or "artifact"
     if info.get("type") == "directory":
         files = _tree(fs, path)
         found = tree_digest([(rel, _hash(fs, full)) for rel, full, _size in files])

@@ -260,6 +260,17 @@ def test_a_download_whose_bytes_changed_or_went_is_refused(explorer: Explorer, f
     assert explorer.request("/api/download", {"location": model["location"], "digest": model["digest"]}).status == 409
 
 
+def test_a_location_that_cannot_be_read_is_one_line(explorer: Explorer, filled: Ledger, isolated: Path) -> None:
+    """A recorded location the OS will not open (a path through a file) answers 403 with the reason, not a crash."""
+    blocker = _write(isolated / "plain.txt", "x\n")
+    location = (blocker / "inner.csv").as_uri()
+    with bind(run_id="run-odd"):
+        filled.append({"event_type": "artifact", "op": "recorded", "location": location, "digest": "e" * 64})
+    answer = explorer.request("/api/download", {"location": location, "digest": "e" * 64})
+    assert answer.status == 403
+    assert answer.json()["error"] == f"error: cannot read {location}: Not a directory"
+
+
 def test_bytes_that_change_while_sent_never_arrive_whole(filled: Ledger, isolated: Path) -> None:
     """The last block is held back until the second hash: a file changed mid-download raises before it ends."""
     big = isolated / "store" / "big.bin"
@@ -406,16 +417,11 @@ def test_every_endpoint_answers_and_pages_share_one_document(
         "@dagrejs/dagre",
         "@dagrejs/graphlib",
     }
-    assert explorer.json("/api/audit-states", {"run": ["run-a", "run-b", "run-x"]}) == {
-        "run-a": {"ok": True, "problems": 0, "events": 8},
-        "run-b": {"ok": True, "problems": 0, "events": 8},
-        "run-x": {
-            "ok": None,
-            "problems": 0,
-            "events": 0,
-            "error": f"run 'run-x' has no stream under {str(filled.runs_dir)!r} and no compacted events",
-        },
-    }
+    states = explorer.json("/api/audit-states", {"run": ["run-a", "run-b", "run-x"]})
+    assert states["run-a"] == {"ok": True, "problems": 0, "events": 8}
+    assert states["run-b"] == {"ok": True, "problems": 0, "events": 8}
+    unknown = states["run-x"]
+    assert (unknown["ok"], unknown["problems"]) == (None, 0) and unknown["error"].startswith("run 'run-x' has no stream")
     audit = explorer.json("/api/audit", {"content": 1})
     assert (audit["ok"], audit["runs"], audit["artifacts"]) == (True, 2, 4)
     assert explorer.json("/api/audit", {"run": "run-a"})["artifacts"] == 0  # structure only, by default

@@ -552,8 +552,9 @@
     const title = loc ? `Versions at ${loc}` : `Version ${short(digest)}`;
     const sections = data.versions.map((v, i) => {
       const getIt = v.current_at.length
-        ? el("span", {}, v.current_at.map((where) => [downloadLink(where, v.digest), v.current_at.length > 1 ? el("span", { class: "muted mono", text: ` from ${where} ` }) : " "]),
-          el("span", { class: "muted", text: "(checked against the digest as it is sent)" }))
+        ? el("div", {},
+          el("ul", {}, v.current_at.map((where) => el("li", {}, downloadLink(where, v.digest), v.current_at.length > 1 || !loc ? el("span", { class: "muted mono break", text: ` from ${where}` }) : null))),
+          el("span", { class: "muted", text: "Checked against the digest as it is sent." }))
         : v.digest ? el("span", { class: "muted", text: "not at its location any more: a newer version or a deletion replaced it" }) : null;
       return el(
         "section",
