@@ -69,7 +69,7 @@ def graph_elements(browser: Any) -> tuple[list[str], list[tuple[str, str, str, s
 def cli_graph(demo_dir: Path, *args: str) -> tuple[list[str], list[tuple[str, str, str, str]]]:
     doc = json.loads(cli(demo_dir, "ledger", "lineage", *args, "--format", "json").stdout)
     nodes = sorted(n["id"] for n in doc["nodes"])
-    edges = sorted((e["src"], e["dst"], e["relation"], e["run_id"]) for e in doc["edges"])
+    edges = sorted((e["src"], e["dst"], e["relation"], e.get("run_id")) for e in doc["edges"])
     return nodes, edges
 
 
