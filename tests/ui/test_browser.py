@@ -61,7 +61,7 @@ def graph_elements(browser: Any) -> tuple[list[str], list[tuple[str, str, str, s
     """The ids of the nodes the page's graph holds, and its edges as (src, dst, relation, run_id)."""
     nodes = browser.execute_script("return window.scalableGraph.nodes().map(n => n.id())")
     edges = browser.execute_script(
-        "return window.scalableGraph.edges().map(e => [e.data('source'), e.data('target'), e.data('relation'), e.data('run_id')])"
+        "return window.scalableGraph.edges().map(e => [e.data('source'), e.data('target'), e.data('relation'), e.data('run_id') || ''])"
     )
     return sorted(nodes), sorted(tuple(e) for e in edges)
 
@@ -69,7 +69,7 @@ def graph_elements(browser: Any) -> tuple[list[str], list[tuple[str, str, str, s
 def cli_graph(demo_dir: Path, *args: str) -> tuple[list[str], list[tuple[str, str, str, str]]]:
     doc = json.loads(cli(demo_dir, "ledger", "lineage", *args, "--format", "json").stdout)
     nodes = sorted(n["id"] for n in doc["nodes"])
-    edges = sorted((e["src"], e["dst"], e["relation"], e.get("run_id")) for e in doc["edges"])
+    edges = sorted((e["src"], e["dst"], e["relation"], e.get("run_id") or "") for e in doc["edges"])
     return nodes, edges
 
 
