@@ -71,6 +71,8 @@ def listen(host: str, port: int, token: str | None) -> Listening:
         raise ConfigError(
             f"cannot listen on {host!r}: {exc.strerror or exc}; give an address of this machine"
         ) from None
+    # IPv4 first: "localhost" often resolves to ::1 first, where browsers may not look.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, kind, proto, _name, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:

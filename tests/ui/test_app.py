@@ -421,7 +421,9 @@ def test_every_endpoint_answers_and_pages_share_one_document(
     assert states["run-a"] == {"ok": True, "problems": 0, "events": 8}
     assert states["run-b"] == {"ok": True, "problems": 0, "events": 8}
     unknown = states["run-x"]
-    assert (unknown["ok"], unknown["problems"]) == (None, 0) and unknown["error"].startswith("run 'run-x' has no stream")
+    assert (unknown["ok"], unknown["problems"]) == (None, 0) and unknown["error"].startswith(
+        "run 'run-x' has no stream"
+    )
     audit = explorer.json("/api/audit", {"content": 1})
     assert (audit["ok"], audit["runs"], audit["artifacts"]) == (True, 2, 4)
     assert explorer.json("/api/audit", {"run": "run-a"})["artifacts"] == 0  # structure only, by default

@@ -444,3 +444,34 @@ def test_a_graph_of_hundreds_of_nodes_starts_collapsed_and_a_click_opens_a_group
         assert browser.execute_script(represented) == len(nodes)
     finally:
         stop_explorer(explorer.proc)
+
+
+def test_the_audit_page_lists_each_problem_with_its_file_and_line(demo_dir: Path, tmp_path: Path, browser: Any) -> None:
+    """An edited line of a copy of the demo's ledger shows on the audit page as its stream's file:line, as the CLI reports it."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_dir, copy)
+    run = demo_runs(copy)[0]["run_id"]
+    stream = copy / ".scalable" / "runs" / run / "artifacts.jsonl"
+    lines = stream.read_bytes().splitlines(keepends=True)
+    assert b'"task_name":"make_table"' in lines[1]
+    lines[1] = lines[1].replace(b'"task_name":"make_table"', b'"task_name":"make_tables"', 1)
+    stream.write_bytes(b"".join(lines))
+    report = json.loads(cli(copy, "ledger", "audit", "--no-content", "--format", "json").stdout)
+    assert not report["ok"]
+    wheres = sorted(p["where"] for p in report["problems"])
+    explorer = start_explorer(copy)
+    try:
+        open_page(browser, explorer.url + "/audit")
+        wait_for(browser, lambda d: d.find_elements(By.ID, "structure-report"))
+        section = browser.find_element(By.ID, "structure-report")
+        assert section.get_attribute("data-ok") == "0"
+        rows = browser.find_elements(By.CSS_SELECTOR, "#audit-problems tbody tr")
+        shown = sorted(r.find_elements(By.TAG_NAME, "td")[1].text for r in rows)
+        assert shown == wheres and any(w.startswith(f"{stream}:") for w in shown)
+        assert f"FAILED: {len(wheres)} problem(s)" in section.text
+    finally:
+        stop_explorer(explorer.proc)
