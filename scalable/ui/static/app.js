@@ -739,6 +739,12 @@
     );
   }
 
+  function recentred(id) {
+    const next = new URLSearchParams(location.search);
+    next.set("node", id);
+    return "/lineage?" + next.toString();
+  }
+
   async function pageLineage() {
     document.title = "Lineage · scalable explorer";
     const node = params.get("node");
@@ -780,7 +786,9 @@
         table([
           { title: "Node", cell: (n) => el("a", { href: nodeHref(n.id, n.kind), text: n.label || n.id }) },
           { title: "Kind", cell: (n) => n.kind || "" },
+          { title: "Depth", num: true, cell: (n) => (n.depth === null || n.depth === undefined ? "" : String(n.depth)) },
           { title: "Id", class: "mono break", cell: (n) => n.id },
+          { title: "", cell: (n) => (n.id === data.root ? "" : el("a", { href: recentred(n.id), text: "centre the graph here" })) },
         ], data.nodes, { id: "lineage-nodes", caption: "Nodes" }),
         table([
           { title: "From", class: "mono break", cell: (e) => e.src },
@@ -890,9 +898,7 @@
         return;
       }
       if (clickMode === "centre") {
-        const next = new URLSearchParams(location.search);
-        next.set("node", d.id);
-        location.href = "/lineage?" + next.toString();
+        location.href = recentred(d.id);
       } else {
         location.href = nodeHref(d.id, d.kind);
       }
