@@ -36,7 +36,8 @@ _SECRET_KV = re.compile(
     r"(?i)((?:secret|password|passwd|token|key|signature|credential|sig|x-amz-[a-z-]+)"
     r"[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,}]+)"
 )
-_URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)([^/@\s]+)@")
+# user@ or user:secret@ after a scheme; a secret may hold '/' (AWS secrets do), a host never ':' then '/'.
+_URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)([^/@\s:]*:[^@\s]*|[^/@\s]+)@")
 _SECRET_FIELDS = ("secret", "password", "token", "hmac", "credential", "signature")
 
 

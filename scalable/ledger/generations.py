@@ -163,7 +163,7 @@ class Generation:
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(
                 f"ledger manifest {name!r} is not valid ({exc}); restore it from a backup or remove the "
-                "ledger directory and compact again from the streams"
+                "ledger directory and run scalable ledger compact again from the streams"
             ) from None
 
     @property
@@ -383,7 +383,7 @@ def commit_generation(location: Location, generation: Generation) -> None:
         location.create(rel, generation.to_json())
     except FileExistsError:
         raise CompactionConflictError(
-            f"ledger manifest {location.display(rel)!r} was committed by another compaction; run compact again"
+            f"ledger manifest {location.display(rel)!r} was committed by another compaction; run scalable ledger compact again"
         ) from None
 
 
@@ -407,7 +407,7 @@ def publish_staged(location: Location, attempt: Attempt, staging: Path, expected
     if found != expected_rows:
         raise LedgerError(
             f"compaction wrote {expected_rows} events but the staged Parquet under {str(staging)!r} holds {found}; "
-            "nothing was committed, run compact again"
+            "nothing was committed, run scalable ledger compact again"
         )
     crash_point("after_parquet_write")
     made: list[DataFile] = []

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError, os_error
+from scalable.errors import EventValidationError, LedgerError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
@@ -69,7 +69,7 @@ from scalable.settings import Settings, load_settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from scalable.ledger.audit import AuditReport
+    from scalable.ledger.audit import AuditProgress, AuditReport
     from scalable.ledger.compact import CompactionResult, Progress
     from scalable.ledger.diff import RunDiff
     from scalable.ledger.lineage import LineageGraph
@@ -160,23 +160,21 @@ class Ledger:
             runs_dir: directory of the per-run streams; ``SCALABLE_RUNS_DIR`` when omitted.
             ledger_dir: directory of compacted data; ``SCALABLE_LEDGER_DIR`` when omitted.
             settings: resolved settings to start from (``load_settings()`` when omitted).
-            must_exist: raise if an explicitly given directory does not exist (readers).
+            must_exist: check that a ledger is there to read (readers): see
+                :meth:`Location.check_exists <scalable.ledger.location.Location.check_exists>`.
 
         Raises:
-            LedgerNotFoundError: ``must_exist`` and an explicitly given directory is missing.
+            LedgerNotFoundError: ``must_exist`` and no ledger is there.
+            StoreError: ``must_exist`` and the place cannot be read or reached (a subclass
+                saying why: permissions, credentials, network, a missing bucket).
             ConfigError: a ``SCALABLE_*`` variable is invalid.
         """
         base = settings or load_settings()
         resolved = base.with_overrides(runs_dir=runs_dir, ledger_dir=ledger_dir)
         if must_exist:
-            for given, path, what in (
-                (runs_dir, resolved.runs_dir, "runs directory"),
-                (ledger_dir, resolved.ledger_dir, "ledger directory"),
-            ):
-                if given is not None and not path.is_dir():
-                    raise LedgerNotFoundError(
-                        f"{what} {str(path)!r} does not exist; check the path or run something first"
-                    )
+            from scalable.ledger.location import open_location
+
+            open_location(resolved).check_exists()
         return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
 
     @property
@@ -242,6 +240,11 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        if isinstance(events, Mapping | str | bytes) or not isinstance(events, Iterable):
+            raise EventValidationError(
+                f"append_many takes an iterable of event mappings, not a {type(events).__name__}; "
+                "append one event with append"
+            )
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
         run, task, component = (
@@ -661,7 +664,7 @@ class Ledger:
         *,
         content: bool = True,
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: AuditProgress | None = None,
     ) -> AuditReport:
         """Audit one run or the whole ledger.
 
@@ -674,7 +677,9 @@ class Ledger:
             run_id: audit only this run.
             content: re-hash stored bytes as well.
             storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-            progress: called with the number of artifacts checked, as they complete.
+            progress: called with ``(phase, done, total)`` while the streams are read, the
+                compacted runs checked and the artifacts re-hashed (see
+                :data:`~scalable.ledger.audit.AuditProgress`).
 
         Raises:
             RunNotFoundError: ``run_id`` has no events.

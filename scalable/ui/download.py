@@ -17,14 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from scalable.digests import tree_digest
-from scalable.errors import (
-    ArtifactNotFoundError,
-    ConfigError,
-    IntegrityError,
-    NodeNotFoundError,
-    UnreadableArtifactError,
-    os_error,
-)
+from scalable.errors import ConfigError, IntegrityError, NodeNotFoundError
+from scalable.failures import storage_error
 from scalable.ledger.sql import quote
 
 if TYPE_CHECKING:
@@ -143,7 +137,8 @@ def verified_download(ledger: Ledger, location: str, digest: str) -> VerifiedDow
         ConfigError: ``digest`` is not a SHA-256 hex digest.
         NodeNotFoundError: the ledger records no such version at that location.
         ArtifactNotFoundError: nothing is at the location any more.
-        UnreadableArtifactError: the bytes cannot be read (permissions, a store error).
+        StoreError: the bytes cannot be read (permissions, credentials, an unreachable store),
+            as :func:`scalable.failures.storage_error` maps it.
         IntegrityError: the bytes there no longer hash to ``digest``.
     """
     if len(digest) != 64 or not set(digest) <= _HEX:
@@ -158,10 +153,8 @@ def verified_download(ledger: Ledger, location: str, digest: str) -> VerifiedDow
         )
     try:
         return _prepare(location, digest, recorded[0]["artifact_name"])
-    except FileNotFoundError:
-        raise ArtifactNotFoundError(f"the artifact is no longer at {location}; nothing to download") from None
-    except OSError as exc:
-        raise os_error(exc, f"cannot read {location}", UnreadableArtifactError) from None
+    except Exception as exc:  # every backend's failure, mapped in one place
+        raise storage_error(exc, location, action="read", what="the artifact") from exc
 
 
 def _prepare(location: str, digest: str, name: str | None) -> VerifiedDownload:

@@ -254,21 +254,21 @@ def test_a_download_whose_bytes_changed_or_went_is_refused(explorer: Explorer, f
     assert explorer.request("/api/download", {"location": out["location"], "digest": out["digest"]}).status == 409
     path.unlink()
     gone = explorer.request("/api/download", {"location": out["location"], "digest": out["digest"]})
-    assert gone.status == 404 and "no longer at" in gone.json()["error"]
+    assert gone.status == 404 and "nothing is there" in gone.json()["error"]
     model = _artifact(filled, "model", "run-b")
     (isolated / "store" / "runs" / "run-b" / "model" / "extra.txt").write_text("added later\n")
     assert explorer.request("/api/download", {"location": model["location"], "digest": model["digest"]}).status == 409
 
 
 def test_a_location_that_cannot_be_read_is_one_line(explorer: Explorer, filled: Ledger, isolated: Path) -> None:
-    """A recorded location the OS will not open (a path through a file) answers 403 with the reason, not a crash."""
+    """A recorded location that cannot be opened (a path through a file) answers with the storage failure's one line."""
     blocker = _write(isolated / "plain.txt", "x\n")
     location = (blocker / "inner.csv").as_uri()
     with bind(run_id="run-odd"):
         filled.append({"event_type": "artifact", "op": "recorded", "location": location, "digest": "e" * 64})
     answer = explorer.request("/api/download", {"location": location, "digest": "e" * 64})
-    assert answer.status == 403
-    assert answer.json()["error"] == f"error: cannot read {location}: Not a directory"
+    assert answer.status == 400
+    assert answer.json()["error"].startswith(f"error: cannot read the artifact '{location}': a file is in the way")
 
 
 def test_bytes_that_change_while_sent_never_arrive_whole(filled: Ledger, isolated: Path) -> None:
