@@ -262,28 +262,19 @@ class _AuditStream:
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
         def work() -> None:
-            checked = 0
             last = 0.0
 
-            def progress(n: int) -> None:
-                nonlocal checked, last
+            def progress(phase: str, done: int, total: int) -> None:
+                nonlocal last
                 if stop.is_set():
                     raise _Stopped
-                checked += n
-                if time.monotonic() - last >= 0.1:
+                # The first and last report of each phase, and at most ten a second between.
+                if done in (0, total) or time.monotonic() - last >= 0.1:
                     last = time.monotonic()
-                    put("progress", checked)
+                    put("progress", {"phase": phase, "done": done, "total": total})
 
             try:
-                if content:
-                    where = f" AND run_id = {_sql_quote(run)}" if run else ""
-                    about = self.ledger.query(
-                        "SELECT count(DISTINCT location) AS n FROM artifacts WHERE digest IS NOT NULL "
-                        f"AND location IS NOT NULL AND op IN ('put', 'recorded'){where}"
-                    ).to_pylist()[0]["n"]
-                    put("started", about)
                 report = self.ledger.audit(run, content=content, progress=progress)
-                put("progress", checked)
                 put("done", report.to_dict())
             except _Stopped:
                 return
@@ -297,12 +288,11 @@ class _AuditStream:
         try:
             while True:
                 kind, value = await queue.get()
-                if kind == "started":
-                    yield _line({"event": "started", "about": value})
-                elif kind == "progress":
-                    yield _line({"event": "progress", "checked": value})
-                else:
-                    yield _line({"event": kind, **value} if kind == "error" else {"event": kind, "report": value})
+                if kind == "done":
+                    yield _line({"event": "done", "report": value})
+                    return
+                yield _line({"event": kind, **value})
+                if kind == "error":
                     return
         finally:
             stop.set()
@@ -310,12 +300,6 @@ class _AuditStream:
 
 class _Stopped(Exception):
     """The page that asked for an audit went away: stop hashing."""
-
-
-def _sql_quote(value: str) -> str:
-    from scalable.ledger.sql import quote
-
-    return quote(value)
 
 
 def _line(data: dict[str, Any]) -> bytes:

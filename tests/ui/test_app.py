@@ -429,8 +429,9 @@ def test_every_endpoint_answers_and_pages_share_one_document(
     assert explorer.json("/api/audit", {"run": "run-a"})["artifacts"] == 0  # structure only, by default
     (isolated / "store" / "runs" / "run-a" / "out.csv").write_text("tampered\n")
     lines = [json.loads(line) for line in explorer.request("/api/audit/stream", {"content": 1}).body.splitlines()]
-    assert lines[0] == {"event": "started", "about": 4} and lines[-1]["event"] == "done"
-    assert [e["event"] for e in lines[1:-1]] == ["progress"] * (len(lines) - 2) and lines[-2]["checked"] == 4
+    assert lines[-1]["event"] == "done" and {e["event"] for e in lines[:-1]} == {"progress"}
+    last = {e["phase"]: (e["done"], e["total"]) for e in lines[:-1]}
+    assert last["artifacts"] == (4, 4) and last["streams"][0] == last["streams"][1] > 0
     report = lines[-1]["report"]
     assert [(p["run_id"], p["kind"]) for p in report["problems"]] == [("run-a", "content-changed")]
     assert len(explorer.json("/api/cookbook")) == 12

@@ -958,8 +958,8 @@
         }
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
+        const phases = { streams: "bytes of streams read", compacted: "compacted runs checked", artifacts: "stored artifacts re-hashed" };
         let buffer = "";
-        let about = null;
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
@@ -968,13 +968,11 @@
           while ((cut = buffer.indexOf("\n")) >= 0) {
             const message = JSON.parse(buffer.slice(0, cut));
             buffer = buffer.slice(cut + 1);
-            if (message.event === "started") {
-              about = message.about;
-              bar.max = Math.max(1, about);
-              label.textContent = `0 of about ${about} artifact(s) checked`;
-            } else if (message.event === "progress") {
-              if (about !== null) bar.value = Math.min(message.checked, bar.max);
-              label.textContent = `${message.checked}${about !== null ? ` of about ${about}` : ""} artifact(s) checked`;
+            if (message.event === "progress") {
+              bar.max = Math.max(1, message.total);
+              bar.value = Math.min(message.done, bar.max);
+              bar.dataset.phase = message.phase;
+              label.textContent = `${phases[message.phase] || message.phase}: ${message.done} of ${message.total}`;
             } else if (message.event === "done") {
               bar.value = bar.max;
               content.replaceChildren(auditReport(message.report, "Structure and stored bytes"));
