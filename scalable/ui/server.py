@@ -186,8 +186,12 @@ def serve(
 
     from scalable.ui.app import create_app
 
-    ledger = Ledger.open(runs_dir, ledger_dir, must_exist=True)
     bound = listen(host, port, token)
+    try:
+        ledger = Ledger.open(runs_dir, ledger_dir, must_exist=True)
+    except BaseException:
+        bound.sock.close()
+        raise
     try:
         config = _config(create_app(ledger, bound.policy))
         for line in bound.banner(ledger):

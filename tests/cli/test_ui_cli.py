@@ -22,6 +22,9 @@ def _one_line(result: object) -> str:
 
 def test_a_missing_runs_directory_a_short_token_and_a_busy_port_are_one_line(cli: CliInvoker, isolated: Path) -> None:
     """Each bad start names what is wrong and exits 2 without a traceback."""
+    nothing = _one_line(cli("ui"))
+    assert "no ledger here" in nothing and str(isolated / ".scalable" / "runs") in nothing
+    (isolated / ".scalable" / "runs").mkdir(parents=True)
     missing = _one_line(cli("ui", "--runs-dir", "missing"))
     assert str(isolated / "missing") in missing and "does not exist" in missing
     assert "--token is shorter than 16 characters" in _one_line(cli("ui", "--token", "abc"))
