@@ -4,7 +4,8 @@ Every page is one HTML document (``static/index.html``) at a stable URL; its scr
 URL and draws the page from the JSON endpoints under ``/api/``, which scripts may call as well
 (docs/ui.rst lists them). Endpoints run in worker threads and read the ledger only through
 :mod:`scalable.ui.explorer`; an error a user caused answers with the CLI's one line
-(``error: ...``) and a status that says what kind it was.
+(``error: ...``) and a status that says what kind it was; anything else is a 500 with one
+line, its traceback in the log.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from scalable.errors import ConfigError, IntegrityError, ScalableError
-from scalable.logs import error_line, get_logger
+from scalable.logs import error_line, get_logger, mask_secrets
 from scalable.ui import explorer
 from scalable.ui.access import AccessGuard, AccessPolicy
 from scalable.ui.cookbook import COOKBOOK
@@ -74,8 +76,22 @@ def status_of(exc: ScalableError) -> int:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(data, default=str, ensure_ascii=False, allow_nan=False).encode()
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    try:
+        text = json.dumps(data, default=str, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or an infinity (SQL can make them): JSON has no such numbers
+        text = json.dumps(_finite(data), default=str, ensure_ascii=False, allow_nan=False)
+    return Response(text.encode(), status_code=status, media_type="application/json", headers=headers)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity written as text (``"NaN"``, ``"Infinity"``, ``"-Infinity"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _error(exc: ScalableError) -> Response:
@@ -130,6 +146,11 @@ def _endpoint(handler: Handler) -> Callable[[Request], Any]:
             return await asyncio.to_thread(handler, request)
         except ScalableError as exc:
             return _error(exc)
+        except Exception as exc:  # a bug, not bad input: logged whole, answered in one line
+            _log.exception("ui.unexpected_error", path=request.url.path)
+            first = mask_secrets(str(exc).splitlines()[0]) if str(exc) else "no message"
+            message = f"error: unexpected {type(exc).__name__}: {first} (the explorer's log has the traceback)"
+            return _json({"error": message, "type": type(exc).__name__, "status": 500}, 500)
 
     endpoint.__name__ = handler.__name__
     return endpoint

@@ -435,6 +435,8 @@ def test_every_endpoint_answers_and_pages_share_one_document(
     report = lines[-1]["report"]
     assert [(p["run_id"], p["kind"]) for p in report["problems"]] == [("run-a", "content-changed")]
     assert len(explorer.json("/api/cookbook")) == 12
+    odd = explorer.json("/api/sql", {"q": "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b, [1.5, '-inf'::DOUBLE] AS c"})
+    assert odd["rows"] == [["NaN", "Infinity", [1.5, "-Infinity"]]]
     sql = explorer.json("/api/sql", {"q": "SELECT run_id, run_id FROM runs ORDER BY 1"})
     assert sql["columns"] == ["run_id", "run_id"] and sql["rows"] == [["run-a", "run-a"], ["run-b", "run-b"]]
     lineage = explorer.json("/api/lineage", {"node": out["digest"], "direction": "down"})
