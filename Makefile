@@ -1,5 +1,5 @@
-# Two commands for a fresh machine: `make demo` (the main job on the embedded default, then the
-# explorer serving its ledger) and `make test` (the whole suite, with its own S3 and GCS servers,
+# Two commands for a fresh machine: `make demo` (the main job on the embedded default; in a
+# terminal, then the explorer serving its ledger) and `make test` (the whole suite, with its own S3 and GCS servers,
 # Slurm on 127.0.0.1 and a headless Chromium).
 ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 PYTHON ?= python3
@@ -21,11 +21,13 @@ $(VENV)/.dev-installed: $(ROOT)pyproject.toml
 	$(PY) -m pip install -q -e '$(ROOT)[dev]'
 	touch $@ $(VENV)/.core-installed
 
-# The demo runs in the current directory, then serves the explorer and prints the URL to open
-# (Ctrl-C stops it). UI_ARGS go to `scalable ui` (e.g. UI_ARGS="--port 0" for any free port).
+# The demo runs in the current directory and prints how to open the explorer; in a terminal it
+# then serves the explorer and prints the URL to open (Ctrl-C stops it). UI=serve serves even
+# without a terminal, UI=no never. UI_ARGS go to `scalable ui` (e.g. UI_ARGS="--port 0").
+UI ?= auto
 UI_ARGS ?=
 demo: $(VENV)/.core-installed
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) $(ROOT)examples/demo.py --ui $(UI_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) $(ROOT)examples/demo.py --ui=$(UI) $(UI_ARGS)
 
 # Slurm and munge (Debian packages) for the tests that run jobs: installed once, when missing
 # and we are root; elsewhere those tests are skipped with the reason.

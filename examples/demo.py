@@ -18,9 +18,11 @@ What happens:
    every demo run so far, the summary's lineage as a tree (``scalable ledger lineage``: one
    level up, the tables it was derived from and the runs that generated it) and an audit of
    every chain and stored byte (``scalable ledger audit``);
-5. with ``--ui`` (as ``make demo`` runs it), the explorer serves the ledger in a browser
-   (``scalable ui``, with any arguments after ``--ui``) and prints the URL to open; Ctrl-C
-   stops it.
+5. it prints how to open the same ledger in the explorer (``scalable ui``). With
+   ``--ui=serve``, or ``--ui=auto`` (as ``make demo`` runs it) in a terminal, it then serves
+   the explorer itself (``scalable ui``, with any arguments after ``--ui``) and prints the URL
+   to open; Ctrl-C stops it. Without a terminal ``--ui=auto`` ends there, so scripts and CI
+   that run the demo are never left waiting.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def summarise(session: ScalableSession, tables: list[str], digests: list[str]) -
     again = {Path(t).name: column_total(t) for t in tables}  # the same calls: cache hits
     assert again == totals
     summary = OUT / "summary.json"
-    summary.write_text(json.dumps({"totals": totals, "grand_total": sum(totals.values())}, indent=2, sort_keys=True) + "\n")
+    summary.write_text(
+        json.dumps({"totals": totals, "grand_total": sum(totals.values())}, indent=2, sort_keys=True) + "\n"
+    )
     session.put(summary, "summary.json", kind="result")
     event = session.record_artifact(summary, kind="result", inputs=digests, metadata={"tables": len(tables)})
     assert event is not None
@@ -105,12 +109,18 @@ def main() -> None:
         run_id = session.run_id
     print(f"run {run_id} finished: 4 tasks, 4 puts, 1 derived output ({summary[:12]}...), 1 report")
 
-    scalable("ledger", "query",
-             "SELECT task_name, op, artifact_name, kind, size_bytes, left(digest, 12) AS digest "
-             f"FROM artifacts WHERE run_id = '{run_id}' ORDER BY timestamp")
-    scalable("ledger", "query",
-             "SELECT run_id, function_name, count(*) FILTER (WHERE op = 'miss') AS misses, "
-             "count(*) FILTER (WHERE op = 'hit') AS hits FROM cache GROUP BY ALL ORDER BY run_id")
+    scalable(
+        "ledger",
+        "query",
+        "SELECT task_name, op, artifact_name, kind, size_bytes, left(digest, 12) AS digest "
+        f"FROM artifacts WHERE run_id = '{run_id}' ORDER BY timestamp",
+    )
+    scalable(
+        "ledger",
+        "query",
+        "SELECT run_id, function_name, count(*) FILTER (WHERE op = 'miss') AS misses, "
+        "count(*) FILTER (WHERE op = 'hit') AS hits FROM cache GROUP BY ALL ORDER BY run_id",
+    )
     scalable("ledger", "lineage", summary, "--depth", "1")
     scalable("ledger", "audit")
 
@@ -125,7 +135,17 @@ def explore(ui_args: list[str]) -> None:
         server.wait(timeout=30)
 
 
+def _serve_explorer(mode: str) -> bool:
+    """Whether ``--ui=MODE`` asks to serve the explorer now (``auto``: only in a terminal)."""
+    if mode not in ("auto", "serve", "no"):
+        raise SystemExit(f"--ui={mode}: use --ui=auto, --ui=serve or --ui=no")
+    return mode == "serve" or (mode == "auto" and sys.stdin.isatty())
+
+
 if __name__ == "__main__":
     main()
-    if sys.argv[1:2] == ["--ui"]:
+    mode = sys.argv[1].partition("=")[2] if sys.argv[1:2] and sys.argv[1].startswith("--ui") else "no"
+    if _serve_explorer(mode or "auto"):
         explore(sys.argv[2:])
+    else:
+        print("\nExplore this ledger in a browser: scalable ui  (then open http://127.0.0.1:8765/)")

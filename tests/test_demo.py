@@ -49,7 +49,7 @@ def test_the_demo_runs_twice_and_prints_query_lineage_and_audit(isolated: Path) 
 
 
 def test_make_demo_runs_the_workflow_then_prints_the_url_of_the_explorer(isolated: Path) -> None:
-    """`make demo` (from any directory) runs the demo, then serves its ledger and prints the URL; Ctrl-C stops it."""
+    """`make demo UI=serve` (from any directory) runs the demo, then serves its ledger and prints the URL; Ctrl-C stops it."""
     venv = Path(sys.prefix)
     env = {k: v for k, v in child_env().items() if not k.startswith(("SCALABLE_", "MAKE"))}
     proc = subprocess.Popen(
@@ -63,6 +63,7 @@ def test_make_demo_runs_the_workflow_then_prints_the_url_of_the_explorer(isolate
             "demo",
             f"VENV={venv}",
             f"PY={sys.executable}",
+            "UI=serve",
             "UI_ARGS=--port 0",
         ],
         cwd=isolated,
@@ -91,3 +92,33 @@ def test_make_demo_runs_the_workflow_then_prints_the_url_of_the_explorer(isolate
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user stops it: to make, the demo and the explorer
         rest = proc.communicate(timeout=60)[0]
     assert "scalable ui: stopped" in rest
+
+
+def test_make_demo_without_a_terminal_ends_after_the_workflow(isolated: Path) -> None:
+    """`make demo` with no terminal (scripts, CI) runs the workflow, says how to open the explorer and exits 0."""
+    venv = Path(sys.prefix)
+    env = {k: v for k, v in child_env().items() if not k.startswith(("SCALABLE_", "MAKE"))}
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-f",
+            str(ROOT / "Makefile"),
+            "-o",
+            f"{venv}/.core-installed",
+            "demo",
+            f"VENV={venv}",
+            f"PY={sys.executable}",
+        ],
+        check=False,
+        cwd=isolated,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit ok: " in done.stdout
+    assert "Explore this ledger in a browser: scalable ui" in done.stdout
+    assert "scalable ui: " not in done.stdout  # nothing was served
