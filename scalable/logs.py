@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "mask_secrets"]
+__all__ = ["configure_logging", "error_line", "get_logger", "mask_secrets"]
 
 _lock = threading.Lock()
 _configured = False
@@ -45,6 +45,11 @@ def mask_secrets(text: str) -> str:
     """Return ``text`` with URL credentials and ``key=value`` secrets replaced by ``***``."""
     text = _URL_USERINFO.sub(r"\1***@", text)
     return _SECRET_KV.sub(r"\1***", text)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line a user is shown for an error (the CLI's stderr line, the explorer's message), secrets masked."""
+    return f"error: {mask_secrets(str(exc))}"
 
 
 def _mask_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

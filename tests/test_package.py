@@ -18,6 +18,8 @@ _LAYERS = {
     "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
     "session": {"session", "targets", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    # The explorer reads the ledger only; its downloads render as the CLI's output does.
+    "ui": {"ui", "ledger", "cli", *_BASE},
     "targets": {"targets", "manifest", "providers", "cache", "ledger", *_BASE},
     "manifest": {"manifest", "providers", *_BASE},
     "providers": {"providers"},

@@ -15,10 +15,10 @@ from typing import Any
 import click
 
 from scalable import __version__
-from scalable.cli import artifacts, cache, ledger, manifest, provenance, report
+from scalable.cli import artifacts, cache, ledger, manifest, provenance, report, ui
 from scalable.errors import ConfigError, ScalableError
 from scalable.failures import failure_kind, storage_error
-from scalable.logs import configure_logging, mask_secrets
+from scalable.logs import configure_logging, error_line
 
 __all__ = ["add_commands", "cli", "main"]
 
@@ -45,7 +45,7 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             error = exc if isinstance(exc, ScalableError) else _unexpected(exc)
-            click.echo(f"error: {mask_secrets(str(error))}", err=True)
+            click.echo(error_line(error), err=True)
             ctx.exit(error.exit_code)
 
 
@@ -89,7 +89,7 @@ add_commands(artifacts.artifacts, artifacts.COMMANDS)
 add_commands(cache.cache, cache.COMMANDS)
 add_commands(ledger.ledger, (*ledger.COMMANDS, *provenance.COMMANDS))
 add_commands(manifest.manifest, manifest.COMMANDS)
-add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest, *report.COMMANDS))
+add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest, *report.COMMANDS, *ui.COMMANDS))
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``scalable ledger runs|show|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
+"""``scalable ledger runs|show|diff|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from scalable.errors import ConfigError, RestoreError
 from scalable.ledger.export import export_formats, lineage_formats
 from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, describe_run
 
-__all__ = ["COMMANDS", "audit", "export", "lineage", "replay", "runs", "show"]
+__all__ = ["COMMANDS", "audit", "diff", "export", "lineage", "replay", "runs", "show"]
 
 _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
 
@@ -86,6 +86,60 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
     ]
     union = ["section", *dict.fromkeys([*parts["run"], *RUN_TASK_COLUMNS, *RUN_ARTIFACT_COLUMNS])]
     render_rows(rows, union, fmt)
+
+
+@click.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@format_option()
+@click.option("--as-of", help="Compare the runs as they were at this ISO-8601 time.")
+@click.pass_context
+def diff(ctx: click.Context, run_a: str, run_b: str, fmt: str, as_of: str | None) -> None:
+    """Compare RUN_A with RUN_B: artifacts by location (added, removed, changed, same), tasks by name.
+
+    A location under the run's own id (runs/<run>/...) is matched with the id taken out.
+    Exits 0 when both runs left the same artifacts and ran the same tasks, 1 when they differ.
+    """
+    from scalable.ledger.diff import ROW_COLUMNS
+
+    result = open_ledger(ctx).diff(run_a, run_b, as_of=as_of)
+    if fmt != "table":
+        render_rows(result.rows(), ROW_COLUMNS, fmt)
+    else:
+        artifacts = [
+            {
+                "status": a.status,
+                "artifact": a.key,
+                "digest_a": (a.digest_a or "")[:12],
+                "digest_b": (a.digest_b or "")[:12],
+                "size_a": a.size_a,
+                "size_b": a.size_b,
+            }
+            for a in result.artifacts
+        ]
+        tasks = [
+            {
+                "status": t.status,
+                "task": t.task_name,
+                "runs_a": t.executions_a,
+                "runs_b": t.executions_b,
+                "failed_a": t.failed_a,
+                "failed_b": t.failed_b,
+            }
+            for t in result.tasks
+        ]
+        click.echo(f"artifacts of {run_a} (a) and {run_b} (b):")
+        render_rows(artifacts, ["status", "artifact", "digest_a", "digest_b", "size_a", "size_b"], "table")
+        click.echo("\ntasks:")
+        render_rows(tasks, ["status", "task", "runs_a", "runs_b", "failed_a", "failed_b"], "table")
+        counts = result.counts()
+        summary = "; ".join(
+            f"{section}: " + ", ".join(f"{n} {status}" for status, n in by_status.items())
+            for section, by_status in counts.items()
+        )
+        click.echo(f"\n{'the runs differ' if result.differs else 'the runs are the same'}: {summary}")
+    if result.differs:
+        ctx.exit(1)
 
 
 @click.command()
@@ -298,4 +352,4 @@ def replay(
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
-COMMANDS: tuple[click.Command, ...] = (runs, show, lineage, audit, export, replay)
+COMMANDS: tuple[click.Command, ...] = (runs, show, diff, lineage, audit, export, replay)

@@ -18,7 +18,7 @@ How the invariants of appending hold:
 Every other method delegates to the module that owns the work: reading to
 :mod:`~scalable.ledger.stream`, queries to :mod:`~scalable.ledger.views`, lineage to
 :mod:`~scalable.ledger.lineage`, audits to :mod:`~scalable.ledger.audit`, replay to
-:mod:`~scalable.ledger.replay`, compaction to :mod:`~scalable.ledger.compact` and syncing to
+:mod:`~scalable.ledger.replay`, comparisons to :mod:`~scalable.ledger.diff`, compaction to :mod:`~scalable.ledger.compact` and syncing to
 :mod:`~scalable.ledger.segments`; where the data lives is the :mod:`~scalable.ledger.location`.
 """
 
@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 
     from scalable.ledger.audit import AuditProgress, AuditReport
     from scalable.ledger.compact import CompactionResult, Progress
+    from scalable.ledger.diff import RunDiff
     from scalable.ledger.lineage import LineageGraph
     from scalable.ledger.location import Location
     from scalable.ledger.replay import ReplayResult
@@ -732,6 +733,23 @@ class Ledger:
         from scalable.ledger.lineage import trace
 
         return trace(self, node, direction=direction, depth=depth, as_of=as_of)
+
+    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None) -> RunDiff:
+        """Compare run A with run B: artifacts by location (added, removed, changed, same), tasks by name.
+
+        See :mod:`scalable.ledger.diff`.
+
+        Args:
+            run_a: the run compared from.
+            run_b: the run compared to.
+            as_of: ISO-8601 time; both runs as they were then.
+
+        Raises:
+            RunNotFoundError: a run has no events.
+        """
+        from scalable.ledger.diff import diff_runs
+
+        return diff_runs(self, run_a, run_b, as_of=as_of)
 
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
