@@ -102,6 +102,16 @@ def test_session_audit_and_replay_in_a_special_directory(project: Path, cli: Cli
     assert Path("fetched.txt").read_text() == "row 1\n"
     exists = cli("artifacts", "exists", f"{store_uri}/runs/{run_id}/part%200%20%23%2541.txt", "--root", store_uri)
     assert exists.exit_code == 0
+    from scalable.ui.download import verified_download
+
+    for row in ledger.query(
+        f"SELECT location, digest, kind FROM artifacts WHERE run_id = '{run_id}' AND op = 'put'"
+    ).to_pylist():
+        download = verified_download(ledger, row["location"], row["digest"])
+        sent = b"".join(download.chunks)
+        assert len(sent) == download.size
+        if not download.is_directory:
+            assert sent == uri_to_path(row["location"]).read_bytes()
     lineage = ledger.lineage(path_to_uri(project / names[0]), direction="up").to_openlineage()
     datasets = {
         d["name"] for e in lineage for d in e.get("inputs", []) + e.get("outputs", []) if d["namespace"] == "file"
