@@ -7,20 +7,27 @@ so ``except ValueError`` keeps working for code that does not know about scalabl
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AmbiguousNodeError",
     "ArtifactNotFoundError",
     "CacheArgumentError",
+    "CacheEntryNotFoundError",
     "CacheError",
     "CacheInputNotFoundError",
+    "CacheNotFoundError",
     "CachePayloadError",
     "CacheRemoteError",
     "CacheSignatureError",
     "CompactionConflictError",
     "ConfigError",
+    "DiskFullError",
     "EventValidationError",
     "IntegrityError",
     "InvalidKeyError",
+    "InvalidStoreURIError",
+    "KeyConflictError",
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerWriteError",
@@ -33,15 +40,21 @@ __all__ = [
     "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
+    "RestoreError",
     "RunNotFoundError",
     "ScalableError",
     "SessionError",
+    "StoreCredentialsError",
     "StoreError",
+    "StoreNotFoundError",
+    "StorePermissionError",
     "StoreUnreachableError",
     "TargetNotSupportedError",
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
+    "WorkerLostError",
+    "os_error",
 ]
 
 
@@ -141,7 +154,23 @@ class StoreError(ScalableError):
 
 
 class StoreUnreachableError(StoreError, ConnectionError):
-    """A store (a session's default storage) cannot be reached or written: missing bucket, no access."""
+    """A store cannot be reached (endpoint refused, timeout, network) or, checked before a run, written."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """The store itself is not there: a bucket that does not exist, a root directory that is missing."""
+
+
+class StorePermissionError(StoreError, PermissionError):
+    """The store refused the operation: access denied to the bucket, object, directory or file."""
+
+
+class StoreCredentialsError(StorePermissionError):
+    """No credentials were found for the store, or it rejected them (unknown key, bad secret, expired)."""
+
+
+class InvalidStoreURIError(StoreError, ValueError):
+    """A store URI its backend cannot use: an invalid bucket name, credentials that do not parse."""
 
 
 class InvalidKeyError(StoreError, ValueError):
@@ -161,13 +190,26 @@ class UnsupportedSchemeError(StoreError, ValueError):
 
 
 class UnsafeArtifactError(StoreError, ValueError):
-    """A directory holds something that cannot be stored safely (a link out, a fifo)."""
+    """Something cannot be stored or read safely: a link out of a tree or inside a store root, a fifo, a device."""
+
+
+class KeyConflictError(StoreError, FileExistsError):
+    """A put would nest an artifact inside another one, or put a file where a directory is (or the reverse)."""
 
 
 class IntegrityError(StoreError, ValueError):
     """Stored bytes no longer hash to their recorded digest."""
 
     exit_code = 1
+
+
+class RestoreError(IntegrityError):
+    """A replay restored every artifact it could; some were missing, unreadable or did not verify.
+
+    ``result`` is the replay's result (its ``failed`` list names each artifact not restored).
+    """
+
+    result: object = None
 
 
 class CacheError(ScalableError):
@@ -186,6 +228,14 @@ class CacheRemoteError(CacheError, ConnectionError):
     """The remote cache tier could not be reached for an operation that needs it (``clear --remote``)."""
 
 
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """The local cache directory does not exist: nothing was cached there."""
+
+
+class CacheEntryNotFoundError(CacheError, LookupError):
+    """No cache entry matches what was asked for (a function with no entries)."""
+
+
 class CacheArgumentError(CacheError, ValueError):
     """``@cacheable`` was given a type or argument name it cannot use, or an unhashable value."""
 
@@ -196,3 +246,38 @@ class CacheInputNotFoundError(CacheError, FileNotFoundError):
 
 class SessionError(ScalableError, RuntimeError):
     """A session was used in a state that does not allow the call."""
+
+
+class WorkerLostError(SessionError):
+    """A task never came back: the worker running it died, or its batch job ended (``scancel``, walltime)."""
+
+
+class DiskFullError(ScalableError, OSError):
+    """A write found no space left (or hit the file size limit); what was written before is intact."""
+
+
+#: What to say about the errors of a full disk, by errno.
+_FULL: dict[int, str] = {
+    errno.ENOSPC: "no space left on the device; free some space and run it again",
+    errno.EDQUOT: "the disk quota is used up; free some space or raise the quota and run it again",
+    errno.EFBIG: "the file size limit was reached (ulimit -f); raise the limit and run it again",
+}
+
+
+def os_error(exc: OSError, doing: str, default: type[ScalableError]) -> ScalableError:
+    """The one mapping of an ``OSError`` met while ``doing`` something to the error tree.
+
+    A full disk, a used-up quota and the file size limit (``ENOSPC``, ``EDQUOT``, ``EFBIG``)
+    are a :class:`DiskFullError` that says what to do; any other errno becomes ``default``
+    with the system's reason. Both keep the errno.
+
+    Args:
+        exc: the error the write met.
+        doing: what was being done, naming the path (``"cannot append to '/x/y.jsonl'"``).
+        default: the class of every other errno (the caller's own, e.g. ``LedgerError``).
+    """
+    advice = _FULL.get(exc.errno or 0)
+    error = DiskFullError(f"{doing}: {advice}") if advice else default(f"{doing}: {exc.strerror or exc}")
+    if isinstance(error, OSError):
+        error.errno = exc.errno
+    return error

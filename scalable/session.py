@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
+
+import yaml
 
 from scalable.cache.tiers import shared_cache
 from scalable.cache.tiers import using as cache_using
@@ -38,18 +39,22 @@ from scalable.errors import (
     IntegrityError,
     LedgerWriteError,
     SessionError,
-    StoreUnreachableError,
+    StoreError,
 )
 from scalable.ledger import bus
 from scalable.ledger.context import make_run_id
+from scalable.ledger.durable import replace_file
 from scalable.ledger.log import Ledger
+from scalable.ledger.runfiles import write_json, write_summary_json
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
+from scalable.providers import PROVIDERS
 from scalable.settings import Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
-from scalable.targets import Runner, TaskEnv, start_runner
-from scalable.targets.tasks import error_text, task_scope
+from scalable.targets import Deployment, Runner, TaskEnv, recorded_only, scale_plan, start_runner
+from scalable.targets.tasks import error_text, failed_event, task_scope
+from scalable.uris import is_remote, local_path, path_to_uri
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -62,30 +67,29 @@ REMOTE_SYNC_INTERVAL_S = 30.0
 # --- artifacts -----------------------------------------------------------------------------------
 
 
-def _is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
-def _local_path(location: str | os.PathLike[str]) -> Path:
-    text = os.fspath(location)
-    if text.startswith("file://"):
-        return Path(unquote(urlparse(text).path))
-    return Path(os.path.abspath(Path(text).expanduser()))
-
-
 def _input_ref(value: str | os.PathLike[str]) -> tuple[str, Path | None]:
-    """An input as recorded (digest or URI) and, when it is a local file or directory, its path."""
+    """An input as lineage records it (a digest or remote URI as given, a local one as its file
+    URI) and, when it is a local file or directory, its path."""
     text = os.fspath(value)
-    if _is_remote(text):
+    if is_remote(text):
         return text, None
     if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
         return text, None  # a digest
-    local = _local_path(text)
-    return local.as_uri(), local if local.exists() else None
+    local = local_path(text)
+    return path_to_uri(local), local if local.exists() else None
 
 
 #: What ``record_artifact`` records an artifact as: produced by the run, or used by it.
 ROLES = ("output", "input")
+
+
+def _nonempty(path: str | os.PathLike[str], what: str) -> str:
+    text = os.fspath(path)
+    if not text.strip():
+        raise ArtifactNotFoundError(
+            f"the {what} path is empty ({text!r}); give a file or directory, or '.' for the current directory"
+        )
+    return text
 
 
 def _check_runs_dir(path: Path) -> None:
@@ -193,21 +197,26 @@ class TaskSession:
             raise SessionError(
                 "record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')"
             )
-        if path is not None and location is None and _is_remote(os.fspath(path)):
+        if path is not None and location is None and is_remote(os.fspath(path)):
             location, path = os.fspath(path), None  # a URI given positionally is a location
         local: Path | None = None
         if path is not None:
-            local = _local_path(path)
+            local = local_path(_nonempty(path, "artifact"))
             if not local.exists():
                 raise ArtifactNotFoundError(
                     f"artifact {os.fspath(path)!r} does not exist ({local}); write it before recording it"
                 )
-        elif location is not None and not _is_remote(os.fspath(location)):
-            candidate = _local_path(location)
+        elif location is not None and not is_remote(os.fspath(location)):
+            candidate = local_path(_nonempty(location, "location"))
             local = candidate if candidate.exists() else None
-        where = os.fspath(location) if location is not None else (local.as_uri() if local else "")
-        if local is None and not _is_remote(where) and not where.startswith("file://"):
-            where = _local_path(where).as_uri()
+        # A remote location is recorded as given; a local one as the file URI of its path.
+        if location is None:
+            assert local is not None
+            where = path_to_uri(local)
+        elif is_remote(os.fspath(location)):
+            where = os.fspath(location)
+        else:
+            where = path_to_uri(local_path(location))
         measured_kind: str | None = None
         if local is not None:
             measured_kind, measured_size, measured_digest = measure_path(local)
@@ -280,9 +289,10 @@ class TaskSession:
             InvalidKeyError: ``key`` escapes the run's prefix (``..``, NUL...).
             StoreError: the store failed.
         """
+        source = _nonempty(local_path, "source")
         self._ready()
-        name = key if key is not None else _local_path(local_path).name
-        return self.store.put(local_path, f"runs/{self.run_id}/{name.lstrip('/')}", kind=kind)
+        name = key if key is not None else os.path.basename(os.path.abspath(os.path.expanduser(source)))
+        return self.store.put(source, f"runs/{self.run_id}/{name.lstrip('/')}", kind=kind)
 
 
 # --- the session -----------------------------------------------------------------------------------
@@ -437,6 +447,7 @@ class ScalableSession(TaskSession):
                     self._ledger.append(
                         {"event_type": "run", "op": "started", "run_id": self.run_id, "attrs": self._run_attrs()}
                     )
+                    self._write_run_files()
             except BaseException:
                 self._ledger.default_run_id = None
                 self._exit.close()
@@ -521,6 +532,10 @@ class ScalableSession(TaskSession):
                 with self._lock:
                     self._sealed = True
                     self._ledger.finish_run(self.run_id, status, attrs)
+                try:
+                    write_summary_json(self._ledger.stream_path(self.run_id), self.run_id)
+                except OSError as exc:  # derived from the sealed stream; rebuild_summaries writes it again
+                    _log.warning("session.summary_not_written", run_id=self.run_id, error=str(exc))
             if was_open:
                 self._compact()
         finally:
@@ -573,23 +588,50 @@ class ScalableSession(TaskSession):
             "pid": os.getpid(),
             "default_storage": mask_secrets(self.settings.default_storage),
             "scalable_version": __version__,
+            "target_options": {
+                k: mask_secrets(v) if isinstance(v, str) else v
+                for k, v in PROVIDERS[self.target.provider].resolve(self.target.provider_options).items()
+            },
+            "components": {
+                name: {"cpus": c.cpus, "memory": c.memory, "env": sorted(c.env)}
+                for name, c in (self.manifest.components.items() if self.manifest else ())
+            },
+            "recorded_only": recorded_only(self.target, self.manifest),
         }
+
+    def _write_run_files(self) -> None:
+        """Write the files Scalable keeps beside a run: manifest.yaml, manifest.lock, plan.json, run.json.
+
+        ``run.json`` is derived from the stream (its ``running`` form now, the sealed one at
+        close); a file that cannot be written is logged, the run goes on.
+        """
+        directory = self._ledger.stream_path(self.run_id).parent
+        try:
+            if self.manifest is not None:
+                replace_file(directory / "manifest.yaml", yaml.safe_dump(self.manifest.raw, sort_keys=True).encode())
+                replace_file(directory / "manifest.lock", (self.manifest.lock + "\n").encode())
+            write_json(directory / "plan.json", scale_plan(self.manifest, self.target))
+            self._ledger.rebuild_summaries([self.run_id])
+        except OSError as exc:
+            _log.warning("session.run_files_not_written", run_id=self.run_id, error=str(exc))
 
     def _check_storage(self) -> None:
         """Fail now, naming the URI, if the default storage cannot be reached or written.
 
         Raises:
-            StoreUnreachableError: a local directory that cannot be created or written, a
-                bucket that does not exist, or an endpoint that does not answer.
+            StoreError: the subclass of :meth:`check_reachable
+                <scalable.stores.base.BaseArtifactStore.check_reachable>` saying why: a
+                local directory that cannot be created or written, a bucket that does not
+                exist, no credentials, an endpoint that does not answer.
             UnsupportedSchemeError: no backend handles the URI's scheme.
             MissingDependencyError: the backend's package is not installed.
         """
         try:
             self.store.check_reachable()
-        except StoreUnreachableError as exc:
-            raise StoreUnreachableError(
+        except StoreError as exc:
+            raise type(exc)(
                 f"default storage {exc} (set by project.default_storage or SCALABLE_DEFAULT_STORAGE)"
-            ) from None
+            ) from exc
 
     def _append_foreign(self, lines: Mapping[str, Sequence[bytes]]) -> None:
         """Append a remote task's event lines to their runs (unless the run is sealed)."""
@@ -612,8 +654,26 @@ class ScalableSession(TaskSession):
     def _get_runner(self) -> Runner:
         with self._lock:
             if self._runner is None:
-                self._runner = start_runner(self.target, self._ledger, self._append_foreign)
+                deployment = Deployment(
+                    self.target,
+                    self._ledger,
+                    components=self.manifest.components if self.manifest else {},
+                    workers=scale_plan(self.manifest, self.target)["scale_plan"]["workers_by_tag"],
+                    deliver=self._append_foreign,
+                    lost=self._task_lost,
+                )
+                self._runner = start_runner(deployment)
             return self._runner
+
+    def _task_lost(self, env: TaskEnv, error: BaseException, duration_s: float) -> None:
+        """Record ``task/failed`` for a task that never came back from its worker (unless the run is sealed)."""
+        if not self.settings.telemetry:
+            return
+        with self._lock:
+            if self._sealed:
+                _log.warning("session.late_task_failure_dropped", run_id=self.run_id, task=env.task_name)
+                return
+            self._ledger.append(failed_event(env, error, duration_s))
 
     def _count(self, future: concurrent.futures.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:

@@ -10,7 +10,7 @@ from scalable import errors
 from tests.helpers import ROOT, run_python
 
 # Which scalable subpackages each layer may import (cli -> session -> targets, cache, stores -> ledger).
-_BASE = {"errors", "settings", "logs", "digests"}
+_BASE = {"errors", "settings", "logs", "digests", "failures", "uris"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
@@ -18,12 +18,16 @@ _LAYERS = {
     "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
     "session": {"session", "targets", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    # The explorer reads the ledger only; its downloads render as the CLI's output does.
+    "ui": {"ui", "ledger", "cli", *_BASE},
     "targets": {"targets", "manifest", "providers", "cache", "ledger", *_BASE},
     "manifest": {"manifest", "providers", *_BASE},
     "providers": {"providers"},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
     "digests": {"digests", "errors"},
+    "uris": {"uris", "errors"},
+    "failures": {"failures", "errors", "logs", "settings"},
     "errors": {"errors"},
 }
 
@@ -31,8 +35,12 @@ _LAYERS = {
 def test_every_error_derives_from_scalable_error_and_a_builtin() -> None:
     """Each public error is a ScalableError and, apart from the roots, also a builtin exception."""
     roots = {"ScalableError", "LedgerError", "StoreError", "CacheError"}
+    # Besides the classes, the module exports the one mapping of OSError errnos to them.
+    assert [name for name in errors.__all__ if not isinstance(getattr(errors, name), type)] == ["os_error"]
     for name in errors.__all__:
         cls = getattr(errors, name)
+        if name == "os_error":
+            continue
         assert issubclass(cls, errors.ScalableError), name
         if name not in roots:
             builtin_bases = [

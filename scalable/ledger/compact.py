@@ -3,18 +3,21 @@
 Layout of the compacted data (see :mod:`scalable.ledger.generations` and
 :mod:`scalable.ledger.lineage_files`)::
 
-    events/date=YYYY-MM-DD/part-<uuid>.parquet   data files (zstd, sorted by run_id, timestamp)
+    events/date=YYYY-MM-DD/part-<attempt>-<n>.parquet   data files (zstd, sorted by run_id, timestamp)
     lineage/...                                  lineage edges of the data files
     _manifest/00000000000000000007.json          one document per generation
+    _attempts/<attempt>.json                     the intent of a compaction attempt in progress
 
-One pipeline serves every :class:`~scalable.ledger.location.Location`: plan which sources
-hold bytes beyond their covered offset, stage their lines as Parquet in batches, check and
-publish the files, and commit the next generation. Where the location is
+One pipeline serves every :class:`~scalable.ledger.location.Location`: record the attempt's
+intent, plan which sources hold bytes beyond their covered offset, stage their lines as
+Parquet in batches, check and publish the files, merge small files, and commit the next
+generation; then collect what no reader can need any more
+(:func:`~scalable.ledger.generations.collect_superseded`: files superseded longer than
+``SCALABLE_SNAPSHOT_RETENTION`` ago, and the files of dead attempts). Where the location is
 :attr:`~scalable.ledger.location.Location.exclusive` (a local directory, under a lock) the
-same compaction also merges small files, applies retention, retires streams, writes the
-lineage files and removes orphans; elsewhere (object storage) it only adds files, and a
-commit lost to another machine's compaction deletes its files and starts again from the
-winner's generation.
+same compaction also applies retention, retires streams and writes the lineage files;
+elsewhere (object storage) compactions on several machines commit optimistically: one whose
+commit is lost to another deletes its files and starts again from the winner's generation.
 
 How the invariants hold:
 
@@ -47,20 +50,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import CompactionConflictError, ConfigError, LedgerError
+from scalable.errors import CompactionConflictError, ConfigError, LedgerError, RunNotFoundError, ScalableError, os_error
 from scalable.ledger import bus
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import SCHEMA_VERSION, decode_line, duckdb_columns, encode_line, normalize_timestamp, now
 from scalable.ledger.generations import (
-    EVENTS_DIR,
+    Attempt,
     DataFile,
     Generation,
     StreamState,
+    begin_attempt,
+    collect_superseded,
     commit_generation,
     publish_staged,
     read_generation,
+    snapshots,
 )
-from scalable.ledger.lineage_files import LINEAGE_DIR, next_lineage
+from scalable.ledger.lineage_files import next_lineage
 from scalable.ledger.location import Location, Source
 from scalable.ledger.retention import retire_events, retire_streams
 from scalable.ledger.segments import sync_streams
@@ -69,6 +75,7 @@ from scalable.ledger.sql import (
     ROW_GROUP_SIZE,
     file_list,
     jsonl_select,
+    os_error_of,
     parquet_copy_options,
     parquet_select,
     quote,
@@ -111,6 +118,8 @@ class CompactionResult:
     tombstones: int
     events_total: int
     files_total: int
+    #: Whether a new generation was committed (``False``: nothing to do).
+    committed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a plain mapping (for rendering)."""
@@ -177,6 +186,7 @@ def compact(
         ConfigError: retention or stream retirement was asked where compaction holds no lock.
         EventValidationError: ``retire_before`` is not an ISO-8601 time.
         LedgerError: the newest generation is not valid.
+        RunNotFoundError: a run of ``run_ids`` has neither a stream nor compacted events.
     """
     location = ledger.location
     if not location.exclusive and (not keep_jsonl or retire_before):
@@ -189,16 +199,42 @@ def compact(
     if location.outbox is not None:
         sync_streams(location)
     wanted = set(run_ids) if run_ids is not None else None
-    with location.lock():
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return _compact_once(location, ledger, wanted, keep_jsonl, cutoff, progress)
-            except _LostRace:
-                _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
+    if wanted:
+        _check_known(location, wanted)
+    import duckdb
+
+    try:
+        with location.lock():
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    return _compact_once(location, ledger, wanted, keep_jsonl, cutoff, progress)
+                except _LostRace:
+                    _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
+    except ScalableError:
+        raise
+    except (OSError, duckdb.Error) as exc:
+        # Staged files, published files and the attempt's intent are gone by now: the
+        # generation before stays the newest, whole.
+        found = exc if isinstance(exc, OSError) else os_error_of(exc)
+        if found is None:
+            raise
+        raise os_error(found, f"cannot compact into {location.uri!r}", LedgerError) from None
     raise CompactionConflictError(
         f"ledger {location.uri!r}: {_ATTEMPTS} compactions in a row lost the manifest commit to others; "
-        "run compact again"
+        "run scalable ledger compact again"
     )
+
+
+def _check_known(location: Location, run_ids: set[str]) -> None:
+    """Raise RunNotFoundError unless every run of ``run_ids`` has a stream here or compacted events."""
+    known = {source.run_id for source in location.live_sources()}
+    known |= {location.run_of(key) for key in read_generation(location).streams}
+    missing = sorted(run_ids - known)
+    if missing:
+        raise RunNotFoundError(
+            f"run {missing[0]!r} has no stream and no compacted events in the ledger at {location.uri!r}; "
+            "nothing to compact for it (list runs with: scalable ledger runs)"
+        )
 
 
 def _compact_once(
@@ -214,52 +250,65 @@ def _compact_once(
     # Batches honour the cutoff already committed; a new cutoff is applied by retire_events,
     # which tombstones what it removes.
     retired_before = max(filter(None, (base.retired_before, cutoff)), default=None)
-    with location.staging() as tmp:
-        con = sql_connect(spill_dir=tmp / "spill", filesystem=location.filesystem)
-        try:
-            new_files, written = _compact_batches(location, tmp, _batches(pending), base, progress)
-            finished = _finished_runs(con, location, new_files)
-            for item in pending:
-                for source, cut in item.sources:
-                    old = streams.get(source.key, StreamState(0))
-                    streams[source.key] = StreamState(cut, old.finished or item.run_id in finished, False)
-            files = [*base.files, *new_files]
-            merged = tombstones = events_retired = 0
-            if location.exclusive:
-                files, merged = _merge_small_files(con, location, tmp, files)
+    attempt = begin_attempt(location)
+    published = False  # whether a generation names the attempt's files
+    try:
+        with location.staging() as tmp:
+            con = sql_connect(spill_dir=tmp / "spill", filesystem=location.filesystem)
+            try:
+                new_files, written = _compact_batches(location, attempt, tmp, _batches(pending), base, progress)
+                finished = _finished_runs(con, location, new_files)
+                for item in pending:
+                    for source, cut in item.sources:
+                        old = streams.get(source.key, StreamState(0))
+                        streams[source.key] = StreamState(cut, old.finished or item.run_id in finished, False)
+                files, merged = _merge_small_files(con, location, attempt, tmp, [*base.files, *new_files])
+                tombstones = events_retired = 0
                 if cutoff is not None:
-                    tombstones, events_retired, files = retire_events(con, location, tmp, ledger, files, cutoff)
-            live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
-            lineage = (
-                next_lineage(con, location, tmp, base.lineage, live, full=wanted is None)
-                if location.exclusive
-                else None
-            )
-            generation = Generation(
-                version=base.version + 1,
-                files=live,
-                streams=streams,
-                retired_before=retired_before,
-                created=now(),
-                lineage=lineage if live else None,
-            )
-            if (
-                generation.files == base.files
-                and generation.streams == base.streams
-                and generation.retired_before == base.retired_before
-                and generation.lineage == base.lineage
-            ):
-                generation = base  # nothing changed: no new generation
-            else:
-                _commit(location, generation, new_files)
-                _log.info("ledger.compacted", version=generation.version, events=written, files=len(new_files))
-            retired: tuple[str, ...] = ()
-            if not keep_jsonl:
-                retired = retire_streams(con, location, generation, wanted)
-            if location.exclusive:
-                _remove_orphans(location, generation, base)
-        finally:
-            con.close()
+                    tombstones, events_retired, files = retire_events(
+                        con, location, attempt, tmp, ledger, files, cutoff
+                    )
+                live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
+                lineage = (
+                    next_lineage(con, location, attempt, tmp, base.lineage, live, full=wanted is None)
+                    if location.exclusive
+                    else None
+                )
+                generation = Generation(
+                    version=base.version + 1,
+                    files=live,
+                    streams=streams,
+                    retired_before=retired_before,
+                    created=now(),
+                    lineage=lineage if live else None,
+                )
+                if (
+                    generation.files == base.files
+                    and generation.streams == base.streams
+                    and generation.retired_before == base.retired_before
+                    and generation.lineage == base.lineage
+                ):
+                    generation = base  # nothing changed: no new generation
+                else:
+                    _commit(location, attempt, generation)
+                    published = True
+                    _log.info("ledger.compacted", version=generation.version, events=written, files=len(new_files))
+                published = True
+                # Files the attempt merged away before its commit were never readable.
+                for rel in set(attempt.published) - generation.named_files():
+                    location.delete(rel)
+                location.delete(attempt.intent)  # committed (or nothing to commit): the files are accounted for
+                retired: tuple[str, ...] = ()
+                if not keep_jsonl:
+                    held = snapshots(location, retention_s=ledger.settings.snapshot_retention_s).readable
+                    retired = retire_streams(con, location, generation, wanted, held)
+            finally:
+                con.close()
+    except BaseException:
+        if not published:
+            attempt.abandon(location)
+        raise
+    collect_superseded(location, retention_s=ledger.settings.snapshot_retention_s)
     return CompactionResult(
         version=generation.version,
         events_written=written,
@@ -271,19 +320,28 @@ def _compact_once(
         tombstones=tombstones,
         events_total=generation.rows,
         files_total=len(generation.files),
+        committed=generation is not base,
     )
 
 
-def _commit(location: Location, generation: Generation, new_files: Sequence[DataFile]) -> None:
-    """Commit ``generation``; where compactions race (no lock), a lost race removes ``new_files``."""
+def _commit(location: Location, attempt: Attempt, generation: Generation) -> None:
+    """Commit ``generation``; where compactions race (no lock), a lost race makes the caller start again.
+
+    Raises:
+        LedgerError: the attempt outlived the retention period and a collector removed its files.
+        CompactionConflictError: someone committed this version outside the lock (local).
+    """
     crash_point("before_manifest_commit")
+    if not location.exclusive and not attempt.still_intended(location):
+        raise LedgerError(
+            f"compaction of {location.uri!r} took longer than SCALABLE_SNAPSHOT_RETENTION and its files were "
+            "collected; nothing was committed, run compact again (or raise the retention)"
+        )
     try:
         commit_generation(location, generation)
     except CompactionConflictError:
         if location.exclusive:
             raise  # someone committed outside the lock: stop rather than guess
-        for f in new_files:
-            location.delete(f.path)
         raise _LostRace from None
     crash_point("after_manifest_commit")
 
@@ -330,7 +388,12 @@ def _batches(pending: Sequence[_Pending]) -> list[list[_Pending]]:
 
 
 def _compact_batches(
-    location: Location, tmp: Path, batches: Sequence[Sequence[_Pending]], base: Generation, progress: Progress | None
+    location: Location,
+    attempt: Attempt,
+    tmp: Path,
+    batches: Sequence[Sequence[_Pending]],
+    base: Generation,
+    progress: Progress | None,
 ) -> tuple[list[DataFile], int]:
     """Compact batches on one single-threaded DuckDB connection per core, in parallel."""
     if not batches:
@@ -348,7 +411,7 @@ def _compact_batches(
     def run(batch: Sequence[_Pending]) -> tuple[list[DataFile], int]:
         con = pool.get()
         try:
-            return _compact_batch(con, location, tmp, batch, base, compacted_runs)
+            return _compact_batch(con, location, attempt, tmp, batch, base, compacted_runs)
         finally:
             pool.put(con)
 
@@ -370,6 +433,7 @@ def _compact_batches(
 def _compact_batch(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     batch: Sequence[_Pending],
     base: Generation,
@@ -404,7 +468,7 @@ def _compact_batch(
             for source, cut in p.sources
         ]
         staging, rows = _copy_batch(con, tmp, jsonl_select(paths, retired_before=retired_before), anti, careful=True)
-    return publish_staged(location, staging, rows), rows
+    return publish_staged(location, attempt, staging, rows), rows
 
 
 def _normalized_source(location: Location, source: Source, cut: int, tmp: Path) -> str:
@@ -490,7 +554,7 @@ def _finished_runs(con: duckdb.DuckDBPyConnection, location: Location, files: Se
 
 
 def _merge_small_files(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: list[DataFile]
+    con: duckdb.DuckDBPyConnection, location: Location, attempt: Attempt, tmp: Path, files: list[DataFile]
 ) -> tuple[list[DataFile], int]:
     """Merge the small files of each date partition into one sorted file."""
     by_date: dict[str, list[DataFile]] = {}
@@ -513,25 +577,10 @@ def _merge_small_files(
         rows = int(row[0]) if row else 0
         if rows != sum(f.rows for f in small):
             raise LedgerError(
-                f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run compact again"
+                f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run scalable ledger compact again"
             )
-        made = publish_staged(location, staging, rows)
+        made = publish_staged(location, attempt, staging, rows)
         gone = {f.path for f in small}
         out = [f for f in out if f.path not in gone] + made
         merged += len(small)
     return out, merged
-
-
-def _remove_orphans(location: Location, generation: Generation, base: Generation) -> None:
-    """Delete data and lineage files neither this generation nor the previous one names.
-
-    Files of the previous generation stay one generation, so a reader that opened the
-    previous generation a moment ago can still read them.
-    """
-    keep = {f.path for f in generation.files} | {f.path for f in base.files}
-    for g in (generation, base):
-        if g.lineage is not None:
-            keep |= {g.lineage.by_dst, g.lineage.by_src, g.lineage.nodes}
-    for rel in [*location.list_files(EVENTS_DIR), *location.list_files(LINEAGE_DIR)]:
-        if rel.endswith(".parquet") and rel not in keep:
-            location.delete(rel)

@@ -266,14 +266,28 @@ def _bad(name: str, value: Any, want: str) -> EventValidationError:
     return EventValidationError(f"event column {name!r} must be {want}, got {type(value).__name__} {value!r:.80}")
 
 
+def _check_text(name: str, value: str) -> str:
+    """Return ``value`` if it is text an event line can hold: no NUL, valid Unicode."""
+    if "\x00" in value:
+        raise EventValidationError(f"event column {name!r} contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EventValidationError(
+                f"event column {name!r} holds a lone surrogate {value[exc.start : exc.end]!r} at index "
+                f"{exc.start}, which no UTF-8 line can hold; give valid Unicode text (bytes decoded with "
+                "errors='surrogateescape' must be re-encoded first)"
+            ) from None
+    return value
+
+
 def _check_value(name: str, value: Any) -> Any:
     """Validate one non-null value of a user column; return its encoded form."""
     if name in _STRING_FIELDS:
         if type(value) is not str:
             raise _bad(name, value, "a string")
-        if "\x00" in value:
-            raise EventValidationError(f"event column {name!r} contains a NUL character")
-        return value
+        return _check_text(name, value)
     if name == "size_bytes":
         if type(value) is not int or not 0 <= value < 2**63:
             raise _bad(name, value, "a non-negative int")
@@ -284,6 +298,8 @@ def _check_value(name: str, value: Any) -> Any:
         items = list(value)
         if any(type(i) is not str for i in items):
             raise _bad(name, value, "a list of strings")
+        for item in items:
+            _check_text(name, item)
         return items
     if name == "attrs":
         if isinstance(value, Mapping):
@@ -328,14 +344,17 @@ def validate_event(
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op.
     """
+    if type(event) is not dict and not isinstance(event, Mapping):
+        raise EventValidationError(
+            f"an event is a mapping of column names to values, not a {type(event).__name__}; "
+            "append one mapping at a time (several at once with append_many)"
+        )
     out: dict[str, Any] = {}
     for name, value in event.items():
         if value is None:
             continue
         if type(value) is str and name in _STRING_FIELDS:
-            if "\x00" in value:
-                raise EventValidationError(f"event column {name!r} contains a NUL character")
-            out[name] = value
+            out[name] = value if value.isascii() and "\x00" not in value else _check_text(name, value)
         elif name in _USER_SET:
             out[name] = _check_value(name, value)
         elif name in LEDGER_FIELDS:

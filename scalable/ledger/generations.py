@@ -11,39 +11,61 @@ On disk a generation is the JSON document ``_manifest/<version, 20 digits>.json`
 ``scalable-ledger-manifest``, version 1) under the compacted data of its
 :class:`~scalable.ledger.location.Location`. Committing one is the single atomic step of a
 compaction: the document is created only if its name is free.
+
+Snapshots, as table formats keep them: a reader holds the generation it read for as long as
+it reads, so the files a newer generation no longer names stay for a retention period
+(``SCALABLE_SNAPSHOT_RETENTION``) after that newer generation was committed, and only then
+are collected (:func:`collect_superseded`). Each compaction attempt first records an intent
+(``_attempts/<id>.json``) and publishes its files under names that carry its id, so the files
+of an attempt that never committed (killed, or beaten by another machine) are accounted for
+and collected too. A file that no generation and no intent names is never deleted.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from scalable.errors import CompactionConflictError, LedgerError
 from scalable.ledger.crash import crash_point
+from scalable.ledger.events import now
 
 if TYPE_CHECKING:
     from scalable.ledger.location import Location
 
 __all__ = [
+    "ATTEMPTS_DIR",
     "EVENTS_DIR",
     "GENERATIONS_DIR",
+    "Attempt",
+    "Collected",
     "DataFile",
     "Generation",
     "LineageFiles",
+    "Snapshots",
     "StreamState",
+    "begin_attempt",
+    "collect_superseded",
     "commit_generation",
     "publish_staged",
     "read_generation",
+    "snapshots",
 ]
 
 #: Directory of the compacted event files, relative to the compacted data.
 EVENTS_DIR: Final = "events"
 #: Directory of the generation documents, relative to the compacted data.
 GENERATIONS_DIR: Final = "_manifest"
+#: Directory of the intents of compaction attempts, relative to the compacted data.
+ATTEMPTS_DIR: Final = "_attempts"
+#: Directories whose files generations and attempts name.
+_DATA_DIRS: Final = (EVENTS_DIR, "lineage")
 _FORMAT: Final = "scalable-ledger-manifest"
 
 
@@ -141,7 +163,7 @@ class Generation:
         except (ValueError, KeyError, TypeError) as exc:
             raise LedgerError(
                 f"ledger manifest {name!r} is not valid ({exc}); restore it from a backup or remove the "
-                "ledger directory and compact again from the streams"
+                "ledger directory and run scalable ledger compact again from the streams"
             ) from None
 
     @property
@@ -149,9 +171,75 @@ class Generation:
         """Number of events in the live data files."""
         return sum(f.rows for f in self.files)
 
+    def named_files(self) -> set[str]:
+        """Every file this generation names: its data files and its lineage files."""
+        named = {f.path for f in self.files}
+        if self.lineage is not None:
+            named |= {self.lineage.by_dst, self.lineage.by_src, self.lineage.nodes}
+        return named
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One compaction attempt: its id (part of the name of every file it publishes) and those files."""
+
+    id: str
+    published: list[str] = field(default_factory=list)
+
+    @property
+    def intent(self) -> str:
+        """Where the attempt's intent document is, relative to the compacted data."""
+        return f"{ATTEMPTS_DIR}/{self.id}.json"
+
+    def name(self, prefix: str) -> str:
+        """A new file name of this attempt: ``<prefix>-<attempt id>-<unique suffix>.parquet``."""
+        return f"{prefix}-{self.id}-{uuid.uuid4().hex[:8]}.parquet"
+
+    def publish(self, location: Location, staged: Path, rel: str) -> int:
+        """Publish the local file ``staged`` as ``rel`` (a name of this attempt); return its size."""
+        self.published.append(rel)
+        return location.publish(staged, rel)
+
+    def abandon(self, location: Location) -> None:
+        """Delete every file the attempt published, then its intent (it lost, or failed)."""
+        for rel in self.published:
+            location.delete(rel)
+        self.published.clear()
+        location.delete(self.intent)
+
+    def still_intended(self, location: Location) -> bool:
+        """Whether the intent is still there (a collector removes it once it has expired)."""
+        return self.intent in {f"{ATTEMPTS_DIR}/{n}" for n in location.list_names(ATTEMPTS_DIR)}
+
+
+def begin_attempt(location: Location) -> Attempt:
+    """Record the intent of a new compaction attempt (before it publishes anything)."""
+    attempt = Attempt(uuid.uuid4().hex[:16])
+    location.create(attempt.intent, json.dumps({"attempt": attempt.id, "created": now()}).encode() + b"\n")
+    return attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What :func:`collect_superseded` deleted: files, generation documents, dead attempts."""
+
+    files: int = 0
+    generations: int = 0
+    attempts: int = 0
+
 
 def _document(version: int) -> str:
     return f"{GENERATIONS_DIR}/{version:020d}.json"
+
+
+def _generation_names(location: Location) -> list[str]:
+    """Names of the generation documents, oldest first."""
+    return sorted(n for n in location.list_names(GENERATIONS_DIR) if n.endswith(".json") and n[:-5].isdigit())
+
+
+def _read(location: Location, name: str) -> Generation:
+    rel = f"{GENERATIONS_DIR}/{name}"
+    return Generation.from_json(location.read_bytes(rel), location.display(rel))
 
 
 def read_generation(location: Location) -> Generation:
@@ -160,11 +248,128 @@ def read_generation(location: Location) -> Generation:
     Raises:
         LedgerError: the newest generation document is not valid.
     """
-    names = sorted(n for n in location.list_names(GENERATIONS_DIR) if n.endswith(".json") and n[:-5].isdigit())
+    names = _generation_names(location)
+    return _read(location, names[-1]) if names else Generation()
+
+
+def _epoch(stamp: str | None) -> float:
+    """Seconds since the epoch of an ISO-8601 time (0 when unknown: as old as can be)."""
+    try:
+        return datetime.fromisoformat(str(stamp)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """The generations a reader may still hold, and those no reader can hold any more.
+
+    Attributes:
+        readable: the newest generation first, then every older one whose successor was
+            committed less than the retention period ago.
+        expired: ``(document name, generation)`` of every older one, oldest first.
+    """
+
+    readable: tuple[Generation, ...] = ()
+    expired: tuple[tuple[str, Generation], ...] = ()
+
+    def named_files(self) -> set[str]:
+        """Every file a readable generation names."""
+        return {rel for generation in self.readable for rel in generation.named_files()}
+
+
+def snapshots(location: Location, *, retention_s: float, now_s: float | None = None) -> Snapshots:
+    """Which generations a reader may still hold: the one rule of the retention period.
+
+    A reader holds the generation that was newest when it started, so a generation stays
+    readable until its successor is ``retention_s`` old (``SCALABLE_SNAPSHOT_RETENTION``);
+    the newest always is. Whatever only expired generations need (their files, a stream they
+    did not cover) may go; nothing a readable one needs may.
+
+    Raises:
+        LedgerError: a generation document is not valid.
+    """
+    cutoff = (time.time() if now_s is None else now_s) - retention_s
+    names = _generation_names(location)
     if not names:
-        return Generation()
-    rel = f"{GENERATIONS_DIR}/{names[-1]}"
-    return Generation.from_json(location.read_bytes(rel), location.display(rel))
+        return Snapshots()
+    newest = _read(location, names[-1])
+    readable = [newest]
+    expired: list[tuple[str, Generation]] = []
+    # Newest first: once one generation has expired, so has every one before it.
+    for index in range(len(names) - 2, -1, -1):
+        generation = _read(location, names[index])
+        if _epoch(readable[-1].created) <= cutoff:
+            expired = [(name, _read(location, name)) for name in names[:index]] + [(names[index], generation)]
+            break
+        readable.append(generation)
+    return Snapshots(tuple(readable), tuple(expired))
+
+
+def collect_superseded(
+    location: Location, *, retention_s: float, current: Attempt | None = None, now_s: float | None = None
+) -> Collected:
+    """Delete what no reader can still need: the one place files of the compacted data are collected.
+
+    * The files of a generation that a newer one no longer names stay while that generation
+      is readable (:func:`snapshots`); then they go, and its document with them. The newest
+      generation and everything it names always stay.
+    * An attempt that never committed (its intent is there, no generation names its files)
+      is dead once its intent is ``retention_s`` old, or at once where the compaction holds
+      the location's lock (:attr:`Location.exclusive`: no other attempt can be running).
+      Its files no generation names go, then its intent.
+    * Anything else (a file no generation and no intent names) is never deleted.
+
+    Args:
+        location: where the compacted data is.
+        retention_s: ``SCALABLE_SNAPSHOT_RETENTION`` in seconds.
+        current: the attempt of the running compaction (never collected).
+        now_s: the time to measure ages against (now when omitted).
+
+    Raises:
+        LedgerError: a generation document is not valid.
+    """
+    now_s = time.time() if now_s is None else now_s
+    cutoff = now_s - retention_s
+    found = snapshots(location, retention_s=retention_s, now_s=now_s)
+    if not found.readable:
+        return Collected()
+    newest = found.readable[0]
+    keep = found.named_files()
+    expired = found.expired
+    superseded = {rel for _name, generation in expired for rel in generation.named_files()} - keep
+    for rel in sorted(superseded):
+        location.delete(rel)
+    files = len(superseded)
+    for name, _generation in expired:
+        location.delete(f"{GENERATIONS_DIR}/{name}")  # after the files: a crash in between repeats this
+    generations = len(expired)
+    attempts = 0
+    dead: list[str] = []
+    for name in location.list_names(ATTEMPTS_DIR):
+        if not name.endswith(".json") or (current is not None and name == f"{current.id}.json"):
+            continue
+        rel = f"{ATTEMPTS_DIR}/{name}"
+        if not location.exclusive:
+            try:
+                created = json.loads(location.read_bytes(rel)).get("created")
+            except (FileNotFoundError, ValueError, AttributeError):
+                created = None  # unreadable: judged by the age of the newest generation instead
+            if _epoch(created or newest.created) > cutoff:
+                continue
+        dead.append(name[:-5])
+    if dead:
+        named = keep | {rel for _name, generation in expired for rel in generation.named_files()}
+        present = [rel for d in _DATA_DIRS for rel in location.list_files(d)]
+        for attempt_id in dead:
+            tag = f"-{attempt_id}-"
+            for rel in present:
+                if tag in rel.rsplit("/", 1)[-1] and rel not in named:
+                    location.delete(rel)
+                    files += 1
+            location.delete(f"{ATTEMPTS_DIR}/{attempt_id}.json")
+            attempts += 1
+    return Collected(files, generations, attempts)
 
 
 def commit_generation(location: Location, generation: Generation) -> None:
@@ -178,15 +383,15 @@ def commit_generation(location: Location, generation: Generation) -> None:
         location.create(rel, generation.to_json())
     except FileExistsError:
         raise CompactionConflictError(
-            f"ledger manifest {location.display(rel)!r} was committed by another compaction; run compact again"
+            f"ledger manifest {location.display(rel)!r} was committed by another compaction; run scalable ledger compact again"
         ) from None
 
 
-def publish_staged(location: Location, staging: Path, expected_rows: int) -> list[DataFile]:
+def publish_staged(location: Location, attempt: Attempt, staging: Path, expected_rows: int) -> list[DataFile]:
     """Check the Parquet files staged under ``staging`` and publish them under ``events/``.
 
     Staged files are laid out ``date=<date>/<name>.parquet``; each is published under a new
-    unique name, so no reader sees it until a generation names it.
+    unique name of ``attempt``, so no reader sees it until a generation names it.
 
     Raises:
         LedgerError: the staged files do not hold ``expected_rows`` rows (nothing is published).
@@ -202,12 +407,12 @@ def publish_staged(location: Location, staging: Path, expected_rows: int) -> lis
     if found != expected_rows:
         raise LedgerError(
             f"compaction wrote {expected_rows} events but the staged Parquet under {str(staging)!r} holds {found}; "
-            "nothing was committed, run compact again"
+            "nothing was committed, run scalable ledger compact again"
         )
     crash_point("after_parquet_write")
     made: list[DataFile] = []
     for file, date, rows in staged:
-        rel = f"{EVENTS_DIR}/date={date}/part-{uuid.uuid4().hex}.parquet"
-        made.append(DataFile(rel, rows, location.publish(file, rel), date))
+        rel = f"{EVENTS_DIR}/date={date}/{attempt.name('part')}"
+        made.append(DataFile(rel, rows, attempt.publish(location, file, rel), date))
     shutil.rmtree(staging, ignore_errors=True)
     return made

@@ -23,17 +23,16 @@ A graph renders in every lineage format of the registry (:meth:`LineageGraph.ren
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.errors import AmbiguousNodeError, ConfigError, NodeNotFoundError
 from scalable.ledger import export
 from scalable.ledger.edges import FLOW_RELATIONS, RELATIONS, nodes_sql, versions_sql
-from scalable.ledger.views import connect
+from scalable.ledger.views import read_snapshot
+from scalable.uris import local_path, path_to_uri
 
 if TYPE_CHECKING:
     import duckdb
@@ -261,11 +260,6 @@ def _chunks(values: Sequence[Any], size: int = 4096) -> list[Sequence[Any]]:
 # --- what a user names -------------------------------------------------------------------------
 
 
-def _path_uri(text: str) -> str:
-    """The ``file://`` URI a session records for a local path."""
-    return Path(os.path.abspath(Path(text).expanduser())).as_uri()
-
-
 def resolve_node(con: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
     """The node ``text`` names in the views of ``con``, and its kind (``run`` or ``artifact``).
 
@@ -316,7 +310,7 @@ def _is_run(con: duckdb.DuckDBPyConnection, text: str) -> bool:
 def _at_locations(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
     """The version at ``text`` as a URI, or as a local path (its ``file://`` URI)."""
     found: dict[str, str] = {}
-    for location in dict.fromkeys([text] if "://" in text else [text, _path_uri(text)]):
+    for location in dict.fromkeys([text] if "://" in text else [text, path_to_uri(local_path(text))]):
         row = con.execute(
             f"SELECT arg_max(digest, timestamp) FROM ({versions_sql('events')}) v WHERE location = $1", [location]
         ).fetchall()
@@ -716,12 +710,12 @@ def trace(
     if max_nodes is not None and max_nodes < 1:
         raise ConfigError(f"max_nodes {max_nodes} must be at least 1")
     chosen = _check_relations(relations)
-    con = connect(ledger, as_of=as_of)
-    try:
-        walked = None if runs_only else chosen  # the run-level graph is filtered after the walk
-        graph = lineage_graph(con, node, direction=direction, depth=depth, relations=walked, max_nodes=max_nodes)
-    finally:
-        con.close()
+    walked = None if runs_only else chosen  # the run-level graph is filtered after the walk
+
+    def walk(con: duckdb.DuckDBPyConnection) -> LineageGraph:
+        return lineage_graph(con, node, direction=direction, depth=depth, relations=walked, max_nodes=max_nodes)
+
+    graph = read_snapshot(ledger, walk, as_of=as_of)
     if runs_only:
         graph = graph.runs_only()
         if relations is not None:

@@ -2,10 +2,10 @@
 
 Layout under the compacted data (``v2`` is :data:`~scalable.ledger.edges.EDGE_LAYOUT`)::
 
-    lineage/v2-edges-by-dst-<uuid>.parquet   the edges of the data files: data flow first, then
-                                             context, each sorted by dst id
-    lineage/v2-edges-by-src-<uuid>.parquet   the same edges, each part sorted by src id
-    lineage/v2-nodes-<uuid>.parquet          node ids, texts and descriptions, sorted by id
+    lineage/v2-edges-by-dst-<attempt>-<n>.parquet   the edges of the data files: data flow
+                                                    first, then context, each sorted by dst id
+    lineage/v2-edges-by-src-<attempt>-<n>.parquet   the same edges, each part sorted by src id
+    lineage/v2-nodes-<attempt>-<n>.parquet          node ids, texts and descriptions, sorted by id
 
 Columns of the edge files: ``src_id, dst_id, src, dst, relation, flow, run_id, task_name,
 task_id, timestamp``; ``flow`` is true for data flow. Sorting data flow first lets a walk read
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 from scalable.errors import LedgerError
 from scalable.ledger.edges import EDGE_LAYOUT, edges_sql, layout_is_current, nodes_sql, versions_sql
-from scalable.ledger.generations import DataFile, LineageFiles
+from scalable.ledger.generations import Attempt, DataFile, LineageFiles
 from scalable.ledger.sql import file_list, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
 
@@ -60,6 +60,7 @@ _log = get_logger("scalable.ledger")
 def next_lineage(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     current: LineageFiles | None,
     live: Sequence[DataFile],
@@ -82,14 +83,14 @@ def next_lineage(
     if full:
         if current is not None and set(current.covers) == paths:
             return current
-        return write_lineage(con, location, tmp, live)
+        return write_lineage(con, location, attempt, tmp, live)
     if current is not None and set(current.covers) <= paths:
         return current
     return None
 
 
 def write_lineage(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: Sequence[DataFile]
+    con: duckdb.DuckDBPyConnection, location: Location, attempt: Attempt, tmp: Path, files: Sequence[DataFile]
 ) -> LineageFiles | None:
     """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
     staging = tmp / f"lineage-{uuid.uuid4().hex}"
@@ -165,19 +166,18 @@ def write_lineage(
     ).fetchone()
     if (int(row[0]) if row else 0) != edges:
         raise LedgerError(
-            f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again"
+            f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run scalable ledger compact again"
         )
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
-    tag = uuid.uuid4().hex
     names = (
-        f"{LINEAGE_DIR}/{EDGE_LAYOUT}-edges-by-dst-{tag}.parquet",
-        f"{LINEAGE_DIR}/{EDGE_LAYOUT}-edges-by-src-{tag}.parquet",
-        f"{LINEAGE_DIR}/{EDGE_LAYOUT}-nodes-{tag}.parquet",
+        f"{LINEAGE_DIR}/{attempt.name(f'{EDGE_LAYOUT}-edges-by-dst')}",
+        f"{LINEAGE_DIR}/{attempt.name(f'{EDGE_LAYOUT}-edges-by-src')}",
+        f"{LINEAGE_DIR}/{attempt.name(f'{EDGE_LAYOUT}-nodes')}",
     )
     for file, rel in zip((by_dst, by_src, nodes), names, strict=True):
-        location.publish(file, rel)
+        attempt.publish(location, file, rel)
     shutil.rmtree(staging, ignore_errors=True)
     by_dst_rel, by_src_rel, nodes_rel = names
     return LineageFiles(by_dst_rel, by_src_rel, nodes_rel, edges, tuple(sorted(f.path for f in files)))

@@ -7,14 +7,15 @@ this one interface and never ask which kind they have:
 
 * :class:`LocalLocation`: the runs directory's streams are the sources; the compacted data is
   the ledger directory. A compaction holds an exclusive lock (:attr:`Location.exclusive`),
-  so it may also rewrite and delete files: merge small files, retire events and streams,
-  write lineage files, remove orphans.
+  so it may also retire events and streams and write lineage files.
 * :class:`ObjectLocation` (``SCALABLE_RUNS_DIR_REMOTE``): the sources are the immutable
   segments every machine ships (:mod:`~scalable.ledger.segments`) under ``segments/``, the
   compacted data lives under ``ledger/``. There is no lock: compactions on several machines
-  commit optimistically with a put-if-absent write and the loser starts again, so only the
-  steps that add files run there. The local streams not shipped yet are its
-  :attr:`~Location.outbox`, which the views read as well.
+  commit optimistically with a put-if-absent write and the loser starts again, so the steps
+  that rewrite or delete streams (retention, retiring streams) do not run there. The local
+  streams not shipped yet are its :attr:`~Location.outbox`, which the views read as well.
+  Every listing asks the store itself, never fsspec's listings cache: a commit protocol
+  that decides from a stale listing retries the same version for ever.
 
 Paths a location takes and gives (``rel``) are relative to its compacted data, with ``/``
 separators; :meth:`Location.url` turns one into what DuckDB reads.
@@ -26,16 +27,19 @@ import contextlib
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
-from scalable.errors import ConfigError
+from scalable.errors import ConfigError, LedgerError, LedgerNotFoundError, ScalableError
+from scalable.failures import failure_kind, split_userinfo, storage_error
 from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
 from scalable.ledger.stream import complete_prefix, stream_files
+from scalable.uris import is_remote, local_path
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -45,12 +49,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEGMENTS_DIR",
+    "SHIPPED_COMPACTED",
     "LocalLocation",
     "Location",
     "ObjectLocation",
     "Source",
     "open_location",
     "open_object_location",
+    "shipped_compacted_runs",
 ]
 
 #: Directory of the shipped segments, under the root of an object-storage ledger.
@@ -85,8 +91,22 @@ class Location(ABC):
     uri: str
     #: Local runs directory whose streams are shipped here; ``None`` when they are the sources.
     outbox: Path | None = None
+    #: Local ledger directory whose compacted runs (streams retired) are shipped here too.
+    outbox_ledger: Path | None = None
     #: The fsspec filesystem DuckDB reads through; ``None`` for plain local paths.
     filesystem: Any = None
+
+    @abstractmethod
+    def check_exists(self, *, before_compaction: bool = False) -> None:
+        """Check that a ledger is there to read, before a reader says it holds nothing.
+
+        Args:
+            before_compaction: the compacted data may be missing (the first compaction makes it).
+
+        Raises:
+            LedgerNotFoundError: no ledger is there.
+            StoreError: a subclass saying why the place cannot be reached or read.
+        """
 
     # --- sources of events --------------------------------------------------------------------
 
@@ -124,6 +144,24 @@ class Location(ABC):
             runs = os.path.realpath(self.outbox)
             shipped = [Source(path, run_id, path, size) for run_id, path, size in stream_files(runs)]
         return [*shipped, *self.sources()]
+
+    def unshipped_compacted(self) -> tuple[list[str], list[str]]:
+        """The local Parquet files and runs of the outbox whose events are compacted locally only.
+
+        Runs compacted on this machine before a remote was configured may have no stream left
+        to ship (``--no-keep-jsonl``); until a sync ships them from Parquet, the views read
+        them here. ``([], [])`` where there is no outbox.
+        """
+        if self.outbox is None or self.outbox_ledger is None:
+            return [], []
+        from scalable.ledger.generations import read_generation
+
+        local = LocalLocation(self.outbox, self.outbox_ledger)
+        generation = read_generation(local)
+        runs = sorted(local.runs_without_stream(generation) - shipped_compacted_runs(self.outbox))
+        if not runs or not generation.files:
+            return [], []
+        return [local.url(f.path) for f in generation.files], runs
 
     # --- compacted data ----------------------------------------------------------------------
 
@@ -189,6 +227,41 @@ class LocalLocation(Location):
         # DuckDB is given real paths: its allowed directories compare them literally.
         self._runs = os.path.realpath(self.runs_dir)
         self._data = os.path.realpath(self.ledger_dir)
+
+    def check_exists(self, *, before_compaction: bool = False) -> None:
+        """Check that the runs directory (or, for readers, the ledger directory) exists, readable.
+
+        A runs directory set away from its default (by an argument, ``--runs-dir`` or
+        ``SCALABLE_RUNS_DIR``) must exist itself. The ledger directory may be missing while the
+        runs directory exists (nothing was compacted yet); with no runs directory, readers
+        need it (a ledger whose streams were retired), and one set away from its default
+        must exist.
+        """
+        from scalable.settings import load_settings
+
+        defaults = load_settings(env={})
+        runs = _readable_directory(self.runs_dir, "runs directory")
+        if not runs and self.runs_dir != defaults.runs_dir:
+            raise LedgerNotFoundError(
+                f"no ledger at {str(self.runs_dir)!r}: the runs directory (--runs-dir or SCALABLE_RUNS_DIR) "
+                "does not exist; check the path"
+            )
+        compacted = _readable_directory(self.ledger_dir, "ledger directory")
+        if runs or (compacted and not before_compaction):
+            return
+        if before_compaction:
+            missing = f"{str(self.runs_dir)!r} does not exist"
+        elif self.ledger_dir != defaults.ledger_dir:
+            raise LedgerNotFoundError(
+                f"no ledger at {str(self.ledger_dir)!r}: the ledger directory (--ledger-dir or "
+                f"SCALABLE_LEDGER_DIR) does not exist, nor does the runs directory {str(self.runs_dir)!r}; "
+                "check the paths"
+            )
+        else:
+            missing = f"neither {str(self.runs_dir)!r} nor {str(self.ledger_dir)!r} exists"
+        raise LedgerNotFoundError(
+            f"no ledger here: {missing}; run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
+        )
 
     def sources(self) -> list[Source]:
         return [Source(run_id, run_id, path, size) for run_id, path, size in stream_files(self._runs)]
@@ -274,14 +347,47 @@ class ObjectLocation(Location):
     materialize_tails = True
 
     def __init__(
-        self, fs: AbstractFileSystem, root: str, uri: str, outbox: str | os.PathLike[str] | None = None
+        self,
+        fs: AbstractFileSystem,
+        root: str,
+        uri: str,
+        outbox: str | os.PathLike[str] | None = None,
+        outbox_ledger: str | os.PathLike[str] | None = None,
     ) -> None:
         self.fs = fs
         self.filesystem = fs
         self.root = root.rstrip("/")
         self.uri = uri
         self.outbox = Path(outbox) if outbox is not None else None
+        self.outbox_ledger = Path(outbox_ledger) if outbox_ledger is not None else None
         self._data = f"{self.root}/{_DATA_DIR}"
+
+    def _failed(self, exc: Exception, path: str, action: str) -> ScalableError:
+        """The one-line error of a failed call on ``path`` (names the object, secrets masked)."""
+        return storage_error(exc, str(self.fs.unstrip_protocol(path)), action=action, what="the remote ledger")
+
+    def check_exists(self, *, before_compaction: bool = False) -> None:
+        """Check that the bucket answers and that the remote holds something, or a local outbox exists."""
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
+        bucket = self.root.split("/", 1)[0]
+        if {"s3", "s3a", "gs", "gcs"} & set(protocols):
+            try:
+                self.fs.info(bucket)
+            except Exception as exc:
+                # A HEAD of a missing bucket answers a bare 404.
+                missing = "store-missing" if failure_kind(exc) == "not-found" else None
+                raise storage_error(exc, self.uri, action="reach", what="the remote ledger", kind=missing) from exc
+        try:
+            held = bool(self.fs.ls(self.root, detail=False))
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, self.root, "list") from exc
+            held = False
+        if not held and not (self.outbox is not None and _readable_directory(self.outbox, "runs directory")):
+            raise LedgerNotFoundError(
+                f"no ledger at the remote ledger {self.uri!r} (SCALABLE_RUNS_DIR_REMOTE): nothing was synced "
+                "there and there is no local runs directory; check the URI, or run and sync a session first"
+            )
 
     def _ready(self, path: str) -> str:
         """Return ``path`` after creating its parent where the filesystem needs it (local)."""
@@ -290,14 +396,51 @@ class ObjectLocation(Location):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         return path
 
+    def _listed(self, path: str) -> str:
+        """Return ``path`` after dropping what fsspec cached about it and its parents.
+
+        Listings decide which generation is newest and which files exist; another machine
+        may have changed either a moment ago.
+        """
+        self.fs.invalidate_cache(path)
+        return path
+
+    def _written(self, path: str, write: Callable[[str], object], *, exclusive: bool = False) -> None:
+        """Run ``write(path)``; if it fails, leave no piece of ``path`` behind (a local target fills up mid-write).
+
+        Raises:
+            FileExistsError: ``exclusive`` and the object exists (it is someone else's).
+            DiskFullError: the target ran out of space (or hit the file size limit).
+            StoreError: any other failure, naming the object (a subclass saying why: credentials,
+                permissions, network, a missing bucket).
+        """
+        try:
+            write(path)
+        except FileExistsError:
+            if exclusive:
+                raise
+            self._remove_partial(path)
+            raise LedgerError(f"cannot write {self.fs.unstrip_protocol(path)!r}: it exists") from None
+        except Exception as exc:
+            self._remove_partial(path)
+            raise self._failed(exc, path, "write") from exc
+
+    def _remove_partial(self, path: str) -> None:
+        with contextlib.suppress(Exception):  # the store that failed the write may fail this too
+            self.fs.rm_file(path)
+
     def put_segment(self, run_id: str, name: str, data: bytes) -> None:
         """Write segment ``name`` of run ``run_id`` (immutable: the same name means the same bytes)."""
-        self.fs.pipe_file(self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), data)
+        self._written(
+            self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), lambda path: self.fs.pipe_file(path, data)
+        )
 
     def sources(self) -> list[Source]:
         try:
-            found = self.fs.find(f"{self.root}/{SEGMENTS_DIR}", detail=True)
-        except FileNotFoundError:
+            found = self.fs.find(self._listed(f"{self.root}/{SEGMENTS_DIR}"), detail=True)
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, f"{self.root}/{SEGMENTS_DIR}", "list") from exc
             return []
         prefix = self.root + "/"
         segments: list[Source] = []
@@ -312,7 +455,10 @@ class ObjectLocation(Location):
         return source.size  # a segment holds whole lines only
 
     def open_source(self, source: Source) -> IO[bytes]:
-        handle: IO[bytes] = self.fs.open(source.path, "rb")
+        try:
+            handle: IO[bytes] = self.fs.open(source.path, "rb")
+        except Exception as exc:
+            raise self._failed(exc, source.path, "read") from exc
         return handle
 
     def run_of(self, key: str) -> str:
@@ -334,33 +480,54 @@ class ObjectLocation(Location):
         return [str(self.fs.unstrip_protocol(self.root)).rstrip("/") + "/"]
 
     def list_names(self, rel_dir: str) -> list[str]:
+        path = f"{self._data}/{rel_dir}"
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(f"{self._data}/{rel_dir}", detail=False)]
-        except FileNotFoundError:
+            listed = self.fs.ls(self._listed(path), detail=False)
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, path, "list") from exc
             return []
 
     def list_files(self, rel_dir: str) -> list[str]:
+        path = f"{self._data}/{rel_dir}"
         try:
-            found = self.fs.find(f"{self._data}/{rel_dir}")
-        except FileNotFoundError:
+            found = self.fs.find(self._listed(path))
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, path, "list") from exc
             return []
         return [p.removeprefix(self._data + "/") for p in found]
 
     def read_bytes(self, rel: str) -> bytes:
-        data: bytes = self.fs.cat_file(f"{self._data}/{rel}")
+        path = f"{self._data}/{rel}"
+        try:
+            data: bytes = self.fs.cat_file(path)
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                raise  # callers tell a missing file from a failing store
+            raise self._failed(exc, path, "read") from exc
         return data
 
     def create(self, rel: str, data: bytes) -> None:
         # S3 conditional writes, GCS ifGenerationMatch=0, O_EXCL on a local filesystem.
-        self.fs.pipe_file(self._ready(f"{self._data}/{rel}"), data, mode="create")
+        self._written(
+            self._ready(f"{self._data}/{rel}"),
+            lambda path: self.fs.pipe_file(path, data, mode="create"),
+            exclusive=True,
+        )
 
     def publish(self, staged: Path, rel: str) -> int:
-        self.fs.put_file(str(staged), self._ready(f"{self._data}/{rel}"))
+        self._written(self._ready(f"{self._data}/{rel}"), lambda path: self.fs.put_file(str(staged), path))
         return staged.stat().st_size
 
     def delete(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(f"{self._data}/{rel}")
+        path = f"{self._data}/{rel}"
+        try:
+            self.fs.rm_file(path)
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, path, "delete") from exc
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -374,14 +541,31 @@ class ObjectLocation(Location):
             shutil.rmtree(root, ignore_errors=True)
 
 
+#: File in a runs directory naming the runs shipped from local Parquet (their streams were retired).
+SHIPPED_COMPACTED: Final = ".shipped-compacted"
+
+
+def shipped_compacted_runs(runs_dir: Path) -> set[str]:
+    """The runs of ``runs_dir`` already shipped to the remote from local Parquet."""
+    try:
+        return set((runs_dir / SHIPPED_COMPACTED).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
 def open_object_location(
-    uri: str, *, outbox: str | os.PathLike[str] | None = None, storage_options: dict[str, Any] | None = None
+    uri: str,
+    *,
+    outbox: str | os.PathLike[str] | None = None,
+    outbox_ledger: str | os.PathLike[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ObjectLocation:
     """Return the object-storage ledger at ``uri`` (an fsspec URI such as ``s3://bucket/ledger/``).
 
     Args:
         uri: the root of the ledger.
         outbox: the local runs directory whose streams are shipped there.
+        outbox_ledger: the local ledger directory whose compacted runs are shipped there too.
         storage_options: options of the fsspec filesystem.
 
     Raises:
@@ -389,14 +573,43 @@ def open_object_location(
     """
     import fsspec
 
+    clean, user, secret = split_userinfo(uri)
+    options = dict(storage_options or {})
+    if user is not None:
+        s3 = clean.lower().startswith(("s3://", "s3a://"))
+        options.setdefault("key" if s3 else "username", user)
+        if secret is not None:
+            options.setdefault("secret" if s3 else "password", secret)
     try:
-        fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        if is_remote(clean):
+            fs, root = fsspec.core.url_to_fs(clean, **options)
+        else:  # a local directory, as a path or a percent-encoded file:// URI
+            fs, root = fsspec.filesystem("file", **options), str(local_path(clean))
     except (ValueError, ImportError) as exc:
         raise ConfigError(
-            f"SCALABLE_RUNS_DIR_REMOTE {uri!r} cannot be opened ({exc}); use an fsspec URI such as "
+            f"SCALABLE_RUNS_DIR_REMOTE {clean!r} cannot be opened ({exc}); use an fsspec URI such as "
             "s3://bucket/ledger/ and install the backend: pip install 'scalable[cloud]'"
         ) from None
-    return ObjectLocation(fs, str(root), uri, outbox)
+    return ObjectLocation(fs, str(root), clean, outbox, outbox_ledger)
+
+
+def _readable_directory(path: Path, what: str) -> bool:
+    """Whether ``path`` is a directory this process can read (``False`` when it does not exist).
+
+    Raises:
+        StoreError: it is a file, or it cannot be read (a subclass saying which).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise storage_error(exc, str(path), action="open", what=f"the {what}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise storage_error(NotADirectoryError(20, "Not a directory"), str(path), action="open", what=f"the {what}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise storage_error(PermissionError(13, "Permission denied"), str(path), action="read", what=f"the {what}")
+    return True
 
 
 def open_location(settings: Settings) -> Location:
@@ -406,5 +619,7 @@ def open_location(settings: Settings) -> Location:
         ConfigError: ``SCALABLE_RUNS_DIR_REMOTE`` cannot be opened.
     """
     if settings.runs_dir_remote:
-        return open_object_location(settings.runs_dir_remote, outbox=settings.runs_dir)
+        return open_object_location(
+            settings.runs_dir_remote, outbox=settings.runs_dir, outbox_ledger=settings.ledger_dir
+        )
     return LocalLocation(settings.runs_dir, settings.ledger_dir)

@@ -18,7 +18,7 @@ How the invariants of appending hold:
 Every other method delegates to the module that owns the work: reading to
 :mod:`~scalable.ledger.stream`, queries to :mod:`~scalable.ledger.views`, lineage to
 :mod:`~scalable.ledger.lineage`, audits to :mod:`~scalable.ledger.audit`, replay to
-:mod:`~scalable.ledger.replay`, compaction to :mod:`~scalable.ledger.compact` and syncing to
+:mod:`~scalable.ledger.replay`, comparisons to :mod:`~scalable.ledger.diff`, compaction to :mod:`~scalable.ledger.compact` and syncing to
 :mod:`~scalable.ledger.segments`; where the data lives is the :mod:`~scalable.ledger.location`.
 """
 
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+from scalable.errors import EventValidationError, LedgerError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
@@ -51,6 +51,7 @@ from scalable.ledger.events import (
     new_writer_id,
     validate_event,
 )
+from scalable.ledger.runfiles import rebuild_summary, write_summary
 from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
@@ -59,10 +60,8 @@ from scalable.ledger.stream import (
     ends_torn,
     list_streams,
     read_stream,
-    rebuild_summary,
     seal_digest,
     stream_path,
-    write_summary,
 )
 from scalable.logs import get_logger
 from scalable.settings import Settings, load_settings
@@ -70,8 +69,9 @@ from scalable.settings import Settings, load_settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from scalable.ledger.audit import AuditReport
+    from scalable.ledger.audit import AuditProgress, AuditReport
     from scalable.ledger.compact import CompactionResult, Progress
+    from scalable.ledger.diff import RunDiff
     from scalable.ledger.lineage import LineageGraph
     from scalable.ledger.location import Location
     from scalable.ledger.replay import ReplayResult
@@ -161,23 +161,21 @@ class Ledger:
             runs_dir: directory of the per-run streams; ``SCALABLE_RUNS_DIR`` when omitted.
             ledger_dir: directory of compacted data; ``SCALABLE_LEDGER_DIR`` when omitted.
             settings: resolved settings to start from (``load_settings()`` when omitted).
-            must_exist: raise if an explicitly given directory does not exist (readers).
+            must_exist: check that a ledger is there to read (readers): see
+                :meth:`Location.check_exists <scalable.ledger.location.Location.check_exists>`.
 
         Raises:
-            LedgerNotFoundError: ``must_exist`` and an explicitly given directory is missing.
+            LedgerNotFoundError: ``must_exist`` and no ledger is there.
+            StoreError: ``must_exist`` and the place cannot be read or reached (a subclass
+                saying why: permissions, credentials, network, a missing bucket).
             ConfigError: a ``SCALABLE_*`` variable is invalid.
         """
         base = settings or load_settings()
         resolved = base.with_overrides(runs_dir=runs_dir, ledger_dir=ledger_dir)
         if must_exist:
-            for given, path, what in (
-                (runs_dir, resolved.runs_dir, "runs directory"),
-                (ledger_dir, resolved.ledger_dir, "ledger directory"),
-            ):
-                if given is not None and not path.is_dir():
-                    raise LedgerNotFoundError(
-                        f"{what} {str(path)!r} does not exist; check the path or run something first"
-                    )
+            from scalable.ledger.location import open_location
+
+            open_location(resolved).check_exists()
         return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
 
     @property
@@ -243,6 +241,11 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        if isinstance(events, Mapping | str | bytes) or not isinstance(events, Iterable):
+            raise EventValidationError(
+                f"append_many takes an iterable of event mappings, not a {type(events).__name__}; "
+                "append one event with append"
+            )
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
         run, task, component, task_id = (
@@ -428,7 +431,12 @@ class Ledger:
             with self._state_lock:
                 stream = self._streams.get(run_id)
                 if stream is None:
-                    stream = self._streams[run_id] = _Stream(path)
+                    try:
+                        stream = self._streams[run_id] = _Stream(path)
+                    except OSError as exc:
+                        if isinstance(exc, PermissionError):
+                            raise
+                        raise os_error(exc, f"cannot create the stream {str(path)!r}", LedgerError) from None
         return stream
 
     def _write(
@@ -503,7 +511,14 @@ class Ledger:
             _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
             payload = b"\n" + payload
             first += 1
-        write_all(fd, payload)
+        try:
+            write_all(fd, payload)
+        except OSError as exc:
+            # Nothing of this write is acknowledged: take back the part that reached the file
+            # (under the lock, so only this writer's bytes), leaving no partial line behind.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise os_error(exc, f"cannot append to the stream {str(stream.path)!r}", LedgerError) from None
         stream.end = stream.accounted = size + len(payload)
         if sync_after_write(fd, self.fsync):
             stream.dirty = True
@@ -549,7 +564,10 @@ class Ledger:
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
         finished = self._write(run_id, [clean], before_write=add_seal)
         stream = self._stream(run_id)
-        fsync_unless_never(stream.fd, self.fsync)
+        try:
+            fsync_unless_never(stream.fd, self.fsync)
+        except OSError as exc:
+            raise os_error(exc, f"cannot sync the stream {str(stream.path)!r}", LedgerError) from None
         write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
         if bus.has_subscribers(self._subscribers):
@@ -557,12 +575,12 @@ class Ledger:
         return finished[0]
 
     def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
-        """Rewrite every sealed run's ``run.json`` from its stream alone; return the files written.
+        """Rewrite every run's ``run.json`` (and a session's run's ``summary.json``) from its stream alone.
 
-        See :func:`scalable.ledger.stream.rebuild_summary`.
+        See :func:`scalable.ledger.runfiles.rebuild_summary`.
         """
         ids = run_ids if run_ids is not None else self.run_ids()
-        return [path for run_id in ids if (path := rebuild_summary(self.stream_path(run_id), run_id))]
+        return [path for run_id in ids for path in rebuild_summary(self.stream_path(run_id), run_id)]
 
     # --- durability ----------------------------------------------------------------------
 
@@ -664,7 +682,7 @@ class Ledger:
         *,
         content: bool = True,
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: AuditProgress | None = None,
     ) -> AuditReport:
         """Audit one run or the whole ledger.
 
@@ -677,7 +695,9 @@ class Ledger:
             run_id: audit only this run.
             content: re-hash stored bytes as well.
             storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-            progress: called with the number of artifacts checked, as they complete.
+            progress: called with ``(phase, done, total)`` while the streams are read, the
+                compacted runs checked and the artifacts re-hashed (see
+                :data:`~scalable.ledger.audit.AuditProgress`).
 
         Raises:
             RunNotFoundError: ``run_id`` has no events.
@@ -701,7 +721,8 @@ class Ledger:
 
         Raises:
             RunNotFoundError: the run has no events.
-            IntegrityError: a restored artifact does not match its recorded digest.
+            RestoreError: some artifacts were missing or did not match their digests; every
+                other one was restored (its ``result.failed`` names each one).
         """
         from scalable.ledger.replay import replay
 
@@ -748,6 +769,23 @@ class Ledger:
             runs_only=runs_only,
             max_nodes=max_nodes,
         )
+
+    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None) -> RunDiff:
+        """Compare run A with run B: artifacts by location (added, removed, changed, same), tasks by name.
+
+        See :mod:`scalable.ledger.diff`.
+
+        Args:
+            run_a: the run compared from.
+            run_b: the run compared to.
+            as_of: ISO-8601 time; both runs as they were then.
+
+        Raises:
+            RunNotFoundError: a run has no events.
+        """
+        from scalable.ledger.diff import diff_runs
+
+        return diff_runs(self, run_a, run_b, as_of=as_of)
 
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.

@@ -9,14 +9,23 @@ generation (:mod:`scalable.ledger.generations`) and the event lines not compacte
 together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
 :class:`~scalable.ledger.location.Location` keeps them; a line that does not decode is left
 out, never an error. The connection is then locked down (:mod:`scalable.ledger.sandbox`).
+
+Readers see a snapshot: the generation and the sources not compacted yet are taken together
+(the generation is read again after the sources are listed, and both are taken again if a
+compaction committed in between), the files of a generation stay for
+``SCALABLE_SNAPSHOT_RETENTION`` after a newer one replaced it, and a read that fails while
+the snapshot moved under it (a stream retired, say) runs once more on the newest one
+(:func:`read_snapshot`). A concurrent compaction never makes a query fail.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from scalable.errors import QueryError, RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.edges import create_lineage_views, layout_is_current
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
@@ -32,9 +41,25 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "run_query"]
+__all__ = [
+    "RUN_ARTIFACT_COLUMNS",
+    "RUN_TASK_COLUMNS",
+    "VIEW_NAMES",
+    "EventSources",
+    "connect",
+    "describe_run",
+    "event_sources",
+    "read_snapshot",
+    "run_query",
+]
 
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage", "lineage_context")
+#: Columns of the tasks and the artifacts :func:`describe_run` gives for a run.
+RUN_TASK_COLUMNS = ("task_name", "status", "started_at", "ended_at", "duration_s", "error")
+RUN_ARTIFACT_COLUMNS = ("op", "artifact_name", "kind", "size_bytes", "digest", "location")
+#: Times the generation and the sources are taken again while compactions keep committing.
+_SNAPSHOT_TRIES = 5
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +74,14 @@ class EventSources:
             when the generation has them in the current layout.
         uncovered: SELECT of the compacted events the lineage files do not cover (``None``
             when they cover all).
+        keys: the keys of every source of event lines listed (read or not).
     """
 
     parquet: str | None
     tail: str | None
     lineage: tuple[str, str, str] | None
     uncovered: str | None
+    keys: frozenset[str] = frozenset()
 
 
 def event_sources(location: Location, generation: Generation) -> EventSources:
@@ -69,7 +96,9 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
     compacted_runs = {location.run_of(key) for key in generation.streams}
     tails: list[str] = []
     overlap: set[str] = set()
+    keys: set[str] = set()
     for source in location.live_sources():
+        keys.add(source.key)
         state = generation.streams.get(source.key)
         if source.size == 0 or (state is not None and not state.retired and source.size == state.offset):
             continue
@@ -78,16 +107,24 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
             overlap.add(source.run_id)
     parquet = parquet_select(files) if files else None
     tail = None
+    local_files, local_runs = location.unshipped_compacted()
+    if local_files:
+        runs = ", ".join(quote(r) for r in local_runs)
+        local = f"SELECT * FROM ({parquet_select(local_files)}) l WHERE run_id IN ({runs})"
+        tails_sql = jsonl_select(tails, retired_before=generation.retired_before) if tails else None
+        tail = f"SELECT DISTINCT ON (event_id) * FROM ({' UNION ALL '.join(filter(None, [local, tails_sql]))}) j"
+        tails = []
+        overlap = set(local_runs) & compacted_runs | overlap
     if tails:
         tail = (
             f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=generation.retired_before)}) j"
         )
-        if files and overlap:
-            runs = ", ".join(quote(r) for r in sorted(overlap))
-            tail = (
-                f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
-                f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
-            )
+    if tail is not None and files and overlap:
+        runs = ", ".join(quote(r) for r in sorted(overlap))
+        tail = (
+            f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
+            f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
+        )
     lineage = None
     uncovered = None
     if generation.lineage is not None and files and layout_is_current(generation.lineage.by_dst):
@@ -96,7 +133,7 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
         covered = set(lin.covers)
         rest = [location.url(f.path) for f in generation.files if f.path not in covered]
         uncovered = parquet_select(rest) if rest else None
-    return EventSources(parquet, tail, lineage, uncovered)
+    return EventSources(parquet, tail, lineage, uncovered, frozenset(keys))
 
 
 def _empty_select() -> str:
@@ -148,6 +185,28 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
     }
 
 
+def _snapshot(location: Location) -> tuple[EventSources, tuple[int, frozenset[str]]]:
+    """The sources of every event as of one generation, and what identifies that snapshot.
+
+    The generation is read again after the sources are listed: if a compaction committed in
+    between (and perhaps retired a stream the older generation does not cover), both are
+    taken again.
+    """
+    generation = read_generation(location)
+    for _ in range(_SNAPSHOT_TRIES):
+        sources = event_sources(location, generation)
+        newest = read_generation(location)
+        if newest.version == generation.version:
+            break
+        generation = newest
+    return sources, (generation.version, sources.keys)
+
+
+def _snapshot_id(location: Location) -> tuple[int, frozenset[str]]:
+    """The newest generation's version and the keys of every source of event lines now."""
+    return read_generation(location).version, frozenset(source.key for source in location.live_sources())
+
+
 def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the ledger's views, locked down.
 
@@ -159,13 +218,28 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         EventValidationError: ``as_of`` is not an ISO-8601 time.
         ConfigError: the ledger's remote location cannot be opened.
     """
+    return _connect(ledger, as_of)[0]
+
+
+def _connect(ledger: Ledger, as_of: str | None) -> tuple[duckdb.DuckDBPyConnection, tuple[int, frozenset[str]]]:
     bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     location = ledger.location
+    sources, snapshot = _snapshot(location)
     con = sql_connect(filesystem=location.filesystem)
+    try:
+        _define_views(con, ledger, location, sources, cutoff)
+    except BaseException:
+        con.close()
+        raise
+    return con, snapshot
+
+
+def _define_views(
+    con: duckdb.DuckDBPyConnection, ledger: Ledger, location: Location, sources: EventSources, cutoff: str | None
+) -> None:
     # Every view binds the same Parquet footers; read each once per connection.
     con.execute("SET parquet_metadata_cache=true")
-    sources = event_sources(location, read_generation(location))
     if sources.tail and location.materialize_tails:
         # Tails on object storage are read once per connection rather than at every view
         # binding and query: each read costs a round trip per object.
@@ -189,7 +263,39 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         create_lineage_views(con)
     own = [os.path.realpath(d).rstrip("/") + "/" for d in (ledger.runs_dir, ledger.ledger_dir)]
     lock(con, dict.fromkeys([*own, *location.read_prefixes()]))
-    return con
+
+
+def read_snapshot(ledger: Ledger, read: Callable[[duckdb.DuckDBPyConnection], _T], *, as_of: str | None = None) -> _T:
+    """Call ``read`` with a connection to the ledger's views (see :func:`connect`) and return its result.
+
+    If building the views or ``read`` fails while a compaction moved the snapshot on (a newer
+    generation, a stream retired), it runs once more on the newest snapshot: a file that
+    vanished under a reader is never the reader's error. A failure on an unchanged snapshot
+    is raised as it is.
+
+    Raises:
+        EventValidationError: ``as_of`` is not an ISO-8601 time.
+        ConfigError: the ledger's remote location cannot be opened.
+    """
+    import duckdb
+
+    try:
+        con, snapshot = _connect(ledger, as_of)
+    except duckdb.Error:
+        pass  # defining the views reads no user SQL: a file vanished while they were defined
+    else:
+        try:
+            return read(con)
+        except (duckdb.Error, QueryError):
+            if _snapshot_id(ledger.location) == snapshot:
+                raise
+        finally:
+            con.close()
+    con, _snapshot = _connect(ledger, as_of)
+    try:
+        return read(con)
+    finally:
+        con.close()
 
 
 def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table:
@@ -199,8 +305,33 @@ def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table
         ReadOnlyQueryError: the statement is not SELECT-like.
         QueryError: the SQL does not parse, bind or run.
     """
-    con = connect(ledger, as_of=as_of)
-    try:
-        return run_read_only(con, sql)
-    finally:
-        con.close()
+    return read_snapshot(ledger, lambda con: run_read_only(con, sql), as_of=as_of)
+
+
+def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
+    """Return one run as plain data: ``{"run": {...}, "tasks": [...], "artifacts": [...]}``.
+
+    ``run`` is the run's row of the ``runs`` view; ``tasks`` its task executions in start
+    order (name, status, start, end, duration, error); ``artifacts`` its artifact events in
+    time order (op, name, kind, size, full digest, location). Read from one snapshot.
+
+    Raises:
+        RunNotFoundError: the ledger holds no event of ``run_id``.
+    """
+
+    def read(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        runs = con.execute("SELECT * FROM runs WHERE run_id = $1", [run_id])
+        run_columns = [d[0] for d in runs.description or []]
+        found = runs.fetchall()
+        if not found:
+            raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
+        parts: dict[str, Any] = {"run": dict(zip(run_columns, found[0], strict=True))}
+        for name, columns, order in (
+            ("tasks", RUN_TASK_COLUMNS, "started_at"),
+            ("artifacts", RUN_ARTIFACT_COLUMNS, "timestamp, event_id"),
+        ):
+            sql = f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = $1 ORDER BY {order}"
+            parts[name] = [dict(zip(columns, row, strict=True)) for row in con.execute(sql, [run_id]).fetchall()]
+        return parts
+
+    return read_snapshot(ledger, read)

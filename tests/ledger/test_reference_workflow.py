@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +109,8 @@ def workflow(isolated: Path) -> dict[str, str]:
                            ("model", "model.json"), ("plots", "plots"), ("report", "report.txt")):  # fmt: skip
             v[f"{name}.v{run}"] = measure_path(isolated / path).digest
         model = json.loads((isolated / "model.json").read_text())
-        v[f"fit.v{run}"] = hashlib.sha256(pickle.dumps(model, protocol=5)).hexdigest()
+        # The cached value as the cache stores it: compact JSON, the digest of those bytes.
+        v[f"fit.v{run}"] = hashlib.sha256(json.dumps(model, separators=(",", ":")).encode()).hexdigest()
     assert len(FITS) == 2  # run 2 was served from the cache
     assert len({v[k] for k in v if not k.startswith("run")}) == 15  # 14 versions of runs 1 and 3, and params
     return v
@@ -346,9 +346,10 @@ def test_replay_restores_bit_identical_and_warms_an_empty_cache_from_s3(
     output.unlink()
     monkeypatch.setenv("SCALABLE_CACHE_DIR", str(isolated / "machine-b-cache"))  # machine B: empty cache
     bus.reset_default()
-    result = cli("ledger", "replay", run_id, "--into", "restored", "--warm-cache")
+    result = cli("ledger", "replay", run_id, "--into", "restored", "--warm-cache", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert "warmed 1 cache entry" in result.stdout
+    (summary,) = json.loads(result.stdout)
+    assert (summary["restored"], summary["warmed"], summary["missing_remote"]) == (1, 1, 0)
     assert (isolated / "restored" / "runs" / run_id / "c.txt").read_bytes() == original
     COMPUTED.clear()
     with ScalableSession.from_yaml("scalable.yaml", target="local") as session:
