@@ -9,7 +9,7 @@ that line, and (with ``SCALABLE_LEDGER_KEY``) carries an HMAC over the heads. Fr
 * a removed line leaves a ``seq`` gap (or, at the end, a seal that names a missing line);
 * swapped lines of one writer put ``seq`` out of order;
 * a line appended after the seal is reported as such (retention tombstones, ``run/retired``,
-  are appended later on purpose and are not);
+  and the verdicts of reruns, ``run/verified``, are appended later on purpose and are not);
 * an editor who recomputes every chain and the seal is still caught when the seal is an HMAC.
 """
 
@@ -29,7 +29,7 @@ from scalable.digests import measure_path, sha256_stream, tree_digest
 from scalable.errors import ArtifactNotFoundError, RunNotFoundError
 from scalable.failures import failure_kind, storage_error
 from scalable.ledger import bus
-from scalable.ledger.events import GENESIS, encode_line
+from scalable.ledger.events import AFTER_SEAL_OPS, GENESIS, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
 from scalable.ledger.location import Location, ObjectLocation
 from scalable.ledger.segments import ShippedStream, machine_id, shipped_streams
@@ -193,7 +193,7 @@ def audit_stream(
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
+        late = seal is not None and not (event["op"] in AFTER_SEAL_OPS and event["event_type"] == "run")
         if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
             _line_problems(run_id, at(number), event, seen_ids, want_seq, want_prev, seal_line, late, problems)
         seen_ids.setdefault(event_id, number)
@@ -303,7 +303,9 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 )
         for writer, chain in by_writer.items():
             limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
-            late = [r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")]
+            late = [
+                r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] in AFTER_SEAL_OPS)
+            ]
             if late:
                 problems.append(
                     Problem(

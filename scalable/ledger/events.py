@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "AFTER_SEAL_OPS",
     "COLUMNS",
     "EVENT_OPS",
     "GENESIS",
@@ -57,10 +58,13 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+#: Run events the ledger adds to a run after its seal: a tombstone of retired events, and the
+#: verdict of a verified rerun. ``audit`` accepts them there.
+AFTER_SEAL_OPS: Final = frozenset({"retired", "verified"})
 GENESIS: Final = "0" * 64
 
 EVENT_OPS: Final[dict[str, frozenset[str]]] = {
-    "run": frozenset({"started", "finished", "retired"}),
+    "run": frozenset({"started", "finished", "retired", "verified"}),
     "task": frozenset({"started", "finished", "failed"}),
     "artifact": frozenset({"put", "recorded", "used", "get", "deleted"}),
     "cache": frozenset({"write", "hit", "miss"}),

@@ -770,22 +770,26 @@ class Ledger:
             max_nodes=max_nodes,
         )
 
-    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None) -> RunDiff:
+    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None, lineage: bool = False) -> RunDiff:
         """Compare run A with run B: artifacts by location (added, removed, changed, same), tasks by name.
 
-        See :mod:`scalable.ledger.diff`.
+        With ``lineage``, the diff also holds the verdict (``RunDiff.lineage``): every version
+        matched by location, cache key and lineage position (identical, changed, missing,
+        new), the first divergences and what follows from them, and the recipes compared. See
+        :mod:`scalable.ledger.diff`.
 
         Args:
             run_a: the run compared from.
             run_b: the run compared to.
             as_of: ISO-8601 time; both runs as they were then.
+            lineage: add the verdict of lineage.
 
         Raises:
             RunNotFoundError: a run has no events.
         """
         from scalable.ledger.diff import diff_runs
 
-        return diff_runs(self, run_a, run_b, as_of=as_of)
+        return diff_runs(self, run_a, run_b, as_of=as_of, lineage=lineage)
 
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
