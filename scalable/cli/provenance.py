@@ -15,7 +15,7 @@ from scalable.errors import ConfigError, RestoreError
 from scalable.ledger.edges import RELATIONS
 from scalable.ledger.export import export_formats, lineage_formats
 from scalable.ledger.lineage import RUN_RELATIONS
-from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, describe_run
+from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, RUN_VERIFICATION_COLUMNS, describe_run
 
 if TYPE_CHECKING:
     from scalable.ledger.diff import TaskChange, Verdict
@@ -59,7 +59,7 @@ def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
 
 
 #: Sections of ``show`` in csv and jsonl (one row each), by the name of their part.
-_SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact"}
+_SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact", "verifications": "verification"}
 
 
 @click.command()
@@ -67,12 +67,14 @@ _SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact"}
 @format_option()
 @click.pass_context
 def show(ctx: click.Context, run_id: str, fmt: str) -> None:
-    """Show one run: its summary, tasks and artifacts.
+    """Show one run: its summary, tasks, artifacts and the verdicts of its reruns.
 
-    table: three tables (digests cut to 16 characters). json: one object with "run",
-    "tasks" and "artifacts". csv and jsonl: one row per item with a "section" column (run,
-    task or artifact) first; csv has one header, the union of the sections' columns, with
-    cells a section lacks left empty. Machine formats keep digests whole.
+    table: a table per part (digests cut to 16 characters); verifications (the verdicts of
+    ledger rerun --verify on this run as a rerun, or on its reruns) only when there are any.
+    json: one object with "run", "tasks", "artifacts" and "verifications". csv and jsonl:
+    one row per item with a "section" column (run, task, artifact or verification) first;
+    csv has one header, the union of the sections' columns, with cells a section lacks left
+    empty. Machine formats keep digests whole.
     """
     parts = describe_run(open_ledger(ctx), run_id)
     if fmt == "json":
@@ -84,13 +86,19 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
         for name, columns in (("tasks", RUN_TASK_COLUMNS), ("artifacts", RUN_ARTIFACT_COLUMNS)):
             click.echo(f"\n{name}:")
             render_rows(parts[name], columns, fmt)
+        if parts["verifications"]:
+            click.echo("\nverifications:")
+            render_rows(parts["verifications"], RUN_VERIFICATION_COLUMNS, fmt)
         return
     rows = [
         {"section": section, **row}
         for name, section in _SHOW_SECTIONS.items()
         for row in ([parts[name]] if name == "run" else parts[name])
     ]
-    union = ["section", *dict.fromkeys([*parts["run"], *RUN_TASK_COLUMNS, *RUN_ARTIFACT_COLUMNS])]
+    union = [
+        "section",
+        *dict.fromkeys([*parts["run"], *RUN_TASK_COLUMNS, *RUN_ARTIFACT_COLUMNS, *RUN_VERIFICATION_COLUMNS]),
+    ]
     render_rows(rows, union, fmt)
 
 

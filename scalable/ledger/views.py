@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_ARTIFACT_COLUMNS",
     "RUN_TASK_COLUMNS",
+    "RUN_VERIFICATION_COLUMNS",
     "VIEW_NAMES",
     "EventSources",
     "connect",
@@ -53,10 +54,22 @@ __all__ = [
     "run_query",
 ]
 
-VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage", "lineage_context")
-#: Columns of the tasks and the artifacts :func:`describe_run` gives for a run.
+VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "verifications", "lineage", "lineage_context")
+#: Columns of the tasks, the artifacts and the verdicts :func:`describe_run` gives for a run.
 RUN_TASK_COLUMNS = ("task_name", "status", "started_at", "ended_at", "duration_s", "error")
 RUN_ARTIFACT_COLUMNS = ("op", "artifact_name", "kind", "size_bytes", "digest", "location")
+RUN_VERIFICATION_COLUMNS = (
+    "verified_at",
+    "run_id",
+    "rerun_of",
+    "verdict",
+    "identical",
+    "changed",
+    "missing",
+    "new",
+    "first_divergences",
+    "cache",
+)
 #: Times the generation and the sources are taken again while compactions keep committing.
 _SNAPSHOT_TRIES = 5
 _T = TypeVar("_T")
@@ -181,6 +194,19 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
             "count(*) FILTER (WHERE event_type = 'cache' AND op = 'hit') AS cache_hits, "
             "count(*) FILTER (WHERE event_type = 'cache' AND op = 'miss') AS cache_misses "
             "FROM events GROUP BY run_id"
+        ),
+        # The verdicts of reruns (``run/verified``, appended to the rerun; see scalable.rerun).
+        "verifications": (
+            "SELECT run_id, json_extract_string(attrs, '$.of') AS rerun_of, "
+            "json_extract_string(attrs, '$.verdict') AS verdict, "
+            + "".join(
+                f"CAST(json_extract(attrs, '$.artifacts.{status}') AS BIGINT) AS {status}, "
+                for status in ("identical", "changed", "missing", "new")
+            )
+            + "from_json(json_extract(attrs, '$.first_keys'), '[\"VARCHAR\"]') AS first_divergences, "
+            "CAST(json_extract(attrs, '$.tasks_differ') AS BOOLEAN) AS tasks_differ, "
+            "json_extract_string(attrs, '$.cache') AS cache, timestamp AS verified_at, attrs "
+            "FROM events WHERE event_type = 'run' AND op = 'verified'"
         ),
     }
 
@@ -313,7 +339,9 @@ def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
 
     ``run`` is the run's row of the ``runs`` view; ``tasks`` its task executions in start
     order (name, status, start, end, duration, error); ``artifacts`` its artifact events in
-    time order (op, name, kind, size, full digest, location). Read from one snapshot.
+    time order (op, name, kind, size, full digest, location); ``verifications`` the verdicts
+    on it as a rerun, or on its reruns, in time order (see the ``verifications`` view). Read
+    from one snapshot.
 
     Raises:
         RunNotFoundError: the ledger holds no event of ``run_id``.
@@ -326,11 +354,12 @@ def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
         if not found:
             raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
         parts: dict[str, Any] = {"run": dict(zip(run_columns, found[0], strict=True))}
-        for name, columns, order in (
-            ("tasks", RUN_TASK_COLUMNS, "started_at"),
-            ("artifacts", RUN_ARTIFACT_COLUMNS, "timestamp, event_id"),
+        for name, columns, where, order in (
+            ("tasks", RUN_TASK_COLUMNS, "run_id = $1", "started_at"),
+            ("artifacts", RUN_ARTIFACT_COLUMNS, "run_id = $1", "timestamp, event_id"),
+            ("verifications", RUN_VERIFICATION_COLUMNS, "run_id = $1 OR rerun_of = $1", "verified_at, run_id"),
         ):
-            sql = f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = $1 ORDER BY {order}"
+            sql = f"SELECT {', '.join(columns)} FROM {name} WHERE {where} ORDER BY {order}"
             parts[name] = [dict(zip(columns, row, strict=True)) for row in con.execute(sql, [run_id]).fetchall()]
         return parts
 
