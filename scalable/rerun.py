@@ -307,7 +307,11 @@ def _environment(
     cache: bool,
     target: str | None,
 ) -> dict[str, str]:
-    """The command's environment: this one, the recorded variables, and the ledger, cache and target of the rerun."""
+    """The command's environment: this one, the recorded variables, and the ledger, storage, cache and target of the rerun.
+
+    The run's default storage is the one it recorded (moved into the working copy when it was
+    inside the project), so the command fetches what it fetched from where it fetched it.
+    """
     env = dict(os.environ)
     env.update({str(k): str(v) for k, v in (recipe.get("env") or {}).items()})
     settings = ledger.settings
@@ -322,6 +326,10 @@ def _environment(
     chosen = target or versions.started.get("target")
     if chosen:
         env["SCALABLE_TARGET"] = str(chosen)
+    storage = str(versions.started.get("default_storage") or "")
+    if storage and "***" not in storage:  # a URI whose credentials were masked is left to this environment
+        inside = _under_root(storage, str(recipe["root"]))
+        env["SCALABLE_DEFAULT_STORAGE"] = str(into / inside) if inside is not None else storage
     manifest = versions.started.get("manifest")
     if manifest:
         rel = _under_root(str(manifest), str(recipe["root"]))
