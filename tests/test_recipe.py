@@ -107,9 +107,10 @@ def test_code_is_stored_once_by_digest_and_restorable(isolated: Path) -> None:
     assert code_a == code_b and "lib/later.py" in code_a
     stored = [k for k in store.list_artifacts("code/")]
     assert sorted(stored) == sorted(code_key(e["digest"]) for e in code_a.values())
-    for entry in code_a.values():
+    for path, entry in code_a.items():
         assert entry["stored"] == store.uri_for(code_key(entry["digest"]))
-        assert store.get_bytes(code_key(entry["digest"]), verify_digest=entry["digest"], record=False)
+        kept = store.get_bytes(code_key(entry["digest"]), verify_digest=entry["digest"], record=False)
+        assert kept == (isolated / path).read_bytes()
     # Stored code is no artifact of any run.
     assert not Ledger.open().query("SELECT 1 FROM artifacts WHERE location LIKE '%/code/%'").num_rows
 
