@@ -14,7 +14,7 @@ from scalable.recipe import capture, code_key
 from scalable.stores import build_artifact_store
 from tests.helpers import child_env
 
-SCRIPT = '''\
+SCRIPT = """\
 import sys
 import yaml  # a distribution the run imports
 from lib import helpers  # the project's own code
@@ -31,7 +31,7 @@ if __name__ == "__main__":
         session.record_artifact(helpers.make())
         session.submit(late, session).result()
         print(session.run_id)
-'''
+"""
 
 
 def _project(root: Path) -> None:
@@ -61,9 +61,11 @@ def _run(root: Path, *args: str, **env: str) -> str:
 
 
 def _run_attrs(run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    rows = Ledger.open().query(
-        f"SELECT op, attrs FROM events WHERE run_id = '{run_id}' AND event_type = 'run' ORDER BY timestamp"
-    ).to_pylist()
+    rows = (
+        Ledger.open()
+        .query(f"SELECT op, attrs FROM events WHERE run_id = '{run_id}' AND event_type = 'run' ORDER BY timestamp")
+        .to_pylist()
+    )
     by_op = {r["op"]: json.loads(r["attrs"]) for r in rows}
     return by_op["started"], by_op["finished"]
 
@@ -86,7 +88,9 @@ def test_run_started_records_the_command_interpreter_distributions_and_code(isol
     assert code["wf.py"]["module"] == "__main__" and code["lib/helpers.py"]["module"] == "lib.helpers"
     import hashlib
 
-    assert code["lib/helpers.py"]["digest"] == hashlib.sha256((isolated / "lib" / "helpers.py").read_bytes()).hexdigest()
+    assert (
+        code["lib/helpers.py"]["digest"] == hashlib.sha256((isolated / "lib" / "helpers.py").read_bytes()).hexdigest()
+    )
     assert recipe["import_roots"] == ["."]
     assert recipe["cache_dir"] == str(isolated / ".scalable" / "cache")
     # A module first imported inside a task is added when the run finishes.

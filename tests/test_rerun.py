@@ -164,9 +164,13 @@ def rerun_json(cli: CliInvoker, *args: str) -> tuple[int, dict[str, dict[str, An
 
 def new_runs(of: str) -> list[dict[str, Any]]:
     """The runs started as reruns of ``of``, with their recipes."""
-    rows = Ledger.open().query(
-        f"SELECT run_id, attrs FROM events WHERE op = 'started' AND json_extract_string(attrs, '$.rerun_of') = '{of}'"
-    ).to_pylist()
+    rows = (
+        Ledger.open()
+        .query(
+            f"SELECT run_id, attrs FROM events WHERE op = 'started' AND json_extract_string(attrs, '$.rerun_of') = '{of}'"
+        )
+        .to_pylist()
+    )
     return [{"run_id": r["run_id"], **json.loads(r["attrs"])} for r in rows]
 
 
@@ -380,7 +384,9 @@ def test_into_takes_a_new_or_empty_directory_only(project: Path, cli: CliInvoker
     Path("empty").mkdir()
     used = cli("ledger", "rerun", run, "--into", "empty", "--verify")
     assert used.exit_code == 0, used.output
-    assert {"data.csv", "scalable.yaml", "steps.py", "wf.py", "a.txt", "c.txt"} <= {p.name for p in Path("empty").iterdir()}
+    assert {"data.csv", "scalable.yaml", "steps.py", "wf.py", "a.txt", "c.txt"} <= {
+        p.name for p in Path("empty").iterdir()
+    }
     assert str(Path("empty").resolve()) in used.stdout
 
 
