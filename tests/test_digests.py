@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from scalable.errors import ArtifactNotFoundError, CacheArgumentError, ScalableE
 from scalable.ledger import bus
 from scalable.ledger.log import Ledger
 from scalable.stores import build_artifact_store
+from scalable.ui.download import verified_download
 
 LARGE = 20 * 2**20 + 3  # crosses every read, map and upload chunk size
 
@@ -81,7 +84,9 @@ def _digests_of_every_path(tree: Path, store_uri: str, restore: Path) -> dict[st
     bus.reset_default()
     try:
         with ScalableSession(target="local") as session:
-            found["record_artifact"] = session.record_artifact(tree)["digest"]  # type: ignore[index]
+            recorded = session.record_artifact(tree)
+            assert recorded is not None
+            found["record_artifact"] = recorded["digest"]
             with session.task("read"):
                 session.record_artifact(Path("derived.txt"), inputs=[tree])
             ref = session.put(tree, "tree")
@@ -106,6 +111,11 @@ def _digests_of_every_path(tree: Path, store_uri: str, restore: Path) -> dict[st
     assert report.ok, [str(p) for p in report.problems]
     ledger.replay(run_id, into=restore / "replayed")
     found["replay"] = measure_path(restore / "replayed" / "runs" / run_id / "tree").digest
+    # The explorer's download of the recorded directory: a tar, verified against the digest as sent.
+    download = verified_download(ledger, recorded["location"], recorded["digest"])
+    with tarfile.open(fileobj=io.BytesIO(b"".join(download.chunks))) as tar:
+        sent = {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in tar if m.isfile()}  # type: ignore[union-attr]
+    found["explorer download"] = tree_digest(sent)
     return found
 
 
@@ -115,7 +125,8 @@ def test_every_path_to_a_digest_agrees_on_the_same_tree(
     shape: str, backend: str, isolated: Path, request: pytest.FixtureRequest
 ) -> None:
     """Measuring, a cache argument, a session's record and input, a store's put and get on each
-    backend, the audit and a replay give one digest: the documented tree digest of what a reader sees."""
+    backend, the audit, a replay and the explorer's download give one digest: the documented
+    tree digest of what a reader sees."""
     Path("derived.txt").write_text("d\n")
     tree = isolated / "tree"
     files = (_plain if shape == "plain" else _linked)(tree)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import tempfile
 import uuid
@@ -406,7 +405,7 @@ def truth_of(flow: Workflow, run_ids: list[str]) -> Truth:
                 else:
                     args = [run.digest(n) for n in step.args]
                     value = _value(step.salt, step.constant, [_seen(run.content[n]) for n in step.args])
-                    v = hashlib.sha256(pickle.dumps(value, protocol=5)).hexdigest()
+                    v = hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()  # as stored
                     truth.node(v)
                     for a in args:
                         run.used(a, uses)
