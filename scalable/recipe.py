@@ -28,12 +28,12 @@ arguments of cached calls); ``scalable.rerun`` gathers them from the run's event
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import platform
 import re
 import sys
 import sysconfig
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -59,6 +59,7 @@ def code_key(digest: str) -> str:
     return f"{CODE_PREFIX}/{digest}"
 
 
+@functools.cache
 def _excluded_dirs() -> tuple[str, ...]:
     """Directories whose modules belong to the interpreter or installed packages, never to the project."""
     found = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
@@ -73,11 +74,17 @@ def _inside(path: str, folder: str) -> bool:
     return path.startswith(folder)
 
 
+@functools.lru_cache(maxsize=65536)
+def _real(file: str) -> str:
+    """A module file with links resolved (once a process: a module's file does not move)."""
+    return os.path.realpath(file)
+
+
 def _module_file(module: ModuleType) -> str | None:
     file = getattr(module, "__file__", None)
     if not isinstance(file, str) or not file.endswith(".py"):
         return None
-    return os.path.realpath(file)
+    return _real(file)
 
 
 def _import_root(name: str, file: str, module: ModuleType) -> str:
@@ -111,26 +118,14 @@ def _project_code(root: str, modules: Mapping[str, ModuleType]) -> dict[str, tup
     return found
 
 
-_owners_lock = threading.Lock()
-_owners: dict[str, metadata.Distribution] | None = None
-_unowned: list[metadata.Distribution] = []
-
-
+@functools.cache
 def _top_level_owners() -> dict[str, metadata.Distribution]:
     """Top-level import names -> installed distribution, from ``top_level.txt`` (read once a process)."""
-    global _owners
-    with _owners_lock:
-        if _owners is None:
-            owners: dict[str, metadata.Distribution] = {}
-            for dist in metadata.distributions():
-                listed = dist.read_text("top_level.txt")
-                if listed is None:
-                    _unowned.append(dist)
-                    continue
-                for top in listed.split():
-                    owners.setdefault(top, dist)
-            _owners = owners
-        return _owners
+    owners: dict[str, metadata.Distribution] = {}
+    for dist in metadata.distributions():
+        for top in (dist.read_text("top_level.txt") or "").split():
+            owners.setdefault(top, dist)
+    return owners
 
 
 def imported_distributions(modules: Mapping[str, ModuleType], skip: Iterable[str] = ()) -> dict[str, str]:
@@ -149,19 +144,25 @@ def imported_distributions(modules: Mapping[str, ModuleType], skip: Iterable[str
             continue
         if getattr(module, "__file__", None) or getattr(module, "__path__", None):
             tops.add(top)
-    owners = _top_level_owners()
     found: dict[str, str] = {}
     for top in sorted(tops):
-        dist = owners.get(top)
-        if dist is None:
-            try:
-                dist = metadata.distribution(top)
-            except (metadata.PackageNotFoundError, ValueError):
-                continue
-        name = dist.metadata["Name"]
-        if name:
-            found[str(name)] = str(dist.version)
+        described = _distribution_of(top)
+        if described is not None:
+            found[described[0]] = described[1]
     return dict(sorted(found.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _distribution_of(top: str) -> tuple[str, str] | None:
+    """Name and version of the distribution a top-level import name comes from (once a process)."""
+    dist = _top_level_owners().get(top)
+    if dist is None:
+        try:
+            dist = metadata.distribution(top)
+        except (metadata.PackageNotFoundError, ValueError):
+            return None
+    name = dist.metadata["Name"]
+    return (str(name), str(dist.version)) if name else None
 
 
 def _allowed_env(env: Mapping[str, str], allow: Sequence[str]) -> dict[str, str]:

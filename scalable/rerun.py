@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -46,6 +47,7 @@ from scalable.errors import ConfigError, IntegrityError, RerunError, ScalableErr
 from scalable.failures import storage_error
 from scalable.ledger.audit import hash_location
 from scalable.ledger.diff import RunVersions, Verdict, Version, diff_runs, run_versions
+from scalable.ledger.events import format_timestamp
 from scalable.ledger.replay import restore
 from scalable.ledger.sql import quote
 from scalable.logs import get_logger, mask_secrets
@@ -346,22 +348,28 @@ def _environment(
     return env
 
 
-def _new_run(ledger: Ledger, run_id: str, into: Path) -> tuple[str | None, dict[str, Any]]:
-    """The run the command started in ``into`` as a rerun of ``run_id``, and its ``run/finished`` attributes."""
+def _new_run(ledger: Ledger, run_id: str, into: Path, since: str) -> tuple[str | None, dict[str, Any]]:
+    """The run the command started as a rerun of ``run_id``, and its ``run/finished`` attributes.
+
+    It is the first rerun of ``run_id`` whose project folder is ``into``; failing that (a script
+    that names its manifest by an absolute path keeps its project folder), the first one started
+    since ``since``.
+    """
     rows = ledger.query(
-        "SELECT run_id, attrs FROM events WHERE event_type = 'run' AND op = 'started' "
+        "SELECT run_id, timestamp, attrs FROM events WHERE event_type = 'run' AND op = 'started' "
         f"AND json_extract_string(attrs, '$.rerun_of') = {quote(run_id)} ORDER BY timestamp, run_id"
     ).to_pylist()
     here = os.path.realpath(into)
-    for row in rows:
-        root = (json.loads(row["attrs"] or "{}").get("recipe") or {}).get("root")
-        if root and os.path.realpath(root) == here:
-            new = str(row["run_id"])
-            finished = ledger.query(
-                f"SELECT attrs FROM events WHERE run_id = {quote(new)} AND event_type = 'run' AND op = 'finished'"
-            ).to_pylist()
-            return new, json.loads(finished[0]["attrs"] or "{}") if finished else {}
-    return None, {}
+    roots = {r["run_id"]: str((json.loads(r["attrs"] or "{}").get("recipe") or {}).get("root") or "") for r in rows}
+    mine = [r["run_id"] for r in rows if roots[r["run_id"]] and os.path.realpath(roots[r["run_id"]]) == here]
+    later = [r["run_id"] for r in rows if r["timestamp"] >= since]
+    found = (mine or later or [None])[0]
+    if found is None:
+        return None, {}
+    finished = ledger.query(
+        f"SELECT attrs FROM events WHERE run_id = {quote(found)} AND event_type = 'run' AND op = 'finished'"
+    ).to_pylist()
+    return str(found), json.loads(finished[0]["attrs"] or "{}") if finished else {}
 
 
 def _last_line(log: Path) -> str:
@@ -423,12 +431,13 @@ def rerun(
     log = workdir / LOG_NAME
     log.parent.mkdir(parents=True, exist_ok=True)
     _log.info("rerun.started", run_id=run_id, into=str(workdir), cache=use_cache)
+    since = format_timestamp(time.time_ns())
     with log.open("wb") as out:
         # The exit code is looked at below, with the run the command started.
         proc = subprocess.run(
             command, check=False, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
-    new_run, finished = _new_run(ledger, run_id, workdir)
+    new_run, finished = _new_run(ledger, run_id, workdir, since)
     result = RerunResult(run_id, new_run, workdir, command, proc.returncode, log, use_cache, restored)
     shown = " ".join(command[1:]) or command[0]
     if new_run is None:

@@ -423,3 +423,86 @@ def test_a_rerun_of_a_script_run_with_python_c_works_without_a_file(isolated: Pa
     code_, rows = rerun_json(cli, run, "--verify")
     assert code_ == 0 and {k: r["status"] for k, r in rows.items()} == {"{project}/out.txt": "identical"}
     shutil.rmtree(isolated / ".scalable" / "reruns")
+
+
+WORK = '''\
+"""The workflow of a package: a directory input, and a file only a cached call reads."""
+import json
+from pathlib import Path
+
+from scalable import ScalableSession, cacheable
+from scalable.cache import FileType
+
+
+@cacheable(path=FileType)
+def measure(path):
+    return {"chars": len(Path(path).read_text(encoding="utf-8"))}
+
+
+def main():
+    with ScalableSession.from_yaml("scalable.yaml") as session:
+        with session.task("tally"):
+            session.record_artifact("raw dir", role="input")
+            files = sorted(p for p in Path("raw dir").rglob("*") if p.is_file())
+            Path("tally.txt").write_text(str(sum(len(p.read_bytes()) for p in files)))
+            session.record_artifact("tally.txt")
+        with session.task("measure"):
+            Path("mesure.json").write_text(json.dumps(measure("données.csv")))
+            session.record_artifact("mesure.json")
+        print(session.run_id)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+FORMS = {
+    "script": ["wf.py"],
+    "script in a subfolder": ["scripts/run.py"],
+    "module": ["-m", "pkg.work"],
+}
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_every_way_of_starting_a_workflow_runs_again_from_a_folder_with_spaces(
+    form: str, tmp_path: Path, cli: CliInvoker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """python wf.py, python scripts/run.py and python -m pkg.work, in 'my project é': inputs restored, identical."""
+    project = tmp_path / "my project é"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "__init__.py").write_text("")
+    (project / "pkg" / "work.py").write_text(WORK)
+    (project / "wf.py").write_text("from pkg.work import main\n\nmain()\n")
+    (project / "scripts").mkdir()
+    (project / "scripts" / "run.py").write_text(
+        "import sys\nfrom pathlib import Path\n\nsys.path.insert(0, str(Path(__file__).resolve().parents[1]))\n"
+        "from pkg.work import main\n\nmain()\n"
+    )
+    (project / "scalable.yaml").write_text("version: 1\nproject: {name: forms}\n")
+    (project / "raw dir" / "sous-dossier").mkdir(parents=True)
+    (project / "raw dir" / "a.txt").write_text("alpha\n")
+    (project / "raw dir" / "sous-dossier" / "b é.txt").write_text("beta\n")
+    (project / "données.csv").write_text("x\n1\n", encoding="utf-8")
+    monkeypatch.chdir(project)
+    kept = cli("artifacts", "put", "raw dir", str(project / ".scalable" / "artifacts" / "inputs" / "raw"))
+    assert kept.exit_code == 0, kept.output
+    proc = subprocess.run(
+        [sys.executable, *FORMS[form]], cwd=project, env=child_env(), capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    run = proc.stdout.split()[-1]
+    shutil.rmtree(project / "raw dir")  # gone from the project; its stored copy remains
+    code, rows = rerun_json(cli, run, "--verify")
+    assert code == 0, rows
+    assert {r["status"] for r in rows.values()} == {"identical"}
+    by_name = {r["name"]: r for r in rows.values()}
+    assert by_name["raw dir"]["role"] == "input" and by_name["données.csv"]["role"] == "input"
+    (cached,) = [r for r in rows.values() if r["role"] == "cache"]
+    assert cached["name"].endswith(".measure()")  # pkg.work, or __main__ when run with -m
+    assert {by_name[n]["role"] for n in ("tally.txt", "mesure.json")} == {"output"}
+    (new,) = new_runs(run)
+    copy = Path(new["recipe"]["root"])
+    assert (copy / "raw dir" / "sous-dossier" / "b é.txt").read_text() == "beta\n"
+    assert (copy / "données.csv").read_text(encoding="utf-8") == "x\n1\n"
+    assert new["recipe"]["argv"][1:] == FORMS[form]
+    assert {e["path"] for e in new["recipe"]["code"]} >= {"pkg/work.py", "scalable.yaml"}

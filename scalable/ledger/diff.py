@@ -38,17 +38,18 @@ is true when an artifact row is not ``identical`` or the tasks differ.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from scalable.errors import RunNotFoundError
+from scalable.errors import ConfigError, RunNotFoundError
 from scalable.ledger.edges import FLOW_RELATIONS
 from scalable.ledger.lineage import trace
 from scalable.ledger.views import connect
-from scalable.uris import path_to_uri
+from scalable.uris import is_file_uri, path_to_uri, uri_to_path
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -497,6 +498,10 @@ SELECT run_id, event_type, op, location, artifact_name, digest, size_bytes, kind
 
 
 def _last_segment(location: str) -> str:
+    """The name a location shows: its last segment (of the path, for a ``file:`` URI)."""
+    if is_file_uri(location):
+        with contextlib.suppress(ConfigError):
+            return uri_to_path(location).name or location
     return posixpath.basename(location.rstrip("/")) or location
 
 
