@@ -21,7 +21,10 @@ from typing import Any
 import pytest
 
 from scalable import Ledger
+from scalable.errors import ConfigError
 from scalable.ledger import bus
+from scalable.rerun import rerun
+from scalable.uris import path_to_uri
 from tests.conftest import CliInvoker
 from tests.helpers import child_env
 
@@ -98,14 +101,15 @@ def main():
     parser.add_argument("--cached", action="store_true")
     parser.add_argument("--from-store", action="store_true")
     parser.add_argument("--also-read")
+    parser.add_argument("--data", default="data.csv")
     args, _rest = parser.parse_known_args()
     with ScalableSession.from_yaml("scalable.yaml") as session:
         if args.from_store:
             session.store.get("inputs/data.csv", "data.csv")
         if args.also_read:
             Path(args.also_read).read_text()  # read without recording it
-        session.submit(steps.prepare, session, "data.csv", "a.txt", task_name="prepare").result()
-        branch = session.submit(steps.count, session, "data.csv", "d.txt", task_name="count")
+        session.submit(steps.prepare, session, args.data, "a.txt", task_name="prepare").result()
+        branch = session.submit(steps.count, session, args.data, "d.txt", task_name="count")
         middle = steps.perturb_cached if args.cached else steps.perturb
         session.submit(middle, session, "a.txt", "b.txt", args.seed, task_name="perturb").result()
         session.submit(steps.summarize, session, "b.txt", "c.txt", task_name="summarize").result()
@@ -381,6 +385,17 @@ def test_into_takes_a_new_or_empty_directory_only(project: Path, cli: CliInvoker
     refused = cli("ledger", "rerun", run, "--into", "busy")
     assert refused.exit_code == 2 and "is not a new or empty directory" in refused.stderr
     assert os.listdir("busy") == ["keep.txt"] and new_runs(run) == []
+    on_a_file = cli("ledger", "rerun", run, "--into", "busy/keep.txt")
+    assert on_a_file.exit_code == 2 and "'busy/keep.txt' is a file" in on_a_file.stderr
+    with pytest.raises(ConfigError, match=r"keep\.txt' is not a new or empty directory"):
+        rerun(Ledger.open(), run, into="busy/keep.txt")
+    assert (Path("busy") / "keep.txt").read_text() == "mine"
+    blank = cli("ledger", "rerun", run, "--into", "")
+    assert blank.exit_code == 2 and "empty ('')" in blank.stderr
+    nowhere = cli("ledger", "rerun", run, "--target", "nowhere")
+    assert (
+        nowhere.exit_code == 2 and "unknown target 'nowhere'" in nowhere.stderr and "started no run" in nowhere.stderr
+    )
     Path("empty").mkdir()
     used = cli("ledger", "rerun", run, "--into", "empty", "--verify")
     assert used.exit_code == 0, used.output
@@ -506,3 +521,23 @@ def test_every_way_of_starting_a_workflow_runs_again_from_a_folder_with_spaces(
     assert (copy / "données.csv").read_text(encoding="utf-8") == "x\n1\n"
     assert new["recipe"]["argv"][1:] == FORMS[form]
     assert {e["path"] for e in new["recipe"]["code"]} >= {"pkg/work.py", "scalable.yaml"}
+
+
+def test_an_input_outside_the_project_is_read_where_it_is_and_checked_there(
+    project: Path, tmp_path: Path, cli: CliInvoker
+) -> None:
+    """data read from another folder is not copied: a rerun reads it there while it holds its bytes, else exits 2."""
+    outside = tmp_path / "shared data" / "input.csv"
+    outside.parent.mkdir()
+    outside.write_text(DATA)
+    run = run_workflow(project, "--seed", "8", "--data", str(outside))
+    code, rows = rerun_json(cli, run, "--verify")
+    assert code == 0 and {r["status"] for r in rows.values()} == {"identical"}
+    assert path_to_uri(outside) in {r["key"] for r in rows.values()}  # not under {project}
+    (new,) = new_runs(run)
+    assert not (Path(new["recipe"]["root"]) / "input.csv").exists()
+    outside.write_text("id,value\n7,70\n")
+    changed = cli("ledger", "rerun", run, "--verify")
+    assert changed.exit_code == 2
+    assert "input input.csv (sha256 " in changed.stderr
+    assert f"it was at {path_to_uri(outside)} (holds other bytes (" in changed.stderr
