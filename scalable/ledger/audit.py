@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from scalable.digests import sha256_stream, tree_digest
 from scalable.errors import RunNotFoundError
 from scalable.ledger import bus
-from scalable.ledger.events import GENESIS, encode_line
+from scalable.ledger.events import GENESIS, decode_line, encode_line
 from scalable.ledger.generations import EVENTS_DIR, read_generation
-from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
+from scalable.ledger.stream import RUN_SUMMARY, StreamReader, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
 
 if TYPE_CHECKING:
@@ -111,53 +111,149 @@ class AuditReport:
         }
 
 
-def audit_stream(path: Path, run_id: str, *, key: bytes | None = None) -> AuditReport:
-    """Check one run's stream: parsing, per-writer chains, run ids, the seal.
+@dataclass
+class Tally:
+    """What a compacted copy of a stream must hold: the number of events and a digest of their lines.
+
+    The digest is the sum of two 64-bit parts of each line's SHA-256 (a multiset digest: the
+    order of the rows does not matter, a changed, missing or extra row does), so the stream
+    and the Parquet rows are compared run by run without holding either in memory.
+    """
+
+    count: int = 0
+    high: int = 0
+    low: int = 0
+
+    def add(self, digest: bytes) -> None:
+        """Count one line by its SHA-256 ``digest`` (32 bytes)."""
+        self.count += 1
+        self.high += int.from_bytes(digest[:8], "big")
+        self.low += int.from_bytes(digest[8:16], "big")
+
+
+def audit_stream(
+    path: Path,
+    run_id: str,
+    *,
+    key: bytes | None = None,
+    covered: int | None = None,
+    retired_before: str | None = None,
+    tally: Tally | None = None,
+) -> AuditReport:
+    """Check one run's stream: parsing, per-writer chains, run ids, the seal, ``run.json``.
 
     Args:
         path: the stream file.
         run_id: the run the stream belongs to.
         key: ``SCALABLE_LEDGER_KEY``; when given, a seal without a valid HMAC is a problem.
+        covered: bytes of the stream a generation covers; with ``tally``, the lines starting
+            before it (and not retired by retention, each event once) are counted there.
+        retired_before: the retention cutoff of that generation.
+        tally: where the covered lines are counted.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    report = check_stream_bytes(
+        data,
+        run_id,
+        lambda number, _offset: f"{path}:{number}",
+        f"{path}:end",
+        key=key,
+        covered=covered,
+        retired_before=retired_before,
+        tally=tally,
+    )
+    _check_summary(run_id, path, data, report.problems)
+    return report
+
+
+def check_stream_bytes(
+    data: bytes,
+    run_id: str,
+    where: Callable[[int, int], str],
+    end: str,
+    *,
+    key: bytes | None = None,
+    covered: int | None = None,
+    retired_before: str | None = None,
+    tally: Tally | None = None,
+) -> AuditReport:
+    """Check the bytes of one run's stream (a file, or the segments of one machine put together).
+
+    Args:
+        data: the stream's bytes.
+        run_id: the run the stream belongs to.
+        where: names a line in problems, from its 1-based number and byte offset.
+        end: names the end of the stream in problems.
+        key: ``SCALABLE_LEDGER_KEY``; when given, the seal must carry a valid HMAC.
+        covered: see :func:`audit_stream`.
+        retired_before: see :func:`audit_stream`.
+        tally: see :func:`audit_stream`.
     """
     report = AuditReport(runs=1)
     problems = report.problems
-    reader = read_stream(path)
+    reader = StreamReader(Path(end))
     last: dict[str, tuple[int, str, int]] = {}  # writer -> (seq, line hash, line number)
     seen_ids: dict[str, int] = {}
     seal: dict[str, Any] | None = None
-    seal_line = 0
+    seal_at: tuple[int, int, bytes] | None = None  # line number, offset, raw line
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
     sha256 = hashlib.sha256
-    for number, raw, event in reader.lines():
+    counting = tally is not None and covered is not None
+    limit = covered or 0
+    for number, offset, raw, event in reader.lines_of(data):
         events += 1
         writer = event["writer"]
         seq = event["seq"]
-        digest = sha256(raw).hexdigest()
+        hasher = sha256(raw)
+        digest = hasher.hexdigest()
         event_id = event["event_id"]
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
         late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
-        if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
-            _line_problems(run_id, f"{path}:{number}", event, seen_ids, want_seq, want_prev, seal_line, late, problems)
+        seen = event_id in seen_ids
+        if event["run_id"] != run_id or seen or seq != want_seq or event["prev"] != want_prev or late:
+            sealed_at = seal_at[0] if seal_at else 0
+            _line_problems(run_id, where(number, offset), event, seen_ids, want_seq, want_prev, sealed_at, late, problems)
+        if counting and not seen and offset < limit and (retired_before is None or event["timestamp"] >= retired_before):
+            tally.add(hasher.digest())  # type: ignore[union-attr]  # counting implies a tally
         seen_ids.setdefault(event_id, number)
         if seal is None and event["op"] == "finished" and event["event_type"] == "run":
             attrs = json.loads(event.get("attrs") or "{}")
             seal = attrs.get("seal") or {}
-            seal_line = number
+            seal_at = (number, offset, raw)
             sealed_positions = {w: v for w, v in last.items() if w != writer}
             # The sealing writer's own chain up to its previous line is what it sealed.
             if prior is not None:
                 sealed_positions[writer] = prior
     report.events = events
     for problem in reader.problems:
-        problems.append(Problem(run_id, f"{problem.path}:{problem.line}", "malformed-line", problem.reason))
+        problems.append(Problem(run_id, where(problem.line, -1), "malformed-line", problem.reason))
     if reader.incomplete_tail and seal is not None:
-        problems.append(Problem(run_id, f"{path}:end", "truncated", "stream ends in an incomplete line after the seal"))
-    if seal is not None:
-        _check_seal(run_id, path, seal_line, seal, sealed_positions, key, problems)
-    _check_summary(run_id, path, seal is not None, problems)
+        problems.append(Problem(run_id, end, "truncated", "stream ends in an incomplete line after the seal"))
+    if seal is not None and seal_at is not None:
+        number, offset, raw = seal_at
+        here = where(number, offset)
+        _check_seal(run_id, here, seal, sealed_positions, key, problems)
+        if seal.get("version", 1) >= 2:
+            if sha256(data[:offset]).hexdigest() != seal.get("stream"):
+                problems.append(
+                    Problem(
+                        run_id,
+                        here,
+                        "seal-mismatch",
+                        "the bytes before the seal are not those sealed (a line edited, removed, inserted or moved)",
+                        expected=str(seal.get("stream"))[:12],
+                        found=sha256(data[:offset]).hexdigest()[:12],
+                    )
+                )
+            failed = seal_line_problem(raw, seal, key)
+            if failed is not None:
+                problems.append(Problem(run_id, here, failed[0], failed[1]))
     return report
 
 
@@ -190,6 +286,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
     hashes: dict[tuple[str, int], str] = {}
     seal: dict[str, Any] | None = None
     sealer: tuple[str, int] | None = None
+    seal_row: Mapping[str, Any] = {}
     for writer, chain in by_writer.items():
         gone = tombstoned.get(writer)
         want_seq, want_prev = (0, GENESIS)
@@ -225,8 +322,13 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             if row["event_type"] == "run" and row["op"] == "finished" and seal is None:
                 seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
                 sealer = (writer, row["seq"])
+                seal_row = row
     if seal is not None and sealer is not None:
         heads: dict[str, Any] = seal.get("heads") or {}
+        if seal.get("version", 1) >= 2:
+            failed = seal_line_problem(encode_line(seal_row)[:-1], seal, key)
+            if failed is not None:
+                problems.append(Problem(run_id, f"{where}: seal", failed[0], failed[1]))
         for writer, head in heads.items():
             found = hashes.get((writer, head.get("seq")))
             gone = tombstoned.get(writer)
@@ -255,7 +357,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                         f"{len(late)} event(s) of writer {writer} are not covered by the seal",
                     )
                 )
-        if key:
+        if key and seal.get("version", 1) < 2:
             expected = seal_digest(run_id, heads, key)
             if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
                 problems.append(
@@ -322,7 +424,7 @@ def _line_problems(
         )
 
 
-def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
+def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]) -> None:
     """Compare the stream with ``run.json``, written when the run was sealed."""
     summary_path = path.with_name(RUN_SUMMARY)
     try:
@@ -332,7 +434,10 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
     except ValueError:
         problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json does not parse"))
         return
-    size = path.stat().st_size
+    if not isinstance(summary, dict):
+        problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json is not a JSON object"))
+        return
+    size = len(data)
     recorded = summary.get("stream_bytes")
     if isinstance(recorded, int) and size < recorded:
         problems.append(
@@ -345,22 +450,54 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
                 found=str(size),
             )
         )
-    elif not sealed:
+        return
+    sealed = seal_line_of(data)
+    if sealed is None:
         problems.append(
             Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal")
         )
+        return
+    number, raw = sealed
+    recorded_seal = summary.get("seal_sha256")
+    found = hashlib.sha256(raw).hexdigest()
+    if isinstance(recorded_seal, str) and recorded_seal != found:
+        problems.append(
+            Problem(
+                run_id,
+                f"{path}:{number}",
+                "seal-mismatch",
+                f"the sealing line differs from the one {RUN_SUMMARY} recorded when the run was sealed",
+                expected=recorded_seal[:12],
+                found=found[:12],
+            )
+        )
+
+
+def seal_line_of(data: bytes) -> tuple[int, bytes] | None:
+    """The 1-based number and bytes of the first ``run/finished`` line of a stream's ``data`` (None if unsealed)."""
+    number = 0
+    for raw in data.split(b"\n")[:-1]:
+        number += 1
+        if b'"op":"finished"' not in raw or b'"event_type":"run"' not in raw:
+            continue
+        try:
+            event = decode_line(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if event["event_type"] == "run" and event["op"] == "finished":
+            return number, raw
+    return None
 
 
 def _check_seal(
     run_id: str,
-    path: Path,
-    seal_line: int,
+    where: str,
     seal: dict[str, Any],
     positions: dict[str, tuple[int, str, int]],
     key: bytes | None,
     problems: list[Problem],
 ) -> None:
-    where = f"{path}:{seal_line}"
+    """Check a seal's heads against the lines before it, and a version-1 seal's HMAC."""
     heads: dict[str, Any] = seal.get("heads") or {}
     for writer, head in heads.items():
         found = positions.get(writer)
@@ -383,7 +520,7 @@ def _check_seal(
         problems.append(
             Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed")
         )
-    if key:
+    if key and seal.get("version", 1) < 2:
         expected = seal_digest(run_id, heads, key)
         if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
             problems.append(

@@ -12,8 +12,9 @@ How the invariants of appending hold:
   writer died mid-line it logs the recovery and starts with a newline (see
   :mod:`scalable.ledger.stream`).
 * **Chains.** Each writer numbers its lines per stream (``seq`` from 0) and links each to the
-  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer; a
-  ledger keeps the heads of what it wrote itself and reads only what others wrote in between.
+  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer (a
+  ledger keeps the heads of what it wrote itself and reads only what others wrote in between),
+  the digest of every byte before the seal, and the sealing line itself.
 
 Every other method delegates to the module that owns the work: reading to
 :mod:`~scalable.ledger.stream`, queries to :mod:`~scalable.ledger.views`, lineage to
@@ -54,13 +55,14 @@ from scalable.ledger.events import (
 from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
-    check_run_id,
     compact_json,
     ends_torn,
     list_streams,
+    new_seal,
+    prefix_digest,
     read_stream,
     rebuild_summary,
-    seal_digest,
+    sign_seal_line,
     stream_path,
     write_summary,
 )
@@ -397,11 +399,8 @@ class Ledger:
             run = implicit = context.implicit_run_id()
         clean = validate_event(event, run_id=run, task_name=task, component=component)
         run_id = clean["run_id"]
-        if run_id == implicit:
-            if run_id not in self._implicit_started:
-                self._start_implicit_run(run_id)
-        elif run_id not in self._streams:
-            check_run_id(run_id)
+        if run_id == implicit and run_id not in self._implicit_started:
+            self._start_implicit_run(run_id)
         return clean
 
     def _stream(self, run_id: str) -> _Stream:
@@ -421,6 +420,7 @@ class Ledger:
         *,
         stamps: Sequence[tuple[str, str]] | None = None,
         before_write: Callable[[_Stream, Sequence[dict[str, Any]]], None] | None = None,
+        finalize: Callable[[bytes], bytes] | None = None,
     ) -> list[dict[str, Any]]:
         stream = self._stream(run_id)
         writer = self._writer
@@ -453,6 +453,9 @@ class Ledger:
                         "schema_version": SCHEMA_VERSION,
                     }
                     line = dumps(event, option=LINE_OPTIONS)
+                    if finalize is not None:
+                        line = finalize(line)
+                        event["attrs"] = orjson.loads(line)["attrs"]
                     prev = sha256(line).hexdigest()
                     parts.append(line)
                     written.append(event)
@@ -509,31 +512,32 @@ class Ledger:
         """Append ``run/finished`` with ``status`` and the seal of every writer's chain head.
 
         The seal is taken under the stream's lock, so it covers the lines of every writer
-        (threads, processes, remote workers) written before it. The lines this ledger wrote
-        are known already; only those others wrote in between are read.
+        (threads, processes, remote workers) written before it: their chain heads (the heads of
+        the lines this ledger wrote are known already; those others wrote in between are read),
+        the SHA-256 of every byte before it, and its own line (see :mod:`scalable.ledger.stream`).
 
         Returns:
             The ``run/finished`` event as written.
         """
         self.flush()
+        key = self.settings.ledger_key
 
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
-            stream.note_foreign(os.fstat(stream.fd).st_size)
+            size = os.fstat(stream.fd).st_size
+            stream.note_foreign(size)
             stream.read_gaps()
             heads = stream.heads.heads()
             counts = stream.heads.counts()
-            seal: dict[str, Any] = {"heads": heads}
-            mac = seal_digest(run_id, heads, self.settings.ledger_key)
-            if mac:
-                seal["hmac"] = mac
+            seal = new_seal(heads, prefix_digest(stream.fd, size), keyed=bool(key))
             info = {"status": status, "events": sum(counts.values()), "counts": counts, **(attrs or {}), "seal": seal}
             batch[0]["attrs"] = compact_json(info)
 
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
-        finished = self._write(run_id, [clean], before_write=add_seal)
+        finished = self._write(run_id, [clean], before_write=add_seal, finalize=lambda line: sign_seal_line(line, key))
         stream = self._stream(run_id)
         fsync_unless_never(stream.fd, self.fsync)
-        write_summary(stream.path, run_id, finished[0], stream.end)
+        sealed = hashlib.sha256(encode_line(finished[0])[:-1]).hexdigest()
+        write_summary(stream.path, run_id, finished[0], stream.end, sealed)
         self._implicit_started.discard(run_id)
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, finished)
