@@ -10,11 +10,13 @@ from typing import Any
 
 import click
 
-from scalable.cli.output import format_option, render_rows, render_table
+from scalable.cli.output import format_option, render_batches, render_rows
 from scalable.ledger.log import Ledger
 
 __all__ = ["COMMANDS", "ledger", "open_ledger"]
 
+#: Rows per batch a streamed query result is written in.
+_STREAM_ROWS = 4096
 _TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifact_name", "location", "digest")
 
 
@@ -54,12 +56,14 @@ def ledger(ctx: click.Context, runs_dir: str | None, ledger_dir: str | None) -> 
 def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str | None) -> None:
     """Run a read-only SQL query over the ledger's views.
 
-    Views: events, artifacts, cache, tasks, runs. Example:
+    Views: events, artifacts, cache, tasks, runs, lineage. One statement runs: a query, a
+    plain EXPLAIN of one, or a read-only PRAGMA; nothing can write. csv, json, jsonl and
+    parquet stream the result, so it may be larger than memory. Example:
 
         scalable ledger query "SELECT run_id, artifact_name, size_bytes FROM artifacts"
     """
-    table = open_ledger(ctx).query(sql, as_of=as_of)
-    render_table(table, fmt, output)
+    reader = open_ledger(ctx).query_batches(sql, as_of=as_of, batch_rows=_STREAM_ROWS)
+    render_batches(reader, fmt, output)
 
 
 @click.command()

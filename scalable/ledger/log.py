@@ -720,17 +720,36 @@ class Ledger:
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
 
+        Exactly one statement runs: a query, a plain ``EXPLAIN`` of one, or a read-only pragma
+        (see :mod:`scalable.ledger.sandbox`), on a connection that can read nothing but the
+        ledger's files and write none.
+
         Args:
             sql: SELECT-like SQL over ``events``, ``artifacts``, ``cache``, ``tasks``, ``runs``.
             as_of: ISO-8601 time; every view then shows only events at or before it.
 
         Raises:
-            ReadOnlyQueryError: the statement would write, attach, load or configure.
+            ReadOnlyQueryError: the statement would write, attach, load or configure, or
+                several statements were given.
             QueryError: the SQL does not parse or bind.
         """
         from scalable.ledger.views import run_query
 
         return run_query(self, sql, as_of=as_of)
+
+    def query_batches(self, sql: str, *, as_of: str | None = None, batch_rows: int = 65536) -> pa.RecordBatchReader:
+        """Run a read-only SQL query like :meth:`query`, and stream its result in batches of rows.
+
+        A result of any size is read a batch at a time (for writing it out, say) and is never
+        held whole in memory. Read the batches to the end, or close the reader.
+
+        Raises:
+            ReadOnlyQueryError: the statement would write, attach, load or configure.
+            QueryError: the SQL does not parse or bind (or fails while the batches are read).
+        """
+        from scalable.ledger.views import query_batches
+
+        return query_batches(self, sql, as_of=as_of, batch_rows=batch_rows)
 
     def compact(
         self,

@@ -7,21 +7,31 @@ Views: ``events`` (every event once, deduplicated on ``event_id``; no defined or
 generation (:mod:`scalable.ledger.generations`) and the event lines not compacted yet
 together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
 :class:`~scalable.ledger.location.Location` keeps them; a line that does not decode is left
-out, never an error. The connection is then locked down (:mod:`scalable.ledger.sandbox`).
+out, never an error. Every file is read through the read-only filesystems of
+:mod:`scalable.ledger.sandbox`, and the connection is then locked down.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from fsspec.implementations.local import LocalFileSystem
 
 from scalable.ledger import bus
 from scalable.ledger.edges import create_lineage_views
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
 from scalable.ledger.generations import Generation, read_generation
 from scalable.ledger.location import Location
-from scalable.ledger.sandbox import lock, run_read_only
+from scalable.ledger.sandbox import (
+    LOCAL_PROTOCOL,
+    REMOTE_PROTOCOL,
+    ReadOnlyFileSystem,
+    lock,
+    read_only_batches,
+    run_read_only,
+)
 from scalable.ledger.sql import connect as sql_connect
 from scalable.ledger.sql import jsonl_select, parquet_select, quote
 
@@ -31,7 +41,7 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "run_query"]
+__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "query_batches", "run_query"]
 
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
 
@@ -56,15 +66,23 @@ class EventSources:
     uncovered: str | None
 
 
-def event_sources(location: Location, generation: Generation) -> EventSources:
+def event_sources(
+    location: Location, generation: Generation, url: Callable[[str], str] = lambda path: path
+) -> EventSources:
     """Every event of ``location`` once: the compacted rows, and the lines Parquet lacks.
 
     Compaction keeps the live Parquet files free of duplicates, so only the lines not compacted
     yet are deduplicated, and only those of runs that also have rows in Parquet are anti-joined
     against it (a run-id filter that row-group statistics make cheap). A source whose every
     byte the generation covers is not read at all.
+
+    Args:
+        location: where the events are.
+        generation: the generation whose files are read.
+        url: turns a path or URL of the location into the one the SQL names (the read-only
+            filesystems of the query path).
     """
-    files = [location.url(f.path) for f in generation.files]
+    files = [url(location.url(f.path)) for f in generation.files]
     compacted_runs = {location.run_of(key) for key in generation.streams}
     tails: list[str] = []
     overlap: set[str] = set()
@@ -72,7 +90,7 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
         state = generation.streams.get(source.key)
         if source.size == 0 or (state is not None and not state.retired and source.size == state.offset):
             continue
-        tails.append(source.path)
+        tails.append(url(source.path))
         if source.run_id in compacted_runs:
             overlap.add(source.run_id)
     parquet = parquet_select(files) if files else None
@@ -91,9 +109,9 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
     uncovered = None
     if generation.lineage is not None and files:
         lin = generation.lineage
-        lineage = (location.url(lin.by_dst), location.url(lin.by_src), location.url(lin.nodes))
+        lineage = (url(location.url(lin.by_dst)), url(location.url(lin.by_src)), url(location.url(lin.nodes)))
         covered = set(lin.covers)
-        rest = [location.url(f.path) for f in generation.files if f.path not in covered]
+        rest = [url(location.url(f.path)) for f in generation.files if f.path not in covered]
         uncovered = parquet_select(rest) if rest else None
     return EventSources(parquet, tail, lineage, uncovered)
 
@@ -161,10 +179,26 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
     bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     location = ledger.location
-    con = sql_connect(filesystem=location.filesystem)
+    generation = read_generation(location)
+    con = sql_connect()
+    # Every file is read through a filesystem that only reads, and only under these roots.
+    roots = [ledger.runs_dir, ledger.ledger_dir, *([location.outbox] if location.outbox is not None else [])]
+    local = ReadOnlyFileSystem(LocalFileSystem(), [str(r) for r in roots], LOCAL_PROTOCOL, local=True)
+    filesystems = [local]
+    if location.filesystem is not None:
+        target = location.filesystem
+        on_disk = isinstance(target, LocalFileSystem)
+        filesystems.append(ReadOnlyFileSystem(target, location.read_prefixes(), REMOTE_PROTOCOL, local=on_disk))
+    for fs in filesystems:
+        con.register_filesystem(fs)
+
+    def url(path: str) -> str:
+        # The location names its objects by URL; the local streams it reads too are plain paths.
+        return filesystems[-1].url(path) if "://" in path else local.url(path)
+
     # Every view binds the same Parquet footers; read each once per connection.
     con.execute("SET parquet_metadata_cache=true")
-    sources = event_sources(location, read_generation(location))
+    sources = event_sources(location, generation, url)
     if sources.tail and location.materialize_tails:
         # Tails on object storage are read once per connection rather than at every view
         # binding and query: each read costs a round trip per object.
@@ -186,8 +220,7 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         create_lineage_views(con, compacted=sources.lineage, tail=tail, as_of=cutoff)
     else:
         create_lineage_views(con)
-    own = [os.path.realpath(d).rstrip("/") + "/" for d in (ledger.runs_dir, ledger.ledger_dir)]
-    lock(con, dict.fromkeys([*own, *location.read_prefixes()]))
+    lock(con, filesystems)
     return con
 
 
@@ -195,7 +228,7 @@ def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table
     """Run read-only ``sql`` over the ledger's views and return an Arrow table.
 
     Raises:
-        ReadOnlyQueryError: the statement is not SELECT-like.
+        ReadOnlyQueryError: the statement is not read-only (see :mod:`scalable.ledger.sandbox`).
         QueryError: the SQL does not parse, bind or run.
     """
     con = connect(ledger, as_of=as_of)
@@ -203,3 +236,32 @@ def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table
         return run_read_only(con, sql)
     finally:
         con.close()
+
+
+def query_batches(
+    ledger: Ledger, sql: str, *, as_of: str | None = None, batch_rows: int = 65536
+) -> pa.RecordBatchReader:
+    """Run read-only ``sql`` over the ledger's views and stream the result in batches.
+
+    The connection stays open while the batches are read and closes after the last one.
+
+    Raises:
+        ReadOnlyQueryError: the statement is not read-only (see :mod:`scalable.ledger.sandbox`).
+        QueryError: the SQL does not parse, bind or run.
+    """
+    import pyarrow as pa
+
+    con = connect(ledger, as_of=as_of)
+    try:
+        reader = read_only_batches(con, sql, batch_rows=batch_rows)
+    except BaseException:
+        con.close()
+        raise
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        finally:
+            con.close()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
