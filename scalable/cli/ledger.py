@@ -1,4 +1,4 @@
-"""``scalable ledger``: the group and its options, and reading and keeping the streams (query, tail, compact, sync).
+"""``scalable ledger``: the group and its options, and reading and keeping the streams (query, tail, compact, sync, recover).
 
 The commands about runs and their provenance are in :mod:`scalable.cli.provenance`.
 """
@@ -160,5 +160,25 @@ def sync(ctx: click.Context, fmt: str) -> None:
     render_rows([summary], list(summary), fmt)
 
 
+@click.command()
+@format_option()
+@click.pass_context
+def recover(ctx: click.Context, fmt: str) -> None:
+    """Rebuild the record of the compacted files (the generation) from the files present.
+
+    Run it when a query or compaction says the record under the ledger directory's
+    _manifest/ is missing or not valid. Every event of the compacted files comes back exactly
+    once; nothing is deleted. Does nothing when the record is sound.
+    """
+    from scalable.ledger.recover import describe
+
+    opts = ctx.obj
+    Ledger.open(opts.get("runs_dir"), None, must_exist=True)
+    result = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"), must_exist=True).recover()
+    summary = result.to_dict()
+    render_rows([summary], list(summary), fmt)
+    click.echo(describe(result), err=True)
+
+
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
-COMMANDS: tuple[click.Command, ...] = (query, tail, compact, sync)
+COMMANDS: tuple[click.Command, ...] = (query, tail, compact, sync, recover)

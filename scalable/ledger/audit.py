@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.digests import sha256_stream, tree_digest
-from scalable.errors import RunNotFoundError
-from scalable.ledger import bus
+from scalable.errors import LedgerError
 from scalable.ledger.events import GENESIS, decode_line, encode_line
-from scalable.ledger.generations import EVENTS_DIR, read_generation
 from scalable.ledger.stream import RUN_SUMMARY, StreamReader, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
 
@@ -53,7 +51,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing an audit found wrong: where (file:line or URI), what, expected vs found."""
+    """One thing an audit found wrong: where (file:line, file: row, or URI), what, expected vs found.
+
+    ``run_id`` is empty for a problem of the ledger as a whole (a compacted file, the record).
+    """
 
     run_id: str
     where: str
@@ -66,7 +67,8 @@ class Problem:
         detail = ""
         if self.expected is not None or self.found is not None:
             detail = f" (expected {self.expected}, found {self.found})"
-        return f"{self.run_id}: {self.where}: {self.kind}: {self.message}{detail}"
+        run = f"{self.run_id}: " if self.run_id else ""
+        return f"{run}{self.where}: {self.kind}: {self.message}{detail}"
 
 
 @dataclass
@@ -218,8 +220,15 @@ def check_stream_bytes(
         seen = event_id in seen_ids
         if event["run_id"] != run_id or seen or seq != want_seq or event["prev"] != want_prev or late:
             sealed_at = seal_at[0] if seal_at else 0
-            _line_problems(run_id, where(number, offset), event, seen_ids, want_seq, want_prev, sealed_at, late, problems)
-        if counting and not seen and offset < limit and (retired_before is None or event["timestamp"] >= retired_before):
+            _line_problems(
+                run_id, where(number, offset), event, seen_ids, want_seq, want_prev, sealed_at, late, problems
+            )
+        if (
+            counting
+            and not seen
+            and offset < limit
+            and (retired_before is None or event["timestamp"] >= retired_before)
+        ):
             tally.add(hasher.digest())  # type: ignore[union-attr]  # counting implies a tally
         seen_ids.setdefault(event_id, number)
         if seal is None and event["op"] == "finished" and event["event_type"] == "run":
@@ -257,7 +266,14 @@ def check_stream_bytes(
     return report
 
 
-def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, key: bytes | None = None) -> AuditReport:
+def audit_rows(
+    run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    where: str,
+    *,
+    key: bytes | None = None,
+    places: Sequence[str] | None = None,
+) -> AuditReport:
     """Check a run from its compacted rows (its stream was retired): chains, tombstones, seal.
 
     Each row is re-encoded to its exact line (lines have one canonical form), so ``prev``
@@ -270,6 +286,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
         rows: every event of the run (any order).
         where: how problems name the place (the dataset and run).
         key: ``SCALABLE_LEDGER_KEY``; when given, the seal must be a valid HMAC.
+        places: how problems name each row (its file and row number), in the order of ``rows``.
     """
     report = AuditReport(runs=1, events=len(rows))
     problems = report.problems
@@ -280,9 +297,12 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 known = tombstoned.get(writer)
                 if known is None or info.get("last_seq", -1) > known.get("last_seq", -1):
                     tombstoned[writer] = info
-    by_writer: dict[str, list[Mapping[str, Any]]] = {}
-    for row in sorted(rows, key=lambda r: (r["writer"], r["seq"])):
-        by_writer.setdefault(row["writer"], []).append(row)
+    by_writer: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for index in sorted(range(len(rows)), key=lambda i: (rows[i]["writer"], rows[i]["seq"])):
+        row = rows[index]
+        here = places[index] if places is not None else f"{where}: writer {row['writer']} seq {row['seq']}"
+        by_writer.setdefault(row["writer"], []).append((here, row))
+    spot: dict[tuple[str, int], str] = {}
     hashes: dict[tuple[str, int], str] = {}
     seal: dict[str, Any] | None = None
     sealer: tuple[str, int] | None = None
@@ -292,10 +312,10 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
         want_seq, want_prev = (0, GENESIS)
         if gone is not None and gone.get("first_seq") == 0 and gone.get("head"):
             want_seq, want_prev = int(gone["last_seq"]) + 1, str(gone["head"])
-        for row in chain:
-            here = f"{where}: writer {writer} seq {row['seq']}"
+        for here, row in chain:
             digest = hashlib.sha256(encode_line(row)[:-1]).hexdigest()
             hashes[(writer, row["seq"])] = digest
+            spot.setdefault((writer, row["seq"]), here)
             if row["seq"] != want_seq:
                 problems.append(
                     Problem(
@@ -325,10 +345,11 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 seal_row = row
     if seal is not None and sealer is not None:
         heads: dict[str, Any] = seal.get("heads") or {}
+        sealed_at = spot.get(sealer, f"{where}: seal")
         if seal.get("version", 1) >= 2:
             failed = seal_line_problem(encode_line(seal_row)[:-1], seal, key)
             if failed is not None:
-                problems.append(Problem(run_id, f"{where}: seal", failed[0], failed[1]))
+                problems.append(Problem(run_id, sealed_at, failed[0], failed[1]))
         for writer, head in heads.items():
             found = hashes.get((writer, head.get("seq")))
             gone = tombstoned.get(writer)
@@ -338,7 +359,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 problems.append(
                     Problem(
                         run_id,
-                        f"{where}: seal",
+                        sealed_at,
                         "seal-mismatch",
                         f"writer {writer}'s sealed head does not match its events",
                         expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
@@ -347,12 +368,14 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 )
         for writer, chain in by_writer.items():
             limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
-            late = [r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")]
+            late = [
+                (h, r) for h, r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")
+            ]
             if late:
                 problems.append(
                     Problem(
                         run_id,
-                        f"{where}: writer {writer} seq {late[0]['seq']}",
+                        late[0][0],
                         "after-seal",
                         f"{len(late)} event(s) of writer {writer} are not covered by the seal",
                     )
@@ -361,9 +384,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             expected = seal_digest(run_id, heads, key)
             if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
                 problems.append(
-                    Problem(
-                        run_id, f"{where}: seal", "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
-                    )
+                    Problem(run_id, sealed_at, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
                 )
     return report
 
@@ -628,40 +649,25 @@ def audit_content(
 
 
 def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
-    """Check every run's events (one run, or all): lines parse, chains hold, seals match.
+    """Check every copy of every event the ledger knows of (one run, or all), without the stored artifacts.
 
-    A run whose stream is still here is read line by line (problems name file:line). A
-    run whose stream compaction retired is checked from its compacted rows: each row is
-    re-encoded to its exact line, so chains and seals verify the same way, and retention
-    tombstones (``run/retired``) account for the events they removed.
+    * Every stream here: lines parse, chains hold, the seal matches (its heads, the bytes
+      before it and its own line; an HMAC with ``SCALABLE_LEDGER_KEY``), ``run.json`` agrees.
+    * Every remote segment, each machine's segments of a run put together as a stream.
+    * Every compacted row (see :mod:`scalable.ledger.copies`): against the stream lines it was
+      made from, or, where those are gone, against its own chains and seal; and every
+      compacted file, named by the generation or not.
+    * The record itself (``generation-missing``, ``generation-unreadable``), and every run
+      known of (streams, summaries, generations, rows, segments) whose events are nowhere
+      (``events-missing``).
 
     Raises:
-        RunNotFoundError: ``run_id`` has no events.
+        EventValidationError: ``run_id`` is not a valid run id.
+        RunNotFoundError: ``run_id`` is known nowhere.
     """
-    bus.flush_all()
-    location = ledger.location
-    streams = set(ledger.run_ids())
-    # Compacted runs whose stream is gone (or came back holding only later events).
-    retired = location.runs_without_stream(read_generation(location))
-    runs = [run_id] if run_id is not None else sorted(streams | retired)
-    from_rows = [r for r in runs if r in retired]
-    from_streams = [r for r in runs if r not in retired]
-    for r in from_streams:
-        if not ledger.stream_path(r).exists():
-            raise RunNotFoundError(f"run {r!r} has no stream under {str(ledger.runs_dir)!r} and no compacted events")
-    key = ledger.settings.ledger_key
-    report = audit_streams([(r, ledger.stream_path(r)) for r in from_streams], key=key)
-    if from_rows:
-        con = connect(ledger)
-        try:
-            for r in from_rows:
-                rows = con.execute("SELECT * FROM events WHERE run_id = $1 ORDER BY writer, seq", [r]).fetchall()
-                columns = [d[0] for d in con.description or []]
-                where = f"{location.display(EVENTS_DIR)} (run {r})"
-                report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where, key=key))
-        finally:
-            con.close()
-    return report
+    from scalable.ledger.copies import check_ledger
+
+    return check_ledger(ledger, run_id)
 
 
 def audit_ledger(
@@ -686,7 +692,10 @@ def audit_ledger(
     """
     report = audit_structure(ledger, run_id)
     if content:
-        con = connect(ledger)
+        try:
+            con = connect(ledger)
+        except LedgerError:
+            return report  # the record cannot be read: a problem of the report already
         try:
             items = latest_artifacts(con, run_id)
         finally:

@@ -64,9 +64,14 @@ from scalable.ledger.generations import (
     DataFile,
     Generation,
     StreamState,
+    clear_pending,
     commit_generation,
+    generation_versions,
+    mark_pending,
     publish_staged,
     read_generation,
+    read_version,
+    written_for,
 )
 from scalable.ledger.lineage_files import LINEAGE_DIR, next_lineage
 from scalable.ledger.location import Location, Source
@@ -89,7 +94,15 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["BATCH_BYTES", "CompactionResult", "Progress", "compact"]
+__all__ = [
+    "BATCH_BYTES",
+    "CompactionResult",
+    "KnownGenerations",
+    "Progress",
+    "compact",
+    "files_holding_other_events",
+    "remove_unneeded",
+]
 
 #: Bytes of JSON lines compacted per batch (bounds memory and file size).
 BATCH_BYTES: Final = 128 * 1024 * 1024
@@ -218,7 +231,9 @@ def _compact_once(
     progress: Progress | None,
 ) -> CompactionResult:
     base = read_generation(location)
+    version = base.version + 1
     pending, streams = _plan(location, base, wanted)
+    mark_pending(location, version)
     # Batches honour the cutoff already committed; a new cutoff is applied by retire_events,
     # which tombstones what it removes.
     retired_before = max(filter(None, (base.retired_before, cutoff)), default=None)
@@ -234,38 +249,47 @@ def _compact_once(
             files = [*base.files, *new_files]
             merged = tombstones = events_retired = 0
             if location.exclusive:
-                files, merged = _merge_small_files(con, location, tmp, files)
+                files, merged = _merge_small_files(con, location, tmp, files, version)
                 if cutoff is not None:
-                    tombstones, events_retired, files = retire_events(con, location, tmp, ledger, files, cutoff)
+                    tombstones, events_retired, files = retire_events(
+                        con, location, tmp, ledger, files, cutoff, version
+                    )
             live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
             lineage = (
-                next_lineage(con, location, tmp, base.lineage, live, full=wanted is None)
+                next_lineage(con, location, tmp, base.lineage, live, full=wanted is None, version=version)
                 if location.exclusive
                 else None
             )
+            replaced = base.replaced
+            if replaced and location.exclusive:  # listed until they are gone
+                present = set(location.list_files(EVENTS_DIR)) | set(location.list_files(LINEAGE_DIR))
+                replaced = tuple(rel for rel in replaced if rel in present)
             generation = Generation(
-                version=base.version + 1,
+                version=version,
                 files=live,
                 streams=streams,
                 retired_before=retired_before,
                 created=now(),
                 lineage=lineage if live else None,
+                replaced=replaced,
             )
             if (
                 generation.files == base.files
                 and generation.streams == base.streams
                 and generation.retired_before == base.retired_before
                 and generation.lineage == base.lineage
+                and generation.replaced == base.replaced
             ):
                 generation = base  # nothing changed: no new generation
             else:
                 _commit(location, generation, new_files)
                 _log.info("ledger.compacted", version=generation.version, events=written, files=len(new_files))
+            clear_pending(location, version)
             retired: tuple[str, ...] = ()
             if not keep_jsonl:
                 retired = retire_streams(con, location, generation, wanted)
             if location.exclusive:
-                _remove_orphans(location, generation, base)
+                remove_unneeded(con, location, generation, base)
         finally:
             con.close()
     return CompactionResult(
@@ -292,6 +316,7 @@ def _commit(location: Location, generation: Generation, new_files: Sequence[Data
             raise  # someone committed outside the lock: stop rather than guess
         for f in new_files:
             location.delete(f.path)
+        clear_pending(location, generation.version)
         raise _LostRace from None
     crash_point("after_manifest_commit")
 
@@ -412,7 +437,7 @@ def _compact_batch(
             for source, cut in p.sources
         ]
         staging, rows = _copy_batch(con, tmp, jsonl_select(paths, retired_before=retired_before), anti, careful=True)
-    return publish_staged(location, staging, rows), rows
+    return publish_staged(location, staging, rows, base.version + 1), rows
 
 
 def _normalized_source(location: Location, source: Source, cut: int, tmp: Path) -> str:
@@ -498,7 +523,7 @@ def _finished_runs(con: duckdb.DuckDBPyConnection, location: Location, files: Se
 
 
 def _merge_small_files(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: list[DataFile]
+    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: list[DataFile], version: int
 ) -> tuple[list[DataFile], int]:
     """Merge the small files of each date partition into one sorted file."""
     by_date: dict[str, list[DataFile]] = {}
@@ -523,23 +548,108 @@ def _merge_small_files(
             raise LedgerError(
                 f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run compact again"
             )
-        made = publish_staged(location, staging, rows)
+        made = publish_staged(location, staging, rows, version)
         gone = {f.path for f in small}
         out = [f for f in out if f.path not in gone] + made
         merged += len(small)
     return out, merged
 
 
-def _remove_orphans(location: Location, generation: Generation, base: Generation) -> None:
-    """Delete data and lineage files neither this generation nor the previous one names.
+def remove_unneeded(
+    con: duckdb.DuckDBPyConnection, location: Location, generation: Generation, base: Generation
+) -> list[str]:
+    """Delete the compacted files the ledger no longer needs, and only those it can account for.
 
-    Files of the previous generation stay one generation, so a reader that opened the
-    previous generation a moment ago can still read them.
+    A file that neither ``generation`` nor ``base``, the one before it, names (readers that
+    opened ``base`` a moment ago may still read its files) is deleted only when a record
+    accounts for it:
+
+    * the committed generation of the version it was written for named it, and a later one
+      no longer does (a merge, retention or new lineage files superseded it);
+    * that generation exists and does not name it: the compaction that wrote the file never
+      committed it (it was killed, or lost the commit);
+    * a generation lists it as replaced (a recovery);
+
+    and, for a file of events, only once every event in it is in ``generation``'s files (or is
+    older than its retention cutoff). Anything else is left alone, for ``ledger audit`` to
+    report and ``ledger recover`` to take in.
+
+    Returns:
+        The files deleted.
     """
-    keep = {f.path for f in generation.files} | {f.path for f in base.files}
-    for g in (generation, base):
-        if g.lineage is not None:
-            keep |= {g.lineage.by_dst, g.lineage.by_src, g.lineage.nodes}
-    for rel in [*location.list_files(EVENTS_DIR), *location.list_files(LINEAGE_DIR)]:
-        if rel.endswith(".parquet") and rel not in keep:
-            location.delete(rel)
+    keep = generation.names() | base.names()
+    candidates = [
+        rel
+        for directory in (EVENTS_DIR, LINEAGE_DIR)
+        for rel in location.list_files(directory)
+        if rel.endswith(".parquet") and rel not in keep
+    ]
+    if not candidates:
+        return []
+    replaced = set(generation.replaced) | set(base.replaced)
+    known = KnownGenerations(location, {generation.version: generation, base.version: base})
+    accounted = [rel for rel in candidates if rel in replaced or known.accounts_for(rel, generation.version)]
+    held = files_holding_other_events(
+        con, location, [r for r in accounted if r.startswith(f"{EVENTS_DIR}/")], generation
+    )
+    deleted = []
+    for rel in accounted:
+        if rel in held:
+            _log.warning("ledger.file_kept", file=location.display(rel), reason="holds events no live file has")
+            continue
+        location.delete(rel)
+        deleted.append(rel)
+    return deleted
+
+
+class KnownGenerations:
+    """The committed generations of a location, read as they are asked for (each once)."""
+
+    def __init__(self, location: Location, known: dict[int, Generation] | None = None) -> None:
+        self.location = location
+        self._docs: dict[int, Generation | None] = dict(known or {})
+
+    def get(self, version: int) -> Generation | None:
+        """Generation ``version`` (``None`` when its document is gone or not valid)."""
+        if version not in self._docs:
+            try:
+                self._docs[version] = read_version(self.location, version)
+            except LedgerError:
+                self._docs[version] = None
+        return self._docs[version]
+
+    def accounts_for(self, rel: str, newest: int) -> bool:
+        """Whether a committed generation accounts for ``rel``: it named it, or its own version's does not.
+
+        A file written for a version after ``newest`` may belong to a compaction still running.
+        A file whose name carries no version (written before names did) is looked for in
+        every generation, newest first.
+        """
+        version = written_for(rel)
+        if version is not None:
+            return version <= newest and self.get(version) is not None
+        return any(
+            (g := self.get(v)) is not None and rel in g.names() for v in reversed(generation_versions(self.location))
+        )
+
+
+def files_holding_other_events(
+    con: duckdb.DuckDBPyConnection, location: Location, files: Sequence[str], generation: Generation
+) -> set[str]:
+    """The ``files`` that hold an event ``generation``'s files do not (retention's cutoff aside)."""
+    if not files:
+        return set()
+    by_url = {location.url(rel): rel for rel in files}
+    candidates = file_list(by_url)
+    cond = f"timestamp >= {quote(generation.retired_before)}" if generation.retired_before else "true"
+    if generation.files:
+        live = file_list(location.url(f.path) for f in generation.files)
+        cond += (
+            f" AND event_id NOT IN (SELECT event_id FROM read_parquet({live}) WHERE run_id IN "
+            f"(SELECT DISTINCT run_id FROM read_parquet({candidates})))"
+        )
+    rows = con.execute(
+        f"SELECT DISTINCT filename FROM read_parquet({candidates}, filename=true, hive_partitioning=false) WHERE {cond}"
+    ).fetchall()
+    held = {by_url.get(name, "") for (name,) in rows}
+    return set(files) if "" in held else held

@@ -2,9 +2,9 @@
 
 Layout under the compacted data::
 
-    lineage/edges-by-dst-<uuid>.parquet   the edges of the data files, sorted by dst id
-    lineage/edges-by-src-<uuid>.parquet   the same edges sorted by src id
-    lineage/nodes-<uuid>.parquet          node ids, texts and descriptions, sorted by id
+    lineage/edges-by-dst-g<version>-<uuid>.parquet   the edges of the data files, sorted by dst id
+    lineage/edges-by-src-g<version>-<uuid>.parquet   the same edges sorted by src id
+    lineage/nodes-g<version>-<uuid>.parquet          node ids, texts and descriptions, sorted by id
 
 A full compaction computes the edges of all live data files (URI inputs resolved against
 every artifact version in the dataset) and writes them, sorted by each end in small row
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from scalable.errors import LedgerError
 from scalable.ledger.edges import edges_sql, inputs_sql, nodes_sql, versions_sql
-from scalable.ledger.generations import DataFile, LineageFiles
+from scalable.ledger.generations import DataFile, LineageFiles, compacted_name
 from scalable.ledger.sql import file_list, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
 
@@ -59,6 +59,7 @@ def next_lineage(
     live: Sequence[DataFile],
     *,
     full: bool,
+    version: int,
 ) -> LineageFiles | None:
     """The lineage files of the next generation.
 
@@ -74,16 +75,19 @@ def next_lineage(
     if full:
         if current is not None and set(current.covers) == paths:
             return current
-        return write_lineage(con, location, tmp, live)
+        return write_lineage(con, location, tmp, live, version)
     if current is not None and set(current.covers) <= paths:
         return current
     return None
 
 
 def write_lineage(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: Sequence[DataFile]
+    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: Sequence[DataFile], version: int
 ) -> LineageFiles | None:
-    """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
+    """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed).
+
+    The files are named for generation ``version`` (see :func:`~scalable.ledger.generations.compacted_name`).
+    """
     staging = tmp / f"lineage-{uuid.uuid4().hex}"
     staging.mkdir(parents=True, exist_ok=True)
     con.execute(
@@ -164,12 +168,7 @@ def write_lineage(
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
-    tag = uuid.uuid4().hex
-    names = (
-        f"{LINEAGE_DIR}/edges-by-dst-{tag}.parquet",
-        f"{LINEAGE_DIR}/edges-by-src-{tag}.parquet",
-        f"{LINEAGE_DIR}/nodes-{tag}.parquet",
-    )
+    names = tuple(compacted_name(LINEAGE_DIR, stem, version) for stem in ("edges-by-dst", "edges-by-src", "nodes"))
     for file, rel in zip((by_dst, by_src, nodes), names, strict=True):
         location.publish(file, rel)
     shutil.rmtree(staging, ignore_errors=True)

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from scalable.ledger.compact import CompactionResult, Progress
     from scalable.ledger.lineage import LineageGraph
     from scalable.ledger.location import Location
+    from scalable.ledger.recover import RecoveryResult
     from scalable.ledger.replay import ReplayResult
     from scalable.ledger.segments import SyncResult
 
@@ -770,6 +771,20 @@ class Ledger:
         from scalable.ledger.compact import compact
 
         return compact(self, run_ids, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=progress)
+
+    def recover(self) -> RecoveryResult:
+        """Rebuild the record of the compacted files (the generation) from the files present.
+
+        Needed when the record was lost or damaged (queries and compactions then refuse to
+        run, and nothing deletes the files); does nothing when the record is sound. See
+        :mod:`scalable.ledger.recover`.
+
+        Raises:
+            CompactionConflictError: a compaction committed at the same time; run it again.
+        """
+        from scalable.ledger.recover import recover
+
+        return recover(self)
 
     def sync_remote(self) -> SyncResult:
         """Ship the new complete lines of every local stream to ``SCALABLE_RUNS_DIR_REMOTE``.

@@ -91,6 +91,7 @@ def retire_events(
     ledger: Ledger,
     files: list[DataFile],
     cutoff: str,
+    version: int,
 ) -> tuple[int, int, list[DataFile]]:
     """Remove events older than ``cutoff`` from ``files``, tombstoning each affected run first.
 
@@ -101,6 +102,7 @@ def retire_events(
         ledger: the ledger the tombstones are appended to.
         files: the data files of the next generation so far.
         cutoff: ISO-8601 time in ledger format.
+        version: the generation the rewritten files are written for.
 
     Returns:
         Tombstones appended, events removed, and the new file list (not yet committed).
@@ -172,7 +174,7 @@ def retire_events(
     )
     options = parquet_copy_options(partition_by_date=True, row_group_size=ROW_GROUP_SIZE)
     row = con.execute(f"COPY ({query}) TO {quote(str(staging))} {options}").fetchone()
-    made = publish_staged(location, staging, int(row[0]) if row else 0)
+    made = publish_staged(location, staging, int(row[0]) if row else 0, version)
     gone = {f.path for f in touched}
     return tombstones, removed, [f for f in files if f.path not in gone] + made
 

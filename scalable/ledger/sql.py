@@ -25,6 +25,8 @@ __all__ = [
     "escape_glob",
     "file_list",
     "jsonl_select",
+    "line_digest_sql",
+    "line_sql",
     "parquet_copy_options",
     "parquet_select",
     "quote",
@@ -127,6 +129,37 @@ def jsonl_select(files: Sequence[str], *, retired_before: str | None = None) -> 
         f"SELECT {names} FROM read_json({file_list(files)}, format='newline_delimited', columns={columns}, "
         f"ignore_errors=true, maximum_object_size=16777216) WHERE {where}"
     )
+
+
+def line_sql() -> str:
+    """SQL of an event's JSON line (without its newline) from its columns, as the ledger writes it.
+
+    Keys sorted, null columns left out, compact (see :mod:`scalable.ledger.events`). DuckDB's
+    JSON text equals the ledger's for every value the ledger writes, except control characters
+    (escaped in upper-case hex) and floats of 1e16 and more; whoever compares these lines with
+    written ones re-encodes the few that differ exactly, in Python, before deciding.
+    """
+    parts = []
+    for column in sorted(COLUMNS, key=lambda c: c.name):
+        name = column.name
+        if column.type in ("int64", "int32"):
+            value = f"CAST({name} AS VARCHAR)"
+        elif column.type == "bool":
+            value = f"CASE WHEN {name} THEN 'true' ELSE 'false' END"
+        else:
+            value = f"CAST(to_json({name}) AS VARCHAR)"
+        parts.append(f"CASE WHEN {name} IS NULL THEN NULL ELSE {quote(chr(34) + name + chr(34) + ':')} || {value} END")
+    return "'{' || concat_ws(',', " + ", ".join(parts) + ") || '}'"
+
+
+def line_digest_sql(line: str = "line") -> tuple[str, str]:
+    """SQL of the two 64-bit halves of the first 128 bits of ``sha256(line)``, as unsigned integers.
+
+    Summed per run they give a digest of a set of lines that does not depend on their order
+    (see :class:`scalable.ledger.audit.Tally`).
+    """
+    digest = f"sha256({line})"
+    return f"('0x' || substr({digest}, 1, 16))::UBIGINT", f"('0x' || substr({digest}, 17, 16))::UBIGINT"
 
 
 def parquet_select(files: Sequence[str]) -> str:
