@@ -41,7 +41,7 @@ def _walk_ms(led: Ledger, node: str, direction: str) -> tuple[float, int]:
 
 def _cte_ms(led: Ledger, node: str) -> tuple[float, int]:
     start = time.perf_counter()
-    con = connect(led)
+    con = connect(led, trusted=True)
     try:
         for statement in baseline_lineage_sql().split("; "):
             con.execute(statement)

@@ -52,7 +52,9 @@ def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
 def show(ctx: click.Context, run_id: str, fmt: str) -> None:
     """Show one run: its summary, tasks and artifacts."""
     from scalable.errors import RunNotFoundError
+    from scalable.ledger.events import check_run_id
 
+    check_run_id(run_id)
     led = open_ledger(ctx)
     quoted = run_id.replace("'", "''")
     run = led.query(f"SELECT * FROM runs WHERE run_id = '{quoted}'").to_pylist()

@@ -18,16 +18,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from scalable.digests import sha256_stream, tree_digest
 from scalable.errors import LedgerError
 from scalable.ledger.events import GENESIS, decode_line, encode_line
-from scalable.ledger.stream import RUN_SUMMARY, StreamReader, seal_digest, seal_line_problem
+from scalable.ledger.stream import RUN_SUMMARY, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
 
 if TYPE_CHECKING:
@@ -36,14 +40,18 @@ if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
 __all__ = [
+    "PARALLEL_BYTES",
     "AuditReport",
     "Problem",
+    "StreamJob",
+    "Tally",
     "audit_content",
     "audit_ledger",
     "audit_rows",
     "audit_stream",
     "audit_streams",
     "audit_structure",
+    "check_stream_bytes",
     "hash_location",
     "latest_artifacts",
 ]
@@ -117,20 +125,18 @@ class AuditReport:
 class Tally:
     """What a compacted copy of a stream must hold: the number of events and a digest of their lines.
 
-    The digest is the sum of two 64-bit parts of each line's SHA-256 (a multiset digest: the
-    order of the rows does not matter, a changed, missing or extra row does), so the stream
-    and the Parquet rows are compared run by run without holding either in memory.
+    The digest is the sum of the first 128 bits of each line's SHA-256 (a multiset digest:
+    the order of the rows does not matter, a changed, missing or extra row does), so the
+    stream and the Parquet rows are compared run by run without holding either in memory.
     """
 
     count: int = 0
-    high: int = 0
-    low: int = 0
+    digest: int = 0
 
-    def add(self, digest: bytes) -> None:
-        """Count one line by its SHA-256 ``digest`` (32 bytes)."""
+    def add(self, digest: str) -> None:
+        """Count one line by its SHA-256 hex ``digest``."""
         self.count += 1
-        self.high += int.from_bytes(digest[:8], "big")
-        self.low += int.from_bytes(digest[8:16], "big")
+        self.digest += int(digest[:32], 16)
 
 
 def audit_stream(
@@ -171,6 +177,68 @@ def audit_stream(
     return report
 
 
+@dataclass(frozen=True, slots=True)
+class StreamJob:
+    """One stream to audit: where, whose, how large, and how much of it a generation covers."""
+
+    path: str
+    run_id: str
+    size: int
+    covered: int | None
+    retired_before: str | None
+
+
+#: Streams of at least this many bytes in all are audited by worker processes, one a core.
+PARALLEL_BYTES = 64 * 1024 * 1024
+
+
+def audit_streams(jobs: Sequence[StreamJob], key: bytes | None) -> Callable[[], list[tuple[AuditReport, Tally | None]]]:
+    """Start auditing the streams of ``jobs`` (see :func:`audit_stream`); return what waits for the results.
+
+    Each covered stream is counted in a tally. Many bytes of streams are audited by worker
+    processes, one per core (each line is parsed and hashed in Python, so one process would use
+    one core), forked now, while this process has no other thread; the results come back in
+    the order of ``jobs``. Otherwise they are audited here, when the results are asked for.
+    """
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or threading.active_count() > 1 or sum(job.size for job in jobs) < PARALLEL_BYTES:
+        return lambda: _audit_jobs(jobs, key)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks: list[list[StreamJob]] = [[] for _ in range(workers * 4)]
+    sizes = [0] * len(chunks)
+    for job in sorted(jobs, key=lambda j: -j.size):  # the largest first, each to the lightest chunk
+        lightest = sizes.index(min(sizes))
+        chunks[lightest].append(job)
+        sizes[lightest] += job.size
+    chunks = [c for c in chunks if c]
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    futures = [pool.submit(_audit_jobs, chunk, key) for chunk in chunks]
+
+    def results() -> list[tuple[AuditReport, Tally | None]]:
+        with pool:
+            done = {
+                (job.run_id, job.path): result
+                for chunk, future in zip(chunks, futures, strict=True)
+                for job, result in zip(chunk, future.result(), strict=True)
+            }
+        return [done[(job.run_id, job.path)] for job in jobs]
+
+    return results
+
+
+def _audit_jobs(jobs: Sequence[StreamJob], key: bytes | None) -> list[tuple[AuditReport, Tally | None]]:
+    out: list[tuple[AuditReport, Tally | None]] = []
+    for job in jobs:
+        tally = Tally() if job.covered is not None else None
+        report = audit_stream(
+            Path(job.path), job.run_id, key=key, covered=job.covered, retired_before=job.retired_before, tally=tally
+        )
+        out.append((report, tally))
+    return out
+
+
 def check_stream_bytes(
     data: bytes,
     run_id: str,
@@ -196,7 +264,6 @@ def check_stream_bytes(
     """
     report = AuditReport(runs=1)
     problems = report.problems
-    reader = StreamReader(Path(end))
     last: dict[str, tuple[int, str, int]] = {}  # writer -> (seq, line hash, line number)
     seen_ids: dict[str, int] = {}
     seal: dict[str, Any] | None = None
@@ -204,45 +271,74 @@ def check_stream_bytes(
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
     sha256 = hashlib.sha256
-    counting = tally is not None and covered is not None
-    limit = covered or 0
-    for number, offset, raw, event in reader.lines_of(data):
+    loads = orjson.loads
+    limit = covered if tally is not None and covered is not None else -1
+    count = total = 0
+    lines = data.split(b"\n")
+    incomplete = bool(lines.pop())  # a last line without its newline is still being written
+    offset = 0
+    for number, raw in enumerate(lines, start=1):
+        start = offset
+        offset += len(raw) + 1
+        if not raw:
+            continue
+        # The common line decodes with orjson alone; anything unusual goes through decode_line,
+        # which folds unknown columns and says what is wrong with a malformed line.
+        try:
+            event = loads(raw)
+            writer, seq, event_id, prev = event["writer"], event["seq"], event["event_id"], event["prev"]
+            event_run, timestamp, kind, op = event["run_id"], event["timestamp"], event["event_type"], event["op"]
+            if type(seq) is not int or not (
+                type(writer)
+                is type(event_id)
+                is type(prev)
+                is type(event_run)
+                is type(timestamp)
+                is type(kind)
+                is type(op)
+                is str
+            ):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            try:
+                event = decode_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append(Problem(run_id, where(number, start), "malformed-line", f"malformed line: {exc}"))
+                continue
+            writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
+            prev, event_run, timestamp = event["prev"], event["run_id"], event["timestamp"]
+            kind, op = event["event_type"], event["op"]
         events += 1
-        writer = event["writer"]
-        seq = event["seq"]
-        hasher = sha256(raw)
-        digest = hasher.hexdigest()
-        event_id = event["event_id"]
+        digest = sha256(raw).hexdigest()
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
+        late = seal is not None and not (op == "retired" and kind == "run")
         seen = event_id in seen_ids
-        if event["run_id"] != run_id or seen or seq != want_seq or event["prev"] != want_prev or late:
+        if event_run != run_id or seen or seq != want_seq or prev != want_prev or late:
             sealed_at = seal_at[0] if seal_at else 0
+            before = where(prior[2], -1) if prior is not None else None
             _line_problems(
-                run_id, where(number, offset), event, seen_ids, want_seq, want_prev, sealed_at, late, problems
+                run_id, where(number, start), event, seen_ids, want_seq, want_prev, sealed_at, late, problems, before
             )
-        if (
-            counting
-            and not seen
-            and offset < limit
-            and (retired_before is None or event["timestamp"] >= retired_before)
-        ):
-            tally.add(hasher.digest())  # type: ignore[union-attr]  # counting implies a tally
-        seen_ids.setdefault(event_id, number)
-        if seal is None and event["op"] == "finished" and event["event_type"] == "run":
+        if start < limit and not seen and (retired_before is None or timestamp >= retired_before):
+            count += 1
+            total += int(digest[:32], 16)
+        if not seen:
+            seen_ids[event_id] = number
+        if seal is None and op == "finished" and kind == "run":
             attrs = json.loads(event.get("attrs") or "{}")
             seal = attrs.get("seal") or {}
-            seal_at = (number, offset, raw)
+            seal_at = (number, start, raw)
             sealed_positions = {w: v for w, v in last.items() if w != writer}
             # The sealing writer's own chain up to its previous line is what it sealed.
             if prior is not None:
                 sealed_positions[writer] = prior
+    if tally is not None:
+        tally.count += count
+        tally.digest += total
     report.events = events
-    for problem in reader.problems:
-        problems.append(Problem(run_id, where(problem.line, -1), "malformed-line", problem.reason))
-    if reader.incomplete_tail and seal is not None:
+    if incomplete and seal is not None:
         problems.append(Problem(run_id, end, "truncated", "stream ends in an incomplete line after the seal"))
     if seal is not None and seal_at is not None:
         number, offset, raw = seal_at
@@ -328,12 +424,14 @@ def audit_rows(
                     )
                 )
             elif row["prev"] != want_prev:
+                before = spot.get((writer, row["seq"] - 1))
                 problems.append(
                     Problem(
                         run_id,
                         here,
                         "chain-broken",
-                        f"writer {writer}: prev does not hash the writer's previous event",
+                        f"writer {writer}: prev does not hash the writer's previous event"
+                        + (f", {before} (edited, or a row removed)" if before else ""),
                         expected=want_prev,
                         found=row["prev"],
                     )
@@ -399,8 +497,12 @@ def _line_problems(
     seal_line: int,
     sealed: bool,
     problems: list[Problem],
+    before: str | None = None,
 ) -> None:
-    """Name what is wrong with one line (the fast path only found that something is)."""
+    """Name what is wrong with one line (the fast path only found that something is).
+
+    ``before`` names the writer's previous line, which a broken link may point at.
+    """
     writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
     if event["run_id"] != run_id:
         problems.append(
@@ -434,7 +536,8 @@ def _line_problems(
                 run_id,
                 where,
                 "chain-broken",
-                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
+                f"writer {writer}: prev does not hash the writer's previous line"
+                + (f", {before} (edited, or a line removed)" if before else " (edited or removed)"),
                 expected=want_prev,
                 found=event["prev"],
             )
@@ -474,8 +577,16 @@ def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]
         return
     sealed = seal_line_of(data)
     if sealed is None:
+        # The seal was the last line of the bytes run.json counts.
+        lines = data[:recorded].count(b"\n") if isinstance(recorded, int) else 0
+        where = f"{path}:{lines}" if lines else str(path)
         problems.append(
-            Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal")
+            Problem(
+                run_id,
+                where,
+                "seal-mismatch",
+                "run.json says the run was sealed by this line, but the stream has no run/finished event any more",
+            )
         )
         return
     number, raw = sealed
@@ -547,14 +658,6 @@ def _check_seal(
             problems.append(
                 Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
             )
-
-
-def audit_streams(items: Iterable[tuple[str, Path]], *, key: bytes | None = None) -> AuditReport:
-    """Audit several ``(run_id, path)`` streams into one report."""
-    report = AuditReport()
-    for run_id, path in items:
-        report.extend(audit_stream(path, run_id, key=key))
-    return report
 
 
 _LATEST_ARTIFACTS = """
@@ -693,7 +796,7 @@ def audit_ledger(
     report = audit_structure(ledger, run_id)
     if content:
         try:
-            con = connect(ledger)
+            con = connect(ledger, trusted=True)
         except LedgerError:
             return report  # the record cannot be read: a problem of the report already
         try:

@@ -68,6 +68,7 @@ from scalable.ledger.generations import (
     commit_generation,
     generation_versions,
     mark_pending,
+    pending_versions,
     publish_staged,
     read_generation,
     read_version,
@@ -232,6 +233,10 @@ def _compact_once(
 ) -> CompactionResult:
     base = read_generation(location)
     version = base.version + 1
+    if location.exclusive:
+        # Never a version some file already claims (a lost record's files keep their own).
+        written = [written_for(rel) or 0 for d in (EVENTS_DIR, LINEAGE_DIR) for rel in location.list_files(d)]
+        version = max([version, *(v + 1 for v in written)])
     pending, streams = _plan(location, base, wanted)
     mark_pending(location, version)
     # Batches honour the cutoff already committed; a new cutoff is applied by retire_events,
@@ -584,8 +589,6 @@ def remove_unneeded(
         for rel in location.list_files(directory)
         if rel.endswith(".parquet") and rel not in keep
     ]
-    if not candidates:
-        return []
     replaced = set(generation.replaced) | set(base.replaced)
     known = KnownGenerations(location, {generation.version: generation, base.version: base})
     accounted = [rel for rel in candidates if rel in replaced or known.accounts_for(rel, generation.version)]
@@ -599,6 +602,11 @@ def remove_unneeded(
             continue
         location.delete(rel)
         deleted.append(rel)
+    # An announcement of a compaction that never committed is withdrawn once its files are gone.
+    left = {written_for(rel) for rel in candidates if rel not in deleted}
+    for version in known.pending:
+        if version < generation.version and version not in left:
+            clear_pending(location, version)
     return deleted
 
 
@@ -608,6 +616,7 @@ class KnownGenerations:
     def __init__(self, location: Location, known: dict[int, Generation] | None = None) -> None:
         self.location = location
         self._docs: dict[int, Generation | None] = dict(known or {})
+        self.pending = pending_versions(location)
 
     def get(self, version: int) -> Generation | None:
         """Generation ``version`` (``None`` when its document is gone or not valid)."""
@@ -618,25 +627,48 @@ class KnownGenerations:
                 self._docs[version] = None
         return self._docs[version]
 
-    def accounts_for(self, rel: str, newest: int) -> bool:
-        """Whether a committed generation accounts for ``rel``: it named it, or its own version's does not.
+    def state_of(self, rel: str, newest: int) -> str:
+        """What the committed generations say of a compacted file no current generation names.
 
-        A file written for a version after ``newest`` may belong to a compaction still running.
-        A file whose name carries no version (written before names did) is looked for in
-        every generation, newest first.
+        ``superseded``: the generation of the version it was written for named it (a later one
+        no longer does). ``uncommitted``: that generation exists and does not name it, or there
+        is none but the compaction that wrote for it announced itself and never withdrew
+        (:func:`~scalable.ledger.generations.mark_pending`), so the compaction that wrote the
+        file never committed it (killed, or lost the commit). ``pending``: it
+        was written for a version after ``newest`` (a compaction still running, or killed
+        before any later commit). ``unknown``: no generation accounts for it. A file whose
+        name carries no version (written before names did) is looked for in every generation.
         """
         version = written_for(rel)
-        if version is not None:
-            return version <= newest and self.get(version) is not None
-        return any(
-            (g := self.get(v)) is not None and rel in g.names() for v in reversed(generation_versions(self.location))
-        )
+        if version is None:
+            for v in reversed(generation_versions(self.location)):
+                found = self.get(v)
+                if found is not None and rel in found.names():
+                    return "superseded"
+            return "unknown"
+        if version > newest:
+            return "pending"
+        found = self.get(version)
+        if found is None:
+            return "uncommitted" if version in self.pending else "unknown"
+        return "superseded" if rel in found.names() else "uncommitted"
+
+    def accounts_for(self, rel: str, newest: int) -> bool:
+        """Whether a committed generation accounts for ``rel`` (superseded or never committed)."""
+        return self.state_of(rel, newest) in ("superseded", "uncommitted")
 
 
 def files_holding_other_events(
-    con: duckdb.DuckDBPyConnection, location: Location, files: Sequence[str], generation: Generation
+    con: duckdb.DuckDBPyConnection,
+    location: Location,
+    files: Sequence[str],
+    generation: Generation,
+    sources: Sequence[str] = (),
 ) -> set[str]:
-    """The ``files`` that hold an event ``generation``'s files do not (retention's cutoff aside)."""
+    """The ``files`` that hold an event neither ``generation``'s files nor the JSON-lines ``sources`` have.
+
+    Events older than the generation's retention cutoff are not looked for.
+    """
     if not files:
         return set()
     by_url = {location.url(rel): rel for rel in files}
@@ -648,6 +680,8 @@ def files_holding_other_events(
             f" AND event_id NOT IN (SELECT event_id FROM read_parquet({live}) WHERE run_id IN "
             f"(SELECT DISTINCT run_id FROM read_parquet({candidates})))"
         )
+    if sources:
+        cond += f" AND event_id NOT IN (SELECT event_id FROM ({jsonl_select(sources)}) s)"
     rows = con.execute(
         f"SELECT DISTINCT filename FROM read_parquet({candidates}, filename=true, hive_partitioning=false) WHERE {cond}"
     ).fetchall()

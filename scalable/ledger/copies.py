@@ -31,13 +31,22 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from scalable.errors import LedgerError, RunNotFoundError
 from scalable.ledger import bus
-from scalable.ledger.audit import AuditReport, Problem, Tally, audit_rows, audit_stream, check_stream_bytes
+from scalable.ledger.audit import (
+    AuditReport,
+    Problem,
+    StreamJob,
+    Tally,
+    audit_rows,
+    audit_streams,
+    check_stream_bytes,
+)
 from scalable.ledger.compact import KnownGenerations, files_holding_other_events
 from scalable.ledger.events import COLUMNS, GENESIS, check_run_id, decode_line, encode_line
 from scalable.ledger.generations import (
@@ -46,7 +55,6 @@ from scalable.ledger.generations import (
     Generation,
     generation_versions,
     read_generation,
-    written_for,
 )
 from scalable.ledger.lineage_files import LINEAGE_DIR
 from scalable.ledger.location import ObjectLocation, Source
@@ -148,15 +156,15 @@ def check_loose_files(con: duckdb.DuckDBPyConnection, location: Location, genera
     known = KnownGenerations(location, {generation.version: generation})
     compacting = location.compacting()
     problems: list[Problem] = []
-    accounted: list[str] = []
+    superseded: list[str] = []
+    uncommitted: list[str] = []
     for rel in loose:
-        version = written_for(rel)
-        if rel in generation.replaced or known.accounts_for(rel, generation.version):
-            accounted.append(rel)
-        elif version is not None and version > generation.version:
-            if not compacting:
-                accounted.append(rel)  # left by a compaction killed before it committed
-        else:
+        state = "superseded" if rel in generation.replaced else known.state_of(rel, generation.version)
+        if state == "superseded":
+            superseded.append(rel)
+        elif state == "uncommitted" or (state == "pending" and not compacting):
+            uncommitted.append(rel)  # left by a compaction that never committed: its events are elsewhere
+        elif state == "unknown":
             problems.append(
                 Problem(
                     "",
@@ -166,15 +174,21 @@ def check_loose_files(con: duckdb.DuckDBPyConnection, location: Location, genera
                     "engine reading the directory would",
                 )
             )
-    events = [rel for rel in accounted if rel.startswith(f"{EVENTS_DIR}/")]
-    for rel in sorted(files_holding_other_events(con, location, events, generation)):
+    held = files_holding_other_events(
+        con, location, [r for r in superseded if r.startswith(f"{EVENTS_DIR}/")], generation
+    )
+    events = [r for r in uncommitted if r.startswith(f"{EVENTS_DIR}/")]
+    if events:
+        sources = [source.path for source in location.live_sources()]
+        held |= files_holding_other_events(con, location, events, generation, sources)
+    for rel in sorted(held):
         problems.append(
             Problem(
                 "",
                 location.display(rel),
                 "unaccounted-events",
-                f"holds events no file of generation {generation.version} has (a lost record?); "
-                "bring them back with: scalable ledger recover",
+                f"holds events that neither generation {generation.version}'s files nor any stream have "
+                "(a lost record?); bring them back with: scalable ledger recover",
             )
         )
     return problems
@@ -192,7 +206,7 @@ def compacted_tallies(
         f"SELECT run_id, count(*), sum({high}), sum({low}) FROM (SELECT run_id, sha256({line_sql()}) AS h "
         f"FROM read_parquet({file_list(urls)}, hive_partitioning=false) {where}) GROUP BY run_id"
     ).fetchall()
-    return {run: Tally(int(count), int(hi), int(lo)) for run, count, hi, lo in rows}
+    return {run: Tally(int(count), (int(hi) << 64) + int(lo)) for run, count, hi, lo in rows}
 
 
 def _rows(
@@ -430,25 +444,30 @@ def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
     sources: dict[str, _Source] = {}
     # Local streams, each against its own seal and run.json; counted where a generation covers them.
     local = location.outbox is None
-    for run, path, _size in list_streams(ledger.runs_dir):
+    jobs: list[StreamJob] = []
+    for run, path, size in list_streams(ledger.runs_dir):
         if not wanted(run):
             continue
         known.add(run)
         covered = state.streams.get(run)
-        use = local and covered is not None and not covered.retired
-        tally = Tally() if use else None
-        report.extend(
-            audit_stream(
-                path,
-                run,
-                key=key,
-                covered=covered.offset if use and covered else None,
-                retired_before=state.retired_before,
-                tally=tally,
-            )
-        )
-        if use and tally is not None and covered is not None:
-            sources[run] = _Source(tally, _stream_lines(path, covered.offset, state.retired_before))
+        offset = covered.offset if local and covered is not None and not covered.retired else None
+        jobs.append(StreamJob(str(path), run, size, offset, state.retired_before))
+    streamed = audit_streams(jobs, key)  # worker processes, when they are forked, are forked first
+    con = sql_connect(filesystem=location.filesystem) if generation is not None else None
+    readable: list[str] = []
+    counting: Future[dict[str, Tally]] | None = None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="scalable-audit")
+    if con is not None and generation is not None:
+        problems, readable = check_data_files(con, location, generation)
+        report.problems += problems
+        urls = [location.url(rel) for rel in readable]
+        # DuckDB re-encodes and hashes every compacted row while the streams are read.
+        counting = pool.submit(compacted_tallies, con, urls, None if run_id is None else [run_id])
+    pool.shutdown(wait=False)
+    for job, (part, tally) in zip(jobs, streamed(), strict=True):
+        report.extend(part)
+        if tally is not None and job.covered is not None:
+            sources[job.run_id] = _Source(tally, _stream_lines(Path(job.path), job.covered, state.retired_before))
     # Remote segments: each machine's segments of a run put together, checked as a stream.
     if isinstance(location, ObjectLocation):
         _check_segments(ledger, location, state, key, wanted, known, sources, report)
@@ -456,17 +475,15 @@ def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
     summaries = _summaries(ledger.runs_dir, wanted)
     known |= set(summaries)
     rows_per_run: dict[str, int] = {}
-    if generation is not None:
-        with contextlib.closing(sql_connect(filesystem=location.filesystem)) as con:
-            problems, readable = check_data_files(con, location, generation)
-            report.problems += problems
+    if con is not None and generation is not None and counting is not None:
+        with contextlib.closing(con):
+            tallies = counting.result()
             files = {location.url(rel): location.display(rel) for rel in readable}
-            tallies = compacted_tallies(con, list(files), None if run_id is None else [run_id])
             rows_per_run = {run: t.count for run, t in tallies.items()}
             known |= set(tallies)
             for run, source in sorted(sources.items()):
                 found = tallies.get(run, Tally())
-                if (found.count, found.high, found.low) != (source.tally.count, source.tally.high, source.tally.low):
+                if (found.count, found.digest) != (source.tally.count, source.tally.digest):
                     report.problems += _capped(compare_run(con, files, run, source.lines()))
             covered_runs = {location.run_of(k) for k, s in generation.streams.items()}
             alone = [r for r in tallies if r not in sources]

@@ -374,6 +374,8 @@ def validate_event(
         if value is None:
             continue
         if type(value) is str and name in _STRING_FIELDS:
+            if name == "run_id":
+                check_run_id(value)
             if "\x00" in value:
                 raise EventValidationError(f"event column {name!r} contains a NUL character")
             if name == "digest":
@@ -391,8 +393,8 @@ def validate_event(
         out["task_name"] = task_name
     if component is not None and "component" not in out:
         out["component"] = component
-    if "run_id" in out:
-        check_run_id(out["run_id"])
+    if run_id is not None and out.get("run_id") is run_id:
+        check_run_id(run_id)
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:

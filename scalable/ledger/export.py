@@ -195,7 +195,7 @@ def export_sqlite(ledger: Ledger, path: str | os.PathLike[str]) -> dict[str, int
     out = _target(path)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    con = connect(ledger)
+    con = connect(ledger, trusted=True)
     counts: dict[str, int] = {}
     try:
         db = sqlite_utils.Database(tmp)

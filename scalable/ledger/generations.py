@@ -50,6 +50,7 @@ __all__ = [
     "compacted_name",
     "generation_versions",
     "mark_pending",
+    "pending_versions",
     "publish_staged",
     "read_generation",
     "read_version",
@@ -230,7 +231,7 @@ def read_generation(location: Location) -> Generation:
         return Generation.from_json(location.read_bytes(rel), location.display(rel))
     # Files of a compaction that has not committed (still running, or killed) are announced
     # by its marker; any other compacted file is evidence of a lost record.
-    pending = {int(n[: -len(_PENDING)]) for n in names if n.endswith(_PENDING) and n[: -len(_PENDING)].isdigit()}
+    pending = _pending(names)
     orphans = [
         rel for rel in location.list_files(EVENTS_DIR) if rel.endswith(".parquet") and written_for(rel) not in pending
     ]
@@ -242,6 +243,15 @@ def read_generation(location: Location) -> Generation:
             "with: scalable ledger recover"
         )
     return Generation()
+
+
+def _pending(names: list[str]) -> set[int]:
+    return {int(n[: -len(_PENDING)]) for n in names if n.endswith(_PENDING) and n[: -len(_PENDING)].isdigit()}
+
+
+def pending_versions(location: Location) -> set[int]:
+    """The versions compactions announced (:func:`mark_pending`) and have not withdrawn."""
+    return _pending(location.list_names(GENERATIONS_DIR))
 
 
 def mark_pending(location: Location, version: int) -> None:

@@ -40,7 +40,6 @@ from scalable.ledger.stream import complete_prefix, stream_files
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-    from scalable.ledger.generations import Generation
     from scalable.settings import Settings
 
 __all__ = [
@@ -109,10 +108,6 @@ class Location(ABC):
     @abstractmethod
     def retire_source(self, source: Source, size: int) -> bool:
         """Delete ``source`` if it still holds exactly ``size`` bytes; return whether it was deleted."""
-
-    @abstractmethod
-    def runs_without_stream(self, generation: Generation) -> set[str]:
-        """Runs ``generation`` holds events of whose stream is no longer here to read."""
 
     def live_sources(self) -> list[Source]:
         """Every file of event lines the views read besides the compacted data.
@@ -228,10 +223,6 @@ class LocalLocation(Location):
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         fsync_dir(path.parent)
         return True
-
-    def runs_without_stream(self, generation: Generation) -> set[str]:
-        present = {source.run_id for source in self.sources()}
-        return {run for run, state in generation.streams.items() if state.retired or run not in present}
 
     def url(self, rel: str) -> str:
         return os.path.join(self._data, rel)
@@ -357,9 +348,6 @@ class ObjectLocation(Location):
 
     def retire_source(self, source: Source, size: int) -> bool:
         raise ConfigError(f"segments of the ledger at {self.uri!r} are shared by every machine and are never retired")
-
-    def runs_without_stream(self, generation: Generation) -> set[str]:
-        return set()  # segments are never removed, and other machines' runs are theirs to audit
 
     def url(self, rel: str) -> str:
         return str(self.fs.unstrip_protocol(f"{self._data}/{rel}"))

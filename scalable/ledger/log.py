@@ -45,6 +45,7 @@ from scalable.ledger.events import (
     GENESIS,
     LINE_OPTIONS,
     SCHEMA_VERSION,
+    check_run_id,
     decode_line,
     encode_line,
     format_timestamp,
@@ -331,11 +332,13 @@ class Ledger:
             The events, decoded.
 
         Raises:
-            EventValidationError: a line does not decode, belongs to another run, is this
-                ledger's own writer, or breaks its writer's chain inside the batch.
+            EventValidationError: ``run_id`` is not a valid run id, or a line does not decode,
+                belongs to another run, is this ledger's own writer, or breaks its writer's
+                chain inside the batch.
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        check_run_id(run_id)
         raws: list[bytes] = []
         decoded: list[dict[str, Any]] = []
         digests: list[str] = []

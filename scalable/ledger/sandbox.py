@@ -26,6 +26,7 @@ import contextlib
 import os
 import posixpath
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -132,7 +133,7 @@ class ReadOnlyFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
     def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
         if mode != "rb":
             self._refuse(path, f"opening it with mode {mode!r} would write")
-        return self.target.open(self._inside(path), "rb", **kwargs)
+        return _ReadHandle(self.target.open(self._inside(path), "rb", **kwargs))
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         return dict(self.target.info(self._inside(path), **kwargs))
@@ -169,6 +170,72 @@ class ReadOnlyFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
     put = put_file = upload = get = get_file = download = _write
     pipe = pipe_file = touch = write_text = write_bytes = _write
     setxattr = chmod = _write
+
+
+class _ReadHandle:
+    """A file open for reading whose position is kept per thread.
+
+    DuckDB reads one handle from several threads, each with a seek and then a read; with one
+    shared position another thread's seek could land in between. Here each thread has its
+    own position, and a read at it is one positioned read (``pread`` on a local file).
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+        self._where = threading.local()
+        try:
+            self._fd: int | None = raw.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._raw.closed)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return int(getattr(self._where, "pos", 0))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.tell(), os.SEEK_END: self._size()}[whence]
+        self._where.pos = base + offset
+        return int(self._where.pos)
+
+    def read(self, size: int = -1) -> bytes:
+        pos = self.tell()
+        if size is None or size < 0:
+            size = max(0, self._size() - pos)
+        if self._fd is not None:
+            data = os.pread(self._fd, size, pos)
+        else:
+            with self._lock:
+                self._raw.seek(pos)
+                data = self._raw.read(size)
+        self._where.pos = pos + len(data)
+        return bytes(data)
+
+    def _size(self) -> int:
+        if self._fd is not None:
+            return os.fstat(self._fd).st_size
+        return int(self._raw.size)
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _ReadHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def lock(con: duckdb.DuckDBPyConnection, filesystems: Iterable[ReadOnlyFileSystem]) -> None:

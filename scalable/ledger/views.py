@@ -165,36 +165,45 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
     }
 
 
-def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the ledger's views, locked down.
 
     Args:
         ledger: the ledger whose events are read, wherever its location keeps them.
         as_of: ISO-8601 time; every view then shows only events at or before it.
+        trusted: for the ledger's own SQL (lineage walks, exports, audits), never a user's
+            statement: the views read the files directly rather than through the read-only
+            filesystems, and the connection is not locked.
 
     Raises:
         EventValidationError: ``as_of`` is not an ISO-8601 time.
         ConfigError: the ledger's remote location cannot be opened.
+        LedgerError: the record of compacted files cannot be read.
     """
     bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     location = ledger.location
     generation = read_generation(location)
-    con = sql_connect()
-    # Every file is read through a filesystem that only reads, and only under these roots.
-    roots = [ledger.runs_dir, ledger.ledger_dir, *([location.outbox] if location.outbox is not None else [])]
-    local = ReadOnlyFileSystem(LocalFileSystem(), [str(r) for r in roots], LOCAL_PROTOCOL, local=True)
-    filesystems = [local]
-    if location.filesystem is not None:
-        target = location.filesystem
-        on_disk = isinstance(target, LocalFileSystem)
-        filesystems.append(ReadOnlyFileSystem(target, location.read_prefixes(), REMOTE_PROTOCOL, local=on_disk))
-    for fs in filesystems:
-        con.register_filesystem(fs)
+    filesystems: list[ReadOnlyFileSystem] = []
+    if trusted:
+        con = sql_connect(filesystem=location.filesystem)
+        url: Callable[[str], str] = str
+    else:
+        con = sql_connect()
+        # Every file is read through a filesystem that only reads, and only under these roots.
+        roots = [ledger.runs_dir, ledger.ledger_dir, *([location.outbox] if location.outbox is not None else [])]
+        local = ReadOnlyFileSystem(LocalFileSystem(), [str(r) for r in roots], LOCAL_PROTOCOL, local=True)
+        filesystems.append(local)
+        if location.filesystem is not None:
+            target = location.filesystem
+            on_disk = isinstance(target, LocalFileSystem)
+            filesystems.append(ReadOnlyFileSystem(target, location.read_prefixes(), REMOTE_PROTOCOL, local=on_disk))
+        for fs in filesystems:
+            con.register_filesystem(fs)
 
-    def url(path: str) -> str:
-        # The location names its objects by URL; the local streams it reads too are plain paths.
-        return filesystems[-1].url(path) if "://" in path else local.url(path)
+        def url(path: str) -> str:
+            # The location names its objects by URL; the local streams it reads too are plain paths.
+            return filesystems[-1].url(path) if "://" in path else local.url(path)
 
     # Every view binds the same Parquet footers; read each once per connection.
     con.execute("SET parquet_metadata_cache=true")
@@ -220,7 +229,8 @@ def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConne
         create_lineage_views(con, compacted=sources.lineage, tail=tail, as_of=cutoff)
     else:
         create_lineage_views(con)
-    lock(con, filesystems)
+    if not trusted:
+        lock(con, filesystems)
     return con
 
 
