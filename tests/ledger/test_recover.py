@@ -167,5 +167,7 @@ def test_leftovers_of_a_killed_compaction_are_removed_once_their_events_are_live
     assert led.audit(content=False).ok  # nothing is lost: the streams hold every event
     led.compact()
     assert not set(leftovers) & set(_files(led))
-    assert led.query("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events").to_pylist() == [{"n": 160, "d": 160}]
+    assert led.query("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events").to_pylist() == [
+        {"n": 160, "d": 160}
+    ]
     assert led.audit(content=False).ok

@@ -150,7 +150,9 @@ def test_runs_named_like_prefixes_and_patterns_compact_apart(isolated: Path, cli
     names = ["run", "run1", "run10", "run.1", "run_1", "run-1", "r", "ru", "run1.", "run11"]
     expected: dict[str, int] = {}
     for i, run in enumerate(names):
-        ledger.append_many({"event_type": "artifact", "op": "put", "run_id": run, "size_bytes": j} for j in range(i + 1))
+        ledger.append_many(
+            {"event_type": "artifact", "op": "put", "run_id": run, "size_bytes": j} for j in range(i + 1)
+        )
         ledger.finish_run(run)
         expected[run] = i + 2
     runs = ledger.runs_dir

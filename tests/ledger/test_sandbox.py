@@ -391,3 +391,34 @@ def test_the_connection_writes_and_escapes_nothing_even_past_the_statement_check
     finally:
         con.close()
     assert snapshot(place.root) == before
+
+
+def test_a_file_read_from_many_threads_gives_each_its_own_bytes(isolated: Path) -> None:
+    """Threads seeking and reading one handle of the read-only filesystem each get the bytes at their position."""
+    import threading
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    data = bytes(range(256)) * 4096
+    (isolated / "data.bin").write_bytes(data)
+    fs = ReadOnlyFileSystem(LocalFileSystem(), [str(isolated)], LOCAL_PROTOCOL, local=True)
+    handle = fs.open(f"{LOCAL_PROTOCOL}://{isolated}/data.bin", "rb")
+    wrong: list[int] = []
+
+    def reader(seed: int) -> None:
+        import random
+
+        rnd = random.Random(seed)
+        for _ in range(3000):
+            at = rnd.randrange(0, len(data) - 64)
+            handle.seek(at)
+            if handle.read(64) != data[at : at + 64] or handle.tell() != at + 64:
+                wrong.append(at)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    handle.close()
+    assert wrong == []

@@ -141,11 +141,24 @@ def _audit_fails(ledger: Ledger, cli: CliInvoker, where: re.Pattern[str] | str) 
 def _line_cases() -> list[tuple[str, str]]:
     """(which line, column) for every column of the first, a middle and the sealing line."""
     cases = []
-    first = ["event_id", "event_type", "op", "prev", "run_id", "schema_version", "seq", "task_name", "timestamp", "writer"]
+    first = [
+        "event_id",
+        "event_type",
+        "op",
+        "prev",
+        "run_id",
+        "schema_version",
+        "seq",
+        "task_name",
+        "timestamp",
+        "writer",
+    ]
     cases += [("first", c) for c in first]
     middle = sorted({*(c.name for c in COLUMNS)} - {"prev"} | {"prev"})
     cases += [("middle", c) for c in middle]
-    cases += [("seal", c) for c in ["attrs", "event_id", "event_type", "op", "prev", "run_id", "seq", "timestamp", "writer"]]
+    cases += [
+        ("seal", c) for c in ["attrs", "event_id", "event_type", "op", "prev", "run_id", "seq", "timestamp", "writer"]
+    ]
     return cases
 
 
@@ -157,7 +170,9 @@ def test_a_byte_of_any_field_of_any_line_is_caught(keyed: Ledger, cli: CliInvoke
     index = {
         "first": 0,
         "middle": next(i for i, ln in enumerate(lines) if b'"function_name"' in ln),
-        "seal": next(i for i, ln in enumerate(lines) if b'"op":"finished","prev"' in ln and b'"event_type":"run"' in ln),
+        "seal": next(
+            i for i, ln in enumerate(lines) if b'"op":"finished","prev"' in ln and b'"event_type":"run"' in ln
+        ),
     }[which]
     assert column in _fields(lines[index])
     lines[index] = _flip(lines[index], column)
@@ -184,14 +199,27 @@ def test_the_status_and_every_part_of_the_seal_line_attrs_are_covered(keyed: Led
     if key == "seal":
         lines[index] = lines[index].replace(b'\\"head\\":\\"f', b'\\"head\\":\\"', 1)
         at = lines[index].index(b'\\"head\\":\\"') + 11
-        lines[index] = lines[index][:at] + (b"0" if lines[index][at : at + 1] != b"0" else b"1") + lines[index][at + 1 :]
+        lines[index] = (
+            lines[index][:at] + (b"0" if lines[index][at : at + 1] != b"0" else b"1") + lines[index][at + 1 :]
+        )
     _write(path, lines)
     _audit_fails(keyed, cli, f"{path}:{index + 1}")
 
 
 @pytest.mark.parametrize(
     "edit",
-    ["delete-first", "delete-middle", "delete-seal", "swap-writers", "swap-same-writer", "move-seal-up", "duplicate", "insert-new-writer", "insert-after-seal", "insert-copy"],
+    [
+        "delete-first",
+        "delete-middle",
+        "delete-seal",
+        "swap-writers",
+        "swap-same-writer",
+        "move-seal-up",
+        "duplicate",
+        "insert-new-writer",
+        "insert-after-seal",
+        "insert-copy",
+    ],
 )
 def test_lines_deleted_reordered_duplicated_or_inserted_are_caught(keyed: Ledger, cli: CliInvoker, edit: str) -> None:
     """Deleting, reordering, duplicating or inserting whole lines fails the audit and names the stream."""
@@ -278,7 +306,9 @@ def _edit_parquet(path: Path, column: str, pick: Callable[[dict[str, Any]], bool
 
 @pytest.mark.parametrize("column", COLUMN_NAMES)
 @pytest.mark.parametrize("retired", [False, True], ids=["stream-kept", "stream-retired"])
-def test_every_column_edited_in_a_compacted_row_is_caught(keyed: Ledger, cli: CliInvoker, column: str, retired: bool) -> None:
+def test_every_column_edited_in_a_compacted_row_is_caught(
+    keyed: Ledger, cli: CliInvoker, column: str, retired: bool
+) -> None:
     """Editing any column of a compacted row (the stream kept, or retired) fails the audit and names file and row."""
     keyed.compact(keep_jsonl=not retired)
     assert keyed.stream_path(RUN).exists() is not retired
@@ -293,7 +323,9 @@ def test_a_size_edited_in_parquet_changes_no_answer_unnoticed(keyed: Ledger, cli
     keyed.compact()
     path = _parquet_files(keyed)[0]
     index = _edit_parquet(path, "size_bytes", lambda r: r["artifact_name"] == "f1.csv")
-    assert keyed.query("SELECT size_bytes FROM artifacts WHERE artifact_name = 'f1.csv'").to_pylist() == [{"size_bytes": 12}]
+    assert keyed.query("SELECT size_bytes FROM artifacts WHERE artifact_name = 'f1.csv'").to_pylist() == [
+        {"size_bytes": 12}
+    ]
     problems = _audit_fails(keyed, cli, f"{path}: row {index + 1}")
     differs = next(p for p in problems if p.kind == "copy-differs")
     assert "size_bytes 11 in the line, 12 in the row" in differs.message
@@ -342,16 +374,29 @@ def test_a_generation_record_deleted_or_truncated_is_caught(keyed: Ledger, cli: 
     else:
         docs[-1].write_bytes(b"")
     problems = _audit_fails(keyed, cli, re.compile("_manifest|\\.parquet"))
-    assert {p.kind for p in problems} & {"generation-missing", "generation-unreadable", "unaccounted-events", "events-missing"}
+    assert {p.kind for p in problems} & {
+        "generation-missing",
+        "generation-unreadable",
+        "unaccounted-events",
+        "events-missing",
+    }
 
 
-def test_a_segment_edited_on_s3_is_caught(
-    isolated: Path, s3_bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, cli: CliInvoker
+@pytest.fixture(params=["s3", "gcs"])
+def bucket(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """A bucket on the S3 server or on the GCS emulator."""
+    found: tuple[str, dict[str, Any]] = request.getfixturevalue(f"{request.param}_bucket")
+    return found
+
+
+@pytest.mark.parametrize("edit", ["byte", "deleted", "line-removed"])
+def test_a_remote_segment_edited_or_deleted_is_caught(
+    isolated: Path, bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, cli: CliInvoker, edit: str
 ) -> None:
-    """A byte changed in a remote segment fails the audit on this machine and on another, naming the segment and line."""
+    """A remote segment changed or gone fails the audit on this machine and on another, naming the segment."""
     import fsspec
 
-    remote, options = s3_bucket
+    remote, options = bucket
     monkeypatch.setenv("SCALABLE_RUNS_DIR_REMOTE", remote)
     led = Ledger.open()
     with bind(run_id=RUN):
@@ -362,14 +407,20 @@ def test_a_segment_edited_on_s3_is_caught(
     assert led.audit(content=False).ok
     fs, root = fsspec.core.url_to_fs(remote, **options)
     segment = next(p for p in fs.find(root) if "/segments/" in p)
+    name = segment.rsplit("/", 1)[-1]
     data = fs.cat_file(segment)
     lines = data.split(b"\n")[:-1]
-    lines[2] = _flip(lines[2], "size_bytes")
-    fs.pipe_file(segment, b"\n".join(lines) + b"\n")
-    _audit_fails(led, cli, re.compile(rf"{re.escape(segment.rsplit('/', 1)[-1])}:\d+$"))
+    if edit == "byte":
+        lines[2] = _flip(lines[2], "size_bytes")
+        fs.pipe_file(segment, b"\n".join(lines) + b"\n")
+    elif edit == "line-removed":
+        fs.pipe_file(segment, b"\n".join(lines[:2] + lines[3:]) + b"\n")
+    else:
+        fs.rm_file(segment)
+    _audit_fails(led, cli, re.compile(rf"{re.escape(name)}(:\d+)?$"))
     other = Ledger.open(isolated / "machine-b" / "runs", isolated / "machine-b" / "ledger")
     report = other.audit(content=False)
-    assert not report.ok and any(segment.rsplit("/", 1)[-1] in p.where for p in report.problems)
+    assert not report.ok and any(name in p.where for p in report.problems), [str(p) for p in report.problems]
     led.close()
     other.close()
 
@@ -377,3 +428,59 @@ def test_a_segment_edited_on_s3_is_caught(
 def _digest_rows(ledger: Ledger) -> list[tuple[str, str]]:
     rows = ledger.query("SELECT * FROM events").to_pylist()
     return sorted((r["event_id"], hashlib.sha256(encode_line(r)).hexdigest()) for r in rows)
+
+
+def test_a_clean_remote_ledger_audits_clean_from_any_machine(
+    isolated: Path, bucket: tuple[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of two machines, synced and compacted, audit clean from a third machine that wrote nothing."""
+    remote, _options = bucket
+    monkeypatch.setenv("SCALABLE_RUNS_DIR_REMOTE", remote)
+    machines = [Ledger.open(isolated / m / "runs", isolated / m / "ledger") for m in ("a", "b", "c")]
+    for led, run in zip(machines[:2], ("run-a", "run-b"), strict=False):
+        with bind(run_id=run):
+            for i in range(3):
+                led.append({"event_type": "artifact", "op": "put", "artifact_name": f"f{i}"})
+        led.finish_run(run)
+        led.compact()
+    machines[0].append({"event_type": "cache", "op": "hit", "run_id": "run-a2"})
+    machines[0].sync_remote()
+    report = machines[2].audit(content=False)
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.runs == 3
+    for led in machines:
+        led.close()
+
+
+def test_worker_processes_find_what_one_process_finds(keyed: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streams audited by worker processes give the same report as in this process, problems and all."""
+    import threading
+
+    from scalable.ledger import audit
+
+    for i in range(6):
+        with bind(run_id=f"run-w{i}"):
+            keyed.append({"event_type": "artifact", "op": "put", "artifact_name": f"w{i}"})
+        keyed.finish_run(f"run-w{i}")
+    keyed.compact()
+    path = keyed.stream_path("run-w3")
+    lines = _lines(path)
+    lines[0] = _flip(lines[0], "artifact_name")
+    _write(path, lines)
+    alone = [str(p) for p in keyed.audit(content=False).problems]
+    assert alone
+    keyed.close()
+    monkeypatch.setattr(audit, "PARALLEL_BYTES", 1)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    import concurrent.futures
+
+    pools: list[int] = []
+
+    class Pool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs: Any) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    assert [str(p) for p in Ledger.open().audit(content=False).problems] == alone
+    assert pools and pools[0] >= 2
