@@ -235,8 +235,8 @@ def _compact_once(
     version = base.version + 1
     if location.exclusive:
         # Never a version some file already claims (a lost record's files keep their own).
-        written = [written_for(rel) or 0 for d in (EVENTS_DIR, LINEAGE_DIR) for rel in location.list_files(d)]
-        version = max([version, *(v + 1 for v in written)])
+        claimed = [written_for(rel) or 0 for d in (EVENTS_DIR, LINEAGE_DIR) for rel in location.list_files(d)]
+        version = max([version, *(v + 1 for v in claimed)])
     pending, streams = _plan(location, base, wanted)
     mark_pending(location, version)
     # Batches honour the cutoff already committed; a new cutoff is applied by retire_events,

@@ -21,7 +21,6 @@ import pytest
 
 from scalable.ledger import bind
 from scalable.ledger.events import COLUMNS, GENESIS, encode_line, new_event_id, now
-from scalable.ledger.generations import read_generation
 from scalable.ledger.log import Ledger
 from tests.conftest import CliInvoker
 from tests.helpers import run_python
