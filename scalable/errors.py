@@ -7,6 +7,8 @@ so ``except ValueError`` keeps working for code that does not know about scalabl
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "ArtifactNotFoundError",
     "CacheArgumentError",
@@ -17,6 +19,7 @@ __all__ = [
     "CacheSignatureError",
     "CompactionConflictError",
     "ConfigError",
+    "DiskFullError",
     "EventValidationError",
     "IntegrityError",
     "InvalidKeyError",
@@ -41,6 +44,8 @@ __all__ = [
     "UnreadableArtifactError",
     "UnsafeArtifactError",
     "UnsupportedSchemeError",
+    "WorkerLostError",
+    "os_error",
 ]
 
 
@@ -191,3 +196,38 @@ class CacheInputNotFoundError(CacheError, FileNotFoundError):
 
 class SessionError(ScalableError, RuntimeError):
     """A session was used in a state that does not allow the call."""
+
+
+class WorkerLostError(SessionError):
+    """A task never came back: the worker running it died, or its batch job ended (``scancel``, walltime)."""
+
+
+class DiskFullError(ScalableError, OSError):
+    """A write found no space left (or hit the file size limit); what was written before is intact."""
+
+
+#: What to say about the errors of a full disk, by errno.
+_FULL: dict[int, str] = {
+    errno.ENOSPC: "no space left on the device; free some space and run it again",
+    errno.EDQUOT: "the disk quota is used up; free some space or raise the quota and run it again",
+    errno.EFBIG: "the file size limit was reached (ulimit -f); raise the limit and run it again",
+}
+
+
+def os_error(exc: OSError, doing: str, default: type[ScalableError]) -> ScalableError:
+    """The one mapping of an ``OSError`` met while ``doing`` something to the error tree.
+
+    A full disk, a used-up quota and the file size limit (``ENOSPC``, ``EDQUOT``, ``EFBIG``)
+    are a :class:`DiskFullError` that says what to do; any other errno becomes ``default``
+    with the system's reason. Both keep the errno.
+
+    Args:
+        exc: the error the write met.
+        doing: what was being done, naming the path (``"cannot append to '/x/y.jsonl'"``).
+        default: the class of every other errno (the caller's own, e.g. ``LedgerError``).
+    """
+    advice = _FULL.get(exc.errno or 0)
+    error = DiskFullError(f"{doing}: {advice}") if advice else default(f"{doing}: {exc.strerror or exc}")
+    if isinstance(error, OSError):
+        error.errno = exc.errno
+    return error

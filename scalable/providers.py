@@ -304,6 +304,8 @@ PROVIDERS: Final[Mapping[str, ProviderSpec]] = {
             OptionSpec("name", "name of the worker jobs", _string),
             OptionSpec("suppress_logs", "true to discard the worker jobs' logs", _boolean, default=False),
             OptionSpec("container_runtime", "apptainer or docker", _one_of("apptainer", "docker")),
+            OptionSpec("jobs", "worker jobs of each component (ours)", _positive_int, default=1),
+            runnable=True,
         ),
         _spec(
             "kubernetes",

@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import yaml
+
 from scalable.cache.tiers import shared_cache
 from scalable.cache.tiers import using as cache_using
 from scalable.digests import measure_path
@@ -42,14 +44,17 @@ from scalable.errors import (
 )
 from scalable.ledger import bus
 from scalable.ledger.context import make_run_id
+from scalable.ledger.durable import replace_file
 from scalable.ledger.log import Ledger
+from scalable.ledger.runfiles import write_json, write_summary_json
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
+from scalable.providers import PROVIDERS
 from scalable.settings import Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
-from scalable.targets import Runner, TaskEnv, start_runner
-from scalable.targets.tasks import error_text
+from scalable.targets import Deployment, Runner, TaskEnv, recorded_only, scale_plan, start_runner
+from scalable.targets.tasks import error_text, failed_event
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -395,6 +400,7 @@ class ScalableSession(TaskSession):
                     self._ledger.append(
                         {"event_type": "run", "op": "started", "run_id": self.run_id, "attrs": self._run_attrs()}
                     )
+                    self._write_run_files()
             except BaseException:
                 self._ledger.default_run_id = None
                 self._exit.close()
@@ -479,6 +485,10 @@ class ScalableSession(TaskSession):
                 with self._lock:
                     self._sealed = True
                     self._ledger.finish_run(self.run_id, status, attrs)
+                try:
+                    write_summary_json(self._ledger.stream_path(self.run_id), self.run_id)
+                except OSError as exc:  # derived from the sealed stream; rebuild_summaries writes it again
+                    _log.warning("session.summary_not_written", run_id=self.run_id, error=str(exc))
             if was_open:
                 self._compact()
         finally:
@@ -531,7 +541,32 @@ class ScalableSession(TaskSession):
             "pid": os.getpid(),
             "default_storage": mask_secrets(self.settings.default_storage),
             "scalable_version": __version__,
+            "target_options": {
+                k: mask_secrets(v) if isinstance(v, str) else v
+                for k, v in PROVIDERS[self.target.provider].resolve(self.target.provider_options).items()
+            },
+            "components": {
+                name: {"cpus": c.cpus, "memory": c.memory, "env": sorted(c.env)}
+                for name, c in (self.manifest.components.items() if self.manifest else ())
+            },
+            "recorded_only": recorded_only(self.target, self.manifest),
         }
+
+    def _write_run_files(self) -> None:
+        """Write the files Scalable keeps beside a run: manifest.yaml, manifest.lock, plan.json, run.json.
+
+        ``run.json`` is derived from the stream (its ``running`` form now, the sealed one at
+        close); a file that cannot be written is logged, the run goes on.
+        """
+        directory = self._ledger.stream_path(self.run_id).parent
+        try:
+            if self.manifest is not None:
+                replace_file(directory / "manifest.yaml", yaml.safe_dump(self.manifest.raw, sort_keys=True).encode())
+                replace_file(directory / "manifest.lock", (self.manifest.lock + "\n").encode())
+            write_json(directory / "plan.json", scale_plan(self.manifest, self.target))
+            self._ledger.rebuild_summaries([self.run_id])
+        except OSError as exc:
+            _log.warning("session.run_files_not_written", run_id=self.run_id, error=str(exc))
 
     def _check_storage(self) -> None:
         """Fail now, naming the URI, if the default storage cannot be reached or written.
@@ -570,8 +605,26 @@ class ScalableSession(TaskSession):
     def _get_runner(self) -> Runner:
         with self._lock:
             if self._runner is None:
-                self._runner = start_runner(self.target, self._ledger, self._append_foreign)
+                deployment = Deployment(
+                    self.target,
+                    self._ledger,
+                    components=self.manifest.components if self.manifest else {},
+                    workers=scale_plan(self.manifest, self.target)["scale_plan"]["workers_by_tag"],
+                    deliver=self._append_foreign,
+                    lost=self._task_lost,
+                )
+                self._runner = start_runner(deployment)
             return self._runner
+
+    def _task_lost(self, env: TaskEnv, error: BaseException, duration_s: float) -> None:
+        """Record ``task/failed`` for a task that never came back from its worker (unless the run is sealed)."""
+        if not self.settings.telemetry:
+            return
+        with self._lock:
+            if self._sealed:
+                _log.warning("session.late_task_failure_dropped", run_id=self.run_id, task=env.task_name)
+                return
+            self._ledger.append(failed_event(env, error, duration_s))
 
     def _count(self, future: concurrent.futures.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:

@@ -45,12 +45,17 @@ ENV_VARS: dict[str, str] = {
     "SCALABLE_LEDGER_KEY": "Key that turns run seals into HMACs, so a rewritten chain is caught.",
     "SCALABLE_TELEMETRY": "1 (default) records events; 0 records nothing.",
     "SCALABLE_LEDGER_FSYNC": "always | batch (default) | never: power-loss durability of appends.",
+    "SCALABLE_SNAPSHOT_RETENTION": "How long compacted files stay after a newer generation replaced them (default 1h).",
     "SCALABLE_LOG_FORMAT": "console (default) | json.",
     "SCALABLE_LOG_LEVEL": "debug | info | warning (default) | error.",
 }
 
 _LOG_FORMATS = ("console", "json")
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Variables whose setting has another name (the unit is part of the field's name).
+_FIELD_OF_VAR = {"SCALABLE_SNAPSHOT_RETENTION": "snapshot_retention_s"}
+_VAR_OF_FIELD = {v: k for k, v in _FIELD_OF_VAR.items()}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -74,6 +79,8 @@ class Settings:
     ledger_key: bytes | None = field(default=None, repr=False)
     telemetry: bool = True
     ledger_fsync: FsyncMode = FsyncMode.BATCH
+    #: Seconds a compacted file stays readable after a newer generation superseded it.
+    snapshot_retention_s: float = 3600.0
     log_format: str = "console"
     log_level: str = "warning"
 
@@ -102,6 +109,22 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return low
 
 
+def _duration(name: str, value: object) -> float:
+    """Seconds of a duration given as a number of seconds or as ``<number><s|m|h|d>``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:]) if text else None
+        try:
+            seconds = float(text[:-1] if unit is not None else text) * (unit or 1.0)
+        except ValueError:
+            seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ConfigError(f"{name}={value!r} is not a duration; use seconds or a number with s, m, h or d (1h)")
+    return seconds
+
+
 def _path(value: str | os.PathLike[str], base: Path | None = None) -> Path:
     p = Path(value).expanduser()
     if not p.is_absolute():
@@ -122,6 +145,8 @@ def _coerce(values: Mapping[str, Any], *, source: str, base: Path | None = None)
             out[name] = value if isinstance(value, bool) else _bool(label, str(value))
         elif name == "ledger_fsync":
             out[name] = FsyncMode(_choice(label, str(value), tuple(m.value for m in FsyncMode)))
+        elif name == "snapshot_retention_s":
+            out[name] = _duration(label, value)
         elif name == "log_format":
             out[name] = _choice(label, str(value), _LOG_FORMATS)
         elif name == "log_level":
@@ -139,11 +164,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         value = env.get(var)
         if value is None or value == "":
             continue
-        raw[var.removeprefix("SCALABLE_").lower()] = value
+        raw[_FIELD_OF_VAR.get(var, var.removeprefix("SCALABLE_").lower())] = value
     # Give environment errors the variable's own name.
     out: dict[str, Any] = {}
     for name, value in raw.items():
-        out.update(_coerce({name: value}, source=f"SCALABLE_{name.upper()}"))
+        out.update(_coerce({name: value}, source=_VAR_OF_FIELD.get(name, f"SCALABLE_{name.upper()}")))
     return out
 
 

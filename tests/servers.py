@@ -1,6 +1,7 @@
-"""Real S3 and GCS servers on 127.0.0.1 for the tests (moto's server, gcp-storage-emulator).
+"""Real S3 and GCS servers on 127.0.0.1 for the tests, as pytest fixtures.
 
-Register with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). Fixtures:
+The servers themselves start in :mod:`tools.local_servers`, which the benches share. Register
+with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). Fixtures:
 
 - ``s3_server`` (session): the endpoint URL of a moto server; while it runs, the process
   environment points boto/s3fs at it (dummy credentials, ``AWS_ENDPOINT_URL``), so plain
@@ -8,116 +9,57 @@ Register with ``pytest_plugins = ["tests.servers"]`` (tests/conftest.py does). F
 - ``gcs_server`` (session): the endpoint URL of an in-memory GCS emulator;
   ``STORAGE_EMULATOR_HOST`` points gcsfs at it, and fsspec's config gives gcsfs
   ``token="anon"``, so plain ``gs://bucket/...`` URIs reach it.
-- ``s3_bucket`` / ``gcs_bucket`` (per test): ``(bucket_name, storage_options)`` of a fresh,
-  empty bucket with a unique name; pass the options to ``build_artifact_store`` or
-  ``fsspec.filesystem``.
+- ``gcs_strict_server`` (session): the endpoint URL of fake-gcs-server, which honours
+  ``ifGenerationMatch=0`` (put-if-absent): commit protocols are tested against it.
+- ``s3_bucket`` / ``gcs_bucket`` / ``gcs_strict_bucket`` (per test): ``(bucket_name,
+  storage_options)`` of a fresh, empty bucket with a unique name; pass the options to
+  ``build_artifact_store`` or ``fsspec.filesystem``. ``gcs_strict_bucket`` also points
+  ``STORAGE_EMULATOR_HOST`` at fake-gcs-server for the test, so plain ``gs://`` URIs (and
+  child processes given the environment) reach it.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-__all__ = ["create_gcs_bucket", "create_s3_bucket", "gcs_bucket", "gcs_server", "s3_bucket", "s3_server"]
+from tools import local_servers
+from tools.local_servers import create_gcs_bucket, create_s3_bucket, gcs_options, s3_options
 
-_S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = [
+    "create_gcs_bucket",
+    "create_s3_bucket",
+    "gcs_bucket",
+    "gcs_server",
+    "gcs_strict_bucket",
+    "gcs_strict_server",
+    "s3_bucket",
+    "s3_server",
+]
 
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """Start moto's S3 server on a free loopback port for the session; yield its URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in [*_S3_ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update(_S3_ENV)
-    os.environ["AWS_ENDPOINT_URL"] = url
-    try:
+    with local_servers.s3_server() as url:
         yield url
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def gcs_server() -> Iterator[str]:
     """Start gcp-storage-emulator in memory on a free loopback port; yield its URL."""
-    import fsspec.config
-    from gcp_storage_emulator.server import create_server
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    saved_conf = fsspec.config.conf.get("gcs")
-    os.environ["STORAGE_EMULATOR_HOST"] = url
-    fsspec.config.conf["gcs"] = {**(saved_conf or {}), "token": "anon"}
-    try:
+    with local_servers.gcs_server() as url:
         yield url
-    finally:
-        if saved is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = saved
-        if saved_conf is None:
-            fsspec.config.conf.pop("gcs", None)
-        else:
-            fsspec.config.conf["gcs"] = saved_conf
-        server.stop()
 
 
-_admin: dict[str, Any] = {}
-
-
-def create_s3_bucket(endpoint: str, name: str, *, exist_ok: bool = False) -> None:
-    """Create bucket ``name`` on the S3 server at ``endpoint`` (an existing one is fine with ``exist_ok``)."""
-    import s3fs
-
-    key = f"s3 {endpoint}"
-    if key not in _admin:
-        _admin[key] = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, use_listings_cache=False)
-    if exist_ok and _admin[key].exists(name):
-        return
-    _admin[key].mkdir(name)
-
-
-def create_gcs_bucket(endpoint: str, name: str, *, exist_ok: bool = False) -> None:
-    """Create bucket ``name`` on the GCS emulator at ``endpoint`` (an existing one is fine with ``exist_ok``)."""
-    import gcsfs
-
-    key = f"gcs {endpoint}"
-    if key not in _admin:
-        _admin[key] = gcsfs.GCSFileSystem(endpoint_url=endpoint, token="anon", use_listings_cache=False)
-    if exist_ok and _admin[key].exists(name):
-        return
-    _admin[key].mkdir(name)
+@pytest.fixture(scope="session")
+def gcs_strict_server() -> Iterator[str]:
+    """Start fake-gcs-server in memory on a free loopback port; yield its URL."""
+    with local_servers.gcs_strict_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -125,7 +67,7 @@ def s3_bucket(s3_server: str) -> tuple[str, dict[str, Any]]:
     """A fresh, empty S3 bucket: ``(name, storage_options)`` for s3fs / build_artifact_store."""
     name = f"test-{uuid.uuid4().hex[:16]}"
     create_s3_bucket(s3_server, name)
-    return name, {"client_kwargs": {"endpoint_url": s3_server}, "use_listings_cache": False}
+    return name, s3_options(s3_server)
 
 
 @pytest.fixture
@@ -133,4 +75,13 @@ def gcs_bucket(gcs_server: str) -> tuple[str, dict[str, Any]]:
     """A fresh, empty GCS bucket: ``(name, storage_options)`` for gcsfs / build_artifact_store."""
     name = f"test-{uuid.uuid4().hex[:16]}"
     create_gcs_bucket(gcs_server, name)
-    return name, {"endpoint_url": gcs_server, "token": "anon", "use_listings_cache": False}
+    return name, gcs_options(gcs_server)
+
+
+@pytest.fixture
+def gcs_strict_bucket(gcs_strict_server: str, monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """A fresh bucket on fake-gcs-server, with ``STORAGE_EMULATOR_HOST`` pointing there for the test."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    create_gcs_bucket(gcs_strict_server, name)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_strict_server)
+    return name, gcs_options(gcs_strict_server)

@@ -72,6 +72,7 @@ def test_every_documented_variable_is_read() -> None:
         "SCALABLE_LEDGER_KEY": "lk",
         "SCALABLE_TELEMETRY": "0",
         "SCALABLE_LEDGER_FSYNC": "never",
+        "SCALABLE_SNAPSHOT_RETENTION": "5m",
         "SCALABLE_LOG_FORMAT": "json",
         "SCALABLE_LOG_LEVEL": "debug",
     }

@@ -1,37 +1,51 @@
 """Bench ``scale``: compaction and queries over synthetic events of 1,000 runs with parent links.
 
-Figures: ``compact_events_per_s`` and ``compact_peak_rss_mb`` of ``Ledger.compact()`` (dedup
-checks, sort order, verification and the manifest commit included), and, interleaved with it
-in the same run, the engine's own floor ``copy_floor_events_per_s``: DuckDB's plain
-``COPY (SELECT * FROM read_json(<streams>, columns=<schema>)) TO '<x>.parquet'`` with no
-dedup and no sort; ``compact_vs_copy_floor`` is their ratio. Each side runs in its own child
-process (so its peak RSS is its own) and the best of the rounds counts for both. Then
-``query_run_ms`` (one run's artifacts) and ``query_groupby_ms`` (count by run over all events)
-through ``Ledger.query`` over the compacted ledger, and the same two over the JSON-lines
-streams alone (``query_run_jsonl_ms``, ``query_groupby_jsonl_ms``); medians of five.
+Sizes: 1,000,000 events (``--quick``: 250,000) that :mod:`tools.gen_events` writes.
 
-Sizes: 10,000,000 events (``--quick``: 1,000,000) from :mod:`gen_events`.
+Compaction, in interleaved rounds, each side in its own child process (so its peak RSS is its
+own; the child times itself, interpreter start and imports excluded):
+``compact_events_per_s`` and ``compact_peak_rss_mb`` of ``Ledger.compact()`` into an empty
+ledger directory (dedup checks, sort order, verification and the manifest commit included),
+against the engine's own floor ``copy_floor_events_per_s``: DuckDB's plain ``COPY (SELECT *
+FROM read_json(<streams>, columns=<schema>)) TO '<x>.parquet'`` with no dedup and no sort.
+Targets: ``compact_vs_copy_floor >= 0.8`` (per-round ratio of rates) and
+``compact_peak_rss_mb <= 1024``.
+
+Queries through ``Ledger.query``, in interleaved rounds: ``query_run_ms`` (one run's
+artifacts; target <= 100) and ``query_groupby_ms`` (count by run over all events; target
+<= 1000) over the compacted ledger, and the same two over the JSON-lines streams alone
+(``query_run_jsonl_ms``, ``query_groupby_jsonl_ms``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from bench import Figures, Targets, target
-from gen_events import generate, run_id_of
+from scalable import Ledger
+from tools.bench_harness import Case, Report, Target, interleave, per_second
+from tools.gen_events import generate, run_id_of
 
-from scalable.ledger.log import Ledger
+__all__ = ["TARGETS", "run"]
+
+TARGETS = (
+    Target("compact_vs_copy_floor", ">=", 0.8),
+    Target("compact_peak_rss_mb", "<=", 1024),
+    Target("query_run_ms", "<=", 100),
+    Target("query_groupby_ms", "<=", 1000),
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: The child's peak resident memory in MiB, from its own memory map (``VmHWM``). Not
+#: ``ru_maxrss``: a child forked from a large parent inherits the parent's high-water mark.
+_PEAK = "int(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:'))) / 1024"
 
 _FLOOR = """
 import glob, json, os, sys, time
@@ -44,88 +58,93 @@ con = duckdb.connect()
 con.execute("SET enable_progress_bar=false")
 start = time.perf_counter()
 con.execute(f"COPY (SELECT * FROM read_json({{files!r}}, columns={{columns}})) TO '{out}'")
-print(json.dumps({{"seconds": time.perf_counter() - start}}))
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "peak_rss_mib": {peak}}}))
 """
 
 _COMPACT = """
 import json, sys, time
 import duckdb, pyarrow.compute, pyarrow.parquet  # imported before the clock starts, as in the floor
 sys.path.insert(0, {root!r})
-from scalable.ledger.log import Ledger
+from scalable import Ledger
 led = Ledger.open({runs!r}, {ledger!r})
 start = time.perf_counter()
 result = led.compact()
-print(json.dumps({{"seconds": time.perf_counter() - start, "events": result.events_written}}))
+seconds = time.perf_counter() - start
+print(json.dumps({{"seconds": seconds, "events": result.events_written, "peak_rss_mib": {peak}}}))
 """
 
 
-def _child(code: str) -> tuple[dict[str, Any], float]:
-    """Run ``code`` in a child process; return its JSON output and its peak RSS in MiB."""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+def _child(code: str) -> dict[str, float]:
+    """Run ``code`` in a child process; return the JSON object it printed last."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"bench child failed: {err.decode()[-2000:]}")
-    return json.loads(out.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+        raise RuntimeError(f"bench child failed: {proc.stderr.decode(errors='replace')[-2000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return result
 
 
-def _median_ms(led: Ledger, sql: str, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        led.query(sql)
-        times.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(times), 1)
+def _query(ledger: Ledger, sql: str) -> Callable[[int], None]:
+    def run(_index: int) -> None:
+        ledger.query(sql)
+
+    return run
 
 
-def run(quick: bool) -> tuple[Figures, Targets]:
-    """Generate the ledger, measure compaction against the copy floor, then queries."""
-    events = 1_000_000 if quick else 10_000_000
-    rounds = 2
+def run(quick: bool, rounds: int) -> Report:
+    """Generate the streams, then compaction against the copy floor, then queries, in rounds."""
+    events = 250_000 if quick else 1_000_000
+    report = Report()
     work = Path(tempfile.mkdtemp(prefix="scalable-bench-scale-"))
     try:
         runs_dir, ledger_dir = work / "runs", work / "ledger"
         started = time.perf_counter()
         gen = generate(runs_dir, events, runs=1000, days=30)
-        generate_s = time.perf_counter() - started
-        floor_s, compact_s, rss = [], [], []
-        for _ in range(rounds):
-            floor, _ = _child(_FLOOR.format(root=str(ROOT), runs=str(runs_dir), out=str(work / "floor.parquet")))
-            floor_s.append(floor["seconds"])
-            (work / "floor.parquet").unlink(missing_ok=True)
-            shutil.rmtree(ledger_dir, ignore_errors=True)
-            result, peak = _child(_COMPACT.format(root=str(ROOT), runs=str(runs_dir), ledger=str(ledger_dir)))
-            if result["events"] != gen.events:
-                raise RuntimeError(f"compaction wrote {result['events']} events, expected {gen.events}")
-            compact_s.append(result["seconds"])
-            rss.append(peak)
+        report.param("events", gen.events)
+        report.param("runs", len(gen.run_ids))
+        report.param("jsonl_mib", gen.bytes / 2**20)
+        report.param("setup_generate_s", time.perf_counter() - started)
+        floor_out = work / "floor.parquet"
+
+        def floor(_index: int) -> dict[str, float]:
+            return _child(_FLOOR.format(root=str(ROOT), runs=str(runs_dir), out=str(floor_out), peak=_PEAK))
+
+        def compact(_index: int) -> dict[str, float]:
+            result = _child(_COMPACT.format(root=str(ROOT), runs=str(runs_dir), ledger=str(ledger_dir), peak=_PEAK))
+            if result.pop("events") != gen.events:
+                raise RuntimeError(f"compaction wrote a different number of events than the {gen.events} generated")
+            return result
+
+        samples = interleave(
+            {
+                "copy_floor": Case(floor, after=lambda i: floor_out.unlink(missing_ok=True)),
+                "compact": Case(compact, before=lambda i: shutil.rmtree(ledger_dir, ignore_errors=True)),
+            },
+            rounds=rounds,
+        )
+        floor_rate = per_second(gen.events, samples["copy_floor"])
+        compact_rate = per_second(gen.events, samples["compact"])
+        report.figure("copy_floor_events_per_s", floor_rate, "higher")
+        report.figure("compact_events_per_s", compact_rate, "higher")
+        report.ratio("compact_vs_copy_floor", compact_rate, floor_rate, "higher")
+        report.figure("compact_peak_rss_mb", samples["compact", "peak_rss_mib"], "lower")
+        report.figure("copy_floor_peak_rss_mb", samples["copy_floor", "peak_rss_mib"], "lower")
+
         compacted = Ledger.open(runs_dir, ledger_dir)
         jsonl_only = Ledger.open(runs_dir, work / "no-ledger")
-        one_run = run_id_of(500)
-        run_sql = f"SELECT * FROM artifacts WHERE run_id = '{one_run}'"
+        run_sql = f"SELECT * FROM artifacts WHERE run_id = '{run_id_of(500)}'"
         group_sql = "SELECT run_id, count(*) AS n FROM events GROUP BY run_id"
-        figures: Figures = {
-            "events": gen.events,
-            "runs": len(gen.run_ids),
-            "jsonl_mib": round(gen.bytes / 2**20, 1),
-            "generate_s": round(generate_s, 2),
-            "copy_floor_events_per_s": round(gen.events / min(floor_s)),
-            "compact_events_per_s": round(gen.events / min(compact_s)),
-            "compact_vs_copy_floor": round(min(floor_s) / min(compact_s), 3),
-            "compact_peak_rss_mb": round(max(rss), 1),
-            "query_run_ms": _median_ms(compacted, run_sql),
-            "query_groupby_ms": _median_ms(compacted, group_sql),
-            "query_run_jsonl_ms": _median_ms(jsonl_only, run_sql, repeat=3),
-            "query_groupby_jsonl_ms": _median_ms(jsonl_only, group_sql, repeat=3),
-        }
+        queries = interleave(
+            {
+                "run": _query(compacted, run_sql),
+                "groupby": _query(compacted, group_sql),
+                "run_jsonl": _query(jsonl_only, run_sql),
+                "groupby_jsonl": _query(jsonl_only, group_sql),
+            },
+            rounds=rounds,
+        )
+        for name in ("run", "groupby", "run_jsonl", "groupby_jsonl"):
+            report.figure(f"query_{name}_ms", [s * 1000 for s in queries[name]], "lower")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    targets = [
-        target(figures, "compact_vs_copy_floor", ">=", 0.8),
-        target(figures, "compact_peak_rss_mb", "<=", 1024),
-        target(figures, "query_run_ms", "<=", 100),
-        target(figures, "query_groupby_ms", "<=", 1000),
-    ]
-    return figures, targets
+    return report

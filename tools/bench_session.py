@@ -1,37 +1,40 @@
 """Bench ``session``: per-task cost of the session's provenance on the local target.
 
-``task_overhead_ms`` is the wall time per task of 2,000 no-op tasks submitted to a session
-on the local target (threads) with the ledger on, minus the same with ``SCALABLE_TELEMETRY=0``.
-Both are measured in this process, interleaved round by round, and the median difference
-is reported; the baseline is reported as a figure too.
+Each round runs 2,000 no-op tasks in a fresh session on the local target (threads) with the
+ledger on, and the same with ``SCALABLE_TELEMETRY=0``, in alternating order (session start
+and close outside the timing). ``task_overhead_ms`` is the per-round difference per task,
+median over rounds (target <= 0.5); both sides are reported as figures too.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-__all__ = ["run"]
+from scalable import ScalableSession
+from tools.bench_harness import Report, Target, interleave, per_second
 
-TARGET_OVERHEAD_MS = 0.5
+__all__ = ["TARGETS", "run"]
+
+TARGETS = (Target("task_overhead_ms", "<=", 0.5),)
+
+_TASKS = 2000
 
 
 def _noop() -> None:
     return None
 
 
-def _one_round(manifest: Path, runs_dir: Path, tasks: int, telemetry: bool) -> float:
-    """Seconds to run ``tasks`` no-op tasks in a fresh session (start and close excluded)."""
-    from scalable import ScalableSession
-
+def _one_round(manifest: Path, root: Path, telemetry: bool) -> dict[str, float]:
+    """Run the tasks in a fresh session under ``root``; return the seconds they took (start and close excluded)."""
     previous = os.environ.get("SCALABLE_TELEMETRY")
     os.environ["SCALABLE_TELEMETRY"] = "1" if telemetry else "0"
     try:
-        session = ScalableSession.from_yaml(manifest, target="local", runs_dir=runs_dir)
+        session = ScalableSession.from_yaml(
+            manifest, target="local", runs_dir=root / "runs", ledger_dir=root / "ledger", local_cache=root / "cache"
+        )
     finally:
         if previous is None:
             os.environ.pop("SCALABLE_TELEMETRY", None)
@@ -40,21 +43,16 @@ def _one_round(manifest: Path, runs_dir: Path, tasks: int, telemetry: bool) -> f
     with session:
         session.submit(_noop).result()  # start the pool outside the timing
         start = time.perf_counter()
-        futures = [session.submit(_noop) for _ in range(tasks)]
+        futures = [session.submit(_noop) for _ in range(_TASKS)]
         for future in futures:
             future.result()
         elapsed = time.perf_counter() - start
-    return elapsed
+    return {"seconds": elapsed}
 
 
-def run(quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Measure the session bench; return (figures, targets).
-
-    Args:
-        quick: fewer rounds (the same 2,000 tasks per round and the same target).
-    """
-    tasks = 2000
-    rounds = 3 if quick else 7
+def run(quick: bool, rounds: int) -> Report:
+    """Measure tasks with the ledger on and off in interleaved rounds (``quick`` changes nothing)."""
+    report = Report()
     with tempfile.TemporaryDirectory(prefix="scalable-bench-session-") as tmp:
         root = Path(tmp)
         manifest = root / "scalable.yaml"
@@ -62,31 +60,19 @@ def run(quick: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "version: 1\nproject: {name: bench, default_storage: ./artifacts}\n"
             "targets: {local: {provider: local, max_workers: 2}}\n"
         )
-        on: list[float] = []
-        off: list[float] = []
-        for index in range(rounds):
-            # Alternate which goes first so drift on a shared machine hits both alike.
-            order = (True, False) if index % 2 == 0 else (False, True)
-            for telemetry in order:
-                elapsed = _one_round(manifest, root / "runs", tasks, telemetry)
-                (on if telemetry else off).append(elapsed)
-    diffs_ms = [(a - b) / tasks * 1000 for a, b in zip(on, off, strict=True)]
-    overhead = max(statistics.median(diffs_ms), 0.0)
-    figures = {
-        "tasks": tasks,
-        "rounds": rounds,
-        "task_overhead_ms": round(overhead, 4),
-        "task_ms_ledger_on": round(statistics.median(on) / tasks * 1000, 4),
-        "task_ms_ledger_off": round(statistics.median(off) / tasks * 1000, 4),
-        "tasks_per_s_ledger_on": round(tasks / statistics.median(on), 1),
-        "tasks_per_s_ledger_off": round(tasks / statistics.median(off), 1),
-    }
-    targets = [
-        {
-            "figure": "task_overhead_ms",
-            "op": "<=",
-            "value": TARGET_OVERHEAD_MS,
-            "met": overhead <= TARGET_OVERHEAD_MS,
-        }
-    ]
-    return figures, targets
+        samples = interleave(
+            {
+                "ledger_on": lambda i: _one_round(manifest, root, True),
+                "ledger_off": lambda i: _one_round(manifest, root, False),
+            },
+            rounds=rounds,
+        )
+    on = [s / _TASKS * 1000 for s in samples["ledger_on"]]
+    off = [s / _TASKS * 1000 for s in samples["ledger_off"]]
+    report.param("tasks", _TASKS)
+    report.difference("task_overhead_ms", on, off, "lower")
+    report.figure("task_ms_ledger_on", on, "lower")
+    report.figure("task_ms_ledger_off", off, "lower")
+    report.figure("tasks_per_s_ledger_on", per_second(_TASKS, samples["ledger_on"]), "higher")
+    report.figure("tasks_per_s_ledger_off", per_second(_TASKS, samples["ledger_off"]), "higher")
+    return report

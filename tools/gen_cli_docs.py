@@ -43,8 +43,9 @@ def render() -> str:
     parts = [HEADER]
     for path, command in _walk(cli, ["scalable"]):
         title = " ".join(path)
-        ctx = click.Context(command, info_name=title, terminal_width=100, max_content_width=100,
-                            help_option_names=["-h", "--help"])
+        ctx = click.Context(
+            command, info_name=title, terminal_width=100, max_content_width=100, help_option_names=["-h", "--help"]
+        )
         help_text = command.get_help(ctx)
         parts.append(f"{title}\n{'-' * len(title)}\n\n.. code-block:: text\n\n")
         parts.append("".join(f"    {line}\n" if line.strip() else "\n" for line in help_text.splitlines()))

@@ -132,29 +132,68 @@ def _write_run(
         if step == 0:
             emit({"event_type": "task", "op": "started", "task_name": task, "component": "compute"})
         elif step == 1:
-            emit({"event_type": "cache", "op": "miss", "task_name": task, "function_name": "pipeline.step",
-                  "key_digest": hashlib.sha256(f"{index}:{block}".encode()).hexdigest()[:32], "hit": False})
+            emit(
+                {
+                    "event_type": "cache",
+                    "op": "miss",
+                    "task_name": task,
+                    "function_name": "pipeline.step",
+                    "key_digest": hashlib.sha256(f"{index}:{block}".encode()).hexdigest()[:32],
+                    "hit": False,
+                }
+            )
         elif step == 2:
             digest = artifact_digest(index, artifacts)
-            inputs = [artifact_digest(p, 0) for p in parents] if artifacts == 0 and parents else (
-                [last_digest] if last_digest else None)
+            inputs = (
+                [artifact_digest(p, 0) for p in parents]
+                if artifacts == 0 and parents
+                else ([last_digest] if last_digest else None)
+            )
             name = f"out-{artifacts}.parquet"
-            emit({"event_type": "artifact", "op": "put", "task_name": task, "artifact_name": name,
-                  "location": f"s3://bucket/runs/{run_id}/{name}", "kind": "file",
-                  "size_bytes": rnd.randrange(1, 10_000_000), "digest": digest, "key": f"runs/{run_id}/{name}",
-                  "store": "s3://bucket/", "inputs": inputs})
+            emit(
+                {
+                    "event_type": "artifact",
+                    "op": "put",
+                    "task_name": task,
+                    "artifact_name": name,
+                    "location": f"s3://bucket/runs/{run_id}/{name}",
+                    "kind": "file",
+                    "size_bytes": rnd.randrange(1, 10_000_000),
+                    "digest": digest,
+                    "key": f"runs/{run_id}/{name}",
+                    "store": "s3://bucket/",
+                    "inputs": inputs,
+                }
+            )
             last_digest = digest
             artifacts += 1
         elif step == 3:
-            emit({"event_type": "cache", "op": "write", "task_name": task, "function_name": "pipeline.step",
-                  "size_bytes": rnd.randrange(1, 1_000_000), "duration_s": rnd.random()})
+            emit(
+                {
+                    "event_type": "cache",
+                    "op": "write",
+                    "task_name": task,
+                    "function_name": "pipeline.step",
+                    "size_bytes": rnd.randrange(1, 1_000_000),
+                    "duration_s": rnd.random(),
+                }
+            )
         else:
             emit({"event_type": "task", "op": "finished", "task_name": task, "duration_s": rnd.random() * 10})
             block += 1
     seal = new_seal({writer: {"seq": seq - 1, "head": prev}}, hashlib.sha256(b"".join(lines)).hexdigest(), keyed=False)
-    emit({"event_type": "run", "op": "finished",
-          "attrs": json.dumps({"status": "completed", "events": seq, "counts": dict(counts), "seal": seal},
-                              separators=(",", ":"), sort_keys=True)}, seal=True)
+    emit(
+        {
+            "event_type": "run",
+            "op": "finished",
+            "attrs": json.dumps(
+                {"status": "completed", "events": seq, "counts": dict(counts), "seal": seal},
+                separators=(",", ":"),
+                sort_keys=True,
+            ),
+        },
+        seal=True,
+    )
     path = runs_dir / run_id / "artifacts.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     data = b"".join(lines)
@@ -173,8 +212,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     result = generate(args.runs_dir, args.events, args.runs, days=args.days, seed=args.seed)
-    print(json.dumps({"events": result.events, "runs": len(result.run_ids), "bytes": result.bytes,
-                      "seconds": round(time.perf_counter() - started, 2)}))
+    print(
+        json.dumps(
+            {
+                "events": result.events,
+                "runs": len(result.run_ids),
+                "bytes": result.bytes,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ slow or refusing is skipped for a while, with one warning per process.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import re
@@ -25,10 +26,12 @@ from typing import TYPE_CHECKING, Any
 from scalable.cache.payload import Envelope, open_envelope
 from scalable.errors import (
     ArtifactNotFoundError,
+    CacheError,
     CachePayloadError,
     CacheRemoteError,
     CacheSignatureError,
     ScalableError,
+    os_error,
 )
 from scalable.ledger.bus import active
 from scalable.ledger.log import Ledger
@@ -108,10 +111,15 @@ class LocalTier:
     name = "local"
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
+        import sqlite3
+
         import diskcache
 
         self.directory = Path(directory)
-        self._cache = diskcache.Cache(str(self.directory), tag_index=True)
+        try:
+            self._cache = diskcache.Cache(str(self.directory), tag_index=True)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise self._write_error(exc, f"cannot open the cache in {str(self.directory)!r}") from None
         self._get = self._cache.get
 
     def get(self, key: str) -> bytes | None:
@@ -120,8 +128,44 @@ class LocalTier:
         return data if type(data) is bytes else None
 
     def set(self, key: str, data: bytes, *, function: str) -> None:
-        """Store ``data`` under ``key`` (atomically; a concurrent writer of the same key wins whole)."""
-        self._cache.set(key, data, tag=function, retry=True)
+        """Store ``data`` under ``key`` (atomically; a concurrent writer of the same key wins whole).
+
+        Raises:
+            DiskFullError: the cache's disk is full; nothing of the entry is left behind.
+            CacheError: another I/O error, naming the cache directory.
+        """
+        import sqlite3
+
+        try:
+            self._cache.set(key, data, tag=function, retry=True)
+        except (OSError, sqlite3.OperationalError) as exc:
+            self._remove_unreferenced()
+            raise self._write_error(exc, f"cannot write the cache entry into {str(self.directory)!r}") from None
+
+    def _write_error(self, exc: Exception, doing: str) -> ScalableError:
+        """The error of a failed write: SQLite names no errno, so a full disk is told by its free space."""
+        if isinstance(exc, ScalableError):
+            return exc
+        if not isinstance(exc, OSError):
+            try:
+                stats = os.statvfs(self.directory)
+                full = stats.f_bavail == 0 or "full" in str(exc)
+            except OSError:
+                full = "full" in str(exc)
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else OSError(errno.EIO, str(exc))
+        return os_error(exc, doing, CacheError)
+
+    def _remove_unreferenced(self) -> None:
+        """Delete value files a failed write left that no entry names (diskcache writes the file first)."""
+        import sqlite3
+
+        try:
+            named = {row[0] for row in self._cache._sql("SELECT filename FROM Cache WHERE filename IS NOT NULL")}
+        except sqlite3.Error:
+            return
+        for path in self.directory.glob("*/*/*.val"):
+            if path.relative_to(self.directory).as_posix() not in named:
+                path.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         """Remove the entry under ``key`` if there is one."""

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from scalable import __version__
-from scalable.cli import artifacts, cache, ledger, manifest, provenance
+from scalable.cli import artifacts, cache, ledger, manifest, provenance, report
 from scalable.errors import ConfigError, ScalableError
 from scalable.logs import configure_logging, mask_secrets
 
@@ -63,7 +63,7 @@ add_commands(artifacts.artifacts, artifacts.COMMANDS)
 add_commands(cache.cache, cache.COMMANDS)
 add_commands(ledger.ledger, (*ledger.COMMANDS, *provenance.COMMANDS))
 add_commands(manifest.manifest, manifest.COMMANDS)
-add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest))
+add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest, *report.COMMANDS))
 
 
 def main() -> None:

@@ -140,6 +140,8 @@ def compact(
         bar.render_finish()
     summary = result.to_dict()
     render_rows([summary], list(summary), fmt)
+    if not result.committed:
+        click.echo(f"nothing to do: generation {result.version} already holds every event", err=True)
     if result.streams_retired:
         click.echo(
             f"deleted the streams of {len(result.streams_retired)} finished run(s); their events are in Parquet",

@@ -549,7 +549,7 @@ def _line_problems(
 
 
 def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]) -> None:
-    """Compare the stream with ``run.json``, written when the run was sealed."""
+    """Compare the stream with ``run.json`` as the seal wrote it (an open run's has no sealed length yet)."""
     summary_path = path.with_name(RUN_SUMMARY)
     try:
         summary = json.loads(summary_path.read_text())
@@ -575,6 +575,8 @@ def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]
             )
         )
         return
+    if "stream_bytes" not in summary:
+        return  # the run.json of a run still open
     sealed = seal_line_of(data)
     if sealed is None:
         # The seal was the last line of the bytes run.json counts.

@@ -3,18 +3,21 @@
 Layout of the compacted data (see :mod:`scalable.ledger.generations` and
 :mod:`scalable.ledger.lineage_files`)::
 
-    events/date=YYYY-MM-DD/part-<uuid>.parquet   data files (zstd, sorted by run_id, timestamp)
+    events/date=YYYY-MM-DD/part-<attempt>-<n>.parquet   data files (zstd, sorted by run_id, timestamp)
     lineage/...                                  lineage edges of the data files
     _manifest/00000000000000000007.json          one document per generation
+    _attempts/<attempt>.json                     the intent of a compaction attempt in progress
 
-One pipeline serves every :class:`~scalable.ledger.location.Location`: plan which sources
-hold bytes beyond their covered offset, stage their lines as Parquet in batches, check and
-publish the files, and commit the next generation. Where the location is
+One pipeline serves every :class:`~scalable.ledger.location.Location`: record the attempt's
+intent, plan which sources hold bytes beyond their covered offset, stage their lines as
+Parquet in batches, check and publish the files, merge small files, and commit the next
+generation; then collect what no reader can need any more
+(:func:`~scalable.ledger.generations.collect_superseded`: files superseded longer than
+``SCALABLE_SNAPSHOT_RETENTION`` ago, and the files of dead attempts). Where the location is
 :attr:`~scalable.ledger.location.Location.exclusive` (a local directory, under a lock) the
-same compaction also merges small files, applies retention, retires streams, writes the
-lineage files and removes orphans; elsewhere (object storage) it only adds files, and a
-commit lost to another machine's compaction deletes its files and starts again from the
-winner's generation.
+same compaction also applies retention, retires streams and writes the lineage files;
+elsewhere (object storage) compactions on several machines commit optimistically: one whose
+commit is lost to another deletes its files and starts again from the winner's generation.
 
 How the invariants hold:
 
@@ -47,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import CompactionConflictError, ConfigError, LedgerError
+from scalable.errors import CompactionConflictError, ConfigError, LedgerError, ScalableError, os_error
 from scalable.ledger import bus
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import (
@@ -60,21 +63,18 @@ from scalable.ledger.events import (
     now,
 )
 from scalable.ledger.generations import (
-    EVENTS_DIR,
+    Attempt,
     DataFile,
     Generation,
     StreamState,
-    clear_pending,
+    begin_attempt,
+    collect_superseded,
     commit_generation,
-    generation_versions,
-    mark_pending,
-    pending_versions,
     publish_staged,
     read_generation,
-    read_version,
-    written_for,
+    snapshots,
 )
-from scalable.ledger.lineage_files import LINEAGE_DIR, next_lineage
+from scalable.ledger.lineage_files import next_lineage
 from scalable.ledger.location import Location, Source
 from scalable.ledger.retention import retire_events, retire_streams
 from scalable.ledger.segments import sync_streams
@@ -83,6 +83,7 @@ from scalable.ledger.sql import (
     ROW_GROUP_SIZE,
     file_list,
     jsonl_select,
+    os_error_of,
     parquet_copy_options,
     parquet_select,
     quote,
@@ -95,15 +96,7 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = [
-    "BATCH_BYTES",
-    "CompactionResult",
-    "KnownGenerations",
-    "Progress",
-    "compact",
-    "files_holding_other_events",
-    "remove_unneeded",
-]
+__all__ = ["BATCH_BYTES", "CompactionResult", "Progress", "compact"]
 
 #: Bytes of JSON lines compacted per batch (bounds memory and file size).
 BATCH_BYTES: Final = 128 * 1024 * 1024
@@ -133,6 +126,8 @@ class CompactionResult:
     tombstones: int
     events_total: int
     files_total: int
+    #: Whether a new generation was committed (``False``: nothing to do).
+    committed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a plain mapping (for rendering)."""
@@ -211,12 +206,24 @@ def compact(
     if location.outbox is not None:
         sync_streams(location)
     wanted = {check_run_id(r) for r in run_ids} if run_ids is not None else None
-    with location.lock():
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return _compact_once(location, ledger, wanted, keep_jsonl, cutoff, progress)
-            except _LostRace:
-                _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
+    import duckdb
+
+    try:
+        with location.lock():
+            for attempt in range(1, _ATTEMPTS + 1):
+                try:
+                    return _compact_once(location, ledger, wanted, keep_jsonl, cutoff, progress)
+                except _LostRace:
+                    _log.info("ledger.commit_conflict", location=location.uri, attempt=attempt)
+    except ScalableError:
+        raise
+    except (OSError, duckdb.Error) as exc:
+        # Staged files, published files and the attempt's intent are gone by now: the
+        # generation before stays the newest, whole.
+        found = exc if isinstance(exc, OSError) else os_error_of(exc)
+        if found is None:
+            raise
+        raise os_error(found, f"cannot compact into {location.uri!r}", LedgerError) from None
     raise CompactionConflictError(
         f"ledger {location.uri!r}: {_ATTEMPTS} compactions in a row lost the manifest commit to others; "
         "run compact again"
@@ -232,71 +239,69 @@ def _compact_once(
     progress: Progress | None,
 ) -> CompactionResult:
     base = read_generation(location)
-    version = base.version + 1
-    if location.exclusive:
-        # Never a version some file already claims (a lost record's files keep their own).
-        claimed = [written_for(rel) or 0 for d in (EVENTS_DIR, LINEAGE_DIR) for rel in location.list_files(d)]
-        version = max([version, *(v + 1 for v in claimed)])
     pending, streams = _plan(location, base, wanted)
-    mark_pending(location, version)
     # Batches honour the cutoff already committed; a new cutoff is applied by retire_events,
     # which tombstones what it removes.
     retired_before = max(filter(None, (base.retired_before, cutoff)), default=None)
-    with location.staging() as tmp:
-        con = sql_connect(spill_dir=tmp / "spill", filesystem=location.filesystem)
-        try:
-            new_files, written = _compact_batches(location, tmp, _batches(pending), base, progress)
-            finished = _finished_runs(con, location, new_files)
-            for item in pending:
-                for source, cut in item.sources:
-                    old = streams.get(source.key, StreamState(0))
-                    streams[source.key] = StreamState(cut, old.finished or item.run_id in finished, False)
-            files = [*base.files, *new_files]
-            merged = tombstones = events_retired = 0
-            if location.exclusive:
-                files, merged = _merge_small_files(con, location, tmp, files, version)
+    attempt = begin_attempt(location)
+    published = False  # whether a generation names the attempt's files
+    try:
+        with location.staging() as tmp:
+            con = sql_connect(spill_dir=tmp / "spill", filesystem=location.filesystem)
+            try:
+                new_files, written = _compact_batches(location, attempt, tmp, _batches(pending), base, progress)
+                finished = _finished_runs(con, location, new_files)
+                for item in pending:
+                    for source, cut in item.sources:
+                        old = streams.get(source.key, StreamState(0))
+                        streams[source.key] = StreamState(cut, old.finished or item.run_id in finished, False)
+                files, merged = _merge_small_files(con, location, attempt, tmp, [*base.files, *new_files])
+                tombstones = events_retired = 0
                 if cutoff is not None:
                     tombstones, events_retired, files = retire_events(
-                        con, location, tmp, ledger, files, cutoff, version
+                        con, location, attempt, tmp, ledger, files, cutoff
                     )
-            live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
-            lineage = (
-                next_lineage(con, location, tmp, base.lineage, live, full=wanted is None, version=version)
-                if location.exclusive
-                else None
-            )
-            replaced = base.replaced
-            if replaced and location.exclusive:  # listed until they are gone
-                present = set(location.list_files(EVENTS_DIR)) | set(location.list_files(LINEAGE_DIR))
-                replaced = tuple(rel for rel in replaced if rel in present)
-            generation = Generation(
-                version=version,
-                files=live,
-                streams=streams,
-                retired_before=retired_before,
-                created=now(),
-                lineage=lineage if live else None,
-                replaced=replaced,
-            )
-            if (
-                generation.files == base.files
-                and generation.streams == base.streams
-                and generation.retired_before == base.retired_before
-                and generation.lineage == base.lineage
-                and generation.replaced == base.replaced
-            ):
-                generation = base  # nothing changed: no new generation
-            else:
-                _commit(location, generation, new_files)
-                _log.info("ledger.compacted", version=generation.version, events=written, files=len(new_files))
-            clear_pending(location, version)
-            retired: tuple[str, ...] = ()
-            if not keep_jsonl:
-                retired = retire_streams(con, location, generation, wanted)
-            if location.exclusive:
-                remove_unneeded(con, location, generation, base)
-        finally:
-            con.close()
+                live = tuple(sorted(files, key=lambda f: (f.date, f.path)))
+                lineage = (
+                    next_lineage(con, location, attempt, tmp, base.lineage, live, full=wanted is None)
+                    if location.exclusive
+                    else None
+                )
+                generation = Generation(
+                    version=base.version + 1,
+                    files=live,
+                    streams=streams,
+                    retired_before=retired_before,
+                    created=now(),
+                    lineage=lineage if live else None,
+                )
+                if (
+                    generation.files == base.files
+                    and generation.streams == base.streams
+                    and generation.retired_before == base.retired_before
+                    and generation.lineage == base.lineage
+                ):
+                    generation = base  # nothing changed: no new generation
+                else:
+                    _commit(location, attempt, generation)
+                    published = True
+                    _log.info("ledger.compacted", version=generation.version, events=written, files=len(new_files))
+                published = True
+                # Files the attempt merged away before its commit were never readable.
+                for rel in set(attempt.published) - generation.named_files():
+                    location.delete(rel)
+                location.delete(attempt.intent)  # committed (or nothing to commit): the files are accounted for
+                retired: tuple[str, ...] = ()
+                if not keep_jsonl:
+                    held = snapshots(location, retention_s=ledger.settings.snapshot_retention_s).readable
+                    retired = retire_streams(con, location, generation, wanted, held)
+            finally:
+                con.close()
+    except BaseException:
+        if not published:
+            attempt.abandon(location)
+        raise
+    collect_superseded(location, retention_s=ledger.settings.snapshot_retention_s)
     return CompactionResult(
         version=generation.version,
         events_written=written,
@@ -308,20 +313,28 @@ def _compact_once(
         tombstones=tombstones,
         events_total=generation.rows,
         files_total=len(generation.files),
+        committed=generation is not base,
     )
 
 
-def _commit(location: Location, generation: Generation, new_files: Sequence[DataFile]) -> None:
-    """Commit ``generation``; where compactions race (no lock), a lost race removes ``new_files``."""
+def _commit(location: Location, attempt: Attempt, generation: Generation) -> None:
+    """Commit ``generation``; where compactions race (no lock), a lost race makes the caller start again.
+
+    Raises:
+        LedgerError: the attempt outlived the retention period and a collector removed its files.
+        CompactionConflictError: someone committed this version outside the lock (local).
+    """
     crash_point("before_manifest_commit")
+    if not location.exclusive and not attempt.still_intended(location):
+        raise LedgerError(
+            f"compaction of {location.uri!r} took longer than SCALABLE_SNAPSHOT_RETENTION and its files were "
+            "collected; nothing was committed, run compact again (or raise the retention)"
+        )
     try:
         commit_generation(location, generation)
     except CompactionConflictError:
         if location.exclusive:
             raise  # someone committed outside the lock: stop rather than guess
-        for f in new_files:
-            location.delete(f.path)
-        clear_pending(location, generation.version)
         raise _LostRace from None
     crash_point("after_manifest_commit")
 
@@ -368,7 +381,12 @@ def _batches(pending: Sequence[_Pending]) -> list[list[_Pending]]:
 
 
 def _compact_batches(
-    location: Location, tmp: Path, batches: Sequence[Sequence[_Pending]], base: Generation, progress: Progress | None
+    location: Location,
+    attempt: Attempt,
+    tmp: Path,
+    batches: Sequence[Sequence[_Pending]],
+    base: Generation,
+    progress: Progress | None,
 ) -> tuple[list[DataFile], int]:
     """Compact batches on one single-threaded DuckDB connection per core, in parallel."""
     if not batches:
@@ -386,7 +404,7 @@ def _compact_batches(
     def run(batch: Sequence[_Pending]) -> tuple[list[DataFile], int]:
         con = pool.get()
         try:
-            return _compact_batch(con, location, tmp, batch, base, compacted_runs)
+            return _compact_batch(con, location, attempt, tmp, batch, base, compacted_runs)
         finally:
             pool.put(con)
 
@@ -408,6 +426,7 @@ def _compact_batches(
 def _compact_batch(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     batch: Sequence[_Pending],
     base: Generation,
@@ -442,7 +461,7 @@ def _compact_batch(
             for source, cut in p.sources
         ]
         staging, rows = _copy_batch(con, tmp, jsonl_select(paths, retired_before=retired_before), anti, careful=True)
-    return publish_staged(location, staging, rows, base.version + 1), rows
+    return publish_staged(location, attempt, staging, rows), rows
 
 
 def _normalized_source(location: Location, source: Source, cut: int, tmp: Path) -> str:
@@ -528,7 +547,7 @@ def _finished_runs(con: duckdb.DuckDBPyConnection, location: Location, files: Se
 
 
 def _merge_small_files(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: list[DataFile], version: int
+    con: duckdb.DuckDBPyConnection, location: Location, attempt: Attempt, tmp: Path, files: list[DataFile]
 ) -> tuple[list[DataFile], int]:
     """Merge the small files of each date partition into one sorted file."""
     by_date: dict[str, list[DataFile]] = {}
@@ -553,137 +572,8 @@ def _merge_small_files(
             raise LedgerError(
                 f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run compact again"
             )
-        made = publish_staged(location, staging, rows, version)
+        made = publish_staged(location, attempt, staging, rows)
         gone = {f.path for f in small}
         out = [f for f in out if f.path not in gone] + made
         merged += len(small)
     return out, merged
-
-
-def remove_unneeded(
-    con: duckdb.DuckDBPyConnection, location: Location, generation: Generation, base: Generation
-) -> list[str]:
-    """Delete the compacted files the ledger no longer needs, and only those it can account for.
-
-    A file that neither ``generation`` nor ``base``, the one before it, names (readers that
-    opened ``base`` a moment ago may still read its files) is deleted only when a record
-    accounts for it:
-
-    * the committed generation of the version it was written for named it, and a later one
-      no longer does (a merge, retention or new lineage files superseded it);
-    * that generation exists and does not name it: the compaction that wrote the file never
-      committed it (it was killed, or lost the commit);
-    * a generation lists it as replaced (a recovery);
-
-    and, for a file of events, only once every event in it is in ``generation``'s files (or is
-    older than its retention cutoff). Anything else is left alone, for ``ledger audit`` to
-    report and ``ledger recover`` to take in.
-
-    Returns:
-        The files deleted.
-    """
-    keep = generation.names() | base.names()
-    candidates = [
-        rel
-        for directory in (EVENTS_DIR, LINEAGE_DIR)
-        for rel in location.list_files(directory)
-        if rel.endswith(".parquet") and rel not in keep
-    ]
-    replaced = set(generation.replaced) | set(base.replaced)
-    known = KnownGenerations(location, {generation.version: generation, base.version: base})
-    accounted = [rel for rel in candidates if rel in replaced or known.accounts_for(rel, generation.version)]
-    held = files_holding_other_events(
-        con, location, [r for r in accounted if r.startswith(f"{EVENTS_DIR}/")], generation
-    )
-    deleted = []
-    for rel in accounted:
-        if rel in held:
-            _log.warning("ledger.file_kept", file=location.display(rel), reason="holds events no live file has")
-            continue
-        location.delete(rel)
-        deleted.append(rel)
-    # An announcement of a compaction that never committed is withdrawn once its files are gone.
-    left = {written_for(rel) for rel in candidates if rel not in deleted}
-    for version in known.pending:
-        if version < generation.version and version not in left:
-            clear_pending(location, version)
-    return deleted
-
-
-class KnownGenerations:
-    """The committed generations of a location, read as they are asked for (each once)."""
-
-    def __init__(self, location: Location, known: dict[int, Generation] | None = None) -> None:
-        self.location = location
-        self._docs: dict[int, Generation | None] = dict(known or {})
-        self.pending = pending_versions(location)
-
-    def get(self, version: int) -> Generation | None:
-        """Generation ``version`` (``None`` when its document is gone or not valid)."""
-        if version not in self._docs:
-            try:
-                self._docs[version] = read_version(self.location, version)
-            except LedgerError:
-                self._docs[version] = None
-        return self._docs[version]
-
-    def state_of(self, rel: str, newest: int) -> str:
-        """What the committed generations say of a compacted file no current generation names.
-
-        ``superseded``: the generation of the version it was written for named it (a later one
-        no longer does). ``uncommitted``: that generation exists and does not name it, or there
-        is none but the compaction that wrote for it announced itself and never withdrew
-        (:func:`~scalable.ledger.generations.mark_pending`), so the compaction that wrote the
-        file never committed it (killed, or lost the commit). ``pending``: it
-        was written for a version after ``newest`` (a compaction still running, or killed
-        before any later commit). ``unknown``: no generation accounts for it. A file whose
-        name carries no version (written before names did) is looked for in every generation.
-        """
-        version = written_for(rel)
-        if version is None:
-            for v in reversed(generation_versions(self.location)):
-                found = self.get(v)
-                if found is not None and rel in found.names():
-                    return "superseded"
-            return "unknown"
-        if version > newest:
-            return "pending"
-        found = self.get(version)
-        if found is None:
-            return "uncommitted" if version in self.pending else "unknown"
-        return "superseded" if rel in found.names() else "uncommitted"
-
-    def accounts_for(self, rel: str, newest: int) -> bool:
-        """Whether a committed generation accounts for ``rel`` (superseded or never committed)."""
-        return self.state_of(rel, newest) in ("superseded", "uncommitted")
-
-
-def files_holding_other_events(
-    con: duckdb.DuckDBPyConnection,
-    location: Location,
-    files: Sequence[str],
-    generation: Generation,
-    sources: Sequence[str] = (),
-) -> set[str]:
-    """The ``files`` that hold an event neither ``generation``'s files nor the JSON-lines ``sources`` have.
-
-    Events older than the generation's retention cutoff are not looked for.
-    """
-    if not files:
-        return set()
-    by_url = {location.url(rel): rel for rel in files}
-    candidates = file_list(by_url)
-    cond = f"timestamp >= {quote(generation.retired_before)}" if generation.retired_before else "true"
-    if generation.files:
-        live = file_list(location.url(f.path) for f in generation.files)
-        cond += (
-            f" AND event_id NOT IN (SELECT event_id FROM read_parquet({live}) WHERE run_id IN "
-            f"(SELECT DISTINCT run_id FROM read_parquet({candidates})))"
-        )
-    if sources:
-        cond += f" AND event_id NOT IN (SELECT event_id FROM ({jsonl_select(sources)}) s)"
-    rows = con.execute(
-        f"SELECT DISTINCT filename FROM read_parquet({candidates}, filename=true, hive_partitioning=false) WHERE {cond}"
-    ).fetchall()
-    held = {by_url.get(name, "") for (name,) in rows}
-    return set(files) if "" in held else held

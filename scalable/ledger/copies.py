@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,18 +46,20 @@ from scalable.ledger.audit import (
     audit_streams,
     check_stream_bytes,
 )
-from scalable.ledger.compact import KnownGenerations, files_holding_other_events
 from scalable.ledger.events import COLUMNS, GENESIS, check_run_id, decode_line, encode_line
 from scalable.ledger.generations import (
+    ATTEMPTS_DIR,
     EVENTS_DIR,
     GENERATIONS_DIR,
     Generation,
-    generation_versions,
+    attempt_of,
+    files_holding_other_events,
+    generation_names,
     read_generation,
 )
 from scalable.ledger.lineage_files import LINEAGE_DIR
-from scalable.ledger.location import ObjectLocation, Source
-from scalable.ledger.segments import machine_id
+from scalable.ledger.location import ObjectLocation
+from scalable.ledger.segments import ShippedStream, machine_id, shipped_streams
 from scalable.ledger.sql import file_list, line_digest_sql, line_sql, quote
 from scalable.ledger.stream import RUN_SUMMARY, StreamReader, list_streams, seal_digest, seal_line_problem
 
@@ -143,8 +144,13 @@ def check_data_files(
 
 
 def check_loose_files(con: duckdb.DuckDBPyConnection, location: Location, generation: Generation) -> list[Problem]:
-    """Check the compacted files ``generation`` does not name: each accounted for, none holding lost events."""
-    names = generation.names()
+    """Check the compacted files ``generation`` does not name: each accounted for, none holding lost events.
+
+    A file is accounted for when a generation still kept names it or lists it as replaced
+    (it waits for the retention period, then is collected), or an attempt whose intent is
+    there published it (a compaction running, or one that died and is collected next).
+    """
+    names = generation.named_files()
     loose = [
         rel
         for directory in (EVENTS_DIR, LINEAGE_DIR)
@@ -153,42 +159,38 @@ def check_loose_files(con: duckdb.DuckDBPyConnection, location: Location, genera
     ]
     if not loose:
         return []
-    known = KnownGenerations(location, {generation.version: generation})
-    compacting = location.compacting()
+    accounted: set[str] = set()
+    for name in generation_names(location):
+        try:
+            older = Generation.from_json(location.read_bytes(f"{GENERATIONS_DIR}/{name}"), name)
+        except (LedgerError, FileNotFoundError):
+            continue  # a generation collected meanwhile, or one the audit reports already
+        accounted |= older.named_files() | set(older.replaced)
+    intents = {n[:-5] for n in location.list_names(ATTEMPTS_DIR) if n.endswith(".json")}
     problems: list[Problem] = []
     superseded: list[str] = []
-    uncommitted: list[str] = []
     for rel in loose:
-        state = "superseded" if rel in generation.replaced else known.state_of(rel, generation.version)
-        if state == "superseded":
+        if rel in accounted:
             superseded.append(rel)
-        elif state == "uncommitted" or (state == "pending" and not compacting):
-            uncommitted.append(rel)  # left by a compaction that never committed: its events are elsewhere
-        elif state == "unknown":
+        elif attempt_of(rel) not in intents:
             problems.append(
                 Problem(
                     "",
                     location.display(rel),
                     "unlisted-file",
-                    "a compacted file no generation accounts for (added by hand?); nothing reads it but an "
-                    "engine reading the directory would",
+                    "a compacted file no generation and no compaction accounts for (added by hand?); nothing "
+                    "reads it but an engine reading the directory would",
                 )
             )
-    held = files_holding_other_events(
-        con, location, [r for r in superseded if r.startswith(f"{EVENTS_DIR}/")], generation
-    )
-    events = [r for r in uncommitted if r.startswith(f"{EVENTS_DIR}/")]
-    if events:
-        sources = [source.path for source in location.live_sources()]
-        held |= files_holding_other_events(con, location, events, generation, sources)
-    for rel in sorted(held):
+    events = [rel for rel in superseded if rel.startswith(f"{EVENTS_DIR}/")]
+    for rel in sorted(files_holding_other_events(con, location, events, generation)):
         problems.append(
             Problem(
                 "",
                 location.display(rel),
                 "unaccounted-events",
-                f"holds events that neither generation {generation.version}'s files nor any stream have "
-                "(a lost record?); bring them back with: scalable ledger recover",
+                f"holds events no file of generation {generation.version} has (a lost record?); "
+                "bring them back with: scalable ledger recover",
             )
         )
     return problems
@@ -417,7 +419,6 @@ def _first(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_SEGMENT: Final = re.compile(r"^(?P<machine>.+)-(?P<start>\d{16})-(?P<end>\d{16})\.jsonl$")
 #: Problems of one kind reported per run before the rest are summed up in one more.
 _PER_RUN: Final = 20
 
@@ -470,7 +471,7 @@ def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
             sources[job.run_id] = _Source(tally, _stream_lines(Path(job.path), job.covered, state.retired_before))
     # Remote segments: each machine's segments of a run put together, checked as a stream.
     if isinstance(location, ObjectLocation):
-        _check_segments(ledger, location, state, key, wanted, known, sources, report)
+        _check_segments(ledger, location, state, key, run_id, known, sources, report)
     # Summaries of sealed runs whose stream is gone.
     summaries = _summaries(ledger.runs_dir, wanted)
     known |= set(summaries)
@@ -542,7 +543,7 @@ def _record(location: Location, report: AuditReport) -> Generation | None:
     try:
         return read_generation(location)
     except LedgerError as exc:
-        kind = "generation-unreadable" if generation_versions(location) else "generation-missing"
+        kind = "generation-unreadable" if generation_names(location) else "generation-missing"
         report.problems.append(Problem("", location.display(GENERATIONS_DIR), kind, str(exc)))
         return None
 
@@ -589,129 +590,96 @@ def _check_segments(
     location: ObjectLocation,
     state: Generation,
     key: bytes | None,
-    wanted: Callable[[str], bool],
+    run_id: str | None,
     known: set[str],
     sources: dict[str, _Source],
     report: AuditReport,
 ) -> None:
     """Check each machine's segments of each run as one stream, against its seal and this machine's stream."""
     present = {s.key for s in location.sources()}
-    for missing in sorted(k for k in state.streams if k not in present and wanted(location.run_of(k))):
-        report.problems.append(
-            Problem(
-                location.run_of(missing),
-                location.display_root(missing),
-                "segment-missing",
-                f"generation {state.version} covers this segment, but it is gone",
+    for missing in sorted(k for k in state.streams if k not in present):
+        if run_id is None or location.run_of(missing) == run_id:
+            report.problems.append(
+                Problem(
+                    location.run_of(missing),
+                    location.display_root(missing),
+                    "segment-missing",
+                    f"generation {state.version} covers this segment, but it is gone",
+                )
             )
-        )
-    groups: dict[tuple[str, str], list[tuple[int, int, Source]]] = {}
-    for source in location.sources():
-        found = _SEGMENT.match(source.key.rsplit("/", 1)[-1])
-        if found is None or not wanted(source.run_id):
-            continue
-        groups.setdefault((source.run_id, found["machine"]), []).append(
-            (int(found["start"]), int(found["end"]), source)
-        )
+    covered_keys = {k for k, s in state.streams.items() if k in present and not s.retired}
+    urls = {source.path: source.key for source in location.sources()}
     mine = machine_id(ledger.runs_dir) if ledger.runs_dir.is_dir() else None
-    for (run, machine), parts in sorted(groups.items()):
+    for stream in shipped_streams(location, run_id):
+        run = stream.run_id
         known.add(run)
-        parts.sort(key=lambda p: (p[0], p[1]))
-        data = bytearray()
-        starts: list[tuple[int, Source]] = []
-        covered = 0
-        contiguous = True
-        for start, end, source in parts:
-            if start != len(data):
-                if start < len(data):
-                    continue  # shipped twice after a crash: the same bytes
-                report.problems.append(
-                    Problem(
-                        run,
-                        location.display_root(source.key),
-                        "segment-missing",
-                        f"the segments of machine {machine} skip bytes {len(data)} to {start} of the run's stream",
-                    )
-                )
-                contiguous = False
-                break
-            with location.open_source(source) as fh:
-                chunk = fh.read()
-            starts.append((len(data), source))
-            data += chunk
-            if len(chunk) != end - start:
-                report.problems.append(
-                    Problem(
-                        run,
-                        location.display_root(source.key),
-                        "segment-changed",
-                        "its size is not the byte range its name says",
-                    )
-                )
-            done = state.streams.get(source.key)
-            if contiguous and done is not None and done.offset >= len(chunk) and covered == starts[-1][0]:
-                covered = len(data)
-        blob = bytes(data)
-
-        def where(
-            number: int,
-            offset: int,
-            blob: bytes = blob,
-            starts: list[tuple[int, Source]] = starts,
-            run: str = run,
-            machine: str = machine,
-        ) -> str:
-            index = max(i for i, (at, _s) in enumerate(starts) if at <= max(offset, 0)) if starts else 0
-            at, source = starts[index] if starts else (0, None)
-            if source is None:
-                return f"segments of {run} from {machine}"
-            line = blob[at : max(offset, at)].count(b"\n") + 1 if offset >= 0 else number
-            return f"{location.display_root(source.key)}:{line}"
-
+        covered = _covered_bytes(stream, urls, covered_keys)
         tally = sources[run].tally if run in sources else Tally()
         part = check_stream_bytes(
-            blob,
+            stream.data,
             run,
-            where,
-            f"{location.display_root(parts[-1][2].key)}:end",
+            _line_of(stream),
+            f"{stream.pieces[-1][1]}:end" if stream.pieces else f"segments of {run}",
             key=key,
             covered=covered,
             retired_before=state.retired_before,
             tally=tally,
         )
-        report.extend(part)
-        previous = sources.get(run)
-        lines = _segment_lines(blob, run, where, covered, state.retired_before)
-        if previous is None:
-            sources[run] = _Source(tally, lines)
-        else:
-            sources[run] = _Source(tally, _joined(previous.lines, lines))
-        stream = ledger.runs_dir / run / "artifacts.jsonl"
-        if machine == mine and stream.is_file():
-            with open(stream, "rb") as fh:
-                own = fh.read(len(blob))
-            if own != blob:
-                cut = next(
-                    (i for i, (a, b) in enumerate(zip(own, blob, strict=False)) if a != b), min(len(own), len(blob))
+        for start, end in stream.gaps:
+            part.problems.append(
+                Problem(
+                    run,
+                    stream.where(stream.data.count(b"\n", 0, start) + 1),
+                    "segment-missing",
+                    f"bytes {start}-{end} of machine {stream.machine}'s stream are in no segment",
                 )
+            )
+        report.extend(part)
+        lines = _segment_lines(stream, covered, state.retired_before)
+        previous = sources.get(run)
+        sources[run] = _Source(tally, lines if previous is None else _joined(previous.lines, lines))
+        local = ledger.runs_dir / run / "artifacts.jsonl"
+        if stream.machine == mine and local.is_file():
+            with open(local, "rb") as fh:
+                own = fh.read(len(stream.data))
+            if own != stream.data:
+                cut = next((i for i, (a, b) in enumerate(zip(own, stream.data, strict=False)) if a != b), len(own))
                 report.problems.append(
                     Problem(
                         run,
-                        where(0, cut),
+                        stream.where(stream.data.count(b"\n", 0, cut) + 1),
                         "segment-differs",
-                        f"differs from this machine's stream {stream} at byte {cut}",
+                        f"differs from this machine's stream {local} at byte {cut}",
                     )
                 )
 
 
+def _line_of(stream: ShippedStream) -> Callable[[int, int], str]:
+    def where(number: int, _offset: int) -> str:
+        return stream.where(number)
+
+    return where
+
+
+def _covered_bytes(stream: ShippedStream, urls: Mapping[str, str], covered: set[str]) -> int:
+    """Bytes of a shipped stream, from its start, that segments a generation covers hold."""
+    end = 0
+    bounds = [*stream.starts, len(stream.data)]
+    for index, (_first, uri) in enumerate(stream.pieces):
+        if urls.get(uri) not in covered or bounds[index] != end:
+            break
+        end = bounds[index + 1]
+    return end
+
+
 def _segment_lines(
-    blob: bytes, run: str, where: Callable[[int, int], str], covered: int, retired_before: str | None
+    stream: ShippedStream, covered: int, retired_before: str | None
 ) -> Callable[[], Iterable[SourceLine]]:
     def lines() -> Iterable[SourceLine]:
-        reader = StreamReader(Path(run))
-        for number, offset, raw, event in reader.lines_of(blob):
+        reader = StreamReader(Path(stream.run_id))
+        for number, offset, raw, event in reader.lines_of(stream.data):
             if offset < covered and (retired_before is None or event["timestamp"] >= retired_before):
-                yield SourceLine(where(number, offset), raw, event)
+                yield SourceLine(stream.where(number), raw, event)
 
     return lines
 

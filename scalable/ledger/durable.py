@@ -77,13 +77,16 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_new_file(path: Path, data: bytes) -> None:
-    """Create ``path`` (it must not exist), write ``data`` and fsync it."""
+    """Create ``path`` (it must not exist), write ``data`` and fsync it; on failure nothing is left."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         write_all(fd, data)
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def create_file(path: Path, data: bytes) -> None:
@@ -122,8 +125,12 @@ def replace_file(path: Path, data: bytes) -> None:
     The file is derived state that can be rebuilt, so it is not fsynced.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a disk that filled up mid-write leaves no piece behind
+        raise
 
 
 @contextlib.contextmanager

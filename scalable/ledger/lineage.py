@@ -31,7 +31,7 @@ from scalable.errors import ConfigError, NodeNotFoundError
 from scalable.ledger.edges import nodes_sql
 from scalable.ledger.export import render_lineage
 from scalable.ledger.sql import quote as sql_quote
-from scalable.ledger.views import connect
+from scalable.ledger.views import read_snapshot
 
 if TYPE_CHECKING:
     import duckdb
@@ -501,8 +501,8 @@ def trace(
         raise ConfigError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if depth is not None and depth < 1:
         raise ConfigError(f"depth {depth} must be at least 1")
-    con = connect(ledger, as_of=as_of, trusted=True)
-    try:
+
+    def walk(con: duckdb.DuckDBPyConnection) -> tuple[LineageGraph, bool]:
         graph = lineage_graph(con, node, direction=direction, depth=depth)
         known = (
             bool(graph.edges)
@@ -511,8 +511,9 @@ def trace(
                 con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
             )
         )
-    finally:
-        con.close()
+        return graph, known
+
+    graph, known = read_snapshot(ledger, walk, as_of=as_of, trusted=True)
     if not known:
         raise NodeNotFoundError(
             f"{node!r} is not an artifact digest, location or run id in the ledger; "

@@ -2,9 +2,9 @@
 
 Layout under the compacted data::
 
-    lineage/edges-by-dst-g<version>-<uuid>.parquet   the edges of the data files, sorted by dst id
-    lineage/edges-by-src-g<version>-<uuid>.parquet   the same edges sorted by src id
-    lineage/nodes-g<version>-<uuid>.parquet          node ids, texts and descriptions, sorted by id
+    lineage/edges-by-dst-<attempt>-<n>.parquet   the edges of the data files, sorted by dst id
+    lineage/edges-by-src-<attempt>-<n>.parquet   the same edges sorted by src id
+    lineage/nodes-<attempt>-<n>.parquet          node ids, texts and descriptions, sorted by id
 
 A full compaction computes the edges of all live data files (URI inputs resolved against
 every artifact version in the dataset) and writes them, sorted by each end in small row
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from scalable.errors import LedgerError
 from scalable.ledger.edges import edges_sql, inputs_sql, nodes_sql, versions_sql
-from scalable.ledger.generations import DataFile, LineageFiles, compacted_name
+from scalable.ledger.generations import Attempt, DataFile, LineageFiles
 from scalable.ledger.sql import file_list, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
 
@@ -54,12 +54,12 @@ _log = get_logger("scalable.ledger")
 def next_lineage(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     current: LineageFiles | None,
     live: Sequence[DataFile],
     *,
     full: bool,
-    version: int,
 ) -> LineageFiles | None:
     """The lineage files of the next generation.
 
@@ -75,19 +75,16 @@ def next_lineage(
     if full:
         if current is not None and set(current.covers) == paths:
             return current
-        return write_lineage(con, location, tmp, live, version)
+        return write_lineage(con, location, attempt, tmp, live)
     if current is not None and set(current.covers) <= paths:
         return current
     return None
 
 
 def write_lineage(
-    con: duckdb.DuckDBPyConnection, location: Location, tmp: Path, files: Sequence[DataFile], version: int
+    con: duckdb.DuckDBPyConnection, location: Location, attempt: Attempt, tmp: Path, files: Sequence[DataFile]
 ) -> LineageFiles | None:
-    """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed).
-
-    The files are named for generation ``version`` (see :func:`~scalable.ledger.generations.compacted_name`).
-    """
+    """Compute the lineage edges and node descriptions of ``files`` and publish them (not yet committed)."""
     staging = tmp / f"lineage-{uuid.uuid4().hex}"
     staging.mkdir(parents=True, exist_ok=True)
     con.execute(
@@ -168,9 +165,13 @@ def write_lineage(
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
-    names = tuple(compacted_name(LINEAGE_DIR, stem, version) for stem in ("edges-by-dst", "edges-by-src", "nodes"))
+    names = (
+        f"{LINEAGE_DIR}/{attempt.name('edges-by-dst')}",
+        f"{LINEAGE_DIR}/{attempt.name('edges-by-src')}",
+        f"{LINEAGE_DIR}/{attempt.name('nodes')}",
+    )
     for file, rel in zip((by_dst, by_src, nodes), names, strict=True):
-        location.publish(file, rel)
+        attempt.publish(location, file, rel)
     shutil.rmtree(staging, ignore_errors=True)
     by_dst_rel, by_src_rel, nodes_rel = names
     return LineageFiles(by_dst_rel, by_src_rel, nodes_rel, edges, tuple(sorted(f.path for f in files)))

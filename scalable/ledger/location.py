@@ -7,14 +7,15 @@ this one interface and never ask which kind they have:
 
 * :class:`LocalLocation`: the runs directory's streams are the sources; the compacted data is
   the ledger directory. A compaction holds an exclusive lock (:attr:`Location.exclusive`),
-  so it may also rewrite and delete files: merge small files, retire events and streams,
-  write lineage files, remove orphans.
+  so it may also retire events and streams and write lineage files.
 * :class:`ObjectLocation` (``SCALABLE_RUNS_DIR_REMOTE``): the sources are the immutable
   segments every machine ships (:mod:`~scalable.ledger.segments`) under ``segments/``, the
   compacted data lives under ``ledger/``. There is no lock: compactions on several machines
-  commit optimistically with a put-if-absent write and the loser starts again, so only the
-  steps that add files run there. The local streams not shipped yet are its
-  :attr:`~Location.outbox`, which the views read as well.
+  commit optimistically with a put-if-absent write and the loser starts again, so the steps
+  that rewrite or delete streams (retention, retiring streams) do not run there. The local
+  streams not shipped yet are its :attr:`~Location.outbox`, which the views read as well.
+  Every listing asks the store itself, never fsspec's listings cache: a commit protocol
+  that decides from a stale listing retries the same version for ever.
 
 Paths a location takes and gives (``rel``) are relative to its compacted data, with ``/``
 separators; :meth:`Location.url` turns one into what DuckDB reads.
@@ -28,11 +29,11 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
-from scalable.errors import ConfigError
+from scalable.errors import ConfigError, LedgerError, os_error
 from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
 from scalable.ledger.stream import complete_prefix, stream_files
@@ -40,16 +41,19 @@ from scalable.ledger.stream import complete_prefix, stream_files
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
+    from scalable.ledger.generations import Generation
     from scalable.settings import Settings
 
 __all__ = [
     "SEGMENTS_DIR",
+    "SHIPPED_COMPACTED",
     "LocalLocation",
     "Location",
     "ObjectLocation",
     "Source",
     "open_location",
     "open_object_location",
+    "shipped_compacted_runs",
 ]
 
 #: Directory of the shipped segments, under the root of an object-storage ledger.
@@ -84,6 +88,8 @@ class Location(ABC):
     uri: str
     #: Local runs directory whose streams are shipped here; ``None`` when they are the sources.
     outbox: Path | None = None
+    #: Local ledger directory whose compacted runs (streams retired) are shipped here too.
+    outbox_ledger: Path | None = None
     #: The fsspec filesystem DuckDB reads through; ``None`` for plain local paths.
     filesystem: Any = None
 
@@ -109,6 +115,10 @@ class Location(ABC):
     def retire_source(self, source: Source, size: int) -> bool:
         """Delete ``source`` if it still holds exactly ``size`` bytes; return whether it was deleted."""
 
+    @abstractmethod
+    def runs_without_stream(self, generation: Generation) -> set[str]:
+        """Runs ``generation`` holds events of whose stream is no longer here to read."""
+
     def live_sources(self) -> list[Source]:
         """Every file of event lines the views read besides the compacted data.
 
@@ -119,6 +129,24 @@ class Location(ABC):
             runs = os.path.realpath(self.outbox)
             shipped = [Source(path, run_id, path, size) for run_id, path, size in stream_files(runs)]
         return [*shipped, *self.sources()]
+
+    def unshipped_compacted(self) -> tuple[list[str], list[str]]:
+        """The local Parquet files and runs of the outbox whose events are compacted locally only.
+
+        Runs compacted on this machine before a remote was configured may have no stream left
+        to ship (``--no-keep-jsonl``); until a sync ships them from Parquet, the views read
+        them here. ``([], [])`` where there is no outbox.
+        """
+        if self.outbox is None or self.outbox_ledger is None:
+            return [], []
+        from scalable.ledger.generations import read_generation
+
+        local = LocalLocation(self.outbox, self.outbox_ledger)
+        generation = read_generation(local)
+        runs = sorted(local.runs_without_stream(generation) - shipped_compacted_runs(self.outbox))
+        if not runs or not generation.files:
+            return [], []
+        return [local.url(f.path) for f in generation.files], runs
 
     # --- compacted data ----------------------------------------------------------------------
 
@@ -224,6 +252,10 @@ class LocalLocation(Location):
         fsync_dir(path.parent)
         return True
 
+    def runs_without_stream(self, generation: Generation) -> set[str]:
+        present = {source.run_id for source in self.sources()}
+        return {run for run, state in generation.streams.items() if state.retired or run not in present}
+
     def url(self, rel: str) -> str:
         return os.path.join(self._data, rel)
 
@@ -302,13 +334,19 @@ class ObjectLocation(Location):
     materialize_tails = True
 
     def __init__(
-        self, fs: AbstractFileSystem, root: str, uri: str, outbox: str | os.PathLike[str] | None = None
+        self,
+        fs: AbstractFileSystem,
+        root: str,
+        uri: str,
+        outbox: str | os.PathLike[str] | None = None,
+        outbox_ledger: str | os.PathLike[str] | None = None,
     ) -> None:
         self.fs = fs
         self.filesystem = fs
         self.root = root.rstrip("/")
         self.uri = uri
         self.outbox = Path(outbox) if outbox is not None else None
+        self.outbox_ledger = Path(outbox_ledger) if outbox_ledger is not None else None
         self._data = f"{self.root}/{_DATA_DIR}"
 
     def _ready(self, path: str) -> str:
@@ -318,13 +356,47 @@ class ObjectLocation(Location):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         return path
 
+    def _listed(self, path: str) -> str:
+        """Return ``path`` after dropping what fsspec cached about it and its parents.
+
+        Listings decide which generation is newest and which files exist; another machine
+        may have changed either a moment ago.
+        """
+        self.fs.invalidate_cache(path)
+        return path
+
+    def _written(self, path: str, write: Callable[[str], object], *, exclusive: bool = False) -> None:
+        """Run ``write(path)``; if it fails, leave no piece of ``path`` behind (a local target fills up mid-write).
+
+        Raises:
+            FileExistsError: ``exclusive`` and the object exists (it is someone else's).
+            DiskFullError: the target ran out of space (or hit the file size limit).
+            LedgerError: any other I/O error, naming the object.
+        """
+        try:
+            write(path)
+        except FileExistsError:
+            if exclusive:
+                raise
+            self._remove_partial(path)
+            raise LedgerError(f"cannot write {self.fs.unstrip_protocol(path)!r}: it exists") from None
+        except OSError as exc:
+            self._remove_partial(path)
+            raise os_error(exc, f"cannot write {str(self.fs.unstrip_protocol(path))!r}", LedgerError) from None
+
+    def _remove_partial(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            self.fs.rm_file(path)
+
     def put_segment(self, run_id: str, name: str, data: bytes) -> None:
         """Write segment ``name`` of run ``run_id`` (immutable: the same name means the same bytes)."""
-        self.fs.pipe_file(self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), data)
+        self._written(
+            self._ready(f"{self.root}/{SEGMENTS_DIR}/{run_id}/{name}"), lambda path: self.fs.pipe_file(path, data)
+        )
 
     def sources(self) -> list[Source]:
         try:
-            found = self.fs.find(f"{self.root}/{SEGMENTS_DIR}", detail=True)
+            found = self.fs.find(self._listed(f"{self.root}/{SEGMENTS_DIR}"), detail=True)
         except FileNotFoundError:
             return []
         prefix = self.root + "/"
@@ -349,6 +421,9 @@ class ObjectLocation(Location):
     def retire_source(self, source: Source, size: int) -> bool:
         raise ConfigError(f"segments of the ledger at {self.uri!r} are shared by every machine and are never retired")
 
+    def runs_without_stream(self, generation: Generation) -> set[str]:
+        return set()  # segments are never removed, and other machines' runs are theirs to audit
+
     def url(self, rel: str) -> str:
         return str(self.fs.unstrip_protocol(f"{self._data}/{rel}"))
 
@@ -364,13 +439,14 @@ class ObjectLocation(Location):
 
     def list_names(self, rel_dir: str) -> list[str]:
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(f"{self._data}/{rel_dir}", detail=False)]
+            listed = self.fs.ls(self._listed(f"{self._data}/{rel_dir}"), detail=False)
+            return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
         except FileNotFoundError:
             return []
 
     def list_files(self, rel_dir: str) -> list[str]:
         try:
-            found = self.fs.find(f"{self._data}/{rel_dir}")
+            found = self.fs.find(self._listed(f"{self._data}/{rel_dir}"))
         except FileNotFoundError:
             return []
         return [p.removeprefix(self._data + "/") for p in found]
@@ -384,10 +460,14 @@ class ObjectLocation(Location):
 
     def create(self, rel: str, data: bytes) -> None:
         # S3 conditional writes, GCS ifGenerationMatch=0, O_EXCL on a local filesystem.
-        self.fs.pipe_file(self._ready(f"{self._data}/{rel}"), data, mode="create")
+        self._written(
+            self._ready(f"{self._data}/{rel}"),
+            lambda path: self.fs.pipe_file(path, data, mode="create"),
+            exclusive=True,
+        )
 
     def publish(self, staged: Path, rel: str) -> int:
-        self.fs.put_file(str(staged), self._ready(f"{self._data}/{rel}"))
+        self._written(self._ready(f"{self._data}/{rel}"), lambda path: self.fs.put_file(str(staged), path))
         return staged.stat().st_size
 
     def delete(self, rel: str) -> None:
@@ -406,14 +486,31 @@ class ObjectLocation(Location):
             shutil.rmtree(root, ignore_errors=True)
 
 
+#: File in a runs directory naming the runs shipped from local Parquet (their streams were retired).
+SHIPPED_COMPACTED: Final = ".shipped-compacted"
+
+
+def shipped_compacted_runs(runs_dir: Path) -> set[str]:
+    """The runs of ``runs_dir`` already shipped to the remote from local Parquet."""
+    try:
+        return set((runs_dir / SHIPPED_COMPACTED).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
 def open_object_location(
-    uri: str, *, outbox: str | os.PathLike[str] | None = None, storage_options: dict[str, Any] | None = None
+    uri: str,
+    *,
+    outbox: str | os.PathLike[str] | None = None,
+    outbox_ledger: str | os.PathLike[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ObjectLocation:
     """Return the object-storage ledger at ``uri`` (an fsspec URI such as ``s3://bucket/ledger/``).
 
     Args:
         uri: the root of the ledger.
         outbox: the local runs directory whose streams are shipped there.
+        outbox_ledger: the local ledger directory whose compacted runs are shipped there too.
         storage_options: options of the fsspec filesystem.
 
     Raises:
@@ -428,7 +525,7 @@ def open_object_location(
             f"SCALABLE_RUNS_DIR_REMOTE {uri!r} cannot be opened ({exc}); use an fsspec URI such as "
             "s3://bucket/ledger/ and install the backend: pip install 'scalable[cloud]'"
         ) from None
-    return ObjectLocation(fs, str(root), uri, outbox)
+    return ObjectLocation(fs, str(root), uri, outbox, outbox_ledger)
 
 
 def open_location(settings: Settings) -> Location:
@@ -438,5 +535,7 @@ def open_location(settings: Settings) -> Location:
         ConfigError: ``SCALABLE_RUNS_DIR_REMOTE`` cannot be opened.
     """
     if settings.runs_dir_remote:
-        return open_object_location(settings.runs_dir_remote, outbox=settings.runs_dir)
+        return open_object_location(
+            settings.runs_dir_remote, outbox=settings.runs_dir, outbox_ledger=settings.ledger_dir
+        )
     return LocalLocation(settings.runs_dir, settings.ledger_dir)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError
+from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
@@ -53,6 +53,7 @@ from scalable.ledger.events import (
     new_writer_id,
     validate_event,
 )
+from scalable.ledger.runfiles import rebuild_summary, write_summary
 from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
@@ -62,10 +63,8 @@ from scalable.ledger.stream import (
     new_seal,
     prefix_digest,
     read_stream,
-    rebuild_summary,
     sign_seal_line,
     stream_path,
-    write_summary,
 )
 from scalable.logs import get_logger
 from scalable.settings import Settings, load_settings
@@ -414,7 +413,12 @@ class Ledger:
             with self._state_lock:
                 stream = self._streams.get(run_id)
                 if stream is None:
-                    stream = self._streams[run_id] = _Stream(path)
+                    try:
+                        stream = self._streams[run_id] = _Stream(path)
+                    except OSError as exc:
+                        if isinstance(exc, PermissionError):
+                            raise
+                        raise os_error(exc, f"cannot create the stream {str(path)!r}", LedgerError) from None
         return stream
 
     def _write(
@@ -493,7 +497,14 @@ class Ledger:
             _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
             payload = b"\n" + payload
             first += 1
-        write_all(fd, payload)
+        try:
+            write_all(fd, payload)
+        except OSError as exc:
+            # Nothing of this write is acknowledged: take back the part that reached the file
+            # (under the lock, so only this writer's bytes), leaving no partial line behind.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise os_error(exc, f"cannot append to the stream {str(stream.path)!r}", LedgerError) from None
         stream.end = stream.accounted = size + len(payload)
         if sync_after_write(fd, self.fsync):
             stream.dirty = True
@@ -539,21 +550,23 @@ class Ledger:
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
         finished = self._write(run_id, [clean], before_write=add_seal, finalize=lambda line: sign_seal_line(line, key))
         stream = self._stream(run_id)
-        fsync_unless_never(stream.fd, self.fsync)
-        sealed = hashlib.sha256(encode_line(finished[0])[:-1]).hexdigest()
-        write_summary(stream.path, run_id, finished[0], stream.end, sealed)
+        try:
+            fsync_unless_never(stream.fd, self.fsync)
+        except OSError as exc:
+            raise os_error(exc, f"cannot sync the stream {str(stream.path)!r}", LedgerError) from None
+        write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, finished)
         return finished[0]
 
     def rebuild_summaries(self, run_ids: Iterable[str] | None = None) -> list[Path]:
-        """Rewrite every sealed run's ``run.json`` from its stream alone; return the files written.
+        """Rewrite every run's ``run.json`` (and a session's run's ``summary.json``) from its stream alone.
 
-        See :func:`scalable.ledger.stream.rebuild_summary`.
+        See :func:`scalable.ledger.runfiles.rebuild_summary`.
         """
         ids = run_ids if run_ids is not None else self.run_ids()
-        return [path for run_id in ids if (path := rebuild_summary(self.stream_path(run_id), run_id))]
+        return [path for run_id in ids for path in rebuild_summary(self.stream_path(run_id), run_id)]
 
     # --- durability ----------------------------------------------------------------------
 

@@ -7,17 +7,18 @@ files. :func:`recover` then commits a new generation built from the files presen
 
 1. Every compacted event file is read (a file that cannot be read is left alone and counted).
    The retention cutoff is the latest one the ``run/retired`` tombstones name.
-2. Files are taken newest first (by the generation their name says they were written for,
-   then the largest first): a file is named as it is when none of its events was taken
-   already; a file whose events were all taken (superseded by a merge, a copy) is listed as
+2. Files are taken the largest first (a merged file before the files it merged): a file is
+   named as it is when none of its events was taken already; a file whose events were all taken (superseded by a merge, a copy) is listed as
    replaced; a file that overlaps partly, holds an event twice or holds events retention
    removed gives its remaining events to one new file.
-3. Every source of events (local stream, remote segment) is marked as covered from byte 0,
-   so the views read it again and keep only the events no compacted file has; the next
-   compaction then covers it exactly once. Runs whose stream is gone are marked retired.
-4. The generation is committed under a version after every one in use; lineage files are
-   recomputed by the next full compaction. Nothing is deleted: the next compaction deletes
-   the replaced files once every event in them is found in the live ones.
+3. Every source of events (local stream, remote segment) is marked as covered as far as the
+   compacted files hold each of its events, line by line from its start; the views read the
+   rest and keep only the events no compacted file has, and the next compaction covers it
+   exactly once. Runs whose stream is gone are marked retired.
+4. The generation is committed under a version after every one in use, listing the files it
+   does not take as ``replaced``; lineage files are recomputed by the next full compaction.
+   Nothing is deleted: a later compaction collects the replaced files once every event in
+   them is found in the live ones.
 
 Every event of the files present is then in the views exactly once, with the same columns.
 """
@@ -30,18 +31,17 @@ from typing import TYPE_CHECKING, Any
 
 from scalable.errors import LedgerError
 from scalable.ledger import bus
-from scalable.ledger.compact import KnownGenerations, files_holding_other_events
-from scalable.ledger.events import duckdb_columns, now
+from scalable.ledger.events import decode_line, duckdb_columns, now
 from scalable.ledger.generations import (
     EVENTS_DIR,
     GENERATIONS_DIR,
     DataFile,
     Generation,
     StreamState,
+    begin_attempt,
     commit_generation,
     publish_staged,
     read_generation,
-    written_for,
 )
 from scalable.ledger.lineage_files import LINEAGE_DIR
 from scalable.ledger.sql import ROW_GROUP_SIZE, file_list, parquet_copy_options, quote
@@ -51,7 +51,7 @@ from scalable.logs import get_logger
 if TYPE_CHECKING:
     import duckdb
 
-    from scalable.ledger.location import Location
+    from scalable.ledger.location import Location, Source
     from scalable.ledger.log import Ledger
 
 __all__ = ["RecoveryResult", "describe", "needs_recovery", "recover"]
@@ -88,22 +88,20 @@ def needs_recovery(con: duckdb.DuckDBPyConnection, location: Location) -> str | 
     """Why ``location``'s record must be rebuilt (``None`` when it accounts for every compacted file).
 
     The record must be rebuilt when the newest generation cannot be read (or is missing while
-    compacted files exist), or when a compacted file it does not name is accounted for by no
-    generation, or holds events the live files lack.
+    compacted files exist), or when the audit of the compacted files that generation does not
+    name finds one no generation or compaction accounts for, or one holding events the live
+    files lack.
     """
+    from scalable.ledger.copies import check_loose_files
+
     try:
         current = read_generation(location)
     except LedgerError as exc:
         return str(exc)
-    names = current.names()
-    loose = [rel for rel in location.list_files(EVENTS_DIR) if rel.endswith(".parquet") and rel not in names]
-    known = KnownGenerations(location, {current.version: current})
-    unknown = [r for r in loose if r not in current.replaced and not known.accounts_for(r, current.version)]
-    if unknown:
-        return f"{len(unknown)} compacted file(s) no generation accounts for, such as {location.display(unknown[0])!r}"
-    held = files_holding_other_events(con, location, loose, current)
-    if held:
-        return f"{len(held)} compacted file(s) hold events the live files lack, such as {location.display(min(held))!r}"
+    events = location.display(EVENTS_DIR)
+    problems = [p for p in check_loose_files(con, location, current) if p.where.startswith(events)]
+    if problems:
+        return f"{len(problems)} compacted file(s) the record does not account for, such as {problems[0].where!r}"
     return None
 
 
@@ -143,9 +141,8 @@ def _rebuild(con: duckdb.DuckDBPyConnection, location: Location, tmp: Path) -> R
         except duckdb.Error as exc:  # a file DuckDB cannot read is left as it is
             _log.warning("ledger.unreadable_file", file=location.display(rel), error=str(exc).splitlines()[0])
             unreadable.append(rel)
-    names = location.list_names(GENERATIONS_DIR)
-    used = [int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()]
-    version = max([*used, *(written_for(rel) or 0 for rel in files), 0]) + 1
+    used = [int(n.split(".")[0]) for n in location.list_names(GENERATIONS_DIR) if n.split(".")[0].isdigit()]
+    version = max([*used, 0]) + 1
     columns = ", ".join(duckdb_columns())
     cutoff = None
     facts: dict[str, tuple[int, int, int]] = {}  # file -> rows, distinct events, retired rows
@@ -168,7 +165,7 @@ def _rebuild(con: duckdb.DuckDBPyConnection, location: Location, tmp: Path) -> R
     named: list[str] = []
     replaced: list[str] = []
     partial: list[str] = []
-    order = sorted(facts, key=lambda rel: (-(written_for(rel) or 0), -facts[rel][0], rel))
+    order = sorted(facts, key=lambda rel: (-facts[rel][0], rel))
     for rel in order:
         rows, distinct, old = facts[rel]
         url = location.url(rel)
@@ -184,6 +181,7 @@ def _rebuild(con: duckdb.DuckDBPyConnection, location: Location, tmp: Path) -> R
         else:
             partial.append(rel)
     made: list[DataFile] = []
+    attempt = begin_attempt(location)
     if partial:
         keep = f"timestamp >= {quote(cutoff)} OR (event_type = 'run' AND op = 'retired')" if cutoff else "true"
         staging = tmp / "recovered"
@@ -194,7 +192,7 @@ def _rebuild(con: duckdb.DuckDBPyConnection, location: Location, tmp: Path) -> R
         )
         options = parquet_copy_options(partition_by_date=True, row_group_size=ROW_GROUP_SIZE)
         row = con.execute(f"COPY ({query}) TO {quote(str(staging))} {options}").fetchone()
-        made = publish_staged(location, staging, int(row[0]) if row else 0, version)
+        made = publish_staged(location, attempt, staging, int(row[0]) if row else 0)
         replaced += partial
     live = [DataFile(rel, facts[rel][0], location.size(rel), _date(rel)) for rel in named] + made
     finished = set()
@@ -209,8 +207,10 @@ def _rebuild(con: duckdb.DuckDBPyConnection, location: Location, tmp: Path) -> R
         }
     streams: dict[str, StreamState] = {}
     with_source: set[str] = set()
+    urls = [location.url(f.path) for f in live]
     for source in location.sources():
-        streams[source.key] = StreamState(0, source.run_id in finished, False)
+        covered = _covered(con, location, source, urls, cutoff)
+        streams[source.key] = StreamState(covered, source.run_id in finished, False)
         with_source.add(source.run_id)
     if location.exclusive:
         for run_id in in_parquet - with_source:
@@ -225,9 +225,47 @@ def _rebuild(con: duckdb.DuckDBPyConnection, location: Location, tmp: Path) -> R
         lineage=None,
         replaced=tuple(sorted(replaced + lineage)),
     )
-    commit_generation(location, generation)
+    try:
+        commit_generation(location, generation)
+    except BaseException:
+        attempt.abandon(location)
+        raise
+    location.delete(attempt.intent)  # committed: the files are accounted for
     _log.info("ledger.recovered", version=version, files=len(live), replaced=len(replaced), events=generation.rows)
     return RecoveryResult(True, version, len(named), len(made), len(replaced), len(unreadable), generation.rows)
+
+
+def _covered(
+    con: duckdb.DuckDBPyConnection, location: Location, source: Source, urls: list[str], cutoff: str | None
+) -> int:
+    """Bytes of ``source``, from its start, whose every event the compacted files ``urls`` hold.
+
+    A line that does not decode, or that retention removed, is covered as a compaction covers
+    it; the views and the next compaction read the rest.
+    """
+    have: set[str] = set()
+    if urls:
+        have = {
+            r[0]
+            for r in con.execute(
+                f"SELECT event_id FROM read_parquet({file_list(urls)}, hive_partitioning=false) WHERE run_id = $1",
+                [source.run_id],
+            ).fetchall()
+        }
+    covered = 0
+    limit = location.complete_bytes(source)
+    with location.open_source(source) as fh:
+        for raw in fh:
+            if covered + len(raw) > limit or not raw.endswith(b"\n"):
+                break
+            try:
+                event = decode_line(raw[:-1])
+            except (ValueError, UnicodeDecodeError):
+                event = None
+            if event is not None and event["event_id"] not in have and not (cutoff and event["timestamp"] < cutoff):
+                break
+            covered += len(raw)
+    return covered
 
 
 def _date(rel: str) -> str:

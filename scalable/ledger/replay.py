@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
-from scalable.errors import IntegrityError, RunNotFoundError
+from scalable.errors import IntegrityError, LedgerError, RunNotFoundError, ScalableError, os_error
 from scalable.ledger.events import check_run_id, normalize_timestamp
 from scalable.ledger.sql import quote
 
@@ -86,7 +86,12 @@ class RestoreArtifacts:
         if not parts or PurePosixPath(key).is_absolute() or ".." in parts:
             raise IntegrityError(f"artifact key {key!r} of event {event['event_id']} escapes the restore directory")
         target = self.into.joinpath(*parts)
-        self._restore(str(event["location"]), target, event.get("digest"), event.get("kind"))
+        try:
+            self._restore(str(event["location"]), target, event.get("digest"), event.get("kind"))
+        except OSError as exc:
+            if isinstance(exc, ScalableError):
+                raise
+            raise os_error(exc, f"cannot restore {event['location']} into {str(target)!r}", LedgerError) from None
         self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
@@ -136,11 +141,17 @@ def _copy_verified(fs: Any, src: str, dest: Path) -> str:
 
     h = hashlib.sha256()
     tmp = dest.with_name(f".{dest.name}.part")
-    with fs.open(src, "rb") as fin, tmp.open("wb") as fout:
-        while block := fin.read(CHUNK):
-            h.update(block)
-            fout.write(block)
-    os.replace(tmp, dest)
+    try:
+        with fs.open(src, "rb") as fin, tmp.open("wb") as fout:
+            while block := fin.read(CHUNK):
+                h.update(block)
+                fout.write(block)
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # no partial copy is left behind
+        if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
+            raise os_error(exc, f"cannot restore {str(dest)!r}", LedgerError) from None
+        raise
     return h.hexdigest()
 
 

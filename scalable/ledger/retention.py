@@ -1,8 +1,10 @@
 """Retention and stream retirement: removing what compaction has made redundant, and nothing else.
 
 * **Stream retirement** (``keep_jsonl=False``): a run's stream is deleted only when the run has
-  finished, its whole stream is covered by a committed generation, and a re-read of Parquet
-  finds every event id of the stream. Live streams are never rewritten or truncated. A writer
+  finished, its whole stream is covered by every generation a reader may still hold (so no
+  reader of an older snapshot still reads it; see
+  :func:`~scalable.ledger.generations.snapshots`), and a re-read of Parquet finds every event
+  id of the stream. Live streams are never rewritten or truncated. A writer
   that still holds a finished run's stream open when it is retired writes into a deleted
   file, so retire only runs nobody writes to any more.
 * **Retention** (``retire_before``) removes events older than the cutoff from the dataset, and
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import duckdb_columns
-from scalable.ledger.generations import DataFile, Generation, publish_staged
+from scalable.ledger.generations import Attempt, DataFile, Generation, publish_staged
 from scalable.ledger.location import Location, Source
 from scalable.ledger.sql import ROW_GROUP_SIZE, file_list, jsonl_select, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
@@ -39,7 +42,11 @@ _log = get_logger("scalable.ledger")
 
 
 def retire_streams(
-    con: duckdb.DuckDBPyConnection, location: Location, generation: Generation, wanted: set[str] | None
+    con: duckdb.DuckDBPyConnection,
+    location: Location,
+    generation: Generation,
+    wanted: set[str] | None,
+    readable: Sequence[Generation] = (),
 ) -> tuple[str, ...]:
     """Delete the streams of finished runs whose every event is verified in Parquet.
 
@@ -48,6 +55,8 @@ def retire_streams(
         location: where the streams and the compacted data are.
         generation: the committed generation that covers the streams.
         wanted: only the streams of these runs (all when None).
+        readable: the older generations readers may still hold; each must cover a stream
+            whole too, or a reader of it would still read the stream.
 
     Returns:
         The runs whose streams were deleted.
@@ -58,6 +67,8 @@ def retire_streams(
         if wanted is not None and source.run_id not in wanted:
             continue
         if state is None or state.retired or not state.finished or source.size != state.offset:
+            continue
+        if any(_read_by(older, source.key, source.size) for older in readable):
             continue
         candidates[source.key] = source
     if not candidates or not generation.files:
@@ -84,25 +95,31 @@ def retire_streams(
     return tuple(retired)
 
 
+def _read_by(generation: Generation, key: str, size: int) -> bool:
+    """Whether a reader of ``generation`` reads the stream ``key`` of ``size`` bytes (it does not cover it whole)."""
+    state = generation.streams.get(key)
+    return state is None or state.retired or state.offset != size
+
+
 def retire_events(
     con: duckdb.DuckDBPyConnection,
     location: Location,
+    attempt: Attempt,
     tmp: Path,
     ledger: Ledger,
     files: list[DataFile],
     cutoff: str,
-    version: int,
 ) -> tuple[int, int, list[DataFile]]:
     """Remove events older than ``cutoff`` from ``files``, tombstoning each affected run first.
 
     Args:
         con: a connection that reads the location.
         location: where the compacted data is.
+        attempt: the compaction attempt the rewritten files are published by.
         tmp: the compaction's local staging directory.
         ledger: the ledger the tombstones are appended to.
         files: the data files of the next generation so far.
         cutoff: ISO-8601 time in ledger format.
-        version: the generation the rewritten files are written for.
 
     Returns:
         Tombstones appended, events removed, and the new file list (not yet committed).
@@ -174,7 +191,7 @@ def retire_events(
     )
     options = parquet_copy_options(partition_by_date=True, row_group_size=ROW_GROUP_SIZE)
     row = con.execute(f"COPY ({query}) TO {quote(str(staging))} {options}").fetchone()
-    made = publish_staged(location, staging, int(row[0]) if row else 0, version)
+    made = publish_staged(location, attempt, staging, int(row[0]) if row else 0)
     gone = {f.path for f in touched}
     return tombstones, removed, [f for f in files if f.path not in gone] + made
 

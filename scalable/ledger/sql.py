@@ -8,6 +8,7 @@ by the schema of :mod:`scalable.ledger.events` (from JSON lines and from Parquet
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "jsonl_select",
     "line_digest_sql",
     "line_sql",
+    "os_error_of",
     "parquet_copy_options",
     "parquet_select",
     "quote",
@@ -63,6 +65,19 @@ def escape_glob(path: str) -> str:
 def file_list(paths: Iterable[str]) -> str:
     """Return a SQL list literal naming exactly the files ``paths`` (no glob expansion)."""
     return quote_list(escape_glob(p) for p in paths)
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The ``OSError`` a DuckDB I/O error stands for when a disk filled up (or a size limit hit), else None.
+
+    DuckDB reports the system's reason in its message only; the errno is found from it, so
+    one mapping (:func:`scalable.errors.os_error`) serves DuckDB's writes as well.
+    """
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
 
 
 def parquet_copy_options(*, partition_by_date: bool = False, row_group_size: int | None = None) -> str:

@@ -1,7 +1,7 @@
 """One run's stream: where it lives, how it is read, its writers' heads and its seal.
 
 A run's events are the lines of ``<runs_dir>/<run_id>/artifacts.jsonl`` (:data:`STREAM_NAME`),
-with the sealed run's summary ``run.json`` (:data:`RUN_SUMMARY`) beside it.
+with the run's ``run.json`` (:data:`RUN_SUMMARY`, see :mod:`scalable.ledger.runfiles`) beside it.
 
 The torn-line rule: a last line without its newline is a line still being written (a live
 tail) and readers skip it without a problem; a writer that finds the stream not ending in a
@@ -21,6 +21,7 @@ of version 1 (heads only, the HMAC over the heads) are still read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -30,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from scalable.ledger.durable import replace_file
 from scalable.ledger.events import GENESIS, Event, check_run_id, decode_line
 
 __all__ = [
@@ -43,18 +43,17 @@ __all__ = [
     "compact_json",
     "complete_prefix",
     "ends_torn",
+    "iter_complete",
     "lines_from_end",
     "list_streams",
     "new_seal",
     "prefix_digest",
     "read_stream",
-    "rebuild_summary",
     "seal_digest",
     "seal_line_problem",
     "sign_seal_line",
     "stream_files",
     "stream_path",
-    "write_summary",
 ]
 
 STREAM_NAME: Final = "artifacts.jsonl"
@@ -90,6 +89,8 @@ class StreamReader:
     path: Path
     problems: list[LineProblem] = field(default_factory=list)
     incomplete_tail: bool = False
+    #: The stream's bytes, when they were read elsewhere (a stream put together from segments).
+    data: bytes | None = None
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
         for number, _raw, event in self.lines():
@@ -102,10 +103,12 @@ class StreamReader:
 
     def lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
         """Yield ``(line_number, raw_line_without_newline, event)`` for every good line."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
+        data = self.data
+        if data is None:
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                return
         for number, _offset, raw, event in self.lines_of(data):
             yield number, raw, event
 
@@ -127,6 +130,26 @@ class StreamReader:
                 self.problems.append(LineProblem(str(self.path), number, f"malformed line: {exc}"))
                 continue
             yield number, start, raw, event
+
+
+def iter_complete(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(offset after the line, event)`` of every whole, readable line, from the start.
+
+    Lines are read as they are needed, so a caller that stops early reads no further; the
+    reading ends at a last line without its newline, and malformed lines are skipped (the
+    reader of :func:`read_stream` reports them).
+    """
+    offset = 0
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                return
+            offset += len(raw)
+            try:
+                event = decode_line(raw[:-1])
+            except (ValueError, UnicodeDecodeError):
+                continue
+            yield offset, event
 
 
 def read_stream(path: str | os.PathLike[str]) -> StreamReader:
@@ -385,47 +408,3 @@ def seal_line_problem(raw: bytes, seal: Mapping[str, Any], key: bytes | None) ->
 def _replace_last(data: bytes, old: bytes, new: bytes) -> bytes:
     at = data.rfind(old)
     return data if at < 0 else data[:at] + new + data[at + len(old) :]
-
-
-def write_summary(
-    stream: Path, run_id: str, finished: Mapping[str, Any], stream_bytes: int, seal_sha256: str | None = None
-) -> Path:
-    """Write ``run.json`` beside ``stream``: status, seal, the sealed stream length and the sealing line's hash.
-
-    It is derived state (see :func:`rebuild_summary`) that lets an audit notice a stream cut
-    short, seal and all, and a sealing line changed since.
-    """
-    attrs = json.loads(finished["attrs"])
-    summary = {
-        "run_id": run_id,
-        "status": attrs.get("status"),
-        "finished_at": finished["timestamp"],
-        "events": attrs.get("events"),
-        "stream_bytes": stream_bytes,
-        "seal": attrs.get("seal"),
-        "seal_sha256": seal_sha256,
-    }
-    path = stream.with_name(RUN_SUMMARY)
-    replace_file(path, (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
-    return path
-
-
-def rebuild_summary(stream: Path, run_id: str) -> Path | None:
-    """Rewrite ``run.json`` of a sealed run from its stream alone; ``None`` if it is not sealed.
-
-    The result equals what sealing wrote: the summary is derived from the ``run/finished``
-    event, its line and the stream's length up to it.
-    """
-    offset = 0
-    with open(stream, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            offset += len(raw)
-            try:
-                event = decode_line(raw[:-1])
-            except ValueError:
-                continue
-            if event["event_type"] == "run" and event["op"] == "finished":
-                return write_summary(stream, run_id, event, offset, hashlib.sha256(raw[:-1]).hexdigest())
-    return None

@@ -7,18 +7,26 @@ Views: ``events`` (every event once, deduplicated on ``event_id``; no defined or
 generation (:mod:`scalable.ledger.generations`) and the event lines not compacted yet
 together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
 :class:`~scalable.ledger.location.Location` keeps them; a line that does not decode is left
-out, never an error. Every file is read through the read-only filesystems of
-:mod:`scalable.ledger.sandbox`, and the connection is then locked down.
+out, never an error. A user's statement reads every file through the read-only filesystems
+of :mod:`scalable.ledger.sandbox`, on a connection then locked down.
+
+Readers see a snapshot: the generation and the sources not compacted yet are taken together
+(the generation is read again after the sources are listed, and both are taken again if a
+compaction committed in between), the files of a generation stay for
+``SCALABLE_SNAPSHOT_RETENTION`` after a newer one replaced it, and a read that fails while
+the snapshot moved under it (a stream retired, say) runs once more on the newest one
+(:func:`read_snapshot`). A concurrent compaction never makes a query fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem
 
+from scalable.errors import QueryError
 from scalable.ledger import bus
 from scalable.ledger.edges import create_lineage_views
 from scalable.ledger.events import duckdb_columns, normalize_timestamp
@@ -41,9 +49,12 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "query_batches", "run_query"]
+__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "query_batches", "read_snapshot", "run_query"]
 
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
+#: Times the generation and the sources are taken again while compactions keep committing.
+_SNAPSHOT_TRIES = 5
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +69,14 @@ class EventSources:
             when the generation has them.
         uncovered: SELECT of the compacted events the lineage files do not cover (``None``
             when they cover all).
+        keys: the keys of every source of event lines listed (read or not).
     """
 
     parquet: str | None
     tail: str | None
     lineage: tuple[str, str, str] | None
     uncovered: str | None
+    keys: frozenset[str] = frozenset()
 
 
 def event_sources(
@@ -86,7 +99,9 @@ def event_sources(
     compacted_runs = {location.run_of(key) for key in generation.streams}
     tails: list[str] = []
     overlap: set[str] = set()
+    keys: set[str] = set()
     for source in location.live_sources():
+        keys.add(source.key)
         state = generation.streams.get(source.key)
         if source.size == 0 or (state is not None and not state.retired and source.size == state.offset):
             continue
@@ -95,16 +110,25 @@ def event_sources(
             overlap.add(source.run_id)
     parquet = parquet_select(files) if files else None
     tail = None
+    local_files, local_runs = location.unshipped_compacted()
+    local_files = [url(path) for path in local_files]
+    if local_files:
+        runs = ", ".join(quote(r) for r in local_runs)
+        local = f"SELECT * FROM ({parquet_select(local_files)}) l WHERE run_id IN ({runs})"
+        tails_sql = jsonl_select(tails, retired_before=generation.retired_before) if tails else None
+        tail = f"SELECT DISTINCT ON (event_id) * FROM ({' UNION ALL '.join(filter(None, [local, tails_sql]))}) j"
+        tails = []
+        overlap = set(local_runs) & compacted_runs | overlap
     if tails:
         tail = (
             f"SELECT DISTINCT ON (event_id) * FROM ({jsonl_select(tails, retired_before=generation.retired_before)}) j"
         )
-        if files and overlap:
-            runs = ", ".join(quote(r) for r in sorted(overlap))
-            tail = (
-                f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
-                f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
-            )
+    if tail is not None and files and overlap:
+        runs = ", ".join(quote(r) for r in sorted(overlap))
+        tail = (
+            f"SELECT * FROM ({tail}) t WHERE event_id NOT IN (SELECT event_id FROM "
+            f"({parquet_select(files)}) p WHERE run_id IN ({runs}))"
+        )
     lineage = None
     uncovered = None
     if generation.lineage is not None and files:
@@ -113,7 +137,7 @@ def event_sources(
         covered = set(lin.covers)
         rest = [url(location.url(f.path)) for f in generation.files if f.path not in covered]
         uncovered = parquet_select(rest) if rest else None
-    return EventSources(parquet, tail, lineage, uncovered)
+    return EventSources(parquet, tail, lineage, uncovered, frozenset(keys))
 
 
 def _empty_select() -> str:
@@ -165,6 +189,30 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
     }
 
 
+def _snapshot(
+    location: Location, url: Callable[[str], str] = lambda path: path
+) -> tuple[EventSources, tuple[int, frozenset[str]]]:
+    """The sources of every event as of one generation, and what identifies that snapshot.
+
+    The generation is read again after the sources are listed: if a compaction committed in
+    between (and perhaps retired a stream the older generation does not cover), both are
+    taken again.
+    """
+    generation = read_generation(location)
+    for _ in range(_SNAPSHOT_TRIES):
+        sources = event_sources(location, generation, url)
+        newest = read_generation(location)
+        if newest.version == generation.version:
+            break
+        generation = newest
+    return sources, (generation.version, sources.keys)
+
+
+def _snapshot_id(location: Location) -> tuple[int, frozenset[str]]:
+    """The newest generation's version and the keys of every source of event lines now."""
+    return read_generation(location).version, frozenset(source.key for source in location.live_sources())
+
+
 def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the ledger's views, locked down.
 
@@ -180,17 +228,21 @@ def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) 
         ConfigError: the ledger's remote location cannot be opened.
         LedgerError: the record of compacted files cannot be read.
     """
+    return _connect(ledger, as_of, trusted)[0]
+
+
+def _connect(
+    ledger: Ledger, as_of: str | None, trusted: bool
+) -> tuple[duckdb.DuckDBPyConnection, tuple[int, frozenset[str]]]:
     bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     location = ledger.location
-    generation = read_generation(location)
     filesystems: list[ReadOnlyFileSystem] = []
     if trusted:
+        sources, snapshot = _snapshot(location)
         con = sql_connect(filesystem=location.filesystem)
-        url: Callable[[str], str] = str
     else:
-        con = sql_connect()
-        # Every file is read through a filesystem that only reads, and only under these roots.
+        # A user's statement reads every file through a filesystem that only reads, only under these roots.
         roots = [ledger.runs_dir, ledger.ledger_dir, *([location.outbox] if location.outbox is not None else [])]
         local = ReadOnlyFileSystem(LocalFileSystem(), [str(r) for r in roots], LOCAL_PROTOCOL, local=True)
         filesystems.append(local)
@@ -198,16 +250,30 @@ def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) 
             target = location.filesystem
             on_disk = isinstance(target, LocalFileSystem)
             filesystems.append(ReadOnlyFileSystem(target, location.read_prefixes(), REMOTE_PROTOCOL, local=on_disk))
-        for fs in filesystems:
-            con.register_filesystem(fs)
 
         def url(path: str) -> str:
             # The location names its objects by URL; the local streams it reads too are plain paths.
             return filesystems[-1].url(path) if "://" in path else local.url(path)
 
+        sources, snapshot = _snapshot(location, url)
+        con = sql_connect()
+        for fs in filesystems:
+            con.register_filesystem(fs)
+    try:
+        _define_views(con, location, sources, cutoff)
+        if not trusted:
+            lock(con, filesystems)
+    except BaseException:
+        con.close()
+        raise
+    return con, snapshot
+
+
+def _define_views(
+    con: duckdb.DuckDBPyConnection, location: Location, sources: EventSources, cutoff: str | None
+) -> None:
     # Every view binds the same Parquet footers; read each once per connection.
     con.execute("SET parquet_metadata_cache=true")
-    sources = event_sources(location, generation, url)
     if sources.tail and location.materialize_tails:
         # Tails on object storage are read once per connection rather than at every view
         # binding and query: each read costs a round trip per object.
@@ -229,9 +295,45 @@ def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) 
         create_lineage_views(con, compacted=sources.lineage, tail=tail, as_of=cutoff)
     else:
         create_lineage_views(con)
-    if not trusted:
-        lock(con, filesystems)
-    return con
+
+
+def read_snapshot(
+    ledger: Ledger,
+    read: Callable[[duckdb.DuckDBPyConnection], _T],
+    *,
+    as_of: str | None = None,
+    trusted: bool = False,
+) -> _T:
+    """Call ``read`` with a connection to the ledger's views (see :func:`connect`) and return its result.
+
+    If building the views or ``read`` fails while a compaction moved the snapshot on (a newer
+    generation, a stream retired), it runs once more on the newest snapshot: a file that
+    vanished under a reader is never the reader's error. A failure on an unchanged snapshot
+    is raised as it is.
+
+    Raises:
+        EventValidationError: ``as_of`` is not an ISO-8601 time.
+        ConfigError: the ledger's remote location cannot be opened.
+    """
+    import duckdb
+
+    try:
+        con, snapshot = _connect(ledger, as_of, trusted)
+    except duckdb.Error:
+        pass  # defining the views reads no user SQL: a file vanished while they were defined
+    else:
+        try:
+            return read(con)
+        except (duckdb.Error, QueryError):
+            if _snapshot_id(ledger.location) == snapshot:
+                raise
+        finally:
+            con.close()
+    con, _snapshot = _connect(ledger, as_of, trusted)
+    try:
+        return read(con)
+    finally:
+        con.close()
 
 
 def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table:
@@ -241,11 +343,7 @@ def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table
         ReadOnlyQueryError: the statement is not read-only (see :mod:`scalable.ledger.sandbox`).
         QueryError: the SQL does not parse, bind or run.
     """
-    con = connect(ledger, as_of=as_of)
-    try:
-        return run_read_only(con, sql)
-    finally:
-        con.close()
+    return read_snapshot(ledger, lambda con: run_read_only(con, sql), as_of=as_of)
 
 
 def query_batches(
@@ -254,19 +352,29 @@ def query_batches(
     """Run read-only ``sql`` over the ledger's views and stream the result in batches.
 
     The connection stays open while the batches are read and closes after the last one.
+    Starting the query is taken again on the newest snapshot if a compaction moved it under
+    the first try (as :func:`read_snapshot` does); the batches are read from one snapshot.
 
     Raises:
         ReadOnlyQueryError: the statement is not read-only (see :mod:`scalable.ledger.sandbox`).
         QueryError: the SQL does not parse, bind or run.
     """
+    import duckdb
     import pyarrow as pa
 
-    con = connect(ledger, as_of=as_of)
-    try:
-        reader = read_only_batches(con, sql, batch_rows=batch_rows)
-    except BaseException:
-        con.close()
-        raise
+    for attempt in range(2):
+        con, snapshot = _connect(ledger, as_of, False)
+        try:
+            reader = read_only_batches(con, sql, batch_rows=batch_rows)
+        except (duckdb.Error, QueryError):
+            con.close()
+            if attempt or _snapshot_id(ledger.location) == snapshot:
+                raise
+            continue
+        except BaseException:
+            con.close()
+            raise
+        break
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:

@@ -35,9 +35,11 @@ from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
     InvalidKeyError,
+    ScalableError,
     StoreError,
     UnreadableArtifactError,
     UnsafeArtifactError,
+    os_error,
 )
 from scalable.ledger import bus
 
@@ -368,8 +370,10 @@ class BaseArtifactStore(ABC):
         try:
             upload.write(payload)
             self._commit_file(upload, key, ArtifactKind.BLOB, digest, len(payload))
-        except BaseException:
+        except BaseException as exc:
             upload.discard()
+            if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
+                raise os_error(exc, f"cannot put {self.uri_for(key)!r}", StoreError) from None
             raise
         label = None if str(kind) == ArtifactKind.BLOB.value else str(kind)
         if record:
@@ -584,9 +588,9 @@ class BaseArtifactStore(ABC):
                 upload.discard()
                 raise
         except OSError as exc:
-            if isinstance(exc, StoreError):
+            if isinstance(exc, ScalableError):
                 raise
-            raise StoreError(f"cannot put {str(path)!r} at {self.uri_for(key)!r}: {exc.strerror or exc}") from None
+            raise os_error(exc, f"cannot put {str(path)!r} at {self.uri_for(key)!r}", StoreError) from None
         finally:
             fh.close()
         return digest, size
@@ -596,8 +600,10 @@ class BaseArtifactStore(ABC):
         try:
             upload.write(data)
             upload.commit()
-        except BaseException:
+        except BaseException as exc:
             upload.discard()
+            if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
+                raise os_error(exc, f"cannot write {self.uri_for(key)!r}", StoreError) from None
             raise
 
     def _commit_file(self, upload: Upload, key: str, kind: ArtifactKind, digest: str, size: int) -> None:

@@ -14,6 +14,7 @@ from scalable.errors import (
     StoreError,
     StoreUnreachableError,
     UnreadableArtifactError,
+    os_error,
 )
 from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload
 
@@ -45,8 +46,8 @@ class _LocalUpload:
         except PermissionError:
             raise UnreadableArtifactError(f"cannot write {final!r}: permission denied") from None
         except OSError as exc:
-            raise StoreError(
-                f"cannot write key {key!r} at {final!r}: {exc.strerror or exc} (is a parent of the key a file?)"
+            raise os_error(
+                exc, f"cannot write key {key!r} at {final!r} (is a parent of the key a file?)", StoreError
             ) from None
 
     def write(self, data: bytes) -> None:

@@ -15,6 +15,7 @@ submission. Three bodies run a task:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -22,20 +23,28 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from scalable.cache.tiers import shared_cache
 from scalable.cache.tiers import using as cache_using
 from scalable.errors import SessionError
-from scalable.ledger import bus, context
-from scalable.ledger.log import Ledger
-from scalable.ledger.stream import STREAM_NAME, read_stream
+from scalable.ledger import Ledger, bus, context, read_stream
 from scalable.logs import get_logger, mask_secrets
 from scalable.settings import FsyncMode, Settings
 
-__all__ = ["Outcome", "TaskEnv", "error_text", "run_captured", "run_in_process", "run_task"]
+__all__ = [
+    "Outcome",
+    "TaskEnv",
+    "environment",
+    "error_text",
+    "failed_event",
+    "run_captured",
+    "run_in_process",
+    "run_task",
+    "task_event",
+]
 
 _log = get_logger("scalable.session")
 _MAX_ERROR = 2000
@@ -65,36 +74,52 @@ def error_text(exc: BaseException) -> str:
     return mask_secrets(str(exc))[:_MAX_ERROR]
 
 
+def task_event(env: TaskEnv, op: str, **columns: Any) -> dict[str, Any]:
+    """The ``task/<op>`` event of the task ``env`` (``attrs`` gets its ``task_id``)."""
+    attrs = {"task_id": env.task_id, **columns.pop("attrs", {})}
+    return {
+        "event_type": "task",
+        "op": op,
+        "run_id": env.run_id,
+        "task_name": env.task_name,
+        "component": env.component,
+        **columns,
+        "attrs": attrs,
+    }
+
+
+def failed_event(env: TaskEnv, error: BaseException, duration_s: float) -> dict[str, Any]:
+    """The ``task/failed`` event of the task ``env`` ended by ``error`` after ``duration_s`` seconds."""
+    attrs = {"error_type": type(error).__name__, "error": error_text(error)}
+    return task_event(env, "failed", duration_s=duration_s, attrs=attrs)
+
+
 def run_task(
     ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> Any:
     """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
     telemetry = ledger.settings.telemetry
-    base = {"event_type": "task", "run_id": env.run_id, "task_name": env.task_name, "component": env.component}
     with (
         bus.activate(ledger, scoped=True),
         cache_using(shared_cache(env.settings)),
         context.bind(run_id=env.run_id, task_name=env.task_name, component=env.component),
     ):
         if telemetry:
-            ledger.append({**base, "op": "started", "attrs": {"task_id": env.task_id, "pid": os.getpid()}})
+            ledger.append(task_event(env, "started", attrs={"pid": os.getpid()}))
         start = time.perf_counter()
         try:
             value = fn(*args, **kwargs)
         except BaseException as exc:
             ledger.flush()  # events the task queued (cache hits) land before its end
             if telemetry:
-                attrs = {"task_id": env.task_id, "error_type": type(exc).__name__, "error": error_text(exc)}
                 try:
-                    ledger.append({**base, "op": "failed", "duration_s": time.perf_counter() - start, "attrs": attrs})
+                    ledger.append(failed_event(env, exc, time.perf_counter() - start))
                 except Exception as log_exc:  # never hide the task's own exception
                     _log.error("session.task_failed_not_recorded", task=env.task_name, error=repr(log_exc))
             raise
         ledger.flush()
         if telemetry:
-            ledger.append(
-                {**base, "op": "finished", "duration_s": time.perf_counter() - start, "attrs": {"task_id": env.task_id}}
-            )
+            ledger.append(task_event(env, "finished", duration_s=time.perf_counter() - start))
         return value
 
 
@@ -112,9 +137,38 @@ def _process_ledger(settings: Settings) -> Ledger:
         return ledger
 
 
-def run_in_process(env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
-    """Task body in a worker process on the client's filesystem: append to the run's stream directly."""
-    return run_task(_process_ledger(env.settings), env, fn, args, kwargs)
+@contextlib.contextmanager
+def environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set ``variables`` in this process's environment for the block, then restore what was there.
+
+    Only for a process that runs one task at a time: the environment is the whole process's.
+    """
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_in_process(
+    env: TaskEnv,
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    variables: Mapping[str, str] | None = None,
+) -> Any:
+    """Task body in a worker process on the client's filesystem: append to the run's stream directly.
+
+    Args:
+        variables: the component's ``env``, set in the process while the task runs.
+    """
+    with environment(variables or {}):
+        return run_task(_process_ledger(env.settings), env, fn, args, kwargs)
 
 
 def run_captured(env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> Outcome:
@@ -132,9 +186,10 @@ def run_captured(env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwar
             error = exc
         finally:
             ledger.close()
-        lines: dict[str, list[bytes]] = {}
-        for stream in sorted(Path(scratch).glob(f"*/{STREAM_NAME}")):
-            lines[stream.parent.name] = [raw for _n, raw, _r in read_stream(stream).lines()]
+        lines = {
+            run_id: [raw for _n, raw, _r in read_stream(ledger.stream_path(run_id)).lines()]
+            for run_id in ledger.run_ids()
+        }
         if error is not None:
             try:
                 pickle.dumps(error)

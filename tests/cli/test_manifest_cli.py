@@ -26,7 +26,7 @@ def test_check_prints_every_target_with_its_provider_and_the_lock(
     lock = load_manifest(path).lock
     assert [(r["target"], r["provider"], r["runs_here"]) for r in rows] == [
         ("local", "local", True),
-        ("hpc", "slurm", False),
+        ("hpc", "slurm", True),
         ("cluster", "dask", True),
         ("k8s", "kubernetes", False),
         ("batch", "aws", False),

@@ -153,3 +153,104 @@ def test_lost_commit_race_on_s3_is_retried(
     live = {f"{bucket}/ledger/ledger/{f.path}" for f in manifest.files}
     assert set(remote.fs.find(f"{bucket}/ledger/ledger/events")) == live
     assert counts(m2) == {"n": 22, "d": 22, "r": 2}
+
+
+def cli_env(tmp_path: Path, name: str, remote: str) -> dict[str, str]:
+    """The environment of a ``scalable`` process on machine ``name`` (own directories, shared remote)."""
+    from tests.helpers import child_env
+
+    return child_env(
+        SCALABLE_RUNS_DIR=str(tmp_path / name / "runs"),
+        SCALABLE_LEDGER_DIR=str(tmp_path / name / "ledger"),
+        SCALABLE_RUNS_DIR_REMOTE=remote,
+    )
+
+
+def three_concurrent_cli_compactions(tmp_path: Path, remote: str) -> None:
+    """Three machines compact one remote at once; every event lands once; a fourth audits every run."""
+    import json
+    import subprocess
+    import sys
+
+    names = ("m1", "m2", "m3")
+    for name in names:
+        led = machine(tmp_path, name, remote)
+        write_runs(led, f"run-{name}", 3, 20)
+        led.close()
+    total = 3 * 3 * 21
+    scalable = str(Path(sys.executable).with_name("scalable"))
+    command = [scalable, "ledger", "compact", "--format", "json"]
+    procs = [
+        subprocess.Popen(
+            command, env=cli_env(tmp_path, n, remote), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for n in names
+    ]
+    outcomes = [(p.returncode, *p.communicate(timeout=240)) for p in procs]
+    outcomes = [(p.returncode, out, err) for p, (_code, out, err) in zip(procs, outcomes, strict=True)]
+    assert [code for code, _out, _err in outcomes] == [0, 0, 0], outcomes
+    results = [json.loads(out)[0] for _code, out, _err in outcomes]
+    # Each one committed a generation, or found that the others' generations hold its events.
+    for result, (_code, _out, err) in zip(results, outcomes, strict=True):
+        assert (result["events_written"] > 0) != ("nothing to do" in err), outcomes
+    assert sum(r["events_written"] for r in results) == total
+    generation = read_generation(open_object_location(remote))
+    assert generation.rows == total
+    other = machine(tmp_path, "m4", remote)  # another machine: nothing local at all
+    assert counts(other) == {"n": total, "d": total, "r": 9}
+    report = other.audit(content=False)
+    assert report.ok, report.problems
+    assert (report.runs, report.events) == (9, total)
+    single = other.audit("run-m2-1", content=False)
+    assert single.ok and (single.runs, single.events) == (1, 21)
+    audit_cli = subprocess.run(
+        [scalable, "ledger", "audit", "--no-content"],
+        env=cli_env(tmp_path, "m4", remote),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert audit_cli.returncode == 0, audit_cli.stderr
+    assert f"9 run(s), {total} event(s)" in audit_cli.stdout
+    other.close()
+
+
+@pytest.mark.slow
+def test_three_concurrent_cli_compactions_on_s3(tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    """Three `scalable ledger compact` processes against one S3 remote: none fails, no event lost or doubled."""
+    bucket, _options = s3_bucket
+    three_concurrent_cli_compactions(tmp_path, f"s3://{bucket}/ledger")
+
+
+@pytest.mark.slow
+def test_three_concurrent_cli_compactions_on_gcs(tmp_path: Path, gcs_strict_bucket: tuple[str, dict[str, Any]]) -> None:
+    """The same on a GCS emulator that honours ifGenerationMatch=0 (fake-gcs-server)."""
+    bucket, _options = gcs_strict_bucket
+    three_concurrent_cli_compactions(tmp_path, f"gs://{bucket}/ledger")
+
+
+def test_runs_compacted_locally_stay_when_a_remote_is_configured(
+    tmp_path: Path, s3_bucket: tuple[str, dict[str, Any]]
+) -> None:
+    """Runs whose streams a local compaction retired are in `ledger runs` with a remote, and ship to other machines."""
+    local = Ledger.open(tmp_path / "m1" / "runs", tmp_path / "m1" / "ledger")
+    write_runs(local, "run-old", 2, 5)
+    expected = local.query("SELECT run_id, events, status FROM runs ORDER BY run_id").to_pylist()
+    assert len(local.compact(keep_jsonl=False).streams_retired) == 2
+    local.close()
+    remote = f"s3://{s3_bucket[0]}/ledger"
+    m1 = machine(tmp_path, "m1", remote)
+    query = "SELECT run_id, events, status FROM runs ORDER BY run_id"
+    assert m1.query(query).to_pylist() == expected  # before any sync
+    write_runs(m1, "run-new", 1, 3)
+    m1.compact()  # syncs: the old runs go from local Parquet, the new one as its stream
+    assert m1.query(query).to_pylist() == [{"run_id": "run-new-0", "events": 4, "status": "completed"}, *expected]
+    other = machine(tmp_path, "m2", remote)
+    assert other.query(query).to_pylist() == m1.query(query).to_pylist()
+    assert counts(other) == {"n": 2 * 6 + 4, "d": 2 * 6 + 4, "r": 3}
+    report = other.audit(content=False)
+    assert report.ok, report.problems
+    assert (report.runs, report.events) == (3, 16)
+    assert m1.sync_remote().segments == 0  # shipped once
+    for led in (m1, other):
+        led.close()

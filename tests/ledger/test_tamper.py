@@ -374,6 +374,7 @@ def test_a_generation_record_deleted_or_truncated_is_caught(keyed: Ledger, cli: 
         docs[-1].write_bytes(b"")
     problems = _audit_fails(keyed, cli, re.compile("_manifest|\\.parquet"))
     assert {p.kind for p in problems} & {
+        "unlisted-file",
         "generation-missing",
         "generation-unreadable",
         "unaccounted-events",

@@ -862,12 +862,12 @@ def test_a_slurm_target_without_a_port_fails_only_where_it_is_used(isolated: Pat
 
 @pytest.mark.parametrize(
     ("provider", "options"),
-    [("kubernetes", "image: x"), ("aws", "region: us-east-1"), ("gcp", "project_id: p"), ("slurm", "comm_port: 8786")],
+    [("kubernetes", "image: x"), ("aws", "region: us-east-1"), ("gcp", "project_id: p")],
 )
 def test_targets_this_scalable_cannot_run_validate_then_say_so_when_used(
     isolated: Path, provider: str, options: str
 ) -> None:
-    """kubernetes, aws, gcp (and slurm, for now) load and validate; using the target raises TargetNotSupportedError."""
+    """kubernetes, aws and gcp load and validate; using the target raises TargetNotSupportedError."""
     path = isolated / "scalable.yaml"
     path.write_text(HEAD + f"targets:\n  remote:\n    provider: {provider}\n    {options}\n")
     manifest = load_manifest(path, target_name="remote")

@@ -27,6 +27,7 @@ OPTION_SETS = {
         "name",
         "suppress_logs",
         "container_runtime",
+        "jobs",
     },
     "kubernetes": {
         "namespace",
@@ -79,7 +80,7 @@ OPTION_SETS = {
 def test_each_provider_knows_scalables_options() -> None:
     """The provider table has exactly Scalable's providers (plus dask) and each one's option set."""
     assert {name: set(spec.options) for name, spec in PROVIDERS.items()} == OPTION_SETS
-    assert RUNNABLE_PROVIDERS == ("local", "dask")
+    assert RUNNABLE_PROVIDERS == ("local", "dask", "slurm")
 
 
 def test_defaults_are_scalables() -> None:

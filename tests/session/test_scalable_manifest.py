@@ -29,6 +29,9 @@ targets:
     queue: short
     walltime: "01:00:00"
     comm_port: 8786
+  cloud:
+    provider: kubernetes
+    image: ghcr.io/jgcri/gcam:7
 components:
   preprocess:
     cpus: 2
@@ -72,12 +75,36 @@ def test_a_scalable_manifest_runs_a_task_on_the_local_target(isolated: Path) -> 
 
 
 def test_a_target_this_scalable_cannot_run_is_refused_before_anything_starts(isolated: Path) -> None:
-    """from_yaml(target='hpc') on a slurm target says it is not supported yet, naming file and line; no run is written."""
+    """from_yaml(target='cloud') on a kubernetes target says it is not supported yet, naming file and line; no run is written."""
     path = isolated / "scalable.yaml"
     path.write_text(SCALABLE_MANIFEST)
     with pytest.raises(
         TargetNotSupportedError,
-        match=rf"^{path}:11: E_PROVIDER_NOT_SUPPORTED targets\.hpc\.provider: target 'hpc' uses provider 'slurm'",
+        match=rf"^{path}:16: E_PROVIDER_NOT_SUPPORTED targets\.cloud\.provider: target 'cloud' uses provider 'kubernetes'",
     ):
-        ScalableSession.from_yaml(path, target="hpc")
+        ScalableSession.from_yaml(path, target="cloud")
     assert not (isolated / ".scalable").exists()
+
+
+def test_local_keys_the_target_cannot_act_on_are_recorded_in_run_started(isolated: Path) -> None:
+    """containers: docker (warned, as in Scalable), a dashboard address and a component's image: tasks run, run/started names them."""
+    from scalable.manifest import ManifestWarning
+
+    path = isolated / "scalable.yaml"
+    path.write_text(SCALABLE_MANIFEST.replace("containers: none", "containers: docker\n    dashboard_address: ':8787'"))
+    with pytest.warns(ManifestWarning, match="W_LOCAL_CONTAINERS_DEFERRED"):
+        session = ScalableSession.from_yaml(path, target="local")
+    with session:
+        assert session.submit(clean_inputs, [2, 1], task_name="run_model").result() == [1, 2]
+    started = json.loads(events_of(session.ledger, session.run_id)[0]["attrs"])
+    assert started["target_options"]["containers"] == "docker"
+    assert started["recorded_only"] == [
+        "components.model.cpus",
+        "components.model.image",
+        "components.model.memory",
+        "components.preprocess.cpus",
+        "components.preprocess.env",
+        "components.preprocess.memory",
+        "targets.local.containers",
+        "targets.local.dashboard_address",
+    ]

@@ -164,6 +164,9 @@ def test_run_failing_with_tasks_in_flight_is_sealed_without_late_events(cluster:
     assert pending.done()
     sealed = verify_run(session.ledger.stream_path(session.run_id))
     assert sealed["status"] == "failed" and sealed["error_type"] == "LookupError"
+    # The cancelled task did not come back: the client recorded its end before the seal.
+    (failed,) = of(events_of(session.ledger, session.run_id), "task", "failed")
+    assert failed["task_name"] == "nap" and json.loads(failed["attrs"])["error_type"].endswith("CancelledError")
 
 
 def test_worker_killed_mid_task_run_still_verifies(cluster: Any, isolated: Path) -> None:
@@ -215,3 +218,91 @@ def test_unreachable_scheduler_fails_naming_the_address(isolated: Path) -> None:
         with pytest.raises(SessionError, match=rf"target 'gone': cannot connect to scheduler 'tcp://127.0.0.1:{port}'"):
             session.submit(explode, "never runs")
     verify_run(session.ledger.stream_path(session.run_id))
+
+
+def resources_here() -> dict[str, Any]:
+    """A task reporting its worker's resources (total and free while it runs) and its STAGE variable."""
+    from distributed import get_worker
+
+    state = get_worker().state
+    return {
+        "total": dict(state.total_resources),
+        "free": dict(state.available_resources),
+        "stage": os.environ.get("STAGE"),
+    }
+
+
+def test_components_take_their_cpus_and_memory_on_the_cluster_scalable_starts(isolated: Path) -> None:
+    """On its own LocalCluster a worker offers its threads and memory; a task holds its component's share and sees its env."""
+    Path("scalable.yaml").write_text(
+        "version: 1\nproject: {name: sized}\n"
+        "targets:\n"
+        "  dask: {provider: dask, n_workers: 1, threads_per_worker: 2, processes: true, memory_limit: 2GB}\n"
+        "components:\n"
+        "  prep: {cpus: 2, memory: 1GB, env: {STAGE: prep}}\n"
+        "  model: {cpus: 1, env: {STAGE: prep, OMP_NUM_THREADS: '1'}}\n"
+        "tasks: {resources_here: prep, model_here: model}\n"
+    )
+    with ScalableSession.from_yaml("scalable.yaml", target="dask") as session:
+        held = session.submit(resources_here).result(timeout=120)
+        light = session.submit(resources_here, task_name="model_here").result(timeout=120)
+    assert held == {
+        "total": {"cpus": 2, "memory": 2_000_000_000},
+        "free": {"cpus": 0, "memory": 1_000_000_000},
+        "stage": "prep",
+    }
+    assert light["free"] == {"cpus": 1, "memory": 2_000_000_000}
+    started = json.loads(events_of(session.ledger, session.run_id)[0]["attrs"])
+    assert started["recorded_only"] == []
+    verify_run(session.ledger.stream_path(session.run_id))
+
+
+@pytest.mark.parametrize(
+    ("components", "message"),
+    [
+        (
+            "{big: {cpus: 3}}",
+            r"target 'dask': component 'big' asks for 3 cpus but each worker has 2 \(threads_per_worker\); "
+            r"raise the target's threads_per_worker or lower the component's cpus",
+        ),
+        (
+            "{big: {memory: 3GB}}",
+            r"target 'dask': component 'big' asks for 3GB of memory but each worker has 1\.86 GiB \(memory_limit\); "
+            r"raise the target's memory_limit or lower the component's memory",
+        ),
+        (
+            "{big: {env: {STAGE: a}}, small: {env: {STAGE: b}}}",
+            r"target 'dask': components 'big' and 'small' set STAGE to different values, and this target's workers "
+            r"are shared by every component; give them one value, or run them on a slurm target",
+        ),
+    ],
+)
+def test_components_a_local_cluster_cannot_serve_fail_the_first_task(
+    components: str, message: str, isolated: Path
+) -> None:
+    """A component asking more than a worker has, or env two components disagree on: ConfigError, no cluster started."""
+    from scalable.errors import ConfigError
+
+    Path("scalable.yaml").write_text(
+        "version: 1\nproject: {name: sized}\n"
+        "targets: {dask: {provider: dask, threads_per_worker: 2, memory_limit: 2GB}}\n"
+        f"components: {components}\n"
+        f"tasks: {{explode: big{', nap: small' if 'small:' in components else ''}}}\n"
+    )
+    with ScalableSession.from_yaml("scalable.yaml", target="dask") as session:
+        with pytest.raises(ConfigError, match=message):
+            session.submit(explode, "never runs")
+    verify_run(session.ledger.stream_path(session.run_id))
+
+
+def test_workers_without_a_memory_limit_run_tasks_that_give_memory(isolated: Path) -> None:
+    """memory_limit: 0 (no limit) offers no memory resource, so a component's memory does not hold its tasks back."""
+    Path("scalable.yaml").write_text(
+        "version: 1\nproject: {name: unlimited}\n"
+        "targets: {dask: {provider: dask, n_workers: 1, processes: false, memory_limit: 0}}\n"
+        "components: {prep: {memory: 1GB}}\n"
+        "tasks: {resources_here: prep}\n"
+    )
+    with ScalableSession.from_yaml("scalable.yaml", target="dask") as session:
+        held = session.submit(resources_here).result(timeout=120)
+    assert (held["total"], held["free"]) == ({"cpus": 1}, {"cpus": 0})

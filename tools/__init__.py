@@ -1,0 +1,1 @@
+"""Developer tools of the project: benchmarks, generators and doc generators (not installed)."""
