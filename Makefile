@@ -1,26 +1,33 @@
-# Two commands for a fresh machine: `make demo` (the main job on the embedded default) and
-# `make test` (the whole suite, with its own S3 and GCS servers and Slurm on 127.0.0.1).
+# Two commands for a fresh machine: `make demo` (the main job on the embedded default; in a
+# terminal, then the explorer serving its ledger) and `make test` (the whole suite, with its own S3 and GCS servers,
+# Slurm on 127.0.0.1 and a headless Chromium).
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 
-.PHONY: demo test lint bench docs clean slurm-packages
+.PHONY: demo test lint bench docs clean slurm-packages browser-packages
 
-$(VENV)/.core-installed: pyproject.toml
+$(VENV)/.core-installed: $(ROOT)pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '$(ROOT)[ui]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml
+$(VENV)/.dev-installed: $(ROOT)pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '$(ROOT)[dev]'
 	touch $@ $(VENV)/.core-installed
 
+# The demo runs in the current directory and prints how to open the explorer; in a terminal it
+# then serves the explorer and prints the URL to open (Ctrl-C stops it). UI=serve serves even
+# without a terminal, UI=no never. UI_ARGS go to `scalable ui` (e.g. UI_ARGS="--port 0").
+UI ?= auto
+UI_ARGS ?=
 demo: $(VENV)/.core-installed
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) examples/demo.py
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) $(ROOT)examples/demo.py --ui=$(UI) $(UI_ARGS)
 
 # Slurm and munge (Debian packages) for the tests that run jobs: installed once, when missing
 # and we are root; elsewhere those tests are skipped with the reason.
@@ -34,7 +41,18 @@ slurm-packages:
 	    echo "slurm-wlm and munge could not be installed; the Slurm tests will be skipped"; \
 	  else echo "slurm-wlm and munge are not installed (needs root and apt-get); the Slurm tests will be skipped"; fi; }
 
-test: $(VENV)/.dev-installed slurm-packages
+# Chromium and its driver (Debian packages) for the explorer's browser tests: installed once, when
+# missing and we are root; elsewhere those tests are skipped with the reason.
+browser-packages:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; } || \
+	    echo "chromium and chromium-driver could not be installed; the browser tests will be skipped"; \
+	  else echo "chromium and chromium-driver are not installed (needs root and apt-get); the browser tests will be skipped"; fi; }
+
+test: $(VENV)/.dev-installed slurm-packages browser-packages
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev-installed

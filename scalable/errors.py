@@ -12,8 +12,10 @@ import errno
 __all__ = [
     "ArtifactNotFoundError",
     "CacheArgumentError",
+    "CacheEntryNotFoundError",
     "CacheError",
     "CacheInputNotFoundError",
+    "CacheNotFoundError",
     "CachePayloadError",
     "CacheRemoteError",
     "CacheSignatureError",
@@ -23,6 +25,7 @@ __all__ = [
     "EventValidationError",
     "IntegrityError",
     "InvalidKeyError",
+    "InvalidStoreURIError",
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerWriteError",
@@ -38,7 +41,10 @@ __all__ = [
     "RunNotFoundError",
     "ScalableError",
     "SessionError",
+    "StoreCredentialsError",
     "StoreError",
+    "StoreNotFoundError",
+    "StorePermissionError",
     "StoreUnreachableError",
     "TargetNotSupportedError",
     "UnreadableArtifactError",
@@ -141,7 +147,23 @@ class StoreError(ScalableError):
 
 
 class StoreUnreachableError(StoreError, ConnectionError):
-    """A store (a session's default storage) cannot be reached or written: missing bucket, no access."""
+    """A store cannot be reached (endpoint refused, timeout, network) or, checked before a run, written."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """The store itself is not there: a bucket that does not exist, a root directory that is missing."""
+
+
+class StorePermissionError(StoreError, PermissionError):
+    """The store refused the operation: access denied to the bucket, object, directory or file."""
+
+
+class StoreCredentialsError(StorePermissionError):
+    """No credentials were found for the store, or it rejected them (unknown key, bad secret, expired)."""
+
+
+class InvalidStoreURIError(StoreError, ValueError):
+    """A store URI its backend cannot use: an invalid bucket name, credentials that do not parse."""
 
 
 class InvalidKeyError(StoreError, ValueError):
@@ -184,6 +206,14 @@ class CacheSignatureError(CachePayloadError):
 
 class CacheRemoteError(CacheError, ConnectionError):
     """The remote cache tier could not be reached for an operation that needs it (``clear --remote``)."""
+
+
+class CacheNotFoundError(CacheError, FileNotFoundError):
+    """The local cache directory does not exist: nothing was cached there."""
+
+
+class CacheEntryNotFoundError(CacheError, LookupError):
+    """No cache entry matches what was asked for (a function with no entries)."""
 
 
 class CacheArgumentError(CacheError, ValueError):

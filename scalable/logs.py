@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging", "get_logger", "mask_secrets"]
+__all__ = ["configure_logging", "error_line", "get_logger", "mask_secrets"]
 
 _lock = threading.Lock()
 _configured = False
@@ -36,7 +36,8 @@ _SECRET_KV = re.compile(
     r"(?i)((?:secret|password|passwd|token|key|signature|credential|sig|x-amz-[a-z-]+)"
     r"[\"']?\s*[=:]\s*[\"']?)([^\s\"'&,}]+)"
 )
-_URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)([^/@\s]+)@")
+# user@ or user:secret@ after a scheme; a secret may hold '/' (AWS secrets do), a host never ':' then '/'.
+_URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)([^/@\s:]*:[^@\s]*|[^/@\s]+)@")
 _SECRET_FIELDS = ("secret", "password", "token", "hmac", "credential", "signature")
 
 
@@ -44,6 +45,11 @@ def mask_secrets(text: str) -> str:
     """Return ``text`` with URL credentials and ``key=value`` secrets replaced by ``***``."""
     text = _URL_USERINFO.sub(r"\1***@", text)
     return _SECRET_KV.sub(r"\1***", text)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line a user is shown for an error (the CLI's stderr line, the explorer's message), secrets masked."""
+    return f"error: {mask_secrets(str(exc))}"
 
 
 def _mask_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

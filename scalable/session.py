@@ -40,7 +40,7 @@ from scalable.errors import (
     IntegrityError,
     LedgerWriteError,
     SessionError,
-    StoreUnreachableError,
+    StoreError,
 )
 from scalable.ledger import bus
 from scalable.ledger.context import make_run_id
@@ -572,17 +572,19 @@ class ScalableSession(TaskSession):
         """Fail now, naming the URI, if the default storage cannot be reached or written.
 
         Raises:
-            StoreUnreachableError: a local directory that cannot be created or written, a
-                bucket that does not exist, or an endpoint that does not answer.
+            StoreError: the subclass of :meth:`check_reachable
+                <scalable.stores.base.BaseArtifactStore.check_reachable>` saying why: a
+                local directory that cannot be created or written, a bucket that does not
+                exist, no credentials, an endpoint that does not answer.
             UnsupportedSchemeError: no backend handles the URI's scheme.
             MissingDependencyError: the backend's package is not installed.
         """
         try:
             self.store.check_reachable()
-        except StoreUnreachableError as exc:
-            raise StoreUnreachableError(
+        except StoreError as exc:
+            raise type(exc)(
                 f"default storage {exc} (set by project.default_storage or SCALABLE_DEFAULT_STORAGE)"
-            ) from None
+            ) from exc
 
     def _append_foreign(self, lines: Mapping[str, Sequence[bytes]]) -> None:
         """Append a remote task's event lines to their runs (unless the run is sealed)."""

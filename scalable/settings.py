@@ -132,12 +132,29 @@ def _path(value: str | os.PathLike[str], base: Path | None = None) -> Path:
     return Path(os.path.normpath(p))
 
 
+def _directory(label: str, value: Any, path: Path) -> Path:
+    """Return ``path`` unless it, or the nearest of its parents that exists, is not a directory."""
+    probe = path
+    while True:
+        try:
+            if not probe.is_dir() and probe.exists():
+                what = "is a file" if probe == path else f"is under {str(probe)!r}, a file"
+                raise ConfigError(f"{label}={str(value)!r} {what}, not a directory; point it at a directory")
+        except OSError:  # unreadable parents: whoever uses the directory reports it
+            return path
+        if probe.exists() or probe.parent == probe:
+            return path
+        probe = probe.parent
+
+
 def _coerce(values: Mapping[str, Any], *, source: str, base: Path | None = None) -> dict[str, Any]:
     """Turn raw values (strings from the environment, a manifest or arguments) into typed ones."""
     out: dict[str, Any] = {}
     for name, value in values.items():
         label = source if source.startswith("SCALABLE_") else f"{source} {name}"
-        if name in ("runs_dir", "ledger_dir", "cache_dir", "manifest"):
+        if name in ("runs_dir", "ledger_dir", "cache_dir"):
+            out[name] = _directory(label, value, _path(value, base))
+        elif name == "manifest":
             out[name] = _path(value, base)
         elif name in ("cache_hmac_key", "ledger_key"):
             out[name] = value.encode() if isinstance(value, str) else bytes(value)

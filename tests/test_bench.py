@@ -34,6 +34,11 @@ PROMISED = {
     ("scale", "compact_peak_rss_mb", "<=", 1024),
     ("lineage", "ancestors_depth10_ms_at_10m", "<=", 300),
     ("lineage", "audit_events_per_s", ">=", 200_000),
+    ("ui", "runs_page_s", "<=", 1.0),
+    ("ui", "run_page_s", "<=", 1.0),
+    ("ui", "lineage_drawn_nodes", "<=", 300),
+    ("ui", "lineage_page_s", "<=", 10.0),
+    ("ui", "lineage_open_s", "<=", 3.0),
 }
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from tests.helpers import ROOT, child_env
@@ -42,3 +46,79 @@ def test_the_demo_runs_twice_and_prints_query_lineage_and_audit(isolated: Path) 
     assert [(r[-2], r[-1]) for r in rows] == [("3", "3"), ("0", "6")]
     runs = [r[0] for r in rows]
     assert second.count("generated: ") == 2 and all(f"generated: {run}" in second for run in runs)
+
+
+def test_make_demo_runs_the_workflow_then_prints_the_url_of_the_explorer(isolated: Path) -> None:
+    """`make demo UI=serve` (from any directory) runs the demo, then serves its ledger and prints the URL; Ctrl-C stops it."""
+    venv = Path(sys.prefix)
+    env = {k: v for k, v in child_env().items() if not k.startswith(("SCALABLE_", "MAKE"))}
+    proc = subprocess.Popen(
+        [
+            "make",
+            "-s",
+            "-f",
+            str(ROOT / "Makefile"),
+            "-o",
+            f"{venv}/.core-installed",
+            "demo",
+            f"VENV={venv}",
+            f"PY={sys.executable}",
+            "UI=serve",
+            "UI_ARGS=--port 0",
+        ],
+        cwd=isolated,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    printed: list[str] = []
+    try:
+        for line in proc.stdout:
+            printed.append(line)
+            if line.startswith("scalable ui: "):
+                break
+        url = printed[-1].split(" at ", 1)[1].split(" ", 1)[0]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/"), "".join(printed)
+        assert "open the URL below" in "".join(printed) and "audit ok: " in "".join(printed)
+        with urllib.request.urlopen(url + "api/runs") as answer:
+            runs = json.load(answer)["runs"]
+        assert [r["project"] for r in runs] == ["demo"] and runs[0]["artifacts"] == 6
+        with urllib.request.urlopen(url) as answer:
+            assert answer.status == 200 and answer.url.endswith("/runs") and b"<main" in answer.read()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user stops it: to make, the demo and the explorer
+        rest = proc.communicate(timeout=60)[0]
+    assert "scalable ui: stopped" in rest
+
+
+def test_make_demo_without_a_terminal_ends_after_the_workflow(isolated: Path) -> None:
+    """`make demo` with no terminal (scripts, CI) runs the workflow, says how to open the explorer and exits 0."""
+    venv = Path(sys.prefix)
+    env = {k: v for k, v in child_env().items() if not k.startswith(("SCALABLE_", "MAKE"))}
+    done = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-f",
+            str(ROOT / "Makefile"),
+            "-o",
+            f"{venv}/.core-installed",
+            "demo",
+            f"VENV={venv}",
+            f"PY={sys.executable}",
+        ],
+        check=False,
+        cwd=isolated,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "audit ok: " in done.stdout
+    assert "Explore this ledger in a browser: scalable ui" in done.stdout
+    assert "scalable ui: " not in done.stdout  # nothing was served

@@ -92,8 +92,11 @@ def test_the_cli_configures_logging_and_masks_every_line(isolated: Path) -> None
         """
         import structlog
 
+        from pathlib import Path
+
         from scalable.cli import cli
 
+        Path(".scalable/cache").mkdir(parents=True)
         print(structlog.is_configured())
         cli.main(["cache", "stats", "--format", "json"], standalone_mode=False)
         print(structlog.is_configured())

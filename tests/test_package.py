@@ -10,7 +10,7 @@ from scalable import errors
 from tests.helpers import ROOT, run_python
 
 # Which scalable subpackages each layer may import (cli -> session -> targets, cache, stores -> ledger).
-_BASE = {"errors", "settings", "logs", "digests"}
+_BASE = {"errors", "settings", "logs", "digests", "failures"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
@@ -18,12 +18,15 @@ _LAYERS = {
     "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
     "session": {"session", "targets", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    # The explorer reads the ledger only; its downloads render as the CLI's output does.
+    "ui": {"ui", "ledger", "cli", *_BASE},
     "targets": {"targets", "manifest", "providers", "cache", "ledger", *_BASE},
     "manifest": {"manifest", "providers", *_BASE},
     "providers": {"providers"},
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
     "digests": {"digests", "errors"},
+    "failures": {"failures", "errors", "logs", "settings"},
     "errors": {"errors"},
 }
 

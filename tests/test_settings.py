@@ -80,3 +80,25 @@ def test_every_documented_variable_is_read() -> None:
     default = load_settings(env={})
     for var, value in values.items():
         assert load_settings(env={var: value}) != default, var
+
+
+@pytest.mark.parametrize("field", ["runs_dir", "ledger_dir", "cache_dir"])
+def test_a_directory_setting_on_a_file_is_refused_by_name(field: str, isolated: Path) -> None:
+    """A directory setting naming a file, or a path under one, is refused naming where it came from."""
+    Path("notes.txt").write_text("a file\n")
+    variable = f"SCALABLE_{field.upper()}"
+    with pytest.raises(ConfigError, match=rf"{variable}='notes.txt' is a file, not a directory"):
+        load_settings(env={variable: "notes.txt"})
+    with pytest.raises(ConfigError, match=rf"{variable}='notes.txt/below' is under '.*notes.txt', a file"):
+        load_settings(env={variable: "notes.txt/below"})
+    with pytest.raises(ConfigError, match=rf"argument {field}='notes.txt/below' is under"):
+        load_settings(env={}, **{field: "notes.txt/below"})
+    assert getattr(load_settings(env={variable: "not-yet/made"}), field) == isolated / "not-yet" / "made"
+    assert not Path("not-yet").exists()
+
+
+def test_a_manifest_local_cache_on_a_file_is_refused(isolated: Path) -> None:
+    """project.local_cache naming a file is refused as the manifest's value."""
+    Path("cache-file").write_text("x")
+    with pytest.raises(ConfigError, match=r"manifest project cache_dir='cache-file' is a file"):
+        load_settings(env={}, manifest_project={"local_cache": "cache-file"}, manifest_dir=isolated)

@@ -42,6 +42,7 @@ BENCHES: dict[str, str] = {
     "put": "bench_put",
     "scale": "bench_scale",
     "session": "bench_session",
+    "ui": "bench_ui",
 }
 
 

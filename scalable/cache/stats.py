@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from scalable.cache.tiers import Cache, default_cache
-from scalable.errors import ConfigError
+from scalable.errors import CacheEntryNotFoundError, CacheNotFoundError, ConfigError
+from scalable.failures import storage_error
+from scalable.ledger.bus import active
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -28,6 +30,25 @@ _LEDGER_SQL = (
 )
 
 
+def _existing_cache() -> Cache:
+    """The default cache, once its local directory is known to exist (reading creates nothing).
+
+    Raises:
+        CacheNotFoundError: the local cache directory does not exist.
+    """
+    directory = active().settings.cache_dir
+    try:
+        exists = directory.is_dir()
+    except OSError as exc:
+        raise storage_error(exc, str(directory), action="read", what="the cache directory") from exc
+    if not exists:
+        raise CacheNotFoundError(
+            f"no cache at {str(directory)!r}: nothing was cached there; check SCALABLE_CACHE_DIR "
+            "(or project.local_cache in the manifest) and the directory you run in"
+        )
+    return default_cache()
+
+
 def cache_stats(cache: Cache | None = None, ledger: Ledger | None = None) -> list[dict[str, Any]]:
     """Return one row per function: entries and bytes held locally, and hits, misses, writes
     and the hit ratio (hits / (hits + misses)) recorded in the ledger.
@@ -35,10 +56,14 @@ def cache_stats(cache: Cache | None = None, ledger: Ledger | None = None) -> lis
     Args:
         cache: the cache to inspect (the default one from settings when omitted).
         ledger: the ledger to count events in (``Ledger.open()`` when omitted).
+
+    Raises:
+        CacheNotFoundError: no cache is given and the default one's directory does not exist
+            (nothing is created).
     """
     from scalable.ledger.log import Ledger
 
-    cache = cache or default_cache()
+    cache = cache or _existing_cache()
     ledger = ledger or Ledger.open()
     rows: dict[str, dict[str, Any]] = {}
     for row in cache.local.stats():
@@ -70,8 +95,18 @@ def clear_cache(*, function: str | None = None, remote: bool = False, cache: Cac
 
     Raises:
         ConfigError: ``remote`` is asked for but no remote tier is configured.
+        CacheNotFoundError: no cache is given, the default one's directory does not exist and
+            ``remote`` is not asked for (nothing is created).
+        CacheEntryNotFoundError: ``function`` has no entry in the tiers cleared.
     """
-    cache = cache or default_cache()
+    cache = cache or (default_cache() if remote else _existing_cache())
     if remote and cache.remote is None:
         raise ConfigError("no remote cache is configured; set SCALABLE_CACHE_REMOTE or drop --remote")
-    return cache.clear(function=function, remote=remote)
+    removed = cache.clear(function=function, remote=remote)
+    if function is not None and not any(removed.values()):
+        where = " or remote" if remote else ""
+        raise CacheEntryNotFoundError(
+            f"no local{where} cache entry belongs to the function {function!r}; give its module.qualname as "
+            "listed by: scalable cache stats"
+        )
+    return removed

@@ -7,6 +7,7 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -14,24 +15,49 @@ from typing import Any
 import click
 
 from scalable import __version__
-from scalable.cli import artifacts, cache, ledger, manifest, provenance, report
+from scalable.cli import artifacts, cache, ledger, manifest, provenance, report, ui
 from scalable.errors import ConfigError, ScalableError
-from scalable.logs import configure_logging, mask_secrets
+from scalable.failures import failure_kind, storage_error
+from scalable.logs import configure_logging, error_line
 
 __all__ = ["add_commands", "cli", "main"]
 
 
 class _Group(click.Group):
-    """Top-level group turning ScalableError into one stderr line and an exit code."""
+    """Top-level group turning every error into one stderr line and an exit code.
+
+    A :class:`ScalableError` exits with its code (2 could not do it, 1 a check failed). Any
+    other exception is mapped by :func:`scalable.failures.storage_error` where it is a
+    storage, network or OS failure, and otherwise reported as an unexpected error; both exit 2,
+    so 1 always means "a check found problems". ``--debug`` re-raises instead.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ScalableError as exc:
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            # The reader stopped reading (``| head``): nothing is wrong, and nothing more is said.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
+        except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {mask_secrets(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
+            error = exc if isinstance(exc, ScalableError) else _unexpected(exc)
+            click.echo(error_line(error), err=True)
+            ctx.exit(error.exit_code)
+
+
+def _unexpected(exc: Exception) -> ScalableError:
+    """A one-line error for an exception no command turned into a ScalableError."""
+    where = getattr(exc, "filename", None)
+    if where is not None or failure_kind(exc) != "other":
+        return storage_error(exc, str(where or ""), action="use")
+    return ScalableError(
+        f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'} "
+        "(run again with --debug for the traceback, and report it)"
+    )
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,7 +89,7 @@ add_commands(artifacts.artifacts, artifacts.COMMANDS)
 add_commands(cache.cache, cache.COMMANDS)
 add_commands(ledger.ledger, (*ledger.COMMANDS, *provenance.COMMANDS))
 add_commands(manifest.manifest, manifest.COMMANDS)
-add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest, *report.COMMANDS))
+add_commands(cli, (artifacts.artifacts, cache.cache, ledger.ledger, manifest.manifest, *report.COMMANDS, *ui.COMMANDS))
 
 
 def main() -> None:

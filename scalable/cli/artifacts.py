@@ -18,7 +18,9 @@ from typing import Any
 import click
 
 from scalable.cli.output import format_option, render_rows
-from scalable.errors import ConfigError
+from scalable.errors import ArtifactNotFoundError, ConfigError
+from scalable.failures import join_userinfo, split_userinfo
+from scalable.logs import mask_secrets
 from scalable.stores import BaseArtifactStore, build_artifact_store
 
 __all__ = ["COMMANDS", "artifacts"]
@@ -32,18 +34,29 @@ _ROOT_HELP = (
 
 
 def _split(uri: str, root: str | None) -> tuple[BaseArtifactStore, str]:
-    """Return the store and key a URI names (see the module docstring)."""
+    """Return the store and key a URI names (see the module docstring).
+
+    Credentials in the URI (``s3://KEY:SECRET@bucket/...``) go to the store, never into a
+    key or a message.
+    """
+    clean, user, secret = split_userinfo(uri)
+    shown = mask_secrets(uri)
     if root is not None:
-        base = root if root.endswith("/") else root + "/"
-        if not uri.startswith(base) or uri == base:
-            raise ConfigError(f"{uri!r} is not under the store root {root!r}; give a URI that starts with the root")
-        return _store(base), uri[len(base) :]
-    parent, sep, key = uri.rstrip("/").rpartition("/")
+        root_clean, root_user, root_secret = split_userinfo(root)
+        if user is None:
+            user, secret = root_user, root_secret
+        base = root_clean if root_clean.endswith("/") else root_clean + "/"
+        if not clean.startswith(base) or clean == base:
+            raise ConfigError(
+                f"{shown!r} is not under the store root {mask_secrets(root)!r}; give a URI that starts with the root"
+            )
+        return _store(join_userinfo(base, user, secret)), clean[len(base) :]
+    parent, sep, key = clean.rstrip("/").rpartition("/")
     if not sep:
         return _store("."), key
     if not key or parent.endswith(":/"):
-        raise ConfigError(f"{uri!r} names no key under a store; use STORE/KEY, e.g. s3://bucket/prefix/name")
-    return _store(parent + "/"), key
+        raise ConfigError(f"{shown!r} names no key under a store; use STORE/KEY, e.g. s3://bucket/prefix/name")
+    return _store(join_userinfo(parent + "/", user, secret)), key
 
 
 def _store(uri: str) -> BaseArtifactStore:
@@ -124,10 +137,22 @@ def get(uri: str, local: Path, root: str | None, verify: bool) -> None:
 @click.option("--prefix", default="", help="Only keys starting with this prefix.")
 @format_option()
 def ls(uri: str, prefix: str, fmt: str) -> None:
-    """List every artifact key under the store at URI, recursively, sorted."""
-    store = build_artifact_store(uri)
-    rows = [{"key": key, "uri": store.uri_for(key)} for key in store.list_artifacts(prefix)]
-    render_rows(rows, ["key", "uri"], fmt)
+    """List every file stored under the store at URI, recursively, sorted: key, size, digest, URI.
+
+    The digest is the one recorded when the file was put (tables show its first 16
+    characters; csv, json and jsonl all 64). Exits 2 when there is no store at URI, or when
+    --prefix matches no key.
+    """
+    store = _store(uri)
+    refs = store.list_refs(prefix)
+    if not refs:
+        store.check_exists()
+        if prefix:
+            raise ArtifactNotFoundError(f"no key under {store.base_uri!r} starts with {prefix!r}")
+    rows = [
+        {"key": ref.metadata["key"], "size_bytes": ref.size_bytes, "digest": ref.digest, "uri": ref.uri} for ref in refs
+    ]
+    render_rows(rows, ["key", "size_bytes", "digest", "uri"], fmt)
 
 
 @click.command()
@@ -135,9 +160,12 @@ def ls(uri: str, prefix: str, fmt: str) -> None:
 @click.option("--root", help=_ROOT_HELP)
 @click.pass_context
 def exists(ctx: click.Context, uri: str, root: str | None) -> None:
-    """Exit 0 if a file or directory is stored at URI, 1 if not."""
+    """Exit 0 if a file or directory is stored at URI, 1 if not, 2 if there is no store at all."""
     store, key = _split(uri, root)
-    ctx.exit(0 if store.exists(key) else 1)
+    if store.exists(key):
+        ctx.exit(0)
+    store.check_exists()
+    ctx.exit(1)
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``artifacts`` group.

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from scalable.cli.output import format_option, render_batches, render_rows
+from scalable.cli.output import format_option, progress_for, progress_option, render_batches, render_rows
 from scalable.ledger.log import Ledger
 
 __all__ = ["COMMANDS", "ledger", "open_ledger"]
@@ -21,7 +21,7 @@ _TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifa
 
 
 def open_ledger(ctx: click.Context) -> Ledger:
-    """Open the ledger named by the group's ``--runs-dir``/``--ledger-dir`` (must exist if given)."""
+    """Open the ledger named by the group's ``--runs-dir``/``--ledger-dir`` and settings; it must exist."""
     opts = ctx.obj
     return Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"), must_exist=True)
 
@@ -110,34 +110,34 @@ def tail(ctx: click.Context, run_id: str | None, lines: int, follow: bool, fmt: 
 )
 @click.option("--run", "run_ids", multiple=True, metavar="RUN", help="Only this run's stream (repeatable).")
 @format_option()
+@progress_option("the batches compacted")
 @click.pass_context
 def compact(
-    ctx: click.Context, keep_jsonl: bool, retire_before: str | None, run_ids: tuple[str, ...], fmt: str
+    ctx: click.Context,
+    keep_jsonl: bool,
+    retire_before: str | None,
+    run_ids: tuple[str, ...],
+    fmt: str,
+    show_progress: bool | None,
 ) -> None:
     """Compact the streams into the Parquet dataset under the ledger directory.
 
     Safe to kill at any instant and to run again: the views then show every event once.
     """
     opts = ctx.obj
-    # The ledger directory is created by the first compaction; the runs directory must exist.
-    Ledger.open(opts.get("runs_dir"), None, must_exist=True)
     led = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"))
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label="compacting", file=sys.stderr)
-        bar.update(done - bar.pos)
-
-    result = led.compact(
-        run_ids or None,
-        keep_jsonl=keep_jsonl,
-        retire_before=retire_before,
-        progress=progress if sys.stderr.isatty() else None,
-    )
-    if bar is not None:
-        bar.render_finish()
+    led.location.check_exists(before_compaction=True)  # the first compaction makes the ledger directory
+    progress = progress_for(show_progress)
+    try:
+        result = led.compact(
+            run_ids or None,
+            keep_jsonl=keep_jsonl,
+            retire_before=retire_before,
+            progress=(lambda done, total: progress("compacting (batches)", done, total)) if progress else None,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
     summary = result.to_dict()
     render_rows([summary], list(summary), fmt)
     if not result.committed:
@@ -174,9 +174,7 @@ def recover(ctx: click.Context, fmt: str) -> None:
     """
     from scalable.ledger.recover import describe
 
-    opts = ctx.obj
-    Ledger.open(opts.get("runs_dir"), None, must_exist=True)
-    result = Ledger.open(opts.get("runs_dir"), opts.get("ledger_dir"), must_exist=True).recover()
+    result = open_ledger(ctx).recover()
     summary = result.to_dict()
     render_rows([summary], list(summary), fmt)
     click.echo(describe(result), err=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -18,7 +19,17 @@ from scalable.errors import ConfigError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["FORMATS", "format_option", "render_batches", "render_rows", "render_table"]
+__all__ = [
+    "FORMATS",
+    "SHORT",
+    "Progress",
+    "format_option",
+    "progress_for",
+    "progress_option",
+    "render_batches",
+    "render_rows",
+    "render_table",
+]
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -36,6 +47,74 @@ def format_option(*extra: str, default: str = "table") -> Callable[[F], F]:
         show_default=True,
         help="Output format.",
     )
+
+
+#: Characters of a digest a table shows (enough for ``scalable ledger lineage`` to find it).
+SHORT = 16
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+class Progress:
+    """Progress of long work on stderr, phase by phase: ``progress(phase, done, total)``.
+
+    On a terminal one line per phase is redrawn in place; elsewhere (with ``--progress`` into
+    a file or pipe) a line is written at every tenth of a phase, so logs stay short.
+
+    Args:
+        labels: what each phase is called on screen (a phase without a label shows its name).
+        out: where to write (stderr by default).
+    """
+
+    def __init__(self, labels: Mapping[str, str] | None = None, out: TextIO | None = None) -> None:
+        self.labels = dict(labels or {})
+        self.out = out or sys.stderr
+        self._tty = self.out.isatty()
+        self._phase: str | None = None
+        self._shown = -1
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self._phase:
+            self.close()
+            self._phase, self._shown = phase, -1
+        percent = 100 if total <= 0 else min(100, done * 100 // total)
+        step = percent if self._tty else percent - percent % 10
+        if step == self._shown:
+            return
+        self._shown = step
+        text = f"{self.labels.get(phase, phase)}: {percent:3d}% ({done}/{total})"
+        self.out.write(f"\r{text}" if self._tty else text + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        """End the current phase's line (on a terminal)."""
+        if self._tty and self._phase is not None and self._shown >= 0:
+            self.out.write("\n")
+            self.out.flush()
+        self._phase = None
+
+
+def progress_option(what: str) -> Callable[[F], F]:
+    """The ``--progress/--no-progress`` option: progress on stderr, by default only on a terminal."""
+    return click.option(
+        "--progress/--no-progress",
+        "show_progress",
+        default=None,
+        help=f"Report the progress of {what} on stderr (default: only when stderr is a terminal).",
+    )
+
+
+def progress_for(show: bool | None, labels: Mapping[str, str] | None = None) -> Progress | None:
+    """A :class:`Progress` when ``show`` (``None``: when stderr is a terminal), else ``None``."""
+    if show is None:
+        show = sys.stderr.isatty()
+    return Progress(labels) if show else None
+
+
+def _table_cell(value: Any) -> str:
+    """A cell of a table: as in csv, but a SHA-256 digest cut to :data:`SHORT` characters."""
+    if isinstance(value, str) and _DIGEST.fullmatch(value):
+        return value[:SHORT]
+    return _cell(value)
 
 
 def _cell(value: Any) -> str:
@@ -57,6 +136,8 @@ def render_rows(
     """Print ``rows`` (mappings of ``columns``) in ``fmt`` to ``out`` (stdout by default).
 
     ``header=False`` prints rows only (csv and table), for output that grows while followed.
+    A table shows the first :data:`SHORT` characters of each SHA-256 digest; machine formats
+    (csv, json, jsonl) keep every value whole.
     """
     out = out or sys.stdout
     if fmt == "json":
@@ -74,9 +155,9 @@ def render_rows(
             writer.writerow([_cell(row.get(c)) for c in columns])
     elif not header:
         for row in rows:
-            out.write("  ".join(_cell(row.get(c)) for c in columns).rstrip() + "\n")
+            out.write("  ".join(_table_cell(row.get(c)) for c in columns).rstrip() + "\n")
     else:
-        cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+        cells = [[_table_cell(row.get(c)) for c in columns] for row in rows]
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
         buf = io.StringIO()
         buf.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")

@@ -1,32 +1,39 @@
-"""``scalable ledger runs|show|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
+"""``scalable ledger runs|show|diff|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
 
 from __future__ import annotations
 
 import json
-import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from scalable.cli.ledger import open_ledger
-from scalable.cli.output import format_option, render_rows, render_table
+from scalable.cli.output import format_option, progress_for, progress_option, render_rows, render_table
 from scalable.errors import ConfigError
 from scalable.ledger.export import export_formats, lineage_formats
+from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, describe_run
 
-__all__ = ["COMMANDS", "audit", "export", "lineage", "replay", "runs", "show"]
+__all__ = ["COMMANDS", "audit", "diff", "export", "lineage", "replay", "runs", "show"]
 
 _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
 
 
+#: Formats of ``lineage`` that print the edges as rows (those the registry does not render).
+_EDGE_FORMATS = ("table", "csv", "jsonl")
+_EDGE_COLUMNS = ("depth", "src", "src_label", "relation", "dst", "dst_label", "run_id", "task_name", "timestamp")
+
+
 class _LineageFormat(click.Choice[str]):
-    """The lineage formats of the registry, read when the command runs (so added ones count)."""
+    """The lineage formats of the registry, read when the command runs (so added ones count), and the edge rows."""
 
     def __init__(self) -> None:
         super().__init__(())
 
     @property
     def choices(self) -> tuple[str, ...]:
-        return tuple(lineage_formats())
+        rendered = lineage_formats()
+        return (*rendered, *(f for f in _EDGE_FORMATS if f not in rendered))
 
     @choices.setter
     def choices(self, _value: tuple[str, ...]) -> None:
@@ -45,36 +52,94 @@ def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
     render_table(table, fmt)
 
 
+#: Sections of ``show`` in csv and jsonl (one row each), by the name of their part.
+_SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact"}
+
+
 @click.command()
 @click.argument("run_id", metavar="RUN")
 @format_option()
 @click.pass_context
 def show(ctx: click.Context, run_id: str, fmt: str) -> None:
-    """Show one run: its summary, tasks and artifacts."""
-    from scalable.errors import RunNotFoundError
-    from scalable.ledger.events import check_run_id
+    """Show one run: its summary, tasks and artifacts.
 
-    check_run_id(run_id)
-    led = open_ledger(ctx)
-    quoted = run_id.replace("'", "''")
-    run = led.query(f"SELECT * FROM runs WHERE run_id = '{quoted}'").to_pylist()
-    if not run:
-        raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
-    tasks = led.query(
-        f"SELECT task_name, status, started_at, ended_at, duration_s, error FROM tasks WHERE run_id = '{quoted}' ORDER BY started_at"
-    )
-    artifacts = led.query(
-        f"SELECT op, artifact_name, kind, size_bytes, left(digest, 16) AS digest, location FROM artifacts WHERE run_id = '{quoted}' ORDER BY timestamp"
-    )
-    if fmt in ("json", "jsonl"):
-        doc = {"run": run[0], "tasks": tasks.to_pylist(), "artifacts": artifacts.to_pylist()}
-        click.echo(json.dumps(doc, default=str, indent=None if fmt == "jsonl" else 2))
+    table: three tables (digests cut to 16 characters). json: one object with "run",
+    "tasks" and "artifacts". csv and jsonl: one row per item with a "section" column (run,
+    task or artifact) first; csv has one header, the union of the sections' columns, with
+    cells a section lacks left empty. Machine formats keep digests whole.
+    """
+    parts = describe_run(open_ledger(ctx), run_id)
+    if fmt == "json":
+        click.echo(json.dumps(parts, default=str, indent=2))
         return
-    render_rows(run, list(run[0]), fmt)
-    for title, table in (("tasks", tasks), ("artifacts", artifacts)):
-        if fmt == "table":
-            click.echo(f"\n{title}:")
-        render_table(table, fmt)
+    if fmt == "table":
+        run = parts["run"]
+        render_rows([run], list(run), fmt)
+        for name, columns in (("tasks", RUN_TASK_COLUMNS), ("artifacts", RUN_ARTIFACT_COLUMNS)):
+            click.echo(f"\n{name}:")
+            render_rows(parts[name], columns, fmt)
+        return
+    rows = [
+        {"section": section, **row}
+        for name, section in _SHOW_SECTIONS.items()
+        for row in ([parts[name]] if name == "run" else parts[name])
+    ]
+    union = ["section", *dict.fromkeys([*parts["run"], *RUN_TASK_COLUMNS, *RUN_ARTIFACT_COLUMNS])]
+    render_rows(rows, union, fmt)
+
+
+@click.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="RUN_B")
+@format_option()
+@click.option("--as-of", help="Compare the runs as they were at this ISO-8601 time.")
+@click.pass_context
+def diff(ctx: click.Context, run_a: str, run_b: str, fmt: str, as_of: str | None) -> None:
+    """Compare RUN_A with RUN_B: artifacts by location (added, removed, changed, same), tasks by name.
+
+    A location under the run's own id (runs/<run>/...) is matched with the id taken out.
+    Exits 0 when both runs left the same artifacts and ran the same tasks, 1 when they differ.
+    """
+    from scalable.ledger.diff import ROW_COLUMNS
+
+    result = open_ledger(ctx).diff(run_a, run_b, as_of=as_of)
+    if fmt != "table":
+        render_rows(result.rows(), ROW_COLUMNS, fmt)
+    else:
+        artifacts = [
+            {
+                "status": a.status,
+                "artifact": a.key,
+                "digest_a": (a.digest_a or "")[:12],
+                "digest_b": (a.digest_b or "")[:12],
+                "size_a": a.size_a,
+                "size_b": a.size_b,
+            }
+            for a in result.artifacts
+        ]
+        tasks = [
+            {
+                "status": t.status,
+                "task": t.task_name,
+                "runs_a": t.executions_a,
+                "runs_b": t.executions_b,
+                "failed_a": t.failed_a,
+                "failed_b": t.failed_b,
+            }
+            for t in result.tasks
+        ]
+        click.echo(f"artifacts of {run_a} (a) and {run_b} (b):")
+        render_rows(artifacts, ["status", "artifact", "digest_a", "digest_b", "size_a", "size_b"], "table")
+        click.echo("\ntasks:")
+        render_rows(tasks, ["status", "task", "runs_a", "runs_b", "failed_a", "failed_b"], "table")
+        counts = result.counts()
+        summary = "; ".join(
+            f"{section}: " + ", ".join(f"{n} {status}" for status, n in by_status.items())
+            for section, by_status in counts.items()
+        )
+        click.echo(f"\n{'the runs differ' if result.differs else 'the runs are the same'}: {summary}")
+    if result.differs:
+        ctx.exit(1)
 
 
 @click.command()
@@ -87,52 +152,80 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=_LineageFormat(), default="tree", show_default=True, help="Output format.")
 @click.pass_context
 def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as_of: str | None, fmt: str) -> None:
-    """Trace NODE (a digest, location URI or run id) through runs and artifacts."""
+    """Trace NODE (a digest, location URI or run id) through runs and artifacts.
+
+    tree, dot, json, prov, openlineage and the other registered formats render the graph;
+    table, csv and jsonl print its edges, one row each (depth, source, relation,
+    destination, with readable labels, run, task and time).
+    """
     graph = open_ledger(ctx).lineage(node, direction=direction, depth=depth, as_of=as_of)
-    click.echo(graph.render(fmt), nl=False)
+    if fmt in lineage_formats():
+        click.echo(graph.render(fmt), nl=False)
+        return
+    rows = [
+        {
+            **{c: edge.get(c) for c in _EDGE_COLUMNS},
+            "src_label": graph.label(edge["src"]),
+            "dst_label": graph.label(edge["dst"]),
+        }
+        for edge in graph.edges
+    ]
+    render_rows(rows, _EDGE_COLUMNS, fmt)
+
+
+_PROBLEM_COLUMNS = ("run_id", "where", "kind", "message", "expected", "found")
+_AUDIT_PHASES = {
+    "streams": "auditing streams (bytes)",
+    "compacted": "auditing compacted runs",
+    "artifacts": "hashing artifacts",
+}
 
 
 @click.command()
 @click.argument("run_id", metavar="[RUN]", required=False)
 @click.option("--no-content", is_flag=True, help="Check the streams only; do not re-hash stored bytes.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format."
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="List at most N problems (the summary still counts every one).",
 )
+@format_option()
+@progress_option("the checks")
 @click.pass_context
-def audit(ctx: click.Context, run_id: str | None, no_content: bool, fmt: str) -> None:
+def audit(
+    ctx: click.Context, run_id: str | None, no_content: bool, limit: int | None, fmt: str, show_progress: bool | None
+) -> None:
     """Check that chains are intact, seals match and stored bytes still match their digests.
 
-    Exits 0 when everything holds, 1 when a problem was found (each one is listed).
+    Lists each problem (run, where, kind, message, expected, found), then a summary with the
+    count of each kind. table: the problems and the summary on stdout; csv and jsonl: one
+    row a problem on stdout, the summary on stderr; json: one object with the counts,
+    by_kind, problems_total and the problems. Exits 0 when everything holds, 1 when a
+    problem was found.
     """
     led = open_ledger(ctx)
-    bar: Any = None
-    progress = None
-    if not no_content and fmt == "table" and sys.stderr.isatty():
-        bar = click.progressbar(length=0, label="hashing artifacts", file=sys.stderr)
-        progress = bar.update
-    report = led.audit(run_id, content=not no_content, progress=progress)
-    if bar is not None:
-        bar.render_finish()
+    progress = progress_for(show_progress, _AUDIT_PHASES)
+    try:
+        report = led.audit(run_id, content=not no_content, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    shown = report.problems if limit is None else report.problems[:limit]
     if fmt == "json":
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        doc = report.to_dict()
+        doc["problems"] = doc["problems"][: len(shown)]
+        doc["problems_total"] = len(report.problems)
+        click.echo(json.dumps(doc, indent=2))
     else:
-        rows: list[dict[str, Any]] = [
-            {
-                "run_id": p.run_id,
-                "where": p.where,
-                "problem": p.kind,
-                "detail": p.message,
-                "expected": p.expected,
-                "found": p.found,
-            }
-            for p in report.problems
-        ]
-        if rows:
-            render_rows(rows, list(rows[0]), "table")
-        status = "ok" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
-        click.echo(
-            f"audit {status}: {report.runs} run(s), {report.events} event(s), {report.artifacts} artifact(s) checked"
-        )
+        rows = [{c: getattr(p, c) for c in _PROBLEM_COLUMNS} for p in shown]
+        hidden = len(report.problems) - len(shown)
+        if fmt != "table" or rows:
+            render_rows(rows, _PROBLEM_COLUMNS, fmt)
+        note = f"{hidden} more problem(s) not listed (--limit {limit})" if hidden else None
+        for line in (note, report.summary()):
+            if line:
+                click.echo(line, err=fmt != "table")
     if not report.ok:
         ctx.exit(1)
 
@@ -155,17 +248,35 @@ def _export_dest(name: str) -> str:
 
 
 @click.command(cls=_ExportCommand)
+@format_option()
+@progress_option("each export")
 @click.pass_context
-def export(ctx: click.Context, /, **paths: str | None) -> None:
-    """Export the whole ledger in one or more formats (one option each)."""
+def export(ctx: click.Context, /, fmt: str, show_progress: bool | None, **paths: str | None) -> None:
+    """Export the whole ledger in one or more formats (one option each).
+
+    Prints one row per file written: format, path, bytes and a summary of what it holds.
+    """
     formats = export_formats()
-    chosen = [(fmt.export, path) for fmt in formats if fmt.export and (path := paths.get(_export_dest(fmt.name)))]
+    chosen = [
+        (fmt_.name, fmt_.export, path)
+        for fmt_ in formats
+        if fmt_.export and (path := paths.get(_export_dest(fmt_.name)))
+    ]
     if not chosen:
-        options = [f"--{fmt.name} FILE" for fmt in formats]
+        options = [f"--{f.name} FILE" for f in formats]
         raise ConfigError(f"nothing to export: give {', '.join(options[:-1])} and/or {options[-1]}")
     led = open_ledger(ctx)
-    for write, path in chosen:
-        click.echo(write(led, path))
+    progress = progress_for(show_progress)
+    rows = []
+    try:
+        for name, write, path in chosen:
+            report = (lambda done, total, phase=f"export {name}": progress(phase, done, total)) if progress else None
+            summary = write(led, path, report)
+            rows.append({"format": name, "path": path, "bytes": Path(path).stat().st_size, "summary": summary})
+    finally:
+        if progress is not None:
+            progress.close()
+    render_rows(rows, ("format", "path", "bytes", "summary"), fmt)
 
 
 @click.command()
@@ -177,31 +288,53 @@ def export(ctx: click.Context, /, **paths: str | None) -> None:
 @click.option(
     "--warm-cache", is_flag=True, help="Fill the local cache from the remote tier with every entry the run wrote."
 )
-@click.option("--print", "print_timeline", is_flag=True, help="Print the run's timeline.")
+@click.option(
+    "--print",
+    "print_timeline",
+    is_flag=True,
+    help="Print the run's timeline (the default without --into or --warm-cache).",
+)
+@format_option()
 @click.pass_context
 def replay(
-    ctx: click.Context, run_id: str, into: str | None, until: str | None, warm_cache: bool, print_timeline: bool
+    ctx: click.Context,
+    run_id: str,
+    into: str | None,
+    until: str | None,
+    warm_cache: bool,
+    print_timeline: bool,
+    fmt: str,
 ) -> None:
-    """Replay RUN's events in order: restore its artifacts (verified), warm the cache, print its timeline."""
+    """Replay RUN's events in order: restore its artifacts (verified), warm the cache, print its timeline.
+
+    Prints the timeline (one row per event: timestamp, task, event, what), or with --into or
+    --warm-cache one summary row (events, restored, into, warmed, already_local,
+    missing_remote); with both, the timeline on stdout and the summary on stderr.
+    """
     from scalable.cache import Cache, WarmCache
     from scalable.ledger.replay import Handler, Timeline
 
     led = open_ledger(ctx)
-    handlers: list[Handler] = [Timeline(sys.stdout)] if print_timeline or not (into or warm_cache) else []
+    timeline = Timeline() if print_timeline or not (into or warm_cache) else None
+    handlers: list[Handler] = [timeline] if timeline is not None else []
     warmer = WarmCache(Cache.from_settings(led.settings)) if warm_cache else None
     if warmer is not None:
         handlers.append(warmer)
     result = led.replay(run_id, into=into, until=until, handlers=handlers)
+    if timeline is not None:
+        render_rows(timeline.rows, Timeline.COLUMNS, fmt)
+    if not (into or warmer is not None):
+        return
+    summary: dict[str, Any] = {"run_id": run_id, "events": result.events}
     if into:
-        click.echo(
-            f"restored {len(result.restored)} artifact(s) of {run_id} into {into} ({result.events} events replayed)"
-        )
+        summary.update(restored=len(result.restored), into=into)
     if warmer is not None:
-        click.echo(
-            f"warmed {len(warmer.warmed)} cache entr{'y' if len(warmer.warmed) == 1 else 'ies'} "
-            f"({len(warmer.already)} already local, {len(warmer.missing)} not on the remote)"
-        )
+        summary.update(warmed=len(warmer.warmed), already_local=len(warmer.already), missing_remote=len(warmer.missing))
+    if timeline is None:
+        render_rows([summary], list(summary), fmt)
+    else:
+        click.echo("; ".join(f"{k} {v}" for k, v in summary.items()), err=True)
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
-COMMANDS: tuple[click.Command, ...] = (runs, show, lineage, audit, export, replay)
+COMMANDS: tuple[click.Command, ...] = (runs, show, diff, lineage, audit, export, replay)

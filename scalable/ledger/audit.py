@@ -30,9 +30,11 @@ import orjson
 
 from scalable.digests import sha256_stream, tree_digest
 from scalable.errors import LedgerError
+from scalable.failures import failure_kind, storage_error
 from scalable.ledger.events import GENESIS, decode_line, encode_line
 from scalable.ledger.stream import RUN_SUMMARY, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
+from scalable.logs import mask_secrets
 
 if TYPE_CHECKING:
     import duckdb
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PARALLEL_BYTES",
+    "AuditProgress",
     "AuditReport",
     "Problem",
     "StreamJob",
@@ -55,6 +58,17 @@ __all__ = [
     "hash_location",
     "latest_artifacts",
 ]
+
+
+#: Called as an audit goes, with ``(phase, done, total)``. Phases, in order: ``streams`` (bytes
+#: of the run streams read), ``compacted`` (runs checked from their compacted rows) and
+#: ``artifacts`` (stored artifacts re-hashed). Each phase is reported from ``0`` to ``total``.
+AuditProgress = Callable[[str, int, int], None]
+#: Bytes of a stream read between two progress reports.
+_PROGRESS_BYTES = 1 << 20
+#: Failures of a content check that stop the audit (exit 2) instead of becoming a problem:
+#: the store cannot be asked at all, so no answer about its artifacts would be true.
+_ABORTS = frozenset({"credentials", "unreachable", "invalid"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,21 @@ class AuditReport:
         """True when every check held."""
         return not self.problems
 
+    def by_kind(self) -> dict[str, int]:
+        """How many problems of each kind were found, most frequent first (then by name)."""
+        counts: dict[str, int] = {}
+        for p in self.problems:
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def summary(self) -> str:
+        """One line: ``audit ok`` or ``audit FAILED`` with the problems by kind, and what was checked."""
+        checked = f"{self.runs} run(s), {self.events} event(s), {self.artifacts} artifact(s) checked"
+        if self.ok:
+            return f"audit ok: {checked}"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.by_kind().items())
+        return f"audit FAILED: {len(self.problems)} problem(s) ({kinds}); {checked}"
+
     def extend(self, other: AuditReport) -> None:
         """Add another report's problems and counts to this one."""
         self.problems.extend(other.problems)
@@ -107,6 +136,7 @@ class AuditReport:
             "runs": self.runs,
             "events": self.events,
             "artifacts": self.artifacts,
+            "by_kind": self.by_kind(),
             "problems": [
                 {
                     "run_id": p.run_id,
@@ -147,6 +177,7 @@ def audit_stream(
     covered: int | None = None,
     retired_before: str | None = None,
     tally: Tally | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AuditReport:
     """Check one run's stream: parsing, per-writer chains, run ids, the seal, ``run.json``.
 
@@ -158,6 +189,8 @@ def audit_stream(
             before it (and not retired by retention, each event once) are counted there.
         retired_before: the retention cutoff of that generation.
         tally: where the covered lines are counted.
+        progress: called with the number of bytes checked since its last call, about every
+            megabyte and once at the end.
     """
     try:
         data = path.read_bytes()
@@ -172,6 +205,7 @@ def audit_stream(
         covered=covered,
         retired_before=retired_before,
         tally=tally,
+        progress=progress,
     )
     _check_summary(run_id, path, data, report.problems)
     return report
@@ -192,17 +226,42 @@ class StreamJob:
 PARALLEL_BYTES = 64 * 1024 * 1024
 
 
-def audit_streams(jobs: Sequence[StreamJob], key: bytes | None) -> Callable[[], list[tuple[AuditReport, Tally | None]]]:
+def audit_streams(
+    jobs: Sequence[StreamJob], key: bytes | None, progress: AuditProgress | None = None
+) -> Callable[[], list[tuple[AuditReport, Tally | None]]]:
     """Start auditing the streams of ``jobs`` (see :func:`audit_stream`); return what waits for the results.
 
     Each covered stream is counted in a tally. Many bytes of streams are audited by worker
     processes, one per core (each line is parsed and hashed in Python, so one process would use
     one core), forked now, while this process has no other thread; the results come back in
     the order of ``jobs``. Otherwise they are audited here, when the results are asked for.
+    ``progress`` is called with ``("streams", bytes checked, bytes in all)`` while the results
+    are waited for: as each megabyte is checked here, or as each worker's share is done.
     """
+    total = sum(job.size for job in jobs)
+    done = 0
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done = min(total, done + nbytes)
+        if progress is not None:
+            progress("streams", done, total)
+
+    def finish() -> None:
+        if progress is not None and done < total:  # a stream with a torn tail, or that shrank
+            progress("streams", total, total)
+
     workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or threading.active_count() > 1 or sum(job.size for job in jobs) < PARALLEL_BYTES:
-        return lambda: _audit_jobs(jobs, key)
+    if workers < 2 or threading.active_count() > 1 or total < PARALLEL_BYTES:
+
+        def here() -> list[tuple[AuditReport, Tally | None]]:
+            if progress is not None:
+                progress("streams", 0, total)
+            out = _audit_jobs(jobs, key, advance if progress is not None else None)
+            finish()
+            return out
+
+        return here
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -214,26 +273,41 @@ def audit_streams(jobs: Sequence[StreamJob], key: bytes | None) -> Callable[[], 
         sizes[lightest] += job.size
     chunks = [c for c in chunks if c]
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    futures = [pool.submit(_audit_jobs, chunk, key) for chunk in chunks]
+    futures = {pool.submit(_audit_jobs, chunk, key): chunk for chunk in chunks}
 
     def results() -> list[tuple[AuditReport, Tally | None]]:
+        from concurrent.futures import as_completed
+
+        if progress is not None:
+            progress("streams", 0, total)
+        found: dict[tuple[str, str], tuple[AuditReport, Tally | None]] = {}
         with pool:
-            done = {
-                (job.run_id, job.path): result
-                for chunk, future in zip(chunks, futures, strict=True)
-                for job, result in zip(chunk, future.result(), strict=True)
-            }
-        return [done[(job.run_id, job.path)] for job in jobs]
+            for future in as_completed(futures):
+                chunk = futures[future]
+                found.update(
+                    ((job.run_id, job.path), result) for job, result in zip(chunk, future.result(), strict=True)
+                )
+                advance(sum(job.size for job in chunk))
+        finish()
+        return [found[(job.run_id, job.path)] for job in jobs]
 
     return results
 
 
-def _audit_jobs(jobs: Sequence[StreamJob], key: bytes | None) -> list[tuple[AuditReport, Tally | None]]:
+def _audit_jobs(
+    jobs: Sequence[StreamJob], key: bytes | None, progress: Callable[[int], None] | None = None
+) -> list[tuple[AuditReport, Tally | None]]:
     out: list[tuple[AuditReport, Tally | None]] = []
     for job in jobs:
         tally = Tally() if job.covered is not None else None
         report = audit_stream(
-            Path(job.path), job.run_id, key=key, covered=job.covered, retired_before=job.retired_before, tally=tally
+            Path(job.path),
+            job.run_id,
+            key=key,
+            covered=job.covered,
+            retired_before=job.retired_before,
+            tally=tally,
+            progress=progress,
         )
         out.append((report, tally))
     return out
@@ -249,6 +323,7 @@ def check_stream_bytes(
     covered: int | None = None,
     retired_before: str | None = None,
     tally: Tally | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AuditReport:
     """Check the bytes of one run's stream (a file, or the segments of one machine put together).
 
@@ -261,6 +336,7 @@ def check_stream_bytes(
         covered: see :func:`audit_stream`.
         retired_before: see :func:`audit_stream`.
         tally: see :func:`audit_stream`.
+        progress: see :func:`audit_stream`.
     """
     report = AuditReport(runs=1)
     problems = report.problems
@@ -276,10 +352,16 @@ def check_stream_bytes(
     count = total = 0
     lines = data.split(b"\n")
     incomplete = bool(lines.pop())  # a last line without its newline is still being written
-    offset = 0
+    offset = reported = 0
+    # One comparison a line: without a callback the next report is past the end.
+    report_at = _PROGRESS_BYTES if progress is not None else len(data) + 1
     for number, raw in enumerate(lines, start=1):
         start = offset
         offset += len(raw) + 1
+        if offset >= report_at and progress is not None:
+            progress(offset - reported)
+            reported = offset
+            report_at = offset + _PROGRESS_BYTES
         if not raw:
             continue
         # The common line decodes with orjson alone; anything unusual goes through decode_line,
@@ -337,6 +419,8 @@ def check_stream_bytes(
     if tally is not None:
         tally.count += count
         tally.digest += total
+    if progress is not None and len(data) > reported:
+        progress(len(data) - reported)
     report.events = events
     if incomplete and seal is not None:
         problems.append(Problem(run_id, end, "truncated", "stream ends in an incomplete line after the seal"))
@@ -713,17 +797,30 @@ def audit_content(
     *,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
     workers: int = 8,
-    progress: Callable[[int], None] | None = None,
+    progress: AuditProgress | None = None,
 ) -> AuditReport:
-    """Re-hash every artifact at its location (in parallel) and compare with its digest."""
+    """Re-hash every artifact at its location (in parallel) and compare with its digest.
+
+    ``progress`` is called with ``("artifacts", checked, in all)``, from 0, as checks complete.
+    """
     report = AuditReport(artifacts=len(items))
+    if progress is not None:
+        progress("artifacts", 0, len(items))
 
     def check(item: tuple[str, str, str, str | None]) -> Problem | None:
         location, digest, run_id, _kind = item
         try:
             found = hash_location(location, storage_options)
-        except (OSError, ValueError, ImportError) as exc:
-            return Problem(run_id, location, "content-unreadable", f"cannot read the stored bytes: {exc}")
+        except Exception as exc:
+            kind = failure_kind(exc)
+            if kind in _ABORTS:  # nothing of that store can be checked: say so, do not list every artifact
+                raise storage_error(exc, location, action="read") from exc
+            if kind == "store-missing":
+                found = None
+            else:
+                return Problem(
+                    run_id, location, "content-unreadable", f"cannot read the stored bytes: {mask_secrets(str(exc))}"
+                )
         if found is None:
             return Problem(
                 run_id,
@@ -744,16 +841,21 @@ def audit_content(
             )
         return None
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for problem in pool.map(check, items):
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        for done, problem in enumerate(pool.map(check, items), start=1):
             if problem is not None:
                 report.problems.append(problem)
             if progress is not None:
-                progress(1)
+                progress("artifacts", done, len(items))
+    except BaseException:
+        pool.shutdown(cancel_futures=True)  # a store that cannot be asked: do not try every other artifact
+        raise
+    pool.shutdown()
     return report
 
 
-def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
+def audit_structure(ledger: Ledger, run_id: str | None = None, *, progress: AuditProgress | None = None) -> AuditReport:
     """Check every copy of every event the ledger knows of (one run, or all), without the stored artifacts.
 
     * Every stream here: lines parse, chains hold, the seal matches (its heads, the bytes
@@ -766,13 +868,18 @@ def audit_structure(ledger: Ledger, run_id: str | None = None) -> AuditReport:
       known of (streams, summaries, generations, rows, segments) whose events are nowhere
       (``events-missing``).
 
+    Args:
+        ledger: the ledger.
+        run_id: only this run.
+        progress: called as the phases ``streams`` and ``compacted`` go (see :data:`AuditProgress`).
+
     Raises:
         EventValidationError: ``run_id`` is not a valid run id.
         RunNotFoundError: ``run_id`` is known nowhere.
     """
     from scalable.ledger.copies import check_ledger
 
-    return check_ledger(ledger, run_id)
+    return check_ledger(ledger, run_id, progress=progress)
 
 
 def audit_ledger(
@@ -781,7 +888,7 @@ def audit_ledger(
     *,
     content: bool = True,
     storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: AuditProgress | None = None,
 ) -> AuditReport:
     """Audit one run or the whole ledger: its structure, and (``content``) the stored bytes.
 
@@ -790,12 +897,12 @@ def audit_ledger(
         run_id: audit only this run.
         content: re-hash the latest artifact at every location against its recorded digest.
         storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-        progress: called with the number of artifacts checked, as they complete.
+        progress: called as the audit goes, phase by phase (see :data:`AuditProgress`).
 
     Raises:
         RunNotFoundError: ``run_id`` has no events.
     """
-    report = audit_structure(ledger, run_id)
+    report = audit_structure(ledger, run_id, progress=progress)
     if content:
         try:
             con = connect(ledger, trusted=True)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import CompactionConflictError, ConfigError, LedgerError, ScalableError, os_error
+from scalable.errors import CompactionConflictError, ConfigError, LedgerError, RunNotFoundError, ScalableError, os_error
 from scalable.ledger import bus
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import (
@@ -194,6 +194,7 @@ def compact(
         ConfigError: retention or stream retirement was asked where compaction holds no lock.
         EventValidationError: ``retire_before`` is not an ISO-8601 time, or a run id is not valid.
         LedgerError: the newest generation is not valid.
+        RunNotFoundError: a run of ``run_ids`` has neither a stream nor compacted events.
     """
     location = ledger.location
     if not location.exclusive and (not keep_jsonl or retire_before):
@@ -206,6 +207,8 @@ def compact(
     if location.outbox is not None:
         sync_streams(location)
     wanted = {check_run_id(r) for r in run_ids} if run_ids is not None else None
+    if wanted:
+        _check_known(location, wanted)
     import duckdb
 
     try:
@@ -226,8 +229,20 @@ def compact(
         raise os_error(found, f"cannot compact into {location.uri!r}", LedgerError) from None
     raise CompactionConflictError(
         f"ledger {location.uri!r}: {_ATTEMPTS} compactions in a row lost the manifest commit to others; "
-        "run compact again"
+        "run scalable ledger compact again"
     )
+
+
+def _check_known(location: Location, run_ids: set[str]) -> None:
+    """Raise RunNotFoundError unless every run of ``run_ids`` has a stream here or compacted events."""
+    known = {source.run_id for source in location.live_sources()}
+    known |= {location.run_of(key) for key in read_generation(location).streams}
+    missing = sorted(run_ids - known)
+    if missing:
+        raise RunNotFoundError(
+            f"run {missing[0]!r} has no stream and no compacted events in the ledger at {location.uri!r}; "
+            "nothing to compact for it (list runs with: scalable ledger runs)"
+        )
 
 
 def _compact_once(
@@ -570,7 +585,7 @@ def _merge_small_files(
         rows = int(row[0]) if row else 0
         if rows != sum(f.rows for f in small):
             raise LedgerError(
-                f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run compact again"
+                f"merging {len(small)} files of date {date} gave {rows} rows; nothing was committed, run scalable ledger compact again"
             )
         made = publish_staged(location, attempt, staging, rows)
         gone = {f.path for f in small}

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from scalable.errors import LedgerError, RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.audit import (
+    AuditProgress,
     AuditReport,
     Problem,
     StreamJob,
@@ -305,16 +306,27 @@ def _short(value: Any) -> str:
 
 
 def check_rows_only(
-    con: duckdb.DuckDBPyConnection, files: Mapping[str, str], runs: Iterable[str], where: str, key: bytes | None
+    con: duckdb.DuckDBPyConnection,
+    files: Mapping[str, str],
+    runs: Iterable[str],
+    where: str,
+    key: bytes | None,
+    progress: AuditProgress | None = None,
 ) -> list[Problem]:
     """Check the runs whose compacted rows in ``files`` (URL -> name) are their only copy: chains and seals.
 
     DuckDB finds the runs where anything is off (a broken link, a gap, a duplicate, a seal
     whose heads or own digest do not match, a row after the seal); only those are checked row
-    by row, and their problems name file and row. ``where`` names the dataset.
+    by row, and their problems name file and row. ``where`` names the dataset. ``progress``
+    is called with ``("compacted", runs checked, runs in all)``: from 0, then as each run's
+    check is over (a run DuckDB found nothing wrong with is over once that pass is).
     """
     wanted = sorted(set(runs))
+    if progress is not None and wanted:
+        progress("compacted", 0, len(wanted))
     if not files or not wanted:
+        if progress is not None and wanted:
+            progress("compacted", len(wanted), len(wanted))
         return []
     import pyarrow as pa
 
@@ -343,12 +355,15 @@ def check_rows_only(
     by_run: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for run_id, place, row in _rows(con, files, suspect):
         by_run.setdefault(run_id, []).append((place, row))
-    for run_id in sorted(suspect):
-        rows = by_run.get(run_id, [])
-        report = audit_rows(
-            run_id, [r for _p, r in rows], f"{where} (run {run_id})", key=key, places=[p for p, _r in rows]
-        )
-        problems += report.problems
+    for done, run_id in enumerate(wanted, start=1):
+        if run_id in suspect:
+            rows = by_run.get(run_id, [])
+            report = audit_rows(
+                run_id, [r for _p, r in rows], f"{where} (run {run_id})", key=key, places=[p for p, _r in rows]
+            )
+            problems += report.problems
+        if progress is not None:
+            progress("compacted", done, len(wanted))
     return problems
 
 
@@ -423,8 +438,11 @@ def _first(exc: BaseException) -> str:
 _PER_RUN: Final = 20
 
 
-def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
+def check_ledger(ledger: Ledger, run_id: str | None = None, *, progress: AuditProgress | None = None) -> AuditReport:
     """Check every copy of every event the ledger knows of (one run, or all); see :func:`~scalable.ledger.audit.audit_structure`.
+
+    ``progress`` is called as the phases ``streams`` and ``compacted`` go (see
+    :data:`~scalable.ledger.audit.AuditProgress`).
 
     Raises:
         EventValidationError: ``run_id`` is not a valid run id.
@@ -453,7 +471,7 @@ def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
         covered = state.streams.get(run)
         offset = covered.offset if local and covered is not None and not covered.retired else None
         jobs.append(StreamJob(str(path), run, size, offset, state.retired_before))
-    streamed = audit_streams(jobs, key)  # worker processes, when they are forked, are forked first
+    streamed = audit_streams(jobs, key, progress)  # worker processes, when they are forked, are forked first
     con = sql_connect(filesystem=location.filesystem) if generation is not None else None
     readable: list[str] = []
     counting: Future[dict[str, Tally]] | None = None
@@ -498,7 +516,7 @@ def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
                             f"{tallies[run].count} compacted row(s) of a run whose source no generation covers",
                         )
                     )
-            report.problems += _capped(check_rows_only(con, files, alone, location.display(EVENTS_DIR), key))
+            report.problems += _capped(check_rows_only(con, files, alone, location.display(EVENTS_DIR), key, progress))
             report.events += sum(tallies[r].count for r in alone)
             if run_id is None:
                 report.problems += check_loose_files(con, location, generation)
@@ -531,8 +549,8 @@ def check_ledger(ledger: Ledger, run_id: str | None = None) -> AuditReport:
                 )
     if run_id is not None and run_id not in known:
         raise RunNotFoundError(
-            f"run {run_id!r} is in no stream under {str(ledger.runs_dir)!r}, no summary, segment or compacted file; "
-            "list runs with: scalable ledger runs"
+            f"run {run_id!r} has no stream under {str(ledger.runs_dir)!r}, no summary, no segment and no compacted "
+            "file; list runs with: scalable ledger runs"
         )
     report.runs = len(known)
     return report

@@ -308,14 +308,28 @@ def check_digest(value: str, column: str = "digest") -> str:
     )
 
 
+def _check_text(name: str, value: str) -> str:
+    """Return ``value`` if it is text an event line can hold: no NUL, valid Unicode."""
+    if "\x00" in value:
+        raise EventValidationError(f"event column {name!r} contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise EventValidationError(
+                f"event column {name!r} holds a lone surrogate {value[exc.start : exc.end]!r} at index "
+                f"{exc.start}, which no UTF-8 line can hold; give valid Unicode text (bytes decoded with "
+                "errors='surrogateescape' must be re-encoded first)"
+            ) from None
+    return value
+
+
 def _check_value(name: str, value: Any) -> Any:
     """Validate one non-null value of a user column; return its encoded form."""
     if name in _STRING_FIELDS:
         if type(value) is not str:
             raise _bad(name, value, "a string")
-        if "\x00" in value:
-            raise EventValidationError(f"event column {name!r} contains a NUL character")
-        return value
+        return _check_text(name, value)
     if name == "size_bytes":
         if type(value) is not int or not 0 <= value < 2**63:
             raise _bad(name, value, "a non-negative int")
@@ -326,6 +340,8 @@ def _check_value(name: str, value: Any) -> Any:
         items = list(value)
         if any(type(i) is not str for i in items):
             raise _bad(name, value, "a list of strings")
+        for item in items:
+            _check_text(name, item)
         return items
     if name == "attrs":
         if isinstance(value, Mapping):
@@ -369,6 +385,11 @@ def validate_event(
         EventValidationError: unknown column, ledger-owned column, bad type or bad op, a run
             id outside its alphabet (:func:`check_run_id`), a digest that is not SHA-256 hex.
     """
+    if type(event) is not dict and not isinstance(event, Mapping):
+        raise EventValidationError(
+            f"an event is a mapping of column names to values, not a {type(event).__name__}; "
+            "append one mapping at a time (several at once with append_many)"
+        )
     out: dict[str, Any] = {}
     for name, value in event.items():
         if value is None:
@@ -376,11 +397,9 @@ def validate_event(
         if type(value) is str and name in _STRING_FIELDS:
             if name == "run_id":
                 check_run_id(value)
-            if "\x00" in value:
-                raise EventValidationError(f"event column {name!r} contains a NUL character")
-            if name == "digest":
+            elif name == "digest":
                 check_digest(value)
-            out[name] = value
+            out[name] = value if value.isascii() and "\x00" not in value else _check_text(name, value)
         elif name in _USER_SET:
             out[name] = _check_value(name, value)
         elif name in LEDGER_FIELDS:

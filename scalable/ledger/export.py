@@ -5,8 +5,10 @@ An :class:`OutputFormat` has a name, a description and one or both of:
 * ``render``: a lineage graph as text. Every such format is available to
   :meth:`LineageGraph.render <scalable.ledger.lineage.LineageGraph.render>` and to
   ``scalable ledger lineage --format NAME``.
-* ``export``: the whole ledger written to a file, returning a one-line summary. Every such
-  format is an option ``--NAME FILE`` of ``scalable ledger export``.
+* ``export``: the whole ledger written to a file, returning a one-line summary; it is called
+  with the ledger, the file and a progress callback (or ``None``) it calls with
+  ``(done, total)`` as it goes. Every such format is an option ``--NAME FILE`` of
+  ``scalable ledger export``.
 
 Built in: ``tree``, ``dot``, ``json`` (renderings), ``prov`` (W3C PROV-JSON) and
 ``openlineage`` (OpenLineage RunEvents, one a line) (both), ``sqlite`` (events, artifacts,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
 __all__ = [
+    "ExportProgress",
     "Exporter",
     "OutputFormat",
     "Renderer",
@@ -52,8 +55,11 @@ __all__ = [
 
 #: Renders a lineage graph as text (ending in a newline unless empty).
 Renderer = Callable[["LineageGraph"], str]
-#: Writes the whole ledger to a file and returns a one-line summary of what it wrote.
-Exporter = Callable[["Ledger", str], str]
+#: Called by an export as it goes with ``(done, total)``, from 0 to ``total``.
+ExportProgress = Callable[[int, int], None]
+#: Writes the whole ledger to a file and returns a one-line summary of what it wrote; reports
+#: its progress to the callback when one is given.
+Exporter = Callable[["Ledger", str, "ExportProgress | None"], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,8 @@ class OutputFormat:
 
 
 _NAME: Final = re.compile(r"[a-z][a-z0-9-]*")
+#: Names the export command's own options take.
+_RESERVED: Final = frozenset({"help", "format", "progress", "no-progress"})
 _formats: dict[str, OutputFormat] = {}
 
 
@@ -85,8 +93,11 @@ def register_format(fmt: OutputFormat, *, replace: bool = False) -> None:
         ConfigError: the name is not valid or already taken (unless ``replace``), or the
             format neither renders nor exports.
     """
-    if not _NAME.fullmatch(fmt.name) or fmt.name == "help":
-        raise ConfigError(f"format name {fmt.name!r} is not valid: use lowercase letters, digits and '-'")
+    if not _NAME.fullmatch(fmt.name) or fmt.name in _RESERVED:
+        raise ConfigError(
+            f"format name {fmt.name!r} is not valid: use lowercase letters, digits and '-' "
+            f"(not {', '.join(sorted(_RESERVED))}: options of the export command)"
+        )
     if fmt.render is None and fmt.export is None:
         raise ConfigError(f"format {fmt.name!r} has neither a rendering nor an export")
     if fmt.name in _formats and not replace:
@@ -136,11 +147,33 @@ def render_lineage(graph: LineageGraph, fmt: str) -> str:
 def rendered_export(render: Renderer) -> Exporter:
     """Return an export that writes ``render`` of the whole ledger's lineage to the file."""
 
-    def export(ledger: Ledger, path: str) -> str:
-        _target(path).write_text(render(ledger.lineage(None)))
+    def export(ledger: Ledger, path: str, progress: ExportProgress | None = None) -> str:
+        _write_rendered(ledger, path, render, progress)
         return f"wrote {path}"
 
     return export
+
+
+def _steps(progress: ExportProgress | None, total: int) -> Callable[[int], None]:
+    """A function reporting step ``n`` of ``total`` to ``progress`` (doing nothing without one)."""
+    if progress is None:
+        return lambda _n: None
+    return lambda n: progress(n, total)
+
+
+def _write_rendered(
+    ledger: Ledger, path: str | os.PathLike[str], render: Callable[[LineageGraph], str], progress: ExportProgress | None
+) -> None:
+    """Write ``render`` of the whole ledger's lineage to ``path``, reporting its three steps."""
+    out = _target(path)
+    step = _steps(progress, 3)
+    step(0)
+    graph = ledger.lineage(None)
+    step(1)
+    text = render(graph)
+    step(2)
+    out.write_text(text)
+    step(3)
 
 
 def _target(path: str | os.PathLike[str]) -> Path:
@@ -167,6 +200,8 @@ _INDEXES: Final = {
     "lineage": [["src"], ["dst"], ["run_id"]],
 }
 _FTS: Final = {"artifacts": ["artifact_name", "location", "key"], "runs": ["run_id", "project"]}
+#: Rows read from DuckDB and written to SQLite at once (one progress report each).
+_SQLITE_BATCH: Final = 5000
 
 
 def _sqlite_type(duck_type: Any) -> type:
@@ -178,11 +213,18 @@ def _sqlite_type(duck_type: Any) -> type:
     return str
 
 
-def export_sqlite(ledger: Ledger, path: str | os.PathLike[str]) -> dict[str, int]:
+def export_sqlite(
+    ledger: Ledger, path: str | os.PathLike[str], progress: ExportProgress | None = None
+) -> dict[str, int]:
     """Write events, artifacts, runs and lineage to a SQLite file, with indexes and FTS.
 
     The file is rebuilt from scratch (written to a temporary name, then renamed), so it opens
     in Datasette as is: ``datasette FILE``.
+
+    Args:
+        ledger: the ledger.
+        path: the SQLite file.
+        progress: called with ``(rows written, rows in all)`` after each batch of rows.
 
     Returns:
         Row counts per table.
@@ -198,20 +240,31 @@ def export_sqlite(ledger: Ledger, path: str | os.PathLike[str]) -> dict[str, int
     con = connect(ledger, trusted=True)
     counts: dict[str, int] = {}
     try:
+        total = 0
+        for sql in _SQLITE_TABLES.values():
+            counted = con.execute(f"SELECT count(*) FROM ({sql})").fetchone()
+            total += int(counted[0]) if counted else 0
+        done = 0
+        if progress is not None:
+            progress(0, total)
         db = sqlite_utils.Database(tmp)
         for table, sql in _SQLITE_TABLES.items():
-            result = con.sql(sql)
-            columns = result.columns
-            rows = [
-                {c: (json.dumps(v) if isinstance(v, list) else v) for c, v in zip(columns, row, strict=True)}
-                for row in result.fetchall()
-            ]
-            counts[table] = len(rows)
-            types = {c: _sqlite_type(t) for c, t in zip(columns, result.types, strict=True)}
+            result = con.execute(sql)
+            columns = [d[0] for d in result.description or []]
+            types = {c: _sqlite_type(d[1]) for c, d in zip(columns, result.description or [], strict=True)}
             target = db.table(table)
             target.create(types, pk="event_id" if "event_id" in columns else None, if_not_exists=True)
-            if rows:
+            counts[table] = 0
+            while batch := result.fetchmany(_SQLITE_BATCH):
+                rows = [
+                    {c: (json.dumps(v) if isinstance(v, list) else v) for c, v in zip(columns, row, strict=True)}
+                    for row in batch
+                ]
                 target.insert_all(rows, batch_size=1000)
+                counts[table] += len(rows)
+                done += len(rows)
+                if progress is not None:
+                    progress(min(done, total), total)
             for cols in _INDEXES[table]:
                 target.create_index(cols, if_not_exists=True)
             if table in _FTS:
@@ -235,17 +288,33 @@ def _openlineage_lines(events: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(event, sort_keys=True) + "\n" for event in events)
 
 
-def export_prov(ledger: Ledger, path: str | os.PathLike[str]) -> dict[str, Any]:
+def export_prov(ledger: Ledger, path: str | os.PathLike[str], progress: ExportProgress | None = None) -> dict[str, Any]:
     """Write the whole ledger's lineage as W3C PROV-JSON; returns the document."""
+    out = _target(path)
+    step = _steps(progress, 3)
+    step(0)
     doc = ledger.lineage(None).to_prov()
-    _target(path).write_text(_prov_json(doc))
+    step(1)
+    text = _prov_json(doc)
+    step(2)
+    out.write_text(text)
+    step(3)
     return doc
 
 
-def export_openlineage(ledger: Ledger, path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def export_openlineage(
+    ledger: Ledger, path: str | os.PathLike[str], progress: ExportProgress | None = None
+) -> list[dict[str, Any]]:
     """Write one START and one COMPLETE/FAIL RunEvent per run as JSON lines; returns them."""
+    out = _target(path)
+    step = _steps(progress, 3)
+    step(0)
     events = ledger.lineage(None).to_openlineage()
-    _target(path).write_text(_openlineage_lines(events))
+    step(1)
+    text = _openlineage_lines(events)
+    step(2)
+    out.write_text(text)
+    step(3)
     return events
 
 
@@ -256,18 +325,18 @@ def _tree_text(graph: LineageGraph) -> str:
     return graph.to_tree(graph.direction)
 
 
-def _summarize_sqlite(ledger: Ledger, path: str) -> str:
-    counts = export_sqlite(ledger, path)
+def _summarize_sqlite(ledger: Ledger, path: str, progress: ExportProgress | None = None) -> str:
+    counts = export_sqlite(ledger, path, progress)
     return f"wrote {path}: " + ", ".join(f"{n} {t}" for t, n in counts.items())
 
 
-def _summarize_prov(ledger: Ledger, path: str) -> str:
-    doc = export_prov(ledger, path)
+def _summarize_prov(ledger: Ledger, path: str, progress: ExportProgress | None = None) -> str:
+    doc = export_prov(ledger, path, progress)
     return f"wrote {path}: {len(doc.get('entity', {}))} entities, {len(doc.get('activity', {}))} activities"
 
 
-def _summarize_openlineage(ledger: Ledger, path: str) -> str:
-    return f"wrote {path}: {len(export_openlineage(ledger, path))} run events"
+def _summarize_openlineage(ledger: Ledger, path: str, progress: ExportProgress | None = None) -> str:
+    return f"wrote {path}: {len(export_openlineage(ledger, path, progress))} run events"
 
 
 for _builtin in (

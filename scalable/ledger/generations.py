@@ -483,7 +483,7 @@ def commit_generation(location: Location, generation: Generation) -> None:
         location.create(rel, generation.to_json())
     except FileExistsError:
         raise CompactionConflictError(
-            f"ledger manifest {location.display(rel)!r} was committed by another compaction; run compact again"
+            f"ledger manifest {location.display(rel)!r} was committed by another compaction; run scalable ledger compact again"
         ) from None
 
 
@@ -507,7 +507,7 @@ def publish_staged(location: Location, attempt: Attempt, staging: Path, expected
     if found != expected_rows:
         raise LedgerError(
             f"compaction wrote {expected_rows} events but the staged Parquet under {str(staging)!r} holds {found}; "
-            "nothing was committed, run compact again"
+            "nothing was committed, run scalable ledger compact again"
         )
     crash_point("after_parquet_write")
     made: list[DataFile] = []

@@ -160,7 +160,7 @@ def write_lineage(
     ).fetchone()
     if (int(row[0]) if row else 0) != edges:
         raise LedgerError(
-            f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run compact again"
+            f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run scalable ledger compact again"
         )
     con.execute("SET preserve_insertion_order=true")
     for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):

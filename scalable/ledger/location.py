@@ -27,13 +27,15 @@ import contextlib
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 
-from scalable.errors import ConfigError, LedgerError, os_error
+from scalable.errors import ConfigError, LedgerError, LedgerNotFoundError, ScalableError
+from scalable.failures import failure_kind, split_userinfo, storage_error
 from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
 from scalable.ledger.stream import complete_prefix, stream_files
@@ -92,6 +94,18 @@ class Location(ABC):
     outbox_ledger: Path | None = None
     #: The fsspec filesystem DuckDB reads through; ``None`` for plain local paths.
     filesystem: Any = None
+
+    @abstractmethod
+    def check_exists(self, *, before_compaction: bool = False) -> None:
+        """Check that a ledger is there to read, before a reader says it holds nothing.
+
+        Args:
+            before_compaction: the compacted data may be missing (the first compaction makes it).
+
+        Raises:
+            LedgerNotFoundError: no ledger is there.
+            StoreError: a subclass saying why the place cannot be reached or read.
+        """
 
     # --- sources of events --------------------------------------------------------------------
 
@@ -226,6 +240,41 @@ class LocalLocation(Location):
         self._runs = os.path.realpath(self.runs_dir)
         self._data = os.path.realpath(self.ledger_dir)
 
+    def check_exists(self, *, before_compaction: bool = False) -> None:
+        """Check that the runs directory (or, for readers, the ledger directory) exists, readable.
+
+        A runs directory set away from its default (by an argument, ``--runs-dir`` or
+        ``SCALABLE_RUNS_DIR``) must exist itself. The ledger directory may be missing while the
+        runs directory exists (nothing was compacted yet); with no runs directory, readers
+        need it (a ledger whose streams were retired), and one set away from its default
+        must exist.
+        """
+        from scalable.settings import load_settings
+
+        defaults = load_settings(env={})
+        runs = _readable_directory(self.runs_dir, "runs directory")
+        if not runs and self.runs_dir != defaults.runs_dir:
+            raise LedgerNotFoundError(
+                f"no ledger at {str(self.runs_dir)!r}: the runs directory (--runs-dir or SCALABLE_RUNS_DIR) "
+                "does not exist; check the path"
+            )
+        compacted = _readable_directory(self.ledger_dir, "ledger directory")
+        if runs or (compacted and not before_compaction):
+            return
+        if before_compaction:
+            missing = f"{str(self.runs_dir)!r} does not exist"
+        elif self.ledger_dir != defaults.ledger_dir:
+            raise LedgerNotFoundError(
+                f"no ledger at {str(self.ledger_dir)!r}: the ledger directory (--ledger-dir or "
+                f"SCALABLE_LEDGER_DIR) does not exist, nor does the runs directory {str(self.runs_dir)!r}; "
+                "check the paths"
+            )
+        else:
+            missing = f"neither {str(self.runs_dir)!r} nor {str(self.ledger_dir)!r} exists"
+        raise LedgerNotFoundError(
+            f"no ledger here: {missing}; run a session first, or point --runs-dir or SCALABLE_RUNS_DIR at a ledger"
+        )
+
     def sources(self) -> list[Source]:
         return [Source(run_id, run_id, path, size) for run_id, path, size in stream_files(self._runs)]
 
@@ -349,6 +398,33 @@ class ObjectLocation(Location):
         self.outbox_ledger = Path(outbox_ledger) if outbox_ledger is not None else None
         self._data = f"{self.root}/{_DATA_DIR}"
 
+    def _failed(self, exc: Exception, path: str, action: str) -> ScalableError:
+        """The one-line error of a failed call on ``path`` (names the object, secrets masked)."""
+        return storage_error(exc, str(self.fs.unstrip_protocol(path)), action=action, what="the remote ledger")
+
+    def check_exists(self, *, before_compaction: bool = False) -> None:
+        """Check that the bucket answers and that the remote holds something, or a local outbox exists."""
+        protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
+        bucket = self.root.split("/", 1)[0]
+        if {"s3", "s3a", "gs", "gcs"} & set(protocols):
+            try:
+                self.fs.info(bucket)
+            except Exception as exc:
+                # A HEAD of a missing bucket answers a bare 404.
+                missing = "store-missing" if failure_kind(exc) == "not-found" else None
+                raise storage_error(exc, self.uri, action="reach", what="the remote ledger", kind=missing) from exc
+        try:
+            held = bool(self.fs.ls(self.root, detail=False))
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, self.root, "list") from exc
+            held = False
+        if not held and not (self.outbox is not None and _readable_directory(self.outbox, "runs directory")):
+            raise LedgerNotFoundError(
+                f"no ledger at the remote ledger {self.uri!r} (SCALABLE_RUNS_DIR_REMOTE): nothing was synced "
+                "there and there is no local runs directory; check the URI, or run and sync a session first"
+            )
+
     def _ready(self, path: str) -> str:
         """Return ``path`` after creating its parent where the filesystem needs it (local)."""
         protocols = (self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol)
@@ -371,7 +447,8 @@ class ObjectLocation(Location):
         Raises:
             FileExistsError: ``exclusive`` and the object exists (it is someone else's).
             DiskFullError: the target ran out of space (or hit the file size limit).
-            LedgerError: any other I/O error, naming the object.
+            StoreError: any other failure, naming the object (a subclass saying why: credentials,
+                permissions, network, a missing bucket).
         """
         try:
             write(path)
@@ -380,12 +457,12 @@ class ObjectLocation(Location):
                 raise
             self._remove_partial(path)
             raise LedgerError(f"cannot write {self.fs.unstrip_protocol(path)!r}: it exists") from None
-        except OSError as exc:
+        except Exception as exc:
             self._remove_partial(path)
-            raise os_error(exc, f"cannot write {str(self.fs.unstrip_protocol(path))!r}", LedgerError) from None
+            raise self._failed(exc, path, "write") from exc
 
     def _remove_partial(self, path: str) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):  # the store that failed the write may fail this too
             self.fs.rm_file(path)
 
     def put_segment(self, run_id: str, name: str, data: bytes) -> None:
@@ -397,7 +474,9 @@ class ObjectLocation(Location):
     def sources(self) -> list[Source]:
         try:
             found = self.fs.find(self._listed(f"{self.root}/{SEGMENTS_DIR}"), detail=True)
-        except FileNotFoundError:
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, f"{self.root}/{SEGMENTS_DIR}", "list") from exc
             return []
         prefix = self.root + "/"
         segments: list[Source] = []
@@ -412,7 +491,10 @@ class ObjectLocation(Location):
         return source.size  # a segment holds whole lines only
 
     def open_source(self, source: Source) -> IO[bytes]:
-        handle: IO[bytes] = self.fs.open(source.path, "rb")
+        try:
+            handle: IO[bytes] = self.fs.open(source.path, "rb")
+        except Exception as exc:
+            raise self._failed(exc, source.path, "read") from exc
         return handle
 
     def run_of(self, key: str) -> str:
@@ -438,21 +520,33 @@ class ObjectLocation(Location):
         return [str(self.fs.unstrip_protocol(self.root)).rstrip("/") + "/"]
 
     def list_names(self, rel_dir: str) -> list[str]:
+        path = f"{self._data}/{rel_dir}"
         try:
-            listed = self.fs.ls(self._listed(f"{self._data}/{rel_dir}"), detail=False)
+            listed = self.fs.ls(self._listed(path), detail=False)
             return [p.rstrip("/").rsplit("/", 1)[-1] for p in listed]
-        except FileNotFoundError:
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, path, "list") from exc
             return []
 
     def list_files(self, rel_dir: str) -> list[str]:
+        path = f"{self._data}/{rel_dir}"
         try:
-            found = self.fs.find(self._listed(f"{self._data}/{rel_dir}"))
-        except FileNotFoundError:
+            found = self.fs.find(self._listed(path))
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, path, "list") from exc
             return []
         return [p.removeprefix(self._data + "/") for p in found]
 
     def read_bytes(self, rel: str) -> bytes:
-        data: bytes = self.fs.cat_file(f"{self._data}/{rel}")
+        path = f"{self._data}/{rel}"
+        try:
+            data: bytes = self.fs.cat_file(path)
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                raise  # callers tell a missing file from a failing store
+            raise self._failed(exc, path, "read") from exc
         return data
 
     def size(self, rel: str) -> int:
@@ -471,8 +565,12 @@ class ObjectLocation(Location):
         return staged.stat().st_size
 
     def delete(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(f"{self._data}/{rel}")
+        path = f"{self._data}/{rel}"
+        try:
+            self.fs.rm_file(path)
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise self._failed(exc, path, "delete") from exc
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -518,14 +616,40 @@ def open_object_location(
     """
     import fsspec
 
+    clean, user, secret = split_userinfo(uri)
+    options = dict(storage_options or {})
+    if user is not None:
+        s3 = clean.lower().startswith(("s3://", "s3a://"))
+        options.setdefault("key" if s3 else "username", user)
+        if secret is not None:
+            options.setdefault("secret" if s3 else "password", secret)
     try:
-        fs, root = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        fs, root = fsspec.core.url_to_fs(clean, **options)
     except (ValueError, ImportError) as exc:
         raise ConfigError(
-            f"SCALABLE_RUNS_DIR_REMOTE {uri!r} cannot be opened ({exc}); use an fsspec URI such as "
+            f"SCALABLE_RUNS_DIR_REMOTE {clean!r} cannot be opened ({exc}); use an fsspec URI such as "
             "s3://bucket/ledger/ and install the backend: pip install 'scalable[cloud]'"
         ) from None
-    return ObjectLocation(fs, str(root), uri, outbox, outbox_ledger)
+    return ObjectLocation(fs, str(root), clean, outbox, outbox_ledger)
+
+
+def _readable_directory(path: Path, what: str) -> bool:
+    """Whether ``path`` is a directory this process can read (``False`` when it does not exist).
+
+    Raises:
+        StoreError: it is a file, or it cannot be read (a subclass saying which).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise storage_error(exc, str(path), action="open", what=f"the {what}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise storage_error(NotADirectoryError(20, "Not a directory"), str(path), action="open", what=f"the {what}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise storage_error(PermissionError(13, "Permission denied"), str(path), action="read", what=f"the {what}")
+    return True
 
 
 def open_location(settings: Settings) -> Location:

@@ -19,7 +19,7 @@ How the invariants of appending hold:
 Every other method delegates to the module that owns the work: reading to
 :mod:`~scalable.ledger.stream`, queries to :mod:`~scalable.ledger.views`, lineage to
 :mod:`~scalable.ledger.lineage`, audits to :mod:`~scalable.ledger.audit`, replay to
-:mod:`~scalable.ledger.replay`, compaction to :mod:`~scalable.ledger.compact` and syncing to
+:mod:`~scalable.ledger.replay`, comparisons to :mod:`~scalable.ledger.diff`, compaction to :mod:`~scalable.ledger.compact` and syncing to
 :mod:`~scalable.ledger.segments`; where the data lives is the :mod:`~scalable.ledger.location`.
 """
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, LedgerNotFoundError, os_error
+from scalable.errors import EventValidationError, LedgerError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
@@ -72,8 +72,9 @@ from scalable.settings import Settings, load_settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from scalable.ledger.audit import AuditReport
+    from scalable.ledger.audit import AuditProgress, AuditReport
     from scalable.ledger.compact import CompactionResult, Progress
+    from scalable.ledger.diff import RunDiff
     from scalable.ledger.lineage import LineageGraph
     from scalable.ledger.location import Location
     from scalable.ledger.recover import RecoveryResult
@@ -163,23 +164,21 @@ class Ledger:
             runs_dir: directory of the per-run streams; ``SCALABLE_RUNS_DIR`` when omitted.
             ledger_dir: directory of compacted data; ``SCALABLE_LEDGER_DIR`` when omitted.
             settings: resolved settings to start from (``load_settings()`` when omitted).
-            must_exist: raise if an explicitly given directory does not exist (readers).
+            must_exist: check that a ledger is there to read (readers): see
+                :meth:`Location.check_exists <scalable.ledger.location.Location.check_exists>`.
 
         Raises:
-            LedgerNotFoundError: ``must_exist`` and an explicitly given directory is missing.
+            LedgerNotFoundError: ``must_exist`` and no ledger is there.
+            StoreError: ``must_exist`` and the place cannot be read or reached (a subclass
+                saying why: permissions, credentials, network, a missing bucket).
             ConfigError: a ``SCALABLE_*`` variable is invalid.
         """
         base = settings or load_settings()
         resolved = base.with_overrides(runs_dir=runs_dir, ledger_dir=ledger_dir)
         if must_exist:
-            for given, path, what in (
-                (runs_dir, resolved.runs_dir, "runs directory"),
-                (ledger_dir, resolved.ledger_dir, "ledger directory"),
-            ):
-                if given is not None and not path.is_dir():
-                    raise LedgerNotFoundError(
-                        f"{what} {str(path)!r} does not exist; check the path or run something first"
-                    )
+            from scalable.ledger.location import open_location
+
+            open_location(resolved).check_exists()
         return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
 
     @property
@@ -245,6 +244,11 @@ class Ledger:
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        if isinstance(events, Mapping | str | bytes) or not isinstance(events, Iterable):
+            raise EventValidationError(
+                f"append_many takes an iterable of event mappings, not a {type(events).__name__}; "
+                "append one event with append"
+            )
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
         run, task, component = (
@@ -667,7 +671,7 @@ class Ledger:
         *,
         content: bool = True,
         storage_options: Mapping[str, Mapping[str, Any]] | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: AuditProgress | None = None,
     ) -> AuditReport:
         """Audit one run or the whole ledger.
 
@@ -680,7 +684,9 @@ class Ledger:
             run_id: audit only this run.
             content: re-hash stored bytes as well.
             storage_options: per-protocol fsspec options (e.g. ``{"s3": {...}}``) for reading.
-            progress: called with the number of artifacts checked, as they complete.
+            progress: called with ``(phase, done, total)`` while the streams are read, the
+                compacted runs checked and the artifacts re-hashed (see
+                :data:`~scalable.ledger.audit.AuditProgress`).
 
         Raises:
             RunNotFoundError: ``run_id`` has no events.
@@ -733,6 +739,23 @@ class Ledger:
         from scalable.ledger.lineage import trace
 
         return trace(self, node, direction=direction, depth=depth, as_of=as_of)
+
+    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None) -> RunDiff:
+        """Compare run A with run B: artifacts by location (added, removed, changed, same), tasks by name.
+
+        See :mod:`scalable.ledger.diff`.
+
+        Args:
+            run_a: the run compared from.
+            run_b: the run compared to.
+            as_of: ISO-8601 time; both runs as they were then.
+
+        Raises:
+            RunNotFoundError: a run has no events.
+        """
+        from scalable.ledger.diff import diff_runs
+
+        return diff_runs(self, run_a, run_b, as_of=as_of)
 
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.

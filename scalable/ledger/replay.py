@@ -13,10 +13,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
 from scalable.errors import IntegrityError, LedgerError, RunNotFoundError, ScalableError, os_error
+from scalable.failures import storage_error
 from scalable.ledger.events import check_run_id, normalize_timestamp
 from scalable.ledger.sql import quote
 
@@ -86,12 +87,11 @@ class RestoreArtifacts:
         if not parts or PurePosixPath(key).is_absolute() or ".." in parts:
             raise IntegrityError(f"artifact key {key!r} of event {event['event_id']} escapes the restore directory")
         target = self.into.joinpath(*parts)
+        location = str(event["location"])
         try:
-            self._restore(str(event["location"]), target, event.get("digest"), event.get("kind"))
-        except OSError as exc:
-            if isinstance(exc, ScalableError):
-                raise
-            raise os_error(exc, f"cannot restore {event['location']} into {str(target)!r}", LedgerError) from None
+            self._restore(location, target, event.get("digest"), event.get("kind"))
+        except Exception as exc:  # a store that cannot be read, by its location (local copies name themselves)
+            raise storage_error(exc, location, action="restore") from exc
         self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
@@ -141,30 +141,43 @@ def _copy_verified(fs: Any, src: str, dest: Path) -> str:
 
     h = hashlib.sha256()
     tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        with fs.open(src, "rb") as fin, tmp.open("wb") as fout:
-            while block := fin.read(CHUNK):
-                h.update(block)
-                fout.write(block)
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)  # no partial copy is left behind
-        if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
-            raise os_error(exc, f"cannot restore {str(dest)!r}", LedgerError) from None
-        raise
+    with fs.open(src, "rb") as fin:  # a source that cannot be opened: the caller names its location
+        try:
+            with tmp.open("wb") as fout:
+                while block := fin.read(CHUNK):
+                    h.update(block)
+                    fout.write(block)
+            os.replace(tmp, dest)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)  # no partial copy is left behind
+            if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
+                raise os_error(exc, f"cannot restore {str(dest)!r}", LedgerError) from None
+            raise
     return h.hexdigest()
 
 
 class Timeline:
-    """Handler that prints one line per event: time, task, event type/op and what."""
+    """Handler that keeps one row per event, in order: time, task, ``type/op`` and what it is about.
 
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
+    ``rows`` holds mappings of :attr:`COLUMNS` (``what``: the artifact's name, else its
+    location, else the cached function's name).
+    """
+
+    COLUMNS = ("timestamp", "task_name", "event", "what")
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        what = event.get("artifact_name") or event.get("location") or event.get("function_name") or ""
-        task = event.get("task_name") or "-"
-        self.out.write(f"{event['timestamp']}  {task:<16} {event['event_type']}/{event['op']:<9} {what}\n")
+        what = event.get("artifact_name") or event.get("location") or event.get("function_name")
+        self.rows.append(
+            {
+                "timestamp": event["timestamp"],
+                "task_name": event.get("task_name"),
+                "event": f"{event['event_type']}/{event['op']}",
+                "what": what,
+            }
+        )
 
 
 def replay(

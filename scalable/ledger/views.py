@@ -22,14 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem
 
-from scalable.errors import QueryError
+from scalable.errors import QueryError, RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.edges import create_lineage_views
-from scalable.ledger.events import duckdb_columns, normalize_timestamp
+from scalable.ledger.events import check_run_id, duckdb_columns, normalize_timestamp
 from scalable.ledger.generations import Generation, read_generation
 from scalable.ledger.location import Location
 from scalable.ledger.sandbox import (
@@ -49,9 +49,23 @@ if TYPE_CHECKING:
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["VIEW_NAMES", "EventSources", "connect", "event_sources", "query_batches", "read_snapshot", "run_query"]
+__all__ = [
+    "RUN_ARTIFACT_COLUMNS",
+    "RUN_TASK_COLUMNS",
+    "VIEW_NAMES",
+    "EventSources",
+    "connect",
+    "describe_run",
+    "event_sources",
+    "query_batches",
+    "read_snapshot",
+    "run_query",
+]
 
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
+#: Columns of the tasks and the artifacts :func:`describe_run` gives for a run.
+RUN_TASK_COLUMNS = ("task_name", "status", "started_at", "ended_at", "duration_s", "error")
+RUN_ARTIFACT_COLUMNS = ("op", "artifact_name", "kind", "size_bytes", "digest", "location")
 #: Times the generation and the sources are taken again while compactions keep committing.
 _SNAPSHOT_TRIES = 5
 _T = TypeVar("_T")
@@ -383,3 +397,34 @@ def query_batches(
             con.close()
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
+    """Return one run as plain data: ``{"run": {...}, "tasks": [...], "artifacts": [...]}``.
+
+    ``run`` is the run's row of the ``runs`` view; ``tasks`` its task executions in start
+    order (name, status, start, end, duration, error); ``artifacts`` its artifact events in
+    time order (op, name, kind, size, full digest, location). Read from one snapshot.
+
+    Raises:
+        EventValidationError: ``run_id`` is not a valid run id.
+        RunNotFoundError: the ledger holds no event of ``run_id``.
+    """
+    check_run_id(run_id)
+
+    def read(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        runs = con.execute("SELECT * FROM runs WHERE run_id = $1", [run_id])
+        run_columns = [d[0] for d in runs.description or []]
+        found = runs.fetchall()
+        if not found:
+            raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
+        parts: dict[str, Any] = {"run": dict(zip(run_columns, found[0], strict=True))}
+        for name, columns, order in (
+            ("tasks", RUN_TASK_COLUMNS, "started_at"),
+            ("artifacts", RUN_ARTIFACT_COLUMNS, "timestamp, event_id"),
+        ):
+            sql = f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = $1 ORDER BY {order}"
+            parts[name] = [dict(zip(columns, row, strict=True)) for row in con.execute(sql, [run_id]).fetchall()]
+        return parts
+
+    return read_snapshot(ledger, read, trusted=True)

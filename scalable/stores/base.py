@@ -147,7 +147,7 @@ class ArtifactStore(Protocol):
         ...
 
     def check_reachable(self) -> None:
-        """Raise :class:`~scalable.errors.StoreUnreachableError` unless the store can be written."""
+        """Raise a :class:`~scalable.errors.StoreError` unless the store can be reached and written."""
         ...
 
 
@@ -261,6 +261,19 @@ class BaseArtifactStore(ABC):
         Raises:
             StoreUnreachableError: the store cannot be reached or written; the message starts
                 with the store's location (callers may prefix what the store is for).
+        """
+        return
+
+    def check_exists(self) -> None:
+        """Check that the store is there to be read, before telling a reader it holds nothing.
+
+        A store that does not exist yet is a valid, empty store to the API (a local root is
+        created by the first put); a command that reads (``scalable artifacts ls``) calls this
+        to say "no store there" rather than "nothing stored". The default finds nothing wrong.
+
+        Raises:
+            StoreNotFoundError: nothing is there (no root directory, no bucket, an empty prefix).
+            StoreError: a subclass saying why the store cannot be reached or read.
         """
         return
 
@@ -424,7 +437,8 @@ class BaseArtifactStore(ABC):
             rels = [k[len(key) + 1 :] for k in self._list_under(key)]
             if not rels:
                 raise ArtifactNotFoundError(
-                    f"nothing is stored at {self.uri_for(key)!r}; check the key with list_artifacts()"
+                    f"nothing is stored at {self.uri_for(key)!r}; list the stored keys with: "
+                    f"scalable artifacts ls {self.base_uri}"
                 )
             recorded: dict[str, str] = {}
             if verify:
@@ -496,6 +510,31 @@ class BaseArtifactStore(ABC):
             validate_key(prefix.rstrip("/") or prefix, what="prefix")
         dir_key = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         return sorted(k for k in self._list_files(dir_key) if k.startswith(prefix) and not _is_sidecar(k))
+
+    def list_refs(self, prefix: str = "") -> list[ArtifactRef]:
+        """Every stored file starting with ``prefix``, with its size and recorded digest.
+
+        The keys are those of :meth:`list_artifacts` (recursive, sorted, relative to the
+        root); each reference has kind ``file``, ``size_bytes``, the ``digest`` recorded when
+        it was put (a file of a directory put: the one its directory recorded; ``None`` for a
+        file the store did not write) and ``metadata`` ``{"key", "store"}``.
+
+        Raises:
+            InvalidKeyError: ``prefix`` is not a valid (partial) key.
+        """
+        keys = self.list_artifacts(prefix)
+        sizes = self._sizes(keys)
+        directories: dict[str, dict[str, Any] | None] = {}
+        return [
+            ArtifactRef(
+                uri=self.uri_for(key),
+                kind=ArtifactKind.FILE,
+                digest=self._recorded_digest(key, directories),
+                size_bytes=sizes.get(key),
+                metadata={"key": key, "store": self.base_uri},
+            )
+            for key in keys
+        ]
 
     def delete(self, remote_key: str, *, record: bool = True) -> None:
         """Remove the file or directory at ``remote_key`` and its digest sidecar.
@@ -630,6 +669,37 @@ class BaseArtifactStore(ABC):
         except (ArtifactNotFoundError, ValueError):
             return None
         return value if isinstance(value, dict) else None
+
+    def _sizes(self, keys: list[str]) -> dict[str, int]:
+        """The size in bytes of each stored file of ``keys`` (backends that list sizes override it)."""
+        sizes: dict[str, int] = {}
+        for key in keys:
+            with self._open_read(key) as fh:
+                sizes[key] = fh.seek(0, os.SEEK_END)
+        return sizes
+
+    def _recorded_digest(self, key: str, directories: dict[str, dict[str, Any] | None]) -> str | None:
+        """The digest recorded for the file at ``key``: its own sidecar's, else its directory's.
+
+        ``directories`` keeps the sidecars of the directories read so far (a listing reads
+        each once).
+        """
+        meta = self._read_sidecar(key)
+        if (
+            meta is not None
+            and isinstance(meta.get("digest"), str)
+            and meta.get("kind") != ArtifactKind.DIRECTORY.value
+        ):
+            return str(meta["digest"])
+        parts = key.split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            parent = "/".join(parts[:i])
+            if parent not in directories:
+                directories[parent] = self._read_sidecar_file(parent)
+            files = (directories[parent] or {}).get("files")
+            if isinstance(files, dict) and isinstance(files.get("/".join(parts[i:])), str):
+                return str(files["/".join(parts[i:])])
+        return None
 
     def _expected_digest(self, key: str) -> str:
         meta = self._read_sidecar(key)

@@ -9,9 +9,10 @@ from scalable.errors import (
     ArtifactNotFoundError,
     MissingDependencyError,
     StoreError,
-    StoreUnreachableError,
+    StoreNotFoundError,
     UnsupportedSchemeError,
 )
+from scalable.failures import failure_kind, split_userinfo, storage_error
 from scalable.logs import get_logger, mask_secrets
 from scalable.stores.base import BaseArtifactStore
 
@@ -22,7 +23,7 @@ __all__ = ["FsspecArtifactStore"]
 STREAM_THRESHOLD: Final = 64 * 1024 * 1024
 
 _INSTALL_HINT: Final = "pip install 'scalable[cloud]'"
-_URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:(?P<userinfo>[^/@]*)@)?(?P<rest>.*)$")
+_URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
 # Filesystems whose streaming writers commit only on an explicit commit() (autocommit=False).
 _STREAMING: Final = frozenset({"s3", "s3a", "gs", "gcs"})
 # Filesystems whose first path segment is a bucket that must exist before anything is stored.
@@ -51,12 +52,6 @@ def filesystem_class(scheme: str) -> Any:
         raise MissingDependencyError(f"the {scheme!r} store needs an optional package: {_INSTALL_HINT}") from None
 
 
-def _backend_error(action: str, uri: str, exc: Exception) -> StoreError:
-    """A StoreError for a failed backend call, with secrets masked."""
-    detail = mask_secrets(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    return StoreError(f"cannot {action} {uri!r}: {detail}; check that the bucket exists and the credentials allow it")
-
-
 class _BufferedUpload:
     """Chunks kept in memory and written as one object on commit."""
 
@@ -74,8 +69,8 @@ class _BufferedUpload:
         self.parts = []
         try:
             self.fs.pipe_file(self.path, data)
-        except (OSError, ValueError) as exc:
-            raise _backend_error("write", self.uri, exc) from None
+        except Exception as exc:
+            raise storage_error(exc, self.uri, action="write") from exc
 
     def discard(self) -> None:
         self.parts = []
@@ -88,21 +83,21 @@ class _StreamingUpload:
         self.uri = uri
         try:
             self.fh = fs.open(path, "wb", autocommit=False)
-        except (OSError, ValueError) as exc:
-            raise _backend_error("write", uri, exc) from None
+        except Exception as exc:
+            raise storage_error(exc, uri, action="write") from exc
 
     def write(self, data: bytes) -> None:
         try:
             self.fh.write(data)
-        except (OSError, ValueError) as exc:
-            raise _backend_error("write", self.uri, exc) from None
+        except Exception as exc:
+            raise storage_error(exc, self.uri, action="write") from exc
 
     def commit(self) -> None:
         try:
             self.fh.flush(force=True)
             self.fh.commit()
-        except (OSError, ValueError) as exc:
-            raise _backend_error("write", self.uri, exc) from None
+        except Exception as exc:
+            raise storage_error(exc, self.uri, action="write") from exc
         self.fh.closed = True
 
     def discard(self) -> None:
@@ -118,8 +113,9 @@ class FsspecArtifactStore(BaseArtifactStore):
     """Artifacts as objects under a prefix of an fsspec filesystem.
 
     Args:
-        uri: ``<scheme>://<bucket>/<prefix>/``; credentials in the URI are passed to the
-            backend and masked everywhere else.
+        uri: ``<scheme>://<bucket>/<prefix>/``; credentials in the URI
+            (``s3://KEY:SECRET@bucket/``, the secret may hold ``/``, or percent-encoded) are
+            passed to the backend and appear nowhere else.
         storage_options: passed to the fsspec filesystem (``endpoint_url``, ``token``...),
             except ``retries``: how often the filesystem retries a failed request, set on
             filesystems that keep it as an attribute (s3fs retries timeouts five times by
@@ -131,21 +127,22 @@ class FsspecArtifactStore(BaseArtifactStore):
     """
 
     def __init__(self, uri: str, *, storage_options: dict[str, Any] | None = None) -> None:
-        m = _URI.match(uri)
+        clean, user, password = split_userinfo(uri)
+        m = _URI.match(clean)
         if not m:
             raise UnsupportedSchemeError(f"{mask_secrets(uri)!r} is not a URI of the form scheme://bucket/prefix/")
         scheme = m.group("scheme").lower()
         cls = filesystem_class(scheme)
         options = dict(storage_options or {})
-        userinfo = m.group("userinfo")
-        if userinfo:
-            user, _, password = userinfo.partition(":")
+        if user is not None:
             if scheme in ("s3", "s3a"):
                 options.setdefault("key", user)
-                options.setdefault("secret", password)
+                if password is not None:
+                    options.setdefault("secret", password)
             else:
                 options.setdefault("username", user)
-                options.setdefault("password", password)
+                if password is not None:
+                    options.setdefault("password", password)
         if scheme in _LISTING_CACHED:
             # A store must see objects other processes wrote a moment ago.
             options.setdefault("use_listings_cache", False)
@@ -156,7 +153,7 @@ class FsspecArtifactStore(BaseArtifactStore):
             raise MissingDependencyError(f"the {scheme!r} store needs an optional package: {_INSTALL_HINT}") from None
         except (TypeError, ValueError) as exc:
             raise StoreError(
-                f"cannot open the {scheme!r} store {mask_secrets(uri)!r}: {mask_secrets(str(exc))}"
+                f"cannot open the {scheme!r} store {mask_secrets(clean)!r}: {mask_secrets(str(exc))}"
             ) from None
         if retries is not None and hasattr(self.fs, "retries"):
             self.fs.retries = retries
@@ -175,23 +172,49 @@ class FsspecArtifactStore(BaseArtifactStore):
         """Check that the bucket of an S3 or GCS store exists and answers.
 
         Raises:
-            StoreUnreachableError: the bucket does not exist, or the endpoint, the credentials
-                or the network fail.
+            StoreNotFoundError: the bucket does not exist.
+            StoreCredentialsError: no credentials, or they were rejected.
+            StorePermissionError: access to the bucket is denied.
+            StoreUnreachableError: the endpoint or the network fail.
+            InvalidStoreURIError: the bucket name is not valid.
         """
+        self._check_bucket("reach")
+
+    def _check_bucket(self, action: str) -> None:
+        """Raise the StoreError saying why the bucket of an S3 or GCS store cannot be used for ``action``."""
         if self.scheme not in _BUCKETED:
             return
         bucket = self.root.split("/", 1)[0]
         try:
             self.fs.info(bucket)
-        except FileNotFoundError:
-            raise StoreUnreachableError(
-                f"{self.base_uri!r}: bucket {bucket!r} does not exist; create it or use another bucket"
-            ) from None
-        except Exception as exc:  # network, credentials, endpoint: all mean "cannot reach it"
-            raise StoreUnreachableError(
-                f"{self.base_uri!r} cannot be reached: {mask_secrets(str(exc))[:300]}; "
-                "check the endpoint, credentials and network"
-            ) from None
+        except Exception as exc:
+            # A HEAD of a missing bucket answers a bare 404.
+            missing = "store-missing" if failure_kind(exc) == "not-found" else None
+            raise storage_error(exc, self.base_uri, action=action, kind=missing) from exc
+
+    def check_exists(self) -> None:
+        """Check that the store is there to read: its bucket exists, and something is stored under its prefix.
+
+        A store rooted at a bucket exists when the bucket does; one rooted at a prefix when
+        anything is stored under it (object stores have no directories).
+
+        Raises:
+            StoreNotFoundError: the bucket does not exist, or nothing is stored under the prefix.
+            StoreError: a subclass saying why the store cannot be reached (see
+                :meth:`check_reachable`).
+        """
+        self._check_bucket("read")
+        bucket = self.root.split("/", 1)[0]
+        if self.scheme in _BUCKETED and self.root == bucket:
+            return
+        try:
+            found = self.fs.find(self.root, maxdepth=None, withdirs=False)
+        except Exception as exc:
+            if failure_kind(exc) != "not-found":
+                raise storage_error(exc, self.base_uri, action="list") from exc
+            found = []
+        if not found:
+            raise StoreNotFoundError(f"nothing is stored under {self.base_uri!r}; check the URI")
 
     def uri_for(self, key: str) -> str:
         """Return the full URI of ``key`` (``s3://bucket/prefix/key``)."""
@@ -209,43 +232,70 @@ class FsspecArtifactStore(BaseArtifactStore):
     def _open_read(self, key: str) -> BinaryIO:
         try:
             fh: BinaryIO = self.fs.open(self._path(key), "rb")
-        except (FileNotFoundError, IsADirectoryError):
+        except IsADirectoryError:
             raise ArtifactNotFoundError(f"no file is stored at {self.uri_for(key)!r}") from None
-        except (OSError, ValueError) as exc:
-            raise _backend_error("read", self.uri_for(key), exc) from None
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                raise ArtifactNotFoundError(f"no file is stored at {self.uri_for(key)!r}") from None
+            raise storage_error(exc, self.uri_for(key), action="read") from exc
         return fh
 
     def _is_file(self, key: str) -> bool:
+        # Not fs.isfile: it answers False for every error (no credentials, no network).
         try:
-            return bool(self.fs.isfile(self._path(key)))
-        except FileNotFoundError:
-            return False
-        except (OSError, ValueError) as exc:
-            raise _backend_error("look up", self.uri_for(key), exc) from None
+            info = self.fs.info(self._path(key))
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                return False
+            raise storage_error(exc, self.uri_for(key), action="look up") from exc
+        return bool(info.get("type") == "file")
 
     def _list_files(self, dir_key: str) -> list[str]:
         top = self._path(dir_key) if dir_key else self.root
         try:
             found = self.fs.find(top, detail=True)
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise _backend_error("list", self.uri_for(dir_key) if dir_key else self.base_uri, exc) from None
-        start = len(self.root) + 1 if self.root else 0
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                return []
+            raise storage_error(exc, self.uri_for(dir_key) if dir_key else self.base_uri, action="list") from exc
         out = []
         for name, info in found.items():
             if info.get("type") != "file":
                 continue
-            path = name.lstrip("/") if not self.root.startswith("/") else name
-            rel = path[start:]
+            rel = self._relative(name)
             if rel and not name.endswith("/"):
                 out.append(rel)
         return out
 
+    def _relative(self, name: str) -> str:
+        """The key of a path fsspec listed under the root."""
+        path = name.lstrip("/") if not self.root.startswith("/") else name
+        return path[len(self.root) + 1 if self.root else 0 :]
+
+    def _sizes(self, keys: list[str]) -> dict[str, int]:
+        """Sizes from one recursive listing of the keys' common directory (one request on S3 and GCS)."""
+        if not keys:
+            return {}
+        common = keys[0].rsplit("/", 1)[0] if "/" in keys[0] else ""
+        for key in keys[1:]:
+            while common and not key.startswith(common + "/"):
+                common = common.rsplit("/", 1)[0] if "/" in common else ""
+        top = self._path(common) if common else self.root
+        try:
+            found = self.fs.find(top, detail=True)
+        except Exception as exc:
+            raise storage_error(exc, self.uri_for(common) if common else self.base_uri, action="list") from exc
+        wanted = set(keys)
+        sizes = {
+            rel: int(info.get("size") or 0) for name, info in found.items() if (rel := self._relative(name)) in wanted
+        }
+        missing = [key for key in keys if key not in sizes]
+        return {**sizes, **super()._sizes(missing)} if missing else sizes
+
     def _delete_file(self, key: str) -> None:
         try:
             self.fs.rm_file(self._path(key))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            raise _backend_error("delete", self.uri_for(key), exc) from None
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                return
+            raise storage_error(exc, self.uri_for(key), action="delete") from exc

@@ -5,17 +5,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
 from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
+    InvalidStoreURIError,
     StoreError,
+    StoreNotFoundError,
+    StorePermissionError,
     StoreUnreachableError,
     UnreadableArtifactError,
     os_error,
 )
+from scalable.failures import storage_error
 from scalable.stores.base import ArtifactKind, BaseArtifactStore, Upload
 
 __all__ = ["LocalArtifactStore", "unwritable_ancestor"]
@@ -144,6 +149,33 @@ class LocalArtifactStore(BaseArtifactStore):
             raise StoreUnreachableError(
                 f"{str(self.root)!r} cannot be written ({blocker} is not a writable directory); "
                 "make it writable or choose another directory"
+            )
+
+    def check_exists(self) -> None:
+        """Check that the root is an existing directory.
+
+        Raises:
+            StoreNotFoundError: the root does not exist.
+            InvalidStoreURIError: the root, or one of its parents, is a file.
+            StorePermissionError: the root cannot be read.
+        """
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise StoreNotFoundError(
+                f"no artifact store at {self.base_uri!r}: the directory {str(self.root)!r} does not exist; "
+                "check the path (nothing has been stored there)"
+            ) from None
+        except OSError as exc:
+            raise storage_error(exc, self.base_uri, action="open") from exc
+        if not stat.S_ISDIR(st.st_mode):
+            raise InvalidStoreURIError(
+                f"no artifact store at {self.base_uri!r}: {str(self.root)!r} is a file, not a directory; "
+                "give the store's root directory"
+            )
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise StorePermissionError(
+                f"cannot read the artifact store {self.base_uri!r}: permission denied; check the directory's permissions"
             )
 
     def uri_for(self, key: str) -> str:

@@ -57,7 +57,7 @@ def test_ls_formats(cli: CliInvoker, isolated: Path) -> None:
     table = cli("artifacts", "ls", "store")
     assert "model/a.txt" in table.stdout and "model/sub/b.txt" in table.stdout
     csv = cli("artifacts", "ls", "store", "--format", "csv", "--prefix", "model/sub/")
-    assert csv.stdout.splitlines()[0] == "key,uri"
+    assert csv.stdout.splitlines()[0] == "key,size_bytes,digest,uri"
     assert csv.stdout.splitlines()[1].startswith("model/sub/b.txt,")
     rows: list[dict[str, Any]] = json.loads(cli("artifacts", "ls", "store", "--format", "json").stdout)
     assert [r["key"] for r in rows] == ["model/a.txt", "model/sub/b.txt"]

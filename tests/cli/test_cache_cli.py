@@ -45,8 +45,9 @@ def test_stats_reports_entries_bytes_and_hit_ratio_per_function(cli: CliInvoker)
     assert (t["entries"], t["hits"], t["misses"], t["hit_ratio"]) == (1, 0, 1, 0.0)
 
 
-def test_stats_on_an_empty_cache_prints_no_rows(cli: CliInvoker) -> None:
-    """With nothing cached and no events, stats prints an empty table, not an error."""
+def test_stats_on_an_empty_cache_prints_no_rows(cli: CliInvoker, isolated: Path) -> None:
+    """With an empty cache directory and no events, stats prints an empty table, not an error."""
+    (isolated / ".scalable" / "cache").mkdir(parents=True)
     result = cli("cache", "stats")
     assert result.exit_code == 0
     assert "(no rows)" in result.stdout

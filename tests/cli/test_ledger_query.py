@@ -101,8 +101,9 @@ def test_a_missing_runs_directory_given_explicitly_exits_2(cli: CliInvoker) -> N
     assert "no/such/dir" in result.stderr and "does not exist" in result.stderr
 
 
-def test_query_on_an_empty_ledger_prints_no_rows(cli: CliInvoker) -> None:
-    """With nothing recorded yet, a query answers with an empty table."""
+def test_query_on_an_empty_ledger_prints_no_rows(cli: CliInvoker, isolated: Path) -> None:
+    """With an empty runs directory, a query answers with an empty table."""
+    (isolated / ".scalable" / "runs").mkdir(parents=True)
     result = cli("ledger", "query", "SELECT * FROM artifacts")
     assert result.exit_code == 0 and "(no rows)" in result.stdout
 
@@ -129,6 +130,7 @@ def test_version_and_debug(cli: CliInvoker) -> None:
     from scalable import __version__
 
     assert __version__ in cli("--version").stdout
+    Path(".scalable/runs").mkdir(parents=True)
     with pytest.raises(Exception, match="does not parse"):
         cli("--debug", "ledger", "query", "SELEC")
 

@@ -262,7 +262,7 @@ def test_concurrent_commit_of_one_generation_conflicts(isolated: Path) -> None:
     """Two compactions committing the same generation: the second gets CompactionConflictError."""
     location = LocalLocation(isolated / "runs", isolated / "ledger")
     commit_generation(location, Generation(version=1))
-    with pytest.raises(CompactionConflictError, match="run compact again"):
+    with pytest.raises(CompactionConflictError, match="run scalable ledger compact again"):
         commit_generation(location, Generation(version=1))
 
 

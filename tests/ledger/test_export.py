@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,9 +61,11 @@ def test_a_registered_format_reaches_the_api_the_cli_and_export(
     assert shown.exit_code == 0, shown.output
     assert shown.stdout == expected
     target = tmp_path / "all.edges"
-    written = cli("ledger", "export", f"--{toy}", str(target))
+    written = cli("ledger", "export", f"--{toy}", str(target), "--format", "json")
     assert written.exit_code == 0, written.output
-    assert written.stdout == f"wrote {target}\n"
+    assert json.loads(written.stdout) == [
+        {"format": toy, "path": str(target), "bytes": target.stat().st_size, "summary": f"wrote {target}"}
+    ]
     assert target.read_text() == edge_lines(ledger.lineage(None))
     assert f"--{toy} FILE" in cli("ledger", "export", "--help").stdout
 

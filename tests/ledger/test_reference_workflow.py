@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -150,9 +151,10 @@ def test_replay_restores_bit_identical_and_warms_an_empty_cache_from_s3(
     output.unlink()
     monkeypatch.setenv("SCALABLE_CACHE_DIR", str(isolated / "machine-b-cache"))  # machine B: empty cache
     bus.reset_default()
-    result = cli("ledger", "replay", run_id, "--into", "restored", "--warm-cache")
+    result = cli("ledger", "replay", run_id, "--into", "restored", "--warm-cache", "--format", "json")
     assert result.exit_code == 0, result.output
-    assert "warmed 1 cache entry" in result.stdout
+    (summary,) = json.loads(result.stdout)
+    assert (summary["restored"], summary["warmed"], summary["missing_remote"]) == (1, 1, 0)
     assert (isolated / "restored" / "runs" / run_id / "c.txt").read_bytes() == original
     COMPUTED.clear()
     with ScalableSession.from_yaml("scalable.yaml", target="local") as session:

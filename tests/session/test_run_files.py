@@ -241,6 +241,5 @@ def test_report_without_a_run_is_one_line_and_exit_2(isolated: Path, cli) -> Non
         assert result.stdout == "" and len(result.stderr.splitlines()) == 1
         assert result.stderr.startswith(message)
     missing = cli("report", "--latest", "--runs-dir", "nowhere")
-    assert missing.exit_code == 2 and missing.stderr.startswith(
-        f"error: runs directory '{isolated / 'nowhere'}' does not exist"
-    )
+    assert missing.exit_code == 2 and missing.stderr.startswith(f"error: no ledger at '{isolated / 'nowhere'}'")
+    assert "the runs directory (--runs-dir or SCALABLE_RUNS_DIR) does not exist" in missing.stderr

@@ -17,11 +17,13 @@ import pytest
 from scalable import ScalableSession, cacheable
 from scalable.errors import (
     ArtifactNotFoundError,
+    ConfigError,
     IntegrityError,
     InvalidKeyError,
     LedgerWriteError,
     ManifestError,
     SessionError,
+    StoreNotFoundError,
     StoreUnreachableError,
 )
 from scalable.ledger import bus
@@ -366,13 +368,12 @@ def test_unwritable_default_storage_fails_at_start(isolated: Path) -> None:
     assert session.state == "new"
 
 
-def test_unwritable_runs_dir_fails_at_start_and_leaves_nothing_active(manifest: Path) -> None:
-    """A runs directory that cannot be written fails start() by name and activates nothing."""
+def test_runs_dir_under_a_file_fails_by_name_and_leaves_nothing_active(manifest: Path) -> None:
+    """A runs directory under a file is refused when the session is made, by name, and activates nothing."""
     Path("blocker").write_text("a file, not a directory")
     before = bus.active()
-    session = ScalableSession.from_yaml(manifest, runs_dir="blocker/runs")
-    with pytest.raises(LedgerWriteError, match=r"runs directory '.*blocker/runs' cannot be written.*SCALABLE_RUNS_DIR"):
-        session.start()
+    with pytest.raises(ConfigError, match=r"runs_dir='blocker/runs' is under '.*blocker', a file, not a directory"):
+        ScalableSession.from_yaml(manifest, runs_dir="blocker/runs")
     assert bus.active() is before
     assert isinstance(LedgerWriteError("x"), PermissionError)
 
@@ -451,7 +452,7 @@ def test_put_and_reachability_on_s3(
     monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", "s3://no-such-bucket-here/runs/")
     session = ScalableSession.from_yaml(manifest)
     with pytest.raises(
-        StoreUnreachableError, match=r"s3://no-such-bucket-here/runs/.*bucket 'no-such-bucket-here' does not exist"
+        StoreNotFoundError, match=r"s3://no-such-bucket-here/runs/.*bucket 'no-such-bucket-here' does not exist"
     ):
         session.start()
     monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", f"s3://{bucket}/runs/")
@@ -476,7 +477,7 @@ def test_unreachable_endpoint_fails_at_start_with_masked_uri(manifest: Path, mon
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("SCALABLE_DEFAULT_STORAGE", "s3://AKIAEXAMPLE:hunter2@bucket/runs/")
     session = ScalableSession.from_yaml(manifest)
-    with pytest.raises(StoreUnreachableError, match="cannot be reached") as info:
+    with pytest.raises(StoreUnreachableError, match="default storage cannot reach") as info:
         session.start()
     assert "hunter2" not in str(info.value)
     assert "bucket/runs/" in str(info.value)

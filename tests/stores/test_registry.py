@@ -80,7 +80,9 @@ def test_the_cli_puts_and_lists_through_a_registered_scheme(toy: str, cli: CliIn
     (row,) = json.loads(put.stdout)
     assert row["uri"] == f"toy://{isolated}/shelf/out.csv" and row["size_bytes"] == 4
     ls = cli("artifacts", "ls", f"toy://{isolated}/shelf/", "--format", "json")
-    assert json.loads(ls.stdout) == [{"key": "out.csv", "uri": f"toy://{isolated}/shelf/out.csv"}]
+    assert json.loads(ls.stdout) == [
+        {"key": "out.csv", "size_bytes": 4, "digest": row["digest"], "uri": f"toy://{isolated}/shelf/out.csv"}
+    ]
     get = cli("artifacts", "get", f"toy://{isolated}/shelf/out.csv", "back.csv", "--verify")
     assert get.exit_code == 0 and Path("back.csv").read_text() == "a,b\n"
 

@@ -56,13 +56,13 @@ def test_multipart_upload_commits_whole_object(s3_bucket: tuple[str, dict[str, A
 
 def test_check_reachable_names_a_missing_bucket(s3_bucket: tuple[str, dict[str, Any]], s3_server: str) -> None:
     """check_reachable passes for an existing bucket and names a missing one, before anything is stored."""
-    from scalable.errors import StoreUnreachableError
+    from scalable.errors import StoreNotFoundError
 
     bucket, options = s3_bucket
     build_artifact_store(f"s3://{bucket}/x/", **options).check_reachable()
     store = build_artifact_store("s3://no-such-bucket-here/x/", client_kwargs={"endpoint_url": s3_server})
     with pytest.raises(
-        StoreUnreachableError, match=r"'s3://no-such-bucket-here/x/': bucket 'no-such-bucket-here' does not exist"
+        StoreNotFoundError, match=r"'s3://no-such-bucket-here/x/': the bucket 'no-such-bucket-here' does not exist"
     ):
         store.check_reachable()
 
