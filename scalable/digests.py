@@ -22,6 +22,7 @@ nothing of scalable besides :mod:`scalable.errors`, so every layer may use it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -68,10 +69,12 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     be mapped (a pipe, a special file) is read instead.
 
     Raises:
+        UnsafeArtifactError: ``path`` is a fifo, socket or device (it is never opened: reading
+            one could block forever or never end).
         OSError: the file cannot be opened or read (``FileNotFoundError``,
             ``IsADirectoryError``, ``PermissionError``...); callers turn it into their error.
     """
-    with open(path, "rb") as fh:
+    with open(_open_regular(path), "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         h = hashlib.sha256()
         if size == 0:
@@ -89,6 +92,24 @@ def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
         except (ValueError, OSError):  # not mappable: read instead
             fh.seek(0)
             return sha256_stream(fh, _MAP_CHUNK)
+
+
+def _open_regular(path: str | os.PathLike[str]) -> int:
+    """Open a regular file for reading; refuse anything else before opening it (and again after)."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        # O_NONBLOCK: if a fifo is swapped in after the check, the open does not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            return fd
+        os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    raise UnsafeArtifactError(
+        f"{os.fspath(path)!r} is not a regular file (a fifo, socket or device); only regular files "
+        "and directories can be hashed or recorded"
+    )
 
 
 def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
@@ -205,7 +226,8 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
 
     Raises:
         ArtifactNotFoundError: ``path`` (or a file inside it) does not exist.
-        UnsafeArtifactError: a directory holds a link out of it or a special file.
+        UnsafeArtifactError: ``path`` is a fifo, socket or device (never opened), or a
+            directory holds a link out of it or such a file.
         StoreError: something cannot be read.
     """
     local = Path(path)

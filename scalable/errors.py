@@ -26,6 +26,7 @@ __all__ = [
     "IntegrityError",
     "InvalidKeyError",
     "InvalidStoreURIError",
+    "KeyConflictError",
     "LedgerError",
     "LedgerNotFoundError",
     "LedgerWriteError",
@@ -38,6 +39,7 @@ __all__ = [
     "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
+    "RestoreError",
     "RunNotFoundError",
     "ScalableError",
     "SessionError",
@@ -183,13 +185,26 @@ class UnsupportedSchemeError(StoreError, ValueError):
 
 
 class UnsafeArtifactError(StoreError, ValueError):
-    """A directory holds something that cannot be stored safely (a link out, a fifo)."""
+    """Something cannot be stored or read safely: a link out of a tree or inside a store root, a fifo, a device."""
+
+
+class KeyConflictError(StoreError, FileExistsError):
+    """A put would nest an artifact inside another one, or put a file where a directory is (or the reverse)."""
 
 
 class IntegrityError(StoreError, ValueError):
     """Stored bytes no longer hash to their recorded digest."""
 
     exit_code = 1
+
+
+class RestoreError(IntegrityError):
+    """A replay restored every artifact it could; some were missing, unreadable or did not verify.
+
+    ``result`` is the replay's result (its ``failed`` list names each artifact not restored).
+    """
+
+    result: object = None
 
 
 class CacheError(ScalableError):

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import yaml
 
@@ -55,6 +54,7 @@ from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
 from scalable.targets import Deployment, Runner, TaskEnv, recorded_only, scale_plan, start_runner
 from scalable.targets.tasks import error_text, failed_event
+from scalable.uris import is_remote, local_path, path_to_uri
 
 __all__ = ["ScalableSession", "TaskSession"]
 
@@ -67,24 +67,23 @@ REMOTE_SYNC_INTERVAL_S = 30.0
 # --- artifacts -----------------------------------------------------------------------------------
 
 
-def _is_remote(location: str) -> bool:
-    return "://" in location and not location.startswith("file://")
-
-
-def _local_path(location: str | os.PathLike[str]) -> Path:
-    text = os.fspath(location)
-    if text.startswith("file://"):
-        return Path(unquote(urlparse(text).path))
-    return Path(os.path.abspath(Path(text).expanduser()))
-
-
 def _input_ref(value: str | os.PathLike[str]) -> str:
+    """An input as lineage records it: a digest or remote URI as given, a local one as its file URI."""
     text = os.fspath(value)
-    if _is_remote(text) or text.startswith("file://"):
+    if is_remote(text):
         return text
     if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
         return text  # a digest
-    return _local_path(text).as_uri()
+    return path_to_uri(local_path(text))
+
+
+def _nonempty(path: str | os.PathLike[str], what: str) -> str:
+    text = os.fspath(path)
+    if not text.strip():
+        raise ArtifactNotFoundError(
+            f"the {what} path is empty ({text!r}); give a file or directory, or '.' for the current directory"
+        )
+    return text
 
 
 def _check_runs_dir(path: Path) -> None:
@@ -179,21 +178,26 @@ class TaskSession:
             raise SessionError(
                 "record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')"
             )
-        if path is not None and location is None and _is_remote(os.fspath(path)):
+        if path is not None and location is None and is_remote(os.fspath(path)):
             location, path = os.fspath(path), None  # a URI given positionally is a location
         local: Path | None = None
         if path is not None:
-            local = _local_path(path)
+            local = local_path(_nonempty(path, "artifact"))
             if not local.exists():
                 raise ArtifactNotFoundError(
                     f"artifact {os.fspath(path)!r} does not exist ({local}); write it before recording it"
                 )
-        elif location is not None and not _is_remote(os.fspath(location)):
-            candidate = _local_path(location)
+        elif location is not None and not is_remote(os.fspath(location)):
+            candidate = local_path(_nonempty(location, "location"))
             local = candidate if candidate.exists() else None
-        where = os.fspath(location) if location is not None else (local.as_uri() if local else "")
-        if local is None and not _is_remote(where) and not where.startswith("file://"):
-            where = _local_path(where).as_uri()
+        # A remote location is recorded as given; a local one as the file URI of its path.
+        if location is None:
+            assert local is not None
+            where = path_to_uri(local)
+        elif is_remote(os.fspath(location)):
+            where = os.fspath(location)
+        else:
+            where = path_to_uri(local_path(location))
         measured_kind: str | None = None
         if local is not None:
             measured_kind, measured_size, measured_digest = measure_path(local)
@@ -243,9 +247,10 @@ class TaskSession:
             InvalidKeyError: ``key`` escapes the run's prefix (``..``, NUL...).
             StoreError: the store failed.
         """
+        source = _nonempty(local_path, "source")
         self._ready()
-        name = key if key is not None else _local_path(local_path).name
-        return self.store.put(local_path, f"runs/{self.run_id}/{name.lstrip('/')}", kind=kind)
+        name = key if key is not None else os.path.basename(os.path.abspath(os.path.expanduser(source)))
+        return self.store.put(source, f"runs/{self.run_id}/{name.lstrip('/')}", kind=kind)
 
 
 # --- the session -----------------------------------------------------------------------------------

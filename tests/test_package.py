@@ -10,7 +10,7 @@ from scalable import errors
 from tests.helpers import ROOT, run_python
 
 # Which scalable subpackages each layer may import (cli -> session -> targets, cache, stores -> ledger).
-_BASE = {"errors", "settings", "logs", "digests", "failures"}
+_BASE = {"errors", "settings", "logs", "digests", "failures", "uris"}
 _LAYERS = {
     "ledger": {"ledger", *_BASE},
     "stores": {"stores", "ledger", *_BASE},
@@ -26,6 +26,7 @@ _LAYERS = {
     "settings": {"settings", "errors"},
     "logs": {"logs", "settings", "errors"},
     "digests": {"digests", "errors"},
+    "uris": {"uris", "errors"},
     "failures": {"failures", "errors", "logs", "settings"},
     "errors": {"errors"},
 }

@@ -26,13 +26,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.cache.codec import SAFE_FORMATS, decode, encode
-from scalable.cache.tiers import RemoteTier
+from scalable.cache.codec import decode, encode
+from scalable.cache.tiers import RemoteTier, refuse_unsigned_pickle
 from scalable.errors import ArtifactNotFoundError, CachePayloadError, CacheSignatureError, ScalableError
 from scalable.ledger import bus
 from scalable.logs import get_logger, mask_secrets
@@ -49,8 +48,6 @@ _log = get_logger("scalable.artifacts.cache")
 MAGIC: Final = b"scalable-remote-cache/1\n"
 _SIGN_PREFIX: Final = b"scalable-remote-cache-header/1\0"
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True).encode
-_warned_pickle = False
-_warn_lock = threading.Lock()
 
 
 def _sign(header: dict[str, Any], key: bytes) -> str:
@@ -72,7 +69,9 @@ class RemoteCacheBackend:
     def __init__(self, uri: str, **storage_options: Any) -> None:
         self._uri = uri
         self._hmac_key = load_settings().cache_hmac_key
-        self._store: ArtifactStore = RemoteTier(uri, **storage_options).store
+        self._tier = RemoteTier(uri, **storage_options)
+        self._remote = self._tier.display
+        self._store: ArtifactStore = self._tier.store
         if isinstance(self._store, LocalArtifactStore):
             Path(self._store.root).mkdir(parents=True, exist_ok=True)
 
@@ -82,7 +81,7 @@ class RemoteCacheBackend:
         return self._uri
 
     def __repr__(self) -> str:
-        return f"RemoteCacheBackend({mask_secrets(self._uri)!r})"
+        return f"RemoteCacheBackend({self._remote!r})"
 
     @staticmethod
     def key_for(digest: str) -> str:
@@ -105,7 +104,7 @@ class RemoteCacheBackend:
             pass
         except Exception as exc:  # the remote must never fail the caller
             _log.warning(
-                "cache.remote_backend.get_failed", remote=mask_secrets(self._uri), digest=digest, error=_brief(exc)
+                "cache.remote_backend.get_failed", remote=self._remote, digest=digest, error=_brief(exc, self._tier)
             )
         else:
             try:
@@ -116,13 +115,11 @@ class RemoteCacheBackend:
                     value = decode(fmt, body, allow_pickle=signed)
                     found = True
             except CacheSignatureError as exc:
-                _log.error(
-                    "cache.security.payload_refused", remote=mask_secrets(self._uri), digest=digest, reason=str(exc)
-                )
+                _log.error("cache.security.payload_refused", remote=self._remote, digest=digest, reason=str(exc))
             except CachePayloadError as exc:
                 _log.warning(
                     "cache.remote_backend.payload_refused",
-                    remote=mask_secrets(self._uri),
+                    remote=self._remote,
                     digest=digest,
                     reason=str(exc),
                 )
@@ -133,7 +130,7 @@ class RemoteCacheBackend:
                 "key_digest": digest,
                 "hit": found,
                 "duration_s": time.perf_counter() - start,
-                "attrs": {"backend": "RemoteCacheBackend", "remote": mask_secrets(self._uri), "format": fmt},
+                "attrs": {"backend": "RemoteCacheBackend", "remote": self._remote, "format": fmt},
             }
         )
         return value if found else None
@@ -155,7 +152,7 @@ class RemoteCacheBackend:
             )
         except Exception as exc:  # the remote must never fail the caller
             _log.warning(
-                "cache.remote_backend.put_failed", remote=mask_secrets(self._uri), digest=digest, error=_brief(exc)
+                "cache.remote_backend.put_failed", remote=self._remote, digest=digest, error=_brief(exc, self._tier)
             )
             return False
         bus.publish(
@@ -167,7 +164,7 @@ class RemoteCacheBackend:
                 "digest": sha,
                 "size_bytes": len(body),
                 "duration_s": time.perf_counter() - start,
-                "attrs": {"backend": "RemoteCacheBackend", "remote": mask_secrets(self._uri), "format": fmt},
+                "attrs": {"backend": "RemoteCacheBackend", "remote": self._remote, "format": fmt},
             }
         )
         return True
@@ -216,20 +213,11 @@ class RemoteCacheBackend:
 
     def _refuse_pickle(self, digest: str) -> None:
         """Log (once per process at warning level) that an unsigned pickled entry was not loaded."""
-        global _warned_pickle
-        with _warn_lock:
-            first, _warned_pickle = not _warned_pickle, True
-        (_log.warning if first else _log.debug)(
-            "cache.remote_backend.pickle_refused",
-            remote=mask_secrets(self._uri),
-            digest=digest,
-            hint="a pickled value loads only when signed: set SCALABLE_CACHE_HMAC_KEY on every machine sharing the "
-            f"cache; values of these formats load without it: {', '.join(sorted(SAFE_FORMATS))}",
-        )
+        refuse_unsigned_pickle("cache.remote_backend.pickle_refused", remote=self._remote, digest=digest)
 
 
-def _brief(exc: BaseException) -> str:
-    return mask_secrets(f"{type(exc).__name__}: {exc}")[:300]
+def _brief(exc: BaseException, tier: RemoteTier) -> str:
+    return tier.scrub(f"{type(exc).__name__}: {exc}")[:300]
 
 
 def get_remote_cache_backend() -> RemoteCacheBackend | None:
@@ -241,12 +229,13 @@ def get_remote_cache_backend() -> RemoteCacheBackend | None:
     try:
         uri = load_settings().cache_remote
     except ScalableError as exc:
-        _log.warning("cache.remote_backend.unavailable", error=_brief(exc))
+        _log.warning("cache.remote_backend.unavailable", error=mask_secrets(str(exc))[:300])
         return None
     if not uri:
         return None
     try:
         return RemoteCacheBackend(uri)
     except Exception as exc:
-        _log.warning("cache.remote_backend.unavailable", remote=mask_secrets(uri), error=_brief(exc))
+        shown = RemoteTier(uri)
+        _log.warning("cache.remote_backend.unavailable", remote=shown.display, error=_brief(exc, shown))
         return None

@@ -121,7 +121,9 @@ def decode(fmt: str, data: bytes, *, allow_pickle: bool) -> Any:
         if fmt == "bytes":
             return bytes(data)
         if fmt == "json":
-            return _from_json(_loads(data.decode("ascii")))
+            text = data.decode("ascii")
+            # Tags and reserved keys all start with '"$'; without one, plain JSON is the value.
+            return _loads(text) if '"$' not in text else _from_json(_loads(text))
         if fmt in ("npy", "npy-scalar"):
             array = _read_npy(data)
             return array[()] if fmt == "npy-scalar" else array

@@ -1,21 +1,25 @@
-"""The cache payload envelope: versioned header, SHA-256 of the pickle, optional HMAC.
+"""The cache payload envelope: versioned header, the value in a named format, SHA-256, optional HMAC.
 
 Layout of one entry (the same bytes in the local and the remote tier)::
 
     b"SCC" | format version (1 byte) | header length (4 bytes, big endian)
-          | SHA-256 of the header (32 bytes) | header | pickle
+          | SHA-256 of the header (32 bytes) | header | body
 
-The header is compact JSON with sorted keys: ``sha256`` and ``size`` of the pickle, the
-``key`` of the entry, the ``function`` name, the ``writer_run`` (the run whose ``cache/write``
-event produced it) and ``created`` time; with ``SCALABLE_CACHE_HMAC_KEY`` set, ``hmac`` is the
-HMAC-SHA256 of the header without ``hmac``. The header names the pickle's digest and the
-entry's key, so the signature covers the value and binds it to its key (a signed payload
-copied under another key is refused).
+The body is the value encoded by :mod:`scalable.cache.codec`: JSON, ``.npy``, Arrow IPC or raw
+bytes for common values (formats that cannot run code when read), a pickle only for values of
+other types. The header is compact JSON with sorted keys: the body's ``format``, ``sha256`` and
+``size``, the ``key`` of the entry, the ``function`` name, the ``writer_run`` (the run whose
+``cache/write`` event produced it) and ``created`` time; with ``SCALABLE_CACHE_HMAC_KEY`` set,
+``hmac`` is the HMAC-SHA256 of the header without ``hmac``. The header names the body's digest
+and format and the entry's key, so the signature covers the value and binds it to its key (a
+signed payload copied under another key is refused).
 
-Reading checks, in this order, before anything is unpickled: magic and version, the header's
-own SHA-256, key, length and SHA-256 of the pickle, then (with a key set) the signature. Any failure raises
-:class:`~scalable.errors.CachePayloadError` (a bad or missing signature:
-:class:`~scalable.errors.CacheSignatureError`), which the tiers treat as a miss.
+Reading checks, in this order, before anything is decoded: magic and version, the header's
+own SHA-256, key, length and SHA-256 of the body, then (with a key set) the signature. Any
+failure raises :class:`~scalable.errors.CachePayloadError` (a bad or missing signature:
+:class:`~scalable.errors.CacheSignatureError`), which the tiers treat as a miss. Whether a
+pickled body may then be loaded is the reader's decision (:func:`load_value`): the cache loads
+one only from its local tier or when the entry is signed.
 """
 
 from __future__ import annotations
@@ -23,18 +27,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import pickle
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from scalable.cache.codec import decode, encode
 from scalable.errors import CachePayloadError, CacheSignatureError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Envelope", "open_envelope", "seal_value"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Envelope", "load_value", "open_envelope", "seal_value"]
 
 MAGIC = b"SCC"
-FORMAT_VERSION = 1
+#: Version 2: the body is in a named codec format (version 1 held a pickle; such entries are
+#: refused and recomputed).
+FORMAT_VERSION = 2
 _HEAD = struct.Struct(">3sBI32s")
 _SIGN_PREFIX = b"scalable-cache-payload/1\0"
 _loads = json.JSONDecoder().decode
@@ -48,6 +54,7 @@ class Envelope:
     data: bytes
     digest: str
     size_bytes: int
+    format: str
 
 
 def _sign(header: dict[str, Any], hmac_key: bytes) -> str:
@@ -64,41 +71,60 @@ def seal_value(
     hmac_key: bytes | None,
     extra: Mapping[str, Any] | None = None,
 ) -> Envelope:
-    """Pickle ``value`` and wrap it in an envelope (signed when ``hmac_key`` is given).
+    """Encode ``value`` (a safe format where one holds it) and wrap it in an envelope (signed when ``hmac_key`` is given).
 
     ``extra`` adds JSON-serializable fields to the (signed) header.
 
     Raises:
-        CachePayloadError: the value cannot be pickled; the message names the function.
+        CachePayloadError: the value needs pickle and cannot be pickled; the message names the function.
     """
     try:
-        pickled = pickle.dumps(value, protocol=5)
-    except Exception as exc:
-        raise CachePayloadError(
-            f"the return value of {function} ({type(value).__qualname__}) cannot be pickled, so it is not cached: {exc}"
-        ) from None
-    digest = hashlib.sha256(pickled).hexdigest()
+        fmt, body = encode(value)
+    except CachePayloadError as exc:
+        raise CachePayloadError(f"the return value of {function} is not cached: {exc}") from None
+    digest = hashlib.sha256(body).hexdigest()
     header: dict[str, Any] = {
         **(extra or {}),
         "created": created,
+        "format": fmt,
         "function": function,
         "key": key,
         "sha256": digest,
-        "size": len(pickled),
+        "size": len(body),
         "writer_run": writer_run,
     }
     if hmac_key:
         header["hmac"] = _sign(header, hmac_key)
     head = _dumps(header).encode()
     return Envelope(
-        _HEAD.pack(MAGIC, FORMAT_VERSION, len(head), hashlib.sha256(head).digest()) + head + pickled,
+        _HEAD.pack(MAGIC, FORMAT_VERSION, len(head), hashlib.sha256(head).digest()) + head + body,
         digest,
-        len(pickled),
+        len(body),
+        fmt,
     )
 
 
+def load_value(body: bytes, header: Mapping[str, Any], *, allow_pickle: bool) -> Any:
+    """Decode the body of an opened envelope in the format its header names.
+
+    Args:
+        body: the body :func:`open_envelope` returned.
+        header: the header it returned.
+        allow_pickle: whether a pickled body may be loaded (it can run code): only for bytes
+            the reader trusts (its own local tier, or an entry whose signature was checked).
+
+    Raises:
+        CachePayloadError: a pickled body without ``allow_pickle``, an unknown format, or a
+            body that does not decode.
+    """
+    fmt = header.get("format")
+    if not isinstance(fmt, str):
+        raise CachePayloadError(f"cache entry {header.get('key')} names no value format; refused and recomputed")
+    return decode(fmt, body, allow_pickle=allow_pickle)
+
+
 def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[bytes, dict[str, Any]]:
-    """Check an entry's bytes and return ``(pickle, header)``; nothing is unpickled here.
+    """Check an entry's bytes and return ``(body, header)``; nothing is decoded here.
 
     Args:
         data: the stored entry.
@@ -128,8 +154,8 @@ def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[byt
         raise CachePayloadError(f"cache entry {key} has a corrupt header ({exc}); it will be recomputed") from None
     if header.get("key") != key:
         raise CachePayloadError(f"cache entry {key} was written for key {header.get('key')!r}; refused")
-    pickled = data[end:]
-    if header.get("size") != len(pickled) or hashlib.sha256(pickled).hexdigest() != header.get("sha256"):
+    body = data[end:]
+    if header.get("size") != len(body) or hashlib.sha256(body).hexdigest() != header.get("sha256"):
         raise CachePayloadError(
             f"cache entry {key} does not match its SHA-256 (corrupted or tampered); refused and recomputed"
         )
@@ -140,4 +166,4 @@ def open_envelope(data: bytes, *, key: str, hmac_key: bytes | None) -> tuple[byt
         if not hmac.compare_digest(given, _sign(header, hmac_key)):
             raise CacheSignatureError(f"cache entry {key} has a bad signature; refused")
         header["hmac"] = given
-    return pickled, header
+    return body, header

@@ -2,9 +2,17 @@
 
 :class:`Cache` reads through (local, then remote; a remote hit fills the local tier) and
 writes through (both). Every entry is a sealed payload (:mod:`scalable.cache.payload`),
-checked before it is unpickled; an entry that fails its checks is a miss, and a bad signature
+checked before it is decoded; an entry that fails its checks is a miss, and a bad signature
 is logged as a security event. The remote tier never fails a call: a remote that is down,
 slow or refusing is skipped for a while, with one warning per process.
+
+The trust model: the local tier is this machine's own directory and is trusted; what comes
+from the remote tier is not (anyone who can write to the bucket can put bytes there). Values
+of common types are stored in formats that cannot run code when read (:mod:`scalable.cache.codec`)
+and load from either tier. A pickled value (any other type) loads from the remote tier only
+when ``SCALABLE_CACHE_HMAC_KEY`` is set and the entry's signature verifies; without the key it
+is refused, with one warning per process, and the value is recomputed. With the key set,
+every remote entry must be signed, whatever its format.
 """
 
 from __future__ import annotations
@@ -12,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import pickle
 import re
 import threading
 import time
@@ -22,8 +29,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from scalable.cache.payload import Envelope, open_envelope
+from scalable.cache.codec import SAFE_FORMATS
+from scalable.cache.payload import Envelope, load_value, open_envelope
 from scalable.errors import (
     ArtifactNotFoundError,
     CacheError,
@@ -33,9 +42,10 @@ from scalable.errors import (
     ScalableError,
     os_error,
 )
+from scalable.failures import split_userinfo
 from scalable.ledger.bus import active
 from scalable.ledger.log import Ledger
-from scalable.logs import get_logger
+from scalable.logs import get_logger, mask_secrets
 from scalable.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -49,6 +59,7 @@ __all__ = [
     "LocalTier",
     "RemoteTier",
     "default_cache",
+    "refuse_unsigned_pickle",
     "remote_key",
     "shared_cache",
     "using",
@@ -60,7 +71,21 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Seconds a failed remote is left alone before it is tried again.
 REMOTE_RETRY_AFTER_S = 30.0
 _warned_remote_down = False
+_warned_pickle = False
 _warn_lock = threading.Lock()
+
+
+def refuse_unsigned_pickle(event: str, **fields: Any) -> None:
+    """Log that a pickled value from a remote was not loaded: a warning the first time in the process, then debug."""
+    global _warned_pickle
+    with _warn_lock:
+        first, _warned_pickle = not _warned_pickle, True
+    (_log.warning if first else _log.debug)(
+        event,
+        **fields,
+        hint="a pickled value from a remote loads only when signed: set SCALABLE_CACHE_HMAC_KEY on every machine "
+        f"sharing the cache; values in these formats load without it: {', '.join(sorted(SAFE_FORMATS))}",
+    )
 
 
 def remote_key(function: str, key: str) -> str:
@@ -79,6 +104,28 @@ S3_FAIL_FAST: dict[str, Any] = {
     "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}},
     "retries": 2,
 }
+
+
+#: Storage options whose values are credentials (masked wherever the remote is shown).
+_SECRET_OPTIONS = ("key", "secret", "token", "password", "session_token", "client_secret")
+
+
+def _secrets_of(uri: str, options: Mapping[str, Any]) -> list[str]:
+    """The credentials a remote is given: the URI's user info and secret-looking storage options."""
+    _clean, user, secret = split_userinfo(uri)
+    found = [v for v in (user, secret) if v]
+    for name, value in options.items():
+        if isinstance(value, str) and any(part in name.lower() for part in _SECRET_OPTIONS):
+            found.append(value)
+    # Longest first, each also as the URI spells it (percent-encoded), so no part of one is left.
+    spelled = {s for value in found if len(value) >= 3 for s in (value, quote(value, safe=""))}
+    return sorted(spelled, key=len, reverse=True)
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return mask_secrets(text)
 
 
 def _with_fail_fast_defaults(uri: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,8 +260,15 @@ class RemoteTier:
         self.uri = uri
         self._store = store
         self._options = _with_fail_fast_defaults(uri, storage_options)
+        self._secrets = _secrets_of(uri, storage_options)
+        #: the URI as logs and errors show it: no credentials
+        self.display = self.scrub(uri)
         self._down_until = 0.0
         self._lock = threading.Lock()
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with every credential of this remote (in its URI or options) masked."""
+        return _scrub(text, self._secrets)
 
     @property
     def store(self) -> ArtifactStore:
@@ -238,16 +292,17 @@ class RemoteTier:
         with _warn_lock:
             first = not _warned_remote_down
             _warned_remote_down = True
+        error = self.scrub(f"{type(exc).__name__}: {exc}")
         if first:
             _log.warning(
                 "cache.remote_unavailable",
-                remote=self.uri,
+                remote=self.display,
                 op=op,
-                error=f"{type(exc).__name__}: {exc}",
+                error=error,
                 hint="continuing with the local cache only; results are still returned",
             )
         else:
-            _log.debug("cache.remote_unavailable", remote=self.uri, op=op, error=f"{type(exc).__name__}: {exc}")
+            _log.debug("cache.remote_unavailable", remote=self.display, op=op, error=error)
 
     def get(self, function: str, key: str) -> bytes | None:
         """Return the entry's bytes, or ``None`` (absent, or the remote is unavailable)."""
@@ -301,11 +356,9 @@ class RemoteTier:
                 full = k if k.startswith(prefix) else prefix + k
                 with contextlib.suppress(ArtifactNotFoundError):
                     self.store.delete(full, record=False)
-        except ScalableError:
-            raise
         except Exception as exc:
             raise CacheRemoteError(
-                f"remote cache {self.uri} could not be cleared ({type(exc).__name__}: {exc}); "
+                f"remote cache {self.display} could not be cleared ({self.scrub(f'{type(exc).__name__}: {exc}')}); "
                 "check SCALABLE_CACHE_REMOTE and that the remote is reachable"
             ) from None
         return len(keys)
@@ -338,20 +391,29 @@ class Cache:
         return ["local", "remote"] if self.remote is not None else ["local"]
 
     def _open(self, data: bytes, key: str, tier: str, function: str) -> CachedEntry | None:
+        """Check and decode an entry read from ``tier``; ``None`` (a miss) when it must not be used.
+
+        A pickled body is loaded only from the local tier, or from the remote when the HMAC key
+        is set (then :func:`open_envelope` has checked its signature).
+        """
         try:
-            pickled, header = open_envelope(data, key=key, hmac_key=self.hmac_key)
+            body, header = open_envelope(data, key=key, hmac_key=self.hmac_key)
         except CacheSignatureError as exc:
             _log.error("cache.security.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
             return None
         except CachePayloadError as exc:
             _log.warning("cache.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
             return None
-        try:
-            value = pickle.loads(pickled)
-        except Exception as exc:  # e.g. a class that no longer exists: recompute instead
-            _log.warning("cache.unpickle_failed", tier=tier, function=function, key_digest=key, error=repr(exc))
+        trusted = tier == LocalTier.name or bool(self.hmac_key)
+        if header.get("format") == "pickle" and not trusted:
+            refuse_unsigned_pickle("cache.remote.pickle_refused", tier=tier, function=function, key_digest=key)
             return None
-        return CachedEntry(value, header, tier, header["sha256"], len(pickled))
+        try:
+            value = load_value(body, header, allow_pickle=trusted)
+        except CachePayloadError as exc:  # e.g. a class that no longer exists: recompute instead
+            _log.warning("cache.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
+            return None
+        return CachedEntry(value, header, tier, header["sha256"], len(body))
 
     def lookup(self, function: str, key: str) -> CachedEntry | None:
         """Return the entry of ``key`` from the first tier that has a good one, or ``None``.

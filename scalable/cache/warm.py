@@ -19,7 +19,7 @@ class WarmCache:
     """Replay handler: copy each entry a ``cache/write`` event names from remote to local.
 
     Entries are checked (digest, key and, with ``SCALABLE_CACHE_HMAC_KEY``, signature) before
-    they are stored locally; nothing is unpickled. Afterwards the next call of each cached
+    they are stored locally; nothing is decoded. Afterwards the next call of each cached
     function with the same arguments is a local hit.
 
     Raises:

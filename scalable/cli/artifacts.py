@@ -22,6 +22,7 @@ from scalable.errors import ArtifactNotFoundError, ConfigError
 from scalable.failures import join_userinfo, split_userinfo
 from scalable.logs import mask_secrets
 from scalable.stores import BaseArtifactStore, build_artifact_store
+from scalable.uris import is_file_uri, uri_to_path
 
 __all__ = ["COMMANDS", "artifacts"]
 
@@ -33,12 +34,22 @@ _ROOT_HELP = (
 )
 
 
+def _as_path(uri: str) -> str:
+    """A ``file://`` URI as its (percent-decoded) local path, a trailing '/' kept; anything else as is."""
+    if not is_file_uri(uri):
+        return uri
+    path = str(uri_to_path(uri))
+    return path + "/" if uri.endswith("/") and not path.endswith("/") else path
+
+
 def _split(uri: str, root: str | None) -> tuple[BaseArtifactStore, str]:
     """Return the store and key a URI names (see the module docstring).
 
     Credentials in the URI (``s3://KEY:SECRET@bucket/...``) go to the store, never into a
-    key or a message.
+    key or a message. A ``file://`` URI names its percent-decoded path.
     """
+    uri = _as_path(uri)
+    root = _as_path(root) if root is not None else None
     clean, user, secret = split_userinfo(uri)
     shown = mask_secrets(uri)
     if root is not None:
@@ -103,15 +114,15 @@ def artifacts() -> None:
 
 
 @click.command()
-@click.argument("local", type=click.Path(path_type=Path))
+@click.argument("local", type=click.Path())  # a str: an empty path must stay empty, not become "."
 @click.argument("uri")
 @click.option("--root", help=_ROOT_HELP)
 @click.option("--kind", help="Kind to record: file, dir, blob, or a label such as 'result'.")
 @format_option()
-def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> None:
+def put(local: str, uri: str, root: str | None, kind: str | None, fmt: str) -> None:
     """Store the file or directory LOCAL at URI (one pass, atomic, recorded in the ledger)."""
     store, key = _split(uri, root)
-    total, is_dir = _local_size(local)
+    total, is_dir = _local_size(Path(local)) if local.strip() else (0, False)
     with _progress(f"put {local}", total, is_dir or total >= _BAR_THRESHOLD) as progress:
         ref = store.put(local, key, kind=kind, progress=progress)
     row: dict[str, Any] = {"uri": ref.uri, "kind": ref.kind.value, "size_bytes": ref.size_bytes, "digest": ref.digest}
@@ -120,12 +131,12 @@ def put(local: Path, uri: str, root: str | None, kind: str | None, fmt: str) -> 
 
 @click.command()
 @click.argument("uri")
-@click.argument("local", type=click.Path(path_type=Path))
+@click.argument("local", type=click.Path())
 @click.option("--root", help=_ROOT_HELP)
 @click.option(
     "--verify", is_flag=True, help="Re-hash the bytes and fail if they differ from the digest recorded at put time."
 )
-def get(uri: str, local: Path, root: str | None, verify: bool) -> None:
+def get(uri: str, local: str, root: str | None, verify: bool) -> None:
     """Fetch the file or directory at URI to LOCAL; print the local path written."""
     store, key = _split(uri, root)
     path = store.get(key, local, verify=verify)

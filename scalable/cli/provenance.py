@@ -10,7 +10,7 @@ import click
 
 from scalable.cli.ledger import open_ledger
 from scalable.cli.output import format_option, progress_for, progress_option, render_rows, render_table
-from scalable.errors import ConfigError
+from scalable.errors import ConfigError, RestoreError
 from scalable.ledger.export import export_formats, lineage_formats
 from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, describe_run
 
@@ -282,7 +282,9 @@ def export(ctx: click.Context, /, fmt: str, show_progress: bool | None, **paths:
 @click.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--into", type=click.Path(file_okay=False), help="Restore every stored artifact of the run into DIR, by key."
+    "--into",
+    type=click.Path(file_okay=False),
+    help="Restore every stored artifact of the run into DIR, by key; exit 1 if any could not be restored.",
 )
 @click.option("--until", help="Replay only events at or before this ISO-8601 time.")
 @click.option(
@@ -308,11 +310,14 @@ def replay(
     """Replay RUN's events in order: restore its artifacts (verified), warm the cache, print its timeline.
 
     Prints the timeline (one row per event: timestamp, task, event, what), or with --into or
-    --warm-cache one summary row (events, restored, into, warmed, already_local,
-    missing_remote); with both, the timeline on stdout and the summary on stderr.
+    --warm-cache one summary row (events, restored, not_restored, into, warmed,
+    already_local, missing_remote); with both, the timeline on stdout and the summary on
+    stderr. An artifact that is missing or no longer matches its digest is not restored: each
+    one is named on stderr ("not restored: KEY (LOCATION): why"), every other one is
+    restored, and the command exits 1.
     """
     from scalable.cache import Cache, WarmCache
-    from scalable.ledger.replay import Handler, Timeline
+    from scalable.ledger.replay import Handler, ReplayResult, Timeline
 
     led = open_ledger(ctx)
     timeline = Timeline() if print_timeline or not (into or warm_cache) else None
@@ -320,20 +325,30 @@ def replay(
     warmer = WarmCache(Cache.from_settings(led.settings)) if warm_cache else None
     if warmer is not None:
         handlers.append(warmer)
-    result = led.replay(run_id, into=into, until=until, handlers=handlers)
+    try:
+        result = led.replay(run_id, into=into, until=until, handlers=handlers)
+    except RestoreError as exc:  # every other artifact was restored: report, then exit 1
+        if not isinstance(exc.result, ReplayResult):
+            raise
+        result = exc.result
     if timeline is not None:
         render_rows(timeline.rows, Timeline.COLUMNS, fmt)
-    if not (into or warmer is not None):
-        return
-    summary: dict[str, Any] = {"run_id": run_id, "events": result.events}
-    if into:
-        summary.update(restored=len(result.restored), into=into)
-    if warmer is not None:
-        summary.update(warmed=len(warmer.warmed), already_local=len(warmer.already), missing_remote=len(warmer.missing))
-    if timeline is None:
-        render_rows([summary], list(summary), fmt)
-    else:
-        click.echo("; ".join(f"{k} {v}" for k, v in summary.items()), err=True)
+    if into or warmer is not None:
+        summary: dict[str, Any] = {"run_id": run_id, "events": result.events}
+        if into:
+            summary.update(restored=len(result.restored), not_restored=len(result.failed), into=into)
+        if warmer is not None:
+            summary.update(
+                warmed=len(warmer.warmed), already_local=len(warmer.already), missing_remote=len(warmer.missing)
+            )
+        if timeline is None:
+            render_rows([summary], list(summary), fmt)
+        else:
+            click.echo("; ".join(f"{k} {v}" for k, v in summary.items()), err=True)
+    for failure in result.failed:
+        click.echo(f"not restored: {failure.key} ({failure.location}): {failure.reason}", err=True)
+    if result.failed:
+        ctx.exit(RestoreError.exit_code)
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.

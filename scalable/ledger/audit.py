@@ -35,6 +35,7 @@ from scalable.ledger.events import GENESIS, decode_line, encode_line
 from scalable.ledger.stream import RUN_SUMMARY, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
 from scalable.logs import mask_secrets
+from scalable.uris import open_location
 
 if TYPE_CHECKING:
     import duckdb
@@ -770,11 +771,7 @@ def latest_artifacts(
 
 def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent."""
-    import fsspec
-
-    protocol = location.split("://", 1)[0] if "://" in location else "file"
-    options = dict((storage_options or {}).get(protocol, {}))
-    fs, path = fsspec.core.url_to_fs(location, **options)
+    fs, path = open_location(location, storage_options)
     try:
         info = fs.info(path)
     except FileNotFoundError:

@@ -32,6 +32,7 @@ from scalable.ledger.edges import nodes_sql
 from scalable.ledger.export import render_lineage
 from scalable.ledger.sql import quote as sql_quote
 from scalable.ledger.views import read_snapshot
+from scalable.uris import uri_to_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -227,7 +228,7 @@ class LineageGraph:
         if parts.scheme and parts.scheme != "file":
             namespace, name = f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/") or node
         elif parts.scheme == "file":
-            namespace, name = "file", parts.path
+            namespace, name = "file", str(uri_to_path(location))
         else:
             namespace, name = "scalable", location
         facets: dict[str, Any] = {}

@@ -39,6 +39,7 @@ from scalable.failures import failure_kind, split_userinfo, storage_error
 from scalable.ledger.durable import create_file, exclusive_lock, fsync_dir, move_file
 from scalable.ledger.generations import GENERATIONS_DIR
 from scalable.ledger.stream import complete_prefix, stream_files
+from scalable.uris import is_remote, local_path
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -624,7 +625,10 @@ def open_object_location(
         if secret is not None:
             options.setdefault("secret" if s3 else "password", secret)
     try:
-        fs, root = fsspec.core.url_to_fs(clean, **options)
+        if is_remote(clean):
+            fs, root = fsspec.core.url_to_fs(clean, **options)
+        else:  # a local directory, as a path or a percent-encoded file:// URI
+            fs, root = fsspec.filesystem("file", **options), str(local_path(clean))
     except (ValueError, ImportError) as exc:
         raise ConfigError(
             f"SCALABLE_RUNS_DIR_REMOTE {clean!r} cannot be opened ({exc}); use an fsspec URI such as "

@@ -710,7 +710,8 @@ class Ledger:
 
         Raises:
             RunNotFoundError: the run has no events.
-            IntegrityError: a restored artifact does not match its recorded digest.
+            RestoreError: some artifacts were missing or did not match their digests; every
+                other one was restored (its ``result.failed`` names each one).
         """
         from scalable.ledger.replay import replay
 

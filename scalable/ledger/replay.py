@@ -1,12 +1,18 @@
 """Replay: a run's events, in order, through handlers that restore, warm or print.
 
 ``replay(ledger, run_id, into=DIR)`` restores every artifact the run stored into DIR, laid out
-by key, each copied from its location and verified against its digest while it is copied. Other
-handlers (the cache's warmer, a timeline printer, your own) receive each event in order.
+by key, each copied from its location and verified against its digest while it is copied. A
+file is copied to a temporary name in its directory and renamed over its place only once its
+digest matched, and a directory is assembled and verified in a temporary directory, so nothing
+unverified is ever written where a restored artifact goes (an earlier good copy stays). An
+artifact that is missing, unreadable or changed is reported and the replay goes on with the
+next one; at the end, :class:`~scalable.errors.RestoreError` lists every one not restored.
+Other handlers (the cache's warmer, a timeline printer, your own) receive each event in order.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -16,26 +22,48 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from scalable.digests import CHUNK, tree_digest
-from scalable.errors import IntegrityError, LedgerError, RunNotFoundError, ScalableError, os_error
+from scalable.errors import (
+    ArtifactNotFoundError,
+    ConfigError,
+    IntegrityError,
+    LedgerError,
+    RestoreError,
+    RunNotFoundError,
+    ScalableError,
+    os_error,
+)
 from scalable.failures import storage_error
 from scalable.ledger.events import check_run_id, normalize_timestamp
 from scalable.ledger.sql import quote
+from scalable.uris import open_location
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
-__all__ = ["Handler", "ReplayResult", "RestoreArtifacts", "Timeline", "replay", "run_events"]
+__all__ = ["Handler", "NotRestored", "ReplayResult", "RestoreArtifacts", "Timeline", "replay", "run_events"]
 
 Handler = Callable[[Mapping[str, Any]], None]
+#: Name prefix of the temporary files and directories a restore writes before renaming.
+_TEMP_PREFIX = ".scalable-restore-"
+
+
+@dataclass(frozen=True)
+class NotRestored:
+    """An artifact a replay could not restore: its key, where it was, and why."""
+
+    key: str
+    location: str
+    reason: str
 
 
 @dataclass
 class ReplayResult:
-    """What a replay did: events seen, and the files each restoring handler wrote."""
+    """What a replay did: events seen, the paths restored, and the artifacts not restored."""
 
     run_id: str
     events: int = 0
     restored: list[str] = field(default_factory=list)
+    failed: list[NotRestored] = field(default_factory=list)
 
 
 def run_events(ledger: Ledger, run_id: str, *, until: str | None = None) -> list[dict[str, Any]]:
@@ -63,8 +91,11 @@ class RestoreArtifacts:
     """Handler that copies every stored artifact of the run into ``into``/<key>, verified.
 
     An artifact counts when its event is ``artifact/put`` (it has a store key). Each file is
-    hashed while it is copied; a digest mismatch removes the partial copy and raises
-    :class:`IntegrityError`. Directories are verified by their tree digest.
+    hashed while it is copied to a temporary name and renamed into place only when it matches
+    its digest; a directory is verified by its tree digest before it replaces anything. An
+    artifact that is missing or does not match its digest is added to ``failed`` and the
+    handler goes on; a store that cannot be read or a destination that cannot be written
+    raises the error of the tree that says why (nothing more could be restored).
     """
 
     def __init__(
@@ -73,6 +104,7 @@ class RestoreArtifacts:
         self.into = Path(into)
         self.storage_options = storage_options or {}
         self.restored: list[str] = []
+        self.failed: list[NotRestored] = []
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         if (
@@ -83,77 +115,86 @@ class RestoreArtifacts:
         ):
             return
         key = str(event["key"])
+        location = str(event["location"])
         parts = PurePosixPath(key).parts
         if not parts or PurePosixPath(key).is_absolute() or ".." in parts:
-            raise IntegrityError(f"artifact key {key!r} of event {event['event_id']} escapes the restore directory")
+            self.failed.append(NotRestored(key, location, "the key escapes the restore directory"))
+            return
         target = self.into.joinpath(*parts)
-        location = str(event["location"])
         try:
             self._restore(location, target, event.get("digest"), event.get("kind"))
-        except Exception as exc:  # a store that cannot be read, by its location (local copies name themselves)
-            raise storage_error(exc, location, action="restore") from exc
+        except (IntegrityError, ConfigError) as exc:  # changed bytes, or a location that is no path
+            self.failed.append(NotRestored(key, location, str(exc)))
+            return
+        except Exception as exc:
+            error = storage_error(exc, location, action="restore")
+            if not isinstance(error, ArtifactNotFoundError):
+                raise error from exc  # the store or the disk fails: nothing more can be restored
+            self.failed.append(NotRestored(key, location, "nothing is stored there any more"))
+            return
         self.restored.append(str(target))
 
     def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
-        import fsspec
-
-        protocol = location.split("://", 1)[0] if "://" in location else "file"
-        fs, path = fsspec.core.url_to_fs(location, **dict(self.storage_options.get(protocol, {})))
+        fs, path = open_location(location, self.storage_options)
         if kind == "dir" or fs.isdir(path):
-            self._restore_dir(fs, path, target, digest, location)
+            self._restore_dir(fs, path, target, digest)
             return
         target.parent.mkdir(parents=True, exist_ok=True)
-        found = _copy_verified(fs, path, target)
-        if digest and found != digest:
-            target.unlink(missing_ok=True)
-            raise IntegrityError(f"{location} hashes to {found}, not the recorded {digest}; not restored")
+        _copy_verified(fs, path, target, digest)
 
-    def _restore_dir(self, fs: Any, path: str, target: Path, digest: str | None, location: str) -> None:
+    def _restore_dir(self, fs: Any, path: str, target: Path, digest: str | None) -> None:
         root = path.rstrip("/")
-        staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=_existing_parent(target)))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
         try:
+            names = sorted(fs.find(root))
+            if not names and not fs.exists(root):
+                raise FileNotFoundError(root)
             files = []
-            for name in sorted(fs.find(root)):
+            for name in names:
                 rel = name[len(root) + 1 :]
                 dest = staging.joinpath(*PurePosixPath(rel).parts)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                files.append((rel, _copy_verified(fs, name, dest)))
+                files.append((rel, _copy_verified(fs, name, dest, None)))
             found = tree_digest(files)
             if digest and found != digest:
-                raise IntegrityError(f"{location} tree hashes to {found}, not the recorded {digest}; not restored")
-            if target.exists():
+                raise IntegrityError(f"its tree hashes to {found}, not the recorded {digest}")
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
             os.replace(staging, target)
         finally:
             if staging.exists():
                 shutil.rmtree(staging)
 
 
-def _existing_parent(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.parent
+def _copy_verified(fs: Any, src: str, dest: Path, digest: str | None) -> str:
+    """Copy one file to ``dest`` through a temporary name, hashing as it goes; return its digest.
 
+    The copy is renamed over ``dest`` only when it matches ``digest`` (when one is given).
 
-def _copy_verified(fs: Any, src: str, dest: Path) -> str:
-    """Copy one file from ``fs`` to ``dest`` (temp name, then rename), hashing as it goes."""
-    import hashlib
-
+    Raises:
+        IntegrityError: the bytes do not hash to ``digest``; ``dest`` is left as it was.
+    """
     h = hashlib.sha256()
-    tmp = dest.with_name(f".{dest.name}.part")
+    tmp = dest.with_name(f"{_TEMP_PREFIX}{os.urandom(6).hex()}")
     with fs.open(src, "rb") as fin:  # a source that cannot be opened: the caller names its location
         try:
-            with tmp.open("wb") as fout:
+            with tmp.open("xb") as fout:
                 while block := fin.read(CHUNK):
                     h.update(block)
                     fout.write(block)
+            found = h.hexdigest()
+            if digest and found != digest:
+                raise IntegrityError(f"it hashes to {found}, not the recorded {digest}")
             os.replace(tmp, dest)
         except BaseException as exc:
-            tmp.unlink(missing_ok=True)  # no partial copy is left behind
+            tmp.unlink(missing_ok=True)  # no partial or unverified copy is left behind
             if isinstance(exc, OSError) and not isinstance(exc, ScalableError):
                 raise os_error(exc, f"cannot restore {str(dest)!r}", LedgerError) from None
             raise
-    return h.hexdigest()
+    return found
 
 
 class Timeline:
@@ -191,10 +232,18 @@ def replay(
 ) -> ReplayResult:
     """Feed the run's events, in order, through ``handlers`` (plus a restorer for ``into``).
 
+    Every event goes through every handler; with ``into``, every artifact that can be
+    restored is, whatever happened to the others.
+
     Raises:
+        ConfigError: ``into`` is an empty path.
         RunNotFoundError: the run has no events.
-        IntegrityError: a restored artifact does not match its recorded digest.
+        RestoreError: some artifacts could not be restored (missing, unreadable, or not
+            matching their digest); the others were. Its ``result`` is the
+            :class:`ReplayResult`, whose ``failed`` names each one.
     """
+    if into is not None and not os.fspath(into).strip():
+        raise ConfigError("the directory to restore into is empty (''); give a directory, or '.' for this one")
     chain: list[Handler] = list(handlers)
     restorer = RestoreArtifacts(into, storage_options) if into is not None else None
     if restorer is not None:
@@ -203,4 +252,16 @@ def replay(
     for event in events:
         for handler in chain:
             handler(event)
-    return ReplayResult(run_id=run_id, events=len(events), restored=restorer.restored if restorer else [])
+    result = ReplayResult(run_id=run_id, events=len(events))
+    if restorer is not None:
+        result.restored, result.failed = restorer.restored, restorer.failed
+    if result.failed:
+        shown = "; ".join(f"{f.key} ({f.location}): {f.reason}" for f in result.failed[:3])
+        more = f" and {len(result.failed) - 3} more" if len(result.failed) > 3 else ""
+        error = RestoreError(
+            f"{len(result.failed)} artifact(s) of run {run_id!r} were not restored: {shown}{more}; "
+            f"{len(result.restored)} were restored into {str(into)!r}"
+        )
+        error.result = result
+        raise error
+    return result

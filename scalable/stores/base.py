@@ -10,31 +10,41 @@ the digest sidecars kept beside stored artifacts, and the ``artifact`` events.
 Digest sidecars: every put also writes a small JSON object at
 ``.scalable-meta/<key>.json`` under the store root (``kind``, ``digest``, ``size_bytes`` and,
 for directories, ``files``: ``{relative/path: digest}``). ``get(..., verify=True)`` checks
-the stored bytes against it. The segment ``.scalable-meta`` is reserved in keys, and sidecars
-are never listed, also those of a store rooted below another one.
+the stored bytes against it. Key segments starting with ``.scalable-`` are reserved (the
+sidecars, and the temporary names of puts in progress), and sidecars are never listed, also
+those of a store rooted below another one. A sidecar whose name would exceed 255 bytes is
+named by the SHA-256 of the key's last segment instead.
+
+Keys do not nest across artifacts, on every backend: nothing is stored below a file, a file or
+directory put inside a directory artifact is refused (put the whole directory again), a file
+put where a directory is stored is refused, and a directory put where a file is stored, or
+over keys that were put on their own, is refused (:class:`~scalable.errors.KeyConflictError`).
+A directory put at the key of an earlier directory put replaces it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import posixpath
 import stat
-import uuid
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol, Self, runtime_checkable
+from typing import Any, BinaryIO, Final, NamedTuple, Protocol, Self, runtime_checkable
 
 from scalable.digests import tree_digest, walk_tree
 from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
     InvalidKeyError,
+    KeyConflictError,
     ScalableError,
     StoreError,
     UnreadableArtifactError,
@@ -45,16 +55,27 @@ from scalable.ledger import bus
 
 __all__ = [
     "META_PREFIX",
+    "RESERVED_PREFIX",
+    "TEMP_PREFIX",
     "ArtifactKind",
     "ArtifactRef",
     "ArtifactStore",
     "BaseArtifactStore",
+    "Surroundings",
     "Upload",
+    "sidecar_key",
+    "sidecar_name",
     "validate_key",
 ]
 
+#: Key segments starting with this are reserved for the store's own files.
+RESERVED_PREFIX: Final = ".scalable-"
 #: Reserved prefix under every store root holding the digest sidecars.
 META_PREFIX: Final = ".scalable-meta"
+#: Name prefix of the temporary files of puts and gets in progress (fixed length after it).
+TEMP_PREFIX: Final = ".scalable-tmp-"
+#: The longest file name most local file systems accept, in bytes.
+NAME_MAX: Final = 255
 #: Read size of the copy loop; above one chunk, hashing and writing overlap on two threads.
 CHUNK: Final = 4 * 1024 * 1024
 
@@ -151,6 +172,22 @@ class ArtifactStore(Protocol):
         ...
 
 
+class Surroundings(NamedTuple):
+    """What a put's key meets: files and sidecars at its proper prefixes, itself, and below it."""
+
+    #: per proper prefix of the key (shortest first): whether a file is stored there
+    prefix_files: Sequence[bool]
+    #: per proper prefix: its digest sidecar, or None
+    prefix_meta: Sequence[dict[str, Any] | None]
+    #: whether a file is stored at the key
+    is_file: bool
+    #: the key's digest sidecar file (directories keep theirs there), or None
+    meta: dict[str, Any] | None
+    #: keys stored below the key that a put there must not shadow (the generic lookups: the
+    #: artifacts put on their own below it; a local store: every file below it)
+    below: Sequence[str]
+
+
 class Upload(Protocol):
     """One object being written: nothing is visible at the key until ``commit``."""
 
@@ -171,7 +208,7 @@ def validate_key(key: object, *, what: str = "key", allow_empty: bool = False) -
     """Return ``key`` normalised (one trailing ``/`` dropped) or raise :class:`InvalidKeyError`.
 
     A key is relative and ``/``-separated: no empty, ``.`` or ``..`` segments, no leading
-    ``/``, no NUL or backslash, and no reserved ``.scalable-meta`` segment.
+    ``/``, no NUL or backslash, and no segment starting with the reserved ``.scalable-``.
     """
     if not isinstance(key, str):
         raise InvalidKeyError(f"store {what} must be a string, got {type(key).__name__}")
@@ -193,8 +230,12 @@ def validate_key(key: object, *, what: str = "key", allow_empty: bool = False) -
             raise InvalidKeyError(
                 f"store {what} {shown!r} has an empty, '.' or '..' segment (it could escape the store root); {hint}"
             )
-    if META_PREFIX in body.split("/"):
-        raise InvalidKeyError(f"store {what} {shown!r} uses the reserved segment {META_PREFIX!r}; choose another key")
+    for seg in body.split("/"):
+        if seg.startswith(RESERVED_PREFIX):
+            raise InvalidKeyError(
+                f"store {what} {shown!r} has the segment {seg!r}: segments starting with {RESERVED_PREFIX!r} "
+                f"(such as {META_PREFIX!r}) are reserved for the store's own files; choose another key"
+            )
     return body
 
 
@@ -203,8 +244,48 @@ def _is_sidecar(key: str) -> bool:
     return key.startswith(META_PREFIX + "/") or f"/{META_PREFIX}/" in key
 
 
-def _sidecar_key(key: str) -> str:
-    return f"{META_PREFIX}/{key}.json"
+def sidecar_name(segment: str) -> str:
+    """The file name of the digest sidecar of a key whose last segment is ``segment``.
+
+    ``<segment>.json``; when that would exceed :data:`NAME_MAX` bytes, the SHA-256 of the
+    segment names it instead (after the reserved prefix, so no key's sidecar is named so).
+    """
+    raw = segment.encode("utf-8", "surrogateescape")
+    if len(raw) + len(".json") > NAME_MAX:
+        return f"{RESERVED_PREFIX}long-{hashlib.sha256(raw).hexdigest()}.json"
+    return f"{segment}.json"
+
+
+def sidecar_key(key: str) -> str:
+    """The key of the digest sidecar of ``key``: ``.scalable-meta/<key>.json`` (see :func:`sidecar_name`)."""
+    parent, _, name = key.rpartition("/")
+    return f"{META_PREFIX}/{parent}/{sidecar_name(name)}" if parent else f"{META_PREFIX}/{sidecar_name(name)}"
+
+
+def _local_source(local_path: str | os.PathLike[str], what: str) -> Path:
+    """The local path of a put's source or a get's destination; an empty path is refused.
+
+    An empty string would otherwise mean the current directory: a put of everything in it.
+    """
+    text = os.fspath(local_path)
+    if not isinstance(text, str) or not text.strip():
+        raise ArtifactNotFoundError(
+            f"the local {what} path is empty ({text!r}); give a file or directory, or '.' for the current directory"
+        )
+    return Path(text).expanduser()
+
+
+_lookup_pool: tuple[int, ThreadPoolExecutor] | None = None
+_lookup_lock = threading.Lock()
+
+
+def _lookup_executor() -> ThreadPoolExecutor:
+    """The threads that run a store's independent lookups at once (one pool per process)."""
+    global _lookup_pool
+    with _lookup_lock:
+        if _lookup_pool is None or _lookup_pool[0] != os.getpid():
+            _lookup_pool = (os.getpid(), ThreadPoolExecutor(max_workers=8, thread_name_prefix="scalable-lookup"))
+        return _lookup_pool[1]
 
 
 class BaseArtifactStore(ABC):
@@ -310,10 +391,12 @@ class BaseArtifactStore(ABC):
             ArtifactNotFoundError: ``local_path`` does not exist.
             UnreadableArtifactError: ``local_path`` cannot be read.
             UnsafeArtifactError: a fifo/device, or a link out of the tree.
+            KeyConflictError: the key is inside another artifact, or holds what the put
+                cannot replace (see the module docstring).
             StoreError: the backend failed.
         """
         key = validate_key(remote_key)
-        src = Path(os.fspath(local_path)).expanduser()
+        src = _local_source(local_path, "source")
         fd, st = _open_source(src)
         if stat.S_ISREG(st.st_mode):
             actual = ArtifactKind.FILE
@@ -326,12 +409,15 @@ class BaseArtifactStore(ABC):
             actual = ArtifactKind.DIRECTORY
         try:
             label = self._check_kind(kind, actual, src)
+            self._check_nesting(key, directory=actual is ArtifactKind.DIRECTORY)
         except BaseException:
             if actual is ArtifactKind.FILE:
                 os.close(fd)
             raise
         if actual is ArtifactKind.DIRECTORY:
             files = walk_tree(src)
+            for rel, path in files:  # every file's key is checked before anything is stored
+                validate_key(f"{key}/{rel}", what=f"key of {str(path)!r}")
             digests: dict[str, str] = {}
             total = 0
             for rel, path in files:
@@ -372,11 +458,13 @@ class BaseArtifactStore(ABC):
 
         Raises:
             InvalidKeyError: a bad key.
+            KeyConflictError: the key is inside another artifact or holds a directory.
             StoreError: the backend failed.
         """
         key = validate_key(remote_key)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise StoreError(f"put_bytes of {key!r} needs bytes, got {type(data).__name__}")
+        self._check_nesting(key, directory=False)
         payload = bytes(data)
         digest = hashlib.sha256(payload).hexdigest()
         upload = self._open_upload(key, len(payload))
@@ -425,7 +513,7 @@ class BaseArtifactStore(ABC):
             UnreadableArtifactError: the destination cannot be written.
         """
         key = validate_key(remote_key)
-        dest = Path(os.fspath(local_path)).expanduser()
+        dest = _local_source(local_path, "destination")
         if self._is_file(key):
             if dest.is_dir():
                 dest = dest / posixpath.basename(key)
@@ -539,11 +627,25 @@ class BaseArtifactStore(ABC):
     def delete(self, remote_key: str, *, record: bool = True) -> None:
         """Remove the file or directory at ``remote_key`` and its digest sidecar.
 
+        A key that is a prefix of stored keys (not an artifact itself) removes every artifact
+        below it, with their sidecars.
+
         Raises:
             ArtifactNotFoundError: nothing is stored at ``remote_key``.
+            KeyConflictError: ``remote_key`` is a file inside a directory artifact (delete
+                the directory, or put it again without the file).
         """
         key = validate_key(remote_key)
-        meta = self._read_sidecar(key)
+        parts = key.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        found = self._gather([functools.partial(self._read_sidecar, p) for p in [*prefixes, key]])
+        for prefix, pmeta in zip(prefixes, found, strict=False):
+            if pmeta is not None and pmeta.get("kind") == ArtifactKind.DIRECTORY.value:
+                raise KeyConflictError(
+                    f"cannot delete {self.uri_for(key)!r}: it is part of the directory artifact "
+                    f"{self.uri_for(prefix)!r}; delete that directory, or put it again without the file"
+                )
+        meta = found[-1]
         if self._is_file(key):
             targets = [key]
             kind = ArtifactKind.FILE.value
@@ -554,7 +656,10 @@ class BaseArtifactStore(ABC):
             raise ArtifactNotFoundError(f"nothing is stored at {self.uri_for(key)!r}; nothing to delete")
         for k in targets:
             self._delete_file(k)
-        self._delete_file(_sidecar_key(key))
+        self._delete_file(sidecar_key(key))
+        if kind == ArtifactKind.DIRECTORY.value:
+            for sidecar in self._list_files(f"{META_PREFIX}/{key}"):
+                self._delete_file(sidecar)
         if record:
             digest = meta.get("digest") if meta else None
             size = meta.get("size_bytes") if meta else None
@@ -588,6 +693,108 @@ class BaseArtifactStore(ABC):
     def _list_under(self, key: str) -> list[str]:
         start = key + "/"
         return sorted(k for k in self._list_files(key) if k.startswith(start) and not _is_sidecar(k))
+
+    #: Whether independent lookups (one put's checks) are worth running at once, on threads:
+    #: true for backends whose every call is a network round trip.
+    concurrent_lookups: bool = False
+
+    def _gather(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Return the results of ``calls``, run at once where the backend is remote."""
+        if not self.concurrent_lookups or len(calls) < 2:
+            return [call() for call in calls]
+        pool = _lookup_executor()
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+
+    def _records_under(self, key: str, files: Sequence[str]) -> list[str]:
+        """Keys below ``key`` that were put as artifacts of their own (``files``: what is stored below).
+
+        Their digest sidecars say so; a backend keeping records elsewhere adds those.
+        """
+        start = len(META_PREFIX) + 1
+        return sorted(k[start:].removesuffix(".json") for k in self._list_files(f"{META_PREFIX}/{key}"))
+
+    def _some_records_under(self, key: str) -> list[str]:
+        """Some keys below ``key`` put as artifacts of their own: none when there are none.
+
+        Enough to tell whether there are any; a backend may answer with one level of a listing.
+        """
+        return self._records_under(key, ())
+
+    def _surroundings(self, key: str) -> Surroundings:
+        """What is stored at ``key``, at each proper prefix of it, and below it (one round of lookups).
+
+        This generic version reads the digest sidecars only (one small read per segment of the
+        key, and one listing of the sidecars below it, all at once on remote backends): on an
+        object store, objects no put recorded are not artifacts and may sit beside them.
+        """
+        parts = key.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        calls: list[Callable[[], Any]] = [functools.partial(self._read_sidecar_file, p) for p in [*prefixes, key]]
+        calls.append(lambda: self._some_records_under(key))
+        found = self._gather(calls)
+        metas: list[dict[str, Any] | None] = found[:-1]
+        kinds = [m.get("kind") if m is not None else None for m in metas]
+        return Surroundings(
+            prefix_files=[k not in (None, ArtifactKind.DIRECTORY.value) for k in kinds[:-1]],
+            prefix_meta=metas[:-1],
+            is_file=kinds[-1] not in (None, ArtifactKind.DIRECTORY.value),
+            meta=metas[-1],
+            below=found[-1],
+        )
+
+    def _check_nesting(self, key: str, *, directory: bool) -> None:
+        """Refuse a put at ``key`` that would nest inside another artifact, or around one.
+
+        The rule (the same on every backend): nothing is stored below a file; nothing is put
+        inside a directory artifact (put the whole directory again); a file is not put where
+        files are stored below the key; a directory is not put where a file is stored, nor
+        over keys below it that were put on their own. A directory put at the key of an
+        earlier directory put replaces that one.
+
+        Raises:
+            KeyConflictError: the put breaks the rule; nothing was written.
+        """
+        around = self._surroundings(key)
+        is_dir_artifact = around.meta is not None and around.meta.get("kind") == ArtifactKind.DIRECTORY.value
+        if not (
+            any(around.prefix_files) or any(around.prefix_meta) or around.below or is_dir_artifact or around.is_file
+        ):
+            return  # the usual case: nothing around the key
+        target = self.uri_for(key)
+        parts = key.split("/")
+        for depth, (is_file, meta) in enumerate(zip(around.prefix_files, around.prefix_meta, strict=True)):
+            where = self.uri_for("/".join(parts[: depth + 1]))
+            if is_file:
+                raise KeyConflictError(
+                    f"cannot store {target!r}: a file is stored at {where!r}, so nothing can be stored below it; "
+                    "delete it first or choose another key"
+                )
+            if meta is not None and meta.get("kind") == ArtifactKind.DIRECTORY.value:
+                raise KeyConflictError(
+                    f"cannot store {target!r}: it is inside the directory artifact {where!r}; put the whole "
+                    "directory again, or delete it first"
+                )
+        below = around.below
+        if not directory:
+            if below or is_dir_artifact:
+                example = f" ({len(below)} file(s) below it, such as {below[0]!r})" if below else ""
+                raise KeyConflictError(
+                    f"cannot store a file at {target!r}: a directory is stored there{example}; "
+                    "delete it first or choose another key"
+                )
+            return
+        if around.is_file:
+            raise KeyConflictError(
+                f"cannot store a directory at {target!r}: a file is stored there; delete it first or choose another key"
+            )
+        if below and not is_dir_artifact:
+            owned = self._records_under(key, below)
+            if owned:
+                raise KeyConflictError(
+                    f"cannot store a directory at {target!r}: artifacts were put below it on their own (such as "
+                    f"{owned[0]!r}); delete them first (delete {key!r}) or choose another key"
+                )
 
     def _put_local_file(
         self, path: Path, key: str, progress: Callable[[int], None] | None, sidecar_kind: ArtifactKind | None
@@ -660,11 +867,11 @@ class BaseArtifactStore(ABC):
         sidecar: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
             sidecar["files"] = files
-        self._write_object(_sidecar_key(key), json.dumps(sidecar, sort_keys=True).encode())
+        self._write_object(sidecar_key(key), json.dumps(sidecar, sort_keys=True).encode())
 
     def _read_sidecar_file(self, key: str) -> dict[str, Any] | None:
         try:
-            with self._open_read(_sidecar_key(key)) as fh:
+            with self._open_read(sidecar_key(key)) as fh:
                 value = json.loads(fh.read())
         except (ArtifactNotFoundError, ValueError):
             return None
@@ -726,7 +933,7 @@ class BaseArtifactStore(ABC):
         """Copy ``key`` to ``dest`` through a temporary file; return (digest, size)."""
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f".{dest.name}.scalable-tmp-{uuid.uuid4().hex}"
+            tmp = dest.parent / f"{TEMP_PREFIX}{os.urandom(6).hex()}"
             out = open(tmp, "wb")  # noqa: SIM115 - closed below on every path
         except PermissionError:
             raise UnreadableArtifactError(f"cannot write {str(dest)!r}: permission denied") from None
@@ -779,9 +986,17 @@ class BaseArtifactStore(ABC):
 
 
 def _open_source(path: Path) -> tuple[int, os.stat_result]:
-    """Open a local source without blocking (a fifo must not hang the put); return (fd, stat)."""
+    """Open a local source without blocking (a fifo must not hang the put); return (fd, stat).
+
+    A fifo, socket or device is refused before it is opened (its stat is checked first, and
+    again on the open file).
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if not stat.S_ISREG(mode := os.stat(path).st_mode) and not stat.S_ISDIR(mode):
+            raise UnsafeArtifactError(
+                f"cannot put {str(path)!r}: not a regular file or directory (a fifo, socket or device)"
+            )
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise ArtifactNotFoundError(f"cannot put {str(path)!r}: no such file or directory") from None
     except PermissionError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import re
 from typing import Any, BinaryIO, Final, Self
 
@@ -14,7 +16,7 @@ from scalable.errors import (
 )
 from scalable.failures import failure_kind, split_userinfo, storage_error
 from scalable.logs import get_logger, mask_secrets
-from scalable.stores.base import BaseArtifactStore
+from scalable.stores.base import META_PREFIX, BaseArtifactStore, sidecar_key
 
 __all__ = ["FsspecArtifactStore"]
 
@@ -161,6 +163,7 @@ class FsspecArtifactStore(BaseArtifactStore):
         self.root = self.fs._strip_protocol(f"{scheme}://{m.group('rest')}").rstrip("/")
         self.base_uri = mask_secrets(f"{scheme}://{self.root}/")
         self._streaming = scheme in _STREAMING
+        self.concurrent_lookups = scheme in _BUCKETED
         self.stream_threshold = STREAM_THRESHOLD
 
     @classmethod
@@ -239,6 +242,35 @@ class FsspecArtifactStore(BaseArtifactStore):
                 raise ArtifactNotFoundError(f"no file is stored at {self.uri_for(key)!r}") from None
             raise storage_error(exc, self.uri_for(key), action="read") from exc
         return fh
+
+    def _read_sidecar_file(self, key: str) -> dict[str, Any] | None:
+        """The digest sidecar of ``key`` in one read, or None.
+
+        A ranged read (``start=0``): s3fs then sends one GET, where a whole-object read first
+        asks for the size (a HEAD, and a listing when the object is absent).
+        """
+        try:
+            value = json.loads(self.fs.cat_file(self._path(sidecar_key(key)), start=0))
+        except ValueError:
+            return None
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                return None
+            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:  # an empty (damaged) sidecar: no range
+                return None
+            raise storage_error(exc, self.uri_for(key), action="look up") from exc  # the key, as the user gave it
+        return value if isinstance(value, dict) else None
+
+    def _some_records_under(self, key: str) -> list[str]:
+        """One level of the sidecars below ``key`` (a listing without the recursive walk's extra lookups)."""
+        top = self._path(f"{META_PREFIX}/{key}")
+        try:
+            names = self.fs.ls(top, detail=False)
+        except Exception as exc:
+            if failure_kind(exc) == "not-found":
+                return []
+            raise storage_error(exc, self.uri_for(key), action="look up") from exc
+        return sorted(f"{key}/{str(name).rstrip('/').rsplit('/', 1)[-1].removesuffix('.json')}" for name in names)
 
     def _is_file(self, key: str) -> bool:
         # Not fs.isfile: it answers False for every error (no credentials, no network).

@@ -20,6 +20,7 @@ from scalable.digests import tree_digest
 from scalable.errors import ConfigError, IntegrityError, NodeNotFoundError
 from scalable.failures import storage_error
 from scalable.ledger.sql import quote
+from scalable.uris import open_location
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -44,13 +45,6 @@ class VerifiedDownload:
     size: int
     chunks: Iterator[bytes]
     is_directory: bool
-
-
-def _open(location: str) -> tuple[Any, str]:
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(location)
-    return fs, str(path)
 
 
 def _changed(location: str, digest: str, found: str) -> IntegrityError:
@@ -158,7 +152,7 @@ def verified_download(ledger: Ledger, location: str, digest: str) -> VerifiedDow
 
 
 def _prepare(location: str, digest: str, name: str | None) -> VerifiedDownload:
-    fs, path = _open(location)
+    fs, path = open_location(location)  # a file:// location is percent-decoded to its path
     info = fs.info(path)
     name = name or path.rstrip("/").rsplit("/", 1)[-1] or "artifact"
     if info.get("type") == "directory":

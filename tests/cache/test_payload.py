@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pickle
+from fractions import Fraction
 
 import pytest
 
-from scalable.cache.payload import open_envelope, seal_value
+from scalable.cache.payload import load_value, open_envelope, seal_value
 from scalable.errors import CachePayloadError, CacheSignatureError
 
 KEY = "ab" * 32
@@ -16,13 +17,32 @@ def _seal(value: object, hmac_key: bytes | None = None, key: str = KEY) -> bytes
     return seal_value(value, key=key, function="m.f", writer_run="run-1", created="t", hmac_key=hmac_key).data
 
 
-def test_a_sealed_value_opens_to_the_same_pickle() -> None:
-    """Opening a sealed payload gives back the pickle and a header naming its writer run."""
+def test_a_sealed_common_value_opens_to_json_not_a_pickle() -> None:
+    """A dict of lists is sealed as JSON: the body is no pickle, and it loads with pickle disallowed."""
     data = _seal({"a": [1, 2]}, b"k")
-    pickled, header = open_envelope(data, key=KEY, hmac_key=b"k")
-    assert pickle.loads(pickled) == {"a": [1, 2]}
+    body, header = open_envelope(data, key=KEY, hmac_key=b"k")
+    assert header["format"] == "json" and body == b'{"a":[1,2]}'
+    assert load_value(body, header, allow_pickle=False) == {"a": [1, 2]}
     assert header["writer_run"] == "run-1"
     assert header["function"] == "m.f"
+
+
+def test_a_value_of_another_type_is_a_pickle_that_loads_only_when_allowed() -> None:
+    """A value no safe format holds is pickled; loading it needs allow_pickle."""
+    data = _seal(Fraction(1, 3))
+    body, header = open_envelope(data, key=KEY, hmac_key=None)
+    assert header["format"] == "pickle"
+    with pytest.raises(CachePayloadError, match="pickle"):
+        load_value(body, header, allow_pickle=False)
+    assert load_value(body, header, allow_pickle=True) == Fraction(1, 3)
+
+
+def test_an_entry_of_the_pickle_only_format_is_refused() -> None:
+    """An entry of format version 1 (a bare pickle body) is refused, so it is recomputed."""
+    data = bytearray(_seal("x"))
+    data[3] = 1
+    with pytest.raises(CachePayloadError, match="not a scalable payload of format 2"):
+        open_envelope(bytes(data), key=KEY, hmac_key=None)
 
 
 @pytest.mark.parametrize("offset", [-1, -20, 30])

@@ -111,3 +111,45 @@ def test_put_records_an_event(cli: CliInvoker, isolated: Path) -> None:
     puts = [e for e in events if e["event_type"] == "artifact" and e["op"] == "put"]
     assert len(puts) == 1
     assert puts[0]["key"] == "f"
+
+
+def test_store_edges_exit_2_with_one_line(cli: CliInvoker, isolated: Path) -> None:
+    """An empty local path, a put inside a directory artifact, a file where a directory is: exit 2, one line, no change."""
+    _tree(isolated / "tree")
+    Path("f").write_text("x")
+    assert cli("artifacts", "put", "tree", "store/e").exit_code == 0
+    cases = [
+        (("artifacts", "put", "", "store/k"), "path is empty"),
+        (("artifacts", "get", "store/e", ""), "path is empty"),
+        (("artifacts", "put", "f", "store/e/x", "--root", "store"), "inside the directory artifact"),
+        (("artifacts", "put", "f", "store/e"), "a directory is stored there"),
+        (("artifacts", "put", "f", "store/.scalable-tmp-0123456789ab"), "reserved"),
+    ]
+    for args, needle in cases:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: ") and needle in result.stderr
+    assert cli("artifacts", "get", "store/e", "back", "--verify").exit_code == 0
+    assert sorted(p.relative_to("back").as_posix() for p in Path("back").rglob("*") if p.is_file()) == [
+        "a.txt",
+        "sub/b.txt",
+    ]
+
+
+def test_file_uris_with_escapes_name_the_decoded_paths(cli: CliInvoker, isolated: Path) -> None:
+    """A percent-encoded file:// URI in put/get/ls/exists names the decoded path (a space, '#', '%')."""
+    from scalable.uris import path_to_uri
+
+    Path("f").write_text("x")
+    store = isolated / "My Store #1 %20"
+    uri = path_to_uri(store / "a b#c.txt")
+    put = cli("artifacts", "put", "f", uri, "--format", "json")
+    assert put.exit_code == 0, put.output
+    assert json.loads(put.stdout)[0]["uri"] == uri
+    assert (store / "a b#c.txt").read_text() == "x"
+    assert cli("artifacts", "exists", uri).exit_code == 0
+    listed = cli("artifacts", "ls", path_to_uri(store), "--format", "json")
+    assert [r["key"] for r in json.loads(listed.stdout)] == ["a b#c.txt"]
+    assert cli("artifacts", "get", uri, "back.txt", "--verify").exit_code == 0
+    assert Path("back.txt").read_text() == "x"

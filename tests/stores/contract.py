@@ -19,11 +19,12 @@ from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
     InvalidKeyError,
+    KeyConflictError,
     ScalableError,
     UnsafeArtifactError,
 )
 from scalable.ledger import bus
-from scalable.stores import ArtifactKind, ArtifactRef, ArtifactStore, BaseArtifactStore
+from scalable.stores import ArtifactKind, ArtifactRef, ArtifactStore, BaseArtifactStore, LocalArtifactStore
 
 __all__ = ["BAD_KEYS", "StoreContract", "captured", "make_tree"]
 
@@ -39,6 +40,8 @@ BAD_KEYS = [
     "C:/x",
     ".scalable-meta/x.json",
     "runs/.scalable-meta/x",
+    ".scalable-tmp-0123456789ab",
+    "runs/.scalable-anything/x",
 ]
 
 
@@ -408,3 +411,187 @@ class StoreContract:
         with pytest.raises(IntegrityError, match=r"b\.bin.*hashes to"):
             store.get("d", tmp_path / "out", verify=True)
         assert not (tmp_path / "out" / "sub" / "b.bin").exists()
+
+    # ---- edges of keys and paths -------------------------------------------------------
+
+    def test_empty_local_path_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
+        """put('') and get(key, '') are refused: an empty path never means the working directory."""
+        (Path.cwd() / "stray.txt").write_text("in the working directory")
+        for empty in ("", "  "):
+            with pytest.raises(ArtifactNotFoundError, match="path is empty"):
+                store.put(empty, "k")
+        store.put_bytes(b"x", "k", record=False)
+        with pytest.raises(ArtifactNotFoundError, match="path is empty"):
+            store.get("k", "")
+        assert store.list_artifacts() == ["k"]
+        assert captured == []
+
+    @pytest.mark.parametrize(
+        "key", ["x.scalable-tmp-0123456789ab", "runs/out.csv.scalable-tmp-", "a/.x.scalable-tmp-ffffffffffff"]
+    )
+    def test_key_that_looks_like_a_temporary_name_is_listed(
+        self, store: BaseArtifactStore, tmp_path: Path, key: str
+    ) -> None:
+        """A key ending in the temporary-file suffix is stored, listed, found and fetched like any other."""
+        src = tmp_path / "f"
+        src.write_bytes(b"not temporary")
+        store.put(src, key)
+        assert store.list_artifacts() == [key]
+        assert store.exists(key)
+        assert Path(store.get(key, tmp_path / "back", verify=True)).read_bytes() == b"not temporary"
+        store.delete(key)
+        assert store.list_artifacts() == []
+
+    #: Key segments the backend must store: up to 255 bytes (the longest local file name).
+    long_segments: tuple[str, ...] = ("s" * 240, "n" * 251, "m" * 255, "\u00fc" * 127 + "a")
+
+    def test_long_key_segments_fit(self, store: BaseArtifactStore, tmp_path: Path) -> None:
+        """A key segment of up to 255 bytes works for files, bytes and directories (temp names and sidecars fit)."""
+        for segment in self.long_segments:
+            self._long_segment_round_trip(store, tmp_path / str(len(segment)), segment)
+
+    def _long_segment_round_trip(self, store: BaseArtifactStore, tmp_path: Path, segment: str) -> None:
+        tmp_path.mkdir()
+        src = tmp_path / "f"
+        src.write_bytes(b"long")
+        make_tree(tmp_path / "tree")
+        assert len(segment.encode()) <= 255
+        ref = store.put(src, f"runs/{segment}")
+        store.put_bytes(b"bytes", f"b/{segment}")
+        tree = store.put(tmp_path / "tree", f"d/{segment}")
+        assert store.list_artifacts("runs/") == [f"runs/{segment}"]
+        assert Path(store.get(f"runs/{segment}", tmp_path / "back", verify=True)).read_bytes() == b"long"
+        assert ref.digest == hashlib.sha256(b"long").hexdigest()
+        out = Path(store.get(f"d/{segment}", tmp_path / "tree-back", verify=True))
+        assert (out / "sub" / "b.bin").read_bytes() == bytes(range(256)) * 10
+        assert tree.metadata["files"]
+        got = tmp_path / "into"
+        got.mkdir()
+        assert Path(store.get(f"b/{segment}", got)).name == segment
+        for key in (f"runs/{segment}", f"b/{segment}", f"d/{segment}"):
+            store.delete(key)
+        assert store.list_artifacts() == []
+
+    # ---- keys do not nest across artifacts ---------------------------------------------
+
+    def test_file_put_inside_a_directory_artifact_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
+        """After a directory put at 'e', a file, bytes or directory put below 'e' is refused; 'e' still verifies."""
+        files = make_tree(tmp_path / "tree")
+        src = tmp_path / "x"
+        src.write_bytes(b"x")
+        store.put(tmp_path / "tree", "e")
+        before = store.list_artifacts()
+        for call in (
+            lambda: store.put(src, "e/x"),
+            lambda: store.put(src, "e/sub/b.bin"),
+            lambda: store.put(src, "e/new/deeper/x"),
+            lambda: store.put_bytes(b"x", "e/x"),
+            lambda: store.put(tmp_path / "tree", "e/sub"),
+        ):
+            with pytest.raises(KeyConflictError, match="inside the directory artifact") as info:
+                call()
+            assert isinstance(info.value, FileExistsError)
+            assert "'e/" not in str(info.value) or store.uri_for("e") in str(info.value)
+        assert store.list_artifacts() == before
+        out = Path(store.get("e", tmp_path / "out", verify=True))
+        assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == set(files)
+        assert [e["op"] for e in captured] == ["put", "get"]
+
+    def test_nothing_is_stored_below_a_file(self, store: BaseArtifactStore, tmp_path: Path) -> None:
+        """After a file put at 'f', puts of files, bytes and directories below 'f' are refused."""
+        make_tree(tmp_path / "tree")
+        store.put_bytes(b"file", "f")
+        for call in (
+            lambda: store.put_bytes(b"x", "f/x"),
+            lambda: store.put(tmp_path / "tree", "f/d"),
+            lambda: store.put_bytes(b"x", "f/a/b/c"),
+        ):
+            with pytest.raises(KeyConflictError, match="a file is stored at"):
+                call()
+        assert store.list_artifacts() == ["f"]
+        assert store.get_bytes("f") == b"file"
+
+    def test_file_put_where_a_directory_is_stored_is_refused(self, store: BaseArtifactStore, tmp_path: Path) -> None:
+        """A file put at a key that holds a directory (an artifact or keys below it) is refused."""
+        make_tree(tmp_path / "tree")
+        store.put(tmp_path / "tree", "e")
+        store.put_bytes(b"x", "p/x")
+        for key in ("e", "p"):
+            with pytest.raises(KeyConflictError, match="a directory is stored there"):
+                store.put_bytes(b"y", key)
+        assert store.get("e", tmp_path / "out", verify=True)
+        assert store.get_bytes("p/x") == b"x"
+
+    def test_directory_put_where_a_file_is_stored_is_refused(self, store: BaseArtifactStore, tmp_path: Path) -> None:
+        """A directory put at a file's key is refused; so is one over keys put below it on their own."""
+        make_tree(tmp_path / "tree")
+        store.put_bytes(b"file", "f")
+        with pytest.raises(KeyConflictError, match="a file is stored there"):
+            store.put(tmp_path / "tree", "f")
+        store.put_bytes(b"own", "p/sub/b.bin")
+        with pytest.raises(KeyConflictError, match="put below it on their own"):
+            store.put(tmp_path / "tree", "p")
+        assert store.list_artifacts() == ["f", "p/sub/b.bin"]
+        store.delete("p")  # a prefix: removes what is below it, records included
+        assert store.put(tmp_path / "tree", "p").kind is ArtifactKind.DIRECTORY
+        assert store.get("p", tmp_path / "out", verify=True)
+
+    def test_directory_put_replaces_an_earlier_one_and_leftovers(
+        self, store: BaseArtifactStore, tmp_path: Path
+    ) -> None:
+        """A directory put at its own key again replaces it; files no put recorded (an interrupted put) go too."""
+        make_tree(tmp_path / "tree")
+        store._write_object("e/stray.tmp", b"left by an interrupted put")
+        store.put(tmp_path / "tree", "e")
+        assert "e/stray.tmp" not in store.list_artifacts()
+        (tmp_path / "tree" / "a.txt").write_bytes(b"changed")
+        ref = store.put(tmp_path / "tree", "e")
+        assert ref.metadata["files"]["a.txt"] == hashlib.sha256(b"changed").hexdigest()
+        assert store.get("e", tmp_path / "out", verify=True)
+
+    def test_delete_inside_a_directory_artifact_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
+        """Deleting one file of a directory artifact is refused (the directory would no longer verify)."""
+        make_tree(tmp_path / "tree")
+        store.put(tmp_path / "tree", "e")
+        with pytest.raises(KeyConflictError, match="part of the directory artifact"):
+            store.delete("e/sub/b.bin")
+        assert store.get("e", tmp_path / "out", verify=True)
+        store.delete("e")
+        assert store.list_artifacts() == []
+        assert [e["op"] for e in captured] == ["put", "get", "deleted"]
+
+    @pytest.mark.parametrize("name", [".scalable-meta/x.json", ".scalable-tmp-0123456789ab", "back\\slash"])
+    def test_directory_holding_a_reserved_or_invalid_name_is_refused(
+        self, store: BaseArtifactStore, tmp_path: Path, name: str, captured: list[dict[str, Any]]
+    ) -> None:
+        """A directory whose files would get a reserved or invalid key is refused before anything is stored."""
+        make_tree(tmp_path / "tree")
+        bad = tmp_path / "tree" / "sub" / name
+        bad.parent.mkdir(parents=True, exist_ok=True)
+        bad.write_bytes(b"x")
+        with pytest.raises(InvalidKeyError) as info:
+            store.put(tmp_path / "tree", "d")
+        assert repr(str(bad)) in str(info.value)
+        assert store.list_artifacts() == []
+        assert not store.exists("d")
+        assert captured == []
+
+    @pytest.mark.parametrize("damage", [b"", b"not json", b"[1, 2]"])
+    def test_a_damaged_sidecar_counts_as_no_record(
+        self, store: BaseArtifactStore, tmp_path: Path, damage: bytes
+    ) -> None:
+        """An empty or unreadable digest sidecar is no record: puts around it work, verify says nothing was recorded."""
+        store.put_bytes(b"data", "k", record=False)
+        store._write_object(".scalable-meta/k.json", damage)
+        store._write_object(".scalable-meta/p.json", damage)
+        store.put_bytes(b"x", "p/x")
+        assert store.list_artifacts() == ["k", "p/x"]
+        if not isinstance(store, LocalArtifactStore):  # a local file keeps its record on itself
+            with pytest.raises(IntegrityError, match="no digest was recorded"):
+                store.get("k", tmp_path / "out", verify=True)

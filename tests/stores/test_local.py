@@ -49,7 +49,7 @@ def test_left_over_temp_files_are_not_listed(tmp_path: Path) -> None:
     """Temporary files of an interrupted put are neither listed nor seen as artifacts."""
     store = LocalArtifactStore(tmp_path / "root")
     (tmp_path / "root").mkdir()
-    (tmp_path / "root" / ".f.scalable-tmp-0123").write_bytes(b"partial")
+    (tmp_path / "root" / ".scalable-tmp-0123456789ab").write_bytes(b"partial")
     assert store.list_artifacts() == []
     assert not store.exists("f")
 

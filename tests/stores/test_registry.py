@@ -39,7 +39,13 @@ def toy() -> Iterator[str]:
 
 
 class TestToyStore(StoreContract):
-    """The whole store contract holds for a backend that implements only the primitives."""
+    """The whole store contract holds for a backend that implements only the primitives.
+
+    Its objects are flat files named by the whole quoted key, so a whole key (and its
+    sidecar's) must fit one file name: its long segments are shorter.
+    """
+
+    long_segments = ("s" * 200,)
 
     @pytest.fixture
     def store(self, toy: str, tmp_path: Path) -> BaseArtifactStore:

@@ -17,7 +17,8 @@ from scalable.stores import BaseArtifactStore
 
 __all__ = ["ToyStore"]
 
-_PART = ".part"
+# Temporary files start with "#", which no quoted key does, so no key is ever taken for one.
+_PART = "#"
 
 
 class _ToyUpload:
@@ -31,7 +32,7 @@ class _ToyUpload:
         self.parts.append(bytes(data))
 
     def commit(self) -> None:
-        tmp = self.path.with_name(self.path.name + _PART)
+        tmp = self.path.with_name(f"{_PART}{os.urandom(6).hex()}")  # short: fits whatever the key
         tmp.write_bytes(b"".join(self.parts))
         os.replace(tmp, self.path)
 
@@ -78,7 +79,7 @@ class ToyStore(BaseArtifactStore):
     def _list_files(self, dir_key: str) -> list[str]:
         if not self.directory.is_dir():
             return []
-        keys = [unquote(name) for name in os.listdir(self.directory) if not name.endswith(_PART)]
+        keys = [unquote(name) for name in os.listdir(self.directory) if not name.startswith(_PART)]
         return [k for k in keys if not dir_key or k == dir_key or k.startswith(dir_key + "/")]
 
     def _delete_file(self, key: str) -> None:
