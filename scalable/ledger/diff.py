@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from scalable.errors import ConfigError, RunNotFoundError
 from scalable.ledger.edges import FLOW_RELATIONS
+from scalable.ledger.events import check_run_id
 from scalable.ledger.lineage import trace
 from scalable.ledger.views import connect
 from scalable.uris import is_file_uri, path_to_uri, uri_to_path
@@ -327,8 +328,10 @@ def diff_runs(ledger: Ledger, run_a: str, run_b: str, *, as_of: str | None = Non
 
     Raises:
         RunNotFoundError: a run has no events.
-        EventValidationError: ``as_of`` is not an ISO-8601 time.
+        EventValidationError: a run id is not valid, or ``as_of`` is not an ISO-8601 time.
     """
+    check_run_id(run_a)
+    check_run_id(run_b)
     con = connect(ledger, as_of=as_of)
     try:
         known = {
@@ -574,8 +577,10 @@ def run_versions(ledger: Ledger, run_id: str, *, as_of: str | None = None) -> Ru
     """What run ``run_id`` read and left (its inputs are what a rerun restores).
 
     Raises:
+        EventValidationError: ``run_id`` is not a valid run id.
         RunNotFoundError: the run has no events.
     """
+    check_run_id(run_id)
     con = connect(ledger, as_of=as_of)
     try:
         if not con.execute("SELECT 1 FROM events WHERE run_id = $1 LIMIT 1", [run_id]).fetchall():

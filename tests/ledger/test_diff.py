@@ -13,6 +13,7 @@ from scalable.cache import FileType
 from scalable.errors import EventValidationError, RunNotFoundError
 from scalable.ledger import bind
 from scalable.ledger.diff import ROW_COLUMNS, VERDICT_COLUMNS, Verdict, VersionChange, location_key
+from scalable.ledger.events import RUN_ID_ALPHABET
 from scalable.ledger.log import Ledger
 from scalable.uris import path_to_uri
 
@@ -186,8 +187,11 @@ def test_an_unknown_run_is_named(two_runs: Ledger) -> None:
         two_runs.diff(A, "run-nope")
     with pytest.raises(RunNotFoundError, match="run-nope"):
         two_runs.diff("run-nope", B)
-    with pytest.raises(RunNotFoundError):
+    # An id no run can have (quotes, spaces) is refused before any query, naming the alphabet.
+    with pytest.raises(EventValidationError, match=f"run id .* {RUN_ID_ALPHABET}"):
         two_runs.diff("x' OR '1'='1", B)
+    with pytest.raises(EventValidationError, match=f"run id .* {RUN_ID_ALPHABET}"):
+        two_runs.diff(A, "run-*")
 
 
 # --- the verdict of lineage ----------------------------------------------------------------------
