@@ -504,6 +504,31 @@ def test_cli_lineage_formats_and_exports(ledger: Ledger, cli: CliInvoker, isolat
     assert cli("ledger", "export").exit_code == 2
 
 
+def test_cli_lineage_rows_are_the_walked_edges_then_the_context(ledger: Ledger, cli: CliInvoker) -> None:
+    """--format jsonl/csv/table: one row per edge, the data flow by depth first, then the runs around it."""
+    _workflow(ledger)
+    result = cli("ledger", "lineage", D["d"], "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    walked = [(r["depth"], r["src"], r["relation"], r["dst"]) for r in rows if r["depth"] is not None]
+    assert walked == [
+        (1, D["c"], "derived_from", D["d"]),
+        (2, D["b"], "derived_from", D["c"]),
+        (3, D["a"], "derived_in_task", D["b"]),
+    ]
+    assert rows[: len(walked)] == [r for r in rows if r["depth"] is not None]  # the walk first
+    context = {(r["src"], r["relation"], r["dst"]) for r in rows if r["depth"] is None}
+    # Which runs generated and used those four versions, and the reuse between those runs.
+    shown = {D["a"], D["b"], D["c"], D["d"]}
+    assert context == {e for e in CONTEXT if {e[0], e[2]} & shown} | {("run-1", "reused", "run-2")}
+    by_id = {r["src"]: r["src_label"] for r in rows} | {r["dst"]: r["dst_label"] for r in rows}
+    assert by_id[D["d"]] == f"c.csv ({D['d'][:12]})" and by_id["run-1"] == "run-1"
+    table = cli("ledger", "lineage", D["d"], "--format", "table").stdout.splitlines()
+    assert len(table) == 2 + len(rows) and table[2].split()[0] == "1"
+    csv_rows = cli("ledger", "lineage", D["d"], "--format", "csv").stdout.splitlines()
+    assert csv_rows[0].startswith("depth,src,src_label,relation,dst") and len(csv_rows) == 1 + len(rows)
+
+
 def test_cli_names_nodes_as_a_user_does_and_refuses_what_is_unclear(ledger: Ledger, cli: CliInvoker) -> None:
     """Prefixes, names and run ids work; an ambiguous prefix lists the candidates, unknown and short ones exit 2."""
     _workflow(ledger)
