@@ -17,7 +17,8 @@ A session adds a *recipe* to its ``run/started`` event (``attrs.recipe``):
   ``import_roots``: the folders (relative to ``root``) those modules were imported from;
 * ``env``: the environment variables named by the allow-list (``SCALABLE_RECORD_ENV`` or
   ``project.record_env``; names or ``fnmatch`` patterns). Nothing else of the environment is
-  recorded, and a variable whose name looks like a secret (key, token, password...) never is;
+  recorded, and a variable whose name looks like a secret (key, token, password...) never is,
+  nor one of scalable's own settings (a rerun sets those itself);
 * ``cache_dir``: the local cache the run's ``@cacheable`` calls used.
 
 The inputs a run read are not known at its start: each is recorded by its own event as the run

@@ -215,6 +215,8 @@ def test_an_unseeded_middle_step_is_the_only_first_divergence(project: Path, cli
     assert "follows from it: changed output {project}/c.txt" in result.stdout
     code, rows = rerun_json(cli, run, "--verify")
     assert code == 1
+    newest = sorted(new_runs(run), key=lambda n: n["run_id"])
+    assert {(r["run_a"], r["run_b"]) for r in rows.values()} == {(run, newest[-1]["run_id"])}
     assert [key for key, r in rows.items() if r["first"]] == ["{project}/b.txt"]
     assert rows["{project}/b.txt"]["task_b"] == "perturb" and rows["{project}/b.txt"]["status"] == "changed"
     assert rows["{project}/b.txt"]["digest_a"] != rows["{project}/b.txt"]["digest_b"]

@@ -405,8 +405,6 @@ def diff_runs(ledger: Ledger, run_a: str, run_b: str, *, as_of: str | None = Non
 
 #: Statuses of a verdict's rows, in the order rows are listed.
 VERDICT_STATUSES: Final = ("changed", "missing", "new", "identical")
-#: Roles of a version in its run: made by it, read by it, or a value of its cache.
-ROLES: Final = ("output", "input", "cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,22 +725,29 @@ class Verdict:
         }
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every version and recipe row as one flat mapping of :data:`VERDICT_COLUMNS` (``section`` says which)."""
+        """Every version and recipe row as one flat mapping of :data:`VERDICT_COLUMNS` (``section`` says which).
+
+        Each row names both runs; a recipe row's ``role`` is its section (``code``, ``env``...)
+        and its ``key`` what in it, with ``value_a`` and ``value_b``.
+        """
+        runs = {"run_a": self.run_a, "run_b": self.run_b}
         out: list[dict[str, Any]] = []
         for row in self.artifacts:
-            fields = asdict(row)
+            fields = {**asdict(row), **runs, "section": "version"}
             fields["parents"] = " ".join(row.parents)
             fields["follows_from"] = " ".join(row.follows_from)
-            out.append({c: "version" if c == "section" else fields.get(c) for c in VERDICT_COLUMNS})
+            out.append({c: fields.get(c) for c in VERDICT_COLUMNS})
         for change in self.recipe:
-            fields = {**asdict(change), "key": change.name, "role": change.section}
-            out.append({c: "recipe" if c == "section" else fields.get(c) for c in VERDICT_COLUMNS})
+            fields = {**asdict(change), **runs, "section": "recipe", "key": change.name, "role": change.section}
+            out.append({c: fields.get(c) for c in VERDICT_COLUMNS})
         return out
 
 
 #: The columns of :meth:`Verdict.rows`, in order.
 VERDICT_COLUMNS: Final = (
     "section",
+    "run_a",
+    "run_b",
     "status",
     "key",
     "role",
