@@ -78,6 +78,7 @@ def summarize(session, src, dst):
     session.record_artifact(src, role="input")
     Path(dst).write_text(Path(src).read_text()[::-1])
     session.record_artifact(dst)
+    session.put(dst)  # kept in the default storage, under runs/<run id>/
 
 
 def count(session, src, dst):
@@ -122,7 +123,8 @@ if __name__ == "__main__":  # worker processes (a Dask target) import this modul
 '''
 
 DATA = "id,value\n1,10\n2,20\n3,30\n"
-KEYS = {f"{{project}}/{name}" for name in ("data.csv", "a.txt", "b.txt", "c.txt", "d.txt")}
+STORED_C = "{project}/.scalable/artifacts/runs/{run}/c.txt"
+KEYS = {f"{{project}}/{name}" for name in ("data.csv", "a.txt", "b.txt", "c.txt", "d.txt")} | {STORED_C}
 
 
 @pytest.fixture
@@ -197,7 +199,7 @@ def test_a_deterministic_workflow_reruns_with_every_artifact_identical(project: 
         "SELECT run_id, rerun_of, verdict, identical, changed, first_divergences FROM verifications ORDER BY run_id"
     )
     assert verified.to_pylist() == [
-        {"run_id": n, "rerun_of": run, "verdict": "identical", "identical": 5, "changed": 0, "first_divergences": []}
+        {"run_id": n, "rerun_of": run, "verdict": "identical", "identical": 6, "changed": 0, "first_divergences": []}
         for n in sorted(n["run_id"] for n in new_runs(run))
     ]
     assert len(verified) == 2
@@ -222,6 +224,7 @@ def test_an_unseeded_middle_step_is_the_only_first_divergence(project: Path, cli
     assert rows["{project}/b.txt"]["digest_a"] != rows["{project}/b.txt"]["digest_b"]
     assert rows["{project}/c.txt"]["status"] == "changed"
     assert rows["{project}/c.txt"]["follows_from"] == "{project}/b.txt" and not rows["{project}/c.txt"]["first"]
+    assert rows[STORED_C]["status"] == "changed" and rows[STORED_C]["follows_from"] == "{project}/b.txt"
     for unrelated in ("{project}/a.txt", "{project}/d.txt", "{project}/data.csv"):
         assert rows[unrelated]["status"] == "identical", unrelated
     newest = sorted(new_runs(run), key=lambda n: n["run_id"])
