@@ -40,6 +40,7 @@ __all__ = [
     "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
+    "RerunError",
     "RestoreError",
     "RunNotFoundError",
     "ScalableError",
@@ -250,6 +251,15 @@ class SessionError(ScalableError, RuntimeError):
 
 class WorkerLostError(SessionError):
     """A task never came back: the worker running it died, or its batch job ended (``scancel``, walltime)."""
+
+
+class RerunError(ScalableError, RuntimeError):
+    """A run could not be run again: it recorded no command, an input's bytes are gone, or the command failed.
+
+    ``result`` holds the :class:`~scalable.rerun.RerunResult` when the command ran.
+    """
+
+    result: object = None
 
 
 class DiskFullError(ScalableError, OSError):

@@ -49,6 +49,7 @@ from scalable.ledger.runfiles import write_json, write_summary_json
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.providers import PROVIDERS
+from scalable.recipe import capture, newly_imported
 from scalable.settings import Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
@@ -386,6 +387,7 @@ class ScalableSession(TaskSession):
         self._submitted = 0
         self._failed = 0
         self._sealed = False
+        self._recipe: dict[str, Any] | None = None
 
     @classmethod
     def from_yaml(
@@ -527,6 +529,9 @@ class ScalableSession(TaskSession):
                         status = "failed"
             if was_open and self.settings.telemetry:
                 attrs: dict[str, Any] = {"tasks_submitted": self._submitted, "tasks_failed": self._failed}
+                added = self._recipe_added()
+                if added:
+                    attrs["recipe_added"] = added
                 if error is not None:
                     attrs.update(error_type=type(error).__name__, error=error_text(error))
                 with self._lock:
@@ -597,7 +602,30 @@ class ScalableSession(TaskSession):
                 for name, c in (self.manifest.components.items() if self.manifest else ())
             },
             "recorded_only": recorded_only(self.target, self.manifest),
+            **({"rerun_of": self.settings.rerun_of} if self.settings.rerun_of else {}),
+            "recipe": self._capture_recipe(),
         }
+
+    def _capture_recipe(self) -> dict[str, Any]:
+        """What ``scalable ledger rerun`` needs to run this again (:mod:`scalable.recipe`)."""
+        self._recipe = capture(
+            self.manifest.directory if self.manifest else Path.cwd(),
+            store=self.store,
+            allow_env=self.settings.record_env,
+            manifest=self.manifest.path if self.manifest else None,
+            cache_dir=self.settings.cache_dir,
+        )
+        return self._recipe
+
+    def _recipe_added(self) -> dict[str, Any]:
+        """The code and distributions imported since the run started (``run/finished`` records them)."""
+        if self._recipe is None:
+            return {}
+        try:
+            return newly_imported(self._recipe, store=self.store)
+        except Exception as exc:  # what the run imported late is lost; the run still finishes
+            _log.warning("session.recipe_not_completed", run_id=self.run_id, error=mask_secrets(str(exc)))
+            return {}
 
     def _write_run_files(self) -> None:
         """Write the files Scalable keeps beside a run: manifest.yaml, manifest.lock, plan.json, run.json.

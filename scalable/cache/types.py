@@ -26,6 +26,7 @@ from typing import Any
 from scalable.digests import sha256_file, walk_tree
 from scalable.digests import tree_digest as combine_tree
 from scalable.errors import CacheArgumentError, CacheInputNotFoundError, StoreError
+from scalable.uris import path_to_uri
 
 __all__ = [
     "DirType",
@@ -106,6 +107,10 @@ class GenericType:
         """Return the digests this value contributes to lineage (files and directories)."""
         return []
 
+    def locations(self) -> list[str]:
+        """Return where each of :meth:`inputs` was read (``file://`` URIs), in the same order."""
+        return []
+
     def __hash__(self) -> int:
         return int.from_bytes(self.digest()[:8], "big", signed=True)
 
@@ -144,6 +149,10 @@ class FileType(GenericType):
         """Return the file's content digest (the same SHA-256 an artifact store computes)."""
         return [self.content_digest()]
 
+    def locations(self) -> list[str]:
+        """Return the file's ``file://`` URI."""
+        return [path_to_uri(self.value)]
+
 
 class DirType(GenericType):
     """A directory, hashed by its name and the tree digest of its files.
@@ -172,6 +181,10 @@ class DirType(GenericType):
     def inputs(self) -> list[str]:
         """Return the directory's tree digest."""
         return [self.tree()]
+
+    def locations(self) -> list[str]:
+        """Return the directory's ``file://`` URI."""
+        return [path_to_uri(self.value)]
 
 
 def scalar_bytes(value: Any) -> bytes | None:

@@ -715,7 +715,7 @@ def trace(
     def walk(con: duckdb.DuckDBPyConnection) -> LineageGraph:
         return lineage_graph(con, node, direction=direction, depth=depth, relations=walked, max_nodes=max_nodes)
 
-    graph = read_snapshot(ledger, walk, as_of=as_of)
+    graph = read_snapshot(ledger, walk, as_of=as_of, trusted=True)
     if runs_only:
         graph = graph.runs_only()
         if relations is not None:

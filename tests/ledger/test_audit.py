@@ -83,6 +83,25 @@ def test_a_line_appended_after_the_seal_is_caught(ledger: Ledger) -> None:
     assert "after-seal" in _kinds(ledger)
 
 
+def test_a_verdict_appended_after_the_seal_is_no_tampering_but_an_edit_of_it_is(ledger: Ledger) -> None:
+    """run/verified (a rerun's verdict) may follow the seal, from streams and from rows; editing it breaks its chain."""
+    _sealed_run(ledger)
+    for verdict in ("identical", "differs"):
+        ledger.append({"event_type": "run", "op": "verified", "run_id": "run-a", "attrs": {"verdict": verdict}})
+    assert ledger.audit("run-a", content=False).ok
+    ledger.compact(keep_jsonl=False)
+    report = ledger.audit("run-a", content=False)
+    assert report.ok, [str(p) for p in report.problems]
+    _sealed_run(ledger, "run-b")
+    ledger.append({"event_type": "run", "op": "verified", "run_id": "run-b", "attrs": {"verdict": "differs"}})
+    ledger.append({"event_type": "run", "op": "verified", "run_id": "run-b", "attrs": {"verdict": "differs"}})
+    other = ledger.stream_path("run-b")
+    lines = other.read_bytes().split(b"\n")
+    first = next(i for i, line in enumerate(lines) if b'"differs' in line)
+    _rewrite(other, lambda ls: [*ls[:first], ls[first].replace(b"differs", b"identic"), *ls[first + 1 :]])
+    assert "chain-broken" in {p.kind for p in ledger.audit("run-b", content=False).problems}
+
+
 def test_a_truncated_stream_is_caught(ledger: Ledger) -> None:
     """Cutting the stream short (losing the tail and the seal's writer lines) is caught."""
     path = _sealed_run(ledger)
@@ -108,21 +127,29 @@ def test_a_rewritten_chain_is_caught_only_with_a_ledger_key(isolated: Path, monk
     ledger.finish_run("run-k")
     path = ledger.stream_path("run-k")
     assert ledger.audit("run-k", content=False).ok
-    # Forge: edit the first line and recompute every prev and the seal heads, without the key.
+    # Forge: edit the first line and recompute every prev, the seal's heads, its digest of the
+    # stream before it and of its own line, and run.json; only the HMAC cannot be recomputed.
     records = [json.loads(line) for line in path.read_bytes().splitlines()]
     records[0]["artifact_name"] = "forged"
     prev = "0" * 64
-    lines = []
+    lines: list[bytes] = []
     for rec in records:
         rec["prev"] = prev
         if rec["op"] == "finished":
             attrs = json.loads(rec["attrs"])
-            attrs["seal"]["heads"] = {rec["writer"]: {"seq": rec["seq"] - 1, "head": prev}}
+            seal = attrs["seal"]
+            mac = seal["hmac"]
+            seal.update(heads={rec["writer"]: {"seq": rec["seq"] - 1, "head": prev}}, line="0" * 64, hmac="0" * 64)
+            seal["stream"] = hashlib.sha256(b"".join(line + b"\n" for line in lines)).hexdigest()
+            rec["attrs"] = json.dumps(attrs, separators=(",", ":"))
+            blank = json.dumps(rec, separators=(",", ":"))
+            seal.update(line=hashlib.sha256(blank.encode()).hexdigest(), hmac=mac)
             rec["attrs"] = json.dumps(attrs, separators=(",", ":"))
         line = json.dumps(rec, separators=(",", ":")).encode()
         lines.append(line)
         prev = hashlib.sha256(line).hexdigest()
     path.write_bytes(b"\n".join(lines) + b"\n")
+    ledger.rebuild_summaries(["run-k"])
     unkeyed = Ledger(load_settings(env={}))
     assert unkeyed.audit("run-k", content=False).ok  # without the key the forgery is consistent
     assert {p.kind for p in ledger.audit("run-k", content=False).problems} == {"seal-forged"}
