@@ -213,15 +213,19 @@ def new_event_ids(count: int, ms: int | None = None) -> list[str]:
             ms = _last_ms
         else:
             _counter = _rand.getrandbits(10)  # random start, leaving room to count up
+        if count == 1 and _counter < 0xFFF:  # one id (an append): straight through
+            _counter += 1
+            _last_ms = ms
+            low = _rand.getrandbits(62) | 0x8000_0000_0000_0000  # variant bits 10, then 62 random bits
+            return [f"{_id_head(ms)}{_COUNTER_TEXT[_counter]}{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}"]
         while len(out) < count:
             if _counter >= 0xFFF:  # counter exhausted in this millisecond: borrow the next one
                 ms += 1
                 _counter = _rand.getrandbits(10)
             take = min(count - len(out), 0xFFF - _counter)
-            prefix = f"{ms:012x}"
-            head = f"{prefix[:8]}-{prefix[8:]}-7"
+            head = _id_head(ms)
             raw = bytearray(_rand.randbytes(8 * take))
-            raw[::8] = raw[::8].translate(_VARIANT)
+            raw[::8] = raw[::8].translate(_VARIANT)  # variant bits 10 in the first byte of each
             hexed = raw.hex()
             counters = _COUNTER_TEXT[_counter + 1 : _counter + 1 + take]
             out += [
@@ -231,6 +235,18 @@ def new_event_ids(count: int, ms: int | None = None) -> list[str]:
             _counter += take
         _last_ms = ms
     return out
+
+
+_head: tuple[int, str] = (-1, "")
+
+
+def _id_head(ms: int) -> str:
+    """The first 15 characters of the ids of millisecond ``ms`` (time and version), kept for the next call."""
+    global _head
+    if _head[0] != ms:
+        prefix = f"{ms:012x}"
+        _head = (ms, f"{prefix[:8]}-{prefix[8:]}-7")
+    return _head[1]
 
 
 def new_event_id(ms: int | None = None) -> str:
@@ -425,7 +441,7 @@ def validate_event(
     if component is not None and "component" not in out:
         out["component"] = component
     if run_id is not None and out.get("run_id") is run_id:
-        check_run_id(run_id)
+        _check_context_run(run_id)
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:
@@ -576,6 +592,17 @@ def _encodes(text: str) -> bool:
     return True
 
 
+_context_run = ""
+
+
+def _check_context_run(run_id: str) -> None:
+    """:func:`check_run_id` of the run events fall into, once while it stays the same."""
+    global _context_run
+    if run_id is not _context_run:
+        check_run_id(run_id)
+        _context_run = run_id
+
+
 def _dumps_sorted(value: Mapping[str, Any]) -> str:
     """Canonical JSON text of a mapping: sorted keys, compact (NaN and infinities become null)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -612,9 +639,9 @@ def encode_chained(
     Each clean event of ``batch`` gets its id and timestamp from ``ids`` and ``times``, the
     ``writer``, the next ``seq`` and the ``prev`` hash of the line before it, and is encoded
     in the one line form of :func:`encode_line` (the same bytes), followed by its newline,
-    at the end of ``buffer``. Lines are encoded into the buffer in place and each hashed
-    there, so no line is copied; a caller that keeps one buffer touches no new memory per
-    line.
+    at the end of ``buffer``. The lines of a batch are encoded into the buffer in place and
+    each hashed there: a bytes object per line, all kept until the write, cost more in fresh
+    memory than the encoding itself. A batch of one is encoded on its own.
 
     Args:
         batch: validated events (:func:`validate_event`).
@@ -628,7 +655,8 @@ def encode_chained(
     Returns:
         The events as written (every column they hold) and the hash of the last line.
     """
-    encode_into = _line_encoder().encode_into
+    # One line is as cheap as a bytes object of its own; many are encoded in place (see above).
+    encode_into = _line_encoder().encode_into if len(batch) > 1 else None
     dumps = orjson.dumps
     sha256 = hashlib.sha256
     view = memoryview
@@ -644,12 +672,14 @@ def encode_chained(
             "prev": prev,
             "schema_version": SCHEMA_VERSION,
         }
-        start = len(buffer)
-        if clean.get("duration_s", 0.0) < _EXPONENT_FROM:
+        if encode_into is not None and clean.get("duration_s", 0.0) < _EXPONENT_FROM:
+            start = len(buffer)
             encode_into(event, buffer, -1)
+            prev = sha256(view(buffer)[start:]).hexdigest()
         else:
-            buffer += dumps(event, option=LINE_OPTIONS)
-        prev = sha256(view(buffer)[start:]).hexdigest()
+            line = dumps(event, option=LINE_OPTIONS)
+            prev = sha256(line).hexdigest()
+            buffer += line
         buffer += b"\n"
         append(event)
         seq += 1

@@ -230,7 +230,11 @@ class Ledger:
         Raises:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
-        clean = self._validate_here(event)
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        clean = self._validate(
+            event, context.current_run_id.get(), context.current_task_name.get(), context.current_component.get()
+        )
         if self._pending:
             self.flush()  # queued events were raised first: they go first
         written = self._write(clean["run_id"], (clean,))[0]
@@ -488,8 +492,11 @@ class Ledger:
                 stream.prev = prev
                 heads = stream.heads
                 heads.add(writer, offset, offset + head, seq - 1, prev)
-                for event_type, count in Counter(map(_TYPE_OF, written)).items():
-                    heads.count(event_type, offset, count)
+                if len(written) == 1:
+                    heads.count(written[0]["event_type"], offset)
+                else:
+                    for event_type, count in Counter(map(_TYPE_OF, written)).items():
+                        heads.count(event_type, offset, count)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return written
@@ -502,13 +509,14 @@ class Ledger:
         """
         fd = stream.fd
         size = os.lseek(fd, 0, os.SEEK_END)  # the size, without building a stat result
-        stream.note_foreign(size)
         first = size
-        # Someone else wrote since our last write: make sure their last line is whole.
-        if size != stream.end and ends_torn(fd, size):
-            _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
-            payload = b"\n" + payload
-            first += 1
+        if size != stream.end:
+            # Someone else wrote since our last write: note their bytes, make sure their last line is whole.
+            stream.note_foreign(size)
+            if ends_torn(fd, size):
+                _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+                payload = b"\n" + payload
+                first += 1
         try:
             write_all(fd, payload)
         except OSError as exc:
@@ -520,7 +528,8 @@ class Ledger:
         stream.end = stream.accounted = size + len(payload)
         if sync_after_write(fd, self.fsync):
             stream.dirty = True
-            self._ensure_background()
+            if self._background is None:
+                self._ensure_background()
         return first
 
     def _start_implicit_run(self, run_id: str) -> None:
