@@ -441,7 +441,7 @@ def validate_event(
     if component is not None and "component" not in out:
         out["component"] = component
     if run_id is not None and out.get("run_id") is run_id:
-        _check_context_run(run_id)
+        _check_context_run(out["run_id"])
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:
