@@ -613,38 +613,27 @@ def encode_line(event: Mapping[str, Any]) -> bytes:
     return orjson.dumps({k: v for k, v in event.items() if v is not None}, option=LINE_OPTIONS) + b"\n"
 
 
-#: Durations from here up are written with an exponent, where orjson's form (``1e+16``) is the line's.
-_EXPONENT_FROM: Final = 1e16
-
-
-@cache
-def _line_encoder() -> Any:
-    """The compiled encoder of :func:`encode_chained` (msgspec, keys sorted)."""
-    import msgspec
-
-    return msgspec.json.Encoder(order="sorted")
-
-
 def encode_chained(
-    batch: Sequence[Mapping[str, Any]],
+    batch: Sequence[dict[str, Any]],
     ids: Sequence[str],
     times: Sequence[str],
     writer: str,
     seq: int,
     prev: str,
     buffer: bytearray,
-) -> tuple[list[dict[str, Any]], str]:
+) -> str:
     """Encode a writer's next lines into ``buffer``, each chained to the one before it.
 
-    Each clean event of ``batch`` gets its id and timestamp from ``ids`` and ``times``, the
-    ``writer``, the next ``seq`` and the ``prev`` hash of the line before it, and is encoded
-    in the one line form of :func:`encode_line` (the same bytes), followed by its newline,
-    at the end of ``buffer``. The lines of a batch are encoded into the buffer in place and
-    each hashed there: a bytes object per line, all kept until the write, cost more in fresh
-    memory than the encoding itself. A batch of one is encoded on its own.
+    Each clean event of ``batch`` becomes the event as written, in place: it gets its id and
+    timestamp from ``ids`` and ``times``, the ``writer``, the next ``seq``, the ``prev`` hash
+    of the line before it and the schema version. Its line, in the one form of
+    :func:`encode_line` (the same bytes), and a newline go to the end of ``buffer``. Each
+    line's bytes are dropped as soon as they are hashed and copied, so a batch touches no
+    fresh memory per line: holding a bytes object per line until the write cost more than
+    encoding them.
 
     Args:
-        batch: validated events (:func:`validate_event`).
+        batch: validated events (:func:`validate_event`), updated in place.
         ids: one event id per event.
         times: one timestamp per event.
         writer: the writer id.
@@ -653,37 +642,25 @@ def encode_chained(
         buffer: receives the lines.
 
     Returns:
-        The events as written (every column they hold) and the hash of the last line.
+        The hash of the last line.
     """
-    # One line is as cheap as a bytes object of its own; many are encoded in place (see above).
-    encode_into = _line_encoder().encode_into if len(batch) > 1 else None
     dumps = orjson.dumps
     sha256 = hashlib.sha256
-    view = memoryview
-    written: list[dict[str, Any]] = []
-    append = written.append
-    for clean, event_id, ts in zip(batch, ids, times, strict=True):
-        event = {
-            **clean,
-            "event_id": event_id,
-            "timestamp": ts,
-            "writer": writer,
-            "seq": seq,
-            "prev": prev,
-            "schema_version": SCHEMA_VERSION,
-        }
-        if encode_into is not None and clean.get("duration_s", 0.0) < _EXPONENT_FROM:
-            start = len(buffer)
-            encode_into(event, buffer, -1)
-            prev = sha256(view(buffer)[start:]).hexdigest()
-        else:
-            line = dumps(event, option=LINE_OPTIONS)
-            prev = sha256(line).hexdigest()
-            buffer += line
+    for event, event_id, ts in zip(batch, ids, times, strict=True):
+        event["event_id"] = event_id
+        event["timestamp"] = ts
+        event["writer"] = writer
+        event["seq"] = seq
+        event["prev"] = prev
+        event["schema_version"] = SCHEMA_VERSION
+        # Sorted keys (LINE_OPTIONS): a line re-encodes byte for byte from its columns, so
+        # audits of compacted data rebuild the chain hashes from rows.
+        line = dumps(event, option=LINE_OPTIONS)
+        prev = sha256(line).hexdigest()
+        buffer += line
         buffer += b"\n"
-        append(event)
         seq += 1
-    return written, prev
+    return prev
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:

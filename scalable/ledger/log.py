@@ -469,7 +469,8 @@ class Ledger:
                 payload: bytes | bytearray
                 if finalize is None:
                     payload = bytearray()
-                    written, prev = encode_chained(batch, ids, times, writer, seq, prev, payload)
+                    prev = encode_chained(batch, ids, times, writer, seq, prev, payload)
+                    written = list(batch)
                     head = payload.rfind(b"\n", 0, len(payload) - 1) + 1  # where the last line starts
                 else:  # the sealing line, whose own digests are filled in once it is encoded
                     (clean,) = batch

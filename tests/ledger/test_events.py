@@ -242,11 +242,11 @@ def test_chained_lines_are_the_one_line_form(batch: list[dict[str, object]], dur
     cleans = validate_events(batch, run_id="run-x")
     ids = [new_event_id() for _ in cleans]
     buffer = bytearray()
-    written, last = encode_chained(cleans, ids, [now()] * len(cleans), "host:1:abcd", 7, GENESIS, buffer)
+    last = encode_chained(cleans, ids, [now()] * len(cleans), "host:1:abcd", 7, GENESIS, buffer)
     lines = bytes(buffer).split(b"\n")
     assert lines.pop() == b""
     prev = GENESIS
-    for seq, (line, event) in enumerate(zip(lines, written, strict=True), start=7):
+    for seq, (line, event) in enumerate(zip(lines, cleans, strict=True), start=7):
         assert line + b"\n" == encode_line(event)
         assert event["prev"] == prev and event["seq"] == seq
         prev = hashlib.sha256(line).hexdigest()
