@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "AFTER_SEAL_OPS",
     "COLUMNS",
     "EVENT_OPS",
     "GENESIS",
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+#: Run events the ledger adds to a run after its seal: a tombstone of retired events, and the
+#: verdict of a verified rerun. ``audit`` accepts them there.
+AFTER_SEAL_OPS: Final = frozenset({"retired", "verified"})
 GENESIS: Final = "0" * 64
 #: The characters of a run id, as messages name them.
 RUN_ID_ALPHABET: Final = "A-Z a-z 0-9 . _ -"
@@ -77,9 +81,9 @@ _RUN_ID: Final = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}"
 _DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 
 EVENT_OPS: Final[dict[str, frozenset[str]]] = {
-    "run": frozenset({"started", "finished", "retired"}),
+    "run": frozenset({"started", "finished", "retired", "verified"}),
     "task": frozenset({"started", "finished", "failed"}),
-    "artifact": frozenset({"put", "recorded", "get", "deleted"}),
+    "artifact": frozenset({"put", "recorded", "used", "get", "deleted"}),
     "cache": frozenset({"write", "hit", "miss"}),
 }
 
@@ -403,11 +407,13 @@ def validate_event(
     run_id: str | None = None,
     task_name: str | None = None,
     component: str | None = None,
+    task_id: str | None = None,
 ) -> dict[str, Any]:
     """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
 
     ``run_id``, ``task_name`` and ``component`` fill those columns when the mapping has none
-    (the ledger passes the surrounding run and task).
+    (the ledger passes the surrounding run and task); ``task_id``, the id of the surrounding
+    task's execution, goes into ``attrs`` unless the event names another task or has one.
 
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op, a run
@@ -440,6 +446,12 @@ def validate_event(
         out["task_name"] = task_name
     if component is not None and "component" not in out:
         out["component"] = component
+    if task_id is not None and out.get("task_name") == task_name:
+        attrs = out.get("attrs")
+        if attrs is None:
+            out["attrs"] = _dumps_sorted({"task_id": task_id})
+        elif '"task_id"' not in attrs:
+            out["attrs"] = _dumps_sorted({**orjson.loads(attrs), "task_id": task_id})
     if run_id is not None and out.get("run_id") is run_id:
         _check_context_run(out["run_id"])
     etype = out.get("event_type")
@@ -459,6 +471,7 @@ def validate_events(
     run_id: str | None = None,
     task_name: str | None = None,
     component: str | None = None,
+    task_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Check a batch of user event mappings; return clean copies, as :func:`validate_event` does for each.
 
@@ -474,11 +487,13 @@ def validate_events(
     """
     fast = _validate_columns(events, run_id, task_name, component)
     if fast is not None:
+        if task_id is not None:
+            _stamp_task(fast, task_name, task_id)
         return fast
     out: list[dict[str, Any]] = []
     for index, event in enumerate(events):
         try:
-            out.append(validate_event(event, run_id=run_id, task_name=task_name, component=component))
+            out.append(validate_event(event, run_id=run_id, task_name=task_name, component=component, task_id=task_id))
         except EventValidationError as exc:
             raise EventValidationError(f"event #{index}: {exc}") from None
     return out
@@ -581,6 +596,18 @@ def _validate_columns(
                 except (TypeError, ValueError):
                     return None
     return out
+
+
+def _stamp_task(cleans: list[dict[str, Any]], task_name: str | None, task_id: str) -> None:
+    """Put ``task_id`` into the ``attrs`` of the events of task ``task_name``, as :func:`validate_event` does."""
+    alone = _dumps_sorted({"task_id": task_id})
+    for clean in cleans:
+        if clean.get("task_name") == task_name:
+            attrs = clean.get("attrs")
+            if attrs is None:
+                clean["attrs"] = alone
+            elif '"task_id"' not in attrs:
+                clean["attrs"] = _dumps_sorted({**orjson.loads(attrs), "task_id": task_id})
 
 
 def _encodes(text: str) -> bool:

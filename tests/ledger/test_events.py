@@ -216,14 +216,19 @@ def _one_by_one(batch: list[dict[str, object]], **context: str | None) -> list[d
 
 
 @settings(max_examples=600, deadline=None)
-@given(event_batches(), st.sampled_from([None, "run-ctx", "bad run"]), st.sampled_from([None, "task-a"]))
+@given(
+    event_batches(),
+    st.sampled_from([None, "run-ctx", "bad run"]),
+    st.sampled_from([None, "task-a"]),
+    st.sampled_from([None, "a1-3"]),
+)
 def test_a_batch_is_validated_as_each_of_its_events_would_be(
-    batch: list[dict[str, object]], run_id: str | None, task_name: str | None
+    batch: list[dict[str, object]], run_id: str | None, task_name: str | None, task_id: str | None
 ) -> None:
     """validate_events accepts exactly the batches whose every event validate_event accepts, with equal results."""
-    expected = _one_by_one(batch, run_id=run_id, task_name=task_name, component=None)
+    expected = _one_by_one(batch, run_id=run_id, task_name=task_name, component=None, task_id=task_id)
     try:
-        got: list[dict[str, object]] | str = validate_events(batch, run_id=run_id, task_name=task_name)
+        got: list[dict[str, object]] | str = validate_events(batch, run_id=run_id, task_name=task_name, task_id=task_id)
     except EventValidationError as exc:
         got = str(exc)
     assert got == expected
