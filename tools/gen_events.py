@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scalable.ledger.events import GENESIS, SCHEMA_VERSION, encode_line, format_timestamp
+from scalable.ledger.events import GENESIS, SCHEMA_VERSION, encode_chained, encode_line, format_timestamp
 from scalable.ledger.stream import new_seal, sign_seal_line
 
 __all__ = ["GeneratedLedger", "artifact_digest", "generate", "main", "run_id_of"]
@@ -101,37 +101,37 @@ def _write_run(
 ) -> tuple[int, int]:
     writer = f"synthetic:{index}:{rnd.getrandbits(32):08x}"
     ns = _START_NS + (days * _DAY_NS * index) // max(1, runs) + rnd.randrange(1_000_000_000)
-    seq = 0
-    prev = GENESIS
-    lines: list[bytes] = []
+    records: list[dict[str, object]] = []
+    ids: list[str] = []
+    times: list[str] = []
     counts: dict[str, int] = {}
     artifacts = 0
     last_digest = ""
 
-    def emit(record: dict[str, object], *, seal: bool = False) -> None:
-        nonlocal seq, prev, ns
+    def stamp() -> tuple[str, str]:
+        nonlocal ns
         ns += rnd.randrange(1_000, 50_000_000)
-        record["event_id"] = _uuid7(ns // 1_000_000, rnd)
-        record["timestamp"] = format_timestamp(ns)
+        return _uuid7(ns // 1_000_000, rnd), format_timestamp(ns)
+
+    def emit(record: dict[str, object]) -> None:
+        """Give ``record`` its run, id and time; the lines are encoded at the end, chained."""
+        event_id, timestamp = stamp()
+        ids.append(event_id)
+        times.append(timestamp)
         record["run_id"] = run_id
-        record["writer"] = writer
-        record["seq"] = seq
-        record["prev"] = prev
-        record["schema_version"] = SCHEMA_VERSION
-        line = encode_line(record)
-        if seal:
-            line = sign_seal_line(line[:-1], None) + b"\n"
-        prev = hashlib.sha256(line[:-1]).hexdigest()
-        seq += 1
+        records.append(record)
         counts[str(record["event_type"])] = counts.get(str(record["event_type"]), 0) + 1
-        lines.append(line)
 
     emit({"event_type": "run", "op": "started", "attrs": json.dumps({"project": "synthetic", "target": "local"})})
     block = 0
-    while seq < count - 1:
-        task = f"task-{block % 50}"
-        step = seq % 5
-        task_id = json.dumps({"task_id": f"{index:x}-{block:x}"}, separators=(",", ":"))
+    described = -1  # the block whose task name and id below are current
+    task = task_id = ""
+    while len(records) < count - 1:
+        if described != block:
+            task = f"task-{block % 50}"
+            task_id = json.dumps({"task_id": f"{index:x}-{block:x}"}, separators=(",", ":"))
+            described = block
+        step = len(records) % 5
         if step == 0:
             emit({"event_type": "task", "op": "started", "task_name": task, "component": "compute", "attrs": task_id})
         elif step == 1:
@@ -154,22 +154,22 @@ def _write_run(
                 else ([last_digest] if last_digest else None)
             )
             name = f"out-{artifacts}.parquet"
-            emit(
-                {
-                    "event_type": "artifact",
-                    "op": "put",
-                    "task_name": task,
-                    "artifact_name": name,
-                    "location": f"s3://bucket/runs/{run_id}/{name}",
-                    "kind": "file",
-                    "size_bytes": rnd.randrange(1, 10_000_000),
-                    "digest": digest,
-                    "key": f"runs/{run_id}/{name}",
-                    "store": "s3://bucket/",
-                    "inputs": inputs,
-                    "attrs": task_id,
-                }
-            )
+            record: dict[str, object] = {
+                "event_type": "artifact",
+                "op": "put",
+                "task_name": task,
+                "artifact_name": name,
+                "location": f"s3://bucket/runs/{run_id}/{name}",
+                "kind": "file",
+                "size_bytes": rnd.randrange(1, 10_000_000),
+                "digest": digest,
+                "key": f"runs/{run_id}/{name}",
+                "store": "s3://bucket/",
+                "attrs": task_id,
+            }
+            if inputs is not None:
+                record["inputs"] = inputs
+            emit(record)
             last_digest = digest
             artifacts += 1
         elif step == 3:
@@ -195,24 +195,32 @@ def _write_run(
                 }
             )
             block += 1
-    seal = new_seal({writer: {"seq": seq - 1, "head": prev}}, hashlib.sha256(b"".join(lines)).hexdigest(), keyed=False)
-    emit(
-        {
-            "event_type": "run",
-            "op": "finished",
-            "attrs": json.dumps(
-                {"status": "completed", "events": seq, "counts": dict(counts), "seal": seal},
-                separators=(",", ":"),
-                sort_keys=True,
-            ),
-        },
-        seal=True,
-    )
+    data = bytearray()
+    prev = encode_chained(records, ids, times, writer, 0, GENESIS, data)
+    seq = len(records)
+    seal = new_seal({writer: {"seq": seq - 1, "head": prev}}, hashlib.sha256(data).hexdigest(), keyed=False)
+    event_id, timestamp = stamp()
+    finished = {
+        "event_type": "run",
+        "op": "finished",
+        "attrs": json.dumps(
+            {"status": "completed", "events": seq, "counts": dict(counts), "seal": seal},
+            separators=(",", ":"),
+            sort_keys=True,
+        ),
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "run_id": run_id,
+        "writer": writer,
+        "seq": seq,
+        "prev": prev,
+        "schema_version": SCHEMA_VERSION,
+    }
+    data += sign_seal_line(encode_line(finished)[:-1], None) + b"\n"
     path = runs_dir / run_id / "artifacts.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = b"".join(lines)
     path.write_bytes(data)
-    return len(lines), len(data)
+    return seq + 1, len(data)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,9 +32,12 @@ __all__ = [
 ]
 
 
-def write_all(fd: int, payload: bytes) -> None:
+def write_all(fd: int, payload: bytes | bytearray) -> None:
     """Write every byte of ``payload`` to ``fd`` (``os.write`` may take less than asked)."""
-    view = memoryview(payload)
+    done = os.write(fd, payload)
+    if done == len(payload):  # the usual case: all at once
+        return
+    view = memoryview(payload)[done:]
     while view:
         view = view[os.write(fd, view) :]
 

@@ -13,6 +13,7 @@ previous line in the stream, without its newline; a writer's first line has
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
@@ -51,6 +52,7 @@ __all__ = [
     "check_run_id",
     "decode_line",
     "duckdb_columns",
+    "encode_chained",
     "encode_line",
     "format_timestamp",
     "new_event_id",
@@ -60,6 +62,7 @@ __all__ = [
     "now",
     "to_arrow",
     "validate_event",
+    "validate_events",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -192,37 +195,62 @@ _id_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
 _rand = random.Random()  # ids need uniqueness, not secrecy; reseeded after fork below
+#: ``rand_a`` (the counter) as text, with the dash after it: an id is drawn without formatting a number.
+_COUNTER_TEXT: Final = tuple(f"{c:03x}-" for c in range(0x1000))
+#: Sets the variant bits (``10``) of the first random byte of an id, keeping its other six bits.
+_VARIANT: Final = bytes((b & 0x3F) | 0x80 for b in range(256))
 
 
 def new_event_ids(count: int, ms: int | None = None) -> list[str]:
     """Return ``count`` UUIDv7 strings, monotonic within this process.
 
     The 12-bit ``rand_a`` field is a counter within the millisecond (RFC 9562, method 1),
-    so ids of one process sort in creation order; ``rand_b`` is random.
+    so ids of one process sort in creation order; ``rand_b`` is random. The random bits of a
+    whole batch are drawn at once and turned to text in one step.
     """
     global _last_ms, _counter
     if ms is None:
         ms = time.time_ns() // 1_000_000
     out: list[str] = []
-    getrandbits = _rand.getrandbits
     with _id_lock:
         if ms <= _last_ms:
             ms = _last_ms
         else:
-            _counter = getrandbits(10)  # random start, leaving room to count up
-        prefix = f"{ms:012x}"
-        head = f"{prefix[:8]}-{prefix[8:]}-7"
-        for _ in range(count):
+            _counter = _rand.getrandbits(10)  # random start, leaving room to count up
+        if count == 1 and _counter < 0xFFF:  # one id (an append): straight through
             _counter += 1
-            if _counter > 0xFFF:  # counter exhausted in this millisecond: borrow the next one
+            _last_ms = ms
+            low = _rand.getrandbits(62) | 0x8000_0000_0000_0000  # variant bits 10, then 62 random bits
+            return [f"{_id_head(ms)}{_COUNTER_TEXT[_counter]}{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}"]
+        while len(out) < count:
+            if _counter >= 0xFFF:  # counter exhausted in this millisecond: borrow the next one
                 ms += 1
-                _counter = getrandbits(10)
-                prefix = f"{ms:012x}"
-                head = f"{prefix[:8]}-{prefix[8:]}-7"
-            low = getrandbits(62) | 0x8000_0000_0000_0000  # variant bits 10, then 62 random bits
-            out.append(f"{head}{_counter:03x}-{low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}")
+                _counter = _rand.getrandbits(10)
+            take = min(count - len(out), 0xFFF - _counter)
+            head = _id_head(ms)
+            raw = bytearray(_rand.randbytes(8 * take))
+            raw[::8] = raw[::8].translate(_VARIANT)  # variant bits 10 in the first byte of each
+            hexed = raw.hex()
+            counters = _COUNTER_TEXT[_counter + 1 : _counter + 1 + take]
+            out += [
+                f"{head}{c}{hexed[i : i + 4]}-{hexed[i + 4 : i + 16]}"
+                for c, i in zip(counters, range(0, 16 * take, 16), strict=True)
+            ]
+            _counter += take
         _last_ms = ms
     return out
+
+
+_head: tuple[int, str] = (-1, "")
+
+
+def _id_head(ms: int) -> str:
+    """The first 15 characters of the ids of millisecond ``ms`` (time and version), kept for the next call."""
+    global _head
+    if _head[0] != ms:
+        prefix = f"{ms:012x}"
+        _head = (ms, f"{prefix[:8]}-{prefix[8:]}-7")
+    return _head[1]
 
 
 def new_event_id(ms: int | None = None) -> str:
@@ -425,7 +453,7 @@ def validate_event(
         elif '"task_id"' not in attrs:
             out["attrs"] = _dumps_sorted({**orjson.loads(attrs), "task_id": task_id})
     if run_id is not None and out.get("run_id") is run_id:
-        check_run_id(run_id)
+        _check_context_run(out["run_id"])
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:
@@ -437,6 +465,171 @@ def validate_event(
     return out
 
 
+def validate_events(
+    events: Sequence[Mapping[str, Any]],
+    *,
+    run_id: str | None = None,
+    task_name: str | None = None,
+    component: str | None = None,
+    task_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Check a batch of user event mappings; return clean copies, as :func:`validate_event` does for each.
+
+    A batch is checked column by column (types, text, digests, run ids, ops), each column in
+    a few passes of C code, so the cost of an event does not grow with Python work per value.
+    A batch holding anything unusual (a value of another type, text to look at more closely,
+    a column to convert) is checked event by event instead; both ways accept the same events
+    and give the same result.
+
+    Raises:
+        EventValidationError: an event has an unknown column or a bad value; the message
+            names its index in the batch (``event #3: ...``).
+    """
+    fast = _validate_columns(events, run_id, task_name, component)
+    if fast is not None:
+        if task_id is not None:
+            _stamp_task(fast, task_name, task_id)
+        return fast
+    out: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
+        try:
+            out.append(validate_event(event, run_id=run_id, task_name=task_name, component=component, task_id=task_id))
+        except EventValidationError as exc:
+            raise EventValidationError(f"event #{index}: {exc}") from None
+    return out
+
+
+def _validate_columns(
+    events: Sequence[Mapping[str, Any]], run_id: str | None, task_name: str | None, component: str | None
+) -> list[dict[str, Any]] | None:
+    """The column-wise check of :func:`validate_events`: the clean events, or None to check one by one.
+
+    Returns None whenever any event is not plainly valid, so that the one-by-one check finds
+    and names the first problem; so every branch here may only decline, never refuse.
+    """
+    if not events or set(map(type, events)) != _DICT_ONLY:
+        return None
+    keys: set[str] = set().union(*events)
+    if not keys <= _USER_SET or not {"event_type", "op"} <= keys:
+        return None
+    texts: list[str] = []
+    has_null = False  # some event holds a None value (a column to leave out)
+    partial: set[str] = set()  # columns some events lack or hold None in
+    converted: dict[str, list[Any]] = {}
+    for name in keys:
+        values = [e.get(name) for e in events]
+        kinds = set(map(type, values))
+        if _NONE_TYPE in kinds:
+            partial.add(name)
+            has_null = has_null or any(name in e and e[name] is None for e in events)
+            kinds.discard(_NONE_TYPE)
+            present = [v for v in values if v is not None]
+        else:
+            present = values
+        if not kinds:
+            continue
+        if name == "attrs":  # JSON object text, or a dict to encode
+            if not kinds <= _ATTRS_KINDS:
+                return None
+            texts += [v for v in present if type(v) is str]
+            converted[name] = values
+        elif name == "inputs":
+            if kinds != _LIST_ONLY:
+                return None
+            items = [item for value in present for item in value]
+            if items and set(map(type, items)) != _STR_ONLY:
+                return None
+            texts += items
+            converted[name] = values
+        elif _COLUMN_KIND[name] == "string":
+            if kinds != _STR_ONLY:
+                return None
+            if name == "run_id" and not all(map(_RUN_ID.fullmatch, set(present))):
+                return None
+            if name == "digest" and (set(map(len, present)) != {64} or not _HEX.fullmatch("".join(present))):
+                return None
+            texts += present
+        elif name == "size_bytes":
+            if kinds != _INT_ONLY or min(present) < 0 or max(present) >= 2**63:
+                return None
+        elif name == "duration_s":
+            if kinds != _FLOAT_ONLY or min(present) < 0:
+                return None
+            try:
+                if not math.isfinite(math.fsum(present)):
+                    return None
+            except (OverflowError, ValueError):
+                return None
+        elif kinds != _BOOL_ONLY:  # hit, the one bool column
+            return None
+    joined = "".join(texts)
+    if "\x00" in joined or not (joined.isascii() or _encodes(joined)):
+        return None
+    pairs = set(zip([e.get("event_type") for e in events], [e.get("op") for e in events], strict=True))
+    if not pairs <= _EVENT_PAIRS:
+        return None
+    fill = {k: v for k, v in (("run_id", run_id), ("task_name", task_name), ("component", component)) if v is not None}
+    lacking_run = "run_id" not in keys or "run_id" in partial  # some event takes the run given
+    if lacking_run and (run_id is None or not _RUN_ID.fullmatch(run_id)):
+        return None  # validate_event says what is wrong with that
+    if has_null:
+        out = [{**fill, **{k: v for k, v in e.items() if v is not None}} for e in events]
+    else:
+        out = [{**fill, **e} for e in events]
+    inputs = converted.get("inputs")
+    if inputs is not None:
+        for clean, value in zip(out, inputs, strict=True):
+            if value is not None:
+                clean["inputs"] = list(value)
+    attrs = converted.get("attrs")
+    if attrs is not None:
+        for clean, value in zip(out, attrs, strict=True):
+            if type(value) is str:
+                try:
+                    if type(orjson.loads(value)) is not dict:
+                        return None
+                except ValueError:
+                    return None
+            elif value is not None:
+                try:
+                    clean["attrs"] = _dumps_sorted(value)
+                except (TypeError, ValueError):
+                    return None
+    return out
+
+
+def _stamp_task(cleans: list[dict[str, Any]], task_name: str | None, task_id: str) -> None:
+    """Put ``task_id`` into the ``attrs`` of the events of task ``task_name``, as :func:`validate_event` does."""
+    alone = _dumps_sorted({"task_id": task_id})
+    for clean in cleans:
+        if clean.get("task_name") == task_name:
+            attrs = clean.get("attrs")
+            if attrs is None:
+                clean["attrs"] = alone
+            elif '"task_id"' not in attrs:
+                clean["attrs"] = _dumps_sorted({**orjson.loads(attrs), "task_id": task_id})
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (no lone surrogate), so UTF-8 can hold it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_context_run = ""
+
+
+def _check_context_run(run_id: str) -> None:
+    """:func:`check_run_id` of the run events fall into, once while it stays the same."""
+    global _context_run
+    if run_id is not _context_run:
+        check_run_id(run_id)
+        _context_run = run_id
+
+
 def _dumps_sorted(value: Mapping[str, Any]) -> str:
     """Canonical JSON text of a mapping: sorted keys, compact (NaN and infinities become null)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
@@ -445,6 +638,56 @@ def _dumps_sorted(value: Mapping[str, Any]) -> str:
 def encode_line(event: Mapping[str, Any]) -> bytes:
     """Encode a complete event mapping as one JSON line (with its ``\\n``), columns in order."""
     return orjson.dumps({k: v for k, v in event.items() if v is not None}, option=LINE_OPTIONS) + b"\n"
+
+
+def encode_chained(
+    batch: Sequence[dict[str, Any]],
+    ids: Sequence[str],
+    times: Sequence[str],
+    writer: str,
+    seq: int,
+    prev: str,
+    buffer: bytearray,
+) -> str:
+    """Encode a writer's next lines into ``buffer``, each chained to the one before it.
+
+    Each clean event of ``batch`` becomes the event as written, in place: it gets its id and
+    timestamp from ``ids`` and ``times``, the ``writer``, the next ``seq``, the ``prev`` hash
+    of the line before it and the schema version. Its line, in the one form of
+    :func:`encode_line` (the same bytes), and a newline go to the end of ``buffer``. Each
+    line's bytes are dropped as soon as they are hashed and copied, so a batch touches no
+    fresh memory per line: holding a bytes object per line until the write cost more than
+    encoding them.
+
+    Args:
+        batch: validated events (:func:`validate_event`), updated in place.
+        ids: one event id per event.
+        times: one timestamp per event.
+        writer: the writer id.
+        seq: the ``seq`` of the first line.
+        prev: the hash of the writer's line before the first (``GENESIS`` for none).
+        buffer: receives the lines.
+
+    Returns:
+        The hash of the last line.
+    """
+    dumps = orjson.dumps
+    sha256 = hashlib.sha256
+    for event, event_id, ts in zip(batch, ids, times, strict=True):
+        event["event_id"] = event_id
+        event["timestamp"] = ts
+        event["writer"] = writer
+        event["seq"] = seq
+        event["prev"] = prev
+        event["schema_version"] = SCHEMA_VERSION
+        # Sorted keys (LINE_OPTIONS): a line re-encodes byte for byte from its columns, so
+        # audits of compacted data rebuild the chain hashes from rows.
+        line = dumps(event, option=LINE_OPTIONS)
+        prev = sha256(line).hexdigest()
+        buffer += line
+        buffer += b"\n"
+        seq += 1
+    return prev
 
 
 def decode_line(line: bytes | str) -> dict[str, Any]:
@@ -480,6 +723,17 @@ _REQUIRED: Final = tuple(c.name for c in COLUMNS if not c.nullable and c.name !=
 _REQUIRED_SET: Final = frozenset(_REQUIRED)
 _REQUIRED_STR: Final = tuple(c for c in _REQUIRED if c != "seq")
 _STR_ONLY: Final = {str}
+_NONE_TYPE: Final = type(None)
+_DICT_ONLY: Final = {dict}
+_INT_ONLY: Final = {int}
+_FLOAT_ONLY: Final = {float}
+_BOOL_ONLY: Final = {bool}
+_LIST_ONLY: Final = {list}
+_ATTRS_KINDS: Final = frozenset({str, dict})
+_HEX: Final = re.compile(r"[0-9a-f]*")
+#: Column name -> its type, where the column-wise check looks it up.
+_COLUMN_KIND: Final = {c.name: c.type for c in COLUMNS}
+_EVENT_PAIRS: Final = frozenset((etype, op) for etype, ops in EVENT_OPS.items() for op in ops)
 
 
 # --- Arrow and DuckDB ------------------------------------------------------------------------

@@ -28,10 +28,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import operator
 import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,15 +45,16 @@ from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
     GENESIS,
-    LINE_OPTIONS,
     SCHEMA_VERSION,
     check_run_id,
     decode_line,
+    encode_chained,
     encode_line,
     format_timestamp,
     new_event_ids,
     new_writer_id,
     validate_event,
+    validate_events,
 )
 from scalable.ledger.runfiles import rebuild_summary, write_summary
 from scalable.ledger.stream import (
@@ -87,6 +90,8 @@ __all__ = ["FLUSH_INTERVAL_S", "PENDING_LIMIT", "Ledger"]
 FLUSH_INTERVAL_S = 0.1
 PENDING_LIMIT = 4096
 _log = get_logger("scalable.ledger")
+_RUN_OF = operator.itemgetter("run_id")
+_TYPE_OF = operator.itemgetter("event_type")
 
 
 class _Stream:
@@ -226,7 +231,15 @@ class Ledger:
         Raises:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
-        clean = self._validate_here(event)
+        if self._closed:
+            raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        clean = self._validate(
+            event,
+            context.current_run_id.get(),
+            context.current_task_name.get(),
+            context.current_component.get(),
+            context.current_task_id.get(),
+        )
         if self._pending or self._flush_lock.locked():
             self.flush()  # queued events were raised first: they go first
         written = self._write(clean["run_id"], (clean,))[0]
@@ -250,30 +263,35 @@ class Ledger:
                 f"append_many takes an iterable of event mappings, not a {type(events).__name__}; "
                 "append one event with append"
             )
-        by_run: dict[str, list[dict[str, Any]]] = {}
-        order: list[tuple[str, int]] = []
-        run, task, component, task_id = (
-            context.current_run_id.get(),
-            context.current_task_name.get(),
-            context.current_component.get(),
-            context.current_task_id.get(),
+        run = context.current_run_id.get()
+        implicit = None
+        if run is None:
+            run = self.default_run_id
+        if run is None:
+            run = implicit = context.implicit_run_id()
+        cleans = validate_events(
+            events if type(events) is list else list(events),
+            run_id=run,
+            task_name=context.current_task_name.get(),
+            component=context.current_component.get(),
+            task_id=context.current_task_id.get(),
         )
-        for index, event in enumerate(events):
-            try:
-                clean = self._validate(event, run, task, component, task_id)
-            except EventValidationError as exc:
-                raise EventValidationError(f"event #{index}: {exc}") from None
-            batch = by_run.setdefault(clean["run_id"], [])
-            order.append((clean["run_id"], len(batch)))
-            batch.append(clean)
-        if not order:
+        if not cleans:
             return []
+        runs = set(map(_RUN_OF, cleans))
+        if implicit is not None and implicit in runs and implicit not in self._implicit_started:
+            self._start_implicit_run(implicit)
         if self._pending or self._flush_lock.locked():
             self.flush()
-        if len(by_run) == 1:
-            ((run_id, batch),) = by_run.items()
-            written = self._write(run_id, batch)
+        if len(runs) == 1:
+            written = self._write(runs.pop(), cleans)
         else:
+            by_run: dict[str, list[dict[str, Any]]] = {}
+            order: list[tuple[str, int]] = []
+            for clean in cleans:
+                batch = by_run.setdefault(clean["run_id"], [])
+                order.append((clean["run_id"], len(batch)))
+                batch.append(clean)
             by_stream = {run_id: self._write(run_id, batch) for run_id, batch in by_run.items()}
             written = [by_stream[run_id][i] for run_id, i in order]
         if bus.has_subscribers(self._subscribers):
@@ -328,7 +346,9 @@ class Ledger:
                 by_run.setdefault(item[2]["run_id"], []).append(item)
             written: list[dict[str, Any]] = []
             for run_id, items in by_run.items():
-                written += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
+                ids = [i for i, _t, _c in items]
+                times = [t for _i, t, _c in items]
+                written += self._write(run_id, [c for _i, _t, c in items], stamps=(ids, times))
         if written and bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
 
@@ -447,7 +467,7 @@ class Ledger:
         run_id: str,
         batch: Sequence[dict[str, Any]],
         *,
-        stamps: Sequence[tuple[str, str]] | None = None,
+        stamps: tuple[Sequence[str], Sequence[str]] | None = None,
         before_write: Callable[[_Stream, Sequence[dict[str, Any]]], None] | None = None,
         finalize: Callable[[bytes], bytes] | None = None,
     ) -> list[dict[str, Any]]:
@@ -463,61 +483,62 @@ class Ledger:
                 prev = stream.prev
                 if stamps is None:
                     ns = time.time_ns()
-                    now_ts = format_timestamp(ns)
-                    stamps = [(i, now_ts) for i in new_event_ids(len(batch), ns // 1_000_000)]
-                parts: list[bytes] = []
-                written: list[dict[str, Any]] = []
-                dumps = orjson.dumps
-                sha256 = hashlib.sha256
-                for clean, (event_id, ts) in zip(batch, stamps, strict=True):
-                    # Sorted keys (LINE_OPTIONS): a line re-encodes byte for byte from its columns,
-                    # so audits of compacted data rebuild the chain hashes from rows.
+                    ids: Sequence[str] = new_event_ids(len(batch), ns // 1_000_000)
+                    times: Sequence[str] = [format_timestamp(ns)] * len(batch)
+                else:
+                    ids, times = stamps
+                payload: bytes | bytearray
+                if finalize is None:
+                    payload = bytearray()
+                    prev = encode_chained(batch, ids, times, writer, seq, prev, payload)
+                    written = list(batch)
+                    head = payload.rfind(b"\n", 0, len(payload) - 1) + 1  # where the last line starts
+                else:  # the sealing line, whose own digests are filled in once it is encoded
+                    (clean,) = batch
                     event = {
                         **clean,
-                        "event_id": event_id,
-                        "timestamp": ts,
+                        "event_id": ids[0],
+                        "timestamp": times[0],
                         "writer": writer,
                         "seq": seq,
                         "prev": prev,
                         "schema_version": SCHEMA_VERSION,
                     }
-                    line = dumps(event, option=LINE_OPTIONS)
-                    if finalize is not None:
-                        line = finalize(line)
-                        event["attrs"] = orjson.loads(line)["attrs"]
-                    prev = sha256(line).hexdigest()
-                    parts.append(line)
-                    written.append(event)
-                    seq += 1
-                last = len(parts[-1])
-                parts.append(b"")
-                payload = b"\n".join(parts)
+                    line = finalize(encode_line(event)[:-1])
+                    event["attrs"] = orjson.loads(line)["attrs"]
+                    prev = hashlib.sha256(line).hexdigest()
+                    written, payload, head = [event], line + b"\n", 0
+                seq += len(written)
                 offset = self._commit(stream, payload)
                 stream.seq = seq
                 stream.prev = prev
                 heads = stream.heads
-                heads.add(writer, offset, offset + len(payload) - last - 1, seq - 1, prev)
-                for event in written:
-                    heads.count(event["event_type"], offset)
+                heads.add(writer, offset, offset + head, seq - 1, prev)
+                if len(written) == 1:
+                    heads.count(written[0]["event_type"], offset)
+                else:
+                    for event_type, count in Counter(map(_TYPE_OF, written)).items():
+                        heads.count(event_type, offset, count)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return written
 
-    def _commit(self, stream: _Stream, payload: bytes) -> int:
+    def _commit(self, stream: _Stream, payload: bytes | bytearray) -> int:
         """Write complete lines to a stream whose flock the caller holds; then sync per mode.
 
         Returns:
             The offset of the first line written.
         """
         fd = stream.fd
-        size = os.fstat(fd).st_size
-        stream.note_foreign(size)
+        size = os.lseek(fd, 0, os.SEEK_END)  # the size, without building a stat result
         first = size
-        # Someone else wrote since our last write: make sure their last line is whole.
-        if size != stream.end and ends_torn(fd, size):
-            _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
-            payload = b"\n" + payload
-            first += 1
+        if size != stream.end:
+            # Someone else wrote since our last write: note their bytes, make sure their last line is whole.
+            stream.note_foreign(size)
+            if ends_torn(fd, size):
+                _log.warning("ledger.torn_line_recovered", stream=str(stream.path), offset=size)
+                payload = b"\n" + payload
+                first += 1
         try:
             write_all(fd, payload)
         except OSError as exc:
@@ -529,7 +550,8 @@ class Ledger:
         stream.end = stream.accounted = size + len(payload)
         if sync_after_write(fd, self.fsync):
             stream.dirty = True
-            self._ensure_background()
+            if self._background is None:
+                self._ensure_background()
         return first
 
     def _start_implicit_run(self, run_id: str) -> None:

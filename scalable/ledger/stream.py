@@ -266,14 +266,14 @@ class ChainHeads:
         if head_offset >= entry[1]:
             entry[1], entry[2], entry[3] = head_offset, seq, digest
 
-    def count(self, event_type: str, offset: int) -> None:
-        """Count one event of ``event_type`` whose line starts at (or after, in one write) ``offset``."""
+    def count(self, event_type: str, offset: int, events: int = 1) -> None:
+        """Count ``events`` events of ``event_type`` whose lines start at (or after, in one write) ``offset``."""
         entry = self._types.get(event_type)
         if entry is None:
-            self._types[event_type] = [offset, 1]
+            self._types[event_type] = [offset, events]
             return
         entry[0] = min(entry[0], offset)
-        entry[1] += 1
+        entry[1] += events
 
     def scan(self, data: bytes, offset: int) -> None:
         """Add the complete lines of ``data``, which starts at byte ``offset`` of the stream.

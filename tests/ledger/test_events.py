@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import re
 import string
 
@@ -13,15 +15,19 @@ from scalable.errors import EventValidationError
 from scalable.ledger.events import (
     COLUMNS,
     EVENT_OPS,
+    GENESIS,
+    USER_COLUMNS,
     Event,
     arrow_schema,
     decode_line,
+    encode_chained,
     encode_line,
     new_event_id,
     normalize_timestamp,
     now,
     to_arrow,
     validate_event,
+    validate_events,
 )
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
@@ -163,3 +169,90 @@ def test_written_lines_re_encode_byte_for_byte_from_their_columns(event: dict[st
         led.close()
     assert encode_line(decode_line(line)) == line + b"\n"
     assert decode_line(line) == {k: v for k, v in record.items() if v is not None}
+
+
+class _Kind(enum.StrEnum):
+    PUT = "put"
+
+
+class _Size(enum.IntEnum):
+    ONE = 1
+
+
+#: Values of every kind a caller might put in a column, good and bad.
+_odd_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e16, 2.5e300, -0.0, 3, _Size.ONE, _Kind.PUT, "put", "a\x00b", "\ud800", "é", "[1]", '{"a": 1}']),
+    st.sampled_from(["a" * 64, "A" * 64, "g" * 64, "run-1", "run[1]", ".hidden", "-x"]),
+    _text,
+    st.lists(st.one_of(_text, st.sampled_from(["\ud800", "a\x00", _Kind.PUT])), max_size=3),
+    st.tuples(_text),
+    st.dictionaries(st.text(string.ascii_letters, min_size=1, max_size=4), st.one_of(st.integers(), _text), max_size=3),
+)
+
+
+@st.composite
+def event_batches(draw: st.DrawFn) -> list[dict[str, object]]:
+    """Batches of mostly valid events, some with a value of the wrong kind or an odd column."""
+    batch = draw(st.lists(user_events(), min_size=1, max_size=6))
+    for _ in range(draw(st.integers(0, 2))):
+        event = draw(st.sampled_from(batch))
+        column = draw(st.sampled_from([*USER_COLUMNS, "seq", "event_id", "colour"]))
+        event[column] = draw(_odd_values)
+    return batch
+
+
+def _one_by_one(batch: list[dict[str, object]], **context: str | None) -> list[dict[str, object]] | str:
+    out = []
+    for index, event in enumerate(batch):
+        try:
+            out.append(validate_event(event, **context))
+        except EventValidationError as exc:
+            return f"event #{index}: {exc}"
+    return out
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    event_batches(),
+    st.sampled_from([None, "run-ctx", "bad run"]),
+    st.sampled_from([None, "task-a"]),
+    st.sampled_from([None, "a1-3"]),
+)
+def test_a_batch_is_validated_as_each_of_its_events_would_be(
+    batch: list[dict[str, object]], run_id: str | None, task_name: str | None, task_id: str | None
+) -> None:
+    """validate_events accepts exactly the batches whose every event validate_event accepts, with equal results."""
+    expected = _one_by_one(batch, run_id=run_id, task_name=task_name, component=None, task_id=task_id)
+    try:
+        got: list[dict[str, object]] | str = validate_events(batch, run_id=run_id, task_name=task_name, task_id=task_id)
+    except EventValidationError as exc:
+        got = str(exc)
+    assert got == expected
+    if isinstance(got, list) and isinstance(expected, list):
+        assert [{k: type(v) for k, v in c.items()} for c in got] == [
+            {k: type(v) for k, v in c.items()} for c in expected
+        ]
+        assert not any(clean is event for clean, event in zip(got, batch, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(user_events(), min_size=1, max_size=5), st.sampled_from([0.5, 1e15, 1e16, 2.5e300]))
+def test_chained_lines_are_the_one_line_form(batch: list[dict[str, object]], duration: float) -> None:
+    """encode_chained writes each event exactly as encode_line does, each line's prev the hash of the line before."""
+    batch[0]["duration_s"] = duration
+    cleans = validate_events(batch, run_id="run-x")
+    ids = [new_event_id() for _ in cleans]
+    buffer = bytearray()
+    last = encode_chained(cleans, ids, [now()] * len(cleans), "host:1:abcd", 7, GENESIS, buffer)
+    lines = bytes(buffer).split(b"\n")
+    assert lines.pop() == b""
+    prev = GENESIS
+    for seq, (line, event) in enumerate(zip(lines, cleans, strict=True), start=7):
+        assert line + b"\n" == encode_line(event)
+        assert event["prev"] == prev and event["seq"] == seq
+        prev = hashlib.sha256(line).hexdigest()
+    assert last == prev
