@@ -308,8 +308,13 @@ def _cwd(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-def _sync(source: Path, target: Path) -> None:
-    """Make ``target`` a copy of ``source``, copying only files whose bytes differ (mtimes kept)."""
+def _sync(source: Path, target: Path, keep: Path | None = None) -> None:
+    """Make ``target`` a copy of ``source``, copying only files whose bytes differ (mtimes kept).
+
+    ``keep`` is left as it is (the module under mutation, copied by :func:`_mark_protocols`).
+    """
+    if target == keep:
+        return
     if source.is_file():
         if not target.exists() or not filecmp.cmp(source, target, shallow=False):
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +328,7 @@ def _sync(source: Path, target: Path) -> None:
                 continue
             rel = Path(dirpath, name).relative_to(source)
             wanted.add(rel)
-            _sync(source / rel, target / rel)
+            _sync(source / rel, target / rel, keep)
     if target.exists():
         for dirpath, dirnames, filenames in os.walk(target):
             dirnames[:] = [d for d in dirnames if d != "__pycache__"]
@@ -331,6 +336,39 @@ def _sync(source: Path, target: Path) -> None:
                 rel = Path(dirpath, name).relative_to(target)
                 if rel not in wanted and not name.endswith(".pyc"):
                     (target / rel).unlink()
+
+
+#: Tests that start Python processes point PYTHONPATH at the mutated tree, so those processes
+#: run the mutant too; while mutmut maps tests to functions they must find its configuration,
+#: which it reads from the working directory (a test's own temporary one there).
+_SITECUSTOMIZE = """\
+import os
+
+if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+    _here = os.getcwd()
+    os.chdir({work!r})
+    try:
+        from mutmut.configuration import config
+
+        config()
+    finally:
+        os.chdir(_here)
+"""
+
+
+def _mark_protocols(source: Path, target: Path) -> None:
+    """Copy the module, with its ``Protocol`` classes left unmutated (in the copy only).
+
+    A protocol's methods have no bodies to mutate, and the names mutmut adds to a class would
+    become members of the protocol, so no real store would pass ``isinstance`` any more.
+    """
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if re.match(r"class \w+\(.*\bProtocol\b.*\):\s*$", line):
+            lines[i] = line.rstrip() + "  # pragma: no mutate block\n"
+    text = "".join(lines)
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
 
 
 def _mutmut_config(module: Module, tests: Sequence[str], max_children: int) -> str:
@@ -342,7 +380,7 @@ def _mutmut_config(module: Module, tests: Sequence[str], max_children: int) -> s
         f"only_mutate = [{json.dumps(module.path)}]",
         f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}",
         'pytest_add_cli_args = ["-p", "no:randomly"]',
-        f"also_copy = {json.dumps([p for p in _COPIED if p not in ('scalable', 'tests', 'pyproject.toml')])}",
+        f"also_copy = {json.dumps([*(p for p in _COPIED if p not in ('scalable', 'tests', 'pyproject.toml')), 'sitecustomize.py'])}",
         "use_git_change_detection = false",
         "",
     ]
@@ -357,8 +395,13 @@ def prepare(module: Module, fresh: bool, max_children: int) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     for name in _COPIED:
         if (ROOT / name).exists():
-            _sync(ROOT / name, work / name)
+            _sync(ROOT / name, work / name, keep=work / module.path)
+    _mark_protocols(ROOT / module.path, work / module.path)
     tests = module.test_files()
+    hook = work / "sitecustomize.py"
+    hook_text = _SITECUSTOMIZE.format(work=str(work))
+    if not hook.exists() or hook.read_text(encoding="utf-8") != hook_text:
+        hook.write_text(hook_text, encoding="utf-8")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     config = pyproject + _mutmut_config(module, tests, max_children)
     target = work / "pyproject.toml"
