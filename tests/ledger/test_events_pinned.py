@@ -208,7 +208,7 @@ def test_sizes_outside_int64_or_not_ints_are_refused(size: Any) -> None:
 
 @pytest.mark.parametrize(
     ("value", "want"),
-    [(["a", "b"], ["a", "b"]), (("a",), ["a"]), ([], []), (iter(["x"]), ["x"])],
+    [(["a", "b"], ["a", "b"]), (("a",), ["a"]), ([], []), ({"x": 1}.keys(), ["x"])],
 )
 def test_inputs_are_any_iterable_of_strings_stored_as_a_list(value: Any, want: list[str]) -> None:
     """``inputs`` takes a list, tuple or any iterable of strings, and stores a list."""
