@@ -91,8 +91,15 @@ def test_more_than_4096_ids_in_one_millisecond_stay_unique_ordered_and_borrow_th
     assert stamps[0] == ms
     assert ms + 2 <= stamps[-1] <= ms + 10
     counters = [int(i[15:18], 16) for i in ids]
-    assert max(counters) <= 0xFFF
+    assert max(counters) == 0xFFF  # a millisecond is used up to the last counter value
     assert min(counters[1:]) >= 1
+    pairs = list(zip(stamps, counters, strict=True))
+    for (ms_a, c_a), (ms_b, c_b) in zip(pairs, pairs[1:], strict=False):
+        if ms_a == ms_b:
+            assert c_b == c_a + 1  # counted up one at a time within a millisecond
+        else:
+            assert ms_b == ms_a + 1  # the next millisecond, never one further
+            assert c_a == 0xFFF and 1 <= c_b <= 0x400  # borrowed only when exhausted; restarts low
 
 
 def test_ids_never_go_back_in_time_within_a_process() -> None:
@@ -127,6 +134,16 @@ def test_ids_have_random_low_bits() -> None:
     assert len(tails) == 50
     assert {i[19] for i in ids} <= set("89ab")
     assert len({i[19] for i in ids}) > 1
+    assert len({int(i[-1], 16) % 2 for i in ids}) == 2  # the lowest bit is random too
+    assert len({i[-12:] for i in ids}) == 50
+
+
+def test_one_id_at_a_time_takes_the_given_millisecond_and_the_next_counter() -> None:
+    """``new_event_id(ms)`` stamps ``ms`` and counts on by one from the id before it."""
+    ms = _ms_of(new_event_id()) + 300_000
+    first, second = new_event_id(ms), new_event_id(ms)
+    assert _ms_of(first) == _ms_of(second) == ms
+    assert int(second[15:18], 16) == int(first[15:18], 16) + 1
 
 
 def test_a_writer_id_is_host_pid_and_random() -> None:
@@ -178,6 +195,20 @@ def test_user_times_are_normalized_to_utc(given: str, want: str) -> None:
     assert normalize_timestamp(given) == want
 
 
+def test_naive_times_are_utc_whatever_the_machine_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine in Tokyo, ``--as-of 2026-11-26T12:30`` still means 12:30 UTC."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert normalize_timestamp("2026-11-26T12:30:00") == "2026-11-26T12:30:00.000000Z"
+        assert normalize_timestamp("2026-11-26T12:30:00+01:00") == "2026-11-26T11:30:00.000000Z"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
 def test_a_time_that_is_no_iso_8601_is_refused_with_an_example() -> None:
     """``--as-of yesterday`` is refused naming the value and showing the accepted form."""
     with pytest.raises(EventValidationError) as info:
@@ -188,6 +219,10 @@ def test_a_time_that_is_no_iso_8601_is_refused_with_an_example() -> None:
 # --- validation ------------------------------------------------------------------------------
 
 _OK = {"event_type": "artifact", "op": "put", "run_id": "run-1"}
+
+
+def _refusal(name: str, value: Any, want: str) -> str:
+    return f"event column {name!r} must be {want}, got {type(value).__name__} {value!r:.80}"
 
 
 @pytest.mark.parametrize("size", [0, 1, 2**63 - 1])
@@ -218,8 +253,9 @@ def test_inputs_are_any_iterable_of_strings_stored_as_a_list(value: Any, want: l
 @pytest.mark.parametrize("value", ["abc", 5, [1], ["a", None], [b"x"]])
 def test_inputs_that_are_not_strings_are_refused(value: Any) -> None:
     """A bare string, a number or a list holding non-strings is refused as inputs."""
-    with pytest.raises(EventValidationError, match="event column 'inputs' must be a list of strings"):
+    with pytest.raises(EventValidationError) as info:
         validate_event({**_OK, "inputs": value})
+    assert str(info.value) == _refusal("inputs", value, "a list of strings")
 
 
 def test_inputs_with_a_nul_are_refused() -> None:
@@ -244,9 +280,10 @@ def test_attrs_are_stored_as_sorted_compact_json(value: Any, want: str) -> None:
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
-        ("[1, 2]", "event column 'attrs' must be a JSON object, got str"),
-        ("{not json", "event column 'attrs' must be a JSON object, got str"),
+        ("[1, 2]", "event column 'attrs' must be a JSON object, got str '[1, 2]'"),
+        ("{not json", "event column 'attrs' must be a JSON object, got str '{not json'"),
         (5, "event column 'attrs' must be a mapping or JSON object text, got int 5"),
+        ([("a", 1)], "event column 'attrs' must be a mapping or JSON object text, got list [('a', 1)]"),
         ({"x": object()}, "event column 'attrs' is not JSON-serializable"),
         ({1: "x"}, "event column 'attrs' is not JSON-serializable"),
     ],
@@ -264,8 +301,9 @@ def test_hit_must_be_a_bool(value: Any) -> None:
     if value is None:
         assert "hit" not in validate_event({**_OK, "hit": value})
         return
-    with pytest.raises(EventValidationError, match="event column 'hit' must be a bool"):
+    with pytest.raises(EventValidationError) as info:
         validate_event({**_OK, "hit": value})
+    assert str(info.value) == _refusal("hit", value, "a bool")
 
 
 @pytest.mark.parametrize(("value", "want"), [(0, 0.0), (2, 2.0), (1.5, 1.5)])
@@ -278,8 +316,9 @@ def test_durations_are_stored_as_floats(value: Any, want: float) -> None:
 @pytest.mark.parametrize("value", [-0.5, math.nan, math.inf, True, "1"])
 def test_durations_that_are_negative_not_finite_or_not_numbers_are_refused(value: Any) -> None:
     """A negative, NaN or infinite duration, a bool or text is refused."""
-    with pytest.raises(EventValidationError, match="event column 'duration_s' must be a finite non-negative number"):
+    with pytest.raises(EventValidationError) as info:
         validate_event({**_OK, "duration_s": value})
+    assert str(info.value) == _refusal("duration_s", value, "a finite non-negative number")
 
 
 @pytest.mark.parametrize("name", ["run_id", "task_name", "digest", "location"])
@@ -295,7 +334,10 @@ def test_non_ascii_text_is_kept_and_lone_surrogates_are_refused_with_their_place
     assert validate_event({**_OK, "task_name": "café"})["task_name"] == "café"
     with pytest.raises(EventValidationError) as info:
         validate_event({**_OK, "task_name": "ab\udc80"})
-    assert str(info.value).startswith("event column 'task_name' holds a lone surrogate '\\udc80' at index 2")
+    assert str(info.value) == (
+        "event column 'task_name' holds a lone surrogate '\\udc80' at index 2, which no UTF-8 line can hold; "
+        "give valid Unicode text (bytes decoded with errors='surrogateescape' must be re-encoded first)"
+    )
     with pytest.raises(EventValidationError, match="event column 'task_name' contains a NUL character"):
         validate_event({**_OK, "task_name": "é\x00"})
 
@@ -303,7 +345,10 @@ def test_non_ascii_text_is_kept_and_lone_surrogates_are_refused_with_their_place
 def test_nones_are_left_out_and_the_surrounding_run_and_task_fill_only_what_is_missing() -> None:
     """None values are dropped; run, task and component are filled when absent and never override."""
     out = validate_event(
-        {"event_type": "task", "op": "started", "kind": None}, run_id="run-x", task_name="t", component="c"
+        {"kind": None, "event_type": "task", "op": "started", "digest": None},
+        run_id="run-x",
+        task_name="t",
+        component="c",
     )
     assert out == {"event_type": "task", "op": "started", "run_id": "run-x", "task_name": "t", "component": "c"}
     mine = validate_event(
@@ -431,3 +476,24 @@ def test_to_arrow_fills_absent_columns_with_nulls() -> None:
     assert table.schema == arrow_schema()
     assert table.column("size_bytes").to_pylist() == [3, None]
     assert table.column("digest").to_pylist() == [None, "d"]
+
+
+def test_any_mapping_is_an_event() -> None:
+    """A read-only mapping (not a dict) is accepted like a dict."""
+    from types import MappingProxyType
+
+    assert validate_event(MappingProxyType(dict(_OK))) == _OK
+
+
+def test_attrs_may_hold_numpy_values() -> None:
+    """attrs given numpy numbers and arrays store them as JSON numbers and lists."""
+    import numpy as np
+
+    out = validate_event({**_OK, "attrs": {"n": np.int64(3), "a": np.array([1.5, 2.0])}})
+    assert out["attrs"] == '{"a":[1.5,2.0],"n":3}'
+
+
+def test_unknown_columns_become_the_attrs_of_a_line_without_any() -> None:
+    """A newer writer's columns on a line with no attrs become its attrs."""
+    data = decode_line(json.dumps(_line(zeta=2)))
+    assert data["attrs"] == '{"zeta":2}'
