@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -94,7 +95,7 @@ def test_more_than_4096_ids_in_one_millisecond_stay_unique_ordered_and_borrow_th
     assert max(counters) == 0xFFF  # a millisecond is used up to the last counter value
     assert min(counters[1:]) >= 1
     pairs = list(zip(stamps, counters, strict=True))
-    for (ms_a, c_a), (ms_b, c_b) in zip(pairs, pairs[1:], strict=False):
+    for (ms_a, c_a), (ms_b, c_b) in itertools.pairwise(pairs):
         if ms_a == ms_b:
             assert c_b == c_a + 1  # counted up one at a time within a millisecond
         else:
