@@ -255,6 +255,8 @@ def test_containers_declared_value_type_are_hashed_by_value() -> None:
     builder = KeyBuilder(_simple(), {"a": ValueType})
     assert builder.key(([1],), {})[0] != builder.key(([2],), {})[0]
     assert builder.key(([1],), {})[0] == builder.key(([1],), {})[0]
+    # declared, the list is hashed as one value, not element by element as an undeclared one
+    assert builder.key(([1],), {})[0] != KeyBuilder(_simple()).key(([1],), {})[0]
 
 
 @pytest.mark.parametrize("typ", [int, "file", 3])
