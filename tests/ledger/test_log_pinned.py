@@ -225,3 +225,138 @@ def test_the_seal_counts_every_event_by_type(ledger: Ledger) -> None:
     assert info["events"] == 4
     assert info["counts"] == {"artifact": 3, "cache": 1}
     assert set(info["seal"]["heads"]) == {ledger.writer_id}
+
+
+# --- group commit, torn lines and foreign lines ----------------------------------------------
+
+
+def _lines(ledger: Ledger, run: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ledger.stream_path(run).read_bytes().splitlines()]
+
+
+def test_queued_events_keep_their_order_time_and_runs_and_reach_subscribers_once(ledger: Ledger) -> None:
+    """``append_async`` events land on ``flush`` in the order raised, each in its run, stamped when raised."""
+    got: list[str] = []
+    ledger.subscribe(lambda e: got.append(e["artifact_name"]))
+    before = ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-q", "artifact_name": "sync"})
+    for run, name in (("run-q", "a1"), ("run-r", "b1"), ("run-q", "a2")):
+        ledger.append_async({"event_type": "artifact", "op": "put", "run_id": run, "artifact_name": name})
+    raised = now_after = None
+    ledger.flush()
+    ledger.flush()  # nothing left: writes nothing more
+    q, r = _lines(ledger, "run-q"), _lines(ledger, "run-r")
+    assert [e["artifact_name"] for e in q] == ["sync", "a1", "a2"]
+    assert [e["artifact_name"] for e in r] == ["b1"]
+    assert [e["seq"] for e in q] == [0, 1, 2]
+    assert sorted(got) == ["a1", "a2", "b1", "sync"]
+    assert q[1]["timestamp"] >= before["timestamp"] and q[1]["event_id"] > before["event_id"]
+    assert q[2]["event_id"] > q[1]["event_id"]
+    del raised, now_after
+
+
+def test_a_synchronous_append_writes_queued_events_first(ledger: Ledger) -> None:
+    """A queued event raised before a synchronous append is written before it."""
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-o", "artifact_name": "first"})
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-o", "artifact_name": "second"})
+    assert [e["artifact_name"] for e in _lines(ledger, "run-o")] == ["first", "second"]
+
+
+def test_queued_events_are_written_in_the_background_within_the_interval(ledger: Ledger) -> None:
+    """Without any flush, a queued event is in its stream within a few flush intervals."""
+    import time
+
+    from scalable.ledger.log import FLUSH_INTERVAL_S
+
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-bg", "artifact_name": "x"})
+    deadline = time.monotonic() + 50 * FLUSH_INTERVAL_S
+    while time.monotonic() < deadline:
+        path = ledger.stream_path("run-bg")
+        if path.exists() and path.read_bytes().endswith(b"\n"):
+            break
+        time.sleep(FLUSH_INTERVAL_S / 2)
+    assert [e["artifact_name"] for e in _lines(ledger, "run-bg")] == ["x"]
+
+
+def test_a_torn_line_left_by_a_dead_writer_stays_apart_and_the_run_still_seals(ledger: Ledger) -> None:
+    """After a torn last line, the next event starts on a line of its own; the seal of the run still verifies."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t", "artifact_name": "a"})
+    path = ledger.stream_path("run-t")
+    with path.open("ab") as fh:
+        fh.write(b'{"event_id":"torn')
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t", "artifact_name": "b"})
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t", "artifact_name": "c"})
+    ledger.finish_run("run-t")
+    raw = path.read_bytes().splitlines()
+    assert raw[1] == b'{"event_id":"torn'
+    assert [json.loads(raw[i])["artifact_name"] for i in (0, 2, 3)] == ["a", "b", "c"]
+    report = ledger.audit_structure("run-t")
+    assert [p.where for p in report.problems] == [f"{path}:2"]
+
+
+def _foreign(run: str, count: int, writer: str = "other:1:aa") -> list[bytes]:
+    import hashlib
+
+    from scalable.ledger.events import GENESIS, encode_line
+
+    prev, out = GENESIS, []
+    for seq in range(count):
+        line = encode_line(
+            {
+                "event_id": f"0190a0b0-c0d0-7000-8000-{seq:012x}",
+                "event_type": "artifact",
+                "op": "put",
+                "timestamp": "2026-01-01T00:00:00.000000Z",
+                "run_id": run,
+                "writer": writer,
+                "seq": seq,
+                "prev": prev,
+                "schema_version": 1,
+            }
+        )
+        prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+        out.append(line)
+    return out
+
+
+def test_foreign_lines_with_or_without_newlines_land_whole_and_seal(ledger: Ledger) -> None:
+    """Lines of another writer, given with or without their newline, land once each; the sealed run audits clean."""
+    got: list[int] = []
+    ledger.subscribe(lambda e: got.append(e["seq"]))
+    lines = _foreign("run-f", 3)
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-f"})
+    decoded = ledger.append_lines("run-f", [lines[0], lines[1].rstrip(b"\n"), json.loads(lines[2])])
+    assert [e["seq"] for e in decoded] == [0, 1, 2] == got[1:]
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-f"})
+    ledger.finish_run("run-f")
+    stream = ledger.stream_path("run-f").read_bytes()
+    assert stream.count(b"\n") == 6 and b"\n\n" not in stream
+    assert ledger.audit_structure("run-f").ok
+    assert ledger.append_lines("run-f", []) == []
+
+
+def test_foreign_lines_that_break_the_rules_are_refused_by_index(ledger: Ledger) -> None:
+    """A line holding two lines, or breaking its writer's chain, is refused naming its index; nothing is written."""
+    one, two = _foreign("run-g", 2)
+    with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-g' spans several lines$"):
+        ledger.append_lines("run-g", [one.rstrip(b"\n").replace(b",", b",\n", 1)])
+    with pytest.raises(EventValidationError) as info:
+        ledger.append_lines("run-g", [one, one])
+    assert str(info.value) == "line #1 breaks the chain of writer 'other:1:aa' (seq 0 after 0)"
+    wrong_prev = two.replace(json.loads(two)["prev"].encode(), b"1" * 64)
+    with pytest.raises(
+        EventValidationError, match=r"^line #1 breaks the chain of writer 'other:1:aa' \(seq 1 after 0\)$"
+    ):
+        ledger.append_lines("run-g", [one, wrong_prev])
+    assert not ledger.stream_path("run-g").exists()
+
+
+def test_streams_are_created_readable_by_others(ledger: Ledger) -> None:
+    """A run's stream is a 0644 file (less the umask), like files other tools write."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-mode"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(ledger.stream_path("run-mode").stat().st_mode) == 0o644
