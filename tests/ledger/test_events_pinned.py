@@ -120,6 +120,17 @@ def test_an_id_carries_the_millisecond_it_was_made_in() -> None:
     assert f"{ms:012x}" == one[:8] + one[9:13]
 
 
+def test_an_id_made_now_carries_the_current_millisecond() -> None:
+    """Without a given time, an id's time field is the wall clock's millisecond."""
+    import time
+
+    events._last_ms = 0  # no id of another test pushes this one ahead
+    before = time.time_ns() // 1_000_000
+    made = _ms_of(new_event_id())
+    after = time.time_ns() // 1_000_000
+    assert before <= made <= after
+
+
 def test_the_counter_starts_at_a_random_point_each_millisecond() -> None:
     """The 12-bit counter of a new millisecond starts low but not always at the same value."""
     base = _ms_of(new_event_id()) + 100_000
