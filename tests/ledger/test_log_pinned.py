@@ -360,3 +360,58 @@ def test_streams_are_created_readable_by_others(ledger: Ledger) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(ledger.stream_path("run-mode").stat().st_mode) == 0o644
+
+
+def test_open_uses_the_directories_given_and_checks_them_for_readers(tmp_path: Path) -> None:
+    """``Ledger.open(runs, ledger)`` uses both directories; ``must_exist`` refuses a place with no ledger."""
+    from scalable.errors import LedgerNotFoundError
+
+    led = Ledger.open(tmp_path / "r", tmp_path / "l")
+    assert (led.runs_dir, led.ledger_dir) == (tmp_path / "r", tmp_path / "l")
+    assert led.closed is False
+    led.close()
+    with pytest.raises(LedgerNotFoundError):
+        Ledger.open(tmp_path / "nothing", tmp_path / "nothing-either", must_exist=True)
+
+
+def test_a_one_byte_torn_stream_is_ended_before_the_first_write(ledger: Ledger) -> None:
+    """A stream holding only one torn byte gets its newline before this writer's first line."""
+    path = ledger.stream_path("run-1b")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"{")
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-1b", "artifact_name": "a"})
+    lines = path.read_bytes().splitlines()
+    assert lines[0] == b"{"
+    assert json.loads(lines[1])["artifact_name"] == "a"
+
+
+def test_a_stream_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    """When a file stands where a run's directory goes, appending names the stream it could not create."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "run-x").write_text("a file where the run's directory goes")
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        with pytest.raises(LedgerError) as info:
+            led.append({"event_type": "artifact", "op": "put", "run_id": "run-x"})
+        assert str(info.value).startswith(
+            f"cannot create the stream {str(tmp_path / 'runs' / 'run-x' / 'artifacts.jsonl')!r}"
+        )
+    finally:
+        led.close()
+
+
+def test_a_process_that_never_closes_its_ledger_still_exits_with_its_events_written(tmp_path: Path) -> None:
+    """A script that queues events and ends without ``close`` exits at once, its events in the stream."""
+    import subprocess
+    import sys
+
+    code = (
+        "from scalable.ledger.log import Ledger\n"
+        f"led = Ledger.open({str(tmp_path / 'runs')!r}, {str(tmp_path / 'ledger')!r})\n"
+        "led.append_async({'event_type': 'artifact', 'op': 'put', 'run_id': 'run-exit'})\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
+    lines = (tmp_path / "runs" / "run-exit" / "artifacts.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["op"] for line in lines] == ["put"]
