@@ -430,23 +430,79 @@ def _exit_codes(work: Path, module: Module) -> dict[str, int | None]:
 
 
 def run_module(module: Module, *, fresh: bool, max_children: int) -> Result:
-    """Mutate one module and run its tests against each mutant; return what survived."""
+    """Mutate one module and run its tests against each mutant; return what survived.
+
+    With ``fresh`` false and an earlier run there, only what can have changed is run again:
+    the mutants of functions whose code changed, and every mutant that was not killed. A
+    mutant killed before, in a function that did not change, stays killed (tests were added,
+    none removed). mutmut itself starts over whenever the test selection changes, hence this.
+    """
+    before = {} if fresh else _meta(BUILD / "work" / module.name, module)
     work = prepare(module, fresh, max_children)
     log = BUILD / f"{module.name}.log"
     if fresh:
         log.unlink(missing_ok=True)
     started = time.monotonic()
-    rc = _mutmut(work, ["run", "--max-children", str(max_children)], log)
-    if rc == 0 and not fresh:
-        again = [n for n, c in _exit_codes(work, module).items() if _STATUS.get(c, "suspicious") in _SURVIVING]
-        if again:
-            rc = _mutmut(work, ["run", "--max-children", str(max_children), *again], log)
+    args = ["run", "--max-children", str(max_children)]
+    if before:
+        args += _to_recheck(module, before, (work / module.path).read_text(encoding="utf-8"))
+    rc = _mutmut(work, args, log) if not before or len(args) > 3 else 0
+    if before:
+        _keep_earlier_kills(work, module, before)
     seconds = time.monotonic() - started
     result = Result(module, seconds)
     if rc != 0:
         result.error = f"mutmut exited with {rc}; see {log.relative_to(ROOT)}"
     result.mutants = _read_mutants(work, module)
     return result
+
+
+def _meta(work: Path, module: Module) -> dict[str, Any]:
+    path = work / "mutants" / (module.path + ".meta")
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def _dotted(module: Module) -> str:
+    return module.path.removesuffix(".py").replace("/", ".")
+
+
+def _to_recheck(module: Module, before: dict[str, Any], source: str) -> list[str]:
+    """Names (and patterns) of the mutants to run again: changed functions, and the not killed."""
+    from mutmut.mutation.file_mutation import compute_function_hashes
+
+    now = compute_function_hashes(source)
+    old = before.get("hash_by_function_name", {})
+    dotted = _dotted(module)
+    changed = [f"{dotted}.{name}__mutmut_*" for name, digest in now.items() if old.get(name) != digest]
+    alive = [
+        name
+        for name, code in before["exit_code_by_key"].items()
+        if (code is None or _STATUS.get(code, "suspicious") not in _KILLED)
+        and name.partition("__mutmut_")[0].rpartition(".")[2] in now
+        and old.get(name.partition("__mutmut_")[0].rpartition(".")[2])
+        == now[name.partition("__mutmut_")[0].rpartition(".")[2]]
+    ]
+    return changed + alive
+
+
+def _keep_earlier_kills(work: Path, module: Module, before: dict[str, Any]) -> None:
+    """Give back their earlier result to killed mutants of unchanged functions that were not run again."""
+    path = work / "mutants" / (module.path + ".meta")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    old_hashes = before.get("hash_by_function_name", {})
+    for name, code in meta["exit_code_by_key"].items():
+        function = name.partition("__mutmut_")[0].rpartition(".")[2]
+        earlier = before["exit_code_by_key"].get(name)
+        if (
+            code is None
+            and earlier is not None
+            and old_hashes.get(function) == meta["hash_by_function_name"].get(function)
+        ):
+            meta["exit_code_by_key"][name] = earlier
+    path.write_text(json.dumps(meta, indent=4), encoding="utf-8")
 
 
 def _read_mutants(work: Path, module: Module) -> list[Mutant]:
