@@ -70,9 +70,9 @@ $(VENV)/.mutation-installed: $(ROOT)pyproject.toml $(VENV)/.dev-installed
 	$(PY) -m pip install -q -e '$(ROOT)[mutation]'
 	touch $@
 
-# Mutation testing of the core modules (mutmut, two test processes, one module at a time; about
-# an hour and a half on a 2-core machine). Not part of `make test` or CI. The report goes to
-# build/mutation/report.md. MUTATION_ARGS: module names (cache.keys ledger.events), --resume.
+# Mutation testing of the core modules (mutmut, two test processes, one module at a time; two to
+# three hours for all of them on a 2-core machine). Not part of `make test` or CI. The report goes
+# to build/mutation/report.md. MUTATION_ARGS: module names (cache.keys ledger.events), --resume.
 MUTATION_ARGS ?=
 mutation: $(VENV)/.mutation-installed
 	$(PY) tools/mutation.py $(MUTATION_ARGS)
