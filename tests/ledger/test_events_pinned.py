@@ -387,7 +387,10 @@ def test_refusals_of_columns_and_types_name_what_to_do() -> None:
     assert str(info.value) == "op 'put' is not valid for cache events; use one of hit, miss, write"
     with pytest.raises(EventValidationError) as info:
         validate_event([("event_type", "run")])  # type: ignore[arg-type]
-    assert str(info.value).startswith("an event is a mapping of column names to values, not a list;")
+    assert str(info.value) == (
+        "an event is a mapping of column names to values, not a list; "
+        "append one mapping at a time (several at once with append_many)"
+    )
 
 
 # --- decoding --------------------------------------------------------------------------------
@@ -430,7 +433,7 @@ def test_a_required_column_of_the_wrong_type_is_refused_naming_it(column: str, v
 @pytest.mark.parametrize("text", ["[1]", "5", '"x"'])
 def test_a_line_that_is_no_object_is_refused(text: str) -> None:
     """A JSON value that is not an object is refused as a line."""
-    with pytest.raises(ValueError, match="line is not a JSON object"):
+    with pytest.raises(ValueError, match=r"^line is not a JSON object$"):
         decode_line(text)
 
 
@@ -509,3 +512,18 @@ def test_unknown_columns_become_the_attrs_of_a_line_without_any() -> None:
     """A newer writer's columns on a line with no attrs become its attrs."""
     data = decode_line(json.dumps(_line(zeta=2)))
     assert data["attrs"] == '{"zeta":2}'
+
+
+@pytest.mark.parametrize("bad", ["../up", "-dash", "", "a" * 201, "sp ace"])
+def test_a_run_id_filled_in_from_the_context_is_checked_too(bad: str) -> None:
+    """A bad run id is refused whether the event names it or the surrounding run supplies it."""
+    want = (
+        f"run id {bad!r:.80} is not valid: use 1 to 200 of the characters A-Z a-z 0-9 . _ -, "
+        "starting with a letter, a digit or '_'"
+    )
+    with pytest.raises(EventValidationError) as info:
+        validate_event({"event_type": "artifact", "op": "put"}, run_id=bad)
+    assert str(info.value) == want
+    with pytest.raises(EventValidationError) as info:
+        validate_event({"event_type": "artifact", "op": "put", "run_id": bad})
+    assert str(info.value) == want
