@@ -66,6 +66,28 @@ class TestLocalStoreWithoutXattrs(StoreContract):
         with pytest.raises(KeyConflictError, match="artifacts were put below it on their own"):
             store.put(_tree(tmp_path / "tree"), "d")
 
+    def test_a_delete_reports_the_size_and_digest_recorded_in_the_sidecar(self, store: LocalArtifactStore) -> None:
+        """Without xattrs, the deleted event still carries the size and digest the put recorded."""
+        from scalable.testing import captured_events
+
+        ref = store.put_bytes(b"12345", "k/v.bin")
+        with captured_events(["artifact"]) as events:
+            store.delete("k/v.bin")
+        assert [(e["op"], e["size_bytes"], e["digest"]) for e in events] == [("deleted", 5, ref.digest)]
+
+
+def test_a_damaged_record_on_a_file_is_no_record(tmp_path: Path) -> None:
+    """A digest record attribute that is not a JSON object counts as no record: verification says so."""
+    from scalable.errors import IntegrityError
+
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"abc")
+    store = build_artifact_store(tmp_path / "artifacts")
+    store.put(src, "a.txt")
+    os.setxattr(tmp_path / "artifacts" / "a.txt", "user.scalable.record", b"[1, 2]")
+    with pytest.raises(IntegrityError, match="no digest was recorded"):
+        store.get("a.txt", tmp_path / "out.txt", verify=True)
+
 
 def _tree(root: Path) -> Path:
     (root / "sub").mkdir(parents=True)
