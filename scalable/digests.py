@@ -16,6 +16,13 @@ Tree digest (directories)
     empty tree has the digest of the empty string. Equal trees give equal digests on every
     backend (local disk, S3, GCS), because only relative paths and content enter the hash.
 
+Links (:func:`walk_tree`, one rule for every caller)
+    A link inside the tree to a file or a directory inside the tree counts as that content at
+    the link's path; a link out of the tree, a dangling link, a loop, a special file or a name
+    that is not UTF-8 is refused. So a directory hashes to one digest as a cache argument,
+    when recorded by a session and when stored on any backend, and what is stored restores
+    to the same digest.
+
 This is the one home of hashing for stores, the cache, sessions, audits and replay. It imports
 nothing of scalable besides :mod:`scalable.errors`, so every layer may use it.
 """
@@ -121,84 +128,86 @@ def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def walk_tree(root: str | os.PathLike[str], *, strict: bool = True) -> list[tuple[str, Path]]:
+def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     """Return ``(relative/posix/path, path)`` of every file under ``root``, sorted by path.
 
-    Two rules for symbolic links and special files exist, one per caller:
+    The one rule of links and special files, for every caller (stores, the cache, sessions):
 
-    * ``strict=True`` (what artifact stores and sessions store and record): a link is followed
-      when it stays inside ``root`` (its target's content counts as a regular file there); a
-      link that leaves the tree, a dangling link, a loop, a fifo, a socket or a device is
-      refused.
-    * ``strict=False`` (directory arguments of ``@cacheable``): links to directories are not
-      followed, a link to a file counts as the file it points to, and anything that is not a
-      regular file is skipped.
+    * a link to a file inside ``root`` counts as that file's content at the link's path;
+    * a link to a directory inside ``root`` is walked like a directory at the link's path
+      (its files appear under the link's path as well as under their own);
+    * a link that leaves ``root``, a dangling link, a link to a directory it is itself inside
+      (a loop), a fifo, a socket or a device is refused;
+    * empty directories contribute nothing.
+
+    "Inside" is decided against the real path of ``root`` at every depth, so a link reached
+    through another link is judged the same as when reached directly.
 
     Raises:
-        UnsafeArtifactError: with ``strict``, something under ``root`` cannot be stored safely.
-        StoreError: with ``strict``, a directory cannot be read.
+        ArtifactNotFoundError: ``root`` does not exist.
+        UnsafeArtifactError: something under ``root`` cannot be hashed or stored safely (the
+            message names it).
+        StoreError: a directory cannot be read.
     """
     top = Path(root)
-    if not strict:
-        found: list[tuple[str, Path]] = []
-        for dirpath, _dirnames, filenames in os.walk(top):
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                if os.path.isfile(full):
-                    found.append((Path(os.path.relpath(full, top)).as_posix(), Path(full)))
-        found.sort()
-        return found
-    return _walk_strict(top)
-
-
-def _walk_strict(root: Path) -> list[tuple[str, Path]]:
-    real_root = root.resolve()
+    try:
+        real_root = Path(os.path.realpath(top, strict=True))
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(f"directory {str(top)!r} does not exist") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read directory {str(top)!r}: {exc.strerror or exc}; check its permissions") from None
     out: list[tuple[str, Path]] = []
-
-    def onerror(exc: OSError) -> None:
-        raise StoreError(
-            f"cannot read directory {exc.filename!r}: {exc.strerror or exc}; check its permissions"
-        ) from None
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
-        base = Path(dirpath)
-        # Links to directories appear in dirnames; check them, then walk them as plain dirs
-        # only if they stay inside (os.walk does not follow them, so recurse by hand).
-        for name in list(dirnames):
-            p = base / name
-            if p.is_symlink():
-                _check_inside(p, real_root, root)
-                dirnames.remove(name)
-                target_dir = p.resolve()
-                if target_dir == base.resolve() or target_dir in base.resolve().parents:
-                    raise UnsafeArtifactError(
-                        f"symbolic link {str(p)!r} in {str(root)!r} points to its own ancestor (a loop); remove it"
-                    )
-                for rel, target in _walk_strict(p):
-                    out.append(((p / rel).relative_to(root).as_posix(), target))
-        for name in filenames:
-            p = base / name
-            if p.is_symlink():
-                _check_inside(p, real_root, root)
+    # Each pending directory: its path as seen, its relative prefix, and the real paths of the
+    # directories it is inside (a link to one of those would loop).
+    pending: list[tuple[Path, str, frozenset[Path]]] = [(top, "", frozenset({real_root}))]
+    while pending:
+        directory, prefix, inside = pending.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read directory {str(directory)!r}: {exc.strerror or exc}; check its permissions"
+            ) from None
+        for entry in entries:
+            path = Path(entry.path)
+            rel = f"{prefix}{entry.name}"
             try:
-                mode = p.stat().st_mode
-            except OSError as exc:
+                entry.name.encode()
+            except UnicodeEncodeError:
                 raise UnsafeArtifactError(
-                    f"{str(p)!r} in {str(root)!r} cannot be read ({exc.strerror or exc}); remove it or fix it"
+                    f"the name of {str(path)!r} in {str(top)!r} is not valid UTF-8; rename it"
                 ) from None
-            if not stat.S_ISREG(mode):
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except OSError as exc:
+                raise StoreError(f"cannot read {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
+            real: Path | None = None
+            if stat.S_ISLNK(mode):
+                real = _link_target(path, real_root, top)
+                mode = real.stat().st_mode
+            if stat.S_ISDIR(mode):
+                real = real or Path(os.path.realpath(path))
+                if real in inside:
+                    raise UnsafeArtifactError(
+                        f"symbolic link {str(path)!r} in {str(top)!r} points to a directory it is inside (a loop); "
+                        "remove it"
+                    )
+                pending.append((path, f"{rel}/", inside | {real}))
+            elif stat.S_ISREG(mode):
+                out.append((rel, path))
+            else:
                 raise UnsafeArtifactError(
-                    f"{str(p)!r} in {str(root)!r} is not a regular file (a fifo, socket or device); "
-                    "remove it from the directory before storing it"
+                    f"{str(path)!r} in {str(top)!r} is not a regular file (a fifo, socket or device); "
+                    "remove it from the directory"
                 )
-            out.append((p.relative_to(root).as_posix(), p))
     out.sort()
     return out
 
 
-def _check_inside(link: Path, real_root: Path, root: Path) -> None:
+def _link_target(link: Path, real_root: Path, root: Path) -> Path:
+    """The real path a link inside ``root`` points to; refused when dangling, looping or outside."""
     try:
-        target = link.resolve(strict=True)
+        target = Path(os.path.realpath(link, strict=True))
     except (OSError, RuntimeError):
         raise UnsafeArtifactError(
             f"symbolic link {str(link)!r} in {str(root)!r} is dangling or loops; remove it"
@@ -208,6 +217,7 @@ def _check_inside(link: Path, real_root: Path, root: Path) -> None:
             f"symbolic link {str(link)!r} points outside {str(root)!r} (to {str(target)!r}); "
             "copy the target into the directory or remove the link"
         )
+    return target
 
 
 class Measurement(NamedTuple):
@@ -222,7 +232,7 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
     """Return the kind, size and digest of a local file or directory, as artifact stores hash it.
 
     A directory's size is the sum of its files' sizes and its digest the tree digest of the
-    :func:`walk_tree` (``strict``) files.
+    :func:`walk_tree` files.
 
     Raises:
         ArtifactNotFoundError: ``path`` (or a file inside it) does not exist.
@@ -234,7 +244,7 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
     if local.is_dir():
         digests: dict[str, str] = {}
         total = 0
-        for rel, full in _walk_strict(local):
+        for rel, full in walk_tree(local):
             digests[rel], size = _hash_local(full)
             total += size
         return Measurement("dir", total, tree_digest(digests))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 __all__ = [
+    "AmbiguousNodeError",
     "ArtifactNotFoundError",
     "CacheArgumentError",
     "CacheEntryNotFoundError",
@@ -39,6 +40,7 @@ __all__ = [
     "NodeNotFoundError",
     "QueryError",
     "ReadOnlyQueryError",
+    "RerunError",
     "RestoreError",
     "RunNotFoundError",
     "ScalableError",
@@ -126,6 +128,10 @@ class RunNotFoundError(LedgerError, LookupError):
 
 class NodeNotFoundError(LedgerError, LookupError):
     """No artifact digest, URI or run of that name appears in the ledger's lineage."""
+
+
+class AmbiguousNodeError(LedgerError, LookupError):
+    """A digest prefix, name or path given for lineage stands for several nodes; the message lists them."""
 
 
 class EventValidationError(LedgerError, ValueError):
@@ -245,6 +251,15 @@ class SessionError(ScalableError, RuntimeError):
 
 class WorkerLostError(SessionError):
     """A task never came back: the worker running it died, or its batch job ended (``scancel``, walltime)."""
+
+
+class RerunError(ScalableError, RuntimeError):
+    """A run could not be run again: it recorded no command, an input's bytes are gone, or the command failed.
+
+    ``result`` holds the :class:`~scalable.rerun.RerunResult` when the command ran.
+    """
+
+    result: object = None
 
 
 class DiskFullError(ScalableError, OSError):

@@ -23,7 +23,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,11 +49,12 @@ from scalable.ledger.runfiles import write_json, write_summary_json
 from scalable.logs import get_logger, mask_secrets
 from scalable.manifest import Manifest, TargetSpec, load_manifest
 from scalable.providers import PROVIDERS
+from scalable.recipe import capture, newly_imported
 from scalable.settings import Settings, load_settings
 from scalable.stores import ArtifactRef, ArtifactStore, build_artifact_store
 from scalable.stores.local import unwritable_ancestor
 from scalable.targets import Deployment, Runner, TaskEnv, recorded_only, scale_plan, start_runner
-from scalable.targets.tasks import error_text, failed_event
+from scalable.targets.tasks import error_text, failed_event, task_scope
 from scalable.uris import is_remote, local_path, path_to_uri
 
 __all__ = ["ScalableSession", "TaskSession"]
@@ -67,14 +68,20 @@ REMOTE_SYNC_INTERVAL_S = 30.0
 # --- artifacts -----------------------------------------------------------------------------------
 
 
-def _input_ref(value: str | os.PathLike[str]) -> str:
-    """An input as lineage records it: a digest or remote URI as given, a local one as its file URI."""
+def _input_ref(value: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    """An input as lineage records it (a digest or remote URI as given, a local one as its file
+    URI) and, when it is a local file or directory, its path."""
     text = os.fspath(value)
     if is_remote(text):
-        return text
+        return text, None
     if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
-        return text  # a digest
-    return path_to_uri(local_path(text))
+        return text, None  # a digest
+    local = local_path(text)
+    return path_to_uri(local), local if local.exists() else None
+
+
+#: What ``record_artifact`` records an artifact as: produced by the run, or used by it.
+ROLES = ("output", "input")
 
 
 def _nonempty(path: str | os.PathLike[str], what: str) -> str:
@@ -127,8 +134,10 @@ class TaskSession:
             self._store = build_artifact_store(self.settings.default_storage)
         return self._store
 
-    def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        return bus.publish(event)
+    def _emit_many(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Publish ``events`` in one write; return the last as written (``None`` with telemetry off)."""
+        written = bus.publish_many(events)
+        return written[-1] if written else None
 
     def _ready(self) -> None:
         """Make sure the run is open (a no-op inside a task)."""
@@ -146,13 +155,20 @@ class TaskSession:
         digest: str | None = None,
         inputs: Iterable[str | os.PathLike[str]] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        role: str = "output",
     ) -> dict[str, Any] | None:
-        """Record an artifact of the run (``artifact/recorded``); nothing is copied.
+        """Record an artifact the run produced (``artifact/recorded``) or used (``artifact/used``); nothing is copied.
 
         Two forms: the short ``record_artifact("output.csv", kind="result")`` and Scalable's
         keywords (``task_name=``, ``artifact_name=``, ``location=``, ``component=``, ``kind=``,
         ``size_bytes=``, ``digest=``). When the artifact is local, its size and SHA-256 (a tree
         digest for directories) are computed.
+
+        ``role="input"`` records a version the run read rather than made: lineage shows the
+        run (and the task, inside one) as its user, and what the task produces afterwards as
+        derived from it. Each local file or directory named in ``inputs`` is hashed and
+        recorded the same way, so its exact version is the input, whatever is at that path
+        later.
 
         Args:
             path: a local file or directory the run produced; it must exist.
@@ -165,15 +181,19 @@ class TaskSession:
             digest: SHA-256 hex, for artifacts that are not local.
             inputs: digests, URIs or local paths it was derived from (lineage edges).
             metadata: free metadata, stored in ``attrs``.
+            role: ``output`` (the run produced it, the default) or ``input`` (the run used it).
 
         Returns:
             The event as written, or ``None`` when telemetry is off.
 
         Raises:
+            ConfigError: ``role`` is not ``output`` or ``input``.
             SessionError: neither ``path`` nor ``location`` is given.
             ArtifactNotFoundError: ``path`` does not exist.
             IntegrityError: a given ``size_bytes``/``digest`` disagrees with the local bytes.
         """
+        if role not in ROLES:
+            raise ConfigError(f"record_artifact role {role!r} is not one of {', '.join(ROLES)}")
         if path is None and location is None:
             raise SessionError(
                 "record_artifact needs a path or location=; e.g. record_artifact('output.csv', kind='result')"
@@ -207,25 +227,48 @@ class TaskSession:
                 raise IntegrityError(f"artifact {str(local)!r} has digest {measured_digest}, not digest={digest}")
             size_bytes, digest = measured_size, measured_digest
         name = artifact_name or (local.name if local is not None else where.rstrip("/").rsplit("/", 1)[-1])
+        task: dict[str, Any] = {}
+        if task_name is not None:
+            task = {"task_name": task_name, "component": component or self._components.get(task_name)}
+        elif component is not None:
+            task = {"component": component}
+        # Local inputs are recorded as the versions used (each hashed now), the rest as given.
+        refs: list[str] = []
+        used: list[dict[str, Any]] = []
+        for value in inputs if inputs is not None else ():
+            ref, found = _input_ref(value)
+            if found is not None and self.settings.telemetry:  # nothing is recorded without telemetry
+                found_kind, found_size, found_digest = measure_path(found)
+                used.append(
+                    {
+                        "event_type": "artifact",
+                        "op": "used",
+                        "run_id": self.run_id,
+                        "artifact_name": found.name,
+                        "location": ref,
+                        "kind": found_kind,
+                        "size_bytes": found_size,
+                        "digest": found_digest,
+                        **task,
+                    }
+                )
+                ref = found_digest
+            refs.append(ref)
         event: dict[str, Any] = {
             "event_type": "artifact",
-            "op": "recorded",
+            "op": "used" if role == "input" else "recorded",
             "run_id": self.run_id,
             "artifact_name": name,
             "location": where,
             "kind": kind or measured_kind,
             "size_bytes": size_bytes,
             "digest": digest,
-            "inputs": [_input_ref(i) for i in inputs] if inputs is not None else None,
+            "inputs": refs if inputs is not None else None,
             "attrs": dict(metadata) if metadata else None,
+            **task,
         }
-        if task_name is not None:
-            event["task_name"] = task_name
-            event["component"] = component or self._components.get(task_name)
-        elif component is not None:
-            event["component"] = component
         self._ready()
-        return self._emit(event)
+        return self._emit_many([*used, event])
 
     def put(
         self, local_path: str | os.PathLike[str], key: str | None = None, *, kind: str | None = None
@@ -344,6 +387,7 @@ class ScalableSession(TaskSession):
         self._submitted = 0
         self._failed = 0
         self._sealed = False
+        self._recipe: dict[str, Any] | None = None
 
     @classmethod
     def from_yaml(
@@ -485,6 +529,9 @@ class ScalableSession(TaskSession):
                         status = "failed"
             if was_open and self.settings.telemetry:
                 attrs: dict[str, Any] = {"tasks_submitted": self._submitted, "tasks_failed": self._failed}
+                added = self._recipe_added()
+                if added:
+                    attrs["recipe_added"] = added
                 if error is not None:
                     attrs.update(error_type=type(error).__name__, error=error_text(error))
                 with self._lock:
@@ -555,7 +602,30 @@ class ScalableSession(TaskSession):
                 for name, c in (self.manifest.components.items() if self.manifest else ())
             },
             "recorded_only": recorded_only(self.target, self.manifest),
+            **({"rerun_of": self.settings.rerun_of} if self.settings.rerun_of else {}),
+            "recipe": self._capture_recipe(),
         }
+
+    def _capture_recipe(self) -> dict[str, Any]:
+        """What ``scalable ledger rerun`` needs to run this again (:mod:`scalable.recipe`)."""
+        self._recipe = capture(
+            self.manifest.directory if self.manifest else Path.cwd(),
+            store=self.store,
+            allow_env=self.settings.record_env,
+            manifest=self.manifest.path if self.manifest else None,
+            cache_dir=self.settings.cache_dir,
+        )
+        return self._recipe
+
+    def _recipe_added(self) -> dict[str, Any]:
+        """The code and distributions imported since the run started (``run/finished`` records them)."""
+        if self._recipe is None:
+            return {}
+        try:
+            return newly_imported(self._recipe, store=self.store)
+        except Exception as exc:  # what the run imported late is lost; the run still finishes
+            _log.warning("session.recipe_not_completed", run_id=self.run_id, error=mask_secrets(str(exc)))
+            return {}
 
     def _write_run_files(self) -> None:
         """Write the files Scalable keeps beside a run: manifest.yaml, manifest.lock, plan.json, run.json.
@@ -602,10 +672,10 @@ class ScalableSession(TaskSession):
                 if batch:
                     self._ledger.append_lines(run_id, batch)
 
-    def _emit(self, event: dict[str, Any]) -> dict[str, Any] | None:
+    def _emit_many(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
         if not self.settings.telemetry:
             return None
-        return self._ledger.append(event)
+        return self._ledger.append_many(events)[-1]
 
     # --- tasks ----------------------------------------------------------------------------------
 
@@ -667,6 +737,31 @@ class ScalableSession(TaskSession):
             self._submitted += 1
         future.add_done_callback(self._count)
         return future
+
+    @contextlib.contextmanager
+    def task(self, name: str, *, component: str | None = None) -> Iterator[None]:
+        """Run the block as one task of the run, as a submitted call runs.
+
+        Inside it, every event (``record_artifact``, ``put``, cache lookups) carries the task's
+        name and id, between ``task/started`` and ``task/finished`` (``task/failed`` when the
+        block raises). Lineage reads a task's order: whatever it used before it put or recorded
+        an artifact is what that artifact was derived from.
+
+        Args:
+            name: the task's name (the manifest's ``tasks`` map it to a component).
+            component: the component, when the manifest does not name one.
+
+        Raises:
+            SessionError: the session is closed.
+        """
+        self._ready()
+        if self._state != "open":
+            raise SessionError(f"session of run {self.run_id!r} is closed; no task can start in it")
+        env = TaskEnv(
+            self.run_id, name, os.urandom(8).hex(), component or self._components.get(name), self._task_settings
+        )
+        with task_scope(self._ledger, env):
+            yield
 
     def map(
         self, fn: Callable[..., Any], /, *iterables: Iterable[Any], task_name: str | None = None, **kwargs: Any

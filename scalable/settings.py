@@ -46,6 +46,8 @@ ENV_VARS: dict[str, str] = {
     "SCALABLE_TELEMETRY": "1 (default) records events; 0 records nothing.",
     "SCALABLE_LEDGER_FSYNC": "always | batch (default) | never: power-loss durability of appends.",
     "SCALABLE_SNAPSHOT_RETENTION": "How long compacted files stay after a newer generation replaced them (default 1h).",
+    "SCALABLE_RECORD_ENV": "Comma-separated names (or fnmatch patterns) of environment variables a run records.",
+    "SCALABLE_RERUN_OF": "Set by scalable ledger rerun: the run the command re-executes (recorded as rerun_of).",
     "SCALABLE_LOG_FORMAT": "console (default) | json.",
     "SCALABLE_LOG_LEVEL": "debug | info | warning (default) | error.",
 }
@@ -81,6 +83,10 @@ class Settings:
     ledger_fsync: FsyncMode = FsyncMode.BATCH
     #: Seconds a compacted file stays readable after a newer generation superseded it.
     snapshot_retention_s: float = 3600.0
+    #: Names or fnmatch patterns of the environment variables ``run/started`` records.
+    record_env: tuple[str, ...] = ()
+    #: The run this process re-executes (set by ``scalable ledger rerun``).
+    rerun_of: str | None = None
     log_format: str = "console"
     log_level: str = "warning"
 
@@ -125,6 +131,14 @@ def _duration(name: str, value: object) -> float:
     return seconds
 
 
+def _names(name: str, value: object) -> tuple[str, ...]:
+    """Names given as one comma-separated string or as a list of strings."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{name}={value!r} is not a list of variable names; use NAME,OTHER_NAME or a YAML list")
+    return tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+
+
 def _path(value: str | os.PathLike[str], base: Path | None = None) -> Path:
     p = Path(value).expanduser()
     if not p.is_absolute():
@@ -164,6 +178,8 @@ def _coerce(values: Mapping[str, Any], *, source: str, base: Path | None = None)
             out[name] = FsyncMode(_choice(label, str(value), tuple(m.value for m in FsyncMode)))
         elif name == "snapshot_retention_s":
             out[name] = _duration(label, value)
+        elif name == "record_env":
+            out[name] = _names(label, value)
         elif name == "log_format":
             out[name] = _choice(label, str(value), _LOG_FORMATS)
         elif name == "log_level":
@@ -201,7 +217,7 @@ def load_settings(
     Args:
         env: the environment to read (``os.environ`` when omitted).
         manifest_project: the manifest's ``project`` mapping (``default_storage``,
-            ``local_cache``), if a manifest is in play.
+            ``local_cache``, ``record_env``), if a manifest is in play.
         manifest_dir: directory that relative manifest paths are resolved against.
         **overrides: explicit values of :class:`Settings` fields; ``None`` means "not given".
 
@@ -227,6 +243,8 @@ def load_settings(
             from_manifest["default_storage"] = manifest_project["default_storage"]
         if manifest_project.get("local_cache"):
             from_manifest["cache_dir"] = manifest_project["local_cache"]
+        if manifest_project.get("record_env"):
+            from_manifest["record_env"] = manifest_project["record_env"]
         resolved.update(_coerce(from_manifest, source="manifest project", base=manifest_dir))
     resolved.update(_from_env(env))
     settings = Settings(**resolved)

@@ -17,7 +17,11 @@ _LAYERS = {
     # scalable.artifacts.cache is Scalable's home of the remote cache backend, built on the cache tier.
     "artifacts": {"artifacts", "stores", "cache", "ledger", *_BASE},
     "cache": {"cache", "stores", "ledger", *_BASE},
-    "session": {"session", "targets", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    "session": {"session", "recipe", "targets", "manifest", "providers", "cache", "stores", "ledger", *_BASE},
+    # What a run records to be run again (its code is kept in the default storage).
+    "recipe": {"recipe", "stores", *_BASE},
+    # Running a recorded run again executes its command, which starts its own session.
+    "rerun": {"rerun", "ledger", *_BASE},
     # The explorer reads the ledger only; its downloads render as the CLI's output does.
     "ui": {"ui", "ledger", "cli", *_BASE},
     "targets": {"targets", "manifest", "providers", "cache", "ledger", *_BASE},

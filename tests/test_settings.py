@@ -73,6 +73,8 @@ def test_every_documented_variable_is_read() -> None:
         "SCALABLE_TELEMETRY": "0",
         "SCALABLE_LEDGER_FSYNC": "never",
         "SCALABLE_SNAPSHOT_RETENTION": "5m",
+        "SCALABLE_RECORD_ENV": "OMP_NUM_THREADS",
+        "SCALABLE_RERUN_OF": "run-1",
         "SCALABLE_LOG_FORMAT": "json",
         "SCALABLE_LOG_LEVEL": "debug",
     }
@@ -80,6 +82,17 @@ def test_every_documented_variable_is_read() -> None:
     default = load_settings(env={})
     for var, value in values.items():
         assert load_settings(env={var: value}) != default, var
+
+
+def test_recorded_variables_come_from_the_environment_or_the_manifest() -> None:
+    """SCALABLE_RECORD_ENV (comma-separated) wins over project.record_env (a list); bad values are refused by name."""
+    assert load_settings(env={}).record_env == ()
+    project = {"name": "p", "record_env": ["OMP_NUM_THREADS", "MY_*"]}
+    assert load_settings(env={}, manifest_project=project).record_env == ("OMP_NUM_THREADS", "MY_*")
+    chosen = load_settings(env={"SCALABLE_RECORD_ENV": " A, B ,,A"}, manifest_project=project)
+    assert chosen.record_env == ("A", "B")
+    with pytest.raises(ConfigError, match="record_env"):
+        load_settings(env={}, manifest_project={"name": "p", "record_env": [1]})
 
 
 @pytest.mark.parametrize("field", ["runs_dir", "ledger_dir", "cache_dir"])

@@ -7,7 +7,9 @@ chain: ``run/started``, blocks of task, cache and artifact events, and a ``run/f
 carrying the seal (the writer's head, the digest of the stream before it and of its own
 line). Runs form a
 lineage graph: the first artifact of run ``i`` lists, in ``inputs``, the digest of the last
-artifact of one or two earlier runs (its parents), so ``ancestors()`` has real depth.
+artifact of one or two earlier runs (its parents), so ``ancestors()`` has real depth. Each
+block is one task execution, and every event of it carries the task's id in ``attrs``, as a
+session's ledger stamps it.
 
 Usage: ``python tools/gen_events.py RUNS_DIR --events 1000000 --runs 1000``.
 """
@@ -129,8 +131,9 @@ def _write_run(
     while seq < count - 1:
         task = f"task-{block % 50}"
         step = seq % 5
+        task_id = json.dumps({"task_id": f"{index:x}-{block:x}"}, separators=(",", ":"))
         if step == 0:
-            emit({"event_type": "task", "op": "started", "task_name": task, "component": "compute"})
+            emit({"event_type": "task", "op": "started", "task_name": task, "component": "compute", "attrs": task_id})
         elif step == 1:
             emit(
                 {
@@ -140,6 +143,7 @@ def _write_run(
                     "function_name": "pipeline.step",
                     "key_digest": hashlib.sha256(f"{index}:{block}".encode()).hexdigest()[:32],
                     "hit": False,
+                    "attrs": task_id,
                 }
             )
         elif step == 2:
@@ -163,6 +167,7 @@ def _write_run(
                     "key": f"runs/{run_id}/{name}",
                     "store": "s3://bucket/",
                     "inputs": inputs,
+                    "attrs": task_id,
                 }
             )
             last_digest = digest
@@ -176,10 +181,19 @@ def _write_run(
                     "function_name": "pipeline.step",
                     "size_bytes": rnd.randrange(1, 1_000_000),
                     "duration_s": rnd.random(),
+                    "attrs": task_id,
                 }
             )
         else:
-            emit({"event_type": "task", "op": "finished", "task_name": task, "duration_s": rnd.random() * 10})
+            emit(
+                {
+                    "event_type": "task",
+                    "op": "finished",
+                    "task_name": task,
+                    "duration_s": rnd.random() * 10,
+                    "attrs": task_id,
+                }
+            )
             block += 1
     seal = new_seal({writer: {"seq": seq - 1, "head": prev}}, hashlib.sha256(b"".join(lines)).hexdigest(), keyed=False)
     emit(

@@ -71,7 +71,9 @@ def _decorate(
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         start = _perf()
-        key, inputs = builder.key(args, kwargs)
+        key, inputs, locations = builder.key(args, kwargs)
+        # Where each file argument was read: what a rerun restores there.
+        where = {"input_locations": locations} if locations else {}
         cache = default_cache()
         reason = "recompute" if recompute else "absent"
         if not recompute:
@@ -100,6 +102,7 @@ def _decorate(
                                 "tier": entry.tier,
                                 "writer_run": header.get("writer_run"),
                                 "saved_s": header.get("compute_s"),
+                                **where,
                             },
                         }
                     )
@@ -113,7 +116,7 @@ def _decorate(
                 "hit": False,
                 "duration_s": _perf() - start,
                 "inputs": inputs or None,
-                "attrs": {"tiers": cache.tier_names, "reason": reason},
+                "attrs": {"tiers": cache.tier_names, "reason": reason, **where},
             }
         )
         # The write event goes to the same run as this miss; the entry names that run as its writer.
@@ -153,12 +156,12 @@ def _decorate(
                 "digest": envelope.digest,
                 "size_bytes": envelope.size_bytes,
                 "inputs": inputs or None,
-                "attrs": {"tiers": tiers},
+                "attrs": {"tiers": tiers, **where},
             }
         )
         return value
 
-    wrapper.cache_key = lambda *a, **kw: builder.key(a, kw)[0]  # type: ignore[attr-defined]
+    wrapper.cache_key = lambda *a, **kw: builder.key(a, kw).key  # type: ignore[attr-defined]
     wrapper.function_name = name  # type: ignore[attr-defined]
     return wrapper
 

@@ -22,16 +22,24 @@ import inspect
 import struct
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from scalable.cache.types import GenericType, ValueType, convert_to_type, scalar_bytes
 from scalable.errors import CacheArgumentError
 
-__all__ = ["KEY_VERSION", "KeyBuilder", "code_digest", "function_name"]
+__all__ = ["KEY_VERSION", "CallKey", "KeyBuilder", "code_digest", "function_name"]
 
 KEY_VERSION = b"scalable-cache-key/1"
 _LEN = struct.Struct(">I").pack
 _VALUE_TAG = b"V"
+
+
+class CallKey(NamedTuple):
+    """The key of one call, the digests of its file and directory arguments, and where they were."""
+
+    key: str
+    inputs: list[str]
+    locations: list[str]
 
 
 def function_name(func: Callable[..., Any]) -> str:
@@ -157,8 +165,8 @@ class KeyBuilder:
         bound.apply_defaults()
         return list(bound.arguments.items())
 
-    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, list[str]]:
-        """Return the key (64 hex characters) of a call and the lineage digests of its inputs.
+    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> CallKey:
+        """Return the key (64 hex characters) of a call, the lineage digests of its inputs and their locations.
 
         Raises:
             TypeError: the arguments do not fit the signature.
@@ -167,6 +175,7 @@ class KeyBuilder:
         """
         h = self._prefix.copy()
         inputs: list[str] = []
+        locations: list[str] = []
         if self._simple and not kwargs and self._required <= len(args) <= len(self._names):
             values = args + self._defaults[len(args) - self._required :]
             encoded_names: tuple[bytes, ...] = self._encoded_names
@@ -193,4 +202,5 @@ class KeyBuilder:
             tag = f"{cls.__module__}.{cls.__qualname__}".encode()
             h.update(name + b"T" + _LEN(len(tag)) + tag + wrapped.digest())
             inputs.extend(wrapped.inputs())
-        return h.hexdigest(), inputs
+            locations.extend(wrapped.locations())
+        return CallKey(h.hexdigest(), inputs, locations)

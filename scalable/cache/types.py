@@ -8,8 +8,8 @@ only when such a value appears), and a user subclass of :class:`GenericType` tha
 ``__hash__`` (Scalable's way) or ``digest`` (the full-width way) is used as given.
 
 Directory digest (``DirType``): the tree digest of :mod:`scalable.digests` (the one artifact
-stores compute), so a directory argument and the stored directory share one digest. Symbolic
-links to directories are not followed; a link to a file counts as the file it points to.
+stores compute, with the same rule for links), so a directory argument and the stored
+directory share one digest.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 
 from scalable.digests import sha256_file, walk_tree
 from scalable.digests import tree_digest as combine_tree
-from scalable.errors import CacheArgumentError, CacheInputNotFoundError
+from scalable.errors import CacheArgumentError, CacheInputNotFoundError, StoreError
+from scalable.uris import path_to_uri
 
 __all__ = [
     "DirType",
@@ -62,12 +63,18 @@ def tree_digest(path: str | os.PathLike[str]) -> str:
 
     Raises:
         CacheInputNotFoundError: the directory does not exist.
+        CacheArgumentError: the directory holds what no digest covers (a link out of it, a
+            dangling link, a fifo); the message names it.
     """
     if not Path(path).is_dir():
         raise CacheInputNotFoundError(
             f"directory {os.fspath(path)!r} of a DirType argument does not exist; pass an existing directory"
         )
-    return combine_tree((rel, file_digest(full)) for rel, full in walk_tree(path, strict=False))
+    try:
+        files = walk_tree(path)
+    except StoreError as exc:
+        raise CacheArgumentError(f"DirType argument {os.fspath(path)!r}: {exc}") from None
+    return combine_tree((rel, file_digest(full)) for rel, full in files)
 
 
 class GenericType:
@@ -98,6 +105,10 @@ class GenericType:
 
     def inputs(self) -> list[str]:
         """Return the digests this value contributes to lineage (files and directories)."""
+        return []
+
+    def locations(self) -> list[str]:
+        """Return where each of :meth:`inputs` was read (``file://`` URIs), in the same order."""
         return []
 
     def __hash__(self) -> int:
@@ -138,6 +149,10 @@ class FileType(GenericType):
         """Return the file's content digest (the same SHA-256 an artifact store computes)."""
         return [self.content_digest()]
 
+    def locations(self) -> list[str]:
+        """Return the file's ``file://`` URI."""
+        return [path_to_uri(self.value)]
+
 
 class DirType(GenericType):
     """A directory, hashed by its name and the tree digest of its files.
@@ -166,6 +181,10 @@ class DirType(GenericType):
     def inputs(self) -> list[str]:
         """Return the directory's tree digest."""
         return [self.tree()]
+
+    def locations(self) -> list[str]:
+        """Return the directory's ``file://`` URI."""
+        return [path_to_uri(self.value)]
 
 
 def scalar_bytes(value: Any) -> bytes | None:

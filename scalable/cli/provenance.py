@@ -1,20 +1,26 @@
-"""``scalable ledger runs|show|diff|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
+"""``scalable ledger runs|show|diff|rerun|lineage|audit|export|replay``: runs and their provenance, what the ledger is for."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from scalable.cli.ledger import open_ledger
 from scalable.cli.output import format_option, progress_for, progress_option, render_rows, render_table
 from scalable.errors import ConfigError, RestoreError
+from scalable.ledger.edges import RELATIONS
 from scalable.ledger.export import export_formats, lineage_formats
-from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, describe_run
+from scalable.ledger.lineage import RUN_RELATIONS
+from scalable.ledger.views import RUN_ARTIFACT_COLUMNS, RUN_TASK_COLUMNS, RUN_VERIFICATION_COLUMNS, describe_run
 
-__all__ = ["COMMANDS", "audit", "diff", "export", "lineage", "replay", "runs", "show"]
+if TYPE_CHECKING:
+    from scalable.ledger.diff import TaskChange, Verdict
+
+__all__ = ["COMMANDS", "audit", "diff", "export", "lineage", "replay", "rerun", "runs", "show"]
 
 _RUN_COLUMNS = ("run_id", "project", "status", "started_at", "finished_at", "tasks", "artifacts", "bytes", "events")
 
@@ -53,7 +59,7 @@ def runs(ctx: click.Context, fmt: str, as_of: str | None) -> None:
 
 
 #: Sections of ``show`` in csv and jsonl (one row each), by the name of their part.
-_SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact"}
+_SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact", "verifications": "verification"}
 
 
 @click.command()
@@ -61,12 +67,14 @@ _SHOW_SECTIONS = {"run": "run", "tasks": "task", "artifacts": "artifact"}
 @format_option()
 @click.pass_context
 def show(ctx: click.Context, run_id: str, fmt: str) -> None:
-    """Show one run: its summary, tasks and artifacts.
+    """Show one run: its summary, tasks, artifacts and the verdicts of its reruns.
 
-    table: three tables (digests cut to 16 characters). json: one object with "run",
-    "tasks" and "artifacts". csv and jsonl: one row per item with a "section" column (run,
-    task or artifact) first; csv has one header, the union of the sections' columns, with
-    cells a section lacks left empty. Machine formats keep digests whole.
+    table: a table per part (digests cut to 16 characters); verifications (the verdicts of
+    ledger rerun --verify on this run as a rerun, or on its reruns) only when there are any.
+    json: one object with "run", "tasks", "artifacts" and "verifications". csv and jsonl:
+    one row per item with a "section" column (run, task, artifact or verification) first;
+    csv has one header, the union of the sections' columns, with cells a section lacks left
+    empty. Machine formats keep digests whole.
     """
     parts = describe_run(open_ledger(ctx), run_id)
     if fmt == "json":
@@ -78,32 +86,50 @@ def show(ctx: click.Context, run_id: str, fmt: str) -> None:
         for name, columns in (("tasks", RUN_TASK_COLUMNS), ("artifacts", RUN_ARTIFACT_COLUMNS)):
             click.echo(f"\n{name}:")
             render_rows(parts[name], columns, fmt)
+        if parts["verifications"]:
+            click.echo("\nverifications:")
+            render_rows(parts["verifications"], RUN_VERIFICATION_COLUMNS, fmt)
         return
     rows = [
         {"section": section, **row}
         for name, section in _SHOW_SECTIONS.items()
         for row in ([parts[name]] if name == "run" else parts[name])
     ]
-    union = ["section", *dict.fromkeys([*parts["run"], *RUN_TASK_COLUMNS, *RUN_ARTIFACT_COLUMNS])]
+    union = [
+        "section",
+        *dict.fromkeys([*parts["run"], *RUN_TASK_COLUMNS, *RUN_ARTIFACT_COLUMNS, *RUN_VERIFICATION_COLUMNS]),
+    ]
     render_rows(rows, union, fmt)
 
 
 @click.command()
 @click.argument("run_a", metavar="RUN_A")
 @click.argument("run_b", metavar="RUN_B")
+@click.option(
+    "--lineage",
+    is_flag=True,
+    help="The verdict: every version by location, cache key and lineage position, and the first divergences.",
+)
 @format_option()
 @click.option("--as-of", help="Compare the runs as they were at this ISO-8601 time.")
 @click.pass_context
-def diff(ctx: click.Context, run_a: str, run_b: str, fmt: str, as_of: str | None) -> None:
+def diff(ctx: click.Context, run_a: str, run_b: str, lineage: bool, fmt: str, as_of: str | None) -> None:
     """Compare RUN_A with RUN_B: artifacts by location (added, removed, changed, same), tasks by name.
 
-    A location under the run's own id (runs/<run>/...) is matched with the id taken out.
-    Exits 0 when both runs left the same artifacts and ran the same tasks, 1 when they differ.
+    A location under the run's project folder or its own id (runs/<run>/...) is matched with
+    them taken out. With --lineage, the verdict instead: every version either run read or left
+    (outputs, inputs, cached values), identical, changed, missing or new; the first
+    divergences (versions that differ while nothing upstream of them does) with the task that
+    made each, and what follows from them; the recipes (command, Python, distributions, code)
+    compared beside. Exits 0 when both runs left the same artifacts and ran the same tasks, 1
+    when they differ.
     """
     from scalable.ledger.diff import ROW_COLUMNS
 
-    result = open_ledger(ctx).diff(run_a, run_b, as_of=as_of)
-    if fmt != "table":
+    result = open_ledger(ctx).diff(run_a, run_b, as_of=as_of, lineage=lineage)
+    if result.lineage is not None:
+        _render_verdict(result.lineage, fmt)
+    elif fmt != "table":
         render_rows(result.rows(), ROW_COLUMNS, fmt)
     else:
         artifacts = [
@@ -117,28 +143,124 @@ def diff(ctx: click.Context, run_a: str, run_b: str, fmt: str, as_of: str | None
             }
             for a in result.artifacts
         ]
-        tasks = [
-            {
-                "status": t.status,
-                "task": t.task_name,
-                "runs_a": t.executions_a,
-                "runs_b": t.executions_b,
-                "failed_a": t.failed_a,
-                "failed_b": t.failed_b,
-            }
-            for t in result.tasks
-        ]
         click.echo(f"artifacts of {run_a} (a) and {run_b} (b):")
         render_rows(artifacts, ["status", "artifact", "digest_a", "digest_b", "size_a", "size_b"], "table")
-        click.echo("\ntasks:")
-        render_rows(tasks, ["status", "task", "runs_a", "runs_b", "failed_a", "failed_b"], "table")
+        _render_tasks(result.tasks)
         counts = result.counts()
         summary = "; ".join(
             f"{section}: " + ", ".join(f"{n} {status}" for status, n in by_status.items())
             for section, by_status in counts.items()
         )
         click.echo(f"\n{'the runs differ' if result.differs else 'the runs are the same'}: {summary}")
+    if result.lineage is not None and fmt == "table":
+        _render_tasks(result.tasks)
     if result.differs:
+        ctx.exit(1)
+
+
+def _render_tasks(tasks: Sequence[TaskChange]) -> None:
+    rows = [
+        {
+            "status": t.status,
+            "task": t.task_name,
+            "runs_a": t.executions_a,
+            "runs_b": t.executions_b,
+            "failed_a": t.failed_a,
+            "failed_b": t.failed_b,
+        }
+        for t in tasks
+    ]
+    click.echo("\ntasks:")
+    render_rows(rows, ["status", "task", "runs_a", "runs_b", "failed_a", "failed_b"], "table")
+
+
+def _render_verdict(verdict: Verdict, fmt: str) -> None:
+    """Print a verdict: in a table, its summary, first divergences, versions and recipe differences; else its rows."""
+    from scalable.ledger.diff import VERDICT_COLUMNS
+
+    if fmt != "table":
+        render_rows(verdict.rows(), VERDICT_COLUMNS, fmt)
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in verdict.counts().items())
+    said = "differs from" if verdict.differs else "reproduces"
+    click.echo(f"verdict: {verdict.run_b} {said} {verdict.run_a}: {counts}")
+    first = verdict.first_divergences
+    if first:
+        click.echo("\nfirst divergences (each differs while nothing it came from does):")
+        for row in first:
+            task = row.task_b or row.task_a
+            digests = f"{(row.digest_a or '-')[:12]} -> {(row.digest_b or '-')[:12]}"
+            click.echo(f"  {row.status} {row.role} {row.key}" + (f" (task {task})" if task else "") + f": {digests}")
+            for later in verdict.follows(row.key):
+                click.echo(f"    follows from it: {later.status} {later.role} {later.key}")
+    rows = [
+        {
+            "status": row.status,
+            "role": row.role,
+            "key": row.key,
+            "task": row.task_b or row.task_a,
+            "digest_a": (row.digest_a or "")[:12],
+            "digest_b": (row.digest_b or "")[:12],
+            "first": "yes" if row.first else "",
+            "follows_from": " ".join(row.follows_from),
+        }
+        for row in verdict.artifacts
+    ]
+    click.echo("\nversions:")
+    render_rows(rows, ["status", "role", "key", "task", "digest_a", "digest_b", "first", "follows_from"], "table")
+    changed = [
+        {"status": r.status, "part": f"{r.section}:{r.name}", "value_a": r.value_a, "value_b": r.value_b}
+        for r in verdict.recipe
+        if r.status != "identical"
+    ]
+    if changed:
+        click.echo("\nrecipes differ (what may explain a difference):")
+        render_rows(changed, ["status", "part", "value_a", "value_b"], "table")
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN")
+@click.option(
+    "--into",
+    type=click.Path(file_okay=False),
+    help="Run in this new or empty directory (default: a new one under .scalable/reruns/).",
+)
+@click.option("--verify", is_flag=True, help="Compare the new run with RUN: exit 0 identical, 1 when it differs.")
+@click.option(
+    "--cache/--no-cache",
+    "cache",
+    default=None,
+    help="Let @cacheable steps use RUN's cache (default: yes, but no with --verify, so no stored value hides a difference).",
+)
+@click.option("--target", help="Run on this target of the manifest instead of the one RUN used.")
+@format_option()
+@click.pass_context
+def rerun(
+    ctx: click.Context, run_id: str, into: str | None, verify: bool, cache: bool | None, target: str | None, fmt: str
+) -> None:
+    """Run RUN again: restore its code and inputs by digest into a working copy, run its command there.
+
+    The new run is written to this ledger with rerun_of RUN in its run/started; its id is
+    printed (in a table, "rerun of RUN: NEW in DIR"; else one row: run_id, rerun_of, into,
+    cache). With --verify, then the verdict of diff --lineage RUN NEW, recorded as the new
+    run's run/verified event. Exits 2, with the reason, when something RUN read cannot be
+    restored (naming each and where it was) or the command fails.
+    """
+    from scalable.rerun import rerun as run_again
+
+    result = run_again(open_ledger(ctx), run_id, into=into, verify=verify, cache=cache, target=target)
+    if fmt == "table":
+        cached = "the run's cache" if result.cache else "no cache"
+        click.echo(f"rerun of {run_id}: {result.new_run_id} in {result.into} (with {cached})")
+        if result.verdict is not None:
+            click.echo()
+            _render_verdict(result.verdict, fmt)
+    elif result.verdict is not None:
+        _render_verdict(result.verdict, fmt)
+    else:
+        row = {"run_id": result.new_run_id, "rerun_of": run_id, "into": str(result.into), "cache": result.cache}
+        render_rows([row], list(row), fmt)
+    if result.verdict is not None and result.verdict.differs:
         ctx.exit(1)
 
 
@@ -148,17 +270,51 @@ def diff(ctx: click.Context, run_a: str, run_b: str, fmt: str, as_of: str | None
 @click.option("--down", "direction", flag_value="down", help="What came of NODE.")
 @click.option("--both", "direction", flag_value="both", help="Both directions.")
 @click.option("--depth", type=click.IntRange(min=1), help="At most this many edges from NODE.")
-@click.option("--as-of", help="The lineage as it was at this ISO-8601 time.")
+@click.option("--as-of", help="The lineage as it was at this ISO-8601 time (and NODE's version then).")
+@click.option(
+    "--relation",
+    "relations",
+    multiple=True,
+    type=click.Choice(RELATIONS + RUN_RELATIONS),
+    help="Only this relation (repeat for several): derived_from and derived_in_task are walked; "
+    "generated/used are a run's first step; informed/reused link runs with --runs-only.",
+)
+@click.option("--runs-only", is_flag=True, help="The run-level graph: which runs' data fed which.")
+@click.option(
+    "--max-nodes", type=click.IntRange(min=1), help="Show at most N nodes, the nearest first; count the rest."
+)
 @click.option("--format", "fmt", type=_LineageFormat(), default="tree", show_default=True, help="Output format.")
 @click.pass_context
-def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as_of: str | None, fmt: str) -> None:
-    """Trace NODE (a digest, location URI or run id) through runs and artifacts.
+def lineage(
+    ctx: click.Context,
+    node: str,
+    direction: str,
+    depth: int | None,
+    as_of: str | None,
+    relations: tuple[str, ...],
+    runs_only: bool,
+    max_nodes: int | None,
+    fmt: str,
+) -> None:
+    """Trace NODE's data flow: what it came from (--up) or what came of it (--down).
 
-    tree, dot, json, prov, openlineage and the other registered formats render the graph;
-    table, csv and jsonl print its edges, one row each (depth, source, relation,
-    destination, with readable labels, run, task and time).
+    NODE is a digest, a unique digest prefix (8+ hex characters), a location URI or local
+    path (the version recorded there), an artifact name or a run id. Each artifact is shown
+    with the runs that generated it; runs are context, never a path between artifacts.
+
+    tree, dot, mermaid, json, prov, openlineage and the other registered formats render the
+    graph; table, csv and jsonl print its edges, one row each: the walked edges with their
+    depth, then the context edges (depth empty), with readable labels, run, task and time.
     """
-    graph = open_ledger(ctx).lineage(node, direction=direction, depth=depth, as_of=as_of)
+    graph = open_ledger(ctx).lineage(
+        node,
+        direction=direction,
+        depth=depth,
+        as_of=as_of,
+        relations=relations or None,
+        runs_only=runs_only,
+        max_nodes=max_nodes,
+    )
     if fmt in lineage_formats():
         click.echo(graph.render(fmt), nl=False)
         return
@@ -168,7 +324,7 @@ def lineage(ctx: click.Context, node: str, direction: str, depth: int | None, as
             "src_label": graph.label(edge["src"]),
             "dst_label": graph.label(edge["dst"]),
         }
-        for edge in graph.edges
+        for edge in [*graph.edges, *graph.context]
     ]
     render_rows(rows, _EDGE_COLUMNS, fmt)
 
@@ -352,4 +508,4 @@ def replay(
 
 
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
-COMMANDS: tuple[click.Command, ...] = (runs, show, diff, lineage, audit, export, replay)
+COMMANDS: tuple[click.Command, ...] = (runs, show, diff, rerun, lineage, audit, export, replay)

@@ -9,7 +9,7 @@ that line, and (with ``SCALABLE_LEDGER_KEY``) carries an HMAC over the heads. Fr
 * a removed line leaves a ``seq`` gap (or, at the end, a seal that names a missing line);
 * swapped lines of one writer put ``seq`` out of order;
 * a line appended after the seal is reported as such (retention tombstones, ``run/retired``,
-  are appended later on purpose and are not);
+  and the verdicts of reruns, ``run/verified``, are appended later on purpose and are not);
 * an editor who recomputes every chain and the seal is still caught when the seal is an HMAC.
 """
 
@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.digests import sha256_stream, tree_digest
-from scalable.errors import LedgerError
+from scalable.digests import measure_path, sha256_stream, tree_digest
+from scalable.errors import ArtifactNotFoundError, LedgerError
 from scalable.failures import failure_kind, storage_error
-from scalable.ledger.events import GENESIS, decode_line, encode_line
+from scalable.ledger.events import AFTER_SEAL_OPS, GENESIS, decode_line, encode_line
 from scalable.ledger.stream import RUN_SUMMARY, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
 from scalable.logs import mask_secrets
-from scalable.uris import open_location
+from scalable.uris import is_remote, local_path, open_location
 
 if TYPE_CHECKING:
     import duckdb
@@ -396,7 +396,7 @@ def check_stream_bytes(
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        late = seal is not None and not (op == "retired" and kind == "run")
+        late = seal is not None and not (op in AFTER_SEAL_OPS and kind == "run")
         seen = event_id in seen_ids
         if event_run != run_id or seen or seq != want_seq or prev != want_prev or late:
             sealed_at = seal_at[0] if seal_at else 0
@@ -552,7 +552,9 @@ def audit_rows(
         for writer, chain in by_writer.items():
             limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
             late = [
-                (h, r) for h, r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")
+                (h, r)
+                for h, r in chain
+                if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] in AFTER_SEAL_OPS)
             ]
             if late:
                 problems.append(
@@ -770,7 +772,19 @@ def latest_artifacts(
 
 
 def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
-    """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent."""
+    """Return the SHA-256 (files) or tree digest (directories) at ``location``; None if absent.
+
+    A local location is measured as sessions and stores measure it (:func:`scalable.digests.measure_path`,
+    with its rule for links); elsewhere the stored objects under a directory's prefix are its files.
+    """
+    if not is_remote(location):
+        local = local_path(location)
+        if not os.path.lexists(local):
+            return None
+        try:
+            return measure_path(local).digest
+        except ArtifactNotFoundError:
+            return None
     fs, path = open_location(location, storage_options)
     try:
         info = fs.info(path)

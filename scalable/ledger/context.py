@@ -1,7 +1,8 @@
 """The run and task that events raised here belong to (context variables, no I/O).
 
-A session binds its run id; a task wrapper binds the task name; the ledger fills both into
-every event that does not name them. Outside any session, events go to an implicit run that
+A session binds its run id; a task wrapper binds the task name and the id of the task's
+execution; the ledger fills them into every event that does not name them (the task id goes
+into ``attrs``, where lineage reads which events one task raised). Outside any session, events go to an implicit run that
 is unique to the process.
 """
 
@@ -17,6 +18,7 @@ __all__ = [
     "bind",
     "current_component",
     "current_run_id",
+    "current_task_id",
     "current_task_name",
     "implicit_run_id",
     "make_run_id",
@@ -25,6 +27,7 @@ __all__ = [
 current_run_id: ContextVar[str | None] = ContextVar("scalable_run_id", default=None)
 current_task_name: ContextVar[str | None] = ContextVar("scalable_task_name", default=None)
 current_component: ContextVar[str | None] = ContextVar("scalable_component", default=None)
+current_task_id: ContextVar[str | None] = ContextVar("scalable_task_id", default=None)
 
 _implicit: tuple[int, str] | None = None
 
@@ -47,8 +50,14 @@ def implicit_run_id() -> str:
 
 
 @contextmanager
-def bind(*, run_id: str | None = None, task_name: str | None = None, component: str | None = None) -> Iterator[None]:
-    """Make events raised inside the block carry ``run_id``/``task_name``/``component``."""
+def bind(
+    *,
+    run_id: str | None = None,
+    task_name: str | None = None,
+    component: str | None = None,
+    task_id: str | None = None,
+) -> Iterator[None]:
+    """Make events raised inside the block carry ``run_id``/``task_name``/``component``/``task_id``."""
     tokens = []
     if run_id is not None:
         tokens.append((current_run_id, current_run_id.set(run_id)))
@@ -56,6 +65,8 @@ def bind(*, run_id: str | None = None, task_name: str | None = None, component: 
         tokens.append((current_task_name, current_task_name.set(task_name)))
     if component is not None:
         tokens.append((current_component, current_component.set(component)))
+    if task_id is not None:
+        tokens.append((current_task_id, current_task_id.set(task_id)))
     try:
         yield
     finally:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "AFTER_SEAL_OPS",
     "COLUMNS",
     "EVENT_OPS",
     "GENESIS",
@@ -62,6 +63,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Final = 1
+#: Run events the ledger adds to a run after its seal: a tombstone of retired events, and the
+#: verdict of a verified rerun. ``audit`` accepts them there.
+AFTER_SEAL_OPS: Final = frozenset({"retired", "verified"})
 GENESIS: Final = "0" * 64
 #: The characters of a run id, as messages name them.
 RUN_ID_ALPHABET: Final = "A-Z a-z 0-9 . _ -"
@@ -74,9 +78,9 @@ _RUN_ID: Final = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}"
 _DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 
 EVENT_OPS: Final[dict[str, frozenset[str]]] = {
-    "run": frozenset({"started", "finished", "retired"}),
+    "run": frozenset({"started", "finished", "retired", "verified"}),
     "task": frozenset({"started", "finished", "failed"}),
-    "artifact": frozenset({"put", "recorded", "get", "deleted"}),
+    "artifact": frozenset({"put", "recorded", "used", "get", "deleted"}),
     "cache": frozenset({"write", "hit", "miss"}),
 }
 
@@ -375,11 +379,13 @@ def validate_event(
     run_id: str | None = None,
     task_name: str | None = None,
     component: str | None = None,
+    task_id: str | None = None,
 ) -> dict[str, Any]:
     """Check a user event mapping and return a clean copy (``attrs`` as JSON text).
 
     ``run_id``, ``task_name`` and ``component`` fill those columns when the mapping has none
-    (the ledger passes the surrounding run and task).
+    (the ledger passes the surrounding run and task); ``task_id``, the id of the surrounding
+    task's execution, goes into ``attrs`` unless the event names another task or has one.
 
     Raises:
         EventValidationError: unknown column, ledger-owned column, bad type or bad op, a run
@@ -412,6 +418,12 @@ def validate_event(
         out["task_name"] = task_name
     if component is not None and "component" not in out:
         out["component"] = component
+    if task_id is not None and out.get("task_name") == task_name:
+        attrs = out.get("attrs")
+        if attrs is None:
+            out["attrs"] = _dumps_sorted({"task_id": task_id})
+        elif '"task_id"' not in attrs:
+            out["attrs"] = _dumps_sorted({**orjson.loads(attrs), "task_id": task_id})
     if run_id is not None and out.get("run_id") is run_id:
         check_run_id(run_id)
     etype = out.get("event_type")

@@ -10,9 +10,9 @@ An :class:`OutputFormat` has a name, a description and one or both of:
   ``(done, total)`` as it goes. Every such format is an option ``--NAME FILE`` of
   ``scalable ledger export``.
 
-Built in: ``tree``, ``dot``, ``json`` (renderings), ``prov`` (W3C PROV-JSON) and
+Built in: ``tree``, ``json``, ``dot``, ``mermaid`` (renderings), ``prov`` (W3C PROV-JSON) and
 ``openlineage`` (OpenLineage RunEvents, one a line) (both), ``sqlite`` (events, artifacts,
-runs and lineage for Datasette; export only). Add one with :func:`register_format`; a
+runs, lineage and its context for Datasette; export only). Add one with :func:`register_format`; a
 rendering becomes an export as well with :func:`rendered_export`.
 
 Each export is derived from events alone, so rebuilding it from the streams gives the same
@@ -24,13 +24,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote, urlsplit
 
 from scalable.errors import ConfigError
 from scalable.ledger.views import connect
+from scalable.uris import uri_to_path
 
 if TYPE_CHECKING:
     from scalable.ledger.lineage import LineageGraph
@@ -46,7 +49,13 @@ __all__ = [
     "export_prov",
     "export_sqlite",
     "get_format",
+    "graph_dot",
+    "graph_json",
+    "graph_mermaid",
+    "graph_tree",
     "lineage_formats",
+    "openlineage_events",
+    "prov_document",
     "register_format",
     "render_lineage",
     "rendered_export",
@@ -191,13 +200,17 @@ _SQLITE_TABLES: Final = {
     "events": "SELECT * FROM events ORDER BY timestamp, event_id",
     "artifacts": "SELECT * FROM artifacts ORDER BY timestamp, event_id",
     "runs": "SELECT * FROM runs ORDER BY started_at, run_id",
-    "lineage": "SELECT DISTINCT src, dst, relation, run_id, task_name, timestamp FROM lineage ORDER BY timestamp, src, dst, relation",
+    "lineage": "SELECT DISTINCT src, dst, relation, run_id, task_name, task_id, timestamp FROM lineage "
+    "ORDER BY timestamp, src, dst, relation, run_id, task_id",
+    "lineage_context": "SELECT DISTINCT src, dst, relation, run_id, task_name, task_id, timestamp FROM lineage_context "
+    "ORDER BY timestamp, src, dst, relation, run_id, task_id",
 }
 _INDEXES: Final = {
     "events": [["run_id"], ["event_type", "op"], ["digest"], ["timestamp"]],
     "artifacts": [["run_id"], ["digest"], ["location"]],
     "runs": [["project"], ["status"]],
     "lineage": [["src"], ["dst"], ["run_id"]],
+    "lineage_context": [["src"], ["dst"], ["run_id"]],
 }
 _FTS: Final = {"artifacts": ["artifact_name", "location", "key"], "runs": ["run_id", "project"]}
 #: Rows read from DuckDB and written to SQLite at once (one progress report each).
@@ -277,7 +290,394 @@ def export_sqlite(
     return counts
 
 
-# --- W3C PROV and OpenLineage -----------------------------------------------------------------
+# --- renderings of a lineage graph -------------------------------------------------------------
+
+_PRODUCER: Final = "https://pypi.org/project/scalable/"
+_OL_SCHEMA: Final = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+_OL_ERROR_FACET: Final = (
+    "https://openlineage.io/spec/facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet"
+)
+_OL_VERSION_FACET: Final = (
+    "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet"
+)
+_OL_PARENT_FACET: Final = "https://openlineage.io/spec/facets/1-1-0/ParentRunFacet.json#/$defs/ParentRunFacet"
+_RUNS_SHOWN: Final = 2  # run ids a tree line names before "+N"
+
+
+def _far(edge: dict[str, Any]) -> str:
+    """The end of an edge its walk reached (a run's own edge reaches its artifact)."""
+    if edge["relation"] == "generated":
+        return str(edge["dst"])
+    if edge["relation"] == "used":
+        return str(edge["src"])
+    return str(edge["src"] if edge["direction"] == "up" else edge["dst"])
+
+
+def _near(edge: dict[str, Any]) -> str:
+    far = _far(edge)
+    return str(edge["dst"] if far == edge["src"] else edge["src"])
+
+
+def _runs_note(info: dict[str, Any]) -> str:
+    """``  [run-a +2]``: the runs that generated a node, else those that used it."""
+    if info.get("kind") == "run":
+        return ""
+    made, used = info.get("generated_by") or [], info.get("used_by") or []
+    runs, verb = (made, "") if made else (used, "used in ")
+    if not runs:
+        return ""
+    more = f" +{len(runs) - _RUNS_SHOWN}" if len(runs) > _RUNS_SHOWN else ""
+    return f"  [{verb}{', '.join(runs[:_RUNS_SHOWN])}{more}]"
+
+
+def _elided_note(graph: LineageGraph) -> str:
+    if not graph.elided:
+        return ""
+    return (
+        f"... {graph.elided['nodes']} more node(s) and {graph.elided['edges']} more edge(s) not shown "
+        "(raise --max-nodes to see them)\n"
+    )
+
+
+def graph_tree(graph: LineageGraph, direction: str = "up") -> str:
+    """An indented text tree from the root: what it came from (``up``) or what came of it (``down``).
+
+    Each node is expanded once, so every edge is printed once and the tree grows with the
+    graph, not with the number of paths through it; a node met again is marked ``(see
+    above)``, and the root met again (a true cycle of the data) ``(cycle)``, never expanded
+    as its own ancestor.
+    """
+    if graph.root is None:
+        return "".join(
+            f"{graph.label(e['src'])} --{e['relation']}--> {graph.label(e['dst'])}\n" for e in graph.edges
+        ) + _elided_note(graph)
+    children: dict[str, list[tuple[str, str]]] = {}
+    for e in graph.edges:
+        if e["direction"] == direction:
+            children.setdefault(_near(e), []).append((e["relation"], _far(e)))
+    out = [graph.label(graph.root) + _runs_note(graph.nodes.get(graph.root, {}))]
+    seen = {graph.root}
+
+    def walk(node: str, prefix: str) -> None:
+        items = sorted(set(children.get(node, [])), key=lambda item: (item[0], graph.label(item[1]), item[1]))
+        for i, (relation, child) in enumerate(items):
+            last = i == len(items) - 1
+            mark = " (cycle)" if child == graph.root else " (see above)" if child in seen else ""
+            line = f"{prefix}{'└── ' if last else '├── '}{relation}: {graph.label(child)}"
+            out.append(line + (mark or _runs_note(graph.nodes.get(child, {}))))
+            if not mark:
+                seen.add(child)
+                walk(child, prefix + ("    " if last else "│   "))
+
+    walk(graph.root, "")
+    return "\n".join(out) + "\n" + _elided_note(graph)
+
+
+def graph_json(graph: LineageGraph) -> str:
+    """The graph as JSON: ``root``, ``direction``, ``nodes`` (each with ``id`` and ``label``),
+    ``edges`` (walked, with ``depth``), ``context``, ``tasks`` and ``elided``."""
+    nodes = [{"id": k, **v, "label": graph.label(k)} for k, v in sorted(graph.nodes.items())]
+    doc = {
+        "root": graph.root,
+        "direction": graph.direction,
+        "nodes": nodes,
+        "edges": graph.edges,
+        "context": graph.context,
+        "tasks": [graph.tasks[k] for k in sorted(graph.tasks)],
+        "elided": graph.elided,
+    }
+    return json.dumps(doc, default=str, indent=2)
+
+
+def _shown_runs(graph: LineageGraph) -> list[dict[str, Any]]:
+    """Context edges worth drawing: the runs that generated the graph's artifacts."""
+    return [e for e in graph.context if e["relation"] == "generated" and e["dst"] in graph.nodes]
+
+
+def graph_dot(graph: LineageGraph) -> str:
+    """Graphviz DOT: artifacts as ellipses, runs as boxes; walked edges solid, a run's outputs dashed."""
+    lines = ["digraph lineage {", "  rankdir=LR;"]
+    context = _shown_runs(graph)
+    shown = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | {e["src"] for e in context}
+    shown |= {graph.root} if graph.root is not None else set()
+    for node in sorted(n for n in shown if n in graph.nodes):
+        shape = "box" if graph.nodes[node].get("kind") == "run" else "ellipse"
+        lines.append(f"  {json.dumps(node)} [label={json.dumps(graph.label(node))}, shape={shape}];")
+    for e in sorted(graph.edges, key=lambda e: (e["src"], e["dst"], e["relation"])):
+        lines.append(f"  {json.dumps(e['src'])} -> {json.dumps(e['dst'])} [label={json.dumps(e['relation'])}];")
+    for src, dst in sorted({(e["src"], e["dst"]) for e in context}):
+        lines.append(f'  {json.dumps(src)} -> {json.dumps(dst)} [label="generated", style=dashed];')
+    if graph.elided:
+        note = f"{graph.elided['nodes']} more nodes not shown"
+        lines.append(f'  "..." [label={json.dumps(note)}, shape=note];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+
+
+def graph_mermaid(graph: LineageGraph) -> str:
+    """A Mermaid flowchart: artifacts as rounded nodes, runs as boxes; a run's outputs dashed."""
+    context = _shown_runs(graph)
+    shown = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | {e["src"] for e in context}
+    shown |= {graph.root} if graph.root is not None else set()
+    ids = {node: f"n{i}" for i, node in enumerate(sorted(n for n in shown if n in graph.nodes))}
+    lines = ["flowchart LR"]
+    for node, nid in ids.items():
+        text = _mermaid_text(graph.label(node))
+        lines.append(f'  {nid}["{text}"]' if graph.nodes[node].get("kind") == "run" else f'  {nid}("{text}")')
+    for e in sorted(graph.edges, key=lambda e: (e["src"], e["dst"], e["relation"])):
+        lines.append(f"  {ids[e['src']]} -->|{e['relation']}| {ids[e['dst']]}")
+    for src, dst in sorted({(e["src"], e["dst"]) for e in context}):
+        lines.append(f"  {ids[src]} -.->|generated| {ids[dst]}")
+    if graph.elided:
+        lines.append(f'  more["{graph.elided["nodes"]} more nodes not shown"]')
+    return "\n".join(lines) + "\n"
+
+
+def _prov_quote(text: str) -> str:
+    return quote(text, safe="-_.")
+
+
+def _prov_entity(node: str) -> str:
+    if len(node) == 64 and all(c in "0123456789abcdef" for c in node):
+        return f"sha256:{node}"
+    return f"uri:{_prov_quote(node)}"
+
+
+def prov_document(graph: LineageGraph) -> dict[str, Any]:
+    """The graph as W3C PROV-JSON.
+
+    Artifacts are entities (``sha256:<digest>``); runs and tasks are activities with their
+    start and end times, each associated with the run's session as a software agent; a task
+    is informed by its run, and a run by each run whose data fed it (``wasInformedBy``).
+    ``used`` and ``wasGeneratedBy`` name the task where there was one, else the run, with
+    their times; data flow is ``wasDerivedFrom`` (inside a task, with that task as the
+    activity).
+    """
+    doc: dict[str, dict[str, Any]] = {
+        "prefix": {
+            "scalable": "urn:scalable:",
+            "run": "urn:scalable:run:",
+            "task": "urn:scalable:task:",
+            "agent": "urn:scalable:agent:",
+            "sha256": "urn:sha256:",
+            "uri": "urn:scalable:uri:",
+        },
+        "entity": {},
+        "activity": {},
+        "agent": {},
+        "used": {},
+        "wasGeneratedBy": {},
+        "wasDerivedFrom": {},
+        "wasAssociatedWith": {},
+        "wasInformedBy": {},
+    }
+    runs = {n: i for n, i in graph.nodes.items() if i.get("kind") == "run"}
+
+    def run_id(run: str) -> str:
+        return f"run:{_prov_quote(run)}"
+
+    def task_id(run: str, task: str | None) -> str:
+        return f"task:{_prov_quote(run)}.{_prov_quote(task)}" if task is not None else run_id(run)
+
+    def times(record: dict[str, Any], start: Any, end: Any) -> dict[str, Any]:
+        if start:
+            record["prov:startTime"] = start
+        if end:
+            record["prov:endTime"] = end
+        return record
+
+    n = 0
+
+    def relation(kind: str, record: dict[str, Any]) -> None:
+        nonlocal n
+        n += 1
+        doc[kind][f"_:{kind}{n}"] = record
+
+    for node, info in sorted(graph.nodes.items()):
+        if info.get("kind") == "run":
+            continue
+        entity: dict[str, Any] = {"prov:label": graph.label(node), "prov:type": "scalable:artifact"}
+        if info.get("locations"):
+            entity["prov:location"] = info["locations"][0]
+        if info.get("size_bytes") is not None:
+            entity["scalable:size_bytes"] = int(info["size_bytes"])
+        doc["entity"][_prov_entity(node)] = entity
+    for run, info in sorted(runs.items()):
+        activity = times(
+            {"prov:label": run, "prov:type": "scalable:run"}, info.get("started_at"), info.get("finished_at")
+        )
+        for key in ("project", "status"):
+            if info.get(key):
+                activity[f"scalable:{key}"] = info[key]
+        doc["activity"][run_id(run)] = activity
+        agent = f"agent:{_prov_quote(run)}"
+        who = "@".join(filter(None, (info.get("user"), info.get("host"))))
+        doc["agent"][agent] = {
+            "prov:type": "prov:SoftwareAgent",
+            "prov:label": f"scalable session of {run}" + (f" ({who})" if who else ""),
+        }
+        relation("wasAssociatedWith", {"prov:activity": run_id(run), "prov:agent": agent})
+    for _key, task in sorted(graph.tasks.items()):
+        run = task["run_id"]
+        if run not in runs:
+            continue
+        activity = times(
+            {"prov:label": task["task_name"] or task["task_id"], "prov:type": "scalable:task"},
+            task.get("started_at"),
+            task.get("ended_at"),
+        )
+        doc["activity"][task_id(run, task["task_id"])] = activity
+        relation(
+            "wasAssociatedWith",
+            {"prov:activity": task_id(run, task["task_id"]), "prov:agent": f"agent:{_prov_quote(run)}"},
+        )
+        relation("wasInformedBy", {"prov:informed": task_id(run, task["task_id"]), "prov:informant": run_id(run)})
+    ordered = sorted(
+        [*graph.context, *graph.edges], key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"])
+    )
+    seen: set[tuple[Any, ...]] = set()
+    informed: set[tuple[str, str]] = set()  # (informed run, informant run)
+    for e in ordered:
+        rel = e["relation"]
+        mark = (e["src"], e["dst"], rel, e["run_id"], e["task_id"])
+        if mark in seen:
+            continue
+        seen.add(mark)
+        actor = task_id(e["run_id"], e["task_id"]) if e["run_id"] in runs else None
+        if rel == "generated" and e["dst"] in graph.nodes and actor:
+            made = {"prov:entity": _prov_entity(e["dst"]), "prov:activity": actor, "prov:time": e["timestamp"]}
+            relation("wasGeneratedBy", made)
+        elif rel == "used" and e["src"] in graph.nodes and actor:
+            read = {"prov:activity": actor, "prov:entity": _prov_entity(e["src"]), "prov:time": e["timestamp"]}
+            relation("used", read)
+        elif rel in ("derived_from", "derived_in_task") and e["src"] in graph.nodes and e["dst"] in graph.nodes:
+            derivation = {"prov:generatedEntity": _prov_entity(e["dst"]), "prov:usedEntity": _prov_entity(e["src"])}
+            if actor and rel == "derived_in_task":
+                derivation["prov:activity"] = actor
+            relation("wasDerivedFrom", derivation)
+        elif rel in ("reused", "informed") and e["src"] in runs and e["dst"] in runs:
+            informed.add((e["dst"], e["src"]))
+    informed |= {(e["dst"], e["src"]) for e in graph.runs_only().edges if e["src"] in runs and e["dst"] in runs}
+    for later, earlier in sorted(informed):
+        relation("wasInformedBy", {"prov:informed": run_id(later), "prov:informant": run_id(earlier)})
+    return {k: v for k, v in doc.items() if v}
+
+
+def _dataset(graph: LineageGraph, node: str) -> dict[str, Any]:
+    """An OpenLineage dataset: where the version lives (namespace and name) and its digest as version."""
+    info = graph.nodes.get(node, {})
+    location = (info.get("locations") or [node if "://" in node else ""])[0]
+    parts = urlsplit(location)
+    if parts.scheme == "file":
+        namespace, name = "file", str(uri_to_path(location))
+    elif parts.scheme:
+        namespace, name = f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/") or node
+    else:
+        namespace, name = "scalable", graph.label(node)
+    facets: dict[str, Any] = {}
+    if len(node) == 64:
+        facets["version"] = {"_producer": _PRODUCER, "_schemaURL": _OL_VERSION_FACET, "datasetVersion": node}
+    return {"namespace": namespace, "name": name, "facets": facets}
+
+
+def openlineage_events(graph: LineageGraph) -> list[dict[str, Any]]:
+    """OpenLineage RunEvents of the graph's runs and tasks, in time order.
+
+    Per run: ``START`` at its start with what it used, then ``COMPLETE``, ``FAIL`` (with the
+    standard ``errorMessage`` facet) or ``ABORT`` at its end with what it used and generated
+    (a run still going gets ``RUNNING`` at its latest event instead). Per task, the same pair
+    for the task's own job (``<project>.<task>``), with a ``parent`` facet naming the run.
+    Datasets are the graph's artifacts; each carries its digest as the ``version`` facet.
+    """
+    runs = {n: i for n, i in graph.nodes.items() if i.get("kind") == "run"}
+    used: dict[tuple[str, str | None], set[str]] = {}
+    made: dict[tuple[str, str | None], set[str]] = {}
+    latest: dict[str, str] = {}
+    for e in [*graph.context, *graph.edges]:
+        if e["run_id"] in runs and e["timestamp"]:
+            latest[e["run_id"]] = max(latest.get(e["run_id"], ""), e["timestamp"])
+        if e["relation"] == "used" and e["src"] in graph.nodes and e["dst"] in runs:
+            for key in ((e["dst"], None), (e["dst"], e["task_id"])):
+                used.setdefault(key, set()).add(e["src"])
+        elif e["relation"] == "generated" and e["dst"] in graph.nodes and e["src"] in runs:
+            for key in ((e["src"], None), (e["src"], e["task_id"])):
+                made.setdefault(key, set()).add(e["dst"])
+    events: list[dict[str, Any]] = []
+
+    def uuid_of(text: str) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:scalable:{text}"))
+
+    def pair(
+        key: tuple[str, str | None], job: str, run_facets: dict[str, Any], start: Any, end: Any, status: Any, error: Any
+    ) -> None:
+        run = {"runId": uuid_of(f"run:{key[0]}" if key[1] is None else f"task:{key[0]}/{key[1]}"), "facets": run_facets}
+        base = {
+            "run": run,
+            "job": {"namespace": "scalable", "name": job},
+            "producer": _PRODUCER,
+            "schemaURL": _OL_SCHEMA,
+        }
+        inputs = [_dataset(graph, n) for n in sorted(used.get(key, ()))]
+        outputs = [_dataset(graph, n) for n in sorted(made.get(key, ()))]
+        first = start or latest.get(key[0])
+        if first:
+            events.append({"eventType": "START", "eventTime": first, **base, "inputs": inputs, "outputs": []})
+        end_type = {"completed": "COMPLETE", "finished": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}.get(
+            str(status)
+        )
+        when = end if end_type else latest.get(key[0])
+        if when:
+            final = dict(base)
+            if end_type == "FAIL":
+                final["run"] = {
+                    **run,
+                    "facets": {
+                        **run_facets,
+                        "errorMessage": {
+                            "_producer": _PRODUCER,
+                            "_schemaURL": _OL_ERROR_FACET,
+                            "message": str(error or "failed"),
+                            "programmingLanguage": "Python",
+                        },
+                    },
+                }
+            events.append(
+                {"eventType": end_type or "RUNNING", "eventTime": when, **final, "inputs": inputs, "outputs": outputs}
+            )
+
+    for run_id, info in sorted(runs.items()):
+        project = info.get("project") or "adhoc"
+        facets = {"scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet", "runId": run_id}}
+        error = ": ".join(filter(None, (info.get("error_type"), info.get("error"))))
+        pair(
+            (run_id, None), project, facets, info.get("started_at"), info.get("finished_at"), info.get("status"), error
+        )
+        for task in sorted(
+            (t for t in graph.tasks.values() if t["run_id"] == run_id),
+            key=lambda t: (t["started_at"] or "", t["task_id"]),
+        ):
+            parent = {
+                "_producer": _PRODUCER,
+                "_schemaURL": _OL_PARENT_FACET,
+                "run": {"runId": uuid_of(f"run:{run_id}")},
+                "job": {"namespace": "scalable", "name": project},
+            }
+            status = task["status"] or ("finished" if task["ended_at"] else None)
+            pair(
+                (run_id, task["task_id"]),
+                f"{project}.{task['task_name'] or task['task_id']}",
+                {"parent": parent},
+                task["started_at"],
+                task["ended_at"],
+                status,
+                None,
+            )
+    events.sort(key=lambda e: (e["eventTime"], 0 if e["eventType"] == "START" else 1))
+    return events
 
 
 def _prov_json(doc: dict[str, Any]) -> str:
@@ -293,7 +693,7 @@ def export_prov(ledger: Ledger, path: str | os.PathLike[str], progress: ExportPr
     out = _target(path)
     step = _steps(progress, 3)
     step(0)
-    doc = ledger.lineage(None).to_prov()
+    doc = prov_document(ledger.lineage(None))
     step(1)
     text = _prov_json(doc)
     step(2)
@@ -305,11 +705,11 @@ def export_prov(ledger: Ledger, path: str | os.PathLike[str], progress: ExportPr
 def export_openlineage(
     ledger: Ledger, path: str | os.PathLike[str], progress: ExportProgress | None = None
 ) -> list[dict[str, Any]]:
-    """Write one START and one COMPLETE/FAIL RunEvent per run as JSON lines; returns them."""
+    """Write the RunEvents of every run and task as JSON lines; returns them."""
     out = _target(path)
     step = _steps(progress, 3)
     step(0)
-    events = ledger.lineage(None).to_openlineage()
+    events = openlineage_events(ledger.lineage(None))
     step(1)
     text = _openlineage_lines(events)
     step(2)
@@ -319,10 +719,12 @@ def export_openlineage(
 
 
 def _tree_text(graph: LineageGraph) -> str:
-    if graph.direction == "both":
+    if graph.direction == "both" and graph.root is not None:
         # Ancestors, then descendants below the same root line.
-        return graph.to_tree("up") + graph.to_tree("down").split("\n", 1)[1]
-    return graph.to_tree(graph.direction)
+        up = graph_tree(graph, "up")
+        down = graph_tree(graph, "down").split("\n", 1)[1]
+        return up.replace(_elided_note(graph), "") + down
+    return graph_tree(graph, graph.direction)
 
 
 def _summarize_sqlite(ledger: Ledger, path: str, progress: ExportProgress | None = None) -> str:
@@ -342,15 +744,16 @@ def _summarize_openlineage(ledger: Ledger, path: str, progress: ExportProgress |
 for _builtin in (
     OutputFormat("sqlite", "Write a SQLite database (for Datasette).", export=_summarize_sqlite),
     OutputFormat("tree", "An indented text tree from the node.", render=_tree_text),
-    OutputFormat("dot", "Graphviz DOT.", render=lambda graph: graph.to_dot()),
-    OutputFormat("json", "The nodes and edges as JSON.", render=lambda graph: graph.to_json() + "\n"),
+    OutputFormat("json", "The nodes, edges and context as JSON.", render=lambda graph: graph_json(graph) + "\n"),
+    OutputFormat("dot", "Graphviz DOT.", render=graph_dot),
+    OutputFormat("mermaid", "A Mermaid flowchart.", render=graph_mermaid),
     OutputFormat(
-        "prov", "Write W3C PROV-JSON.", render=lambda graph: _prov_json(graph.to_prov()), export=_summarize_prov
+        "prov", "Write W3C PROV-JSON.", render=lambda graph: _prov_json(prov_document(graph)), export=_summarize_prov
     ),
     OutputFormat(
         "openlineage",
         "Write OpenLineage RunEvents as JSON lines.",
-        render=lambda graph: _openlineage_lines(graph.to_openlineage()),
+        render=lambda graph: _openlineage_lines(openlineage_events(graph)),
         export=_summarize_openlineage,
     ),
 ):

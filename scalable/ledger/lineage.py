@@ -1,17 +1,20 @@
-"""Lineage: the graph of a node's provenance, walked over the ledger's views.
+"""Lineage: what a user names, the walk of its data flow, and the graph of what the walk met.
 
-:func:`trace` opens the views (:mod:`scalable.ledger.views`), walks from a node and describes
-what it met; what an edge is and how edges are derived from events is in
-:mod:`scalable.ledger.edges`.
+:func:`resolve_node` turns what a user gives (a digest, a unique digest prefix of at least
+eight hex characters, a location URI or local path, an artifact name, a run id) into one node;
+:func:`trace` opens the views (:mod:`scalable.ledger.views`), walks the data flow from it
+(:mod:`scalable.ledger.edges` says what an edge is) and describes every node it met, with the
+runs that generated and used it: run membership is context, reported with each node and never
+walked through, so an artifact's ancestors are what its data came from and nothing else of its
+run.
 
 Compaction writes the edges of the compacted events next to them
 (:mod:`scalable.ledger.lineage_files`): one Parquet file sorted by ``dst`` and a copy sorted by
-``src``, in small row groups, plus the node descriptions sorted by node id. Their min/max
-statistics let a lookup read only the few row groups that can hold its nodes, so
-:func:`lineage_graph` walks level by level with such lookups instead of joining the whole
-edge set at every step. The ``lineage`` view is those compacted edges plus the edges of the
-events not compacted yet, computed on the fly; without compacted edges (an older generation,
-a ledger on object storage) it is computed from the ``events`` view as a whole.
+``src``, data flow first, in small row groups, plus the node descriptions sorted by node id.
+Their min/max statistics let a lookup read only the few row groups that can hold its nodes,
+so the walk goes level by level with such lookups instead of joining the whole edge set at
+every step. The edges of events not compacted yet are computed on the fly; without compacted
+edges (an older generation, a ledger on object storage) all of them are.
 
 A graph renders in every lineage format of the registry (:meth:`LineageGraph.render`,
 :mod:`scalable.ledger.export`).
@@ -21,47 +24,74 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
 
-from scalable.errors import ConfigError, NodeNotFoundError
-from scalable.ledger.edges import nodes_sql
-from scalable.ledger.export import render_lineage
-from scalable.ledger.sql import quote as sql_quote
+from scalable.errors import AmbiguousNodeError, ConfigError, NodeNotFoundError
+from scalable.ledger import export
+from scalable.ledger.edges import FLOW_RELATIONS, RELATIONS, nodes_sql, versions_sql
 from scalable.ledger.views import read_snapshot
-from scalable.uris import uri_to_path
+from scalable.uris import local_path, path_to_uri
 
 if TYPE_CHECKING:
     import duckdb
 
     from scalable.ledger.log import Ledger
 
-__all__ = ["DIRECTIONS", "LineageGraph", "lineage_graph", "trace"]
+__all__ = [
+    "DIRECTIONS",
+    "MIN_PREFIX",
+    "RUN_RELATIONS",
+    "LineageGraph",
+    "lineage_graph",
+    "resolve_node",
+    "trace",
+]
 
 #: Directions of a walk: what a node came from, what came of it, or both.
 DIRECTIONS = ("up", "down", "both")
-_PRODUCER = "https://pypi.org/project/scalable/"
-_OL_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
+#: Relations of the run-level graph: data one run generated fed another (``informed``), or a
+#: run reused a value another run cached (``reused``).
+RUN_RELATIONS = ("informed", "reused")
+#: The fewest hex characters a digest prefix may have.
+MIN_PREFIX = 8
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_HEX = re.compile(r"[0-9a-f]+")
+_SHORT = 12  # hex characters of a digest in labels
+_CANDIDATES = 10  # candidates an ambiguity lists
 
 
 @dataclass
 class LineageGraph:
-    """Nodes and edges of a lineage walk (or of the whole ledger).
+    """The nodes and edges a lineage walk met (or the whole ledger's).
 
-    ``nodes`` maps node id to attributes (``kind``: ``run`` or ``artifact``, plus names,
-    locations, sizes, run status); ``edges`` are mappings with ``src``, ``dst``, ``relation``,
-    ``run_id``, ``task_name``, ``timestamp`` and, for walks, ``depth``.
+    Attributes:
+        root: the node walked from (a digest, URI or run id), ``None`` for the whole ledger.
+        nodes: node id -> attributes. Artifacts: ``kind="artifact"``, ``label``, ``name``,
+            ``locations``, ``size_bytes``, ``artifact_kind`` and their context,
+            ``generated_by`` and ``used_by`` (run ids). Runs: ``kind="run"``, ``label``,
+            ``project``, ``status``, ``started_at``, ``finished_at``, ``error_type``,
+            ``error``, ``user``, ``host``.
+        edges: the walked edges: data flow (``derived_from``, ``derived_in_task``) and, from a
+            run, the run's own ``generated``/``used`` edges at depth 1. Each has ``src``,
+            ``dst``, ``relation``, ``run_id``, ``task_name``, ``task_id``, ``timestamp``,
+            ``depth`` and ``direction`` (``up`` or ``down``: which walk found it).
+        context: the context edges of the graph's artifacts (``generated``, ``used``) and the
+            ``reused`` edges between its runs; never walked.
+        tasks: ``run_id/task_id`` -> ``run_id``, ``task_id``, ``task_name``, ``started_at``,
+            ``ended_at``, ``status`` of every task the edges and context name.
+        direction: the direction of the walk that made it (``up``, ``down`` or ``both``).
+        elided: with ``max_nodes``, how many ``nodes`` and ``edges`` were left out.
     """
 
     root: str | None
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: list[dict[str, Any]] = field(default_factory=list)
-    #: the direction of the walk that made it (``up``, ``down`` or ``both``)
+    context: list[dict[str, Any]] = field(default_factory=list)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     direction: str = "up"
+    elided: dict[str, int] | None = None
 
     def render(self, fmt: str) -> str:
         """Return the graph as text in lineage format ``fmt`` of the registry (``tree``, ``dot``, ...).
@@ -69,188 +99,144 @@ class LineageGraph:
         Raises:
             ConfigError: no lineage format of that name is registered.
         """
-        return render_lineage(self, fmt)
+        return export.render_lineage(self, fmt)
 
     def edge_set(self) -> set[tuple[str, str, str]]:
-        """Return the edges as ``(src, relation, dst)`` triples."""
+        """Return the walked edges as ``(src, relation, dst)`` triples."""
         return {(e["src"], e["relation"], e["dst"]) for e in self.edges}
 
+    def ancestors(self) -> set[str]:
+        """The nodes the upward walk reached: what the root came from (itself only on a true cycle)."""
+        return {_far(e) for e in self.edges if e["direction"] == "up"}
+
+    def descendants(self) -> set[str]:
+        """The nodes the downward walk reached: what came of the root (itself only on a true cycle)."""
+        return {_far(e) for e in self.edges if e["direction"] == "down"}
+
     def label(self, node: str) -> str:
-        """A short human label of a node: the run id, or artifact name and short digest."""
-        info = self.nodes.get(node, {})
-        if info.get("kind") == "run":
-            return node
-        name = info.get("name") or node
-        return f"{name} ({node[:12]})" if name != node and len(node) == 64 else str(name)
+        """A readable label: the run id, or the artifact's name (or location's last segment) and short digest."""
+        info = self.nodes.get(node)
+        if info is not None and info.get("label"):
+            return str(info["label"])
+        return _label(node, info or {})
+
+    def runs_only(self) -> LineageGraph:
+        """The run-level graph of this one: runs, and which run's data fed (or cache served) which.
+
+        Run A -> run B is ``informed`` when a data-flow edge of B starts at an artifact A
+        generated (no later than that edge) and B did not, and ``reused`` when that artifact
+        is a value A cached; from a run root, what the root used counts too. A node is a run
+        that generated one of the graph's artifacts (or the root run).
+        """
+        producers: dict[str, dict[str, str]] = {}  # artifact -> run -> first generated
+        for e in self.context:
+            if e["relation"] == "generated":
+                made = producers.setdefault(e["dst"], {})
+                made[e["src"]] = min(made.get(e["src"], e["timestamp"]), e["timestamp"])
+        edges: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+        def link(node: str, consumer: str, e: dict[str, Any]) -> None:
+            makers = producers.get(node, {})
+            if consumer in makers:
+                return  # made in the consuming run itself
+            cached = self.nodes.get(node, {}).get("artifact_kind") == "cache"
+            relation = "reused" if cached else "informed"
+            for maker, first in makers.items():
+                if first > e["timestamp"]:
+                    continue  # made only after it was used here: not where it came from
+                key = (maker, consumer, relation)
+                found = edges.get(key)
+                if found is None or e["depth"] < found["depth"]:
+                    edges[key] = {
+                        "src": maker,
+                        "dst": consumer,
+                        "relation": relation,
+                        "run_id": consumer,
+                        "task_name": e["task_name"],
+                        "task_id": e["task_id"],
+                        "timestamp": e["timestamp"],
+                        "depth": e["depth"],
+                        "direction": e["direction"],
+                    }
+
+        for e in self.edges:
+            if e["relation"] in FLOW_RELATIONS:
+                link(e["src"], e["run_id"], e)
+            elif e["relation"] == "used":
+                link(e["src"], e["dst"], e)
+        runs = {r for makers in producers.values() for r in makers}
+        if self.root is not None and self.nodes.get(self.root, {}).get("kind") == "run":
+            runs.add(self.root)
+        runs |= {e["src"] for e in edges.values()} | {e["dst"] for e in edges.values()}
+        return LineageGraph(
+            root=self.root if self.root in runs else None,
+            nodes={r: self.nodes.get(r, _run_stub(r)) for r in sorted(runs)},
+            edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"])),
+            context=[e for e in self.context if e["relation"] == "reused" and e["src"] in runs and e["dst"] in runs],
+            tasks={},
+            direction=self.direction,
+            elided=self.elided,
+        )
 
     def to_json(self) -> str:
-        """Return ``{"root", "nodes": [...], "edges": [...]}`` as JSON text."""
-        nodes = [{"id": k, **v} for k, v in sorted(self.nodes.items())]
-        return json.dumps({"root": self.root, "nodes": nodes, "edges": self.edges}, default=str, indent=2)
+        """Return the graph as JSON text (see :func:`scalable.ledger.export.graph_json`)."""
+        return export.graph_json(self)
 
     def to_dot(self) -> str:
         """Return the graph in Graphviz DOT (runs as boxes, artifacts as ellipses)."""
-        lines = ["digraph lineage {", "  rankdir=LR;"]
-        for node, info in sorted(self.nodes.items()):
-            shape = "box" if info.get("kind") == "run" else "ellipse"
-            lines.append(f"  {json.dumps(node)} [label={json.dumps(self.label(node))}, shape={shape}];")
-        for e in sorted(self.edges, key=lambda e: (e["src"], e["dst"], e["relation"])):
-            lines.append(f"  {json.dumps(e['src'])} -> {json.dumps(e['dst'])} [label={json.dumps(e['relation'])}];")
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        return export.graph_dot(self)
+
+    def to_mermaid(self) -> str:
+        """Return the graph as a Mermaid flowchart."""
+        return export.graph_mermaid(self)
 
     def to_tree(self, direction: str = "up") -> str:
         """Return an indented text tree from the root (ancestors for ``up``, else descendants)."""
-        if self.root is None:
-            return ""
-        children: dict[str, list[tuple[str, str]]] = {}
-        for e in self.edges:
-            parent, child = (e["dst"], e["src"]) if direction == "up" else (e["src"], e["dst"])
-            children.setdefault(parent, []).append((e["relation"], child))
-        out = [self.label(self.root)]
-        # Each node is expanded once in the whole tree, so every edge is printed once and the
-        # tree grows with the graph, not with the number of paths through it.
-        seen = {self.root}
-
-        def walk(node: str, prefix: str) -> None:
-            items = sorted(set(children.get(node, [])))
-            for i, (relation, child) in enumerate(items):
-                last = i == len(items) - 1
-                again = " (see above)" if child in seen else ""
-                out.append(f"{prefix}{'└── ' if last else '├── '}{relation}: {self.label(child)}{again}")
-                if not again:
-                    seen.add(child)
-                    walk(child, prefix + ("    " if last else "│   "))
-
-        walk(self.root, "")
-        return "\n".join(out) + "\n"
+        return export.graph_tree(self, direction)
 
     def to_prov(self) -> dict[str, Any]:
-        """Return the graph as W3C PROV-JSON (entities, activities, used, generation, derivation)."""
-        doc: dict[str, Any] = {
-            "prefix": {
-                "scalable": "urn:scalable:",
-                "run": "urn:scalable:run:",
-                "sha256": "urn:sha256:",
-                "uri": "urn:scalable:uri:",
-            },
-            "entity": {},
-            "activity": {},
-            "used": {},
-            "wasGeneratedBy": {},
-            "wasDerivedFrom": {},
-            "wasInformedBy": {},
-        }
-        for node, info in self.nodes.items():
-            qid = _prov_id(node, info)
-            if info.get("kind") == "run":
-                activity: dict[str, Any] = {"prov:label": node}
-                if info.get("started_at"):
-                    activity["prov:startTime"] = info["started_at"]
-                if info.get("finished_at"):
-                    activity["prov:endTime"] = info["finished_at"]
-                for key in ("project", "status"):
-                    if info.get(key):
-                        activity[f"scalable:{key}"] = info[key]
-                doc["activity"][qid] = activity
-            else:
-                entity: dict[str, Any] = {"prov:label": info.get("name") or node}
-                if info.get("locations"):
-                    entity["prov:location"] = info["locations"][0]
-                if info.get("size_bytes") is not None:
-                    entity["scalable:size_bytes"] = int(info["size_bytes"])
-                doc["entity"][qid] = entity
-        ordered = sorted(
-            self.edges, key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"], e["run_id"])
-        )
-        for n, e in enumerate(ordered):
-            src, dst = (
-                _prov_id(e["src"], self.nodes.get(e["src"], {})),
-                _prov_id(e["dst"], self.nodes.get(e["dst"], {})),
-            )
-            rel = e["relation"]
-            if rel == "generated":
-                doc["wasGeneratedBy"][f"_:g{n}"] = {
-                    "prov:entity": dst,
-                    "prov:activity": src,
-                    "prov:time": e["timestamp"],
-                }
-            elif rel == "used":
-                doc["used"][f"_:u{n}"] = {"prov:activity": dst, "prov:entity": src, "prov:time": e["timestamp"]}
-            elif rel == "derived_from":
-                doc["wasDerivedFrom"][f"_:d{n}"] = {"prov:generatedEntity": dst, "prov:usedEntity": src}
-            elif rel == "reused":
-                doc["wasInformedBy"][f"_:i{n}"] = {"prov:informed": dst, "prov:informant": src}
-        return {k: v for k, v in doc.items() if v}
+        """Return the graph as a W3C PROV-JSON document (see :func:`scalable.ledger.export.prov_document`)."""
+        return export.prov_document(self)
 
     def to_openlineage(self) -> list[dict[str, Any]]:
-        """Return OpenLineage RunEvents: a START and a COMPLETE/FAIL per run, with datasets."""
-        events: list[dict[str, Any]] = []
-        runs = {n: i for n, i in self.nodes.items() if i.get("kind") == "run"}
-        for run_id, info in sorted(runs.items(), key=lambda kv: (kv[1].get("started_at") or "", kv[0])):
-            inputs = sorted({e["src"] for e in self.edges if e["dst"] == run_id and e["relation"] == "used"})
-            outputs = sorted({e["dst"] for e in self.edges if e["src"] == run_id and e["relation"] == "generated"})
-            run = {
-                "runId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:scalable:run:{run_id}")),
-                "facets": {
-                    "scalable_run": {"_producer": _PRODUCER, "_schemaURL": f"{_PRODUCER}#run-facet", "runId": run_id}
-                },
-            }
-            job = {"namespace": "scalable", "name": info.get("project") or "adhoc"}
-            status = info.get("status")
-            end_type = {"completed": "COMPLETE", "failed": "FAIL", "interrupted": "ABORT"}.get(str(status))
-            base = {"run": run, "job": job, "producer": _PRODUCER, "schemaURL": _OL_SCHEMA}
-            events.append(
-                {
-                    "eventType": "START",
-                    "eventTime": _ol_time(info.get("started_at")),
-                    **base,
-                    "inputs": [self._dataset(n) for n in inputs],
-                    "outputs": [],
-                }
-            )
-            if end_type:
-                events.append(
-                    {
-                        "eventType": end_type,
-                        "eventTime": _ol_time(info.get("finished_at")),
-                        **base,
-                        "inputs": [self._dataset(n) for n in inputs],
-                        "outputs": [self._dataset(n) for n in outputs],
-                    }
-                )
-        return events
-
-    def _dataset(self, node: str) -> dict[str, Any]:
-        info = self.nodes.get(node, {})
-        location = (info.get("locations") or [node])[0]
-        parts = urlsplit(location)
-        if parts.scheme and parts.scheme != "file":
-            namespace, name = f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/") or node
-        elif parts.scheme == "file":
-            namespace, name = "file", str(uri_to_path(location))
-        else:
-            namespace, name = "scalable", location
-        facets: dict[str, Any] = {}
-        if len(node) == 64:
-            facets["scalable_digest"] = {
-                "_producer": _PRODUCER,
-                "_schemaURL": f"{_PRODUCER}#digest-facet",
-                "sha256": node,
-            }
-        return {"namespace": namespace, "name": name, "facets": facets}
+        """Return OpenLineage RunEvents of the graph's runs (see :func:`scalable.ledger.export.openlineage_events`)."""
+        return export.openlineage_events(self)
 
 
-def _ol_time(ts: Any) -> str:
-    return str(ts) if ts else "1970-01-01T00:00:00.000000Z"
+def _far(e: dict[str, Any]) -> str:
+    """The end of an edge its walk reached (a seed edge of a run reaches its artifact)."""
+    if e["relation"] == "generated":
+        return str(e["dst"])
+    if e["relation"] == "used":
+        return str(e["src"])
+    return str(e["src"] if e["direction"] == "up" else e["dst"])
 
 
-def _prov_id(node: str, info: dict[str, Any]) -> str:
+def _label(node: str, info: dict[str, Any]) -> str:
     if info.get("kind") == "run":
-        return f"run:{quote(node, safe='-_.')}"
-    if len(node) == 64 and all(c in "0123456789abcdef" for c in node):
-        return f"sha256:{node}"
-    return f"uri:{quote(node, safe='')}"
+        return node
+    name = info.get("name")
+    if not name:
+        locations = info.get("locations") or ([node] if "://" in node else [])
+        name = locations[0].rstrip("/").rsplit("/", 1)[-1] if locations else None
+    if _DIGEST.fullmatch(node):
+        return f"{name} ({node[:_SHORT]})" if name else node[:_SHORT]
+    return str(name or node)
+
+
+def _run_stub(run_id: str) -> dict[str, Any]:
+    return {
+        "kind": "run",
+        "label": run_id,
+        "project": None,
+        "status": "running",
+        "started_at": None,
+        "finished_at": None,
+        "error_type": None,
+        "error": None,
+        "user": None,
+        "host": None,
+    }
 
 
 def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -263,22 +249,109 @@ def _relations(con: duckdb.DuckDBPyConnection) -> set[str]:
     }
 
 
-def _in_list(values: Sequence[Any]) -> str:
-    return "(" + ", ".join(str(v) if isinstance(v, int) else sql_quote(v) for v in values) + ")"
+def _in_list(values: Sequence[str]) -> str:
+    return "(" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
 
 
 def _chunks(values: Sequence[Any], size: int = 4096) -> list[Sequence[Any]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
-def _resolve(con: duckdb.DuckDBPyConnection, node: str) -> str:
-    """The digest ``node`` stands for: itself when it is a digest, else the newest version at that URI."""
-    if _DIGEST.fullmatch(node):
-        return node  # a location is a URI or path, never a bare digest
-    return str(con.execute("SELECT _resolve($1)", [node]).fetchone()[0])  # type: ignore[index]
+# --- what a user names -------------------------------------------------------------------------
 
+
+def resolve_node(con: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
+    """The node ``text`` names in the views of ``con``, and its kind (``run`` or ``artifact``).
+
+    The readings are tried in this order, and the first that matches anything decides: a full
+    digest; a location URI or local path (the newest version recorded, used or fetched there,
+    as of the views' time); a run id; an artifact name (the newest version at each location
+    of that name); a digest prefix of at least :data:`MIN_PREFIX` hex characters. That reading
+    must name exactly one node.
+
+    Raises:
+        NodeNotFoundError: nothing in the ledger matches.
+        AmbiguousNodeError: the deciding reading names several nodes; the message lists them.
+    """
+    if _DIGEST.fullmatch(text):
+        return text, "artifact"  # known or not is decided by the walk
+    readings: tuple[tuple[str, Callable[[], dict[str, str]]], ...] = (
+        ("artifact", lambda: _at_locations(con, text)),
+        ("run", lambda: {text: "a run"} if _is_run(con, text) else {}),
+        ("artifact", lambda: _named(con, text)),
+        ("artifact", lambda: _with_prefix(con, text)),
+    )
+    for kind, reading in readings:
+        found = reading()
+        if len(found) == 1:
+            return next(iter(found)), kind
+        if found:
+            listed = [f"{node} ({how})" for node, how in sorted(found.items())[:_CANDIDATES]]
+            more = " and more" if len(found) > _CANDIDATES else ""
+            raise AmbiguousNodeError(
+                f"{text!r} matches {len(found)} nodes{more}: {'; '.join(listed)}; give a full digest, a longer "
+                "prefix or the location"
+            )
+    hint = (
+        f" (a digest prefix needs at least {MIN_PREFIX} hex characters)"
+        if _HEX.fullmatch(text) and len(text) < MIN_PREFIX
+        else ""
+    )
+    raise NodeNotFoundError(
+        f"{text!r} is not a digest, digest prefix, location, path, artifact name or run id in the ledger{hint}; "
+        'find one with: scalable ledger query "SELECT artifact_name, digest, location FROM artifacts"'
+    )
+
+
+def _is_run(con: duckdb.DuckDBPyConnection, text: str) -> bool:
+    return bool(con.execute("SELECT 1 FROM events WHERE run_id = $1 LIMIT 1", [text]).fetchall())
+
+
+def _at_locations(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
+    """The version at ``text`` as a URI, or as a local path (its ``file://`` URI)."""
+    found: dict[str, str] = {}
+    for location in dict.fromkeys([text] if "://" in text else [text, path_to_uri(local_path(text))]):
+        row = con.execute(
+            f"SELECT arg_max(digest, timestamp) FROM ({versions_sql('events')}) v WHERE location = $1", [location]
+        ).fetchall()
+        if row and row[0][0] is not None:
+            found.setdefault(str(row[0][0]), f"the version at {location}")
+        elif con.execute(
+            "SELECT 1 FROM events WHERE location = $1 OR list_contains(inputs, $1) LIMIT 1", [location]
+        ).fetchall():
+            found.setdefault(location, "a location with no digest")
+    return found
+
+
+def _named(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
+    """The newest version at each location of the artifacts named ``text``."""
+    return {
+        str(node): f"the version of {text!r} at {location}"
+        for location, node in con.execute(
+            "SELECT location, arg_max(coalesce(digest, location), timestamp) FROM artifacts "
+            "WHERE artifact_name = $1 AND op IN ('put', 'recorded', 'used') GROUP BY location ORDER BY location",
+            [text],
+        ).fetchall()
+    }
+
+
+def _with_prefix(con: duckdb.DuckDBPyConnection, text: str) -> dict[str, str]:
+    """The digests starting with ``text``, when it is a long enough hex prefix."""
+    if not (_HEX.fullmatch(text) and MIN_PREFIX <= len(text) < 64):
+        return {}
+    rows = con.execute(
+        "SELECT DISTINCT d FROM (SELECT digest AS d FROM events WHERE starts_with(digest, $1) "
+        "UNION SELECT unnest(inputs) FROM events WHERE inputs IS NOT NULL) WHERE starts_with(d, $1) "
+        f"ORDER BY d LIMIT {_CANDIDATES + 1}",
+        [text],
+    ).fetchall()
+    return {str(r[0]): "a digest with that prefix" for r in rows}
+
+
+# --- the walk ----------------------------------------------------------------------------------
 
 _Key = int | str  # a node: its compacted id when it has one, else its text
+_Row = tuple[Any, ...]  # (src, dst, relation, run_id, task_name, task_id, timestamp)
 
 
 class _Walker:
@@ -290,15 +363,8 @@ class _Walker:
         self.compacted = "_lineage_nodes" in names
         #: as of a time, descriptions come from the filtered events, not the compacted ones
         self.cutoff = "_lineage_cutoff" in names
-        if self.compacted and "_inputs" not in names:
-            # The compacted edges cover every event: there is no tail to walk.
-            con.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS _walk_tail AS SELECT NULL::BIGINT AS src_id, "
-                "NULL::BIGINT AS dst_id, * FROM _tail_lineage"
-            )
-            names.add("_walk_tail")
         if "_walk_tail" not in names:
-            con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_lineage")
+            con.execute("CREATE TEMP TABLE _walk_tail_text AS SELECT * FROM _tail_edges")
             ids = "NULL::BIGINT AS src_id, NULL::BIGINT AS dst_id, t.* FROM _walk_tail_text t"
             if self.compacted and con.execute("SELECT count(*) FROM _walk_tail_text").fetchall()[0][0]:
                 # Tail edges carry the ids of the nodes that compacted edges know as well.
@@ -311,12 +377,26 @@ class _Walker:
                     f"ON t.src = s.node LEFT JOIN {known} d ON t.dst = d.node"
                 )
             con.execute(f"CREATE TEMP TABLE _walk_tail AS SELECT {ids}")
-        self.tail_rows = (
-            int(con.execute("SELECT count(*) FROM _walk_tail").fetchall()[0][0]) if "_inputs" in names else 0
-        )
         #: compacted node descriptions ``(node, source, name, locations, size, kind)`` met so far
         self.described: list[tuple[Any, ...]] = []
         self._keys: dict[str, _Key] = {}
+        #: tail edges: by the key of each end, data flow and context apart
+        self.flow_by: dict[str, dict[_Key, list[_Row]]] = {"src": {}, "dst": {}}
+        self.context_by: dict[str, dict[_Key, list[_Row]]] = {"src": {}, "dst": {}}
+        for r in con.execute(
+            "SELECT src_id, src, dst_id, dst, relation, flow, run_id, task_name, task_id, timestamp FROM _walk_tail"
+        ).fetchall():
+            src = int(r[0]) if r[0] is not None else r[1]
+            dst = int(r[2]) if r[2] is not None else r[3]
+            row = (r[1], r[3], r[4], *r[6:])
+            if self.compacted:  # what each end's key is, known without a lookup
+                self._keys.setdefault(r[1], src)
+                self._keys.setdefault(r[3], dst)
+            index = self.flow_by if r[5] else self.context_by
+            if src is not None:
+                index["src"].setdefault(src, []).append((src, dst, row))
+            if dst is not None:
+                index["dst"].setdefault(dst, []).append((src, dst, row))
 
     def key_of(self, node: str) -> _Key:
         """The compacted id of ``node``, or its text when compacted edges do not know it."""
@@ -332,148 +412,262 @@ class _Walker:
             self._keys[node] = id_ if row[0][0] else node
         return self._keys[node]
 
-    def _tail_index(self, direction: str) -> dict[_Key, list[tuple[Any, ...]]]:
-        col = 1 if direction == "up" else 0
-        index: dict[_Key, list[tuple[Any, ...]]] = {}
-        for r in (
-            self.con.execute(
-                "SELECT src_id, src, dst_id, dst, relation, run_id, task_name, timestamp FROM _walk_tail"
-            ).fetchall()
-            if self.tail_rows
-            else []
-        ):
-            row = (int(r[0]) if r[0] is not None else r[1], int(r[2]) if r[2] is not None else r[3], *r[4:])
-            if row[col] is not None:
-                index.setdefault(row[col], []).append(row)
-        return index
+    def lookup(self, keys: Iterable[_Key], *, by: str, flow: bool, relations: Sequence[str]) -> list[_Row]:
+        """Edges whose ``by`` end (``src`` or ``dst``) is one of ``keys``: compacted and tail."""
+        wanted = set(keys)
+        ids = sorted(k for k in wanted if isinstance(k, int))
+        rows: list[_Row] = []
+        allowed = set(relations)
+        if ids and self.compacted:
+            view = "_lineage_ids_by_dst" if by == "dst" else "_lineage_ids_by_src"
+            # A list parameter unnested in a subquery: cheaper than thousands of literals to
+            # parse, and its min/max still skips row groups.
+            for r in self.con.execute(
+                f"SELECT src_id, dst_id, src, dst, relation, run_id, task_name, task_id, timestamp FROM {view} "
+                f"WHERE {'' if flow else 'NOT '}flow AND {by}_id IN (SELECT unnest($1::BIGINT[]))",
+                [ids],
+            ).fetchall():
+                if r[4] in allowed:
+                    rows.append((int(r[0]), int(r[1]), tuple(r[2:])))
+                    # Both ends are known to the compacted files now: no lookup of their ids later.
+                    self._keys.setdefault(r[2], int(r[0]))
+                    self._keys.setdefault(r[3], int(r[1]))
+        index = (self.flow_by if flow else self.context_by)[by]
+        for key in wanted:
+            rows += [r for r in index.get(key, ()) if r[2][2] in allowed]
+        return rows
 
-    def walk(self, root: str, direction: str, max_depth: int) -> list[tuple[Any, ...]]:
-        """Breadth-first walk from ``root``: ``(src, dst, relation, run_id, task, ts, depth)`` rows.
+    def walk(
+        self, starts: Iterable[_Key], start_depth: int, direction: str, max_depth: int, relations: Sequence[str]
+    ) -> list[tuple[_Row, int]]:
+        """Breadth-first walk of data flow from ``starts`` (at ``start_depth``): ``(row, depth)`` pairs.
 
-        Compacted edges: the integer columns ``src_id, dst_id`` are read once and each level
-        is one vectorized membership test over them; then the edges into (``up``) or out of
-        (``down``) every expanded node are read in one lookup that skips the row groups
-        holding none of them. Tail edges are few and walked from an in-memory index. A node
-        is expanded once, at its smallest depth, so cycles end; an edge's depth is its
-        expanded end's depth plus one.
+        Compacted edges: the integer columns ``src_id, dst_id`` of the data-flow edges are read
+        once and each level is one vectorized membership test over them; then the edges into
+        (``up``) or out of (``down``) every expanded node are read in one lookup that skips
+        the row groups holding none of them. Tail edges are few and walked from an in-memory
+        index. A node is expanded once, at its smallest depth, so cycles end; an edge's depth
+        is its expanded end's depth plus one.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        near, far = (1, 0) if direction == "up" else (0, 1)
-        start = self.key_of(root)
-        tail = self._tail_index(direction)
+        flows = [r for r in relations if r in FLOW_RELATIONS]
+        near = "dst" if direction == "up" else "src"
         near_ids = far_ids = None
-        if self.compacted:
-            table = self.con.sql("SELECT src_id, dst_id FROM _lineage_ids_by_dst").to_arrow_table()
-            near_ids, far_ids = table.column(near), table.column(far)
-        expanded: dict[_Key, int] = {start: 0}
-        frontier: list[_Key] = [start]
-        depth = 0
-        tail_rows: list[tuple[Any, ...]] = []
-        while frontier and depth < max_depth:
+        if self.compacted and flows:
+            only = "" if set(flows) == set(FLOW_RELATIONS) else f" AND relation IN {_in_list(flows)}"
+            table = self.con.sql(f"SELECT src_id, dst_id FROM _lineage_ids_by_dst WHERE flow{only}").to_arrow_table()
+            near_ids, far_ids = (table.column(1), table.column(0)) if direction == "up" else table.columns
+        index = self.flow_by[near]
+        frontier = list(dict.fromkeys(starts))
+        expanded: dict[_Key, int] = dict.fromkeys(frontier, start_depth)
+        level = start_depth
+        while frontier and level < max_depth and flows:
             nxt: list[_Key] = []
             ints = [k for k in frontier if isinstance(k, int)]
             if ints and near_ids is not None and far_ids is not None:
                 mask = pc.is_in(near_ids, value_set=pa.array(ints, pa.int64()))
                 for step in pc.unique(pc.filter(far_ids, mask)).to_pylist():
                     if step is not None and step not in expanded:
-                        expanded[step] = depth + 1
+                        expanded[step] = level + 1
                         nxt.append(int(step))
             for key in frontier:
-                for row in tail.get(key, ()):
-                    tail_rows.append((*row, depth + 1))
-                    step = row[far]
-                    if step is not None and step not in expanded:
-                        expanded[step] = depth + 1
+                for src, dst, row in index.get(key, ()):
+                    step = src if direction == "up" else dst
+                    if row[2] in flows and step is not None and step not in expanded:
+                        expanded[step] = level + 1
                         nxt.append(step)
             frontier = nxt
-            depth += 1
-        rows = tail_rows
-        looked_up = sorted(k for k, d in expanded.items() if isinstance(k, int) and d < max_depth)
-        if looked_up and self.compacted:
-            view, col = ("_lineage_ids_by_dst", "dst_id") if direction == "up" else ("_lineage_ids_by_src", "src_id")
-            # A list parameter unnested in a subquery: cheaper than thousands of literals to
-            # parse, and its min/max still skips row groups.
-            for r in self.con.execute(
-                f"SELECT src_id, dst_id, relation, run_id, task_name, timestamp FROM {view} "
-                f"WHERE {col} IN (SELECT unnest($1::BIGINT[]))",
-                [looked_up],
-            ).fetchall():
-                rows.append((*r, expanded[r[near]] + 1))
-        return rows
+            level += 1
+        looked_up = [k for k, d in expanded.items() if d < max_depth]
+        return [
+            (row, expanded[dst if direction == "up" else src] + 1)
+            for src, dst, row in self.lookup(looked_up, by=near, flow=True, relations=flows)
+        ]
 
-    def texts(self, keys: set[_Key]) -> dict[int, str]:
-        """The node text of every compacted id in ``keys``; their descriptions go to ``described``."""
+    def describe(self, keys: set[_Key]) -> None:
+        """Read the compacted descriptions of the ids in ``keys`` into ``described``."""
         ids = sorted(k for k in keys if isinstance(k, int))
-        found: dict[int, str] = {}
-        for id_, node, source, name, locations, size, kind in (
-            self.con.execute(
-                "SELECT id, node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
-                "WHERE id IN (SELECT unnest($1::BIGINT[]))",
-                [ids],
-            ).fetchall()
-            if ids
-            else []
-        ):
-            found[int(id_)] = str(node)
-            if source is not None:
-                self.described.append((node, source, name, locations, size, kind))
-        return found
+        if not ids:
+            return
+        self.described += self.con.execute(
+            "SELECT node, source, name, locations, size_bytes, kind FROM _lineage_nodes "
+            "WHERE id IN (SELECT unnest($1::BIGINT[])) AND source IS NOT NULL",
+            [ids],
+        ).fetchall()
+
+
+def _context_edge(row: _Row) -> dict[str, Any]:
+    """An edge as a graph holds it: ``src, dst, relation, run_id, task_name, task_id, timestamp``."""
+    return dict(zip(("src", "dst", "relation", "run_id", "task_name", "task_id", "timestamp"), row, strict=True))
+
+
+def _edge(row: _Row, depth: int, direction: str) -> dict[str, Any]:
+    """A walked edge: a context edge's fields, its depth and the direction of the walk that found it."""
+    return {**_context_edge(row), "depth": depth, "direction": direction}
+
+
+def _check_relations(relations: Iterable[str] | None) -> tuple[str, ...]:
+    if relations is None:
+        return RELATIONS + RUN_RELATIONS
+    chosen = tuple(dict.fromkeys(relations))
+    unknown = [r for r in chosen if r not in RELATIONS + RUN_RELATIONS]
+    if unknown or not chosen:
+        raise ConfigError(
+            f"relation {', '.join(map(repr, unknown)) or 'list is empty'}: use one or more of "
+            f"{', '.join(RELATIONS + RUN_RELATIONS)}"
+        )
+    return chosen
 
 
 def lineage_graph(
-    con: duckdb.DuckDBPyConnection, node: str | None, *, direction: str = "up", depth: int | None = None
+    con: duckdb.DuckDBPyConnection,
+    node: str | None,
+    *,
+    direction: str = "up",
+    depth: int | None = None,
+    relations: Iterable[str] | None = None,
+    max_nodes: int | None = None,
 ) -> LineageGraph:
-    """Walk the lineage of ``node`` (or take every edge when ``node`` is None) into a graph.
+    """Walk the data flow from ``node`` (or take every edge when ``node`` is None) into a graph.
 
     Args:
         con: a ledger connection (see :func:`scalable.ledger.views.connect`).
-        node: a digest, URI or run id; ``None`` for the whole ledger.
+        node: anything :func:`resolve_node` takes; ``None`` for the whole ledger.
         direction: ``up`` (ancestors), ``down`` (descendants) or ``both``.
         depth: the largest number of edges from ``node``; unbounded (100) when None.
+        relations: the relations walked (default: every data-flow relation, and from a run
+            its ``generated`` and ``used`` edges).
+        max_nodes: keep only the nodes nearest the root, at most this many; what is left out
+            is counted in ``elided``.
+
+    Raises:
+        NodeNotFoundError: ``node`` names nothing in the ledger.
+        AmbiguousNodeError: ``node`` names several nodes.
     """
     max_depth = depth if depth is not None else 100
-    columns = ["src", "dst", "relation", "run_id", "task_name", "timestamp", "depth"]
-    rows: list[tuple[Any, ...]] = []
-    root = None
-    known: list[tuple[Any, ...]] | None = None
+    chosen = _check_relations(relations)
+    walker = _Walker(con)
     if node is None:
-        rows = con.execute(
-            "SELECT DISTINCT src, dst, relation, run_id, task_name, min(timestamp), 0 FROM lineage "
-            "GROUP BY src, dst, relation, run_id, task_name"
-        ).fetchall()
-    else:
-        root = _resolve(con, node)
-        walker = _Walker(con)
-        for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
-            rows += walker.walk(root, way, max_depth)
-        names = walker.texts({r[0] for r in rows} | {r[1] for r in rows} | {walker.key_of(root)})
-        if walker.compacted and not walker.cutoff:
-            known = walker.described
-        rows = [
-            (
-                names.get(r[0], r[0]) if isinstance(r[0], int) else r[0],
-                names.get(r[1], r[1]) if isinstance(r[1], int) else r[1],
-                *r[2:],
-            )
-            for r in rows
-        ]
+        return _whole(con, walker, chosen)
+    root, kind = resolve_node(con, node)
+    root_key = walker.key_of(root)
+    rows: list[tuple[_Row, int, str]] = []
+    for way in {"up": ["up"], "down": ["down"], "both": ["up", "down"]}[direction]:
+        starts: list[_Key] = [root_key]
+        if kind == "run":
+            # A run's own context is the first step; the walk goes on from its artifacts.
+            starts = []
+            seeds = [("generated", "src")] + ([("used", "dst")] if way == "up" else [])
+            for relation, by in seeds:
+                if relation not in chosen:
+                    continue
+                for src, dst, row in walker.lookup([root_key], by=by, flow=False, relations=[relation]):
+                    rows.append((row, 1, way))
+                    starts.append(dst if relation == "generated" else src)
+        start_depth = 1 if kind == "run" else 0
+        rows += [(row, d, way) for row, d in walker.walk(starts, start_depth, way, max_depth, chosen)]
     edges: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows:
-        edge = dict(zip(columns, row, strict=True))
-        key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"])
-        if key not in edges or edge["depth"] < edges[key]["depth"]:
+    for row, d, way in rows:
+        edge = _edge(row, d, way)
+        key = (edge["src"], edge["dst"], edge["relation"], edge["run_id"], edge["task_id"], way)
+        if key not in edges or d < edges[key]["depth"]:
             edges[key] = edge
     graph = LineageGraph(
         root=root,
-        edges=sorted(edges.values(), key=lambda e: (e["depth"], e["src"], e["dst"], e["relation"], e["run_id"])),
+        edges=sorted(
+            edges.values(),
+            key=lambda e: (
+                e["depth"],
+                e["direction"],
+                e["src"],
+                e["dst"],
+                e["relation"],
+                e["run_id"],
+                e["task_id"] or "",
+            ),
+        ),
         direction=direction,
     )
-    ids = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | ({root} if root else set())
-    if node is None:
-        ids |= {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
-    _describe_nodes(con, graph, ids, known)
+    if not graph.edges and kind == "artifact" and not _known(con, walker, root, root_key):
+        raise NodeNotFoundError(
+            f"{node!r} is not a digest, digest prefix, location, path, artifact name or run id in the ledger; "
+            'find one with: scalable ledger query "SELECT artifact_name, digest, location FROM artifacts"'
+        )
+    if max_nodes is not None:
+        _truncate(graph, max_nodes)
+    artifacts = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges} | {root}
+    if kind == "run":
+        artifacts.discard(root)
+    context = walker.lookup(
+        [walker.key_of(a) for a in sorted(artifacts)], by="dst", flow=False, relations=["generated"]
+    )
+    context += walker.lookup([walker.key_of(a) for a in sorted(artifacts)], by="src", flow=False, relations=["used"])
+    graph.context = sorted(
+        {tuple(r[2]): _context_edge(r[2]) for r in context}.values(),
+        key=lambda e: (e["timestamp"] or "", e["src"], e["dst"], e["relation"]),
+    )
+    runs = {e["src"] for e in graph.context if e["relation"] == "generated"} | {
+        e["dst"] for e in graph.context if e["relation"] == "used"
+    }
+    if kind == "run":
+        runs.add(root)
+    reused = walker.lookup([walker.key_of(r) for r in sorted(runs)], by="dst", flow=False, relations=["reused"])
+    graph.context += [_context_edge(r[2]) for r in reused if r[2][0] in runs]
+    _describe(con, walker, graph, artifacts, runs)
+    return graph
+
+
+def _known(con: duckdb.DuckDBPyConnection, walker: _Walker, root: str, key: _Key) -> bool:
+    """Whether ``root`` appears anywhere in the lineage (an artifact with no edges at all)."""
+    if isinstance(key, int):
+        return True
+    if walker.context_by["src"].get(key) or walker.context_by["dst"].get(key):
+        return True
+    return bool(
+        con.execute(
+            "SELECT 1 FROM lineage_context WHERE src = $1 OR dst = $1 UNION ALL "
+            "SELECT 1 FROM events WHERE digest = $1 LIMIT 1",
+            [root],
+        ).fetchall()
+    )
+
+
+def _truncate(graph: LineageGraph, max_nodes: int) -> None:
+    """Keep the ``max_nodes`` nodes nearest the root (the root first) and the edges between them."""
+    nearest: dict[str, int] = {graph.root: 0} if graph.root is not None else {}
+    for e in graph.edges:  # sorted by depth already
+        for n in (e["src"], e["dst"]):
+            nearest.setdefault(n, e["depth"])
+    keep = set(sorted(nearest, key=lambda n: (nearest[n], n))[:max_nodes])
+    kept = [e for e in graph.edges if e["src"] in keep and e["dst"] in keep]
+    if len(keep) < len(nearest):
+        graph.elided = {"nodes": len(nearest) - len(keep), "edges": len(graph.edges) - len(kept)}
+    graph.edges = kept
+
+
+def _whole(con: duckdb.DuckDBPyConnection, walker: _Walker, chosen: Sequence[str]) -> LineageGraph:
+    """Every edge of the ledger: data flow (depth 0) and context, and every run."""
+    flows = [r for r in chosen if r in FLOW_RELATIONS] or ["-"]
+    graph = LineageGraph(root=None, direction="both")
+    for r in con.execute(
+        f"SELECT src, dst, relation, run_id, task_name, task_id, min(timestamp) FROM lineage "
+        f"WHERE relation IN {_in_list(flows)} GROUP BY ALL ORDER BY ALL"
+    ).fetchall():
+        graph.edges.append(_edge(tuple(r), 0, "down"))
+    graph.context = [
+        _context_edge(tuple(r))
+        for r in con.execute(
+            "SELECT src, dst, relation, run_id, task_name, task_id, min(timestamp) FROM lineage_context "
+            "GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    ]
+    artifacts = {e["src"] for e in graph.edges} | {e["dst"] for e in graph.edges}
+    artifacts |= {e["dst"] for e in graph.context if e["relation"] == "generated"}
+    artifacts |= {e["src"] for e in graph.context if e["relation"] == "used"}
+    runs = {str(r[0]) for r in con.execute("SELECT run_id FROM runs").fetchall()}
+    _describe(con, walker, graph, artifacts, runs, whole=True)
     return graph
 
 
@@ -484,95 +678,167 @@ def trace(
     direction: str = "up",
     depth: int | None = None,
     as_of: str | None = None,
+    relations: Iterable[str] | None = None,
+    runs_only: bool = False,
+    max_nodes: int | None = None,
 ) -> LineageGraph:
-    """Return the lineage graph of ``node`` (a digest, URI or run id) in ``ledger``.
+    """Return the lineage graph of ``node`` in ``ledger``.
 
     Args:
         ledger: the ledger whose views are walked.
-        node: where to start; ``None`` gives every edge of the ledger.
+        node: where to start: a digest, a digest prefix (at least 8 hex characters), a
+            location URI or local path, an artifact name or a run id; ``None`` gives every
+            edge of the ledger.
         direction: ``up`` (what it came from), ``down`` (what came of it) or ``both``.
         depth: the largest number of edges from ``node`` (unbounded when None).
         as_of: ISO-8601 time; the ledger as it was then.
+        relations: the relations to walk and show (default: all); data-flow relations
+            restrict the walk, ``generated``/``used`` a run's first step, ``informed``/``reused``
+            the run-level graph.
+        runs_only: return the run-level graph (:meth:`LineageGraph.runs_only`).
+        max_nodes: at most this many nodes, the nearest to ``node``; ``elided`` counts the rest.
 
     Raises:
-        ConfigError: ``direction`` or ``depth`` is not valid.
-        NodeNotFoundError: ``node`` appears nowhere in the lineage.
+        ConfigError: ``direction``, ``depth``, ``relations`` or ``max_nodes`` is not valid.
+        NodeNotFoundError: ``node`` names nothing in the ledger.
+        AmbiguousNodeError: ``node`` names several nodes.
     """
     if direction not in DIRECTIONS:
         raise ConfigError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     if depth is not None and depth < 1:
         raise ConfigError(f"depth {depth} must be at least 1")
+    if max_nodes is not None and max_nodes < 1:
+        raise ConfigError(f"max_nodes {max_nodes} must be at least 1")
+    chosen = _check_relations(relations)
+    walked = None if runs_only else chosen  # the run-level graph is filtered after the walk
 
-    def walk(con: duckdb.DuckDBPyConnection) -> tuple[LineageGraph, bool]:
-        graph = lineage_graph(con, node, direction=direction, depth=depth)
-        known = (
-            bool(graph.edges)
-            or node is None
-            or bool(
-                con.execute("SELECT count(*) FROM lineage WHERE src = $1 OR dst = $1", [graph.root]).fetchall()[0][0]
-            )
-        )
-        return graph, known
+    def walk(con: duckdb.DuckDBPyConnection) -> LineageGraph:
+        return lineage_graph(con, node, direction=direction, depth=depth, relations=walked, max_nodes=max_nodes)
 
-    graph, known = read_snapshot(ledger, walk, as_of=as_of, trusted=True)
-    if not known:
-        raise NodeNotFoundError(
-            f"{node!r} is not an artifact digest, location or run id in the ledger; "
-            'find one with: scalable ledger query "SELECT digest, location FROM artifacts"'
-        )
+    graph = read_snapshot(ledger, walk, as_of=as_of, trusted=True)
+    if runs_only:
+        graph = graph.runs_only()
+        if relations is not None:
+            graph.edges = [e for e in graph.edges if e["relation"] in chosen]
     return graph
 
 
-def _describe_nodes(
-    con: duckdb.DuckDBPyConnection, graph: LineageGraph, ids: set[str], known: list[tuple[Any, ...]] | None
-) -> None:
-    """Describe the nodes ``ids`` of ``graph``: runs from the ``runs`` view, artifacts from events.
+# --- describing nodes --------------------------------------------------------------------------
 
-    ``known`` holds the compacted descriptions already read (then only the tail's events are
-    read); ``None`` reads every description from the ``events`` view.
-    """
-    if not ids:
-        return
-    id_list = sorted(ids)
-    # Literal IN lists let the scans skip row groups (events are sorted by run id, compacted
-    # node descriptions by node); a list parameter would not.
-    # Run nodes are the runs of the edges, the writers of reused entries and maybe the root;
-    # only those are looked up, and only their run events are read (as the ``runs`` view does).
-    certain = ids & ({e["run_id"] for e in graph.edges} | {e["src"] for e in graph.edges if e["relation"] == "reused"})
-    runs = sorted(certain | (ids & {graph.root} if graph.root else set()))
-    for chunk in _chunks(runs):
-        for run_id, project, status, started, finished in con.execute(
-            "SELECT run_id, any_value(json_extract_string(attrs, '$.project')) FILTER (WHERE op = 'started'), "
-            "coalesce(any_value(json_extract_string(attrs, '$.status')) FILTER (WHERE op = 'finished'), 'running'), "
+
+def _describe(
+    con: duckdb.DuckDBPyConnection,
+    walker: _Walker,
+    graph: LineageGraph,
+    artifacts: set[str],
+    runs: set[str],
+    *,
+    whole: bool = False,
+) -> None:
+    """Describe the graph's runs (from run events), artifacts (with their context) and tasks."""
+    for chunk in _chunks(sorted(runs)):
+        for run_id, attrs_started, attrs_finished, started, finished in con.execute(
+            "SELECT run_id, any_value(attrs) FILTER (WHERE op = 'started'), "
+            "any_value(attrs) FILTER (WHERE op = 'finished'), "
             "min(timestamp) FILTER (WHERE op = 'started'), max(timestamp) FILTER (WHERE op = 'finished') "
             f"FROM events WHERE run_id IN {_in_list(chunk)} AND event_type = 'run' GROUP BY run_id"
         ).fetchall():
+            first = json.loads(attrs_started) if attrs_started else {}
+            last = json.loads(attrs_finished) if attrs_finished else {}
             graph.nodes[run_id] = {
-                "kind": "run",
-                "project": project,
-                "status": status,
+                **_run_stub(run_id),
+                "project": first.get("project"),
+                "status": last.get("status") or "running",
                 "started_at": started,
                 "finished_at": finished,
+                "error_type": last.get("error_type"),
+                "error": last.get("error"),
+                "user": first.get("user"),
+                "host": first.get("host"),
             }
-    for run_id in certain:  # a run with events but no run event yet
-        graph.nodes.setdefault(
-            run_id, {"kind": "run", "project": None, "status": "running", "started_at": None, "finished_at": None}
-        )
+    for run_id in runs:  # a run with events but no run event yet
+        graph.nodes.setdefault(run_id, _run_stub(run_id))
+    _describe_artifacts(con, walker, graph, artifacts, whole=whole)
+    generated: dict[str, set[str]] = {}
+    used: dict[str, set[str]] = {}
+    for e in graph.context:
+        if e["relation"] == "generated":
+            generated.setdefault(e["dst"], set()).add(e["src"])
+        elif e["relation"] == "used":
+            used.setdefault(e["src"], set()).add(e["dst"])
+    for node in artifacts:
+        info = graph.nodes[node]
+        info["generated_by"] = sorted(generated.get(node, ()))
+        info["used_by"] = sorted(used.get(node, ()))
+        info["label"] = _label(node, info)
+    _describe_tasks(con, graph)
+
+
+def _describe_tasks(con: duckdb.DuckDBPyConnection, graph: LineageGraph) -> None:
+    """The task activities the graph's edges and context name, from the ``tasks`` view."""
+    named = {(e["run_id"], e["task_id"]) for e in [*graph.edges, *graph.context] if e["task_id"] is not None}
+    for run_id, task_id in sorted(named):
+        graph.tasks[f"{run_id}/{task_id}"] = {
+            "run_id": run_id,
+            "task_id": task_id,
+            "task_name": None,
+            "started_at": None,
+            "ended_at": None,
+            "status": None,
+        }
+    for chunk in _chunks(sorted({r for r, _t in named})):
+        for run_id, task_id, task_name, started, ended, status in con.execute(
+            "SELECT run_id, task_id, task_name, started_at, ended_at, status FROM tasks "
+            f"WHERE run_id IN {_in_list(chunk)}"
+        ).fetchall():
+            key = f"{run_id}/{task_id}"
+            if key in graph.tasks:
+                graph.tasks[key].update(task_name=task_name, started_at=started, ended_at=ended, status=status)
+    times: dict[str, list[str]] = {}
+    for e in [*graph.edges, *graph.context]:
+        if e["task_id"] is not None and e["timestamp"]:
+            times.setdefault(f"{e['run_id']}/{e['task_id']}", []).append(e["timestamp"])
+            graph.tasks[f"{e['run_id']}/{e['task_id']}"]["task_name"] = (
+                graph.tasks[f"{e['run_id']}/{e['task_id']}"]["task_name"] or e["task_name"]
+            )
+    for key, info in graph.tasks.items():
+        # A task recorded by name only has no task events: its times are those of its edges.
+        if info["started_at"] is None and key in times:
+            info["started_at"] = min(times[key])
+        if info["ended_at"] is None and key in times and info["status"] is None:
+            info["ended_at"] = max(times[key])
+
+
+def _describe_artifacts(
+    con: duckdb.DuckDBPyConnection, walker: _Walker, graph: LineageGraph, ids: set[str], *, whole: bool
+) -> None:
+    """Describe artifact nodes from compacted descriptions and the events not compacted.
+
+    Compacted descriptions are read for the nodes' ids (unless as of a time, when the filtered
+    events are read instead); the events the compacted files do not cover are always read.
+    """
+    if not ids:
+        return
+    names = _relations(con)
+    known: list[tuple[Any, ...]] | None = None
+    if walker.compacted and not walker.cutoff and not whole:
+        walker.describe({walker.key_of(n) for n in ids})
+        known = walker.described
+    found: list[tuple[Any, ...]] = list(known or [])
+    if known is None or "_tail_events" in names:
+        source = "events" if known is None else "_tail_events"
+        if "_walk_nodes" not in names:
+            con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql(source)}")
+        if con.execute("SELECT count(*) FROM (SELECT 1 FROM _walk_nodes LIMIT 1)").fetchall()[0][0]:
+            for chunk in _chunks(sorted(ids)):
+                found += con.execute(
+                    "SELECT node, source, name, locations, size_bytes, kind FROM _walk_nodes "
+                    f"WHERE node IN {_in_list(chunk)}"
+                ).fetchall()
     described: dict[str, dict[str, Any]] = {}
     cached: dict[str, dict[str, Any]] = {}
-    names = _relations(con)
-    has_rows = False
-    if known is None or "_inputs" in names:  # else the compacted descriptions cover every event
-        if "_walk_nodes" not in names:
-            con.execute(f"CREATE TEMP TABLE _walk_nodes AS {nodes_sql('events' if known is None else '_tail_events')}")
-        has_rows = bool(con.execute("SELECT count(*) FROM (SELECT 1 FROM _walk_nodes LIMIT 1)").fetchall()[0][0])
-    found: list[tuple[Any, ...]] = list(known or [])
-    for chunk in _chunks(id_list) if has_rows else []:
-        found += con.execute(
-            f"SELECT node, source, name, locations, size_bytes, kind FROM _walk_nodes WHERE node IN {_in_list(chunk)}"
-        ).fetchall()
     for node, source, name, locations, size, kind in found:
-        if source is None:
+        if source is None or node not in ids:
             continue
         target = described if source == "artifact" else cached
         info = target.setdefault(node, {"name": None, "locations": [], "size_bytes": None, "kind": None})
@@ -581,26 +847,30 @@ def _describe_nodes(
         info["locations"] = sorted({*info["locations"], *(locations or [])})
         info["size_bytes"] = min((v for v in (info["size_bytes"], size) if v is not None), default=None)
         info["kind"] = min(filter(None, (info["kind"], kind)), default=None)
-    for node, info in described.items():
-        if node in graph.nodes:
-            continue
-        graph.nodes[node] = {
-            "kind": "artifact",
-            "name": info["name"],
-            "locations": info["locations"],
-            "size_bytes": info["size_bytes"],
-            "artifact_kind": info["kind"],
-        }
-    for node, info in cached.items():
-        graph.nodes.setdefault(
-            node,
-            {
+    for node in ids:
+        if node in described:
+            info = described[node]
+            graph.nodes[node] = {
+                "kind": "artifact",
+                "name": info["name"],
+                "locations": info["locations"],
+                "size_bytes": info["size_bytes"],
+                "artifact_kind": info["kind"],
+            }
+        elif node in cached:
+            info = cached[node]
+            graph.nodes[node] = {
                 "kind": "artifact",
                 "name": f"{info['name']}() result",
                 "locations": [],
                 "size_bytes": info["size_bytes"],
                 "artifact_kind": "cache",
-            },
-        )
-    for node in ids - graph.nodes.keys():
-        graph.nodes[node] = {"kind": "artifact", "name": node, "locations": [node] if "://" in node else []}
+            }
+        else:
+            graph.nodes[node] = {
+                "kind": "artifact",
+                "name": None,
+                "locations": [node] if "://" in node else [],
+                "size_bytes": None,
+                "artifact_kind": None,
+            }

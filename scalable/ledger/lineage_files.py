@@ -1,10 +1,16 @@
 """The compacted lineage edges: files that let a walk read only the row groups it needs.
 
-Layout under the compacted data::
+Layout under the compacted data (``v2`` is :data:`~scalable.ledger.edges.EDGE_LAYOUT`)::
 
-    lineage/edges-by-dst-<attempt>-<n>.parquet   the edges of the data files, sorted by dst id
-    lineage/edges-by-src-<attempt>-<n>.parquet   the same edges sorted by src id
-    lineage/nodes-<attempt>-<n>.parquet          node ids, texts and descriptions, sorted by id
+    lineage/v2-edges-by-dst-<attempt>-<n>.parquet   the edges of the data files: data flow
+                                                    first, then context, each sorted by dst id
+    lineage/v2-edges-by-src-<attempt>-<n>.parquet   the same edges, each part sorted by src id
+    lineage/v2-nodes-<attempt>-<n>.parquet          node ids, texts and descriptions, sorted by id
+
+Columns of the edge files: ``src_id, dst_id, src, dst, relation, flow, run_id, task_name,
+task_id, timestamp``; ``flow`` is true for data flow. Sorting data flow first lets a walk read
+the ids of the data-flow edges alone (row groups of context edges are skipped by their
+``flow`` statistics), and context lookups read only the row groups of their nodes.
 
 A full compaction computes the edges of all live data files (URI inputs resolved against
 every artifact version in the dataset) and writes them, sorted by each end in small row
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from scalable.errors import LedgerError
-from scalable.ledger.edges import edges_sql, inputs_sql, nodes_sql, versions_sql
+from scalable.ledger.edges import EDGE_LAYOUT, edges_sql, layout_is_current, nodes_sql, versions_sql
 from scalable.ledger.generations import Attempt, DataFile, LineageFiles
 from scalable.ledger.sql import file_list, parquet_copy_options, parquet_select, quote
 from scalable.logs import get_logger
@@ -72,6 +78,8 @@ def next_lineage(
     paths = {f.path for f in live}
     if not live:
         return None
+    if current is not None and not layout_is_current(current.by_dst):
+        current = None  # edges of an older model: recomputed by a full compaction, unused until then
     if full:
         if current is not None and set(current.covers) == paths:
             return current
@@ -113,11 +121,8 @@ def write_lineage(
             f"CREATE OR REPLACE TEMP VIEW _compact_versions AS SELECT * FROM ({versions_sql('_compact_events')}) v "
             "WHERE location IN (SELECT unnest(inputs) FROM _compact_part WHERE inputs IS NOT NULL)"
         )
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW _compact_inputs AS {inputs_sql('_compact_part', '_compact_versions')}"
-        )
         part = staging / f"raw-{i}.parquet"
-        con.execute(f"COPY ({edges_sql('_compact_part', '_compact_inputs')}) TO {quote(str(part))} {plain}")
+        con.execute(f"COPY ({edges_sql('_compact_part', '_compact_versions')}) TO {quote(str(part))} {plain}")
         raws.append(str(part))
         # Descriptions per range too; a node met in several ranges has a row from each, which
         # readers merge (smallest value, union of locations).
@@ -150,25 +155,26 @@ def write_lineage(
         shutil.rmtree(staging, ignore_errors=True)
         return None
     row = con.execute(
-        f"COPY (SELECT {node_id('src')} AS src_id, {node_id('dst')} AS dst_id, src, dst, relation, run_id, task_name, "
-        f"timestamp FROM {raw_sql} ORDER BY dst_id, src_id, relation, run_id) TO {quote(str(by_dst))} {options}"
+        f"COPY (SELECT {node_id('src')} AS src_id, {node_id('dst')} AS dst_id, src, dst, relation, flow, run_id, "
+        f"task_name, task_id, timestamp FROM {raw_sql} ORDER BY NOT flow, dst_id, src_id, relation, run_id, task_id) "
+        f"TO {quote(str(by_dst))} {options}"
     ).fetchone()
     edges = int(row[0]) if row else 0
     row = con.execute(
-        f"COPY (SELECT * FROM read_parquet({file_list([str(by_dst)])}) ORDER BY src_id, dst_id, relation, run_id) "
-        f"TO {quote(str(by_src))} {options}"
+        f"COPY (SELECT * FROM read_parquet({file_list([str(by_dst)])}) "
+        f"ORDER BY NOT flow, src_id, dst_id, relation, run_id, task_id) TO {quote(str(by_src))} {options}"
     ).fetchone()
     if (int(row[0]) if row else 0) != edges:
         raise LedgerError(
             f"compaction sorted {edges} lineage edges but wrote {row}; nothing was committed, run scalable ledger compact again"
         )
     con.execute("SET preserve_insertion_order=true")
-    for view in ("_compact_inputs", "_compact_versions", "_compact_part", "_compact_events"):
+    for view in ("_compact_versions", "_compact_part", "_compact_events"):
         con.execute(f"DROP VIEW IF EXISTS {view}")
     names = (
-        f"{LINEAGE_DIR}/{attempt.name('edges-by-dst')}",
-        f"{LINEAGE_DIR}/{attempt.name('edges-by-src')}",
-        f"{LINEAGE_DIR}/{attempt.name('nodes')}",
+        f"{LINEAGE_DIR}/{attempt.name(f'{EDGE_LAYOUT}-edges-by-dst')}",
+        f"{LINEAGE_DIR}/{attempt.name(f'{EDGE_LAYOUT}-edges-by-src')}",
+        f"{LINEAGE_DIR}/{attempt.name(f'{EDGE_LAYOUT}-nodes')}",
     )
     for file, rel in zip((by_dst, by_src, nodes), names, strict=True):
         attempt.publish(location, file, rel)

@@ -141,6 +141,7 @@ class Ledger:
         self._background: threading.Thread | None = None
         self._pending: list[tuple[str, str, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._closed = False
         #: Run of events that name none and are raised outside any bound run (a session's run).
         self.default_run_id: str | None = None
@@ -225,7 +226,7 @@ class Ledger:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
         clean = self._validate_here(event)
-        if self._pending:
+        if self._pending or self._flush_lock.locked():
             self.flush()  # queued events were raised first: they go first
         written = self._write(clean["run_id"], (clean,))[0]
         if bus.has_subscribers(self._subscribers):
@@ -250,14 +251,15 @@ class Ledger:
             )
         by_run: dict[str, list[dict[str, Any]]] = {}
         order: list[tuple[str, int]] = []
-        run, task, component = (
+        run, task, component, task_id = (
             context.current_run_id.get(),
             context.current_task_name.get(),
             context.current_component.get(),
+            context.current_task_id.get(),
         )
         for index, event in enumerate(events):
             try:
-                clean = self._validate(event, run, task, component)
+                clean = self._validate(event, run, task, component, task_id)
             except EventValidationError as exc:
                 raise EventValidationError(f"event #{index}: {exc}") from None
             batch = by_run.setdefault(clean["run_id"], [])
@@ -265,7 +267,7 @@ class Ledger:
             batch.append(clean)
         if not order:
             return []
-        if self._pending:
+        if self._pending or self._flush_lock.locked():
             self.flush()
         if len(by_run) == 1:
             ((run_id, batch),) = by_run.items()
@@ -309,18 +311,24 @@ class Ledger:
             self._ensure_background()
 
     def flush(self) -> None:
-        """Write every event queued by :meth:`append_async` (one batch per run)."""
-        if not self._pending:
+        """Write every event queued by :meth:`append_async` (one batch per run).
+
+        A flush in progress holds a lock from taking the queue until its lines are written; a
+        synchronous append waits for it, so a thread's queued events always precede its next
+        line in the chain, whichever thread writes them.
+        """
+        if not self._pending and not self._flush_lock.locked():
             return
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-        for item in pending:
-            by_run.setdefault(item[2]["run_id"], []).append(item)
-        written: list[dict[str, Any]] = []
-        for run_id, items in by_run.items():
-            written += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
-        if bus.has_subscribers(self._subscribers):
+        with self._flush_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, []
+            by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+            for item in pending:
+                by_run.setdefault(item[2]["run_id"], []).append(item)
+            written: list[dict[str, Any]] = []
+            for run_id, items in by_run.items():
+                written += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
+        if written and bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
 
     def append_lines(self, run_id: str, lines: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -391,19 +399,28 @@ class Ledger:
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
         return self._validate(
-            event, context.current_run_id.get(), context.current_task_name.get(), context.current_component.get()
+            event,
+            context.current_run_id.get(),
+            context.current_task_name.get(),
+            context.current_component.get(),
+            context.current_task_id.get(),
         )
 
     def _validate(
-        self, event: Mapping[str, Any], run: str | None, task: str | None, component: str | None
+        self,
+        event: Mapping[str, Any],
+        run: str | None,
+        task: str | None,
+        component: str | None,
+        task_id: str | None = None,
     ) -> dict[str, Any]:
-        """Validate an event, filling run, task and component from the context."""
+        """Validate an event, filling run, task, component and the task's id from the context."""
         implicit = None
         if run is None:
             run = self.default_run_id
         if run is None:
             run = implicit = context.implicit_run_id()
-        clean = validate_event(event, run_id=run, task_name=task, component=component)
+        clean = validate_event(event, run_id=run, task_name=task, component=component, task_id=task_id)
         run_id = clean["run_id"]
         if run_id == implicit and run_id not in self._implicit_started:
             self._start_implicit_run(run_id)
@@ -626,6 +643,7 @@ class Ledger:
         self._background = None
         self._pending = []  # the parent writes its own pending events
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     def __enter__(self) -> Ledger:
         return self
@@ -723,39 +741,61 @@ class Ledger:
         direction: str = "up",
         depth: int | None = None,
         as_of: str | None = None,
+        relations: Iterable[str] | None = None,
+        runs_only: bool = False,
+        max_nodes: int | None = None,
     ) -> LineageGraph:
-        """Return the lineage graph of ``node`` (a digest, URI or run id).
+        """Return the lineage graph of ``node``: the data flow into it (``up``) or out of it (``down``).
 
         Args:
-            node: where to start; ``None`` gives every edge of the ledger.
+            node: a digest, a digest prefix (at least 8 hex characters), a location URI or
+                local path, an artifact name or a run id; ``None`` gives every edge of the ledger.
             direction: ``up`` (what it came from), ``down`` (what came of it) or ``both``.
             depth: the largest number of edges from ``node`` (unbounded when None).
             as_of: ISO-8601 time; the ledger as it was then.
+            relations: only these relations (see :func:`scalable.ledger.lineage.trace`).
+            runs_only: the run-level graph instead.
+            max_nodes: at most this many nodes, the nearest first; the graph's ``elided``
+                counts the rest.
 
         Raises:
-            ConfigError: ``direction`` or ``depth`` is not valid.
-            NodeNotFoundError: ``node`` appears nowhere in the lineage.
+            ConfigError: an argument is not valid.
+            NodeNotFoundError: ``node`` appears nowhere in the ledger.
+            AmbiguousNodeError: ``node`` stands for several nodes (they are listed).
         """
         from scalable.ledger.lineage import trace
 
-        return trace(self, node, direction=direction, depth=depth, as_of=as_of)
+        return trace(
+            self,
+            node,
+            direction=direction,
+            depth=depth,
+            as_of=as_of,
+            relations=relations,
+            runs_only=runs_only,
+            max_nodes=max_nodes,
+        )
 
-    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None) -> RunDiff:
+    def diff(self, run_a: str, run_b: str, *, as_of: str | None = None, lineage: bool = False) -> RunDiff:
         """Compare run A with run B: artifacts by location (added, removed, changed, same), tasks by name.
 
-        See :mod:`scalable.ledger.diff`.
+        With ``lineage``, the diff also holds the verdict (``RunDiff.lineage``): every version
+        matched by location, cache key and lineage position (identical, changed, missing,
+        new), the first divergences and what follows from them, and the recipes compared. See
+        :mod:`scalable.ledger.diff`.
 
         Args:
             run_a: the run compared from.
             run_b: the run compared to.
             as_of: ISO-8601 time; both runs as they were then.
+            lineage: add the verdict of lineage.
 
         Raises:
             RunNotFoundError: a run has no events.
         """
         from scalable.ledger.diff import diff_runs
 
-        return diff_runs(self, run_a, run_b, as_of=as_of)
+        return diff_runs(self, run_a, run_b, as_of=as_of, lineage=lineage)
 
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.

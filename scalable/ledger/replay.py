@@ -40,7 +40,16 @@ from scalable.uris import open_location
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
-__all__ = ["Handler", "NotRestored", "ReplayResult", "RestoreArtifacts", "Timeline", "replay", "run_events"]
+__all__ = [
+    "Handler",
+    "NotRestored",
+    "ReplayResult",
+    "RestoreArtifacts",
+    "Timeline",
+    "replay",
+    "restore",
+    "run_events",
+]
 
 Handler = Callable[[Mapping[str, Any]], None]
 #: Name prefix of the temporary files and directories a restore writes before renaming.
@@ -122,7 +131,7 @@ class RestoreArtifacts:
             return
         target = self.into.joinpath(*parts)
         try:
-            self._restore(location, target, event.get("digest"), event.get("kind"))
+            restore(location, target, event.get("digest"), event.get("kind"), self.storage_options)
         except (IntegrityError, ConfigError) as exc:  # changed bytes, or a location that is no path
             self.failed.append(NotRestored(key, location, str(exc)))
             return
@@ -134,39 +143,70 @@ class RestoreArtifacts:
             return
         self.restored.append(str(target))
 
-    def _restore(self, location: str, target: Path, digest: str | None, kind: str | None) -> None:
-        fs, path = open_location(location, self.storage_options)
-        if kind == "dir" or fs.isdir(path):
-            self._restore_dir(fs, path, target, digest)
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _copy_verified(fs, path, target, digest)
 
-    def _restore_dir(self, fs: Any, path: str, target: Path, digest: str | None) -> None:
-        root = path.rstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
-        try:
-            names = sorted(fs.find(root))
-            if not names and not fs.exists(root):
-                raise FileNotFoundError(root)
-            files = []
-            for name in names:
-                rel = name[len(root) + 1 :]
-                dest = staging.joinpath(*PurePosixPath(rel).parts)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                files.append((rel, _copy_verified(fs, name, dest, None)))
-            found = tree_digest(files)
-            if digest and found != digest:
-                raise IntegrityError(f"its tree hashes to {found}, not the recorded {digest}")
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            os.replace(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
+def restore(
+    location: str,
+    target: str | os.PathLike[str],
+    digest: str | None,
+    kind: str | None = None,
+    storage_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """Copy the file or directory at ``location`` to ``target``, verified against ``digest``.
+
+    A file is copied to a temporary name beside ``target`` while it is hashed and renamed over
+    ``target`` only when it matches; a directory is assembled in a temporary directory and
+    replaces ``target`` only once its tree digest matches. Nothing unverified is left where
+    ``target`` is (an earlier copy stays).
+
+    Args:
+        location: where the bytes are (a URI or a local path).
+        target: the local path to restore to.
+        digest: the SHA-256 (tree digest for a directory) the copy must have; ``None`` checks nothing.
+        kind: ``dir`` when the location is a directory (otherwise the filesystem says).
+        storage_options: per-protocol fsspec options.
+
+    Raises:
+        IntegrityError: the bytes there do not hash to ``digest``.
+        ConfigError: ``location`` is not a path or URI that can be read.
+        FileNotFoundError: nothing is there (or another error of the store or the disk, for
+            the caller to map with :func:`scalable.failures.storage_error`).
+        LedgerError: ``target`` cannot be written.
+    """
+    dest = Path(target)
+    fs, path = open_location(location, storage_options)
+    if kind == "dir" or fs.isdir(path):
+        _restore_dir(fs, path, dest, digest)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _copy_verified(fs, path, dest, digest)
+    return dest
+
+
+def _restore_dir(fs: Any, path: str, target: Path, digest: str | None) -> None:
+    root = path.rstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
+    try:
+        names = sorted(fs.find(root))
+        if not names and not fs.exists(root):
+            raise FileNotFoundError(root)
+        files = []
+        for name in names:
+            rel = name[len(root) + 1 :]
+            dest = staging.joinpath(*PurePosixPath(rel).parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            files.append((rel, _copy_verified(fs, name, dest, None)))
+        found = tree_digest(files)
+        if digest and found != digest:
+            raise IntegrityError(f"its tree hashes to {found}, not the recorded {digest}")
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
 
 
 def _copy_verified(fs: Any, src: str, dest: Path, digest: str | None) -> str:

@@ -2,7 +2,8 @@
 
 Views: ``events`` (every event once, deduplicated on ``event_id``; no defined order),
 ``artifacts``, ``cache``, ``tasks`` (one row per task execution), ``runs`` (one row per run),
-``lineage`` (edges, see :mod:`scalable.ledger.edges`) and the table macros
+``lineage`` (data-flow edges) and ``lineage_context`` (run context; see
+:mod:`scalable.ledger.edges`) and the table macros
 ``ancestors(node)``/``descendants(node)``. They read the Parquet files named by the newest
 generation (:mod:`scalable.ledger.generations`) and the event lines not compacted yet
 together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
@@ -28,7 +29,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from scalable.errors import QueryError, RunNotFoundError
 from scalable.ledger import bus
-from scalable.ledger.edges import create_lineage_views
+from scalable.ledger.edges import create_lineage_views, layout_is_current
 from scalable.ledger.events import check_run_id, duckdb_columns, normalize_timestamp
 from scalable.ledger.generations import Generation, read_generation
 from scalable.ledger.location import Location
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RUN_ARTIFACT_COLUMNS",
     "RUN_TASK_COLUMNS",
+    "RUN_VERIFICATION_COLUMNS",
     "VIEW_NAMES",
     "EventSources",
     "connect",
@@ -62,10 +64,22 @@ __all__ = [
     "run_query",
 ]
 
-VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "lineage")
-#: Columns of the tasks and the artifacts :func:`describe_run` gives for a run.
+VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "verifications", "lineage", "lineage_context")
+#: Columns of the tasks, the artifacts and the verdicts :func:`describe_run` gives for a run.
 RUN_TASK_COLUMNS = ("task_name", "status", "started_at", "ended_at", "duration_s", "error")
 RUN_ARTIFACT_COLUMNS = ("op", "artifact_name", "kind", "size_bytes", "digest", "location")
+RUN_VERIFICATION_COLUMNS = (
+    "verified_at",
+    "run_id",
+    "rerun_of",
+    "verdict",
+    "identical",
+    "changed",
+    "missing",
+    "new",
+    "first_divergences",
+    "cache",
+)
 #: Times the generation and the sources are taken again while compactions keep committing.
 _SNAPSHOT_TRIES = 5
 _T = TypeVar("_T")
@@ -80,7 +94,7 @@ class EventSources:
         tail: SELECT of the event lines not compacted yet, minus those Parquet already has
             (``None`` when there are none).
         lineage: paths of the compacted lineage files (edges by ``dst``, by ``src``, nodes),
-            when the generation has them.
+            when the generation has them in the current layout.
         uncovered: SELECT of the compacted events the lineage files do not cover (``None``
             when they cover all).
         keys: the keys of every source of event lines listed (read or not).
@@ -145,7 +159,7 @@ def event_sources(
         )
     lineage = None
     uncovered = None
-    if generation.lineage is not None and files:
+    if generation.lineage is not None and files and layout_is_current(generation.lineage.by_dst):
         lin = generation.lineage
         lineage = (url(location.url(lin.by_dst)), url(location.url(lin.by_src)), url(location.url(lin.nodes)))
         covered = set(lin.covers)
@@ -199,6 +213,19 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
             "count(*) FILTER (WHERE event_type = 'cache' AND op = 'hit') AS cache_hits, "
             "count(*) FILTER (WHERE event_type = 'cache' AND op = 'miss') AS cache_misses "
             "FROM events GROUP BY run_id"
+        ),
+        # The verdicts of reruns (``run/verified``, appended to the rerun; see scalable.rerun).
+        "verifications": (
+            "SELECT run_id, json_extract_string(attrs, '$.of') AS rerun_of, "
+            "json_extract_string(attrs, '$.verdict') AS verdict, "
+            + "".join(
+                f"CAST(json_extract(attrs, '$.artifacts.{status}') AS BIGINT) AS {status}, "
+                for status in ("identical", "changed", "missing", "new")
+            )
+            + "from_json(json_extract(attrs, '$.first_keys'), '[\"VARCHAR\"]') AS first_divergences, "
+            "CAST(json_extract(attrs, '$.tasks_differ') AS BOOLEAN) AS tasks_differ, "
+            "json_extract_string(attrs, '$.cache') AS cache, timestamp AS verified_at, attrs "
+            "FROM events WHERE event_type = 'run' AND op = 'verified'"
         ),
     }
 
@@ -404,7 +431,9 @@ def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
 
     ``run`` is the run's row of the ``runs`` view; ``tasks`` its task executions in start
     order (name, status, start, end, duration, error); ``artifacts`` its artifact events in
-    time order (op, name, kind, size, full digest, location). Read from one snapshot.
+    time order (op, name, kind, size, full digest, location); ``verifications`` the verdicts
+    on it as a rerun, or on its reruns, in time order (see the ``verifications`` view). Read
+    from one snapshot.
 
     Raises:
         EventValidationError: ``run_id`` is not a valid run id.
@@ -419,11 +448,12 @@ def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
         if not found:
             raise RunNotFoundError(f"run {run_id!r} is not in the ledger; list runs with: scalable ledger runs")
         parts: dict[str, Any] = {"run": dict(zip(run_columns, found[0], strict=True))}
-        for name, columns, order in (
-            ("tasks", RUN_TASK_COLUMNS, "started_at"),
-            ("artifacts", RUN_ARTIFACT_COLUMNS, "timestamp, event_id"),
+        for name, columns, where, order in (
+            ("tasks", RUN_TASK_COLUMNS, "run_id = $1", "started_at"),
+            ("artifacts", RUN_ARTIFACT_COLUMNS, "run_id = $1", "timestamp, event_id"),
+            ("verifications", RUN_VERIFICATION_COLUMNS, "run_id = $1 OR rerun_of = $1", "verified_at, run_id"),
         ):
-            sql = f"SELECT {', '.join(columns)} FROM {name} WHERE run_id = $1 ORDER BY {order}"
+            sql = f"SELECT {', '.join(columns)} FROM {name} WHERE {where} ORDER BY {order}"
             parts[name] = [dict(zip(columns, row, strict=True)) for row in con.execute(sql, [run_id]).fetchall()]
         return parts
 

@@ -23,15 +23,20 @@ _SLURM_JOB_VARS = ("SLURM_JOB_ID", "SLURM_CLUSTER_NAME")
 
 @dataclass(frozen=True)
 class ProjectSpec:
-    """The ``project`` section: name, default storage URI and local cache directory."""
+    """The ``project`` section: name, default storage URI, local cache directory, recorded variables."""
 
     name: str
     default_storage: str | None = None
     local_cache: str | None = None
+    record_env: tuple[str, ...] = ()
 
     def settings_mapping(self) -> dict[str, Any]:
         """Return the mapping :func:`scalable.settings.load_settings` takes as ``manifest_project``."""
-        return {"default_storage": self.default_storage, "local_cache": self.local_cache}
+        return {
+            "default_storage": self.default_storage,
+            "local_cache": self.local_cache,
+            "record_env": list(self.record_env),
+        }
 
 
 @dataclass(frozen=True)

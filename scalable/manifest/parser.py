@@ -42,7 +42,7 @@ DEFAULT_MANIFEST: Final = "scalable.yaml"
 
 _TOP_KEYS: Final = ("version", "project", "targets", "components", "tasks", "overlays")
 _OVERLAY_KEYS: Final = ("project", "targets", "components", "tasks")
-_PROJECT_KEYS: Final = ("name", "default_storage", "local_cache")
+_PROJECT_KEYS: Final = ("name", "default_storage", "local_cache", "record_env")
 _COMPONENT_KEYS: Final = (
     "image",
     "runtime",
@@ -389,7 +389,17 @@ def _project(at: _Located, value: Any) -> ProjectSpec:
         name=name.strip(),
         default_storage=_optional_str(at, (*path, "default_storage"), data.get("default_storage")),
         local_cache=_optional_str(at, (*path, "local_cache"), data.get("local_cache")),
+        record_env=_str_list(at, (*path, "record_env"), data.get("record_env")),
     )
+
+
+def _str_list(at: _Located, path: KeyPath, value: Any) -> tuple[str, ...]:
+    """An optional list of strings (``null`` or absent: empty)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise at.issue("E_BAD_TYPE", path, f"must be a list of strings, got {value!r}").error()
+    return tuple(value)
 
 
 def _targets(at: _Located, value: Any, overlays: Mapping[str, Any]) -> dict[str, TargetSpec]:

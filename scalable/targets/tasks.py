@@ -1,9 +1,10 @@
 """What a task carries to wherever it runs, and how it runs there with its events recorded.
 
-Inside every task, whatever the target, the run id, task name and component are the context
-of every event it raises (puts, records, cache), and ``task/started``, ``task/finished`` and
-``task/failed`` (with error type and message) are recorded with a ``task_id`` unique to the
-submission. Three bodies run a task:
+Inside every task, whatever the target, the run id, task name, component and a ``task_id``
+unique to the submission are the context of every event it raises (puts, records, cache), and
+``task/started``, ``task/finished`` and ``task/failed`` (with error type and message) are
+recorded with that ``task_id`` (:func:`task_scope`, which a session's explicit task context
+uses as well). Three bodies run a task:
 
 * :func:`run_task`: in the client's process, appending to the session's ledger (threads);
 * :func:`run_in_process`: in a worker process on the same filesystem, appending to the run's
@@ -44,6 +45,7 @@ __all__ = [
     "run_in_process",
     "run_task",
     "task_event",
+    "task_scope",
 ]
 
 _log = get_logger("scalable.session")
@@ -94,21 +96,17 @@ def failed_event(env: TaskEnv, error: BaseException, duration_s: float) -> dict[
     return task_event(env, "failed", duration_s=duration_s, attrs=attrs)
 
 
-def run_task(
-    ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> Any:
-    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
+@contextlib.contextmanager
+def task_scope(ledger: Ledger, env: TaskEnv) -> Iterator[None]:
+    """Make the block the task ``env``: its events carry the task's run, name and id, between
+    ``task/started`` and ``task/finished`` (or ``task/failed`` with the error, re-raised)."""
     telemetry = ledger.settings.telemetry
-    with (
-        bus.activate(ledger, scoped=True),
-        cache_using(shared_cache(env.settings)),
-        context.bind(run_id=env.run_id, task_name=env.task_name, component=env.component),
-    ):
+    with context.bind(run_id=env.run_id, task_name=env.task_name, component=env.component, task_id=env.task_id):
         if telemetry:
             ledger.append(task_event(env, "started", attrs={"pid": os.getpid()}))
         start = time.perf_counter()
         try:
-            value = fn(*args, **kwargs)
+            yield
         except BaseException as exc:
             ledger.flush()  # events the task queued (cache hits) land before its end
             if telemetry:
@@ -120,7 +118,14 @@ def run_task(
         ledger.flush()
         if telemetry:
             ledger.append(task_event(env, "finished", duration_s=time.perf_counter() - start))
-        return value
+
+
+def run_task(
+    ledger: Ledger, env: TaskEnv, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """Run ``fn`` as the task ``env`` with ``ledger`` and the session's cache active, recording task events."""
+    with bus.activate(ledger, scoped=True), cache_using(shared_cache(env.settings)), task_scope(ledger, env):
+        return fn(*args, **kwargs)
 
 
 _process_ledgers: dict[tuple[Any, ...], Ledger] = {}

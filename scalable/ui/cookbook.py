@@ -57,7 +57,7 @@ COOKBOOK: Final = (
     ),
     Recipe(
         "Which inputs does each run use most?",
-        "SELECT src AS input, count(DISTINCT run_id) AS runs FROM lineage WHERE relation = 'used' "
+        "SELECT src AS input, count(DISTINCT run_id) AS runs FROM lineage_context WHERE relation = 'used' "
         "GROUP BY src ORDER BY runs DESC",
     ),
     Recipe(

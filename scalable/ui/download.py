@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.digests import tree_digest
+from scalable.digests import sha256_stream, tree_digest, walk_tree
 from scalable.errors import ConfigError, IntegrityError, NodeNotFoundError
 from scalable.failures import storage_error
 from scalable.ledger.sql import quote
-from scalable.uris import open_location
+from scalable.uris import is_remote, open_location
 
 if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
@@ -55,15 +55,18 @@ def _changed(location: str, digest: str, found: str) -> IntegrityError:
 
 
 def _hash(fs: Any, path: str) -> str:
-    h = hashlib.sha256()
     with fs.open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_stream(fh, CHUNK)[0]
 
 
-def _tree(fs: Any, root: str) -> list[tuple[str, str, int]]:
-    """``(relative path, full path, size)`` of every file under ``root``, sorted by relative path."""
+def _tree(fs: Any, root: str, *, local: bool) -> list[tuple[str, str, int]]:
+    """``(relative path, full path, size)`` of every file under ``root``, sorted by relative path.
+
+    A local directory is walked by the one rule of links (:func:`scalable.digests.walk_tree`),
+    as it was walked when it was recorded; an object store's listing has no links.
+    """
+    if local:
+        return [(rel, str(full), full.stat().st_size) for rel, full in walk_tree(root)]
     base = root.rstrip("/")
     found = fs.find(base, detail=True)
     return sorted(
@@ -156,7 +159,7 @@ def _prepare(location: str, digest: str, name: str | None) -> VerifiedDownload:
     info = fs.info(path)
     name = name or path.rstrip("/").rsplit("/", 1)[-1] or "artifact"
     if info.get("type") == "directory":
-        files = _tree(fs, path)
+        files = _tree(fs, path, local=not is_remote(location))
         found = tree_digest([(rel, _hash(fs, full)) for rel, full, _size in files])
         if found != digest:
             raise _changed(location, digest, found)

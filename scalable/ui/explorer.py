@@ -409,6 +409,10 @@ def _reachable(root: str, edges: Sequence[Mapping[str, Any]], direction: str) ->
     return seen
 
 
+def _edge_key(e: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (e["src"], e["dst"], e["relation"], e.get("run_id"), e.get("task_id"))
+
+
 def lineage_page(
     ledger: Ledger,
     node: str,
@@ -420,13 +424,18 @@ def lineage_page(
 ) -> dict[str, Any]:
     """The lineage graph of ``node`` as the page draws it: nodes, edges, groups to collapse into.
 
-    The nodes and edges are those of ``Ledger.lineage(node, direction=, depth=).to_json()``,
-    each node with a ``label``, its ``depth`` (edges from the root) and the ``run`` and
-    ``task`` of the edge that made it (a run node is its own run) added. ``relations`` keeps
-    only edges of those relations and the nodes still reached from the root over them. When
-    more than ``limit`` nodes are reached, the nearest are kept (by the depth of their
-    nearest edge) and ``truncated`` counts the rest. ``collapsed`` says the page should start
-    with groups (by depth, run and task) rather than nodes (more than :data:`COLLAPSE_ABOVE` nodes).
+    The nodes are those of ``Ledger.lineage(node, direction=, depth=).to_json()``; the edges
+    are its walked (data-flow) edges, then its context edges (which run generated or used a
+    version, which run reused another's cache entry) between those nodes. Each node gets a
+    ``label``, its ``depth`` (data-flow edges from the root; a run takes the depth of the
+    nearest version it generated or used) and the ``run`` and ``task`` that generated it (a
+    run is its own run; a version no run generated takes the run and task of the edge that
+    reached it, or of a run that used it). ``relations`` keeps only edges of those relations:
+    the data flow still reached from the root over them, and the context edges of what is
+    kept. When more than ``limit`` nodes are reached, the nearest are kept (by the depth of
+    their nearest edge) and ``truncated`` counts the rest. ``collapsed`` says the page should
+    start with groups (by depth, run and task) rather than nodes (more than
+    :data:`COLLAPSE_ABOVE` nodes).
 
     Raises:
         ConfigError: a bad direction or depth.
@@ -436,41 +445,59 @@ def lineage_page(
     data = json.loads(graph.to_json())
     root = data.get("root") or node
     nodes: dict[str, dict[str, Any]] = {n["id"]: n for n in data["nodes"]}
-    edges: list[dict[str, Any]] = data["edges"]
+    flow: list[dict[str, Any]] = data["edges"]
+    walked = {_edge_key(e) for e in flow}
+    context: list[dict[str, Any]] = [
+        e for e in data["context"] if e["src"] in nodes and e["dst"] in nodes and _edge_key(e) not in walked
+    ]
     all_relations: dict[str, int] = {}
-    for e in edges:
+    for e in flow + context:
         all_relations[e["relation"]] = all_relations.get(e["relation"], 0) + 1
     if relations:
         unknown = sorted(set(relations) - set(all_relations))
-        edges = [e for e in edges if e["relation"] in relations]
-        kept = _reachable(root, edges, direction)
+        flow = [e for e in flow if e["relation"] in relations]
+        kept = _reachable(root, flow, direction)
+        flow = [e for e in flow if e["src"] in kept and e["dst"] in kept]
+        chosen = [e for e in context if e["relation"] in relations]
+        around = [e for e in chosen if e["relation"] != "reused" and (e["src"] in kept or e["dst"] in kept)]
+        kept |= {end for e in around for end in (e["src"], e["dst"])}
+        context = around + [e for e in chosen if e["relation"] == "reused" and e["src"] in kept and e["dst"] in kept]
         nodes = {k: v for k, v in nodes.items() if k in kept}
-        edges = [e for e in edges if e["src"] in kept and e["dst"] in kept]
     else:
         unknown = []
     nearest: dict[str, int] = {root: 0}
     into: dict[str, dict[str, Any]] = {}
-    for e in edges:
+    for e in flow:
         d = int(e.get("depth") or 0)
         for end in (e["src"], e["dst"]):
             if end != root and d < nearest.get(end, d + 1):
                 nearest[end] = d
         if e["dst"] not in into or d < int(into[e["dst"]].get("depth") or 0):
             into[e["dst"]] = e
+    made: dict[str, dict[str, Any]] = {}
+    for e in context:  # in time order: the first run that generated a version, else one that used it
+        if e["relation"] == "generated":
+            made.setdefault(e["dst"], e)
+        elif e["relation"] == "used":
+            into.setdefault(e["src"], e)
+        if e["relation"] in ("generated", "used"):
+            run, version = (e["src"], e["dst"]) if e["relation"] == "generated" else (e["dst"], e["src"])
+            if run != root and version in nearest and nearest[version] < nearest.get(run, nearest[version] + 1):
+                nearest[run] = nearest[version]
     truncated = 0
     if len(nodes) > limit:
         order = sorted(nodes, key=lambda n: (nearest.get(n, 1 << 30), n))
         keep = set(order[:limit]) | {root}
         truncated = len(nodes) - len(keep)
         nodes = {k: v for k, v in nodes.items() if k in keep}
-        edges = [e for e in edges if e["src"] in keep and e["dst"] in keep]
+    edges = [e for e in flow + context if e["src"] in nodes and e["dst"] in nodes]
     for key, info in nodes.items():
         info["label"] = graph.label(key)
         info["depth"] = nearest.get(key)
         # The run and task a node belongs to (a run is its own): what the page collapses by.
-        made = into.get(key)
-        info["run"] = key if info.get("kind") == "run" else (made or {}).get("run_id")
-        info["task"] = None if info.get("kind") == "run" else (made or {}).get("task_name")
+        origin = made.get(key) or into.get(key) or {}
+        info["run"] = key if info.get("kind") == "run" else origin.get("run_id")
+        info["task"] = None if info.get("kind") == "run" else origin.get("task_name")
     return {
         "root": root,
         "node": node,

@@ -278,7 +278,7 @@ def test_a_corrupted_local_entry_is_recomputed() -> None:
 
 
 def test_lineage_crosses_runs_through_the_cache(tmp_path: Path, ledger: Ledger) -> None:
-    """The lineage view links input file -> cached value, and the writing run -> the reusing run."""
+    """Data flow links input file -> cached value; the context links the writing run -> the reusing run."""
     data = tmp_path / "in.csv"
     data.write_text("x\n1\n")
 
@@ -291,11 +291,16 @@ def test_lineage_crosses_runs_through_the_cache(tmp_path: Path, ledger: Ledger) 
     with bind(run_id="run-b"):
         load(str(data))
     edges = {
-        (r["src"], r["dst"], r["relation"]) for r in ledger.query("SELECT src, dst, relation FROM lineage").to_pylist()
+        (r["src"], r["dst"], r["relation"])
+        for r in ledger.query(
+            "SELECT src, dst, relation FROM lineage UNION ALL SELECT src, dst, relation FROM lineage_context"
+        ).to_pylist()
     }
     write = next(e for e in _cache_events(ledger) if e["op"] == "write")
     file_digest = hashlib.sha256(data.read_bytes()).hexdigest()
     assert (file_digest, write["digest"], "derived_from") in edges
+    flow = ledger.query("SELECT DISTINCT src, dst, relation FROM lineage").to_pylist()
+    assert flow == [{"src": file_digest, "dst": write["digest"], "relation": "derived_from"}]
     assert ("run-a", write["digest"], "generated") in edges
     assert ("run-a", "run-b", "reused") in edges
     assert (write["digest"], "run-b", "used") in edges

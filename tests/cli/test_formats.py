@@ -131,9 +131,10 @@ def test_machine_formats_keep_whole_digests(command: str, fmt: str, populated: d
 
 
 def test_show_json_is_one_object_with_whole_digests(populated: dict[str, Any], cli: CliInvoker) -> None:
-    """show --format json: {"run", "tasks", "artifacts"}, every digest whole."""
+    """show --format json: {"run", "tasks", "artifacts", "verifications"}, every digest whole."""
     doc = json.loads(cli("ledger", "show", "run-1", "--format", "json").stdout)
-    assert set(doc) == {"run", "tasks", "artifacts"}
+    assert set(doc) == {"run", "tasks", "artifacts", "verifications"}
+    assert doc["verifications"] == []  # never run again
     assert doc["run"]["run_id"] == "run-1"
     assert [t["task_name"] for t in doc["tasks"]] == ["clean"]
     assert {a["digest"] for a in doc["artifacts"]} == {populated["raw"], populated["clean"]}

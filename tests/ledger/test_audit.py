@@ -83,6 +83,25 @@ def test_a_line_appended_after_the_seal_is_caught(ledger: Ledger) -> None:
     assert "after-seal" in _kinds(ledger)
 
 
+def test_a_verdict_appended_after_the_seal_is_no_tampering_but_an_edit_of_it_is(ledger: Ledger) -> None:
+    """run/verified (a rerun's verdict) may follow the seal, from streams and from rows; editing it breaks its chain."""
+    _sealed_run(ledger)
+    for verdict in ("identical", "differs"):
+        ledger.append({"event_type": "run", "op": "verified", "run_id": "run-a", "attrs": {"verdict": verdict}})
+    assert ledger.audit("run-a", content=False).ok
+    ledger.compact(keep_jsonl=False)
+    report = ledger.audit("run-a", content=False)
+    assert report.ok, [str(p) for p in report.problems]
+    _sealed_run(ledger, "run-b")
+    ledger.append({"event_type": "run", "op": "verified", "run_id": "run-b", "attrs": {"verdict": "differs"}})
+    ledger.append({"event_type": "run", "op": "verified", "run_id": "run-b", "attrs": {"verdict": "differs"}})
+    other = ledger.stream_path("run-b")
+    lines = other.read_bytes().split(b"\n")
+    first = next(i for i, line in enumerate(lines) if b'"differs' in line)
+    _rewrite(other, lambda ls: [*ls[:first], ls[first].replace(b"differs", b"identic"), *ls[first + 1 :]])
+    assert "chain-broken" in {p.kind for p in ledger.audit("run-b", content=False).problems}
+
+
 def test_a_truncated_stream_is_caught(ledger: Ledger) -> None:
     """Cutting the stream short (losing the tail and the seal's writer lines) is caught."""
     path = _sealed_run(ledger)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
+from scalable import ScalableSession, cacheable
+from scalable.cache import FileType
 from scalable.errors import EventValidationError, RunNotFoundError
 from scalable.ledger import bind
-from scalable.ledger.diff import ROW_COLUMNS
+from scalable.ledger.diff import ROW_COLUMNS, VERDICT_COLUMNS, Verdict, VersionChange, location_key
 from scalable.ledger.events import RUN_ID_ALPHABET
 from scalable.ledger.log import Ledger
+from scalable.uris import path_to_uri
 
 A, B = "run-diff-a", "run-diff-b"
 D1, D2, D3 = "1" * 64, "2" * 64, "3" * 64
@@ -185,3 +192,120 @@ def test_an_unknown_run_is_named(two_runs: Ledger) -> None:
         two_runs.diff("x' OR '1'='1", B)
     with pytest.raises(EventValidationError, match=f"run id .* {RUN_ID_ALPHABET}"):
         two_runs.diff(A, "run-*")
+
+
+# --- the verdict of lineage ----------------------------------------------------------------------
+
+
+def test_a_location_key_takes_out_the_project_folder_then_the_run(tmp_path: Path) -> None:
+    """{project} replaces the run's own folder (percent-encoded as sessions record it), never a folder merely starting alike."""
+    root = tmp_path / "my project"
+    inside = path_to_uri(root / "runs" / "run-x" / "out.csv")
+    assert location_key(inside, "run-x", str(root)) == "{project}/runs/{run}/out.csv"
+    assert location_key(path_to_uri(tmp_path / "my projectile" / "a"), "run-x", str(root)).startswith("file://")
+    assert location_key("s3://b/runs/run-x/a", "run-x", str(root)) == "s3://b/runs/{run}/a"
+    assert location_key(inside, "run-x") == inside.replace("run-x", "{run}")
+
+
+def _workflow(folder: Path, raw: str, *, extra: bool = False, skip_model: bool = False) -> str:
+    """One run in ``folder``: raw.csv (an input) -> clean.csv -> a cached summary -> model.json; notes.txt apart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    here = Path.cwd()
+    os.chdir(folder)
+    try:
+        Path("raw.csv").write_text(raw)
+        with ScalableSession(runs_dir=str(here / "runs"), ledger_dir=str(here / "ledger")) as session:
+            with session.task("clean"):
+                session.record_artifact("raw.csv", role="input")
+                Path("clean.csv").write_text(raw.lower())
+                session.record_artifact("clean.csv")
+            with session.task("fit"):
+                summary = _summarize(str(Path("clean.csv").resolve()))
+                if not skip_model:
+                    Path("model.json").write_text(json.dumps(summary))
+                    session.record_artifact("model.json")
+            with session.task("notes"):
+                Path("notes.txt").write_text("made from nothing the run read\n")
+                session.record_artifact("notes.txt")
+                if extra:
+                    Path("extra.txt").write_text("only in this run\n")
+                    session.record_artifact("extra.txt")
+            return session.run_id
+    finally:
+        os.chdir(here)
+
+
+@cacheable(path=FileType)
+def _summarize(path: str) -> dict[str, int]:
+    """A cached step over a file argument."""
+    return {"lines": len(Path(path).read_text().splitlines()), "bytes": len(Path(path).read_bytes())}
+
+
+def _rows(verdict: Verdict | None) -> dict[tuple[str, str], VersionChange]:
+    assert verdict is not None
+    return {(row.role, row.key): row for row in verdict.artifacts}
+
+
+def test_an_input_that_changed_is_the_first_divergence_of_two_project_folders(isolated: Path) -> None:
+    """Runs of one workflow in two folders, the second fed other raw bytes: raw.csv first diverges, all it fed follows."""
+    first = _workflow(isolated / "one", "A,B\n1,2\n")
+    second = _workflow(isolated / "two", "A,B\n1,2\n3,4\n")
+    ledger = Ledger.open(runs_dir=isolated / "runs", ledger_dir=isolated / "ledger")
+    result = ledger.diff(first, second, lineage=True)
+    rows = _rows(result.lineage)
+    raw = rows[("input", "{project}/raw.csv")]
+    assert raw.status == "changed" and raw.first and raw.task_a == raw.task_b == "clean"
+    assert result.lineage is not None
+    assert [r.key for r in result.lineage.first_divergences] == ["{project}/raw.csv"]
+    for key in ("{project}/clean.csv", "{project}/model.json"):
+        assert rows[("output", key)].status == "changed"
+        assert rows[("output", key)].follows_from == ("{project}/raw.csv",)
+    (cached,) = [r for r in rows.values() if r.role == "cache"]
+    assert cached.status == "changed" and cached.matched_by == "lineage"  # its cache key changed with its input
+    assert cached.follows_from == ("{project}/raw.csv",) and cached.name is not None and "_summarize()" in cached.name
+    assert rows[("output", "{project}/notes.txt")].status == "identical"
+    assert rows[("output", "{project}/clean.csv")].parents == ("{project}/raw.csv",)
+    assert result.differs and [r.status for r in result.artifacts if r.key.endswith("notes.txt")] == ["same"]
+    summary = result.lineage.summary()
+    assert summary["verdict"] == "differs" and summary["first_keys"] == ["{project}/raw.csv"]
+    assert summary["artifacts"] == {"changed": 4, "missing": 0, "new": 0, "identical": 1}
+
+
+def test_missing_and_new_versions_are_first_divergences_when_nothing_upstream_differs(isolated: Path) -> None:
+    """A run that made one output less and one more: the missing and the new one each diverge first."""
+    first = _workflow(isolated / "one", "A\n1\n")
+    second = _workflow(isolated / "two", "A\n1\n", extra=True, skip_model=True)
+    ledger = Ledger.open(runs_dir=isolated / "runs", ledger_dir=isolated / "ledger")
+    verdict = ledger.diff(first, second, lineage=True).lineage
+    rows = _rows(verdict)
+    assert rows[("output", "{project}/model.json")].status == "missing"
+    assert rows[("output", "{project}/extra.txt")].status == "new"
+    assert verdict is not None
+    assert {r.key for r in verdict.first_divergences} == {"{project}/model.json", "{project}/extra.txt"}
+    assert rows[("output", "{project}/clean.csv")].status == "identical"
+    assert rows[("cache", next(k for r, k in rows if r == "cache"))].status == "identical"
+
+
+def test_a_run_against_itself_is_identical_and_the_verdict_survives_compaction(isolated: Path) -> None:
+    """A run compared with itself reproduces itself; Parquet and streams give the same verdict."""
+    first = _workflow(isolated / "one", "A\n1\n")
+    second = _workflow(isolated / "two", "A\n2\n")
+    ledger = Ledger.open(runs_dir=isolated / "runs", ledger_dir=isolated / "ledger")
+    same = ledger.diff(first, first, lineage=True)
+    assert not same.differs and same.lineage is not None and not same.lineage.first_divergences
+    before = ledger.diff(first, second, lineage=True).to_dict()
+    ledger.compact()
+    assert ledger.diff(first, second, lineage=True).to_dict() == before
+    verdict = ledger.diff(first, second, lineage=True).lineage
+    assert verdict is not None and list(verdict.rows()[0]) == list(VERDICT_COLUMNS)
+
+
+def test_a_cached_call_records_where_its_file_arguments_were(isolated: Path) -> None:
+    """cache events carry the file:// location of each file argument, beside its digest in inputs."""
+    _workflow(isolated / "one", "A\n1\n")
+    ledger = Ledger.open(runs_dir=isolated / "runs", ledger_dir=isolated / "ledger")
+    rows = ledger.query("SELECT op, inputs, attrs FROM cache").to_pylist()
+    assert rows
+    for row in rows:
+        assert json.loads(row["attrs"])["input_locations"] == [path_to_uri(isolated / "one" / "clean.csv")]
+        assert len(row["inputs"]) == 1

@@ -27,6 +27,7 @@ from scalable.errors import (
     StoreUnreachableError,
 )
 from scalable.ledger import bus
+from scalable.ledger.log import Ledger
 from scalable.manifest import load_manifest
 from scalable.session import TaskSession
 from tests.session.helpers import events_of, verify_run
@@ -246,7 +247,10 @@ def test_keyword_form_records_as_given(manifest: Path) -> None:
     assert record["location"] == "s3://bucket/models/m.bin"
     assert record["component"] == "prep" and record["task_name"] == "make_file"
     assert record["size_bytes"] == 123 and record["digest"] == "ab" * 32
-    assert record["inputs"] == [(Path.cwd() / "in.csv").as_uri(), "s3://bucket/raw/x"]
+    raw = hashlib.sha256(b"raw\n").hexdigest()
+    assert record["inputs"] == [raw, "s3://bucket/raw/x"]  # a local input is the version read
+    used = Ledger.open().query("SELECT location, digest, task_name FROM artifacts WHERE op = 'used'").to_pylist()
+    assert used == [{"location": (Path.cwd() / "in.csv").as_uri(), "digest": raw, "task_name": "make_file"}]
     assert json.loads(record["attrs"]) == {"epochs": 3}
     positional = session_record_uri(manifest)
     assert positional["location"] == "gs://bucket/out/table.parquet"

@@ -465,9 +465,12 @@ def test_the_lineage_endpoint_filters_relations_and_limits_nodes(explorer: Explo
     full = explorer.json("/api/lineage", {"node": out["digest"], "direction": "both"})
     graph = filled.lineage(out["digest"], direction="both")
     assert {n["id"] for n in full["nodes"]} == set(graph.nodes)
+    # The walked data flow, then the runs around it as context: every edge between the nodes.
+    around = [e for e in graph.context if e["src"] in graph.nodes and e["dst"] in graph.nodes]
     assert sorted((e["src"], e["dst"], e["relation"]) for e in full["edges"]) == sorted(
-        (e["src"], e["dst"], e["relation"]) for e in graph.edges
+        (e["src"], e["dst"], e["relation"]) for e in graph.edges + around
     )
+    assert {e["relation"] for e in full["edges"]} >= {"derived_from", "generated"}
     assert (
         all(n["label"] and n["run"] and "task" in n for n in full["nodes"])
         and not full["collapsed"]

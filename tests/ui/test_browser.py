@@ -67,9 +67,18 @@ def graph_elements(browser: Any) -> tuple[list[str], list[tuple[str, str, str, s
 
 
 def cli_graph(demo_dir: Path, *args: str) -> tuple[list[str], list[tuple[str, str, str, str]]]:
+    """The nodes of `ledger lineage --format json`, and its walked edges and the context edges between its nodes."""
     doc = json.loads(cli(demo_dir, "ledger", "lineage", *args, "--format", "json").stdout)
     nodes = sorted(n["id"] for n in doc["nodes"])
-    edges = sorted((e["src"], e["dst"], e["relation"], e.get("run_id") or "") for e in doc["edges"])
+    walked = {(e["src"], e["dst"], e["relation"], e["run_id"], e["task_id"]) for e in doc["edges"]}
+    around = [
+        e
+        for e in doc["context"]
+        if e["src"] in nodes
+        and e["dst"] in nodes
+        and (e["src"], e["dst"], e["relation"], e["run_id"], e["task_id"]) not in walked
+    ]
+    edges = sorted((e["src"], e["dst"], e["relation"], e.get("run_id") or "") for e in doc["edges"] + around)
     return nodes, edges
 
 
@@ -415,13 +424,13 @@ def test_a_graph_of_hundreds_of_nodes_starts_collapsed_and_a_click_opens_a_group
 
     generate(tmp_path / ".scalable" / "runs", 20_000, runs=100, days=30)
     node = artifact_digest(5, 0)
-    nodes, _edges = cli_graph(tmp_path, node, "--down", "--depth", "3")
+    nodes, _edges = cli_graph(tmp_path, node, "--down", "--depth", "10")
     assert 300 < len(nodes) < 1000
     explorer = start_explorer(tmp_path)
     try:
         open_page(
             browser,
-            explorer.url + "/lineage?" + urllib.parse.urlencode({"node": node, "direction": "down", "depth": 3}),
+            explorer.url + "/lineage?" + urllib.parse.urlencode({"node": node, "direction": "down", "depth": 10}),
         )
         graph_ready(browser)
         count = "return window.scalableGraph.nodes().length"
