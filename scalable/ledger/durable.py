@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-def write_all(fd: int, payload: bytes) -> None:
+def write_all(fd: int, payload: bytes | bytearray) -> None:
     """Write every byte of ``payload`` to ``fd`` (``os.write`` may take less than asked)."""
     view = memoryview(payload)
     while view:

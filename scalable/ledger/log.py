@@ -136,8 +136,10 @@ class Ledger:
         self._writer = new_writer_id()
         self._implicit_started: set[str] = set()
         self._background: threading.Thread | None = None
-        self._pending: list[tuple[str, str, dict[str, Any]]] = []
+        #: events of append_async not yet written: (time in ns, validated event)
+        self._pending: list[tuple[int, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._closed = False
         #: Run of events that name none and are raised outside any bound run (a session's run).
         self.default_run_id: str | None = None
@@ -284,7 +286,9 @@ class Ledger:
         Pending events are written before any later synchronous append of this ledger, so the
         stream keeps the order in which events were raised.
 
-        The event keeps the id and timestamp of this call. It is written within
+        The event keeps the time of this call, as its timestamp and in its id (drawn when it
+        is written, with the ids of the events queued with it, in the order they were raised).
+        It is written within
         ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting, and by :meth:`flush`,
         which every read of this ledger, :meth:`finish_run` and :meth:`close` call first (and
         the interpreter's exit). Unlike :meth:`append`, returning does not mean written: a
@@ -296,9 +300,8 @@ class Ledger:
         """
         clean = self._validate_here(event)
         ns = time.time_ns()
-        stamp = (new_event_ids(1, ns // 1_000_000)[0], format_timestamp(ns), clean)
         with self._pending_lock:
-            self._pending.append(stamp)
+            self._pending.append((ns, clean))
             full = len(self._pending) >= PENDING_LIMIT
         if full:
             self.flush()
@@ -309,14 +312,25 @@ class Ledger:
         """Write every event queued by :meth:`append_async` (one batch per run)."""
         if not self._pending:
             return
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-        for item in pending:
-            by_run.setdefault(item[2]["run_id"], []).append(item)
-        written: list[dict[str, Any]] = []
-        for run_id, items in by_run.items():
-            written += self._write(run_id, [c for _i, _t, c in items], stamps=[(i, t) for i, t, _c in items])
+        # One flush at a time, so batches taken one after the other are written in that order.
+        with self._flush_lock:
+            with self._pending_lock:
+                pending, self._pending = self._pending, []
+            if not pending:
+                return
+            stamps = _stamps([ns for ns, _clean in pending])
+            run_id = pending[0][1]["run_id"]
+            if all(clean["run_id"] == run_id for _ns, clean in pending):
+                written = self._write(run_id, [clean for _ns, clean in pending], stamps=stamps)
+            else:
+                by_run: dict[str, tuple[list[dict[str, Any]], list[tuple[str, str]]]] = {}
+                for (_ns, clean), stamp in zip(pending, stamps, strict=True):
+                    batch, batch_stamps = by_run.setdefault(clean["run_id"], ([], []))
+                    batch.append(clean)
+                    batch_stamps.append(stamp)
+                written = []
+                for run_id, (batch, batch_stamps) in by_run.items():
+                    written += self._write(run_id, batch, stamps=batch_stamps)
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
 
@@ -444,7 +458,11 @@ class Ledger:
                     ns = time.time_ns()
                     now_ts = format_timestamp(ns)
                     stamps = [(i, now_ts) for i in new_event_ids(len(batch), ns // 1_000_000)]
-                parts: list[bytes] = []
+                # One growing buffer, not a list of lines: a line orjson returns is freed as soon
+                # as it is copied, where keeping thousands alive costs the allocator more than
+                # encoding them.
+                payload = bytearray()
+                last = 0
                 written: list[dict[str, Any]] = []
                 dumps = orjson.dumps
                 sha256 = hashlib.sha256
@@ -462,12 +480,11 @@ class Ledger:
                     }
                     line = dumps(event, option=LINE_OPTIONS)
                     prev = sha256(line).hexdigest()
-                    parts.append(line)
+                    payload += line
+                    payload += b"\n"
+                    last = len(line)
                     written.append(event)
                     seq += 1
-                last = len(parts[-1])
-                parts.append(b"")
-                payload = b"\n".join(parts)
                 offset = self._commit(stream, payload)
                 stream.seq = seq
                 stream.prev = prev
@@ -479,7 +496,7 @@ class Ledger:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return written
 
-    def _commit(self, stream: _Stream, payload: bytes) -> int:
+    def _commit(self, stream: _Stream, payload: bytes | bytearray) -> int:
         """Write complete lines to a stream whose flock the caller holds; then sync per mode.
 
         Returns:
@@ -620,6 +637,7 @@ class Ledger:
         self._background = None
         self._pending = []  # the parent writes its own pending events
         self._pending_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
 
     def __enter__(self) -> Ledger:
         return self
@@ -795,6 +813,20 @@ class Ledger:
         from scalable.ledger.segments import sync_streams
 
         return sync_streams(self.location)
+
+
+def _stamps(nanos: Sequence[int]) -> list[tuple[str, str]]:
+    """``(event id, timestamp)`` of events raised at ``nanos``, in order: one batch of ids a millisecond."""
+    out: list[tuple[str, str]] = []
+    start, count = 0, len(nanos)
+    while start < count:
+        ms = nanos[start] // 1_000_000
+        end = start + 1
+        while end < count and nanos[end] // 1_000_000 == ms:
+            end += 1
+        out += zip(new_event_ids(end - start, ms), map(format_timestamp, nanos[start:end]), strict=True)
+        start = end
+    return out
 
 
 def _after_fork_in_child() -> None:
