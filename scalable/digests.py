@@ -115,14 +115,13 @@ def _open_regular(path: str | os.PathLike[str]) -> int:
 def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     """Return the tree digest of ``{relative POSIX path: file SHA-256 hex}`` or such pairs."""
     items = files.items() if isinstance(files, Mapping) else files
-    h = hashlib.sha256()
-    for rel, digest in sorted(items):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return h.hexdigest()
+    return hashlib.sha256("".join([f"{rel}\0{digest}\n" for rel, digest in sorted(items)]).encode()).hexdigest()
 
 
-def walk_tree(root: str | os.PathLike[str], *, strict: bool = True) -> list[tuple[str, Path]]:
+def walk_tree(root: str | os.PathLike[str], *, strict: bool = True) -> list[tuple[str, str]]:
     """Return ``(relative/posix/path, path)`` of every file under ``root``, sorted by path.
+
+    ``path`` is the file's path as a string (``root`` joined with the relative path).
 
     Two rules for symbolic links and special files exist, one per caller:
 
@@ -138,65 +137,70 @@ def walk_tree(root: str | os.PathLike[str], *, strict: bool = True) -> list[tupl
         UnsafeArtifactError: with ``strict``, something under ``root`` cannot be stored safely.
         StoreError: with ``strict``, a directory cannot be read.
     """
-    top = Path(root)
+    top = os.fspath(root)
     if not strict:
-        found: list[tuple[str, Path]] = []
+        found: list[tuple[str, str]] = []
         for dirpath, _dirnames, filenames in os.walk(top):
             for name in filenames:
                 full = os.path.join(dirpath, name)
                 if os.path.isfile(full):
-                    found.append((Path(os.path.relpath(full, top)).as_posix(), Path(full)))
+                    found.append((Path(os.path.relpath(full, top)).as_posix(), full))
         found.sort()
         return found
     return _walk_strict(top)
 
 
-def _walk_strict(root: Path) -> list[tuple[str, Path]]:
-    real_root = root.resolve()
-    out: list[tuple[str, Path]] = []
-
-    def onerror(exc: OSError) -> None:
-        raise StoreError(
-            f"cannot read directory {exc.filename!r}: {exc.strerror or exc}; check its permissions"
-        ) from None
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
-        base = Path(dirpath)
-        # Links to directories appear in dirnames; check them, then walk them as plain dirs
-        # only if they stay inside (os.walk does not follow them, so recurse by hand).
-        for name in list(dirnames):
-            p = base / name
-            if p.is_symlink():
+def _walk_strict(root: str) -> list[tuple[str, str]]:
+    real_root = Path(root).resolve()
+    out: list[tuple[str, str]] = []
+    pending: list[tuple[str, str]] = [(root, "")]  # directories to read, with their relative prefix
+    while pending:
+        base, prefix = pending.pop()
+        try:
+            with os.scandir(base) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot read directory {exc.filename!r}: {exc.strerror or exc}; check its permissions"
+            ) from None
+        for entry in entries:
+            # The entry's type comes with the listing: a plain file or directory costs no stat.
+            rel = prefix + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, rel + "/"))
+                continue
+            if entry.is_symlink():
+                p = Path(entry.path)
                 _check_inside(p, real_root, root)
-                dirnames.remove(name)
-                target_dir = p.resolve()
-                if target_dir == base.resolve() or target_dir in base.resolve().parents:
+                if p.is_dir():
+                    # A link to a directory inside the tree is walked as a plain directory.
+                    target_dir = p.resolve()
+                    here = Path(base).resolve()
+                    if target_dir == here or target_dir in here.parents:
+                        raise UnsafeArtifactError(
+                            f"symbolic link {str(p)!r} in {str(root)!r} points to its own ancestor (a loop); remove it"
+                        )
+                    out.extend((f"{rel}/{sub}", target) for sub, target in _walk_strict(entry.path))
+                    continue
+                try:
+                    regular = stat.S_ISREG(p.stat().st_mode)
+                except OSError as exc:
                     raise UnsafeArtifactError(
-                        f"symbolic link {str(p)!r} in {str(root)!r} points to its own ancestor (a loop); remove it"
-                    )
-                for rel, target in _walk_strict(p):
-                    out.append(((p / rel).relative_to(root).as_posix(), target))
-        for name in filenames:
-            p = base / name
-            if p.is_symlink():
-                _check_inside(p, real_root, root)
-            try:
-                mode = p.stat().st_mode
-            except OSError as exc:
+                        f"{entry.path!r} in {str(root)!r} cannot be read ({exc.strerror or exc}); remove it or fix it"
+                    ) from None
+            else:
+                regular = entry.is_file(follow_symlinks=False)
+            if not regular:
                 raise UnsafeArtifactError(
-                    f"{str(p)!r} in {str(root)!r} cannot be read ({exc.strerror or exc}); remove it or fix it"
-                ) from None
-            if not stat.S_ISREG(mode):
-                raise UnsafeArtifactError(
-                    f"{str(p)!r} in {str(root)!r} is not a regular file (a fifo, socket or device); "
+                    f"{entry.path!r} in {str(root)!r} is not a regular file (a fifo, socket or device); "
                     "remove it from the directory before storing it"
                 )
-            out.append((p.relative_to(root).as_posix(), p))
+            out.append((rel, entry.path))
     out.sort()
     return out
 
 
-def _check_inside(link: Path, real_root: Path, root: Path) -> None:
+def _check_inside(link: Path, real_root: Path, root: str) -> None:
     try:
         target = link.resolve(strict=True)
     except (OSError, RuntimeError):
@@ -234,7 +238,7 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
     if local.is_dir():
         digests: dict[str, str] = {}
         total = 0
-        for rel, full in _walk_strict(local):
+        for rel, full in _walk_strict(os.fspath(local)):
             digests[rel], size = _hash_local(full)
             total += size
         return Measurement("dir", total, tree_digest(digests))
@@ -242,7 +246,7 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
     return Measurement("file", size, digest)
 
 
-def _hash_local(path: Path) -> tuple[str, int]:
+def _hash_local(path: str | os.PathLike[str]) -> tuple[str, int]:
     try:
         return sha256_file(path)
     except FileNotFoundError:
