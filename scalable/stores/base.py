@@ -285,8 +285,8 @@ def sidecar_key(key: str) -> str:
     return f"{META_PREFIX}/{parent}/{sidecar_name(name)}" if parent else f"{META_PREFIX}/{sidecar_name(name)}"
 
 
-def _local_source(local_path: str | os.PathLike[str], what: str) -> Path:
-    """The local path of a put's source or a get's destination; an empty path is refused.
+def _local_source(local_path: str | os.PathLike[str], what: str) -> str:
+    """The local path of a put's source or a get's destination (``~`` expanded); an empty path is refused.
 
     An empty string would otherwise mean the current directory: a put of everything in it.
     """
@@ -295,7 +295,7 @@ def _local_source(local_path: str | os.PathLike[str], what: str) -> Path:
         raise ArtifactNotFoundError(
             f"the local {what} path is empty ({text!r}); give a file or directory, or '.' for the current directory"
         )
-    return Path(text).expanduser()
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 _lookup_pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -537,7 +537,7 @@ class BaseArtifactStore(ABC):
             UnreadableArtifactError: the destination cannot be written.
         """
         key = validate_key(remote_key)
-        dest = _local_source(local_path, "destination")
+        dest = Path(_local_source(local_path, "destination"))
         if self._is_file(key):
             if dest.is_dir():
                 dest = dest / posixpath.basename(key)
@@ -694,7 +694,7 @@ class BaseArtifactStore(ABC):
     # ---- helpers ---------------------------------------------------------------------------
 
     @staticmethod
-    def _check_kind(kind: ArtifactKind | str | None, actual: ArtifactKind, src: Path) -> str | None:
+    def _check_kind(kind: ArtifactKind | str | None, actual: ArtifactKind, src: str) -> str | None:
         if kind is None:
             return None
         text = str(kind.value if isinstance(kind, ArtifactKind) else kind)
