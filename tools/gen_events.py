@@ -1,9 +1,11 @@
 """Synthetic ledger generator: valid, chained, sealed JSON-lines streams over many runs.
 
 Writes ``<runs_dir>/<run_id>/artifacts.jsonl`` directly with the codec of
-:mod:`scalable.ledger.events` (not through ``Ledger.append``, which would take hours for ten
-million events). Each run is one writer's chain: ``run/started``, blocks of task, cache and
-artifact events, and a ``run/finished`` carrying the seal (the writer's head). Runs form a
+:mod:`scalable.ledger.events` and the seal of :mod:`scalable.ledger.stream` (not through
+``Ledger.append``, which would take hours for ten million events). Each run is one writer's
+chain: ``run/started``, blocks of task, cache and artifact events, and a ``run/finished``
+carrying the seal (the writer's head, the digest of the stream before it and of its own
+line). Runs form a
 lineage graph: the first artifact of run ``i`` lists, in ``inputs``, the digest of the last
 artifact of one or two earlier runs (its parents), so ``ancestors()`` has real depth.
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalable.ledger.events import GENESIS, SCHEMA_VERSION, encode_line, format_timestamp
+from scalable.ledger.stream import new_seal, sign_seal_line
 
 __all__ = ["GeneratedLedger", "artifact_digest", "generate", "main", "run_id_of"]
 
@@ -103,7 +106,7 @@ def _write_run(
     artifacts = 0
     last_digest = ""
 
-    def emit(record: dict[str, object]) -> None:
+    def emit(record: dict[str, object], *, seal: bool = False) -> None:
         nonlocal seq, prev, ns
         ns += rnd.randrange(1_000, 50_000_000)
         record["event_id"] = _uuid7(ns // 1_000_000, rnd)
@@ -114,6 +117,8 @@ def _write_run(
         record["prev"] = prev
         record["schema_version"] = SCHEMA_VERSION
         line = encode_line(record)
+        if seal:
+            line = sign_seal_line(line[:-1], None) + b"\n"
         prev = hashlib.sha256(line[:-1]).hexdigest()
         seq += 1
         counts[str(record["event_type"])] = counts.get(str(record["event_type"]), 0) + 1
@@ -176,17 +181,18 @@ def _write_run(
         else:
             emit({"event_type": "task", "op": "finished", "task_name": task, "duration_s": rnd.random() * 10})
             block += 1
-    heads = {writer: {"seq": seq - 1, "head": prev}}
+    seal = new_seal({writer: {"seq": seq - 1, "head": prev}}, hashlib.sha256(b"".join(lines)).hexdigest(), keyed=False)
     emit(
         {
             "event_type": "run",
             "op": "finished",
             "attrs": json.dumps(
-                {"status": "completed", "events": seq, "counts": dict(counts), "seal": {"heads": heads}},
+                {"status": "completed", "events": seq, "counts": dict(counts), "seal": seal},
                 separators=(",", ":"),
                 sort_keys=True,
             ),
-        }
+        },
+        seal=True,
     )
     path = runs_dir / run_id / "artifacts.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

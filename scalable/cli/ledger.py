@@ -1,4 +1,4 @@
-"""``scalable ledger``: the group and its options, and reading and keeping the streams (query, tail, compact, sync).
+"""``scalable ledger``: the group and its options, and reading and keeping the streams (query, tail, compact, sync, recover).
 
 The commands about runs and their provenance are in :mod:`scalable.cli.provenance`.
 """
@@ -10,11 +10,13 @@ from typing import Any
 
 import click
 
-from scalable.cli.output import format_option, progress_for, progress_option, render_rows, render_table
+from scalable.cli.output import format_option, progress_for, progress_option, render_batches, render_rows
 from scalable.ledger.log import Ledger
 
 __all__ = ["COMMANDS", "ledger", "open_ledger"]
 
+#: Rows per batch a streamed query result is written in.
+_STREAM_ROWS = 4096
 _TAIL_COLUMNS = ("timestamp", "run_id", "event_type", "op", "task_name", "artifact_name", "location", "digest")
 
 
@@ -54,12 +56,14 @@ def ledger(ctx: click.Context, runs_dir: str | None, ledger_dir: str | None) -> 
 def query(ctx: click.Context, sql: str, fmt: str, output: str | None, as_of: str | None) -> None:
     """Run a read-only SQL query over the ledger's views.
 
-    Views: events, artifacts, cache, tasks, runs. Example:
+    Views: events, artifacts, cache, tasks, runs, lineage. One statement runs: a query, a
+    plain EXPLAIN of one, or a read-only PRAGMA; nothing can write. csv, json, jsonl and
+    parquet stream the result, so it may be larger than memory. Example:
 
         scalable ledger query "SELECT run_id, artifact_name, size_bytes FROM artifacts"
     """
-    table = open_ledger(ctx).query(sql, as_of=as_of)
-    render_table(table, fmt, output)
+    reader = open_ledger(ctx).query_batches(sql, as_of=as_of, batch_rows=_STREAM_ROWS)
+    render_batches(reader, fmt, output)
 
 
 @click.command()
@@ -158,5 +162,23 @@ def sync(ctx: click.Context, fmt: str) -> None:
     render_rows([summary], list(summary), fmt)
 
 
+@click.command()
+@format_option()
+@click.pass_context
+def recover(ctx: click.Context, fmt: str) -> None:
+    """Rebuild the record of the compacted files (the generation) from the files present.
+
+    Run it when a query or compaction says the record under the ledger directory's
+    _manifest/ is missing or not valid. Every event of the compacted files comes back exactly
+    once; nothing is deleted. Does nothing when the record is sound.
+    """
+    from scalable.ledger.recover import describe
+
+    result = open_ledger(ctx).recover()
+    summary = result.to_dict()
+    render_rows([summary], list(summary), fmt)
+    click.echo(describe(result), err=True)
+
+
 #: The commands of this module; ``scalable/cli/__init__.py`` adds them to the ``ledger`` group.
-COMMANDS: tuple[click.Command, ...] = (query, tail, compact, sync)
+COMMANDS: tuple[click.Command, ...] = (query, tail, compact, sync, recover)

@@ -7,7 +7,8 @@ import io
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
@@ -25,6 +26,7 @@ __all__ = [
     "format_option",
     "progress_for",
     "progress_option",
+    "render_batches",
     "render_rows",
     "render_table",
 ]
@@ -192,3 +194,59 @@ def render_table(table: pa.Table, fmt: str, output: str | None = None) -> None:
             raise ConfigError(f"cannot write {output!r}: {exc.strerror or exc}") from None
     else:
         render_rows(rows, table.column_names, fmt)
+
+
+def render_batches(reader: pa.RecordBatchReader, fmt: str, output: str | None = None) -> None:
+    """Print a stream of record batches in ``fmt``, one batch at a time (``table`` reads them all first).
+
+    csv, json, jsonl and parquet never hold more than one batch, so a result of any size
+    streams to stdout or ``output`` in bounded memory.
+
+    Raises:
+        ConfigError: ``parquet`` without ``--output``, or an output path that cannot be written.
+    """
+    if fmt == "table":
+        render_table(reader.read_all(), fmt, output)
+        return
+    if fmt == "parquet":
+        if not output:
+            raise ConfigError("--format parquet needs --output FILE")
+        import pyarrow.parquet as pq
+
+        try:
+            with pq.ParquetWriter(output, reader.schema, compression="zstd") as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {output!r}: {exc.strerror or exc}") from None
+        return
+    with _opened(output) as out:
+        columns = reader.schema.names
+        first = True
+        if fmt == "json":
+            out.write("[")
+        for batch in reader:
+            rows = batch.to_pylist()
+            if fmt == "json":
+                for row in rows:
+                    out.write(("" if first else ", ") + json.dumps(row, ensure_ascii=False, default=str))
+                    first = False
+            else:
+                render_rows(rows, columns, fmt, out, header=first)
+                first = False
+        if fmt == "json":
+            out.write("]\n")
+        elif fmt == "csv" and first:
+            render_rows([], columns, fmt, out)
+
+
+@contextmanager
+def _opened(output: str | None) -> Iterator[TextIO]:
+    if not output:
+        yield sys.stdout
+        return
+    try:
+        with Path(output).open("w", encoding="utf-8", newline="") as fh:
+            yield fh
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output!r}: {exc.strerror or exc}") from None

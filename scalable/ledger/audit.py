@@ -18,21 +18,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from scalable.digests import sha256_stream, tree_digest
-from scalable.errors import RunNotFoundError
+from scalable.errors import LedgerError
 from scalable.failures import failure_kind, storage_error
-from scalable.ledger import bus
-from scalable.ledger.events import GENESIS, encode_line
-from scalable.ledger.generations import EVENTS_DIR, read_generation
-from scalable.ledger.location import Location, ObjectLocation
-from scalable.ledger.segments import ShippedStream, machine_id, shipped_streams
-from scalable.ledger.stream import RUN_SUMMARY, read_stream, seal_digest
+from scalable.ledger.events import GENESIS, decode_line, encode_line
+from scalable.ledger.stream import RUN_SUMMARY, seal_digest, seal_line_problem
 from scalable.ledger.views import connect
 from scalable.logs import mask_secrets
 from scalable.uris import open_location
@@ -43,15 +43,19 @@ if TYPE_CHECKING:
     from scalable.ledger.log import Ledger
 
 __all__ = [
+    "PARALLEL_BYTES",
     "AuditProgress",
     "AuditReport",
     "Problem",
+    "StreamJob",
+    "Tally",
     "audit_content",
     "audit_ledger",
     "audit_rows",
     "audit_stream",
     "audit_streams",
     "audit_structure",
+    "check_stream_bytes",
     "hash_location",
     "latest_artifacts",
 ]
@@ -70,7 +74,10 @@ _ABORTS = frozenset({"credentials", "unreachable", "invalid"})
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing an audit found wrong: where (file:line or URI), what, expected vs found."""
+    """One thing an audit found wrong: where (file:line, file: row, or URI), what, expected vs found.
+
+    ``run_id`` is empty for a problem of the ledger as a whole (a compacted file, the record).
+    """
 
     run_id: str
     where: str
@@ -83,7 +90,8 @@ class Problem:
         detail = ""
         if self.expected is not None or self.found is not None:
             detail = f" (expected {self.expected}, found {self.found})"
-        return f"{self.run_id}: {self.where}: {self.kind}: {self.message}{detail}"
+        run = f"{self.run_id}: " if self.run_id else ""
+        return f"{run}{self.where}: {self.kind}: {self.message}{detail}"
 
 
 @dataclass
@@ -144,81 +152,309 @@ class AuditReport:
         }
 
 
+@dataclass
+class Tally:
+    """What a compacted copy of a stream must hold: the number of events and a digest of their lines.
+
+    The digest is the sum of the first 128 bits of each line's SHA-256 (a multiset digest:
+    the order of the rows does not matter, a changed, missing or extra row does), so the
+    stream and the Parquet rows are compared run by run without holding either in memory.
+    """
+
+    count: int = 0
+    digest: int = 0
+
+    def add(self, digest: str) -> None:
+        """Count one line by its SHA-256 hex ``digest``."""
+        self.count += 1
+        self.digest += int(digest[:32], 16)
+
+
 def audit_stream(
     path: Path,
     run_id: str,
     *,
     key: bytes | None = None,
-    data: bytes | None = None,
-    where: Callable[[int], str] | None = None,
+    covered: int | None = None,
+    retired_before: str | None = None,
+    tally: Tally | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AuditReport:
-    """Check one run's stream: parsing, per-writer chains, run ids, the seal.
+    """Check one run's stream: parsing, per-writer chains, run ids, the seal, ``run.json``.
 
     Args:
         path: the stream file.
         run_id: the run the stream belongs to.
         key: ``SCALABLE_LEDGER_KEY``; when given, a seal without a valid HMAC is a problem.
-        data: the stream's bytes, when they were read elsewhere (segments on object
-            storage); ``path`` then only names it, and there is no ``run.json`` beside it.
-        where: names line N in problems (``path:N`` when omitted).
-        progress: called with the number of bytes read since its last call, about every
+        covered: bytes of the stream a generation covers; with ``tally``, the lines starting
+            before it (and not retired by retention, each event once) are counted there.
+        retired_before: the retention cutoff of that generation.
+        tally: where the covered lines are counted.
+        progress: called with the number of bytes checked since its last call, about every
             megabyte and once at the end.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    report = check_stream_bytes(
+        data,
+        run_id,
+        lambda number, _offset: f"{path}:{number}",
+        f"{path}:end",
+        key=key,
+        covered=covered,
+        retired_before=retired_before,
+        tally=tally,
+        progress=progress,
+    )
+    _check_summary(run_id, path, data, report.problems)
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class StreamJob:
+    """One stream to audit: where, whose, how large, and how much of it a generation covers."""
+
+    path: str
+    run_id: str
+    size: int
+    covered: int | None
+    retired_before: str | None
+
+
+#: Streams of at least this many bytes in all are audited by worker processes, one a core.
+PARALLEL_BYTES = 64 * 1024 * 1024
+
+
+def audit_streams(
+    jobs: Sequence[StreamJob], key: bytes | None, progress: AuditProgress | None = None
+) -> Callable[[], list[tuple[AuditReport, Tally | None]]]:
+    """Start auditing the streams of ``jobs`` (see :func:`audit_stream`); return what waits for the results.
+
+    Each covered stream is counted in a tally. Many bytes of streams are audited by worker
+    processes, one per core (each line is parsed and hashed in Python, so one process would use
+    one core), forked now, while this process has no other thread; the results come back in
+    the order of ``jobs``. Otherwise they are audited here, when the results are asked for.
+    ``progress`` is called with ``("streams", bytes checked, bytes in all)`` while the results
+    are waited for: as each megabyte is checked here, or as each worker's share is done.
+    """
+    total = sum(job.size for job in jobs)
+    done = 0
+
+    def advance(nbytes: int) -> None:
+        nonlocal done
+        done = min(total, done + nbytes)
+        if progress is not None:
+            progress("streams", done, total)
+
+    def finish() -> None:
+        if progress is not None and done < total:  # a stream with a torn tail, or that shrank
+            progress("streams", total, total)
+
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or threading.active_count() > 1 or total < PARALLEL_BYTES:
+
+        def here() -> list[tuple[AuditReport, Tally | None]]:
+            if progress is not None:
+                progress("streams", 0, total)
+            out = _audit_jobs(jobs, key, advance if progress is not None else None)
+            finish()
+            return out
+
+        return here
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks: list[list[StreamJob]] = [[] for _ in range(workers * 4)]
+    sizes = [0] * len(chunks)
+    for job in sorted(jobs, key=lambda j: -j.size):  # the largest first, each to the lightest chunk
+        lightest = sizes.index(min(sizes))
+        chunks[lightest].append(job)
+        sizes[lightest] += job.size
+    chunks = [c for c in chunks if c]
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    futures = {pool.submit(_audit_jobs, chunk, key): chunk for chunk in chunks}
+
+    def results() -> list[tuple[AuditReport, Tally | None]]:
+        from concurrent.futures import as_completed
+
+        if progress is not None:
+            progress("streams", 0, total)
+        found: dict[tuple[str, str], tuple[AuditReport, Tally | None]] = {}
+        with pool:
+            for future in as_completed(futures):
+                chunk = futures[future]
+                found.update(
+                    ((job.run_id, job.path), result) for job, result in zip(chunk, future.result(), strict=True)
+                )
+                advance(sum(job.size for job in chunk))
+        finish()
+        return [found[(job.run_id, job.path)] for job in jobs]
+
+    return results
+
+
+def _audit_jobs(
+    jobs: Sequence[StreamJob], key: bytes | None, progress: Callable[[int], None] | None = None
+) -> list[tuple[AuditReport, Tally | None]]:
+    out: list[tuple[AuditReport, Tally | None]] = []
+    for job in jobs:
+        tally = Tally() if job.covered is not None else None
+        report = audit_stream(
+            Path(job.path),
+            job.run_id,
+            key=key,
+            covered=job.covered,
+            retired_before=job.retired_before,
+            tally=tally,
+            progress=progress,
+        )
+        out.append((report, tally))
+    return out
+
+
+def check_stream_bytes(
+    data: bytes,
+    run_id: str,
+    where: Callable[[int, int], str],
+    end: str,
+    *,
+    key: bytes | None = None,
+    covered: int | None = None,
+    retired_before: str | None = None,
+    tally: Tally | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
+    """Check the bytes of one run's stream (a file, or the segments of one machine put together).
+
+    Args:
+        data: the stream's bytes.
+        run_id: the run the stream belongs to.
+        where: names a line in problems, from its 1-based number and byte offset.
+        end: names the end of the stream in problems.
+        key: ``SCALABLE_LEDGER_KEY``; when given, the seal must carry a valid HMAC.
+        covered: see :func:`audit_stream`.
+        retired_before: see :func:`audit_stream`.
+        tally: see :func:`audit_stream`.
+        progress: see :func:`audit_stream`.
     """
     report = AuditReport(runs=1)
     problems = report.problems
-    reader = read_stream(path)
-    reader.data = data
-    at = where or (lambda number: f"{path}:{number}")
     last: dict[str, tuple[int, str, int]] = {}  # writer -> (seq, line hash, line number)
     seen_ids: dict[str, int] = {}
     seal: dict[str, Any] | None = None
-    seal_line = 0
+    seal_at: tuple[int, int, bytes] | None = None  # line number, offset, raw line
     sealed_positions: dict[str, tuple[int, str, int]] = {}
     events = 0
-    unreported = 0
     sha256 = hashlib.sha256
-    for number, raw, event in reader.lines():
+    loads = orjson.loads
+    limit = covered if tally is not None and covered is not None else -1
+    count = total = 0
+    lines = data.split(b"\n")
+    incomplete = bool(lines.pop())  # a last line without its newline is still being written
+    offset = reported = 0
+    # One comparison a line: without a callback the next report is past the end.
+    report_at = _PROGRESS_BYTES if progress is not None else len(data) + 1
+    for number, raw in enumerate(lines, start=1):
+        start = offset
+        offset += len(raw) + 1
+        if offset >= report_at and progress is not None:
+            progress(offset - reported)
+            reported = offset
+            report_at = offset + _PROGRESS_BYTES
+        if not raw:
+            continue
+        # The common line decodes with orjson alone; anything unusual goes through decode_line,
+        # which folds unknown columns and says what is wrong with a malformed line.
+        try:
+            event = loads(raw)
+            writer, seq, event_id, prev = event["writer"], event["seq"], event["event_id"], event["prev"]
+            event_run, timestamp, kind, op = event["run_id"], event["timestamp"], event["event_type"], event["op"]
+            if type(seq) is not int or not (
+                type(writer)
+                is type(event_id)
+                is type(prev)
+                is type(event_run)
+                is type(timestamp)
+                is type(kind)
+                is type(op)
+                is str
+            ):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            try:
+                event = decode_line(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append(Problem(run_id, where(number, start), "malformed-line", f"malformed line: {exc}"))
+                continue
+            writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
+            prev, event_run, timestamp = event["prev"], event["run_id"], event["timestamp"]
+            kind, op = event["event_type"], event["op"]
         events += 1
-        if progress is not None:
-            unreported += len(raw) + 1
-            if unreported >= _PROGRESS_BYTES:
-                progress(unreported)
-                unreported = 0
-        writer = event["writer"]
-        seq = event["seq"]
         digest = sha256(raw).hexdigest()
-        event_id = event["event_id"]
         prior = last.get(writer)
         want_seq, want_prev = (0, GENESIS) if prior is None else (prior[0] + 1, prior[1])
         last[writer] = (seq, digest, number)
-        late = seal is not None and not (event["op"] == "retired" and event["event_type"] == "run")
-        if event["run_id"] != run_id or event_id in seen_ids or seq != want_seq or event["prev"] != want_prev or late:
-            _line_problems(run_id, at(number), event, seen_ids, want_seq, want_prev, seal_line, late, problems)
-        seen_ids.setdefault(event_id, number)
-        if seal is None and event["op"] == "finished" and event["event_type"] == "run":
+        late = seal is not None and not (op == "retired" and kind == "run")
+        seen = event_id in seen_ids
+        if event_run != run_id or seen or seq != want_seq or prev != want_prev or late:
+            sealed_at = seal_at[0] if seal_at else 0
+            before = where(prior[2], -1) if prior is not None else None
+            _line_problems(
+                run_id, where(number, start), event, seen_ids, want_seq, want_prev, sealed_at, late, problems, before
+            )
+        if start < limit and not seen and (retired_before is None or timestamp >= retired_before):
+            count += 1
+            total += int(digest[:32], 16)
+        if not seen:
+            seen_ids[event_id] = number
+        if seal is None and op == "finished" and kind == "run":
             attrs = json.loads(event.get("attrs") or "{}")
             seal = attrs.get("seal") or {}
-            seal_line = number
+            seal_at = (number, start, raw)
             sealed_positions = {w: v for w, v in last.items() if w != writer}
             # The sealing writer's own chain up to its previous line is what it sealed.
             if prior is not None:
                 sealed_positions[writer] = prior
+    if tally is not None:
+        tally.count += count
+        tally.digest += total
+    if progress is not None and len(data) > reported:
+        progress(len(data) - reported)
     report.events = events
-    if progress is not None and unreported:
-        progress(unreported)
-    for problem in reader.problems:
-        problems.append(Problem(run_id, at(problem.line), "malformed-line", problem.reason))
-    if reader.incomplete_tail and seal is not None:
-        problems.append(Problem(run_id, f"{path}:end", "truncated", "stream ends in an incomplete line after the seal"))
-    if seal is not None:
-        _check_seal(run_id, at(seal_line), seal, sealed_positions, key, problems)
-    if data is None:
-        _check_summary(run_id, path, seal is not None, problems)
+    if incomplete and seal is not None:
+        problems.append(Problem(run_id, end, "truncated", "stream ends in an incomplete line after the seal"))
+    if seal is not None and seal_at is not None:
+        number, offset, raw = seal_at
+        here = where(number, offset)
+        _check_seal(run_id, here, seal, sealed_positions, key, problems)
+        if seal.get("version", 1) >= 2:
+            if sha256(data[:offset]).hexdigest() != seal.get("stream"):
+                problems.append(
+                    Problem(
+                        run_id,
+                        here,
+                        "seal-mismatch",
+                        "the bytes before the seal are not those sealed (a line edited, removed, inserted or moved)",
+                        expected=str(seal.get("stream"))[:12],
+                        found=sha256(data[:offset]).hexdigest()[:12],
+                    )
+                )
+            failed = seal_line_problem(raw, seal, key)
+            if failed is not None:
+                problems.append(Problem(run_id, here, failed[0], failed[1]))
     return report
 
 
-def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, key: bytes | None = None) -> AuditReport:
+def audit_rows(
+    run_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    where: str,
+    *,
+    key: bytes | None = None,
+    places: Sequence[str] | None = None,
+) -> AuditReport:
     """Check a run from its compacted rows (its stream was retired): chains, tombstones, seal.
 
     Each row is re-encoded to its exact line (lines have one canonical form), so ``prev``
@@ -231,6 +467,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
         rows: every event of the run (any order).
         where: how problems name the place (the dataset and run).
         key: ``SCALABLE_LEDGER_KEY``; when given, the seal must be a valid HMAC.
+        places: how problems name each row (its file and row number), in the order of ``rows``.
     """
     report = AuditReport(runs=1, events=len(rows))
     problems = report.problems
@@ -241,21 +478,25 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 known = tombstoned.get(writer)
                 if known is None or info.get("last_seq", -1) > known.get("last_seq", -1):
                     tombstoned[writer] = info
-    by_writer: dict[str, list[Mapping[str, Any]]] = {}
-    for row in sorted(rows, key=lambda r: (r["writer"], r["seq"])):
-        by_writer.setdefault(row["writer"], []).append(row)
+    by_writer: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for index in sorted(range(len(rows)), key=lambda i: (rows[i]["writer"], rows[i]["seq"])):
+        row = rows[index]
+        here = places[index] if places is not None else f"{where}: writer {row['writer']} seq {row['seq']}"
+        by_writer.setdefault(row["writer"], []).append((here, row))
+    spot: dict[tuple[str, int], str] = {}
     hashes: dict[tuple[str, int], str] = {}
     seal: dict[str, Any] | None = None
     sealer: tuple[str, int] | None = None
+    seal_row: Mapping[str, Any] = {}
     for writer, chain in by_writer.items():
         gone = tombstoned.get(writer)
         want_seq, want_prev = (0, GENESIS)
         if gone is not None and gone.get("first_seq") == 0 and gone.get("head"):
             want_seq, want_prev = int(gone["last_seq"]) + 1, str(gone["head"])
-        for row in chain:
-            here = f"{where}: writer {writer} seq {row['seq']}"
+        for here, row in chain:
             digest = hashlib.sha256(encode_line(row)[:-1]).hexdigest()
             hashes[(writer, row["seq"])] = digest
+            spot.setdefault((writer, row["seq"]), here)
             if row["seq"] != want_seq:
                 problems.append(
                     Problem(
@@ -268,12 +509,14 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                     )
                 )
             elif row["prev"] != want_prev:
+                before = spot.get((writer, row["seq"] - 1))
                 problems.append(
                     Problem(
                         run_id,
                         here,
                         "chain-broken",
-                        f"writer {writer}: prev does not hash the writer's previous event",
+                        f"writer {writer}: prev does not hash the writer's previous event"
+                        + (f", {before} (edited, or a row removed)" if before else ""),
                         expected=want_prev,
                         found=row["prev"],
                     )
@@ -282,8 +525,14 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
             if row["event_type"] == "run" and row["op"] == "finished" and seal is None:
                 seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
                 sealer = (writer, row["seq"])
+                seal_row = row
     if seal is not None and sealer is not None:
         heads: dict[str, Any] = seal.get("heads") or {}
+        sealed_at = spot.get(sealer, f"{where}: seal")
+        if seal.get("version", 1) >= 2:
+            failed = seal_line_problem(encode_line(seal_row)[:-1], seal, key)
+            if failed is not None:
+                problems.append(Problem(run_id, sealed_at, failed[0], failed[1]))
         for writer, head in heads.items():
             found = hashes.get((writer, head.get("seq")))
             gone = tombstoned.get(writer)
@@ -293,7 +542,7 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 problems.append(
                     Problem(
                         run_id,
-                        f"{where}: seal",
+                        sealed_at,
                         "seal-mismatch",
                         f"writer {writer}'s sealed head does not match its events",
                         expected=f"seq {head.get('seq')} {str(head.get('head'))[:12]}",
@@ -302,23 +551,23 @@ def audit_rows(run_id: str, rows: Sequence[Mapping[str, Any]], where: str, *, ke
                 )
         for writer, chain in by_writer.items():
             limit = heads.get(writer, {}).get("seq", -1) if writer != sealer[0] else sealer[1]
-            late = [r for r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")]
+            late = [
+                (h, r) for h, r in chain if r["seq"] > limit and not (r["event_type"] == "run" and r["op"] == "retired")
+            ]
             if late:
                 problems.append(
                     Problem(
                         run_id,
-                        f"{where}: writer {writer} seq {late[0]['seq']}",
+                        late[0][0],
                         "after-seal",
                         f"{len(late)} event(s) of writer {writer} are not covered by the seal",
                     )
                 )
-        if key:
+        if key and seal.get("version", 1) < 2:
             expected = seal_digest(run_id, heads, key)
             if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
                 problems.append(
-                    Problem(
-                        run_id, f"{where}: seal", "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
-                    )
+                    Problem(run_id, sealed_at, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
                 )
     return report
 
@@ -333,8 +582,12 @@ def _line_problems(
     seal_line: int,
     sealed: bool,
     problems: list[Problem],
+    before: str | None = None,
 ) -> None:
-    """Name what is wrong with one line (the fast path only found that something is)."""
+    """Name what is wrong with one line (the fast path only found that something is).
+
+    ``before`` names the writer's previous line, which a broken link may point at.
+    """
     writer, seq, event_id = event["writer"], event["seq"], event["event_id"]
     if event["run_id"] != run_id:
         problems.append(
@@ -368,7 +621,8 @@ def _line_problems(
                 run_id,
                 where,
                 "chain-broken",
-                f"writer {writer}: prev does not hash the writer's previous line (edited or removed line)",
+                f"writer {writer}: prev does not hash the writer's previous line"
+                + (f", {before} (edited, or a line removed)" if before else " (edited or removed)"),
                 expected=want_prev,
                 found=event["prev"],
             )
@@ -379,8 +633,8 @@ def _line_problems(
         )
 
 
-def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem]) -> None:
-    """Compare the stream with ``run.json`` as the seal wrote it (an open run's has no length yet)."""
+def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]) -> None:
+    """Compare the stream with ``run.json`` as the seal wrote it (an open run's has no sealed length yet)."""
     summary_path = path.with_name(RUN_SUMMARY)
     try:
         summary = json.loads(summary_path.read_text())
@@ -389,7 +643,10 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
     except ValueError:
         problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json does not parse"))
         return
-    size = path.stat().st_size
+    if not isinstance(summary, dict):
+        problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json is not a JSON object"))
+        return
+    size = len(data)
     recorded = summary.get("stream_bytes")
     if isinstance(recorded, int) and size < recorded:
         problems.append(
@@ -402,10 +659,53 @@ def _check_summary(run_id: str, path: Path, sealed: bool, problems: list[Problem
                 found=str(size),
             )
         )
-    elif not sealed and "stream_bytes" in summary:  # an open run's run.json has no sealed length
+        return
+    if "stream_bytes" not in summary:
+        return  # the run.json of a run still open
+    sealed = seal_line_of(data)
+    if sealed is None:
+        # The seal was the last line of the bytes run.json counts.
+        lines = data[:recorded].count(b"\n") if isinstance(recorded, int) else 0
+        where = f"{path}:{lines}" if lines else str(path)
         problems.append(
-            Problem(run_id, str(path), "truncated", "run.json says the run was sealed but the stream has no seal")
+            Problem(
+                run_id,
+                where,
+                "seal-mismatch",
+                "run.json says the run was sealed by this line, but the stream has no run/finished event any more",
+            )
         )
+        return
+    number, raw = sealed
+    recorded_seal = summary.get("seal_sha256")
+    found = hashlib.sha256(raw).hexdigest()
+    if isinstance(recorded_seal, str) and recorded_seal != found:
+        problems.append(
+            Problem(
+                run_id,
+                f"{path}:{number}",
+                "seal-mismatch",
+                f"the sealing line differs from the one {RUN_SUMMARY} recorded when the run was sealed",
+                expected=recorded_seal[:12],
+                found=found[:12],
+            )
+        )
+
+
+def seal_line_of(data: bytes) -> tuple[int, bytes] | None:
+    """The 1-based number and bytes of the first ``run/finished`` line of a stream's ``data`` (None if unsealed)."""
+    number = 0
+    for raw in data.split(b"\n")[:-1]:
+        number += 1
+        if b'"op":"finished"' not in raw or b'"event_type":"run"' not in raw:
+            continue
+        try:
+            event = decode_line(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if event["event_type"] == "run" and event["op"] == "finished":
+            return number, raw
+    return None
 
 
 def _check_seal(
@@ -416,6 +716,7 @@ def _check_seal(
     key: bytes | None,
     problems: list[Problem],
 ) -> None:
+    """Check a seal's heads against the lines before it, and a version-1 seal's HMAC."""
     heads: dict[str, Any] = seal.get("heads") or {}
     for writer, head in heads.items():
         found = positions.get(writer)
@@ -438,49 +739,12 @@ def _check_seal(
         problems.append(
             Problem(run_id, where, "seal-mismatch", f"writer {writer} wrote before the seal but is not sealed")
         )
-    if key:
+    if key and seal.get("version", 1) < 2:
         expected = seal_digest(run_id, heads, key)
         if not hmac.compare_digest(str(seal.get("hmac", "")), str(expected)):
             problems.append(
                 Problem(run_id, where, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
             )
-
-
-def audit_streams(
-    items: Iterable[tuple[str, Path]], *, key: bytes | None = None, progress: AuditProgress | None = None
-) -> AuditReport:
-    """Audit several ``(run_id, path)`` streams into one report.
-
-    Args:
-        items: the runs and their streams.
-        key: ``SCALABLE_LEDGER_KEY``.
-        progress: called with ``("streams", bytes read, bytes in all)`` as the streams are read.
-    """
-    report = AuditReport()
-    streams = list(items)
-    if progress is None:
-        for run_id, path in streams:
-            report.extend(audit_stream(path, run_id, key=key))
-        return report
-    total = 0
-    for _run_id, path in streams:
-        try:
-            total += path.stat().st_size
-        except FileNotFoundError:
-            continue
-    done = 0
-    progress("streams", 0, total)
-
-    def advance(nbytes: int) -> None:
-        nonlocal done
-        done = min(total, done + nbytes)
-        progress("streams", done, total)
-
-    for run_id, path in streams:
-        report.extend(audit_stream(path, run_id, key=key, progress=advance))
-    if done < total:  # a stream with a torn tail, or that shrank: the phase still ends
-        progress("streams", total, total)
-    return report
 
 
 _LATEST_ARTIFACTS = """
@@ -589,12 +853,17 @@ def audit_content(
 
 
 def audit_structure(ledger: Ledger, run_id: str | None = None, *, progress: AuditProgress | None = None) -> AuditReport:
-    """Check every run's events (one run, or all): lines parse, chains hold, seals match.
+    """Check every copy of every event the ledger knows of (one run, or all), without the stored artifacts.
 
-    A run whose stream is still here is read line by line (problems name file:line). A
-    run whose stream compaction retired is checked from its compacted rows: each row is
-    re-encoded to its exact line, so chains and seals verify the same way, and retention
-    tombstones (``run/retired``) account for the events they removed.
+    * Every stream here: lines parse, chains hold, the seal matches (its heads, the bytes
+      before it and its own line; an HMAC with ``SCALABLE_LEDGER_KEY``), ``run.json`` agrees.
+    * Every remote segment, each machine's segments of a run put together as a stream.
+    * Every compacted row (see :mod:`scalable.ledger.copies`): against the stream lines it was
+      made from, or, where those are gone, against its own chains and seal; and every
+      compacted file, named by the generation or not.
+    * The record itself (``generation-missing``, ``generation-unreadable``), and every run
+      known of (streams, summaries, generations, rows, segments) whose events are nowhere
+      (``events-missing``).
 
     Args:
         ledger: the ledger.
@@ -602,81 +871,12 @@ def audit_structure(ledger: Ledger, run_id: str | None = None, *, progress: Audi
         progress: called as the phases ``streams`` and ``compacted`` go (see :data:`AuditProgress`).
 
     Raises:
-        RunNotFoundError: ``run_id`` has no events.
+        EventValidationError: ``run_id`` is not a valid run id.
+        RunNotFoundError: ``run_id`` is known nowhere.
     """
-    bus.flush_all()
-    location = ledger.location
-    streams = set(ledger.run_ids())
-    # Compacted runs whose stream is gone (or came back holding only later events).
-    retired = location.runs_without_stream(read_generation(location))
-    # With a remote, every machine's runs as their segments hold them (this machine's own
-    # streams are read here, where they are whole).
-    shipped = _shipped_elsewhere(ledger, location, run_id)
-    remote_runs = {s.run_id for s in shipped}
-    runs = [run_id] if run_id is not None else sorted(streams | retired | remote_runs)
-    from_rows = [r for r in runs if r in retired]
-    from_streams = [r for r in runs if r not in retired and r not in remote_runs]
-    for r in from_streams:
-        if not ledger.stream_path(r).exists():
-            raise RunNotFoundError(
-                f"run {r!r} has no stream under {str(ledger.runs_dir)!r}, no segments on the remote and no "
-                "compacted events; list runs with: scalable ledger runs"
-            )
-    key = ledger.settings.ledger_key
-    report = audit_streams(
-        [(r, ledger.stream_path(r)) for r in from_streams if r in streams], key=key, progress=progress
-    )
-    report.extend(_audit_shipped(shipped, streams, key))
-    if from_rows:
-        if progress is not None:
-            progress("compacted", 0, len(from_rows))
-        con = connect(ledger)
-        try:
-            for done, r in enumerate(from_rows, start=1):
-                rows = con.execute("SELECT * FROM events WHERE run_id = $1 ORDER BY writer, seq", [r]).fetchall()
-                columns = [d[0] for d in con.description or []]
-                where = f"{location.display(EVENTS_DIR)} (run {r})"
-                report.extend(audit_rows(r, [dict(zip(columns, row, strict=True)) for row in rows], where, key=key))
-                if progress is not None:
-                    progress("compacted", done, len(from_rows))
-        finally:
-            con.close()
-    return report
+    from scalable.ledger.copies import check_ledger
 
-
-def _shipped_elsewhere(ledger: Ledger, location: Location, run_id: str | None) -> list[ShippedStream]:
-    """Streams on the remote that this machine does not hold itself (none without a remote)."""
-    if not isinstance(location, ObjectLocation):
-        return []
-    mine = machine_id(ledger.runs_dir) if ledger.runs_dir.is_dir() else None
-    local = set(ledger.run_ids())
-    return [s for s in shipped_streams(location, run_id) if not (s.machine == mine and s.run_id in local)]
-
-
-def _audit_shipped(shipped: Sequence[ShippedStream], local: set[str], key: bytes | None) -> AuditReport:
-    """Audit the streams put together from segments: as a stream is, and every byte of it present."""
-    report = AuditReport()
-    for stream in shipped:
-        part = audit_stream(
-            Path(stream.pieces[0][1] if stream.pieces else stream.run_id),
-            stream.run_id,
-            key=key,
-            data=stream.data,
-            where=stream.where,
-        )
-        for start, end in stream.gaps:
-            part.problems.append(
-                Problem(
-                    stream.run_id,
-                    stream.where(stream.data.count(b"\n", 0, start) + 1),
-                    "segment-missing",
-                    f"bytes {start}-{end} of machine {stream.machine}'s stream are in no segment",
-                )
-            )
-        report.extend(part)
-    # A run counts once, however many machines wrote to it.
-    report.runs = len({s.run_id for s in shipped} - local)
-    return report
+    return check_ledger(ledger, run_id, progress=progress)
 
 
 def audit_ledger(
@@ -701,7 +901,10 @@ def audit_ledger(
     """
     report = audit_structure(ledger, run_id, progress=progress)
     if content:
-        con = connect(ledger)
+        try:
+            con = connect(ledger, trusted=True)
+        except LedgerError:
+            return report  # the record cannot be read: a problem of the report already
         try:
             items = latest_artifacts(con, run_id)
         finally:

@@ -53,7 +53,15 @@ from typing import TYPE_CHECKING, Any, Final
 from scalable.errors import CompactionConflictError, ConfigError, LedgerError, RunNotFoundError, ScalableError, os_error
 from scalable.ledger import bus
 from scalable.ledger.crash import crash_point
-from scalable.ledger.events import SCHEMA_VERSION, decode_line, duckdb_columns, encode_line, normalize_timestamp, now
+from scalable.ledger.events import (
+    SCHEMA_VERSION,
+    check_run_id,
+    decode_line,
+    duckdb_columns,
+    encode_line,
+    normalize_timestamp,
+    now,
+)
 from scalable.ledger.generations import (
     Attempt,
     DataFile,
@@ -184,7 +192,7 @@ def compact(
         CompactionConflictError: another compaction committed at the same time (locally), or
             won the commit too many times in a row (object storage); run again.
         ConfigError: retention or stream retirement was asked where compaction holds no lock.
-        EventValidationError: ``retire_before`` is not an ISO-8601 time.
+        EventValidationError: ``retire_before`` is not an ISO-8601 time, or a run id is not valid.
         LedgerError: the newest generation is not valid.
         RunNotFoundError: a run of ``run_ids`` has neither a stream nor compacted events.
     """
@@ -198,7 +206,7 @@ def compact(
     bus.flush_all()  # events this process queued are part of what is compacted
     if location.outbox is not None:
         sync_streams(location)
-    wanted = set(run_ids) if run_ids is not None else None
+    wanted = {check_run_id(r) for r in run_ids} if run_ids is not None else None
     if wanted:
         _check_known(location, wanted)
     import duckdb

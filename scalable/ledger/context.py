@@ -31,9 +31,10 @@ _implicit: tuple[int, str] | None = None
 
 def make_run_id(project: str) -> str:
     """Return a run id of Scalable's form: ``run-<UTC stamp>-<project>-<8 hex>``."""
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in project.strip()) or "project"
+    # A run id holds ASCII letters, digits, '.', '_' and '-' only, and at most 200 characters.
+    slug = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "-_" else "-" for ch in project.strip())[:64]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return f"run-{stamp}-{slug}-{os.urandom(4).hex()}"
+    return f"run-{stamp}-{slug or 'project'}-{os.urandom(4).hex()}"
 
 
 def implicit_run_id() -> str:

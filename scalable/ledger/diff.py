@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from scalable.errors import RunNotFoundError
+from scalable.ledger.events import check_run_id
 from scalable.ledger.views import connect
 
 if TYPE_CHECKING:
@@ -261,8 +262,10 @@ def diff_runs(ledger: Ledger, run_a: str, run_b: str, *, as_of: str | None = Non
 
     Raises:
         RunNotFoundError: a run has no events.
-        EventValidationError: ``as_of`` is not an ISO-8601 time.
+        EventValidationError: a run id is not valid, or ``as_of`` is not an ISO-8601 time.
     """
+    check_run_id(run_a)
+    check_run_id(run_b)
     con = connect(ledger, as_of=as_of)
     try:
         known = {

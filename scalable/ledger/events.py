@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -38,11 +39,15 @@ __all__ = [
     "GENESIS",
     "LEDGER_FIELDS",
     "LINE_OPTIONS",
+    "RUN_ID_ALPHABET",
+    "RUN_ID_MAX",
     "SCHEMA_VERSION",
     "USER_COLUMNS",
     "Column",
     "Event",
     "arrow_schema",
+    "check_digest",
+    "check_run_id",
     "decode_line",
     "duckdb_columns",
     "encode_line",
@@ -58,6 +63,15 @@ __all__ = [
 
 SCHEMA_VERSION: Final = 1
 GENESIS: Final = "0" * 64
+#: The characters of a run id, as messages name them.
+RUN_ID_ALPHABET: Final = "A-Z a-z 0-9 . _ -"
+#: The longest run id, in characters (a run id names a directory and object keys).
+RUN_ID_MAX: Final = 200
+#: A run id: letters, digits, ``.``, ``_`` and ``-``; not starting with ``.`` (hidden files,
+#: ``.`` and ``..``) nor ``-`` (an option on a command line). Nothing in it is special to a
+#: shell, a glob, a URL or SQL.
+_RUN_ID: Final = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._-]{{0,{RUN_ID_MAX - 1}}}")
+_DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 
 EVENT_OPS: Final[dict[str, frozenset[str]]] = {
     "run": frozenset({"started", "finished", "retired"}),
@@ -266,6 +280,34 @@ def _bad(name: str, value: Any, want: str) -> EventValidationError:
     return EventValidationError(f"event column {name!r} must be {want}, got {type(value).__name__} {value!r:.80}")
 
 
+def check_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it is a valid run id.
+
+    Raises:
+        EventValidationError: ``run_id`` is not 1 to :data:`RUN_ID_MAX` characters of
+            :data:`RUN_ID_ALPHABET`, or starts with ``.`` or ``-``.
+    """
+    if type(run_id) is str and _RUN_ID.fullmatch(run_id):
+        return run_id
+    raise EventValidationError(
+        f"run id {run_id!r:.80} is not valid: use 1 to {RUN_ID_MAX} of the characters {RUN_ID_ALPHABET}, "
+        "starting with a letter, a digit or '_'"
+    )
+
+
+def check_digest(value: str, column: str = "digest") -> str:
+    """Return ``value`` if it is a SHA-256 digest: 64 lowercase hex characters.
+
+    Raises:
+        EventValidationError: it is not.
+    """
+    if _DIGEST.fullmatch(value):
+        return value
+    raise EventValidationError(
+        f"event column {column!r} must be a SHA-256 digest (64 lowercase hex characters), got {value!r:.80}"
+    )
+
+
 def _check_text(name: str, value: str) -> str:
     """Return ``value`` if it is text an event line can hold: no NUL, valid Unicode."""
     if "\x00" in value:
@@ -340,7 +382,8 @@ def validate_event(
     (the ledger passes the surrounding run and task).
 
     Raises:
-        EventValidationError: unknown column, ledger-owned column, bad type or bad op.
+        EventValidationError: unknown column, ledger-owned column, bad type or bad op, a run
+            id outside its alphabet (:func:`check_run_id`), a digest that is not SHA-256 hex.
     """
     if type(event) is not dict and not isinstance(event, Mapping):
         raise EventValidationError(
@@ -352,6 +395,10 @@ def validate_event(
         if value is None:
             continue
         if type(value) is str and name in _STRING_FIELDS:
+            if name == "run_id":
+                check_run_id(value)
+            elif name == "digest":
+                check_digest(value)
             out[name] = value if value.isascii() and "\x00" not in value else _check_text(name, value)
         elif name in _USER_SET:
             out[name] = _check_value(name, value)
@@ -365,6 +412,8 @@ def validate_event(
         out["task_name"] = task_name
     if component is not None and "component" not in out:
         out["component"] = component
+    if run_id is not None and out.get("run_id") is run_id:
+        check_run_id(run_id)
     etype = out.get("event_type")
     ops = EVENT_OPS.get(etype) if etype is not None else None
     if ops is None:

@@ -237,7 +237,7 @@ def export_sqlite(
     out = _target(path)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    con = connect(ledger)
+    con = connect(ledger, trusted=True)
     counts: dict[str, int] = {}
     try:
         total = 0

@@ -18,12 +18,20 @@ it reads, so the files a newer generation no longer names stay for a retention p
 are collected (:func:`collect_superseded`). Each compaction attempt first records an intent
 (``_attempts/<id>.json``) and publishes its files under names that carry its id, so the files
 of an attempt that never committed (killed, or beaten by another machine) are accounted for
-and collected too. A file that no generation and no intent names is never deleted.
+and collected too. A file that no generation and no intent names is never deleted, nor is a
+file any of whose events no file of the newest generation has (:func:`files_holding_other_events`).
+
+The record is what makes the compacted files readable, so a ledger whose compacted files
+outlive their record is an error (:func:`read_generation`), never an empty ledger; ``scalable
+ledger recover`` rebuilds the record from the files (:mod:`scalable.ledger.recover`), listing
+the files it does not take as ``replaced``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import time
 import uuid
@@ -35,8 +43,15 @@ from typing import TYPE_CHECKING, Final
 from scalable.errors import CompactionConflictError, LedgerError
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import now
+from scalable.ledger.sql import connect as sql_connect
+from scalable.ledger.sql import file_list, jsonl_select, quote
+from scalable.logs import get_logger
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import duckdb
+
     from scalable.ledger.location import Location
 
 __all__ = [
@@ -50,9 +65,12 @@ __all__ = [
     "LineageFiles",
     "Snapshots",
     "StreamState",
+    "attempt_of",
     "begin_attempt",
     "collect_superseded",
     "commit_generation",
+    "files_holding_other_events",
+    "generation_names",
     "publish_staged",
     "read_generation",
     "snapshots",
@@ -67,6 +85,11 @@ ATTEMPTS_DIR: Final = "_attempts"
 #: Directories whose files generations and attempts name.
 _DATA_DIRS: Final = (EVENTS_DIR, "lineage")
 _FORMAT: Final = "scalable-ledger-manifest"
+_log = get_logger("scalable.ledger")
+#: The attempt id in the name of a file an attempt published (see :meth:`Attempt.name`).
+_ATTEMPT_OF: Final = re.compile(r"-([0-9a-f]{16})-[0-9a-f]{8}\.parquet$")
+#: The name of a compacted file written before attempts named files: ``part-<32 hex>.parquet``.
+_WRITTEN_BEFORE_ATTEMPTS: Final = re.compile(r"-[0-9a-f]{32}\.parquet$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +132,9 @@ class Generation:
     retired_before: str | None = None
     created: str | None = None
     lineage: LineageFiles | None = None
+    #: Files no generation names that this one accounts for (a recovery did not take them):
+    #: collected like superseded files, once no event of theirs is missing from the live ones.
+    replaced: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         """Encode the generation as the JSON document stored under ``_manifest/``."""
@@ -132,6 +158,7 @@ class Generation:
                 key: {"offset": s.offset, "finished": s.finished, "retired": s.retired}
                 for key, s in sorted(self.streams.items())
             },
+            "replaced": list(self.replaced),
         }
         return json.dumps(doc, indent=1).encode() + b"\n"
 
@@ -159,11 +186,12 @@ class Generation:
                 else LineageFiles(
                     lin["by_dst"], lin["by_src"], lin["nodes"], int(lin["edges"]), tuple(lin.get("covers", ()))
                 ),
+                replaced=tuple(str(p) for p in doc.get("replaced", ())),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LedgerError(
-                f"ledger manifest {name!r} is not valid ({exc}); restore it from a backup or remove the "
-                "ledger directory and run scalable ledger compact again from the streams"
+                f"ledger manifest {name!r} is not valid ({exc}); rebuild the record from the compacted files with: "
+                "scalable ledger recover"
             ) from None
 
     @property
@@ -232,9 +260,15 @@ def _document(version: int) -> str:
     return f"{GENERATIONS_DIR}/{version:020d}.json"
 
 
-def _generation_names(location: Location) -> list[str]:
+def generation_names(location: Location) -> list[str]:
     """Names of the generation documents, oldest first."""
     return sorted(n for n in location.list_names(GENERATIONS_DIR) if n.endswith(".json") and n[:-5].isdigit())
+
+
+def attempt_of(rel: str) -> str | None:
+    """The id of the attempt that published the file ``rel`` (``None`` for other names)."""
+    found = _ATTEMPT_OF.search(rel)
+    return found.group(1) if found else None
 
 
 def _read(location: Location, name: str) -> Generation:
@@ -246,10 +280,34 @@ def read_generation(location: Location) -> Generation:
     """Return the newest committed generation at ``location`` (an empty one if none).
 
     Raises:
-        LedgerError: the newest generation document is not valid.
+        LedgerError: the newest generation document is not valid, or there is none although
+            compacted files are there that no running or dead attempt accounts for (the
+            record was lost: nothing can read those files, and nothing may delete them); run
+            ``scalable ledger recover``.
     """
-    names = _generation_names(location)
-    return _read(location, names[-1]) if names else Generation()
+    names = generation_names(location)
+    if names:
+        return _read(location, names[-1])
+    # Files the ledger wrote (named by an attempt, or by the names before attempts) whose
+    # attempt is not running or dead can only have been named by a generation.
+    intents = {n[:-5] for n in location.list_names(ATTEMPTS_DIR) if n.endswith(".json")}
+    orphans = [rel for rel in location.list_files(EVENTS_DIR) if _written_by_a_commit(rel, intents)]
+    if orphans and not location.compacting():
+        raise LedgerError(
+            f"ledger directory {location.display('')!r} holds {len(orphans)} compacted file(s) under "
+            f"{EVENTS_DIR}/ but no generation record under {GENERATIONS_DIR}/ (deleted?): nothing can tell "
+            "which events they hold, so nothing reads or deletes them. Rebuild the record from the files "
+            "with: scalable ledger recover"
+        )
+    return Generation()
+
+
+def _written_by_a_commit(rel: str, intents: set[str]) -> bool:
+    """Whether ``rel`` is a file a compaction wrote and committed (its attempt's intent is gone)."""
+    attempt = attempt_of(rel)
+    if attempt is not None:
+        return attempt not in intents
+    return bool(_WRITTEN_BEFORE_ATTEMPTS.search(rel))
 
 
 def _epoch(stamp: str | None) -> float:
@@ -290,7 +348,7 @@ def snapshots(location: Location, *, retention_s: float, now_s: float | None = N
         LedgerError: a generation document is not valid.
     """
     cutoff = (time.time() if now_s is None else now_s) - retention_s
-    names = _generation_names(location)
+    names = generation_names(location)
     if not names:
         return Snapshots()
     newest = _read(location, names[-1])
@@ -338,6 +396,16 @@ def collect_superseded(
     keep = found.named_files()
     expired = found.expired
     superseded = {rel for _name, generation in expired for rel in generation.named_files()} - keep
+    every = [*found.readable, *(generation for _name, generation in expired)]
+    superseded |= {rel for generation in every for rel in generation.replaced} - keep
+    events = sorted(rel for rel in superseded if rel.startswith(f"{EVENTS_DIR}/"))
+    if events:
+        with contextlib.closing(sql_connect(filesystem=location.filesystem)) as con:
+            on_disk = set(location.list_files(EVENTS_DIR))
+            held = files_holding_other_events(con, location, [r for r in events if r in on_disk], newest)
+        for rel in sorted(held):
+            _log.warning("ledger.file_kept", file=location.display(rel), reason="holds events no live file has")
+        superseded -= held
     for rel in sorted(superseded):
         location.delete(rel)
     files = len(superseded)
@@ -370,6 +438,38 @@ def collect_superseded(
             location.delete(f"{ATTEMPTS_DIR}/{attempt_id}.json")
             attempts += 1
     return Collected(files, generations, attempts)
+
+
+def files_holding_other_events(
+    con: duckdb.DuckDBPyConnection,
+    location: Location,
+    files: Sequence[str],
+    generation: Generation,
+    sources: Sequence[str] = (),
+) -> set[str]:
+    """The ``files`` that hold an event neither ``generation``'s files nor the JSON-lines ``sources`` have.
+
+    Events older than the generation's retention cutoff are not looked for: retention removed
+    them on purpose.
+    """
+    if not files:
+        return set()
+    by_url = {location.url(rel): rel for rel in files}
+    candidates = file_list(by_url)
+    cond = f"timestamp >= {quote(generation.retired_before)}" if generation.retired_before else "true"
+    if generation.files:
+        live = file_list(location.url(f.path) for f in generation.files)
+        cond += (
+            f" AND event_id NOT IN (SELECT event_id FROM read_parquet({live}) WHERE run_id IN "
+            f"(SELECT DISTINCT run_id FROM read_parquet({candidates})))"
+        )
+    if sources:
+        cond += f" AND event_id NOT IN (SELECT event_id FROM ({jsonl_select(sources)}) s)"
+    rows = con.execute(
+        f"SELECT DISTINCT filename FROM read_parquet({candidates}, filename=true, hive_partitioning=false) WHERE {cond}"
+    ).fetchall()
+    held = {by_url.get(name, "") for (name,) in rows}
+    return set(files) if "" in held else held
 
 
 def commit_generation(location: Location, generation: Generation) -> None:

@@ -514,7 +514,7 @@ def trace(
         )
         return graph, known
 
-    graph, known = read_snapshot(ledger, walk, as_of=as_of)
+    graph, known = read_snapshot(ledger, walk, as_of=as_of, trusted=True)
     if not known:
         raise NodeNotFoundError(
             f"{node!r} is not an artifact digest, location or run id in the ledger; "

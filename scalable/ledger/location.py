@@ -190,6 +190,14 @@ class Location(ABC):
         """The bytes of file ``rel``."""
 
     @abstractmethod
+    def size(self, rel: str) -> int:
+        """The size of file ``rel`` in bytes.
+
+        Raises:
+            FileNotFoundError: there is no such file.
+        """
+
+    @abstractmethod
     def create(self, rel: str, data: bytes) -> None:
         """Write file ``rel`` if, and only if, it does not exist yet, in one atomic step.
 
@@ -209,6 +217,10 @@ class Location(ABC):
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Held while a compaction runs (keeps others out where :attr:`exclusive`)."""
 
+    def compacting(self) -> bool:
+        """Whether another process holds :meth:`lock` right now (``False`` where no lock is kept)."""
+        return False
+
     @abstractmethod
     def staging(self) -> contextlib.AbstractContextManager[Path]:
         """A local directory for a compaction's staged files and spills, removed afterwards."""
@@ -224,6 +236,7 @@ class LocalLocation(Location):
         self.runs_dir = Path(runs_dir)
         self.ledger_dir = Path(ledger_dir)
         self.uri = str(self.ledger_dir)
+        self._locked = False
         # DuckDB is given real paths: its allowed directories compare them literally.
         self._runs = os.path.realpath(self.runs_dir)
         self._data = os.path.realpath(self.ledger_dir)
@@ -316,6 +329,9 @@ class LocalLocation(Location):
     def read_bytes(self, rel: str) -> bytes:
         return (self.ledger_dir / rel).read_bytes()
 
+    def size(self, rel: str) -> int:
+        return (self.ledger_dir / rel).stat().st_size
+
     def create(self, rel: str, data: bytes) -> None:
         create_file(self.ledger_dir / rel, data)
 
@@ -327,8 +343,29 @@ class LocalLocation(Location):
     def delete(self, rel: str) -> None:
         (self.ledger_dir / rel).unlink(missing_ok=True)
 
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        return exclusive_lock(self.ledger_dir / GENERATIONS_DIR / ".lock")
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        with exclusive_lock(self.ledger_dir / GENERATIONS_DIR / ".lock"):
+            self._locked = True
+            try:
+                yield
+            finally:
+                self._locked = False
+
+    def compacting(self) -> bool:
+        if self._locked:
+            return False  # this process is the compaction
+        try:
+            fd = os.open(self.ledger_dir / GENERATIONS_DIR / ".lock", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing the descriptor also releases a lock taken on it
+        return False
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Path]:
@@ -473,6 +510,10 @@ class ObjectLocation(Location):
     def url(self, rel: str) -> str:
         return str(self.fs.unstrip_protocol(f"{self._data}/{rel}"))
 
+    def display_root(self, key: str) -> str:
+        """A path under the root (a segment's key) as messages name it."""
+        return str(self.fs.unstrip_protocol(f"{self.root}/{key}"))
+
     def display(self, rel: str) -> str:
         return self.url(rel)
 
@@ -508,6 +549,9 @@ class ObjectLocation(Location):
                 raise  # callers tell a missing file from a failing store
             raise self._failed(exc, path, "read") from exc
         return data
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(f"{self._data}/{rel}"))
 
     def create(self, rel: str, data: bytes) -> None:
         # S3 conditional writes, GCS ifGenerationMatch=0, O_EXCL on a local filesystem.

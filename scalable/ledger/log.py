@@ -12,8 +12,9 @@ How the invariants of appending hold:
   writer died mid-line it logs the recovery and starts with a newline (see
   :mod:`scalable.ledger.stream`).
 * **Chains.** Each writer numbers its lines per stream (``seq`` from 0) and links each to the
-  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer; a
-  ledger keeps the heads of what it wrote itself and reads only what others wrote in between.
+  SHA-256 of its previous line (``prev``). ``finish_run`` seals the heads of every writer (a
+  ledger keeps the heads of what it wrote itself and reads only what others wrote in between),
+  the digest of every byte before the seal, and the sealing line itself.
 
 Every other method delegates to the module that owns the work: reading to
 :mod:`~scalable.ledger.stream`, queries to :mod:`~scalable.ledger.views`, lineage to
@@ -44,6 +45,7 @@ from scalable.ledger.events import (
     GENESIS,
     LINE_OPTIONS,
     SCHEMA_VERSION,
+    check_run_id,
     decode_line,
     encode_line,
     format_timestamp,
@@ -55,12 +57,13 @@ from scalable.ledger.runfiles import rebuild_summary, write_summary
 from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
-    check_run_id,
     compact_json,
     ends_torn,
     list_streams,
+    new_seal,
+    prefix_digest,
     read_stream,
-    seal_digest,
+    sign_seal_line,
     stream_path,
 )
 from scalable.logs import get_logger
@@ -74,6 +77,7 @@ if TYPE_CHECKING:
     from scalable.ledger.diff import RunDiff
     from scalable.ledger.lineage import LineageGraph
     from scalable.ledger.location import Location
+    from scalable.ledger.recover import RecoveryResult
     from scalable.ledger.replay import ReplayResult
     from scalable.ledger.segments import SyncResult
 
@@ -345,11 +349,13 @@ class Ledger:
             The events, decoded.
 
         Raises:
-            EventValidationError: a line does not decode, belongs to another run, is this
-                ledger's own writer, or breaks its writer's chain inside the batch.
+            EventValidationError: ``run_id`` is not a valid run id, or a line does not decode,
+                belongs to another run, is this ledger's own writer, or breaks its writer's
+                chain inside the batch.
         """
         if self._closed:
             raise LedgerError("this ledger was closed; open a new one with Ledger.open()")
+        check_run_id(run_id)
         raws: list[bytes] = []
         decoded: list[dict[str, Any]] = []
         digests: list[str] = []
@@ -414,11 +420,8 @@ class Ledger:
             run = implicit = context.implicit_run_id()
         clean = validate_event(event, run_id=run, task_name=task, component=component)
         run_id = clean["run_id"]
-        if run_id == implicit:
-            if run_id not in self._implicit_started:
-                self._start_implicit_run(run_id)
-        elif run_id not in self._streams:
-            check_run_id(run_id)
+        if run_id == implicit and run_id not in self._implicit_started:
+            self._start_implicit_run(run_id)
         return clean
 
     def _stream(self, run_id: str) -> _Stream:
@@ -443,6 +446,7 @@ class Ledger:
         *,
         stamps: Sequence[tuple[str, str]] | None = None,
         before_write: Callable[[_Stream, Sequence[dict[str, Any]]], None] | None = None,
+        finalize: Callable[[bytes], bytes] | None = None,
     ) -> list[dict[str, Any]]:
         stream = self._stream(run_id)
         writer = self._writer
@@ -479,6 +483,9 @@ class Ledger:
                         "schema_version": SCHEMA_VERSION,
                     }
                     line = dumps(event, option=LINE_OPTIONS)
+                    if finalize is not None:
+                        line = finalize(line)
+                        event["attrs"] = orjson.loads(line)["attrs"]
                     prev = sha256(line).hexdigest()
                     payload += line
                     payload += b"\n"
@@ -541,28 +548,28 @@ class Ledger:
         """Append ``run/finished`` with ``status`` and the seal of every writer's chain head.
 
         The seal is taken under the stream's lock, so it covers the lines of every writer
-        (threads, processes, remote workers) written before it. The lines this ledger wrote
-        are known already; only those others wrote in between are read.
+        (threads, processes, remote workers) written before it: their chain heads (the heads of
+        the lines this ledger wrote are known already; those others wrote in between are read),
+        the SHA-256 of every byte before it, and its own line (see :mod:`scalable.ledger.stream`).
 
         Returns:
             The ``run/finished`` event as written.
         """
         self.flush()
+        key = self.settings.ledger_key
 
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
-            stream.note_foreign(os.fstat(stream.fd).st_size)
+            size = os.fstat(stream.fd).st_size
+            stream.note_foreign(size)
             stream.read_gaps()
             heads = stream.heads.heads()
             counts = stream.heads.counts()
-            seal: dict[str, Any] = {"heads": heads}
-            mac = seal_digest(run_id, heads, self.settings.ledger_key)
-            if mac:
-                seal["hmac"] = mac
+            seal = new_seal(heads, prefix_digest(stream.fd, size), keyed=bool(key))
             info = {"status": status, "events": sum(counts.values()), "counts": counts, **(attrs or {}), "seal": seal}
             batch[0]["attrs"] = compact_json(info)
 
         clean = validate_event({"event_type": "run", "op": "finished", "run_id": run_id})
-        finished = self._write(run_id, [clean], before_write=add_seal)
+        finished = self._write(run_id, [clean], before_write=add_seal, finalize=lambda line: sign_seal_line(line, key))
         stream = self._stream(run_id)
         try:
             fsync_unless_never(stream.fd, self.fsync)
@@ -772,17 +779,36 @@ class Ledger:
     def query(self, sql: str, *, as_of: str | None = None) -> pa.Table:
         """Run a read-only SQL query over the ledger's views and return an Arrow table.
 
+        Exactly one statement runs: a query, a plain ``EXPLAIN`` of one, or a read-only pragma
+        (see :mod:`scalable.ledger.sandbox`), on a connection that can read nothing but the
+        ledger's files and write none.
+
         Args:
             sql: SELECT-like SQL over ``events``, ``artifacts``, ``cache``, ``tasks``, ``runs``.
             as_of: ISO-8601 time; every view then shows only events at or before it.
 
         Raises:
-            ReadOnlyQueryError: the statement would write, attach, load or configure.
+            ReadOnlyQueryError: the statement would write, attach, load or configure, or
+                several statements were given.
             QueryError: the SQL does not parse or bind.
         """
         from scalable.ledger.views import run_query
 
         return run_query(self, sql, as_of=as_of)
+
+    def query_batches(self, sql: str, *, as_of: str | None = None, batch_rows: int = 65536) -> pa.RecordBatchReader:
+        """Run a read-only SQL query like :meth:`query`, and stream its result in batches of rows.
+
+        A result of any size is read a batch at a time (for writing it out, say) and is never
+        held whole in memory. Read the batches to the end, or close the reader.
+
+        Raises:
+            ReadOnlyQueryError: the statement would write, attach, load or configure.
+            QueryError: the SQL does not parse or bind (or fails while the batches are read).
+        """
+        from scalable.ledger.views import query_batches
+
+        return query_batches(self, sql, as_of=as_of, batch_rows=batch_rows)
 
     def compact(
         self,
@@ -803,6 +829,20 @@ class Ledger:
         from scalable.ledger.compact import compact
 
         return compact(self, run_ids, keep_jsonl=keep_jsonl, retire_before=retire_before, progress=progress)
+
+    def recover(self) -> RecoveryResult:
+        """Rebuild the record of the compacted files (the generation) from the files present.
+
+        Needed when the record was lost or damaged (queries and compactions then refuse to
+        run, and nothing deletes the files); does nothing when the record is sound. See
+        :mod:`scalable.ledger.recover`.
+
+        Raises:
+            CompactionConflictError: a compaction committed at the same time; run it again.
+        """
+        from scalable.ledger.recover import recover
+
+        return recover(self)
 
     def sync_remote(self) -> SyncResult:
         """Ship the new complete lines of every local stream to ``SCALABLE_RUNS_DIR_REMOTE``.

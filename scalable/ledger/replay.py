@@ -33,7 +33,7 @@ from scalable.errors import (
     os_error,
 )
 from scalable.failures import storage_error
-from scalable.ledger.events import normalize_timestamp
+from scalable.ledger.events import check_run_id, normalize_timestamp
 from scalable.ledger.sql import quote
 from scalable.uris import open_location
 
@@ -70,8 +70,10 @@ def run_events(ledger: Ledger, run_id: str, *, until: str | None = None) -> list
     """Return the run's events in order (time, then each writer's sequence), from any storage.
 
     Raises:
+        EventValidationError: ``run_id`` is not a valid run id.
         RunNotFoundError: the run has no events (at or before ``until``).
     """
+    check_run_id(run_id)
     cutoff = normalize_timestamp(until) if until else None
     where = f"run_id = {quote(run_id)}" + (f" AND timestamp <= {quote(cutoff)}" if cutoff else "")
     rows: list[dict[str, Any]] = ledger.query(

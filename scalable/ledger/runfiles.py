@@ -7,8 +7,8 @@ when the run starts and again when it ends, and ``summary.json`` (``summarize_ru
 ends; ``scalable report`` prints the summary. Here both come from the run's events alone:
 ``run/started`` (project, target, provider, manifest and lock) and ``run/finished`` (status,
 seal), so a rebuild from the stream gives the same files. ``run.json`` also keeps the
-ledger's own keys of a sealed run (``events``, ``stream_bytes``, ``seal``), which the audit
-reads. Times are Scalable's: UTC to the second, ``Z`` suffix.
+ledger's own keys of a sealed run (``events``, ``stream_bytes``, ``seal``, and
+``seal_sha256``, the hash of the sealing line), which the audit reads. Times are Scalable's: UTC to the second, ``Z`` suffix.
 
 How our events map onto Scalable's counts: tasks are counted by their last state per
 ``task_id`` (``task/finished`` succeeded, ``task/failed`` failed, a failure by
@@ -21,6 +21,7 @@ worker and cost events are not recorded (0).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from scalable.errors import ConfigError, LedgerError, RunNotFoundError, os_error
 from scalable.ledger.durable import replace_file
+from scalable.ledger.events import encode_line
 from scalable.ledger.stream import RUN_SUMMARY, iter_complete
 
 if TYPE_CHECKING:
@@ -104,6 +106,8 @@ def run_json(
             events=ended.get("events"),
             stream_bytes=stream_bytes,
             seal=ended.get("seal"),
+            # The sealing line re-encodes byte for byte from its event: an audit compares the two.
+            seal_sha256=hashlib.sha256(encode_line(finished)[:-1]).hexdigest(),
         )
     return doc
 
@@ -234,7 +238,9 @@ def summarize_events(run_id: str, events: Iterable[Mapping[str, Any]]) -> dict[s
     total = sum(durations)
     return {
         "run": {
-            k: v for k, v in run_json(run_id, started, finished).items() if k not in ("events", "seal", "stream_bytes")
+            k: v
+            for k, v in run_json(run_id, started, finished).items()
+            if k not in ("events", "seal", "stream_bytes", "seal_sha256")
         },
         "counts": {
             "task_events": kinds["task"],

@@ -63,6 +63,7 @@ class ShippedStream:
         data: the stream's bytes, segment after segment.
         pieces: ``(first line number, segment URI)`` of each segment, in order.
         gaps: byte ranges ``[start, end)`` no segment holds (a segment is missing).
+        starts: the offset in ``data`` where each of ``pieces`` begins.
     """
 
     run_id: str
@@ -70,6 +71,7 @@ class ShippedStream:
     data: bytes
     pieces: tuple[tuple[int, str], ...]
     gaps: tuple[tuple[int, int], ...]
+    starts: tuple[int, ...] = ()
 
     def where(self, line: int) -> str:
         """The segment URI and line within it of line ``line`` (1-based) of the stream."""
@@ -90,6 +92,7 @@ def shipped_streams(location: ObjectLocation, run_id: str | None = None) -> list
     for (run, machine), segments in sorted(by_stream.items()):
         data = bytearray()
         pieces: list[tuple[int, str]] = []
+        starts: list[int] = []
         gaps: list[tuple[int, int]] = []
         lines = 0
         for start, end, source in sorted(segments, key=lambda item: (item[0], -item[1])):
@@ -101,9 +104,10 @@ def shipped_streams(location: ObjectLocation, run_id: str | None = None) -> list
                 chunk = fh.read()
             chunk = chunk[max(0, len(data) - start) :] if start < len(data) else chunk
             pieces.append((lines + 1, source.path))
+            starts.append(len(data))
             lines += chunk.count(b"\n")
             data += chunk
-        streams.append(ShippedStream(run, machine, bytes(data), tuple(pieces), tuple(gaps)))
+        streams.append(ShippedStream(run, machine, bytes(data), tuple(pieces), tuple(gaps), tuple(starts)))
     return streams
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "escape_glob",
     "file_list",
     "jsonl_select",
+    "line_digest_sql",
+    "line_sql",
     "os_error_of",
     "parquet_copy_options",
     "parquet_select",
@@ -114,13 +116,13 @@ def connect(
     import duckdb
 
     con = duckdb.connect(":memory:", config={"threads": threads or os.cpu_count() or 1})
+    con.execute("SET enable_progress_bar=false")  # a library prints nothing of its own
     if filesystem is not None:
         con.register_filesystem(filesystem)
     if spill_dir is not None:
         con.execute(f"SET memory_limit='{memory_mb or MEMORY_LIMIT_MB}MB'")
         con.execute(f"SET temp_directory={quote(str(spill_dir))}")
         con.execute("SET preserve_insertion_order=true")
-        con.execute("SET enable_progress_bar=false")
     return con
 
 
@@ -142,6 +144,45 @@ def jsonl_select(files: Sequence[str], *, retired_before: str | None = None) -> 
         f"SELECT {names} FROM read_json({file_list(files)}, format='newline_delimited', columns={columns}, "
         f"ignore_errors=true, maximum_object_size=16777216) WHERE {where}"
     )
+
+
+def line_sql() -> str:
+    """SQL of an event's JSON line (without its newline) from its columns, as the ledger writes it.
+
+    Keys sorted, null columns left out, compact (see :mod:`scalable.ledger.events`). The text
+    equals the ledger's for every value it writes except strings with control characters other
+    than tab, newline and the like (DuckDB escapes them in upper-case hex); whoever compares
+    these lines with written ones re-encodes those that differ exactly, in Python, before
+    deciding.
+    """
+    parts = []
+    for column in sorted(COLUMNS, key=lambda c: c.name):
+        name = column.name
+        if column.type in ("int64", "int32"):
+            value = f"CAST({name} AS VARCHAR)"
+        elif column.type == "bool":
+            value = f"CASE WHEN {name} THEN 'true' ELSE 'false' END"
+        elif column.type == "float64":
+            # The ledger writes the shortest round-trip digits, in decimal from 1e-5 up to 1e16
+            # and with an exponent (no leading zeros) beyond.
+            value = (
+                f"CASE WHEN {name} = 0 OR (abs({name}) >= 1e-5 AND abs({name}) < 1e16) "
+                f"THEN CAST(to_json({name}) AS VARCHAR) "
+                f"ELSE regexp_replace(CAST({name} AS VARCHAR), 'e([+-])0*([0-9])', 'e\\1\\2') END"
+            )
+        else:
+            value = f"CAST(to_json({name}) AS VARCHAR)"
+        parts.append(f"CASE WHEN {name} IS NULL THEN NULL ELSE {quote(chr(34) + name + chr(34) + ':')} || {value} END")
+    return "'{' || concat_ws(',', " + ", ".join(parts) + ") || '}'"
+
+
+def line_digest_sql(digest: str) -> tuple[str, str]:
+    """SQL of the first two 64-bit words of a hex SHA-256 ``digest`` (an SQL expression), as unsigned integers.
+
+    Summed per run they give a digest of a set of lines that does not depend on their order
+    (see :class:`scalable.ledger.audit.Tally`).
+    """
+    return f"('0x' || substr({digest}, 1, 16))::UBIGINT", f"('0x' || substr({digest}, 17, 16))::UBIGINT"
 
 
 def parquet_select(files: Sequence[str]) -> str:

@@ -8,6 +8,15 @@ tail) and readers skip it without a problem; a writer that finds the stream not 
 newline (a writer died mid-line) starts with one (:func:`ends_torn`), so the fragment stays a
 single malformed line and never swallows the next event. Any other line that does not decode
 is reported with file and line number and never stops a reader.
+
+The seal: a run's ``run/finished`` event carries, in ``attrs.seal``, the heads of every
+writer's chain (their last ``seq`` and line hash), the SHA-256 of every byte of the stream
+before it (``stream``), and the SHA-256 of its own line (``line``), computed with the
+``line`` (and ``hmac``) values written as 64 zeros and filled in afterwards. With
+``SCALABLE_LEDGER_KEY`` the ``hmac`` is the HMAC-SHA256 of that same line under the key. So
+every byte of every line, the sealing line included, is covered: lines before the seal by
+``stream`` and the chains, the seal line by its own digest, and all of it by the HMAC. Seals
+of version 1 (heads only, the HMAC over the heads) are still read.
 """
 
 from __future__ import annotations
@@ -22,24 +31,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from scalable.errors import EventValidationError
-from scalable.ledger.events import Event, decode_line
+from scalable.ledger.events import GENESIS, Event, check_run_id, decode_line
 
 __all__ = [
     "RUN_SUMMARY",
+    "SEAL_VERSION",
     "STREAM_NAME",
     "ChainHeads",
     "LineProblem",
     "StreamReader",
-    "check_run_id",
     "compact_json",
     "complete_prefix",
     "ends_torn",
     "iter_complete",
     "lines_from_end",
     "list_streams",
+    "new_seal",
+    "prefix_digest",
     "read_stream",
     "seal_digest",
+    "seal_line_problem",
+    "sign_seal_line",
     "stream_files",
     "stream_path",
 ]
@@ -48,6 +60,8 @@ STREAM_NAME: Final = "artifacts.jsonl"
 RUN_SUMMARY: Final = "run.json"
 #: Bytes read at a time when a stream is scanned in parts.
 _CHUNK: Final = 16 * 1024 * 1024
+#: The version of the seals this ledger writes (see the module docstring).
+SEAL_VERSION: Final = 2
 #: Compact JSON text of a value, keys in insertion order (the ``attrs`` the ledger writes itself).
 compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -95,11 +109,19 @@ class StreamReader:
                 data = self.path.read_bytes()
             except FileNotFoundError:
                 return
+        for number, _offset, raw, event in self.lines_of(data):
+            yield number, raw, event
+
+    def lines_of(self, data: bytes) -> Iterator[tuple[int, int, bytes, dict[str, Any]]]:
+        """Yield ``(line_number, offset, raw_line, event)`` for every good line of ``data``, the stream's bytes."""
         lines = data.split(b"\n")
         tail = lines.pop()  # b"" when the stream ends in a newline
         if tail:
             self.incomplete_tail = True
+        offset = 0
         for number, raw in enumerate(lines, start=1):
+            start = offset
+            offset += len(raw) + 1
             if not raw:
                 continue
             try:
@@ -107,7 +129,7 @@ class StreamReader:
             except (ValueError, UnicodeDecodeError) as exc:
                 self.problems.append(LineProblem(str(self.path), number, f"malformed line: {exc}"))
                 continue
-            yield number, raw, event
+            yield number, start, raw, event
 
 
 def iter_complete(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -135,23 +157,12 @@ def read_stream(path: str | os.PathLike[str]) -> StreamReader:
     return StreamReader(Path(path))
 
 
-def check_run_id(run_id: str) -> None:
-    """Refuse a run id that is not one safe path segment.
-
-    Raises:
-        EventValidationError: ``run_id`` is empty, ``.``/``..``, or holds a slash or NUL.
-    """
-    if not run_id or "/" in run_id or "\\" in run_id or run_id in (".", "..") or "\x00" in run_id:
-        raise EventValidationError(
-            f"run id {run_id!r} is not valid: use one path segment of letters, digits, '-', '_' and '.'"
-        )
-
-
 def stream_path(runs_dir: Path, run_id: str) -> Path:
     """Return the path of the stream of ``run_id`` under ``runs_dir``.
 
     Raises:
-        EventValidationError: ``run_id`` is not a safe single path segment.
+        EventValidationError: ``run_id`` is not a valid run id (see
+            :func:`~scalable.ledger.events.check_run_id`).
     """
     check_run_id(run_id)
     return runs_dir / run_id / STREAM_NAME
@@ -310,8 +321,90 @@ class ChainHeads:
 
 
 def seal_digest(run_id: str, heads: Mapping[str, Any], key: bytes | None) -> str | None:
-    """Return the HMAC-SHA256 of a run's seal under ``key`` (``None`` without a key)."""
+    """Return the HMAC-SHA256 of a version-1 seal (its heads) under ``key`` (``None`` without a key)."""
     if not key:
         return None
     message = compact_json({"run_id": run_id, "heads": dict(sorted(heads.items()))}).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def prefix_digest(fd: int, size: int) -> str:
+    """SHA-256 of the first ``size`` bytes of the stream open at ``fd``, as a seal's ``stream`` names them.
+
+    A stream ending inside a line (a writer died mid-line) gets the newline the next writer
+    puts there (:func:`ends_torn`), so the digest covers every byte before the sealing line.
+    """
+    digest = hashlib.sha256()
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(_CHUNK, size - pos), pos)
+        if not chunk:
+            break
+        digest.update(chunk)
+        pos += len(chunk)
+    if ends_torn(fd, size):
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def new_seal(heads: Mapping[str, Any], stream: str, *, keyed: bool) -> dict[str, Any]:
+    """Return a seal of :data:`SEAL_VERSION` whose own digests are still zeros (see :func:`sign_seal_line`).
+
+    Args:
+        heads: every writer's head, ``{writer: {"seq", "head"}}``.
+        stream: the SHA-256 of the stream's bytes before the sealing line (:func:`prefix_digest`).
+        keyed: whether an HMAC is to be filled in as well.
+    """
+    seal: dict[str, Any] = {"version": SEAL_VERSION, "heads": dict(heads), "stream": stream, "line": GENESIS}
+    if keyed:
+        seal["hmac"] = GENESIS
+    return seal
+
+
+def _seal_field(name: str, value: str) -> bytes:
+    """A seal field as it appears in an encoded line (inside the ``attrs`` string, quotes escaped)."""
+    return f'\\"{name}\\":\\"{value}\\"'.encode()
+
+
+def sign_seal_line(line: bytes, key: bytes | None) -> bytes:
+    """Fill the seal's ``line`` digest, and its ``hmac`` under ``key``, into the encoded sealing line.
+
+    ``line`` is the ``run/finished`` line as encoded with the placeholders of :func:`new_seal`;
+    both digests are taken over exactly those bytes.
+    """
+    out = _replace_last(line, _seal_field("line", GENESIS), _seal_field("line", hashlib.sha256(line).hexdigest()))
+    if key:
+        mac = hmac.new(key, line, hashlib.sha256).hexdigest()
+        out = _replace_last(out, _seal_field("hmac", GENESIS), _seal_field("hmac", mac))
+    return out
+
+
+def seal_line_problem(raw: bytes, seal: Mapping[str, Any], key: bytes | None) -> tuple[str, str] | None:
+    """Check a version-2 sealing line against its own digest (and HMAC); ``(kind, message)`` if it fails.
+
+    Args:
+        raw: the sealing line as stored (or as a compacted row re-encodes to it), without newline.
+        seal: the seal decoded from that line.
+        key: ``SCALABLE_LEDGER_KEY``; when given, the HMAC must verify.
+    """
+    blank = raw
+    for name in ("hmac", "line"):
+        value = seal.get(name)
+        if value is None:
+            continue
+        field = _seal_field(name, str(value))
+        if blank.rfind(field) < 0:
+            return "seal-mismatch", f"the seal's {name} value is not where the sealing line keeps it"
+        blank = _replace_last(blank, field, _seal_field(name, GENESIS))
+    if not isinstance(seal.get("line"), str) or hashlib.sha256(blank).hexdigest() != seal["line"]:
+        return "seal-mismatch", "the sealing line was changed after it was written (its own digest does not match)"
+    if key:
+        expected = hmac.new(key, blank, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(str(seal.get("hmac", "")), expected):
+            return "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
+    return None
+
+
+def _replace_last(data: bytes, old: bytes, new: bytes) -> bytes:
+    at = data.rfind(old)
+    return data if at < 0 else data[:at] + new + data[at + len(old) :]

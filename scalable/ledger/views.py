@@ -7,7 +7,8 @@ Views: ``events`` (every event once, deduplicated on ``event_id``; no defined or
 generation (:mod:`scalable.ledger.generations`) and the event lines not compacted yet
 together, typed by the one Arrow schema of :mod:`scalable.ledger.events`, wherever the
 :class:`~scalable.ledger.location.Location` keeps them; a line that does not decode is left
-out, never an error. The connection is then locked down (:mod:`scalable.ledger.sandbox`).
+out, never an error. A user's statement reads every file through the read-only filesystems
+of :mod:`scalable.ledger.sandbox`, on a connection then locked down.
 
 Readers see a snapshot: the generation and the sources not compacted yet are taken together
 (the generation is read again after the sources are listed, and both are taken again if a
@@ -19,18 +20,26 @@ the snapshot moved under it (a stream retired, say) runs once more on the newest
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from fsspec.implementations.local import LocalFileSystem
 
 from scalable.errors import QueryError, RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.edges import create_lineage_views
-from scalable.ledger.events import duckdb_columns, normalize_timestamp
+from scalable.ledger.events import check_run_id, duckdb_columns, normalize_timestamp
 from scalable.ledger.generations import Generation, read_generation
 from scalable.ledger.location import Location
-from scalable.ledger.sandbox import lock, run_read_only
+from scalable.ledger.sandbox import (
+    LOCAL_PROTOCOL,
+    REMOTE_PROTOCOL,
+    ReadOnlyFileSystem,
+    lock,
+    read_only_batches,
+    run_read_only,
+)
 from scalable.ledger.sql import connect as sql_connect
 from scalable.ledger.sql import jsonl_select, parquet_select, quote
 
@@ -48,6 +57,7 @@ __all__ = [
     "connect",
     "describe_run",
     "event_sources",
+    "query_batches",
     "read_snapshot",
     "run_query",
 ]
@@ -83,15 +93,23 @@ class EventSources:
     keys: frozenset[str] = frozenset()
 
 
-def event_sources(location: Location, generation: Generation) -> EventSources:
+def event_sources(
+    location: Location, generation: Generation, url: Callable[[str], str] = lambda path: path
+) -> EventSources:
     """Every event of ``location`` once: the compacted rows, and the lines Parquet lacks.
 
     Compaction keeps the live Parquet files free of duplicates, so only the lines not compacted
     yet are deduplicated, and only those of runs that also have rows in Parquet are anti-joined
     against it (a run-id filter that row-group statistics make cheap). A source whose every
     byte the generation covers is not read at all.
+
+    Args:
+        location: where the events are.
+        generation: the generation whose files are read.
+        url: turns a path or URL of the location into the one the SQL names (the read-only
+            filesystems of the query path).
     """
-    files = [location.url(f.path) for f in generation.files]
+    files = [url(location.url(f.path)) for f in generation.files]
     compacted_runs = {location.run_of(key) for key in generation.streams}
     tails: list[str] = []
     overlap: set[str] = set()
@@ -101,12 +119,13 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
         state = generation.streams.get(source.key)
         if source.size == 0 or (state is not None and not state.retired and source.size == state.offset):
             continue
-        tails.append(source.path)
+        tails.append(url(source.path))
         if source.run_id in compacted_runs:
             overlap.add(source.run_id)
     parquet = parquet_select(files) if files else None
     tail = None
     local_files, local_runs = location.unshipped_compacted()
+    local_files = [url(path) for path in local_files]
     if local_files:
         runs = ", ".join(quote(r) for r in local_runs)
         local = f"SELECT * FROM ({parquet_select(local_files)}) l WHERE run_id IN ({runs})"
@@ -128,9 +147,9 @@ def event_sources(location: Location, generation: Generation) -> EventSources:
     uncovered = None
     if generation.lineage is not None and files:
         lin = generation.lineage
-        lineage = (location.url(lin.by_dst), location.url(lin.by_src), location.url(lin.nodes))
+        lineage = (url(location.url(lin.by_dst)), url(location.url(lin.by_src)), url(location.url(lin.nodes)))
         covered = set(lin.covers)
-        rest = [location.url(f.path) for f in generation.files if f.path not in covered]
+        rest = [url(location.url(f.path)) for f in generation.files if f.path not in covered]
         uncovered = parquet_select(rest) if rest else None
     return EventSources(parquet, tail, lineage, uncovered, frozenset(keys))
 
@@ -184,7 +203,9 @@ def _view_sql(as_of: str | None) -> dict[str, str]:
     }
 
 
-def _snapshot(location: Location) -> tuple[EventSources, tuple[int, frozenset[str]]]:
+def _snapshot(
+    location: Location, url: Callable[[str], str] = lambda path: path
+) -> tuple[EventSources, tuple[int, frozenset[str]]]:
     """The sources of every event as of one generation, and what identifies that snapshot.
 
     The generation is read again after the sources are listed: if a compaction committed in
@@ -193,7 +214,7 @@ def _snapshot(location: Location) -> tuple[EventSources, tuple[int, frozenset[st
     """
     generation = read_generation(location)
     for _ in range(_SNAPSHOT_TRIES):
-        sources = event_sources(location, generation)
+        sources = event_sources(location, generation, url)
         newest = read_generation(location)
         if newest.version == generation.version:
             break
@@ -206,28 +227,56 @@ def _snapshot_id(location: Location) -> tuple[int, frozenset[str]]:
     return read_generation(location).version, frozenset(source.key for source in location.live_sources())
 
 
-def connect(ledger: Ledger, *, as_of: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) -> duckdb.DuckDBPyConnection:
     """Return an in-memory DuckDB connection with the ledger's views, locked down.
 
     Args:
         ledger: the ledger whose events are read, wherever its location keeps them.
         as_of: ISO-8601 time; every view then shows only events at or before it.
+        trusted: for the ledger's own SQL (lineage walks, exports, audits), never a user's
+            statement: the views read the files directly rather than through the read-only
+            filesystems, and the connection is not locked.
 
     Raises:
         EventValidationError: ``as_of`` is not an ISO-8601 time.
         ConfigError: the ledger's remote location cannot be opened.
+        LedgerError: the record of compacted files cannot be read.
     """
-    return _connect(ledger, as_of)[0]
+    return _connect(ledger, as_of, trusted)[0]
 
 
-def _connect(ledger: Ledger, as_of: str | None) -> tuple[duckdb.DuckDBPyConnection, tuple[int, frozenset[str]]]:
+def _connect(
+    ledger: Ledger, as_of: str | None, trusted: bool
+) -> tuple[duckdb.DuckDBPyConnection, tuple[int, frozenset[str]]]:
     bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     location = ledger.location
-    sources, snapshot = _snapshot(location)
-    con = sql_connect(filesystem=location.filesystem)
+    filesystems: list[ReadOnlyFileSystem] = []
+    if trusted:
+        sources, snapshot = _snapshot(location)
+        con = sql_connect(filesystem=location.filesystem)
+    else:
+        # A user's statement reads every file through a filesystem that only reads, only under these roots.
+        roots = [ledger.runs_dir, ledger.ledger_dir, *([location.outbox] if location.outbox is not None else [])]
+        local = ReadOnlyFileSystem(LocalFileSystem(), [str(r) for r in roots], LOCAL_PROTOCOL, local=True)
+        filesystems.append(local)
+        if location.filesystem is not None:
+            target = location.filesystem
+            on_disk = isinstance(target, LocalFileSystem)
+            filesystems.append(ReadOnlyFileSystem(target, location.read_prefixes(), REMOTE_PROTOCOL, local=on_disk))
+
+        def url(path: str) -> str:
+            # The location names its objects by URL; the local streams it reads too are plain paths.
+            return filesystems[-1].url(path) if "://" in path else local.url(path)
+
+        sources, snapshot = _snapshot(location, url)
+        con = sql_connect()
+        for fs in filesystems:
+            con.register_filesystem(fs)
     try:
-        _define_views(con, ledger, location, sources, cutoff)
+        _define_views(con, location, sources, cutoff)
+        if not trusted:
+            lock(con, filesystems)
     except BaseException:
         con.close()
         raise
@@ -235,7 +284,7 @@ def _connect(ledger: Ledger, as_of: str | None) -> tuple[duckdb.DuckDBPyConnecti
 
 
 def _define_views(
-    con: duckdb.DuckDBPyConnection, ledger: Ledger, location: Location, sources: EventSources, cutoff: str | None
+    con: duckdb.DuckDBPyConnection, location: Location, sources: EventSources, cutoff: str | None
 ) -> None:
     # Every view binds the same Parquet footers; read each once per connection.
     con.execute("SET parquet_metadata_cache=true")
@@ -260,11 +309,15 @@ def _define_views(
         create_lineage_views(con, compacted=sources.lineage, tail=tail, as_of=cutoff)
     else:
         create_lineage_views(con)
-    own = [os.path.realpath(d).rstrip("/") + "/" for d in (ledger.runs_dir, ledger.ledger_dir)]
-    lock(con, dict.fromkeys([*own, *location.read_prefixes()]))
 
 
-def read_snapshot(ledger: Ledger, read: Callable[[duckdb.DuckDBPyConnection], _T], *, as_of: str | None = None) -> _T:
+def read_snapshot(
+    ledger: Ledger,
+    read: Callable[[duckdb.DuckDBPyConnection], _T],
+    *,
+    as_of: str | None = None,
+    trusted: bool = False,
+) -> _T:
     """Call ``read`` with a connection to the ledger's views (see :func:`connect`) and return its result.
 
     If building the views or ``read`` fails while a compaction moved the snapshot on (a newer
@@ -279,7 +332,7 @@ def read_snapshot(ledger: Ledger, read: Callable[[duckdb.DuckDBPyConnection], _T
     import duckdb
 
     try:
-        con, snapshot = _connect(ledger, as_of)
+        con, snapshot = _connect(ledger, as_of, trusted)
     except duckdb.Error:
         pass  # defining the views reads no user SQL: a file vanished while they were defined
     else:
@@ -290,7 +343,7 @@ def read_snapshot(ledger: Ledger, read: Callable[[duckdb.DuckDBPyConnection], _T
                 raise
         finally:
             con.close()
-    con, _snapshot = _connect(ledger, as_of)
+    con, _snapshot = _connect(ledger, as_of, trusted)
     try:
         return read(con)
     finally:
@@ -301,10 +354,49 @@ def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table
     """Run read-only ``sql`` over the ledger's views and return an Arrow table.
 
     Raises:
-        ReadOnlyQueryError: the statement is not SELECT-like.
+        ReadOnlyQueryError: the statement is not read-only (see :mod:`scalable.ledger.sandbox`).
         QueryError: the SQL does not parse, bind or run.
     """
     return read_snapshot(ledger, lambda con: run_read_only(con, sql), as_of=as_of)
+
+
+def query_batches(
+    ledger: Ledger, sql: str, *, as_of: str | None = None, batch_rows: int = 65536
+) -> pa.RecordBatchReader:
+    """Run read-only ``sql`` over the ledger's views and stream the result in batches.
+
+    The connection stays open while the batches are read and closes after the last one.
+    Starting the query is taken again on the newest snapshot if a compaction moved it under
+    the first try (as :func:`read_snapshot` does); the batches are read from one snapshot.
+
+    Raises:
+        ReadOnlyQueryError: the statement is not read-only (see :mod:`scalable.ledger.sandbox`).
+        QueryError: the SQL does not parse, bind or run.
+    """
+    import duckdb
+    import pyarrow as pa
+
+    for attempt in range(2):
+        con, snapshot = _connect(ledger, as_of, False)
+        try:
+            reader = read_only_batches(con, sql, batch_rows=batch_rows)
+        except (duckdb.Error, QueryError):
+            con.close()
+            if attempt or _snapshot_id(ledger.location) == snapshot:
+                raise
+            continue
+        except BaseException:
+            con.close()
+            raise
+        break
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader
+        finally:
+            con.close()
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
 
 def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
@@ -315,8 +407,10 @@ def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
     time order (op, name, kind, size, full digest, location). Read from one snapshot.
 
     Raises:
+        EventValidationError: ``run_id`` is not a valid run id.
         RunNotFoundError: the ledger holds no event of ``run_id``.
     """
+    check_run_id(run_id)
 
     def read(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         runs = con.execute("SELECT * FROM runs WHERE run_id = $1", [run_id])
@@ -333,4 +427,4 @@ def describe_run(ledger: Ledger, run_id: str) -> dict[str, Any]:
             parts[name] = [dict(zip(columns, row, strict=True)) for row in con.execute(sql, [run_id]).fetchall()]
         return parts
 
-    return read_snapshot(ledger, read)
+    return read_snapshot(ledger, read, trusted=True)

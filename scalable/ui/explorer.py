@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from scalable.errors import ConfigError, NodeNotFoundError, RunNotFoundError
+from scalable.errors import ConfigError, EventValidationError, NodeNotFoundError, RunNotFoundError
 from scalable.ledger.events import normalize_timestamp
 from scalable.ledger.sql import quote
 
@@ -221,7 +221,7 @@ def audit_states(ledger: Ledger, run_ids: Iterable[str]) -> dict[str, dict[str, 
     for run_id in dict.fromkeys(run_ids):
         try:
             report = ledger.audit(run_id, content=False)
-        except RunNotFoundError as exc:
+        except (RunNotFoundError, EventValidationError) as exc:  # unknown, or an id no run can have
             states[run_id] = {"ok": None, "problems": 0, "events": 0, "error": str(exc)}
             continue
         states[run_id] = {"ok": report.ok, "problems": len(report.problems), "events": report.events}

@@ -156,3 +156,33 @@ def test_follow_yields_events_appended_after_it_started(filled: Ledger) -> None:
         if len(seen) == 2:
             done.set()
     assert seen == ["late-1", "late-2"]
+
+
+def _peak_rss_mb(isolated: Path, *args: str) -> float:
+    """Run ``scalable ARGS`` in a child process; return its peak resident memory in MiB."""
+    from tests.helpers import run_python
+
+    done = run_python(
+        f"""
+        import resource, subprocess, sys
+        proc = subprocess.run([sys.executable, "-m", "scalable", *{list(args)!r}], capture_output=True)
+        assert proc.returncode == 0, proc.stderr.decode()
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    """,
+        cwd=isolated,
+    )
+    return float(done.stdout.strip())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_large_result_streams_in_bounded_memory(filled: Ledger, isolated: Path, fmt: str) -> None:
+    """A 200 MB result written as csv or jsonl never sits in memory whole: peak RSS grows far less than it."""
+    big = "SELECT range AS n, repeat('x', 1000) AS payload FROM range(200000)"
+    baseline = _peak_rss_mb(isolated, "ledger", "query", "SELECT 1", "--format", fmt, "--output", "small.out")
+    peak = _peak_rss_mb(isolated, "ledger", "query", big, "--format", fmt, "--output", "big.out")
+    written = (isolated / "big.out").stat().st_size
+    assert written > 200_000_000
+    assert peak - baseline < 80, f"peak RSS {peak:.0f} MiB against {baseline:.0f} MiB for a {written >> 20} MiB result"
+    with (isolated / "big.out").open(encoding="utf-8") as fh:
+        lines = sum(1 for _ in fh)
+    assert lines == 200000 + (1 if fmt == "csv" else 0)

@@ -108,21 +108,29 @@ def test_a_rewritten_chain_is_caught_only_with_a_ledger_key(isolated: Path, monk
     ledger.finish_run("run-k")
     path = ledger.stream_path("run-k")
     assert ledger.audit("run-k", content=False).ok
-    # Forge: edit the first line and recompute every prev and the seal heads, without the key.
+    # Forge: edit the first line and recompute every prev, the seal's heads, its digest of the
+    # stream before it and of its own line, and run.json; only the HMAC cannot be recomputed.
     records = [json.loads(line) for line in path.read_bytes().splitlines()]
     records[0]["artifact_name"] = "forged"
     prev = "0" * 64
-    lines = []
+    lines: list[bytes] = []
     for rec in records:
         rec["prev"] = prev
         if rec["op"] == "finished":
             attrs = json.loads(rec["attrs"])
-            attrs["seal"]["heads"] = {rec["writer"]: {"seq": rec["seq"] - 1, "head": prev}}
+            seal = attrs["seal"]
+            mac = seal["hmac"]
+            seal.update(heads={rec["writer"]: {"seq": rec["seq"] - 1, "head": prev}}, line="0" * 64, hmac="0" * 64)
+            seal["stream"] = hashlib.sha256(b"".join(line + b"\n" for line in lines)).hexdigest()
+            rec["attrs"] = json.dumps(attrs, separators=(",", ":"))
+            blank = json.dumps(rec, separators=(",", ":"))
+            seal.update(line=hashlib.sha256(blank.encode()).hexdigest(), hmac=mac)
             rec["attrs"] = json.dumps(attrs, separators=(",", ":"))
         line = json.dumps(rec, separators=(",", ":")).encode()
         lines.append(line)
         prev = hashlib.sha256(line).hexdigest()
     path.write_bytes(b"\n".join(lines) + b"\n")
+    ledger.rebuild_summaries(["run-k"])
     unkeyed = Ledger(load_settings(env={}))
     assert unkeyed.audit("run-k", content=False).ok  # without the key the forgery is consistent
     assert {p.kind for p in ledger.audit("run-k", content=False).problems} == {"seal-forged"}

@@ -7,6 +7,7 @@ import pytest
 from scalable.errors import EventValidationError, RunNotFoundError
 from scalable.ledger import bind
 from scalable.ledger.diff import ROW_COLUMNS
+from scalable.ledger.events import RUN_ID_ALPHABET
 from scalable.ledger.log import Ledger
 
 A, B = "run-diff-a", "run-diff-b"
@@ -179,5 +180,8 @@ def test_an_unknown_run_is_named(two_runs: Ledger) -> None:
         two_runs.diff(A, "run-nope")
     with pytest.raises(RunNotFoundError, match="run-nope"):
         two_runs.diff("run-nope", B)
-    with pytest.raises(RunNotFoundError):
+    # An id no run can have (quotes, spaces) is refused before any query, naming the alphabet.
+    with pytest.raises(EventValidationError, match=f"run id .* {RUN_ID_ALPHABET}"):
         two_runs.diff("x' OR '1'='1", B)
+    with pytest.raises(EventValidationError, match=f"run id .* {RUN_ID_ALPHABET}"):
+        two_runs.diff(A, "run-*")

@@ -32,7 +32,7 @@ def user_events(draw: st.DrawFn) -> dict[str, object]:
     etype = draw(st.sampled_from(sorted(EVENT_OPS)))
     event: dict[str, object] = {"event_type": etype, "op": draw(st.sampled_from(sorted(EVENT_OPS[etype])))}
     optional = {
-        "run_id": _text.filter(bool),
+        "run_id": st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,199}", fullmatch=True),
         "task_name": _text,
         "component": _text,
         "artifact_name": _text,
@@ -104,6 +104,14 @@ def test_arrow_schema_has_every_column_in_order() -> None:
         ({"event_type": "party", "op": "put"}, "event_type 'party' is not one of"),
         ({"event_type": "artifact", "op": "hit"}, "op 'hit' is not valid for artifact events"),
         ({"op": "put"}, "event_type None"),
+        ({"event_type": "artifact", "op": "put", "digest": "ABC"}, "'digest' must be a SHA-256 digest"),
+        ({"event_type": "artifact", "op": "put", "digest": "A" * 64}, "'digest' must be a SHA-256 digest"),
+        ({"event_type": "artifact", "op": "put", "digest": "a" * 63}, "'digest' must be a SHA-256 digest"),
+        ({"event_type": "artifact", "op": "put", "digest": "g" * 64}, "'digest' must be a SHA-256 digest"),
+        ({"event_type": "artifact", "op": "put", "digest": "a" * 64 + "\n"}, "'digest' must be a SHA-256 digest"),
+        ({"event_type": "artifact", "op": "put", "digest": 12}, "'digest' must be a string"),
+        ({"event_type": "artifact", "op": "put", "run_id": "run[1]"}, "A-Z a-z 0-9 . _ -"),
+        ({"event_type": "artifact", "op": "put", "run_id": 7}, "'run_id' must be a string"),
     ],
 )
 def test_invalid_events_are_refused_with_the_column_named(event: dict[str, object], fragment: str) -> None:

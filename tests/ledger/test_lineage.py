@@ -15,7 +15,8 @@ from scalable.ledger.generations import read_generation
 from scalable.ledger.log import Ledger
 from tests.conftest import CliInvoker
 
-D = {name: (name * 64)[:64] for name in "abcdefgh"}  # fake digests: "aaaa...", "bbbb..."
+# Fake digests, one hex digit repeated: "aaaa...", "bbbb...", ..., "ffff...", "0000...", "1111...".
+D = {name: digit * 64 for name, digit in zip("abcdefgh", "abcdef01", strict=True)}
 
 
 def _workflow(ledger: Ledger) -> tuple[str, dict[str, str]]:
