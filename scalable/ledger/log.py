@@ -292,10 +292,9 @@ class Ledger:
 
         The event keeps the time of this call, as its timestamp and in its id (drawn when it
         is written, with the ids of the events queued with it, in the order they were raised).
-        It is written within
-        ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting, and by :meth:`flush`,
-        which every read of this ledger, :meth:`finish_run` and :meth:`close` call first (and
-        the interpreter's exit). Unlike :meth:`append`, returning does not mean written: a
+        It is written within ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting,
+        and by :meth:`flush`, which every read of this ledger, :meth:`finish_run` and
+        :meth:`close` call first (and the interpreter's exit). Unlike :meth:`append`, returning does not mean written: a
         killed process loses what was still pending. For frequent, low-stakes events (cache
         hits and misses) on hot paths.
 
