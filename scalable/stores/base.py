@@ -1088,6 +1088,9 @@ def in_parallel(work: Callable[[Any], Any], items: Sequence[Any], workers: int =
         helper.start()
     try:
         run()
+    except BaseException:  # an interrupt between two items: the helpers stop too
+        failed.set()
+        raise
     finally:
         for helper in helpers:
             helper.join()

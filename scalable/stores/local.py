@@ -62,7 +62,7 @@ _LOCAL_SCHEME = re.compile(r"^(?:file|local):", re.IGNORECASE)
 #: A key that is already a normal relative path: no empty, ``.`` or ``..`` segment (nor any
 #: segment starting with a dot), no leading or trailing ``/``.
 _PLAIN_KEY = re.compile(r"(?:[^/.][^/]*)(?:/[^/.][^/]*)*").fullmatch
-#: Extended attribute holding a file's digest sidecar, written before the file is renamed in
+#: Extended attribute holding a file's digest record, attached before the file is put in place
 #: (its name is part of the on-disk format).
 _XATTR: Final = "user.scalable.record"
 #: The record's binary form: format 1, kind, size (big endian), SHA-256. 42 bytes fit inside
