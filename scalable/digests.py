@@ -122,10 +122,7 @@ def _open_regular(path: str | os.PathLike[str]) -> int:
 def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     """Return the tree digest of ``{relative POSIX path: file SHA-256 hex}`` or such pairs."""
     items = files.items() if isinstance(files, Mapping) else files
-    h = hashlib.sha256()
-    for rel, digest in sorted(items):
-        h.update(f"{rel}\0{digest}\n".encode())
-    return h.hexdigest()
+    return hashlib.sha256("".join([f"{rel}\0{digest}\n" for rel, digest in sorted(items)]).encode()).hexdigest()
 
 
 def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:
@@ -252,7 +249,7 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
     return Measurement("file", size, digest)
 
 
-def _hash_local(path: Path) -> tuple[str, int]:
+def _hash_local(path: str | os.PathLike[str]) -> tuple[str, int]:
     try:
         return sha256_file(path)
     except FileNotFoundError:

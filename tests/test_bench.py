@@ -207,3 +207,63 @@ def test_the_command_refuses_fewer_rounds(trivial_bench: str, capsys: pytest.Cap
         bench.main([trivial_bench, "--rounds", "3"])
     assert exc.value.code == 2
     assert "at least 7" in capsys.readouterr().err
+
+
+@pytest.fixture
+def sectioned_bench(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, ...]]]:
+    """A bench of two sections, ``fast`` and ``slow``, registered as ``sectioned``; yields what each run ran."""
+    ran: list[tuple[str, ...]] = []
+
+    def run(quick: bool, rounds: int, sections: tuple[str, ...] = ("fast", "slow")) -> Report:
+        ran.append(sections)
+        report = Report()
+        for name in sections:
+            report.ratio(f"{name}_vs_base", [1.0] * rounds, [2.0] * rounds, "lower")
+        return report
+
+    module = types.SimpleNamespace(
+        run=run,
+        SECTIONS=("fast", "slow"),
+        TARGETS=(Target("fast_vs_base", "<=", 1.0), Target("slow_vs_base", "<=", 0.1)),
+    )
+    monkeypatch.setitem(bench.BENCHES, "sectioned", "unused")
+    original = bench.bench_module
+    monkeypatch.setattr(bench, "bench_module", lambda name: module if name == "sectioned" else original(name))
+    yield ran
+
+
+def test_only_runs_the_named_sections_and_checks_their_targets(
+    sectioned_bench: list[tuple[str, ...]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only fast`` measures that section alone; the targets of the others are not reported."""
+    assert bench.main(["sectioned", "--only", "fast"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sectioned_bench == [("fast",)]
+    assert set(out["figures"]) == {"fast_vs_base", "fast_vs_base.best", "fast_vs_base.worst"}
+    assert out["targets"] == [{"figure": "fast_vs_base", "op": "<=", "value": 1.0, "met": True}]
+    assert bench.main(["sectioned"]) == 0
+    assert [t["figure"] for t in json.loads(capsys.readouterr().out)["targets"]] == ["fast_vs_base", "slow_vs_base"]
+
+
+def test_only_refuses_unknown_sections_and_all(
+    sectioned_bench: list[tuple[str, ...]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown section names the bench's sections; ``all`` takes no sections; nothing runs."""
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["sectioned", "--only", "fast,medium"])
+    assert exc.value.code == 2
+    assert "no section 'medium'; its sections: fast, slow" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["all", "--only", "fast"])
+    assert exc.value.code == 2
+    assert sectioned_bench == []
+
+
+def test_the_put_and_cache_benches_list_their_sections() -> None:
+    """Their sections can be run one at a time; running them all is the default."""
+    import inspect
+
+    for name, sections in (("put", ("big", "loop", "dir", "s3", "gcs")), ("cache", ("local", "remote", "filetype"))):
+        module = bench.bench_module(name)
+        assert sections == module.SECTIONS
+        assert inspect.signature(module.run).parameters["sections"].default == sections

@@ -35,7 +35,10 @@ from scalable.settings import load_settings
 from tools.bench_harness import Report, Target, interleave
 from tools.local_servers import create_s3_bucket, s3_options, s3_server
 
-__all__ = ["TARGETS", "run"]
+__all__ = ["SECTIONS", "TARGETS", "run"]
+
+#: The parts of this bench, in the order they run (``tools/bench.py cache --only local``).
+SECTIONS = ("local", "remote", "filetype")
 
 TARGETS = (
     Target("hit_local_vs_diskcache", "<=", 2),
@@ -191,14 +194,17 @@ def _filetype(report: Report, root: Path, size: int, rounds: int) -> None:
     report.ratio("filetype_key_vs_sha256", samples["key"], samples["sha256"], "lower")
 
 
-def run(quick: bool, rounds: int) -> Report:
-    """Measure the cache's hit, miss, remote-hit and file-key costs and their baselines."""
+def run(quick: bool, rounds: int, sections: tuple[str, ...] = SECTIONS) -> Report:
+    """Measure the cache figures of ``sections`` (every one by default) and their baselines."""
     report = Report()
     root = Path(tempfile.mkdtemp(prefix="scalable-bench-cache-"))
     try:
-        _local(report, root, 5_000 if quick else 20_000, rounds)
-        _remote(report, root, 5 if quick else 20, rounds)
-        _filetype(report, root, (64 if quick else 256) << 20, rounds)
+        if "local" in sections:
+            _local(report, root, 5_000 if quick else 20_000, rounds)
+        if "remote" in sections:
+            _remote(report, root, 5 if quick else 20, rounds)
+        if "filetype" in sections:
+            _filetype(report, root, (64 if quick else 256) << 20, rounds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return report

@@ -44,7 +44,10 @@ from tools.bench_harness import Case, Report, Target, interleave, per_second
 from tools.local_servers import create_gcs_bucket, create_s3_bucket, gcs_options, gcs_server, s3_options, s3_server
 from tools.scalable_baselines import ScalableLocalStore, hash_walk
 
-__all__ = ["TARGETS", "run"]
+__all__ = ["SECTIONS", "TARGETS", "run"]
+
+#: The parts of this bench, in the order they run (``tools/bench.py put --only big,s3``).
+SECTIONS = ("big", "loop", "dir", "s3", "gcs")
 
 TARGETS = (
     Target("put_big_vs_scalable", "<=", 1.0),
@@ -286,21 +289,27 @@ def _gcs(report: Report, work: Path, size: int, rounds: int) -> None:
     report.ratio("gcs_put_vs_gcsfs", ours, theirs, "higher")
 
 
-def run(quick: bool, rounds: int) -> Report:
-    """Measure every put figure in interleaved rounds; return the report."""
+def run(quick: bool, rounds: int, sections: tuple[str, ...] = SECTIONS) -> Report:
+    """Measure the put figures of ``sections`` (every one by default) in interleaved rounds."""
     report = Report()
     count = 1_000 if quick else 10_000
     work = Path(tempfile.mkdtemp(prefix="scalable-bench-put-"))
     ledger = Ledger.open(work / "runs", work / "ledger", settings=load_settings(env={}))
     try:
         with activate(ledger):
-            _big(report, work, 256 * _MIB, rounds)
-            files = _small_files(work / "small", count)
-            _loop(report, work, ledger, files, rounds)
-            _directory(report, work, ledger, work / "small", count, rounds)
-            shutil.rmtree(work / "small")
-            _s3(report, work, (128 if quick else 256) * _MIB, rounds)
-            _gcs(report, work, (16 if quick else 64) * _MIB, rounds)
+            if "big" in sections:
+                _big(report, work, 256 * _MIB, rounds)
+            if "loop" in sections or "dir" in sections:
+                files = _small_files(work / "small", count)
+                if "loop" in sections:
+                    _loop(report, work, ledger, files, rounds)
+                if "dir" in sections:
+                    _directory(report, work, ledger, work / "small", count, rounds)
+                shutil.rmtree(work / "small")
+            if "s3" in sections:
+                _s3(report, work, (128 if quick else 256) * _MIB, rounds)
+            if "gcs" in sections:
+                _gcs(report, work, (16 if quick else 64) * _MIB, rounds)
     finally:
         ledger.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -30,6 +30,10 @@ from scalable.errors import CacheArgumentError
 __all__ = ["KEY_VERSION", "CallKey", "KeyBuilder", "code_digest", "function_name"]
 
 KEY_VERSION = b"scalable-cache-key/1"
+#: Argument types whose values alone (with their type) make a call's key: equal values of one
+#: of these types always encode the same way (unlike floats: 0.0 == -0.0).
+_MEMO_TYPES: frozenset[type] = frozenset({int, bool, type(None)})
+_MEMO_SIZE = 4096
 _LEN = struct.Struct(">I").pack
 _VALUE_TAG = b"V"
 
@@ -151,6 +155,14 @@ class KeyBuilder:
         for part in (KEY_VERSION, self.name.encode(), code_digest(func)):
             prefix.update(_LEN(len(part)) + part)
         self._prefix = prefix
+        # Keys of calls whose arguments are all ints, bools or None (and so are the defaults)
+        # depend on nothing else: they are remembered, by the arguments and their types.
+        self._memo: dict[tuple[Any, ...], str] = {}
+        self._memo_ok = (
+            simple
+            and all(t is None or t is ValueType for t in self._types)
+            and _MEMO_TYPES.issuperset(map(type, self._defaults))
+        )
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> list[tuple[str, Any]]:
         """Return ``(name, value)`` of every parameter, in signature order, defaults applied.
@@ -173,10 +185,19 @@ class KeyBuilder:
             CacheArgumentError: an argument cannot be hashed.
             CacheInputNotFoundError: a file or directory argument does not exist.
         """
+        simple = self._simple and not kwargs and self._required <= len(args) <= len(self._names)
+        if simple and self._memo_ok:
+            types = tuple(map(type, args))
+            if _MEMO_TYPES.issuperset(types):
+                remembered = self._memo.get(types + args)
+                if remembered is not None:
+                    return CallKey(remembered, [], [])
+        else:
+            types = ()
         h = self._prefix.copy()
         inputs: list[str] = []
         locations: list[str] = []
-        if self._simple and not kwargs and self._required <= len(args) <= len(self._names):
+        if simple:
             values = args + self._defaults[len(args) - self._required :]
             encoded_names: tuple[bytes, ...] = self._encoded_names
             explicit: tuple[type[GenericType] | None, ...] = self._types
@@ -203,4 +224,9 @@ class KeyBuilder:
             h.update(name + b"T" + _LEN(len(tag)) + tag + wrapped.digest())
             inputs.extend(wrapped.inputs())
             locations.extend(wrapped.locations())
-        return CallKey(h.hexdigest(), inputs, locations)
+        key = h.hexdigest()
+        if types and _MEMO_TYPES.issuperset(types):
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[types + args] = key
+        return CallKey(key, inputs, locations)

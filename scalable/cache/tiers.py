@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 _log = get_logger("scalable.cache")
+#: An unexpired entry stored under a text key: how its value is kept, and the value when kept
+#: inline (diskcache stores a text key as is, ``raw`` 1; values of 32 KiB and more go to files).
+_SELECT = "SELECT mode, value FROM Cache WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 _REMOTE_PREFIX = "v1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Seconds a failed remote is left alone before it is tried again.
@@ -148,6 +151,21 @@ class CachedEntry:
     size_bytes: int
 
 
+#: Entries up to this size, at most this many, are remembered once they passed their checks.
+_CHECKED_MAX_BYTES = 16 * 1024
+_CHECKED_ENTRIES = 256
+#: Forks this process came from; a connection kept from before a fork is not used after it.
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class LocalTier:
     """The local tier: a :class:`diskcache.Cache` in ``directory``, entries tagged by function.
 
@@ -161,17 +179,43 @@ class LocalTier:
         import sqlite3
 
         import diskcache
+        from diskcache.core import EVICTION_POLICY, MODE_RAW
 
         self.directory = Path(directory)
         try:
             self._cache = diskcache.Cache(str(self.directory), tag_index=True)
         except (OSError, sqlite3.OperationalError) as exc:
             raise self._write_error(exc, f"cannot open the cache in {str(self.directory)!r}") from None
-        self._get = self._cache.get
+        # A read that changes nothing in the database (no statistics, no access time to
+        # update) is one SELECT, as diskcache's own fast path does, without its per-call
+        # conversions; any other configuration reads through diskcache.
+        self._select_only = not self._cache.statistics and EVICTION_POLICY[self._cache.eviction_policy]["get"] is None
+        self._inline: int = MODE_RAW
+        self._connections = threading.local()
+
+    def _connection(self) -> Any:
+        """This thread's SQLite connection (diskcache's own), kept until a fork or ``close``.
+
+        diskcache looks it up on every call, asking the process id each time; here a fork is
+        noticed by a counter that the child increments.
+        """
+        con = self._cache._con
+        self._connections.con = con
+        self._connections.forks = _forks
+        return con
 
     def get(self, key: str) -> bytes | None:
         """Return the bytes stored under ``key``, or ``None``."""
-        data = self._get(key)
+        if self._select_only:
+            con = getattr(self._connections, "con", None)
+            if con is None or self._connections.forks != _forks:
+                con = self._connection()
+            row = con.execute(_SELECT, (key, time.time())).fetchone()
+            if row is None:
+                return None
+            if row[0] == self._inline and type(row[1]) is bytes:
+                return row[1]
+        data = self._cache.get(key)
         return data if type(data) is bytes else None
 
     def set(self, key: str, data: bytes, *, function: str) -> None:
@@ -238,6 +282,7 @@ class LocalTier:
 
     def close(self) -> None:
         """Close the diskcache connections."""
+        self._connections = threading.local()
         self._cache.close()
 
 
@@ -377,6 +422,12 @@ class Cache:
     local: LocalTier
     remote: RemoteTier | None = None
     hmac_key: bytes | None = field(default=None, repr=False)
+    #: key -> (entry bytes, hmac key, body, header) of entries that passed their checks: the
+    #: same bytes read again need no second check (see :meth:`_checked_envelope`)
+    _checked: dict[str, tuple[bytes, bytes | None, bytes, dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _checked_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **storage_options: Any) -> Cache:
@@ -397,7 +448,7 @@ class Cache:
         is set (then :func:`open_envelope` has checked its signature).
         """
         try:
-            body, header = open_envelope(data, key=key, hmac_key=self.hmac_key)
+            body, header = self._checked_envelope(data, key)
         except CacheSignatureError as exc:
             _log.error("cache.security.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
             return None
@@ -414,6 +465,28 @@ class Cache:
             _log.warning("cache.payload_refused", tier=tier, function=function, key_digest=key, reason=str(exc))
             return None
         return CachedEntry(value, header, tier, header["sha256"], len(body))
+
+    def _checked_envelope(self, data: bytes, key: str) -> tuple[bytes, dict[str, Any]]:
+        """:func:`open_envelope` of an entry, remembered for entries that pass.
+
+        Checking is a function of the entry's bytes, its key and the HMAC key alone, so bytes
+        equal to those of an entry that passed (compared whole, not by digest) pass again
+        without hashing or parsing anything: a repeated hit reads the entry and compares it.
+        The header is shared between those hits and must not be changed.
+
+        Raises:
+            CachePayloadError: as :func:`open_envelope` (``CacheSignatureError`` included).
+        """
+        known = self._checked.get(key)
+        if known is not None and known[0] == data and known[1] is self.hmac_key:
+            return known[2], known[3]
+        body, header = open_envelope(data, key=key, hmac_key=self.hmac_key)
+        if len(data) <= _CHECKED_MAX_BYTES:
+            with self._checked_lock:
+                while len(self._checked) >= _CHECKED_ENTRIES:
+                    del self._checked[next(iter(self._checked))]  # the oldest
+                self._checked[key] = (data, self.hmac_key, body, header)
+        return body, header
 
     def lookup(self, function: str, key: str) -> CachedEntry | None:
         """Return the entry of ``key`` from the first tier that has a good one, or ``None``.

@@ -144,7 +144,8 @@ class Ledger:
         self._writer = new_writer_id()
         self._implicit_started: set[str] = set()
         self._background: threading.Thread | None = None
-        self._pending: list[tuple[str, str, dict[str, Any]]] = []
+        #: events of append_async not yet written: (time in ns, validated event)
+        self._pending: list[tuple[int, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._closed = False
@@ -307,11 +308,12 @@ class Ledger:
         Pending events are written before any later synchronous append of this ledger, so the
         stream keeps the order in which events were raised.
 
-        The event keeps the id and timestamp of this call. It is written within
-        ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting, and by :meth:`flush`,
-        which every read of this ledger, :meth:`finish_run` and :meth:`close` call first (and
-        the interpreter's exit). Unlike :meth:`append`, returning does not mean written: a
-        killed process loses what was still pending. For frequent, low-stakes events (cache
+        The event keeps the time of this call, as its timestamp and in its id (drawn when it
+        is written, with the ids of the events queued with it, in the order they were raised).
+        It is written within ``FLUSH_INTERVAL_S``, when ``PENDING_LIMIT`` events are waiting,
+        and by :meth:`flush`, which every read of this ledger, :meth:`finish_run` and
+        :meth:`close` call first (and the interpreter's exit). Unlike :meth:`append`,
+        returning does not mean written: a killed process loses what was still pending. For frequent, low-stakes events (cache
         hits and misses) on hot paths.
 
         Raises:
@@ -319,9 +321,8 @@ class Ledger:
         """
         clean = self._validate_here(event)
         ns = time.time_ns()
-        stamp = (new_event_ids(1, ns // 1_000_000)[0], format_timestamp(ns), clean)
         with self._pending_lock:
-            self._pending.append(stamp)
+            self._pending.append((ns, clean))
             full = len(self._pending) >= PENDING_LIMIT
         if full:
             self.flush()
@@ -340,14 +341,16 @@ class Ledger:
         with self._flush_lock:
             with self._pending_lock:
                 pending, self._pending = self._pending, []
-            by_run: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-            for item in pending:
-                by_run.setdefault(item[2]["run_id"], []).append(item)
+            stamps = _stamps([ns for ns, _clean in pending])
+            by_run: dict[str, tuple[list[dict[str, Any]], list[str], list[str]]] = {}
+            for (_ns, clean), (event_id, ts) in zip(pending, stamps, strict=True):
+                batch, ids, times = by_run.setdefault(clean["run_id"], ([], [], []))
+                batch.append(clean)
+                ids.append(event_id)
+                times.append(ts)
             written: list[dict[str, Any]] = []
-            for run_id, items in by_run.items():
-                ids = [i for i, _t, _c in items]
-                times = [t for _i, t, _c in items]
-                written += self._write(run_id, [c for _i, _t, c in items], stamps=(ids, times))
+            for run_id, (batch, ids, times) in by_run.items():
+                written += self._write(run_id, batch, stamps=(ids, times))
         if written and bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
 
@@ -896,6 +899,20 @@ class Ledger:
         from scalable.ledger.segments import sync_streams
 
         return sync_streams(self.location)
+
+
+def _stamps(nanos: Sequence[int]) -> list[tuple[str, str]]:
+    """``(event id, timestamp)`` of events raised at ``nanos``, in order: one batch of ids a millisecond."""
+    out: list[tuple[str, str]] = []
+    start, count = 0, len(nanos)
+    while start < count:
+        ms = nanos[start] // 1_000_000
+        end = start + 1
+        while end < count and nanos[end] // 1_000_000 == ms:
+            end += 1
+        out += zip(new_event_ids(end - start, ms), map(format_timestamp, nanos[start:end]), strict=True)
+        start = end
+    return out
 
 
 def _after_fork_in_child() -> None:

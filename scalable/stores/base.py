@@ -24,11 +24,15 @@ A directory put at the key of an earlier directory put replaces it.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
+import itertools
 import json
+import mmap
 import os
 import posixpath
+import queue
 import stat
 import threading
 from abc import ABC, abstractmethod
@@ -38,6 +42,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO, Final, NamedTuple, Protocol, Self, runtime_checkable
+
+import orjson
 
 from scalable.digests import tree_digest, walk_tree
 from scalable.errors import (
@@ -57,12 +63,17 @@ __all__ = [
     "META_PREFIX",
     "RESERVED_PREFIX",
     "TEMP_PREFIX",
+    "TREE_WORKERS",
     "ArtifactKind",
     "ArtifactRef",
     "ArtifactStore",
     "BaseArtifactStore",
+    "FileUpload",
     "Surroundings",
     "Upload",
+    "copy_hashing",
+    "in_parallel",
+    "open_source",
     "sidecar_key",
     "sidecar_name",
     "validate_key",
@@ -186,6 +197,9 @@ class Surroundings(NamedTuple):
     #: keys stored below the key that a put there must not shadow (the generic lookups: the
     #: artifacts put on their own below it; a local store: every file below it)
     below: Sequence[str]
+    #: the backend's open handle on the key's directory, found by the same lookups, for the
+    #: upload that follows (a local store's directory descriptor); see ``_open_upload_at``
+    parent: Any = None
 
 
 class Upload(Protocol):
@@ -201,6 +215,15 @@ class Upload(Protocol):
 
     def discard(self) -> None:
         """Abandon the upload; the key is left as it was."""
+        ...
+
+
+@runtime_checkable
+class FileUpload(Upload, Protocol):
+    """An upload into a local file held open for reading and writing: the kernel can copy into it."""
+
+    def fileno(self) -> int:
+        """The descriptor of the file being written."""
         ...
 
 
@@ -262,8 +285,8 @@ def sidecar_key(key: str) -> str:
     return f"{META_PREFIX}/{parent}/{sidecar_name(name)}" if parent else f"{META_PREFIX}/{sidecar_name(name)}"
 
 
-def _local_source(local_path: str | os.PathLike[str], what: str) -> Path:
-    """The local path of a put's source or a get's destination; an empty path is refused.
+def _local_source(local_path: str | os.PathLike[str], what: str) -> str:
+    """The local path of a put's source or a get's destination (``~`` expanded); an empty path is refused.
 
     An empty string would otherwise mean the current directory: a put of everything in it.
     """
@@ -272,7 +295,7 @@ def _local_source(local_path: str | os.PathLike[str], what: str) -> Path:
         raise ArtifactNotFoundError(
             f"the local {what} path is empty ({text!r}); give a file or directory, or '.' for the current directory"
         )
-    return Path(text).expanduser()
+    return os.path.expanduser(text) if text.startswith("~") else text
 
 
 _lookup_pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -397,7 +420,7 @@ class BaseArtifactStore(ABC):
         """
         key = validate_key(remote_key)
         src = _local_source(local_path, "source")
-        fd, st = _open_source(src)
+        fd, st = open_source(src)
         if stat.S_ISREG(st.st_mode):
             actual = ArtifactKind.FILE
         else:
@@ -409,32 +432,33 @@ class BaseArtifactStore(ABC):
             actual = ArtifactKind.DIRECTORY
         try:
             label = self._check_kind(kind, actual, src)
-            self._check_nesting(key, directory=actual is ArtifactKind.DIRECTORY)
+            around = self._check_nesting(key, directory=actual is ArtifactKind.DIRECTORY)
         except BaseException:
             if actual is ArtifactKind.FILE:
                 os.close(fd)
             raise
         if actual is ArtifactKind.DIRECTORY:
-            files = walk_tree(src)
+            self._release(around)
+            files = [(rel, os.fspath(path)) for rel, path in walk_tree(src)]
             for rel, path in files:  # every file's key is checked before anything is stored
-                validate_key(f"{key}/{rel}", what=f"key of {str(path)!r}")
-            digests: dict[str, str] = {}
-            total = 0
-            for rel, path in files:
-                digest, size = self._put_local_file(path, f"{key}/{rel}", progress, None)
-                digests[rel] = digest
-                total += size
+                # A listed name is never empty, "." or "..", nor holds "/" or NUL: what is left to check.
+                if "\\" in rel or RESERVED_PREFIX in rel:
+                    validate_key(f"{key}/{rel}", what=f"key of {str(path)!r}")
+            stored, whole = self._put_tree(key, files, _one_at_a_time(progress))
+            digests = {rel: digest for rel, (digest, _size) in stored.items()}
+            total = sum(size for _digest, size in stored.values())
             digest = tree_digest(digests)
-            keep = {f"{key}/{rel}" for rel in digests}
-            for stale in self._list_under(key):
-                if stale not in keep:
-                    self._delete_file(stale)
+            if not whole:  # written over an earlier tree: what it had and this one lacks goes
+                keep = {f"{key}/{rel}" for rel in digests}
+                for stale in self._list_under(key):
+                    if stale not in keep:
+                        self._delete_file(stale)
             self._write_sidecar_file(key, ArtifactKind.DIRECTORY, digest, total, digests)
             ref = self._ref(key, ArtifactKind.DIRECTORY, digest=digest, size=total, label=label, files=digests)
             attrs: dict[str, Any] = {"files": digests}
         else:
             digest, total = self._put_fd(
-                fd, st.st_size, src, key=key, progress=progress, sidecar_kind=ArtifactKind.FILE
+                fd, st.st_size, src, key=key, progress=progress, sidecar_kind=ArtifactKind.FILE, around=around
             )
             ref = self._ref(key, ArtifactKind.FILE, digest=digest, size=total, label=label, files=None)
             attrs = {}
@@ -464,10 +488,10 @@ class BaseArtifactStore(ABC):
         key = validate_key(remote_key)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise StoreError(f"put_bytes of {key!r} needs bytes, got {type(data).__name__}")
-        self._check_nesting(key, directory=False)
+        around = self._check_nesting(key, directory=False)
         payload = bytes(data)
         digest = hashlib.sha256(payload).hexdigest()
-        upload = self._open_upload(key, len(payload))
+        upload = self._open_upload_at(key, len(payload), around)
         try:
             upload.write(payload)
             self._commit_file(upload, key, ArtifactKind.BLOB, digest, len(payload))
@@ -513,7 +537,7 @@ class BaseArtifactStore(ABC):
             UnreadableArtifactError: the destination cannot be written.
         """
         key = validate_key(remote_key)
-        dest = _local_source(local_path, "destination")
+        dest = Path(_local_source(local_path, "destination"))
         if self._is_file(key):
             if dest.is_dir():
                 dest = dest / posixpath.basename(key)
@@ -670,7 +694,7 @@ class BaseArtifactStore(ABC):
     # ---- helpers ---------------------------------------------------------------------------
 
     @staticmethod
-    def _check_kind(kind: ArtifactKind | str | None, actual: ArtifactKind, src: Path) -> str | None:
+    def _check_kind(kind: ArtifactKind | str | None, actual: ArtifactKind, src: str) -> str | None:
         if kind is None:
             return None
         text = str(kind.value if isinstance(kind, ArtifactKind) else kind)
@@ -743,7 +767,7 @@ class BaseArtifactStore(ABC):
             below=found[-1],
         )
 
-    def _check_nesting(self, key: str, *, directory: bool) -> None:
+    def _check_nesting(self, key: str, *, directory: bool) -> Surroundings:
         """Refuse a put at ``key`` that would nest inside another artifact, or around one.
 
         The rule (the same on every backend): nothing is stored below a file; nothing is put
@@ -752,10 +776,23 @@ class BaseArtifactStore(ABC):
         over keys below it that were put on their own. A directory put at the key of an
         earlier directory put replaces that one.
 
+        Returns:
+            What the check found around the key; the caller hands it to
+            :meth:`_open_upload_at` or :meth:`_release` (it may hold an open handle).
+
         Raises:
             KeyConflictError: the put breaks the rule; nothing was written.
         """
         around = self._surroundings(key)
+        try:
+            self._refuse_nesting(key, around, directory=directory)
+        except BaseException:
+            self._release(around)
+            raise
+        return around
+
+    def _refuse_nesting(self, key: str, around: Surroundings, *, directory: bool) -> None:
+        """Raise the KeyConflictError of a put at ``key`` that breaks the nesting rule, given its surroundings."""
         is_dir_artifact = around.meta is not None and around.meta.get("kind") == ArtifactKind.DIRECTORY.value
         if not (
             any(around.prefix_files) or any(around.prefix_meta) or around.below or is_dir_artifact or around.is_file
@@ -796,11 +833,25 @@ class BaseArtifactStore(ABC):
                     f"{owned[0]!r}); delete them first (delete {key!r}) or choose another key"
                 )
 
+    def _put_tree(
+        self, key: str, files: Sequence[tuple[str, str]], progress: Callable[[int], None] | None
+    ) -> tuple[dict[str, tuple[str, int]], bool]:
+        """Store every file of a directory put under ``key``; return ``{rel: (digest, size)}`` and whether
+        the tree landed whole (nothing of an earlier tree can be left below ``key``).
+
+        Files are put several at a time (file I/O, hashing and network calls release the GIL),
+        each landing on its own as a single put does. ``progress`` may be called from several
+        threads. The first failure (in the order of ``files``) is raised once the files
+        already started are done; nothing more is started.
+        """
+        results = in_parallel(lambda item: self._put_local_file(item[1], f"{key}/{item[0]}", progress, None), files)
+        return {rel: result for (rel, _path), result in zip(files, results, strict=True)}, False
+
     def _put_local_file(
-        self, path: Path, key: str, progress: Callable[[int], None] | None, sidecar_kind: ArtifactKind | None
+        self, path: str | Path, key: str, progress: Callable[[int], None] | None, sidecar_kind: ArtifactKind | None
     ) -> tuple[str, int]:
         """Copy one local file to ``key``, hashing as it goes; return (digest, size)."""
-        fd, st = _open_source(path)
+        fd, st = open_source(path)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise UnsafeArtifactError(f"cannot put {str(path)!r}: not a regular file (a fifo, socket or device)")
@@ -810,22 +861,23 @@ class BaseArtifactStore(ABC):
         self,
         fd: int,
         size_hint: int,
-        path: Path,
+        path: str | Path,
         *,
         key: str,
         progress: Callable[[int], None] | None,
         sidecar_kind: ArtifactKind | None,
+        around: Surroundings | None = None,
     ) -> tuple[str, int]:
         """Copy the open file ``fd`` to ``key``, hashing as it goes, and close it.
 
         With ``sidecar_kind``, the digest sidecar of ``key`` is written too (the files of a
-        directory are listed once, in the directory's sidecar).
+        directory are listed once, in the directory's sidecar). ``around`` is what the nesting
+        check found (its handle is used or released here).
         """
-        fh = open(fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 - closed in the finally below
         try:
-            upload = self._open_upload(key, size_hint)
+            upload = self._open_upload_at(key, size_hint, around)
             try:
-                digest, size = _copy_hashing(fh, upload, size_hint, progress)
+                digest, size = copy_hashing(fd, upload, size_hint, progress)
                 if sidecar_kind is None:
                     upload.commit()
                 else:
@@ -838,8 +890,22 @@ class BaseArtifactStore(ABC):
                 raise
             raise os_error(exc, f"cannot put {str(path)!r} at {self.uri_for(key)!r}", StoreError) from None
         finally:
-            fh.close()
+            os.close(fd)
         return digest, size
+
+    def _open_upload_at(self, key: str, size_hint: int, around: Surroundings | None) -> Upload:
+        """Start writing ``key`` where the nesting check found it (``around``, or None when unchecked).
+
+        A backend whose lookups leave a handle on the key's directory (``around.parent``)
+        overrides this to write through it; it takes the handle over in every case. This
+        default releases it and calls :meth:`_open_upload`.
+        """
+        self._release(around)
+        return self._open_upload(key, size_hint)
+
+    def _release(self, around: Surroundings | None) -> None:
+        """Let go of the handle the lookups of ``around`` left open (none by default)."""
+        return
 
     def _write_object(self, key: str, data: bytes) -> None:
         upload = self._open_upload(key, len(data))
@@ -867,7 +933,7 @@ class BaseArtifactStore(ABC):
         sidecar: dict[str, Any] = {"kind": kind.value, "digest": digest, "size_bytes": size}
         if files is not None:
             sidecar["files"] = files
-        self._write_object(sidecar_key(key), json.dumps(sidecar, sort_keys=True).encode())
+        self._write_object(sidecar_key(key), orjson.dumps(sidecar, option=orjson.OPT_SORT_KEYS))
 
     def _read_sidecar_file(self, key: str) -> dict[str, Any] | None:
         try:
@@ -985,7 +1051,69 @@ class BaseArtifactStore(ABC):
         bus.publish(event)
 
 
-def _open_source(path: Path) -> tuple[int, os.stat_result]:
+#: How many files of a directory put are copied at once.
+TREE_WORKERS: Final = 8
+
+
+def in_parallel(work: Callable[[Any], Any], items: Sequence[Any], workers: int = TREE_WORKERS) -> list[Any]:
+    """Return ``[work(item) for item in items]``, computed by up to ``workers`` threads (this one included).
+
+    Items are handed out in order, one at a time, to whichever thread is free (no future per
+    item: a tree of many small files pays little for the threads). After a failure no item
+    is started; the first exception in the order of ``items`` is raised once the calls
+    already running have returned.
+    """
+    count = len(items)
+    if count <= 1 or workers <= 1:
+        return [work(item) for item in items]
+    results: list[Any] = [None] * count
+    errors: dict[int, BaseException] = {}
+    turns = itertools.count()  # next() of a count is atomic: each index goes to one thread
+    failed = threading.Event()
+
+    def run() -> None:
+        while not failed.is_set():
+            index = next(turns)
+            if index >= count:
+                return
+            try:
+                results[index] = work(items[index])
+            except BaseException as exc:  # raised in the calling thread below
+                errors[index] = exc
+                failed.set()
+                return
+
+    helpers = [threading.Thread(target=run, name="scalable-tree", daemon=True) for _ in range(min(workers, count) - 1)]
+    for helper in helpers:
+        helper.start()
+    try:
+        run()
+    except BaseException:  # an interrupt between two items: the helpers stop too
+        failed.set()
+        raise
+    finally:
+        for helper in helpers:
+            helper.join()
+    if errors:
+        raise errors[min(errors)]
+    return results
+
+
+def _one_at_a_time(progress: Callable[[int], None] | None) -> Callable[[int], None] | None:
+    """``progress`` made safe to call from several threads (calls are serialised)."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+    report = progress
+
+    def serialised(n: int) -> None:
+        with lock:
+            report(n)
+
+    return serialised
+
+
+def open_source(path: str | Path) -> tuple[int, os.stat_result]:
     """Open a local source without blocking (a fifo must not hang the put); return (fd, stat).
 
     A fifo, socket or device is refused before it is opened (its stat is checked first, and
@@ -1006,36 +1134,42 @@ def _open_source(path: Path) -> tuple[int, os.stat_result]:
     return fd, os.fstat(fd)
 
 
-def _copy_hashing(
-    src: BinaryIO, upload: Upload, size_hint: int, progress: Callable[[int], None] | None = None
+def copy_hashing(
+    src_fd: int, upload: Upload, size_hint: int, progress: Callable[[int], None] | None = None
 ) -> tuple[str, int]:
-    """Read ``src`` once, hashing and writing every chunk; return (digest, size).
+    """Read the open file ``src_fd`` once, hashing and writing every byte; return (digest, size).
 
-    Above one chunk, two buffers alternate: while this thread hashes one, a worker thread
-    writes it and reads the next into the other buffer. hashlib and file I/O release the
-    GIL, so on two cores a put costs about as much as hashing alone. ``upload.write`` gets
-    a view of a reused buffer and must copy what it keeps.
+    A file of up to one chunk is read whole (one read, and one more that finds its end). A
+    larger one going to a :class:`FileUpload` is copied by the kernel while this thread hashes
+    what landed (:func:`_kernel_copy_hashing`). Otherwise two buffers alternate: while this
+    thread hashes one, a worker thread writes it and reads the next into the other buffer.
+    hashlib and file I/O release the GIL, so on two cores a put costs about as much as
+    hashing alone. ``upload.write`` gets a view of a reused buffer and must copy what it keeps.
     """
-    h = hashlib.sha256()
     if size_hint <= CHUNK:
-        data = src.read()
-        while True:  # a file may grow between fstat and read
-            more = src.read(CHUNK)
-            if not more:
-                break
-            data += more
-        h.update(data)
+        data = os.read(src_fd, size_hint + 1)
+        if data:  # a file may grow between fstat and read, or a read come back short: read to the end
+            parts = [data]
+            while more := os.read(src_fd, CHUNK):
+                parts.append(more)
+            if len(parts) > 1:
+                data = b"".join(parts)
         upload.write(data)
         if progress is not None:
             progress(len(data))
-        return h.hexdigest(), len(data)
+        return hashlib.sha256(data).hexdigest(), len(data)
+    if isinstance(upload, FileUpload):
+        copied = _kernelcopy_hashing(src_fd, upload.fileno(), progress)
+        if copied is not None:
+            return copied
+    h = hashlib.sha256()
     buffers = (bytearray(CHUNK), bytearray(CHUNK))
 
     def fill(i: int) -> int:
         view = memoryview(buffers[i])
         got = 0
         while got < CHUNK:
-            n = src.readinto(view[got:])  # type: ignore[attr-defined]
+            n = os.readv(src_fd, [view[got:]])
             if not n:
                 break
             got += n
@@ -1057,3 +1191,74 @@ def _copy_hashing(
             n = pending.result()
             i = 1 - i
     return h.hexdigest(), size
+
+
+#: What ``copy_file_range`` fails with where the kernel cannot copy between two files (other
+#: file systems, an old kernel, special files): the put copies through user space instead.
+_NO_KERNEL_COPY: Final = frozenset({errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF})
+_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _kernelcopy_hashing(src_fd: int, dst_fd: int, progress: Callable[[int], None] | None) -> tuple[str, int] | None:
+    """Copy ``src_fd`` to ``dst_fd`` in the kernel while this thread hashes what landed; return (digest, size).
+
+    A worker thread runs ``copy_file_range`` a chunk at a time (the bytes never pass through
+    user space); this thread hashes each chunk from the destination's pages as soon as it is
+    there, so the digest is that of the bytes stored, whatever happens to the source
+    meanwhile. Returns None, having copied nothing, when the kernel cannot copy between these
+    two files.
+    """
+    try:
+        n = os.copy_file_range(src_fd, dst_fd, CHUNK)
+    except OSError as exc:
+        if exc.errno in _NO_KERNEL_COPY:
+            return None
+        raise
+    landed: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def copy() -> None:
+        try:
+            while not stop.is_set() and (got := os.copy_file_range(src_fd, dst_fd, CHUNK)):
+                landed.put(got)
+            landed.put(0)
+        except BaseException as exc:  # handed to the hashing thread, which raises it
+            landed.put(exc)
+
+    h = hashlib.sha256()
+    offset = 0
+    worker = threading.Thread(target=copy, name="scalable-put-copy", daemon=True) if n else None
+    if worker is not None:
+        worker.start()
+    try:
+        while n:
+            _hash_range(h, dst_fd, offset, n)
+            offset += n
+            if progress is not None:
+                progress(n)
+            got = landed.get()
+            if isinstance(got, BaseException):
+                raise got
+            n = got
+    finally:
+        if worker is not None:
+            stop.set()
+            worker.join()
+    return h.hexdigest(), offset
+
+
+def _hash_range(h: Any, fd: int, start: int, length: int) -> None:
+    """Hash ``length`` bytes of the file ``fd`` from ``start``, mapped from the page cache (nothing copied)."""
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    with mmap.mmap(
+        fd, start + length - base, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ, offset=base
+    ) as mm:
+        view = memoryview(mm)
+        try:
+            part = view[start - base :]
+            try:
+                h.update(part)
+            finally:
+                part.release()
+        finally:
+            view.release()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
 import json
 import re
@@ -23,6 +25,14 @@ __all__ = ["FsspecArtifactStore"]
 #: Uploads up to this size are buffered and sent as one object write (one PUT); larger
 #: ones stream through a multipart/resumable upload that becomes visible only on commit.
 STREAM_THRESHOLD: Final = 64 * 1024 * 1024
+#: On S3, the size above which an upload is multipart, the size of its parts, and how many
+#: parts are sent at once: boto3's default ``TransferConfig`` (``multipart_threshold``,
+#: ``multipart_chunksize``, ``max_concurrency``).
+S3_MULTIPART_THRESHOLD: Final = 8 * 1024 * 1024
+S3_PART_SIZE: Final = 8 * 1024 * 1024
+S3_CONCURRENCY: Final = 10
+#: S3 allows this many parts in one upload; parts grow for files too large for the default size.
+_S3_MAX_PARTS: Final = 10_000
 
 _INSTALL_HINT: Final = "pip install 'scalable[cloud]'"
 _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$", re.DOTALL)
@@ -111,6 +121,99 @@ class _StreamingUpload:
             self.fh.closed = True
 
 
+class _MultipartUpload:
+    """An S3 multipart upload whose parts go up several at a time, as they fill: invisible until complete.
+
+    A part is sent as soon as it is full, while the next one fills; at most
+    :data:`S3_CONCURRENCY` parts are in flight (writing waits for the oldest beyond that).
+    ``commit`` sends the last part and completes the upload; ``discard`` aborts it, so nothing
+    appears at the key.
+    """
+
+    def __init__(self, fs: Any, path: str, uri: str, size_hint: int) -> None:
+        self.fs = fs
+        self.uri = uri
+        self.bucket, self.key, _version = fs.split_path(path)
+        # Parts of at least the default size, larger when the file would need too many (with room to grow).
+        self.part_size = max(S3_PART_SIZE, -(-size_hint * 5 // 4 // _S3_MAX_PARTS))
+        self.part = bytearray()
+        self.sent: list[concurrent.futures.Future[dict[str, Any]]] = []
+        # Checksums as boto3 asks for them: a CRC32 of every part, unless the client was told
+        # to send checksums only where required (servers that know none).
+        client = self._call("get_s3", self.bucket, run=fs.get_s3)
+        wanted = getattr(client.meta.config, "request_checksum_calculation", "when_supported") == "when_supported"
+        self.checksum = {"ChecksumAlgorithm": "CRC32"} if wanted else {}
+        created = self._call("create_multipart_upload", Bucket=self.bucket, Key=self.key, **self.checksum)
+        self.upload_id: str = created["UploadId"]
+
+    def _call(self, method: str, *args: Any, run: Any = None, **kwargs: Any) -> Any:
+        """Call the S3 API ``method`` (or the coroutine function ``run``) on the filesystem's loop."""
+        from fsspec.asyn import sync
+
+        try:
+            if run is not None:
+                return sync(self.fs.loop, run, *args, **kwargs)
+            return sync(self.fs.loop, self.fs._call_s3, method, *args, **kwargs)
+        except Exception as exc:
+            raise storage_error(exc, self.uri, action="write") from exc
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            room = self.part_size - len(self.part)
+            self.part += view[:room]
+            view = view[room:]
+            if len(self.part) >= self.part_size:
+                self._send()
+
+    def _send(self) -> None:
+        body, self.part = self.part, bytearray()  # handed over whole: the next part starts a new buffer
+        if len(self.sent) >= S3_CONCURRENCY:
+            self._result(self.sent[-S3_CONCURRENCY])  # the oldest part that may still be in flight
+        call = self.fs._call_s3(
+            "upload_part",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=len(self.sent) + 1,
+            Body=body,
+            **self.checksum,
+        )
+        self.sent.append(asyncio.run_coroutine_threadsafe(call, self.fs.loop))
+
+    def _result(self, part: concurrent.futures.Future[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return part.result()
+        except Exception as exc:
+            raise storage_error(exc, self.uri, action="write") from exc
+
+    def commit(self) -> None:
+        if self.part or not self.sent:
+            self._send()  # the last part (S3 allows it to be small, even empty when it is the only one)
+        parts = []
+        for number, part in enumerate(self.sent, 1):
+            sent = self._result(part)
+            parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+            if "ChecksumCRC32" in sent:
+                parts[-1]["ChecksumCRC32"] = sent["ChecksumCRC32"]
+        self._call(
+            "complete_multipart_upload",
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+        )
+
+    def discard(self) -> None:
+        for part in self.sent:
+            part.cancel()
+        concurrent.futures.wait(self.sent)
+        try:
+            self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+        except StoreError as exc:  # the upload was never completed, so the key is intact
+            get_logger("scalable.stores").warning("could not cancel an upload", uri=self.uri, error=str(exc))
+
+
 class FsspecArtifactStore(BaseArtifactStore):
     """Artifacts as objects under a prefix of an fsspec filesystem.
 
@@ -164,7 +267,9 @@ class FsspecArtifactStore(BaseArtifactStore):
         self.base_uri = mask_secrets(f"{scheme}://{self.root}/")
         self._streaming = scheme in _STREAMING
         self.concurrent_lookups = scheme in _BUCKETED
-        self.stream_threshold = STREAM_THRESHOLD
+        # s3fs's own writer sends one part at a time; parts sent several at once are as fast as boto3.
+        self._multipart = scheme in ("s3", "s3a") and hasattr(self.fs, "_call_s3")
+        self.stream_threshold = S3_MULTIPART_THRESHOLD if self._multipart else STREAM_THRESHOLD
 
     @classmethod
     def from_uri(cls, uri: str, **storage_options: Any) -> Self:
@@ -226,9 +331,11 @@ class FsspecArtifactStore(BaseArtifactStore):
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 
-    def _open_upload(self, key: str, size_hint: int) -> _BufferedUpload | _StreamingUpload:
+    def _open_upload(self, key: str, size_hint: int) -> _BufferedUpload | _StreamingUpload | _MultipartUpload:
         path = self._path(key)
         if self._streaming and size_hint > self.stream_threshold:
+            if self._multipart:
+                return _MultipartUpload(self.fs, path, self.uri_for(key), size_hint)
             return _StreamingUpload(self.fs, path, self.uri_for(key))
         return _BufferedUpload(self.fs, path, self.uri_for(key))
 

@@ -277,6 +277,104 @@ def test_a_corrupted_local_entry_is_recomputed() -> None:
     assert calls == [1, 1]
 
 
+def test_an_entry_changed_after_it_was_hit_is_refused_again(ledger: Ledger) -> None:
+    """Bytes that passed their checks once are not trusted when they change: the next hit checks them again."""
+    calls: list[int] = []
+
+    @cacheable
+    def f() -> dict[str, int]:
+        calls.append(1)
+        return {"answer": 42}
+
+    assert f() == f() == {"answer": 42}  # a write, then a hit
+    assert calls == [1]
+    key = f.cache_key()
+    local = default_cache().local
+    data = bytearray(local.get(key) or b"")
+    data[-3] ^= 0x01  # a digit of the value: still JSON, no longer the digest's bytes
+    local.set(key, bytes(data), function=f.function_name)
+    with capture_logs() as logs:
+        assert f() == {"answer": 42}
+    assert calls == [1, 1]
+    assert [log["reason"] for log in logs if log["event"] == "cache.payload_refused"] == [
+        f"cache entry {key} does not match its SHA-256 (corrupted or tampered); refused and recomputed"
+    ]
+    assert [e["op"] for e in _cache_events(ledger)] == ["miss", "write", "hit", "miss", "write"]
+
+
+def test_each_hit_returns_its_own_copy_of_a_mutable_value() -> None:
+    """Changing what one hit returned does not change what the next hit returns."""
+
+    @cacheable
+    def rows() -> dict[str, list[int]]:
+        return {"rows": [1, 2, 3]}
+
+    rows()
+    first = rows()
+    first["rows"].append(4)
+    assert rows() == {"rows": [1, 2, 3]}
+
+
+def test_values_kept_in_files_by_the_local_tier_hit(ledger: Ledger) -> None:
+    """A result too large to sit inside the cache's database (kept in a file beside it) is a hit all the same."""
+    calls: list[int] = []
+
+    @cacheable
+    def big(n: int) -> str:
+        calls.append(n)
+        return "x" * n
+
+    assert big(200_000) == big(200_000) == "x" * 200_000
+    assert calls == [200_000]
+    assert list(default_cache().local.directory.glob("*/*/*.val"))  # kept in a file, not inline
+    hits = [e for e in _cache_events(ledger) if e["op"] == "hit"]
+    assert [(e["function_name"], e["size_bytes"]) for e in hits] == [
+        (big.function_name, len(b'"' + b"x" * 200_000 + b'"'))
+    ]
+
+
+def test_a_cache_directory_that_counts_hits_keeps_counting(tmp_path: Path) -> None:
+    """A cache directory set up with diskcache statistics on still counts every hit and miss."""
+    import diskcache
+
+    directory = tmp_path / "counted"
+    diskcache.Cache(str(directory), statistics=True).close()
+    cache = Cache(LocalTier(directory))
+
+    @cacheable
+    def f(x: int) -> int:
+        return x + 1
+
+    with using(cache):
+        assert [f(1), f(1), f(1)] == [2, 2, 2]
+    cache.close()
+    counted = diskcache.Cache(str(directory))
+    assert counted.stats() == (2, 1)  # (hits, misses)
+    counted.close()
+
+
+def test_a_forked_child_reads_the_cache_through_its_own_connection(tmp_path: Path) -> None:
+    """After a fork the child hits the entries of the parent, and the parent keeps hitting them after the child exits."""
+    import os
+
+    calls: list[int] = []
+
+    @cacheable
+    def f(x: int) -> int:
+        calls.append(x)
+        return x * 10
+
+    assert f(1) == f(1) == 10
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when it hit without computing
+        code = 0 if f(1) == 10 and calls == [1] and f(2) == 20 and calls == [1, 2] else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert f(1) == 10 and f(2) == 20  # the child's entry is there for the parent
+    assert calls == [1]
+
+
 def test_lineage_crosses_runs_through_the_cache(tmp_path: Path, ledger: Ledger) -> None:
     """Data flow links input file -> cached value; the context links the writing run -> the reusing run."""
     data = tmp_path / "in.csv"

@@ -203,3 +203,32 @@ def test_explicit_value_type_does_not_read_files(tmp_path: Path) -> None:
     first = f.cache_key(str(p))
     p.write_text("2")
     assert f.cache_key(str(p)) == first
+
+
+def test_a_remembered_key_is_the_key_computed_afresh() -> None:
+    """Keys of int, bool and None arguments come back the same the second time, and from a new builder; equal values of other types do not share them."""
+
+    def f(x: Any, y: Any = 0, z: Any = None) -> Any:
+        return x
+
+    remembering = KeyBuilder(f)
+    calls = [(1,), (True,), (1, 2), (1, True), (1, 2, 3), (2**80, -1), (0,), (False,), (None,)]
+    first = [remembering.key(args, {})[0] for args in calls]
+    again = [remembering.key(args, {})[0] for args in calls]
+    assert first == again == [KeyBuilder(f).key(args, {})[0] for args in calls]
+    assert len(set(first)) == len(calls)  # 1 and True, 0 and False, 0 and None: all apart
+    assert remembering.key((0.0,), {})[0] != remembering.key((-0.0,), {})[0]  # equal floats, different keys
+
+
+def test_a_default_that_changes_changes_the_key_every_time() -> None:
+    """A mutable default is hashed at each call: changing it changes the key of the very same arguments."""
+    settings: list[int] = [1]
+
+    def f(x: int, options: list[int] = settings) -> int:
+        return x
+
+    b = KeyBuilder(f)
+    before = b.key((1,), {})[0]
+    assert b.key((1,), {})[0] == before
+    settings.append(2)
+    assert b.key((1,), {})[0] != before

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,60 @@ def test_run_ids_that_escape_the_runs_directory_are_refused(ledger: Ledger) -> N
     for bad in ("../x", "a/b", "..", ""):
         with pytest.raises(EventValidationError, match="run id"):
             ledger.append({**_artifact(1), "run_id": bad})
+
+
+def _hit(i: int) -> dict[str, object]:
+    return {"event_type": "cache", "op": "hit", "function_name": "f", "key_digest": f"{i:064x}", "hit": True}
+
+
+def _id_ms(event_id: str) -> int:
+    """The Unix milliseconds a UUIDv7 carries in its first 48 bits."""
+    return int(event_id.replace("-", "")[:12], 16)
+
+
+def test_queued_events_keep_the_time_they_were_raised_and_their_order(ledger: Ledger) -> None:
+    """append_async events are written later, in the order raised, each stamped (timestamp and id) when raised."""
+    with bind(run_id="run-async"):
+        raised = []
+        for i in range(3):
+            raised.append(time.time())
+            ledger.append_async(_hit(i))
+            time.sleep(0.02)
+        ledger.append(_artifact(9))  # written after the queued events, which were raised first
+    events = records(ledger, "run-async")
+    assert [e["op"] for e in events] == ["hit", "hit", "hit", "put"]
+    assert [e["key_digest"] for e in events[:3]] == [f"{i:064x}" for i in range(3)]
+    assert [e["event_id"] for e in events] == sorted(e["event_id"] for e in events)
+    for event, at in zip(events, raised, strict=False):
+        stamped = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+        assert abs(stamped - at) < 0.015  # the time it was raised, not the time it was written
+        assert abs(_id_ms(event["event_id"]) - stamped * 1000) < 2
+    assert_chains_verify(ledger, "run-async")
+
+
+def test_queued_events_of_many_threads_land_once_each_in_the_order_each_thread_raised_them(ledger: Ledger) -> None:
+    """Threads queueing thousands of events past the pending limit, with flushes from every side, lose and reorder none."""
+    from scalable.ledger.log import PENDING_LIMIT
+
+    per_thread = PENDING_LIMIT // 2 + 100
+
+    def work(t: int) -> None:
+        with bind(run_id="run-async-threads"):
+            for i in range(per_thread):
+                ledger.append_async({**_hit(i), "function_name": f"t{t}"})
+                if i % 997 == 0:
+                    ledger.flush()
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = records(ledger, "run-async-threads")
+    assert len(events) == 4 * per_thread
+    for t in range(4):
+        mine = [e["key_digest"] for e in events if e["function_name"] == f"t{t}"]
+        assert mine == [f"{i:064x}" for i in range(per_thread)]
+    assert [e["event_id"] for e in events] == sorted(e["event_id"] for e in events)
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert_chains_verify(ledger, "run-async-threads")

@@ -254,6 +254,25 @@ class StoreContract:
         assert json.loads(ev["attrs"])["files"] == {rel: hashlib.sha256(d).hexdigest() for rel, d in files.items()}
         assert store.list_artifacts("runs/") == sorted(f"runs/run-001/model_output/{rel}" for rel in files)
 
+    def test_a_tree_of_many_files_deep_below_empty_levels_round_trips(
+        self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
+    ) -> None:
+        """Files only at the bottom of several levels (none in between), many of them, one big: every byte and digest kept."""
+        files = {f"x/y/z/{i % 7}/f{i:03d}.bin": f"file {i}\n".encode() * (i + 1) for i in range(150)}
+        files["x/y/z/big.bin"] = bytes(range(256)) * (5 * 1024 * 1024 // 256 + 3)  # more than a copy chunk
+        for rel, data in files.items():
+            (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "tree" / rel).write_bytes(data)
+        ref = store.put(tmp_path / "tree", "runs/deep")
+        assert ref.digest == _expected_tree_digest(files)
+        assert ref.size_bytes == sum(len(d) for d in files.values())
+        assert json.loads(captured[-1]["attrs"])["files"] == {
+            r: hashlib.sha256(d).hexdigest() for r, d in files.items()
+        }
+        assert store.list_artifacts("runs/") == sorted(f"runs/deep/{rel}" for rel in files)
+        out = Path(store.get("runs/deep", tmp_path / "back", verify=True))
+        assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
     def test_get_directory_round_trips(
         self, store: BaseArtifactStore, tmp_path: Path, captured: list[dict[str, Any]]
     ) -> None:

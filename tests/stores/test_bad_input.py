@@ -70,31 +70,44 @@ def test_unreadable_source_is_refused(tmp_path: Path, captured: list[dict[str, A
 
 
 _CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 from scalable.stores import build_artifact_store
 
 uri, key, src, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 store = build_artifact_store(uri, **options)
 if hasattr(store, "stream_threshold"):
     store.stream_threshold = 8 * 1024 * 1024
-open_upload = store._open_upload
+size = os.path.getsize(src)
+copied = [0]
 
-def paused_open(k, size_hint):
-    upload = open_upload(k, size_hint)
-    if k != key:
-        return upload
-    written = [0]
-    write = upload.write
-    def halfway_write(data):
-        write(data)
-        written[0] += len(data)
-        if written[0] >= size_hint // 2:
-            print("halfway", flush=True)
-            time.sleep(600)
-    upload.write = halfway_write
+def count(n):
+    copied[0] += n
+    if copied[0] >= size // 2:
+        print("halfway", flush=True)
+        time.sleep(600)
+
+# However the store copies the bytes (by the kernel, or through the upload's writes), it stops halfway.
+copy_file_range = os.copy_file_range
+
+def halfway_copy(*args, **kwargs):
+    n = copy_file_range(*args, **kwargs)
+    count(n)
+    return n
+
+os.copy_file_range = halfway_copy
+open_upload_at = store._open_upload_at
+
+def paused_open(k, size_hint, around):
+    upload = open_upload_at(k, size_hint, around)
+    if k == key:
+        write = upload.write
+        def halfway_write(data):
+            write(data)
+            count(len(data))
+        upload.write = halfway_write
     return upload
 
-store._open_upload = paused_open
+store._open_upload_at = paused_open
 store.put(src, key)
 """
 
@@ -142,3 +155,46 @@ def test_sigkill_halfway_leaves_no_s3_object(tmp_path: Path, s3_bucket: tuple[st
     store = build_artifact_store(uri, **options)
     assert not store.exists("runs/big.bin")
     assert store.list_artifacts() == []
+
+
+_TREE_CHILD = r"""
+import sys, time
+from scalable.stores import build_artifact_store
+
+store = build_artifact_store(sys.argv[1])
+done = [0]
+
+def halfway(n):
+    done[0] += 1
+    if done[0] == 100:
+        print("halfway", flush=True)
+        time.sleep(600)
+
+store.put(sys.argv[2], "runs/tree", progress=halfway)
+"""
+
+
+def test_sigkill_halfway_through_a_directory_put_leaves_nothing_at_the_key(tmp_path: Path) -> None:
+    """A local directory put of 400 files killed after 100 shows none of them: the tree lands whole or not at all."""
+    tree = tmp_path / "tree"
+    for i in range(400):
+        (tree / f"part-{i % 5}").mkdir(parents=True, exist_ok=True)
+        (tree / f"part-{i % 5}" / f"f{i:03d}").write_bytes(b"%d" % i)
+    root = tmp_path / "store"
+    env = {**os.environ, "SCALABLE_TELEMETRY": "0"}
+    with subprocess.Popen(
+        [sys.executable, "-c", _TREE_CHILD, str(root), str(tree)], stdout=subprocess.PIPE, env=env
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"halfway"
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    store = build_artifact_store(root)
+    assert not store.exists("runs/tree")
+    assert store.list_artifacts() == []
+    store.put(tree, "runs/tree")  # the next put of the same tree is not in the way of what was left
+    assert len(store.list_artifacts("runs/tree/")) == 400

@@ -73,3 +73,107 @@ def test_retries_option_sets_the_filesystem_retry_count(s3_bucket: tuple[str, di
     store = build_artifact_store(f"s3://{bucket}/x/", retries=1, skip_instance_cache=True, **options)
     assert isinstance(store, FsspecArtifactStore)
     assert store.fs.retries == 1
+
+
+def _pending_uploads(store: FsspecArtifactStore, bucket: str) -> list[str]:
+    return [u["Key"] for u in store.fs.call_s3("list_multipart_uploads", Bucket=bucket).get("Uploads", [])]
+
+
+def test_big_puts_send_their_parts_several_at_a_time(s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """Above 8 MiB a put is a multipart upload of 8 MiB parts, several in flight at once and never more than ten."""
+    import hashlib
+    import os
+    import threading
+
+    from scalable.stores.fsspec_store import S3_CONCURRENCY, S3_PART_SIZE
+
+    bucket, options = s3_bucket
+    store = build_artifact_store(f"s3://{bucket}/mp/", **options)
+    assert isinstance(store, FsspecArtifactStore)
+    data = os.urandom(13 * S3_PART_SIZE + 12345)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    call_s3 = store.fs._call_s3
+    flying, most, lock = [0], [0], threading.Lock()
+    checksums: dict[str, list[Any]] = {}
+
+    async def counting(method: str, *args: Any, **kwargs: Any) -> Any:
+        checksums.setdefault(method, []).append(kwargs.get("ChecksumAlgorithm"))
+        if method == "complete_multipart_upload":
+            checksums["parts"] = [bool(part.get("ChecksumCRC32")) for part in kwargs["MultipartUpload"]["Parts"]]
+        if method != "upload_part":
+            return await call_s3(method, *args, **kwargs)
+        with lock:
+            flying[0] += 1
+            most[0] = max(most[0], flying[0])
+        try:
+            return await call_s3(method, *args, **kwargs)
+        finally:
+            with lock:
+                flying[0] -= 1
+
+    store.fs._call_s3 = counting  # type: ignore[method-assign]
+    ref = store.put(src, "big.bin")
+    assert ref.digest == hashlib.sha256(data).hexdigest()
+    assert 1 < most[0] <= S3_CONCURRENCY
+    # CRC32 checksums of every part, as boto3 sends them by default
+    assert checksums["create_multipart_upload"] == ["CRC32"] and checksums["upload_part"] == ["CRC32"] * 14
+    assert checksums["parts"] == [True] * 14
+    assert store.fs.info(f"{bucket}/mp/big.bin")["ETag"].strip('"').endswith("-14")  # 14 parts
+    assert store.get_bytes("big.bin", verify_digest=ref.digest) == data
+    assert _pending_uploads(store, bucket) == []
+
+
+def test_a_big_put_that_fails_midway_leaves_no_object_and_no_upload(
+    s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """An error halfway through a multipart put aborts the upload: nothing at the key, nothing pending on the server."""
+    import os
+
+    bucket, options = s3_bucket
+    store = build_artifact_store(f"s3://{bucket}/mp/", **options)
+    assert isinstance(store, FsspecArtifactStore)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(40 * 1024 * 1024))
+    copied = [0]
+
+    def fail_halfway(n: int) -> None:
+        copied[0] += n
+        if copied[0] >= 20 * 1024 * 1024:
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        store.put(src, "big.bin", progress=fail_halfway)
+    assert not store.exists("big.bin")
+    assert _pending_uploads(store, bucket) == []
+
+
+def test_servers_that_take_no_checksums_get_none(s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path) -> None:
+    """With checksums asked only where required (servers without them), a multipart put sends none and lands."""
+    import os
+
+    bucket, options = s3_bucket
+    store = build_artifact_store(
+        f"s3://{bucket}/mp/", **options, config_kwargs={"request_checksum_calculation": "when_required"}
+    )
+    assert isinstance(store, FsspecArtifactStore)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(20 * 1024 * 1024))
+    sent: list[dict[str, Any]] = []
+    call_s3 = store.fs._call_s3
+
+    async def recording(method: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append({"method": method, **{k: v for k, v in kwargs.items() if k != "Body"}})
+        return await call_s3(method, *args, **kwargs)
+
+    store.fs._call_s3 = recording  # type: ignore[method-assign]
+    ref = store.put(src, "big.bin")
+    assert [c["method"] for c in sent if "upload" in c["method"]] == [
+        "create_multipart_upload",
+        "upload_part",
+        "upload_part",
+        "upload_part",
+        "complete_multipart_upload",
+    ]
+    assert not any("ChecksumAlgorithm" in c for c in sent)
+    assert store.get_bytes("big.bin", verify_digest=ref.digest) == src.read_bytes()
