@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 
-.PHONY: demo test lint bench docs clean slurm-packages browser-packages
+.PHONY: demo test lint bench mutation docs clean slurm-packages browser-packages
 
 $(VENV)/.core-installed: $(ROOT)pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,8 +66,19 @@ BENCH_ARGS ?=
 bench: $(VENV)/.dev-installed
 	@$(PY) tools/bench.py all $(BENCH_ARGS)
 
+$(VENV)/.mutation-installed: $(ROOT)pyproject.toml $(VENV)/.dev-installed
+	$(PY) -m pip install -q -e '$(ROOT)[mutation]'
+	touch $@
+
+# Mutation testing of the core modules (mutmut, two test processes, one module at a time; two to
+# three hours for all of them on a 2-core machine). Not part of `make test` or CI. The report goes
+# to build/mutation/report.md. MUTATION_ARGS: module names (cache.keys ledger.events), --resume.
+MUTATION_ARGS ?=
+mutation: $(VENV)/.mutation-installed
+	$(PY) tools/mutation.py $(MUTATION_ARGS)
+
 docs: $(VENV)/.dev-installed
 	$(PY) -m sphinx -W --keep-going -b html -q docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) .scalable demo-output docs/_build
+	rm -rf $(VENV) .scalable demo-output docs/_build build/mutation

@@ -226,4 +226,18 @@ def reset_default() -> None:
         _default = None
 
 
-atexit.register(reset_default)
+def _at_exit() -> None:
+    """Write what every ledger of the process still queues, then close the default ledger.
+
+    ``append_async`` promises its events are written at the interpreter's exit too, also for a
+    ledger its owner never closed.
+    """
+    for ledger in list(_ledgers):
+        try:
+            ledger.flush()
+        except Exception as exc:  # at exit a directory may be gone; nothing more can be done
+            _log.warning("ledger.exit_flush_failed", error=repr(exc))
+    reset_default()
+
+
+atexit.register(_at_exit)

@@ -133,12 +133,11 @@ class Ledger:
     Open one with :meth:`open`. Appending is safe from any number of threads and processes.
     """
 
-    def __init__(self, settings: Settings, *, explicit_dirs: bool = False) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.runs_dir = settings.runs_dir
         self.ledger_dir = settings.ledger_dir
         self.fsync = settings.ledger_fsync
-        self._explicit_dirs = explicit_dirs
         self._state_lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._subscribers = bus.Subscribers()
@@ -185,7 +184,7 @@ class Ledger:
             from scalable.ledger.location import open_location
 
             open_location(resolved).check_exists()
-        return cls(resolved, explicit_dirs=runs_dir is not None or ledger_dir is not None)
+        return cls(resolved)
 
     @property
     def writer_id(self) -> str:

@@ -172,7 +172,8 @@ class LocalArtifactStore(BaseArtifactStore):
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(os.fspath(root)).expanduser().resolve()
-        self.base_uri = path_to_uri(self.root).rstrip("/") + "/"
+        uri = path_to_uri(self.root)  # file:/// for the file system's root
+        self.base_uri = uri if uri.endswith("/") else uri + "/"
         self._root = str(self.root).rstrip("/")
 
     @classmethod

@@ -11,6 +11,11 @@ For every version, ``Ledger.lineage`` up and down, the CLI's ``--format json`` a
 ``ancestors``/``descendants`` macros must give exactly that truth (precision = recall = 1),
 before and after a full compaction, and from another machine's view of a remote ledger; the
 PROV and OpenLineage exports must read back valid with the true used and generated sets.
+
+Each example checks every version in both states with the macros and a walk; in one of the
+two states the walks are what a user calls, ``Ledger.lineage`` and the CLI in turn from
+version to version, and four examples in a row cover each state with each way for each
+version's place (see :func:`check_lineage`). 200 examples in all (:data:`EXAMPLES`).
 """
 
 from __future__ import annotations
@@ -433,37 +438,40 @@ def truth_of(flow: Workflow, run_ids: list[str]) -> Truth:
 # --- checking it -----------------------------------------------------------------------------------
 
 
-def check_lineage(ledger: Ledger, truth: Truth, cli_args: list[str], *, every_way: bool = True) -> None:
-    """Every version gives exactly the true ancestors, descendants and runs: the walk and the SQL
-    macros always; with ``every_way`` also one ``Ledger.lineage`` call and one CLI call per version.
+def check_lineage(ledger: Ledger, truth: Truth, cli_args: list[str], *, asked: int | None = None) -> None:
+    """Every version gives exactly the true ancestors, descendants and runs.
 
-    Each ``Ledger.lineage`` or CLI call opens its own connection (about 0.1 s), so the examples
-    ask those for every version in one of their two states (before or after compaction) and
-    the same walk on one shared connection in both.
+    For every version, the SQL ``ancestors``/``descendants`` macros, and the walk: without
+    ``asked``, ``lineage_graph`` (what ``Ledger.lineage`` runs) on the macros' connection; with
+    ``asked``, what a user calls, each on a connection of its own: ``Ledger.lineage`` and the
+    CLI's ``--format json`` in turn from version to version (the ``asked``-th version, in
+    sorted order, starts with ``Ledger.lineage``). Such a call costs a connection (some 0.1 s),
+    so each example asks them in one of its two states (before or after compaction).
     """
     invoke = CliInvoker()
     con = connect(ledger)
     try:
         assert set(con.execute("SELECT DISTINCT src, dst FROM lineage").fetchall()) == truth.flow
-        for node in sorted(truth.generated):
+        for index, node in enumerate(sorted(truth.generated)):
             want = {
                 "up": truth.up(node),
                 "down": truth.down(node),
                 "generated_by": sorted(truth.generated[node]),
                 "used_by": sorted(truth.used[node]),
             }
-            graphs = [lineage_graph(con, node, direction="both")]
-            if every_way:
-                graphs.append(ledger.lineage(node, direction="both"))
-            for graph in graphs:
+            up = {r[0] for r in con.execute(f"SELECT src FROM ancestors('{node}')").fetchall()}
+            down = {r[0] for r in con.execute(f"SELECT dst FROM descendants('{node}')").fetchall()}
+            assert {"up": up, "down": down} == {"up": want["up"], "down": want["down"]}, node
+            if asked is None or (index + asked) % 2 == 0:
+                graph = (
+                    lineage_graph(con, node, direction="both")
+                    if asked is None
+                    else ledger.lineage(node, direction="both")
+                )
                 info = graph.nodes[node]
                 found = {"up": graph.ancestors(), "down": graph.descendants()}
                 found |= {"generated_by": info["generated_by"], "used_by": info["used_by"]}
                 assert found == want, node
-            up = {r[0] for r in con.execute(f"SELECT src FROM ancestors('{node}')").fetchall()}
-            down = {r[0] for r in con.execute(f"SELECT dst FROM descendants('{node}')").fetchall()}
-            assert {"up": up, "down": down} == {"up": want["up"], "down": want["down"]}, node
-            if not every_way:
                 continue
             shown = invoke("ledger", *cli_args, "lineage", node, "--both", "--format", "json")
             assert shown.exit_code == 0, shown.output
@@ -525,6 +533,16 @@ def check_exports(ledger: Ledger, truth: Truth, work: Path) -> None:
 
 # --- the tests -------------------------------------------------------------------------------------
 
+#: Examples of each test: 200 in all, most on threads (the cheapest); ``LINEAGE_EXAMPLES`` sets
+#: every count at once (for a quick local run). The timeouts allow a loaded machine several
+#: times the seconds an example takes on a quiet one.
+EXAMPLES = {"threads": 154, "processes": 20, "dask": 20, "remote": 6}
+
+
+def _examples(test: str) -> int:
+    return int(os.environ.get("LINEAGE_EXAMPLES", EXAMPLES[test]))
+
+
 _HYPOTHESIS = {
     "deadline": None,
     "database": None,
@@ -557,7 +575,7 @@ def _local_env(root: Path) -> dict[str, str]:
     return {"SCALABLE_RUNS_DIR": str(root / "runs"), "SCALABLE_LEDGER_DIR": str(root / "ledger")}
 
 
-_EXAMPLES = [0]  # examples run so far: which state gets every way of asking alternates
+_EXAMPLES = [0]  # examples run so far: which state, and which version first, each way of asking gets
 
 
 def _run_and_check(flow: Workflow, parent: Path, target: str, *, exports: bool) -> None:
@@ -566,17 +584,20 @@ def _run_and_check(flow: Workflow, parent: Path, target: str, *, exports: bool) 
     truth = truth_of(flow, run_ids)
     ledger = Ledger.open(root / "runs", root / "ledger")
     _EXAMPLES[0] += 1
-    odd = _EXAMPLES[0] % 2 == 1
-    check_lineage(ledger, truth, cli_args, every_way=odd)  # each run compacted alone: edges from events
-    ledger.compact()  # compacted edge files cover everything now
-    check_lineage(ledger, truth, cli_args, every_way=not odd)
+    k = _EXAMPLES[0]
+    # Each run compacted itself alone: edges from its events. Then compacted edge files cover all.
+    check_lineage(ledger, truth, cli_args, asked=k % 4 if k % 4 < 2 else None)
+    ledger.compact()
+    check_lineage(ledger, truth, cli_args, asked=k % 4 - 2 if k % 4 >= 2 else None)
     if exports:
         check_exports(ledger, truth, root)
     ledger.close()
     shutil.rmtree(root, ignore_errors=True)
 
 
-@settings(max_examples=int(os.environ.get("LINEAGE_EXAMPLES", "140")), **_HYPOTHESIS)  # type: ignore[arg-type]
+@pytest.mark.slow
+@pytest.mark.timeout(EXAMPLES["threads"] * 12)
+@settings(max_examples=_examples("threads"), **_HYPOTHESIS)  # type: ignore[arg-type]
 @given(flow=workflows())
 def test_random_workflows_on_threads(flow: Workflow, example_dirs: Path) -> None:
     """On the local target's threads, lineage of every version equals the truth, before and after compaction."""
@@ -584,7 +605,8 @@ def test_random_workflows_on_threads(flow: Workflow, example_dirs: Path) -> None
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("LINEAGE_EXAMPLES", "20")), **_HYPOTHESIS)  # type: ignore[arg-type]
+@pytest.mark.timeout(EXAMPLES["processes"] * 30)
+@settings(max_examples=_examples("processes"), **_HYPOTHESIS)  # type: ignore[arg-type]
 @given(flow=workflows(max_tasks=2))
 def test_random_workflows_on_processes(flow: Workflow, example_dirs: Path) -> None:
     """On the local target's worker processes (their own writers), lineage equals the truth."""
@@ -600,7 +622,8 @@ def dask_address() -> Iterator[str]:
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("LINEAGE_EXAMPLES", "15")), **_HYPOTHESIS)  # type: ignore[arg-type]
+@pytest.mark.timeout(EXAMPLES["dask"] * 30)
+@settings(max_examples=_examples("dask"), **_HYPOTHESIS)  # type: ignore[arg-type]
 @given(flow=workflows(max_tasks=2))
 def test_random_workflows_on_dask(flow: Workflow, example_dirs: Path, dask_address: str) -> None:
     """On a Dask cluster (tasks record into ledgers of their own, shipped back), lineage equals the truth."""
@@ -616,8 +639,9 @@ def remote_bucket(s3_server: str) -> str:
 
 
 @pytest.mark.slow
-@settings(max_examples=int(os.environ.get("LINEAGE_EXAMPLES", "15")), **_HYPOTHESIS)  # type: ignore[arg-type]
-@given(flow=workflows(max_tasks=2))
+@pytest.mark.timeout(EXAMPLES["remote"] * 120)
+@settings(max_examples=_examples("remote"), **_HYPOTHESIS)  # type: ignore[arg-type]
+@given(flow=workflows(max_tasks=1))  # every query reads object storage: the smallest DAGs
 def test_random_workflows_from_a_remote_ledger(flow: Workflow, example_dirs: Path, remote_bucket: str) -> None:
     """A ledger on S3, read from another machine (its own empty local directories): lineage equals the truth."""
     root, manifest, _ = _example(example_dirs, "{provider: local, max_workers: 2}")
@@ -631,11 +655,11 @@ def test_random_workflows_from_a_remote_ledger(flow: Workflow, example_dirs: Pat
     cli_args = ["--runs-dir", str(elsewhere / "runs"), "--ledger-dir", str(elsewhere / "ledger")]
     os.environ["SCALABLE_RUNS_DIR_REMOTE"] = remote
     _EXAMPLES[0] += 1
-    odd = _EXAMPLES[0] % 2 == 1
+    k = _EXAMPLES[0]
     try:
-        check_lineage(ledger, truth, cli_args, every_way=odd)
+        check_lineage(ledger, truth, cli_args, asked=k % 4 if k % 4 < 2 else None)
         ledger.compact()
-        check_lineage(ledger, truth, cli_args, every_way=not odd)
+        check_lineage(ledger, truth, cli_args, asked=k % 4 - 2 if k % 4 >= 2 else None)
     finally:
         del os.environ["SCALABLE_RUNS_DIR_REMOTE"]
         ledger.close()

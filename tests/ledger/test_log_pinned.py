@@ -1,0 +1,417 @@
+"""The Ledger facade: each reading method passes every option through, and appends keep their promises."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scalable.errors import ConfigError, EventValidationError, LedgerError
+from scalable.ledger import context
+from scalable.ledger.log import Ledger
+
+
+def _put(ledger: Ledger, run: str, path: Path, *, inputs: list[str] | None = None) -> dict[str, Any]:
+    import hashlib
+
+    data = path.read_bytes()
+    return ledger.append(
+        {
+            "event_type": "artifact",
+            "op": "put",
+            "run_id": run,
+            "location": path.as_uri(),
+            "artifact_name": path.name,
+            "digest": hashlib.sha256(data).hexdigest(),
+            "size_bytes": len(data),
+            "inputs": inputs or [],
+            "key": path.name,
+        }
+    )
+
+
+@pytest.fixture
+def two_runs(ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    """run-a puts a.txt; run-b puts b.txt derived from it, later, and c.txt from b; both finished."""
+    a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
+    a.write_text("a")
+    b.write_text("b")
+    c.write_text("c")
+    put_a = _put(ledger, "run-a", a)
+    ledger.finish_run("run-a")
+    put_b = _put(ledger, "run-b", b, inputs=[put_a["digest"]])
+    put_c = _put(ledger, "run-b", c, inputs=[put_b["digest"]])
+    ledger.finish_run("run-b")
+    return {"a": a, "b": b, "put_a": put_a, "put_b": put_b, "put_c": put_c}
+
+
+def test_audit_passes_run_and_content_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``audit(run, content=False)`` checks only that run's structure; with content, changed bytes are found."""
+    two_runs["a"].write_text("changed")
+    full = ledger.audit()
+    assert not full.ok and any("a.txt" in str(p) for p in full.problems)
+    assert ledger.audit(content=False).ok
+    only_b = ledger.audit("run-b")
+    assert only_b.ok and only_b.runs == 1
+    seen: list[tuple[str, int, int]] = []
+    ledger.audit("run-b", progress=lambda phase, done, total: seen.append((phase, done, total)))
+    assert seen
+    assert ledger.audit_structure("run-a").ok
+    assert ledger.audit_structure().runs == 2
+
+
+def test_lineage_passes_direction_depth_and_time_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``lineage`` walks up by default, down or both when asked, no further than ``depth``, as of a time."""
+    a, b, c = (two_runs[k]["digest"] for k in ("put_a", "put_b", "put_c"))
+    assert a in ledger.lineage(b).nodes
+    assert c not in ledger.lineage(b).nodes
+    down = ledger.lineage(a, direction="down")
+    assert {b, c} <= set(down.nodes)
+    assert b not in ledger.lineage(a).nodes
+    one = ledger.lineage(a, direction="down", depth=1)
+    assert b in one.nodes and c not in one.nodes
+    before_b = ledger.lineage(a, direction="down", as_of=two_runs["put_a"]["timestamp"])
+    assert b not in before_b.nodes
+    both = ledger.lineage(b, direction="both")
+    assert {a, c} <= set(both.nodes)
+
+
+def test_query_and_diff_pass_the_time_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``query(as_of=)`` and ``diff(as_of=)`` see the ledger as it was then."""
+    sql = "SELECT count(*) AS n FROM artifacts"
+    assert ledger.query(sql).column("n").to_pylist() == [3]
+    assert ledger.query(sql, as_of=two_runs["put_a"]["timestamp"]).column("n").to_pylist() == [1]
+    changes = ledger.diff("run-a", "run-b")
+    assert sorted(c.status for c in changes.artifacts) == ["added", "added", "removed"]
+    from scalable.errors import RunNotFoundError
+
+    with pytest.raises(RunNotFoundError):
+        ledger.diff("run-a", "run-b", as_of=two_runs["put_a"]["timestamp"])
+
+
+def test_replay_passes_until_into_and_handlers_through(
+    ledger: Ledger, two_runs: dict[str, Any], tmp_path: Path
+) -> None:
+    """``replay`` stops at ``until``, feeds every handler, and restores into ``into``."""
+    seen: list[str] = []
+    result = ledger.replay("run-b", handlers=[lambda e: seen.append(f"{e['event_type']}/{e['op']}")])
+    assert seen == ["artifact/put", "artifact/put", "run/finished"]
+    assert result.events == 3
+    early: list[str] = []
+    ledger.replay("run-b", until=two_runs["put_b"]["timestamp"], handlers=[lambda e: early.append(e["artifact_name"])])
+    assert early == ["b.txt"]
+    restored = ledger.replay("run-b", into=tmp_path / "restored")
+    assert sorted(Path(p).read_text() for p in restored.restored) == ["b", "c"]
+
+
+def test_compact_passes_runs_and_options_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``compact([run])`` compacts that run only; progress is reported; the views still see everything."""
+    steps: list[Any] = []
+    first = ledger.compact(["run-a"], progress=lambda *args: steps.append(args))
+    assert first.streams_compacted == 1 and first.events_written == 2
+    assert steps
+    second = ledger.compact()
+    assert second.streams_compacted == 1 and second.events_written == 3
+    assert ledger.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [5]
+    third = ledger.compact(keep_jsonl=False)
+    assert "run-a" in third.streams_retired
+    assert not ledger.stream_path("run-a").exists()
+    assert ledger.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [5]
+
+
+def test_sync_without_a_remote_is_a_config_error(ledger: Ledger) -> None:
+    """``sync_remote`` with no ``SCALABLE_RUNS_DIR_REMOTE`` says what to set."""
+    with pytest.raises(ConfigError, match="SCALABLE_RUNS_DIR_REMOTE"):
+        ledger.sync_remote()
+
+
+def test_read_run_and_rebuild_summaries(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``read_run`` gives the run's events in file order; ``rebuild_summaries`` rewrites each run's run.json."""
+    events = list(ledger.read_run("run-b").events())
+    assert [e.op for e in events] == ["put", "put", "finished"]
+    run_json = ledger.stream_path("run-a").parent / "run.json"
+    before = json.loads(run_json.read_text())
+    run_json.unlink()
+    paths = ledger.rebuild_summaries(["run-a"])
+    assert run_json in paths
+    assert json.loads(run_json.read_text()) == before
+    assert {p.parent.name for p in ledger.rebuild_summaries()} == {"run-a", "run-b"}
+
+
+def test_a_closed_ledger_refuses_every_kind_of_append(tmp_path: Path) -> None:
+    """After ``close``, append, append_many, append_async and append_lines all say to open a new ledger."""
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.close()
+    assert led.closed
+    event = {"event_type": "artifact", "op": "put", "run_id": "run-x"}
+    for call in (
+        lambda: led.append(event),
+        lambda: led.append_many([event]),
+        lambda: led.append_async(event),
+        lambda: led.append_lines("run-x", [b"{}"]),
+    ):
+        with pytest.raises(LedgerError, match=r"^this ledger was closed; open a new one with Ledger.open\(\)$"):
+            call()
+    led.close()  # closing twice is harmless
+
+
+def test_append_many_names_the_bad_event_and_writes_none(ledger: Ledger) -> None:
+    """One bad event in a batch is named by its index and nothing of the batch is written."""
+    good = {"event_type": "artifact", "op": "put", "run_id": "run-m"}
+    with pytest.raises(EventValidationError, match=r"^event #1: "):
+        ledger.append_many([good, {**good, "op": "nope"}])
+    assert not ledger.stream_path("run-m").exists()
+    assert ledger.append_many([]) == []
+    with pytest.raises(EventValidationError, match="append_many takes an iterable of event mappings, not a dict"):
+        ledger.append_many(good)  # type: ignore[arg-type]
+
+
+def test_append_many_keeps_the_order_given_across_runs(ledger: Ledger) -> None:
+    """Events of several runs come back in the order given, each in its own stream and chain."""
+    batch = [
+        {"event_type": "artifact", "op": "put", "run_id": run, "artifact_name": name}
+        for run, name in (("run-1", "x"), ("run-2", "y"), ("run-1", "z"))
+    ]
+    written = ledger.append_many(batch)
+    assert [(w["run_id"], w["artifact_name"], w["seq"]) for w in written] == [
+        ("run-1", "x", 0),
+        ("run-2", "y", 0),
+        ("run-1", "z", 1),
+    ]
+    lines = ledger.stream_path("run-1").read_bytes().splitlines()
+    assert [json.loads(line)["artifact_name"] for line in lines] == ["x", "z"]
+
+
+def test_events_outside_a_run_go_to_one_implicit_run_sealed_at_close(tmp_path: Path) -> None:
+    """An event naming no run opens an implicit run (started once, marked implicit) that close() seals."""
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    first = led.append({"event_type": "artifact", "op": "put"})
+    second = led.append({"event_type": "artifact", "op": "put"})
+    run = first["run_id"]
+    assert second["run_id"] == run == context.implicit_run_id()
+    led.close()
+    events = [json.loads(line) for line in led.stream_path(run).read_bytes().splitlines()]
+    assert [(e["event_type"], e["op"]) for e in events] == [
+        ("run", "started"),
+        ("artifact", "put"),
+        ("artifact", "put"),
+        ("run", "finished"),
+    ]
+    assert json.loads(events[0]["attrs"]) == {"implicit": True, "pid": os.getpid(), "project": "adhoc"}
+    assert json.loads(events[-1]["attrs"])["status"] == "completed"
+
+
+def test_the_default_run_takes_events_that_name_none(ledger: Ledger) -> None:
+    """With ``default_run_id`` set, an event naming no run goes there, and ``current_run`` says so."""
+    ledger.default_run_id = "run-default"
+    assert ledger.current_run() == "run-default"
+    assert ledger.append({"event_type": "artifact", "op": "put"})["run_id"] == "run-default"
+    ledger.default_run_id = None
+    assert ledger.current_run() == context.implicit_run_id()
+
+
+def test_the_seal_counts_every_event_by_type(ledger: Ledger) -> None:
+    """``run/finished`` carries the status, the number of events and their counts by type."""
+    for op in ("put", "put", "get"):
+        ledger.append({"event_type": "artifact", "op": op, "run_id": "run-s"})
+    ledger.append({"event_type": "cache", "op": "miss", "run_id": "run-s"})
+    finished = ledger.finish_run("run-s", "failed", attrs={"note": "x"})
+    info = json.loads(finished["attrs"])
+    assert info["status"] == "failed"
+    assert info["note"] == "x"
+    assert info["events"] == 4
+    assert info["counts"] == {"artifact": 3, "cache": 1}
+    assert set(info["seal"]["heads"]) == {ledger.writer_id}
+
+
+# --- group commit, torn lines and foreign lines ----------------------------------------------
+
+
+def _lines(ledger: Ledger, run: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in ledger.stream_path(run).read_bytes().splitlines()]
+
+
+def test_queued_events_keep_their_order_time_and_runs_and_reach_subscribers_once(ledger: Ledger) -> None:
+    """``append_async`` events land on ``flush`` in the order raised, each in its run, stamped when raised."""
+    got: list[str] = []
+    ledger.subscribe(lambda e: got.append(e["artifact_name"]))
+    before = ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-q", "artifact_name": "sync"})
+    for run, name in (("run-q", "a1"), ("run-r", "b1"), ("run-q", "a2")):
+        ledger.append_async({"event_type": "artifact", "op": "put", "run_id": run, "artifact_name": name})
+    raised = now_after = None
+    ledger.flush()
+    ledger.flush()  # nothing left: writes nothing more
+    q, r = _lines(ledger, "run-q"), _lines(ledger, "run-r")
+    assert [e["artifact_name"] for e in q] == ["sync", "a1", "a2"]
+    assert [e["artifact_name"] for e in r] == ["b1"]
+    assert [e["seq"] for e in q] == [0, 1, 2]
+    assert sorted(got) == ["a1", "a2", "b1", "sync"]
+    assert q[1]["timestamp"] >= before["timestamp"] and q[1]["event_id"] > before["event_id"]
+    assert q[2]["event_id"] > q[1]["event_id"]
+    del raised, now_after
+
+
+def test_a_synchronous_append_writes_queued_events_first(ledger: Ledger) -> None:
+    """A queued event raised before a synchronous append is written before it."""
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-o", "artifact_name": "first"})
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-o", "artifact_name": "second"})
+    assert [e["artifact_name"] for e in _lines(ledger, "run-o")] == ["first", "second"]
+
+
+def test_queued_events_are_written_in_the_background_within_the_interval(ledger: Ledger) -> None:
+    """Without any flush, a queued event is in its stream within a few flush intervals."""
+    import time
+
+    from scalable.ledger.log import FLUSH_INTERVAL_S
+
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-bg", "artifact_name": "x"})
+    deadline = time.monotonic() + 50 * FLUSH_INTERVAL_S
+    while time.monotonic() < deadline:
+        path = ledger.stream_path("run-bg")
+        if path.exists() and path.read_bytes().endswith(b"\n"):
+            break
+        time.sleep(FLUSH_INTERVAL_S / 2)
+    assert [e["artifact_name"] for e in _lines(ledger, "run-bg")] == ["x"]
+
+
+def test_a_torn_line_left_by_a_dead_writer_stays_apart_and_the_run_still_seals(ledger: Ledger) -> None:
+    """After a torn last line, the next event starts on a line of its own; the seal of the run still verifies."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t", "artifact_name": "a"})
+    path = ledger.stream_path("run-t")
+    with path.open("ab") as fh:
+        fh.write(b'{"event_id":"torn')
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t", "artifact_name": "b"})
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t", "artifact_name": "c"})
+    ledger.finish_run("run-t")
+    raw = path.read_bytes().splitlines()
+    assert raw[1] == b'{"event_id":"torn'
+    assert [json.loads(raw[i])["artifact_name"] for i in (0, 2, 3)] == ["a", "b", "c"]
+    report = ledger.audit_structure("run-t")
+    assert [p.where for p in report.problems] == [f"{path}:2"]
+
+
+def _foreign(run: str, count: int, writer: str = "other:1:aa") -> list[bytes]:
+    import hashlib
+
+    from scalable.ledger.events import GENESIS, encode_line
+
+    prev, out = GENESIS, []
+    for seq in range(count):
+        line = encode_line(
+            {
+                "event_id": f"0190a0b0-c0d0-7000-8000-{seq:012x}",
+                "event_type": "artifact",
+                "op": "put",
+                "timestamp": "2026-01-01T00:00:00.000000Z",
+                "run_id": run,
+                "writer": writer,
+                "seq": seq,
+                "prev": prev,
+                "schema_version": 1,
+            }
+        )
+        prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+        out.append(line)
+    return out
+
+
+def test_foreign_lines_with_or_without_newlines_land_whole_and_seal(ledger: Ledger) -> None:
+    """Lines of another writer, given with or without their newline, land once each; the sealed run audits clean."""
+    got: list[int] = []
+    ledger.subscribe(lambda e: got.append(e["seq"]))
+    lines = _foreign("run-f", 3)
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-f"})
+    decoded = ledger.append_lines("run-f", [lines[0], lines[1].rstrip(b"\n"), json.loads(lines[2])])
+    assert [e["seq"] for e in decoded] == [0, 1, 2] == got[1:]
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-f"})
+    ledger.finish_run("run-f")
+    stream = ledger.stream_path("run-f").read_bytes()
+    assert stream.count(b"\n") == 6 and b"\n\n" not in stream
+    assert ledger.audit_structure("run-f").ok
+    assert ledger.append_lines("run-f", []) == []
+
+
+def test_foreign_lines_that_break_the_rules_are_refused_by_index(ledger: Ledger) -> None:
+    """A line holding two lines, or breaking its writer's chain, is refused naming its index; nothing is written."""
+    one, two = _foreign("run-g", 2)
+    with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-g' spans several lines$"):
+        ledger.append_lines("run-g", [one.rstrip(b"\n").replace(b",", b",\n", 1)])
+    with pytest.raises(EventValidationError) as info:
+        ledger.append_lines("run-g", [one, one])
+    assert str(info.value) == "line #1 breaks the chain of writer 'other:1:aa' (seq 0 after 0)"
+    wrong_prev = two.replace(json.loads(two)["prev"].encode(), b"1" * 64)
+    with pytest.raises(
+        EventValidationError, match=r"^line #1 breaks the chain of writer 'other:1:aa' \(seq 1 after 0\)$"
+    ):
+        ledger.append_lines("run-g", [one, wrong_prev])
+    assert not ledger.stream_path("run-g").exists()
+
+
+def test_streams_are_created_readable_by_others(ledger: Ledger) -> None:
+    """A run's stream is a 0644 file (less the umask), like files other tools write."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-mode"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(ledger.stream_path("run-mode").stat().st_mode) == 0o644
+
+
+def test_open_uses_the_directories_given_and_checks_them_for_readers(tmp_path: Path) -> None:
+    """``Ledger.open(runs, ledger)`` uses both directories; ``must_exist`` refuses a place with no ledger."""
+    from scalable.errors import LedgerNotFoundError
+
+    led = Ledger.open(tmp_path / "r", tmp_path / "l")
+    assert (led.runs_dir, led.ledger_dir) == (tmp_path / "r", tmp_path / "l")
+    assert led.closed is False
+    led.close()
+    with pytest.raises(LedgerNotFoundError):
+        Ledger.open(tmp_path / "nothing", tmp_path / "nothing-either", must_exist=True)
+
+
+def test_a_one_byte_torn_stream_is_ended_before_the_first_write(ledger: Ledger) -> None:
+    """A stream holding only one torn byte gets its newline before this writer's first line."""
+    path = ledger.stream_path("run-1b")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"{")
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-1b", "artifact_name": "a"})
+    lines = path.read_bytes().splitlines()
+    assert lines[0] == b"{"
+    assert json.loads(lines[1])["artifact_name"] == "a"
+
+
+def test_a_stream_that_cannot_be_created_is_named(tmp_path: Path) -> None:
+    """When a file stands where a run's directory goes, appending names the stream it could not create."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "run-x").write_text("a file where the run's directory goes")
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        with pytest.raises(LedgerError) as info:
+            led.append({"event_type": "artifact", "op": "put", "run_id": "run-x"})
+        assert str(info.value).startswith(
+            f"cannot create the stream {str(tmp_path / 'runs' / 'run-x' / 'artifacts.jsonl')!r}"
+        )
+    finally:
+        led.close()
+
+
+def test_a_process_that_never_closes_its_ledger_still_exits_with_its_events_written(tmp_path: Path) -> None:
+    """A script that queues events and ends without ``close`` exits at once, its events in the stream."""
+    import subprocess
+    import sys
+
+    code = (
+        "from scalable.ledger.log import Ledger\n"
+        f"led = Ledger.open({str(tmp_path / 'runs')!r}, {str(tmp_path / 'ledger')!r})\n"
+        "led.append_async({'event_type': 'artifact', 'op': 'put', 'run_id': 'run-exit'})\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
+    lines = (tmp_path / "runs" / "run-exit" / "artifacts.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["op"] for line in lines] == ["put"]

@@ -1,0 +1,161 @@
+"""What every store does alike: listed references, deletes and their events, put_bytes labels."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scalable.errors import ArtifactNotFoundError, KeyConflictError
+from scalable.stores import ArtifactKind, BaseArtifactStore, build_artifact_store
+from scalable.testing import captured_events, memory_store
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BaseArtifactStore:
+    """A fresh store on local disk or in memory."""
+    if request.param == "local":
+        return build_artifact_store(tmp_path / "artifacts")
+    return memory_store()
+
+
+@pytest.fixture
+def events() -> Iterator[list[Any]]:
+    """The artifact events raised while the test runs."""
+    with captured_events(["artifact"]) as got:
+        yield got  # type: ignore[misc]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    files = {"x.txt": b"x", "sub/y.txt": b"yy", "sub/deeper/z.bin": b"zzz"}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+def test_listed_references_carry_each_files_recorded_digest_and_size(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """``list_refs`` gives every file its size and the digest recorded at put, also deep inside a directory put."""
+    files = _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "runs/d")
+    store.put_bytes(b"blob", "runs/b.bin")
+    refs = store.list_refs("runs/")
+    got = {r.metadata["key"]: (r.kind, r.digest, r.size_bytes) for r in refs}
+    want = {f"runs/d/{rel}": (ArtifactKind.FILE, _sha(data), len(data)) for rel, data in files.items()}
+    want["runs/b.bin"] = (ArtifactKind.FILE, _sha(b"blob"), 4)
+    assert got == want
+    assert all(r.metadata == {"key": r.metadata["key"], "store": store.base_uri} for r in refs)
+    assert [r.uri for r in refs] == [store.uri_for(k) for k in sorted(want)]
+    assert {r.metadata["key"] for r in store.list_refs()} == set(want)
+
+
+def test_a_file_the_store_did_not_write_has_no_recorded_digest(tmp_path: Path) -> None:
+    """A file dropped into a local store's directory by hand is listed with its size but no digest."""
+    store = build_artifact_store(tmp_path / "artifacts")
+    store.put_bytes(b"mine", "k/mine.txt")
+    (tmp_path / "artifacts" / "k" / "stray.txt").write_bytes(b"stray")
+    refs = {r.metadata["key"]: r for r in store.list_refs("k/")}
+    assert refs["k/mine.txt"].digest == _sha(b"mine")
+    assert refs["k/stray.txt"].digest is None and refs["k/stray.txt"].size_bytes == 5
+
+
+def test_deleting_a_file_reports_what_was_deleted(
+    store: BaseArtifactStore, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The ``artifact/deleted`` event of a file carries its key, kind label, size and digest as put."""
+    store.put_bytes(b"hello", "a/b/c.txt", kind="result")
+    store.delete("a/b/c.txt")
+    deleted = [e for e in events if e["op"] == "deleted"]
+    assert len(deleted) == 1
+    assert deleted[0]["key"] == "a/b/c.txt"
+    assert deleted[0]["kind"] == "blob"
+    assert deleted[0]["digest"] == _sha(b"hello")
+    assert deleted[0]["size_bytes"] == 5
+    assert not store.exists("a/b/c.txt")
+
+
+def test_deleting_a_directory_put_removes_its_files_and_reports_it(
+    store: BaseArtifactStore, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A directory put is deleted whole; its event says ``dir`` with the tree digest and total size."""
+    _tree(tmp_path / "tree")
+    ref = store.put(tmp_path / "tree", "d")
+    store.delete("d")
+    (deleted,) = [e for e in events if e["op"] == "deleted"]
+    assert (deleted["kind"], deleted["digest"], deleted["size_bytes"]) == ("dir", ref.digest, ref.size_bytes)
+    assert store.list_artifacts() == []
+    store.put_bytes(b"again", "d")  # nothing of the directory is left in the way
+    assert store.get_bytes("d") == b"again"
+
+
+def test_deleting_a_prefix_removes_everything_below_it(store: BaseArtifactStore, events: list[dict[str, Any]]) -> None:
+    """A key that is only a prefix of stored keys deletes every artifact below it; the event says ``dir``."""
+    store.put_bytes(b"1", "p/one.txt")
+    store.put_bytes(b"2", "p/q/two.txt")
+    store.put_bytes(b"3", "other.txt")
+    store.delete("p")
+    assert store.list_artifacts() == ["other.txt"]
+    (deleted,) = [e for e in events if e["op"] == "deleted"]
+    assert (deleted["key"], deleted["kind"]) == ("p", "dir")
+    assert "digest" not in deleted and "size_bytes" not in deleted
+
+
+def test_a_file_inside_a_directory_put_cannot_be_deleted_alone(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """Deleting one file of a directory artifact (at any depth) is refused naming the directory."""
+    _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "d")
+    for key in ("d/x.txt", "d/sub/deeper/z.bin"):
+        with pytest.raises(KeyConflictError) as info:
+            store.delete(key)
+        assert str(info.value) == (
+            f"cannot delete {store.uri_for(key)!r}: it is part of the directory artifact {store.uri_for('d')!r}; "
+            "delete that directory, or put it again without the file"
+        )
+    with pytest.raises(ArtifactNotFoundError, match=r"nothing is stored at .*; nothing to delete"):
+        store.delete("nothing/here")
+
+
+def test_put_bytes_labels_and_events(store: BaseArtifactStore, events: list[dict[str, Any]]) -> None:
+    """put_bytes records a label in the reference and the event; a plain blob has no label."""
+    plain = store.put_bytes(b"a", "plain.bin")
+    labelled = store.put_bytes(b"b", "labelled.bin", kind="model")
+    assert "label" not in plain.metadata and plain.kind == ArtifactKind.BLOB
+    assert labelled.metadata["label"] == "model" and labelled.kind == ArtifactKind.BLOB
+    assert [(e["key"], e["kind"]) for e in events if e["op"] == "put"] == [
+        ("plain.bin", "blob"),
+        ("labelled.bin", "model"),
+    ]
+    store.get_bytes("labelled.bin")
+    (got,) = [e for e in events if e["op"] == "get"]
+    assert (got["kind"], got["size_bytes"], got["digest"]) == ("blob", 1, _sha(b"b"))
+
+
+def test_put_bytes_never_lands_below_a_stored_file(store: BaseArtifactStore) -> None:
+    """put_bytes checks nesting like put: nothing below a file, no file over a directory."""
+    store.put_bytes(b"f", "f")
+    with pytest.raises(KeyConflictError):
+        store.put_bytes(b"g", "f/g")
+    store.put_bytes(b"h", "dir/h")
+    with pytest.raises(KeyConflictError):
+        store.put_bytes(b"d", "dir")
+
+
+def test_a_directory_is_not_put_over_keys_put_on_their_own(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """A directory put over files that were put on their own is refused naming one of them."""
+    store.put_bytes(b"own", "d/own.txt")
+    _tree(tmp_path / "tree")
+    with pytest.raises(KeyConflictError) as info:
+        store.put(tmp_path / "tree", "d")
+    assert "artifacts were put below it on their own (such as 'd/own.txt')" in str(info.value)
+
+
+def test_the_repr_names_the_class_and_the_root(store: BaseArtifactStore) -> None:
+    """``repr(store)`` shows the backend class and its base URI."""
+    assert repr(store) == f"{type(store).__name__}({store.base_uri!r})"
