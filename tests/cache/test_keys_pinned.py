@@ -274,3 +274,17 @@ def test_an_argument_type_that_is_no_generic_type_is_refused_with_the_fix(typ: A
         f"@cacheable(a={typ!r}) on tests.pinned.Pinned.pinned is not a GenericType subclass; "
         "use FileType, DirType, ValueType, ObjectType, UtilityType or a subclass of GenericType"
     )
+
+
+def test_a_file_argument_brings_its_digest_and_location(tmp_path: Path) -> None:
+    """A file argument adds its SHA-256 to the call's inputs and its ``file://`` URI to its locations."""
+    import hashlib
+
+    from scalable.cache import FileType
+    from scalable.uris import path_to_uri
+
+    data = tmp_path / "in.csv"
+    data.write_bytes(b"a,b\n")
+    call = KeyBuilder(_simple(), {"a": FileType}).key((str(data),), {})
+    assert call.inputs == [hashlib.sha256(b"a,b\n").hexdigest()]
+    assert call.locations == [path_to_uri(data)]
