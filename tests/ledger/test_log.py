@@ -369,3 +369,16 @@ def test_queued_events_of_many_threads_land_once_each_in_the_order_each_thread_r
     assert [e["event_id"] for e in events] == sorted(e["event_id"] for e in events)
     assert len({e["event_id"] for e in events}) == len(events)
     assert_chains_verify(ledger, "run-async-threads")
+
+
+def test_a_queued_event_reaches_the_stream_on_its_own(ledger: Ledger) -> None:
+    """Without any flush or read, an event append_async queued is in the stream file soon after (within a second here)."""
+    from scalable.ledger.log import FLUSH_INTERVAL_S
+
+    with bind(run_id="run-async-alone"):
+        ledger.append_async(_hit(1))
+    path = ledger.stream_path("run-async-alone")
+    queued = time.monotonic()
+    while not (path.exists() and b'"op":"hit"' in path.read_bytes()):
+        assert time.monotonic() - queued < 10 * FLUSH_INTERVAL_S, "the queued event was never written"
+        time.sleep(0.005)
