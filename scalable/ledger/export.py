@@ -567,10 +567,55 @@ def prov_document(graph: LineageGraph) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if v}
 
 
-def _dataset(graph: LineageGraph, node: str) -> dict[str, Any]:
-    """An OpenLineage dataset: where the version lives (namespace and name) and its digest as version."""
+#: Where a run (or one of its tasks) put, recorded, fetched or used each version:
+#: ``(run_id, task_id or None, "made" or "used", node)`` -> locations.
+_Sites = dict[tuple[str, str | None, str, str], set[str]]
+
+
+def _sites(graph: LineageGraph) -> _Sites:
+    """The locations each run and task of ``graph`` generated or used each of its versions at.
+
+    Read from the artifact events of the ledger the graph came from (at its ``as_of``); empty
+    for a graph built by hand.
+    """
+    if graph.source is None:
+        return {}
+    from scalable.ledger.lineage import _chunks, _in_list
+    from scalable.ledger.views import read_snapshot
+
+    ledger, as_of = graph.source
+    runs = sorted(n for n, info in graph.nodes.items() if info.get("kind") == "run")
+    # The task key of the lineage edges (scalable.ledger.edges): the task id, else the task name.
+    sql = (
+        "SELECT run_id, CASE WHEN task_name IS NOT NULL "
+        "THEN coalesce(json_extract_string(attrs, '$.task_id'), task_name) END, "
+        "CASE WHEN op IN ('put', 'recorded') THEN 'made' ELSE 'used' END, coalesce(digest, location), location "
+        "FROM events WHERE event_type = 'artifact' AND op IN ('put', 'recorded', 'get', 'used') "
+        "AND location IS NOT NULL AND run_id IN {runs}"
+    )
+
+    def read(con: Any) -> _Sites:
+        sites: _Sites = {}
+        for chunk in _chunks(runs):
+            for run_id, task_id, role, node, location in con.execute(sql.format(runs=_in_list(chunk))).fetchall():
+                for key in ((run_id, None, role, node), (run_id, task_id, role, node)):
+                    sites.setdefault(key, set()).add(location)
+        return sites
+
+    return read_snapshot(ledger, read, as_of=as_of, trusted=True) if runs else {}
+
+
+def _datasets(graph: LineageGraph, node: str, where: set[str] | None) -> list[dict[str, Any]]:
+    """The OpenLineage datasets of version ``node`` at ``where`` (the locations the run or task
+    put or read it at), or, where no location is known, at the first location of the version."""
+    if where:
+        return [_dataset(graph, node, location) for location in sorted(where)]
     info = graph.nodes.get(node, {})
-    location = (info.get("locations") or [node if "://" in node else ""])[0]
+    return [_dataset(graph, node, (info.get("locations") or [node if "://" in node else ""])[0])]
+
+
+def _dataset(graph: LineageGraph, node: str, location: str) -> dict[str, Any]:
+    """An OpenLineage dataset: where the version lives (namespace and name) and its digest as version."""
     parts = urlsplit(location)
     if parts.scheme == "file":
         namespace, name = "file", str(uri_to_path(location))
@@ -591,7 +636,9 @@ def openlineage_events(graph: LineageGraph) -> list[dict[str, Any]]:
     standard ``errorMessage`` facet) or ``ABORT`` at its end with what it used and generated
     (a run still going gets ``RUNNING`` at its latest event instead). Per task, the same pair
     for the task's own job (``<project>.<task>``), with a ``parent`` facet naming the run.
-    Datasets are the graph's artifacts; each carries its digest as the ``version`` facet.
+    Datasets are the graph's artifacts at the locations the run or task put, recorded,
+    fetched or used them (a version a run stored and recorded is two datasets), each with
+    its digest as the ``version`` facet.
     """
     runs = {n: i for n, i in graph.nodes.items() if i.get("kind") == "run"}
     used: dict[tuple[str, str | None], set[str]] = {}
@@ -607,6 +654,7 @@ def openlineage_events(graph: LineageGraph) -> list[dict[str, Any]]:
             for key in ((e["src"], None), (e["src"], e["task_id"])):
                 made.setdefault(key, set()).add(e["dst"])
     events: list[dict[str, Any]] = []
+    sites = _sites(graph)
 
     def uuid_of(text: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:scalable:{text}"))
@@ -621,8 +669,8 @@ def openlineage_events(graph: LineageGraph) -> list[dict[str, Any]]:
             "producer": _PRODUCER,
             "schemaURL": _OL_SCHEMA,
         }
-        inputs = [_dataset(graph, n) for n in sorted(used.get(key, ()))]
-        outputs = [_dataset(graph, n) for n in sorted(made.get(key, ()))]
+        inputs = [d for n in sorted(used.get(key, ())) for d in _datasets(graph, n, sites.get((*key, "used", n)))]
+        outputs = [d for n in sorted(made.get(key, ())) for d in _datasets(graph, n, sites.get((*key, "made", n)))]
         first = start or latest.get(key[0])
         if first:
             events.append({"eventType": "START", "eventTime": first, **base, "inputs": inputs, "outputs": []})

@@ -83,6 +83,8 @@ class LineageGraph:
             ``ended_at``, ``status`` of every task the edges and context name.
         direction: the direction of the walk that made it (``up``, ``down`` or ``both``).
         elided: with ``max_nodes``, how many ``nodes`` and ``edges`` were left out.
+        source: the ledger and ``as_of`` time the graph was read from (``None`` for a graph
+            built by hand); exports look up there where each run put or read each version.
     """
 
     root: str | None
@@ -92,6 +94,7 @@ class LineageGraph:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     direction: str = "up"
     elided: dict[str, int] | None = None
+    source: tuple[Ledger, str | None] | None = field(default=None, repr=False, compare=False)
 
     def render(self, fmt: str) -> str:
         """Return the graph as text in lineage format ``fmt`` of the registry (``tree``, ``dot``, ...).
@@ -716,6 +719,7 @@ def trace(
         return lineage_graph(con, node, direction=direction, depth=depth, relations=walked, max_nodes=max_nodes)
 
     graph = read_snapshot(ledger, walk, as_of=as_of, trusted=True)
+    graph.source = (ledger, as_of)
     if runs_only:
         graph = graph.runs_only()
         if relations is not None:

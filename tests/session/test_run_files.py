@@ -133,13 +133,18 @@ def test_a_scalable_manifest_on_the_local_target_writes_scalables_run_files(isol
     assert run["started_at"] <= run["finished_at"]
     summary = scalable_json(run_dir / "summary.json")
     assert summary["run"] == {k: run[k] for k in RUN_FIELDS}
+    # Artifact events are counted as Scalable counts them: every artifact line of the stream.
+    # Three puts and three records of the parts, the model recorded, and the three parts its
+    # ``inputs=`` named, each recorded as ``used`` (the version read, hashed then).
+    artifact_ops = sorted(r["op"] for r in records if r["event_type"] == "artifact")
+    assert artifact_ops == ["put"] * 3 + ["recorded"] * 4 + ["used"] * 3
     assert summary["counts"] == {
         "task_events": 8,
         "resource_events": 4,
         "worker_events": 0,
         "failure_events": 0,
         "cache_events": 3,
-        "artifact_events": 7,
+        "artifact_events": 10,
         "cost_events": 0,
         "tasks_succeeded": 4,
         "tasks_failed": 0,
