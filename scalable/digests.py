@@ -16,7 +16,7 @@ Tree digest (directories)
     empty tree has the digest of the empty string. Equal trees give equal digests on every
     backend (local disk, S3, GCS), because only relative paths and content enter the hash.
 
-Links (:func:`walk_tree`, one rule for every caller)
+Links (:func:`walk_paths`, one rule for every caller)
     A link inside the tree to a file or a directory inside the tree counts as that content at
     the link's path; a link out of the tree, a dangling link, a loop, a special file or a name
     that is not UTF-8 is refused. So a directory hashes to one digest as a cache argument,
@@ -47,6 +47,7 @@ __all__ = [
     "sha256_file",
     "sha256_stream",
     "tree_digest",
+    "walk_paths",
     "walk_tree",
 ]
 
@@ -128,6 +129,14 @@ def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
 def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     """Return ``(relative/posix/path, path)`` of every file under ``root``, sorted by path.
 
+    The files of :func:`walk_paths`, each path as a :class:`~pathlib.Path`.
+    """
+    return [(rel, Path(path)) for rel, path in walk_paths(root)]
+
+
+def walk_paths(root: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Return ``(relative/posix/path, path)`` of every file under ``root``, sorted by path.
+
     The one rule of links and special files, for every caller (stores, the cache, sessions):
 
     * a link to a file inside ``root`` counts as that file's content at the link's path;
@@ -153,10 +162,10 @@ def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:
         raise ArtifactNotFoundError(f"directory {str(top)!r} does not exist") from None
     except OSError as exc:
         raise StoreError(f"cannot read directory {str(top)!r}: {exc.strerror or exc}; check its permissions") from None
-    out: list[tuple[str, Path]] = []
+    out: list[tuple[str, str]] = []
     # Each pending directory: its path as seen, its relative prefix, and the real paths of the
     # directories it is inside (a link to one of those would loop).
-    pending: list[tuple[Path, str, frozenset[Path]]] = [(top, "", frozenset({real_root}))]
+    pending: list[tuple[str, str, frozenset[Path]]] = [(os.fspath(top), "", frozenset({real_root}))]
     while pending:
         directory, prefix, inside = pending.pop()
         try:
@@ -166,7 +175,7 @@ def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:
                 f"cannot read directory {str(directory)!r}: {exc.strerror or exc}; check its permissions"
             ) from None
         for entry in entries:
-            path = Path(entry.path)
+            path = entry.path  # a string: a Path per file is most of a large tree's walk
             rel = f"{prefix}{entry.name}"
             try:
                 entry.name.encode()
@@ -180,7 +189,7 @@ def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:
                 raise StoreError(f"cannot read {str(path)!r}: {exc.strerror or exc}; check its permissions") from None
             real: Path | None = None
             if stat.S_ISLNK(mode):
-                real = _link_target(path, real_root, top)
+                real = _link_target(Path(path), real_root, top)
                 mode = real.stat().st_mode
             if stat.S_ISDIR(mode):
                 real = real or Path(os.path.realpath(path))
@@ -241,7 +250,7 @@ def measure_path(path: str | os.PathLike[str]) -> Measurement:
     if local.is_dir():
         digests: dict[str, str] = {}
         total = 0
-        for rel, full in walk_tree(local):
+        for rel, full in walk_paths(local):
             digests[rel], size = _hash_local(full)
             total += size
         return Measurement("dir", total, tree_digest(digests))

@@ -23,7 +23,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Any
 
-from scalable.digests import sha256_file, walk_tree
+from scalable.digests import sha256_file, walk_paths
 from scalable.digests import tree_digest as combine_tree
 from scalable.errors import CacheArgumentError, CacheInputNotFoundError, StoreError
 from scalable.uris import path_to_uri
@@ -71,7 +71,7 @@ def tree_digest(path: str | os.PathLike[str]) -> str:
             f"directory {os.fspath(path)!r} of a DirType argument does not exist; pass an existing directory"
         )
     try:
-        files = walk_tree(path)
+        files = walk_paths(path)
     except StoreError as exc:
         raise CacheArgumentError(f"DirType argument {os.fspath(path)!r}: {exc}") from None
     return combine_tree((rel, file_digest(full)) for rel, full in files)

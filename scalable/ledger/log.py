@@ -647,6 +647,9 @@ class Ledger:
             except OSError as exc:  # the directory may be gone at interpreter exit
                 _log.warning("ledger.implicit_run_not_sealed", run_id=run_id, error=str(exc))
         self._closed = True
+        from scalable.ledger.views import forget_connection
+
+        forget_connection(self)
         with self._state_lock:
             streams, self._streams = self._streams, {}
         for stream in streams.values():

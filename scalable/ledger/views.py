@@ -21,8 +21,12 @@ the snapshot moved under it (a stream retired, say) runs once more on the newest
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fsspec.implementations.local import LocalFileSystem
@@ -59,6 +63,7 @@ __all__ = [
     "connect",
     "describe_run",
     "event_sources",
+    "forget_connection",
     "query_batches",
     "read_snapshot",
     "run_query",
@@ -273,14 +278,23 @@ def connect(ledger: Ledger, *, as_of: str | None = None, trusted: bool = False) 
 
 
 def _connect(
-    ledger: Ledger, as_of: str | None, trusted: bool
+    ledger: Ledger, as_of: str | None, trusted: bool, warm: _Warm | None = None
 ) -> tuple[duckdb.DuckDBPyConnection, tuple[int, frozenset[str]]]:
+    """A connection with the views of the ledger's current snapshot.
+
+    With ``warm`` (trusted reads only), the connection ``warm`` keeps is returned when it was
+    made for the same snapshot and ``as_of``; otherwise a new one, which ``warm`` then keeps.
+    """
     bus.flush_all()  # events queued in this process are visible to its own queries
     cutoff = normalize_timestamp(as_of) if as_of else None
     location = ledger.location
     filesystems: list[ReadOnlyFileSystem] = []
     if trusted:
         sources, snapshot = _snapshot(location)
+        if warm is not None and warm.con is not None and warm.key == (snapshot, cutoff):
+            return warm.con, snapshot
+        if warm is not None:
+            warm.discard()
         con = sql_connect(filesystem=location.filesystem)
     else:
         # A user's statement reads every file through a filesystem that only reads, only under these roots.
@@ -307,7 +321,92 @@ def _connect(
     except BaseException:
         con.close()
         raise
+    # Tails copied into the connection (object storage) would not show lines appended later.
+    if warm is not None and not (sources.tail and location.materialize_tails):
+        warm.con, warm.key = con, (snapshot, cutoff)
     return con, snapshot
+
+
+@dataclass
+class _Warm:
+    """The trusted connection a ledger keeps between reads, and the snapshot its views show.
+
+    Views read the event lines at each query, so lines appended to a stream the snapshot
+    lists are seen; a new generation, a stream added or retired, or another ``as_of``
+    makes a new connection. Building one (the DuckDB instance, every view and macro, the
+    Parquet footers) is most of a short read's time.
+    """
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    con: duckdb.DuckDBPyConnection | None = None
+    key: tuple[tuple[int, frozenset[str]], str | None] | None = None
+
+    def discard(self) -> None:
+        """Close the kept connection, if any."""
+        con, self.con, self.key = self.con, None, None
+        if con is not None:
+            con.close()
+
+
+_warm_lock = threading.Lock()
+_warm: weakref.WeakKeyDictionary[Ledger, _Warm] = weakref.WeakKeyDictionary()
+#: Connections a forked child inherited: never used or closed there (DuckDB is not fork-safe).
+_inherited: list[_Warm] = []
+
+
+def _after_fork_in_child() -> None:
+    global _warm_lock, _warm
+    _inherited.extend(_warm.values())
+    _warm_lock, _warm = threading.Lock(), weakref.WeakKeyDictionary()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forget_connection(ledger: Ledger) -> None:
+    """Close the connection kept for ``ledger``'s trusted reads (when the ledger closes)."""
+    with _warm_lock:
+        warm = _warm.pop(ledger, None)
+    if warm is not None:
+        with warm.lock:
+            warm.discard()
+
+
+@contextlib.contextmanager
+def _connection(
+    ledger: Ledger, as_of: str | None, trusted: bool
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, tuple[int, frozenset[str]]]]:
+    """A connection for one read: for trusted reads the ledger's kept one, when no other
+    thread is reading through it; otherwise one of its own, closed after the read."""
+    warm: _Warm | None = None
+    if trusted and not ledger.closed:
+        with _warm_lock:
+            warm = _warm.setdefault(ledger, _Warm())
+        if not warm.lock.acquire(blocking=False):
+            warm = None
+    try:
+        con, snapshot = _connect(ledger, as_of, trusted, warm)
+        kept = warm is not None and warm.con is con
+        clean = False
+        try:
+            yield con, snapshot
+            if kept:
+                # Leave the catalog as the views made it: a reader's tables (a walk's copy of
+                # the tail edges) would be stale at the next read.
+                for (name,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name <> '_tail_rows'"
+                ).fetchall():
+                    con.execute('DROP TABLE temp.main."' + name.replace('"', '""') + '"')
+                clean = True
+        finally:
+            if not kept:
+                con.close()
+            elif not clean:
+                assert warm is not None
+                warm.discard()
+    finally:
+        if warm is not None:
+            warm.lock.release()
 
 
 def _define_views(
@@ -358,23 +457,19 @@ def read_snapshot(
     """
     import duckdb
 
+    snapshot: tuple[int, frozenset[str]] | None = None
     try:
-        con, snapshot = _connect(ledger, as_of, trusted)
-    except duckdb.Error:
-        pass  # defining the views reads no user SQL: a file vanished while they were defined
-    else:
-        try:
+        with _connection(ledger, as_of, trusted) as (con, snapshot):
             return read(con)
-        except (duckdb.Error, QueryError):
-            if _snapshot_id(ledger.location) == snapshot:
+    except (duckdb.Error, QueryError) as exc:
+        if snapshot is None:
+            if isinstance(exc, QueryError):
                 raise
-        finally:
-            con.close()
-    con, _snapshot = _connect(ledger, as_of, trusted)
-    try:
+            # Defining the views reads no user SQL: a file vanished while they were defined.
+        elif _snapshot_id(ledger.location) == snapshot:
+            raise
+    with _connection(ledger, as_of, trusted) as (con, _snapshot):
         return read(con)
-    finally:
-        con.close()
 
 
 def run_query(ledger: Ledger, sql: str, *, as_of: str | None = None) -> pa.Table:

@@ -45,7 +45,7 @@ from typing import Any, BinaryIO, Final, NamedTuple, Protocol, Self, runtime_che
 
 import orjson
 
-from scalable.digests import tree_digest, walk_tree
+from scalable.digests import tree_digest, walk_paths
 from scalable.errors import (
     ArtifactNotFoundError,
     IntegrityError,
@@ -439,7 +439,7 @@ class BaseArtifactStore(ABC):
             raise
         if actual is ArtifactKind.DIRECTORY:
             self._release(around)
-            files = [(rel, os.fspath(path)) for rel, path in walk_tree(src)]
+            files = walk_paths(src)
             for rel, path in files:  # every file's key is checked before anything is stored
                 # A listed name is never empty, "." or "..", nor holds "/" or NUL: what is left to check.
                 if "\\" in rel or RESERVED_PREFIX in rel:
