@@ -580,7 +580,6 @@ def _sites(graph: LineageGraph) -> _Sites:
     """
     if graph.source is None:
         return {}
-    from scalable.ledger.lineage import _chunks, _in_list
     from scalable.ledger.views import read_snapshot
 
     ledger, as_of = graph.source
@@ -591,15 +590,14 @@ def _sites(graph: LineageGraph) -> _Sites:
         "THEN coalesce(json_extract_string(attrs, '$.task_id'), task_name) END, "
         "CASE WHEN op IN ('put', 'recorded') THEN 'made' ELSE 'used' END, coalesce(digest, location), location "
         "FROM events WHERE event_type = 'artifact' AND op IN ('put', 'recorded', 'get', 'used') "
-        "AND location IS NOT NULL AND run_id IN {runs}"
+        "AND location IS NOT NULL AND run_id IN (SELECT unnest($1::VARCHAR[]))"
     )
 
     def read(con: Any) -> _Sites:
         sites: _Sites = {}
-        for chunk in _chunks(runs):
-            for run_id, task_id, role, node, location in con.execute(sql.format(runs=_in_list(chunk))).fetchall():
-                for key in ((run_id, None, role, node), (run_id, task_id, role, node)):
-                    sites.setdefault(key, set()).add(location)
+        for run_id, task_id, role, node, location in con.execute(sql, [runs]).fetchall():
+            for key in ((run_id, None, role, node), (run_id, task_id, role, node)):
+                sites.setdefault(key, set()).add(location)
         return sites
 
     return read_snapshot(ledger, read, as_of=as_of, trusted=True) if runs else {}

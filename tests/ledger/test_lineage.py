@@ -462,6 +462,46 @@ def test_openlineage_export_validates_against_the_spec(ledger: Ledger, isolated:
     assert "parent" in tasks[1]["run"]["facets"]
 
 
+def test_openlineage_datasets_are_where_each_run_and_task_wrote_or_read_a_version(isolated: Path) -> None:
+    """A version stored and recorded is two outputs; an input is the path the task read, not its stored copy."""
+    from scalable import ScalableSession
+    from scalable.uris import path_to_uri, uri_to_path
+
+    (isolated / "raw.csv").write_text("a\n1\n")
+    with ScalableSession(default_storage=str(isolated / "store")) as session:
+        with session.task("clean"):
+            (isolated / "clean.csv").write_text("a\n")
+            session.put("clean.csv")
+            session.record_artifact("clean.csv", inputs=["raw.csv"])
+        session.put("raw.csv", "inputs/raw.csv")  # a copy of the input, stored after the task
+        run_id = session.run_id
+    clean = hashlib.sha256(b"a\n").hexdigest()
+    ledger = Ledger.open()
+    stored = {
+        r["digest"]: r["location"]
+        for r in ledger.query(
+            f"SELECT digest, location FROM artifacts WHERE op = 'put' AND run_id = '{run_id}'"
+        ).to_pylist()
+    }
+    events = ledger.lineage(clean, direction="up").to_openlineage()
+    task = [e for e in events if e["job"]["name"].endswith(".clean") and e["eventType"] == "COMPLETE"]
+    assert len(task) == 1
+
+    def names(datasets: list[dict[str, Any]]) -> list[str]:
+        return sorted(d["name"] for d in datasets)
+
+    assert names(task[0]["inputs"]) == [str(isolated / "raw.csv")]
+    assert names(task[0]["outputs"]) == sorted([str(isolated / "clean.csv"), str(uri_to_path(stored[clean]))])
+    assert {d["facets"]["version"]["datasetVersion"] for d in task[0]["outputs"]} == {clean}
+    run = [e for e in events if e["job"]["name"] == "adhoc" and e["eventType"] == "COMPLETE"]
+    assert len(run) == 1
+    raw_copy = stored[hashlib.sha256(b"a\n1\n").hexdigest()]
+    assert path_to_uri(isolated / "raw.csv") != raw_copy
+    assert str(isolated / "raw.csv") in names(run[0]["inputs"])
+    assert str(isolated / "store" / "runs" / run_id / "inputs" / "raw.csv") in names(run[0]["outputs"])
+    ledger.close()
+
+
 def test_sqlite_export_opens_with_indexes_and_full_text_search(ledger: Ledger, isolated: Path) -> None:
     """The SQLite export has the tables, their indexes and FTS on names."""
     from scalable.ledger.export import export_sqlite
