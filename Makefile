@@ -52,8 +52,11 @@ browser-packages:
 	    echo "chromium and chromium-driver could not be installed; the browser tests will be skipped"; \
 	  else echo "chromium and chromium-driver are not installed (needs root and apt-get); the browser tests will be skipped"; fi; }
 
+# The suite in TEST_WORKERS processes (each starts its own servers); tests are handed out as
+# workers free up, so the long random-workflow tests run beside the rest.
+TEST_WORKERS ?= 2
 test: $(VENV)/.dev-installed slurm-packages browser-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check scalable tests tools
