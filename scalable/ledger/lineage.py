@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from scalable.errors import AmbiguousNodeError, ConfigError, NodeNotFoundError
 from scalable.ledger import export
 from scalable.ledger.edges import FLOW_RELATIONS, RELATIONS, nodes_sql, versions_sql
-from scalable.ledger.views import read_snapshot
+from scalable.ledger.views import SNAPSHOT_TABLE_PREFIX, read_snapshot
 from scalable.uris import local_path, path_to_uri
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = [
     "lineage_graph",
     "resolve_node",
     "trace",
+    "walk_table",
 ]
 
 #: Directions of a walk: what a node came from, what came of it, or both.
@@ -445,23 +446,17 @@ class _Walker:
     ) -> list[tuple[_Row, int]]:
         """Breadth-first walk of data flow from ``starts`` (at ``start_depth``): ``(row, depth)`` pairs.
 
-        Compacted edges: the integer columns ``src_id, dst_id`` of the data-flow edges are read
-        once and each level is one vectorized membership test over them; then the edges into
-        (``up``) or out of (``down``) every expanded node are read in one lookup that skips
-        the row groups holding none of them. Tail edges are few and walked from an in-memory
-        index. A node is expanded once, at its smallest depth, so cycles end; an edge's depth
-        is its expanded end's depth plus one.
+        Compacted edges: the integer columns ``src_id, dst_id`` of the data-flow edges are
+        copied once per connection into a table sorted by the near end (see
+        :func:`walk_table`), and each level is one lookup there that reads only the blocks
+        holding the frontier; then the edges into (``up``) or out of (``down``) every expanded
+        node are read in one lookup that skips the row groups holding none of them. Tail edges
+        are few and walked from an in-memory index. A node is expanded once, at its smallest
+        depth, so cycles end; an edge's depth is its expanded end's depth plus one.
         """
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         flows = [r for r in relations if r in FLOW_RELATIONS]
         near = "dst" if direction == "up" else "src"
-        near_ids = far_ids = None
-        if self.compacted and flows:
-            only = "" if set(flows) == set(FLOW_RELATIONS) else f" AND relation IN {_in_list(flows)}"
-            table = self.con.sql(f"SELECT src_id, dst_id FROM _lineage_ids_by_dst WHERE flow{only}").to_arrow_table()
-            near_ids, far_ids = (table.column(1), table.column(0)) if direction == "up" else table.columns
+        ids_table = walk_table(self.con, direction, flows) if self.compacted and flows else None
         index = self.flow_by[near]
         frontier = list(dict.fromkeys(starts))
         expanded: dict[_Key, int] = dict.fromkeys(frontier, start_depth)
@@ -469,10 +464,12 @@ class _Walker:
         while frontier and level < max_depth and flows:
             nxt: list[_Key] = []
             ints = [k for k in frontier if isinstance(k, int)]
-            if ints and near_ids is not None and far_ids is not None:
-                mask = pc.is_in(near_ids, value_set=pa.array(ints, pa.int64()))
-                for step in pc.unique(pc.filter(far_ids, mask)).to_pylist():
-                    if step is not None and step not in expanded:
+            if ints and ids_table is not None:
+                steps = self.con.execute(
+                    f"SELECT DISTINCT far FROM {ids_table} WHERE near IN (SELECT unnest($1::BIGINT[]))", [ints]
+                ).fetchall()
+                for step in sorted(r[0] for r in steps if r[0] is not None):
+                    if step not in expanded:
                         expanded[step] = level + 1
                         nxt.append(int(step))
             for key in frontier:
@@ -499,6 +496,24 @@ class _Walker:
             "WHERE id IN (SELECT unnest($1::BIGINT[])) AND source IS NOT NULL",
             [ids],
         ).fetchall()
+
+
+def walk_table(con: duckdb.DuckDBPyConnection, direction: str, flows: Sequence[str]) -> str:
+    """The name of a temporary table ``near, far`` of the compacted data-flow edges of ``flows``,
+    sorted by ``near`` (the end a walk in ``direction`` looks up), made on first use."""
+    chosen = sorted(set(flows))
+    # Compacted edges only: the table stays valid, and is kept, as long as the snapshot is.
+    name = (
+        f"{SNAPSHOT_TABLE_PREFIX}walk_{direction}_{'all' if set(chosen) == set(FLOW_RELATIONS) else '_'.join(chosen)}"
+    )
+    if not con.execute("SELECT 1 FROM duckdb_tables() WHERE temporary AND table_name = $1", [name]).fetchall():
+        near, far = ("dst", "src") if direction == "up" else ("src", "dst")
+        only = "" if set(chosen) == set(FLOW_RELATIONS) else f" AND relation IN {_in_list(chosen)}"
+        con.execute(
+            f"CREATE TEMP TABLE {name} AS SELECT {near}_id AS near, {far}_id AS far "
+            f"FROM _lineage_ids_by_{near} WHERE flow{only} ORDER BY near"
+        )
+    return name
 
 
 def _context_edge(row: _Row) -> dict[str, Any]:

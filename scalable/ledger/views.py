@@ -58,6 +58,7 @@ __all__ = [
     "RUN_ARTIFACT_COLUMNS",
     "RUN_TASK_COLUMNS",
     "RUN_VERIFICATION_COLUMNS",
+    "SNAPSHOT_TABLE_PREFIX",
     "VIEW_NAMES",
     "EventSources",
     "connect",
@@ -69,6 +70,9 @@ __all__ = [
     "run_query",
 ]
 
+#: A reader's temporary table named with this prefix holds only what the snapshot fixes (the
+#: compacted files): it stays with a kept connection; every other one is dropped after the read.
+SNAPSHOT_TABLE_PREFIX = "_snapshot_"
 VIEW_NAMES = ("events", "artifacts", "cache", "tasks", "runs", "verifications", "lineage", "lineage_context")
 #: Columns of the tasks, the artifacts and the verdicts :func:`describe_run` gives for a run.
 RUN_TASK_COLUMNS = ("task_name", "status", "started_at", "ended_at", "duration_s", "error")
@@ -394,7 +398,9 @@ def _connection(
                 # Leave the catalog as the views made it: a reader's tables (a walk's copy of
                 # the tail edges) would be stale at the next read.
                 for (name,) in con.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name <> '_tail_rows'"
+                    "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name <> '_tail_rows' "
+                    "AND NOT starts_with(table_name, $1)",
+                    [SNAPSHOT_TABLE_PREFIX],
                 ).fetchall():
                     con.execute('DROP TABLE temp.main."' + name.replace('"', '""') + '"')
                 clean = True
