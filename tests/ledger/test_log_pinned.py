@@ -415,3 +415,309 @@ def test_a_process_that_never_closes_its_ledger_still_exits_with_its_events_writ
     subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
     lines = (tmp_path / "runs" / "run-exit" / "artifacts.jsonl").read_bytes().splitlines()
     assert [json.loads(line)["op"] for line in lines] == ["put"]
+
+
+# --- durability, the queue's limit, and the background thread ------------------------------
+
+
+def _fsync_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the inode of every file fsynced (the real fsync still runs)."""
+    synced: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
+
+
+def test_batch_mode_fsyncs_a_written_stream_within_a_second_and_only_what_is_owed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SCALABLE_LEDGER_FSYNC=batch``: the stream is fsynced in the background soon after a write, once."""
+    import time
+
+    monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "batch")
+    synced = _fsync_spy(monkeypatch)
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
+        inode = led.stream_path("run-b").stat().st_ino
+        assert inode not in synced  # batch: the append itself does not wait for the disk
+        deadline = time.monotonic() + 5.0
+        while inode not in synced and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert inode in synced
+        synced.clear()
+        led.fsync_streams()  # nothing written since: nothing owed
+        assert synced == []
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
+        led.fsync_streams()
+        assert synced == [inode]
+    finally:
+        led.close()
+
+
+def test_never_mode_does_not_fsync_even_at_the_seal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SCALABLE_LEDGER_FSYNC=never``: appends, the seal and close leave syncing to the OS."""
+    monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "never")
+    synced = _fsync_spy(monkeypatch)
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.append({"event_type": "artifact", "op": "put", "run_id": "run-n"})
+    led.finish_run("run-n")
+    led.close()
+    assert led.stream_path("run-n").stat().st_ino not in synced
+
+
+def test_a_seal_that_cannot_reach_the_disk_is_a_ledger_error_naming_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the fsync of the seal fails (EIO), ``finish_run`` raises a LedgerError naming the stream."""
+    import errno
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-io"})
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing)
+        with pytest.raises(LedgerError) as info:
+            led.finish_run("run-io")
+        assert str(info.value) == f"cannot sync the stream {str(led.stream_path('run-io'))!r}: Input/output error"
+        assert type(info.value) is LedgerError
+        monkeypatch.undo()
+    finally:
+        led.close()
+
+
+def test_the_background_writer_is_a_named_daemon_thread(ledger: Ledger) -> None:
+    """Queued events start one daemon thread, ``scalable-ledger-fsync``, which a thread dump shows by name."""
+    import threading
+
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-th"})
+    named = [t for t in threading.enumerate() if t.name == "scalable-ledger-fsync"]
+    assert named and all(t.daemon for t in named)
+
+
+def test_a_full_queue_is_written_by_the_call_that_fills_it(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``PENDING_LIMIT``-th queued event writes the whole queue before ``append_async`` returns."""
+    from scalable.ledger import log
+    from scalable.ledger.log import PENDING_LIMIT
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)  # no background write while the queue fills
+    for i in range(PENDING_LIMIT):
+        ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-full", "key": str(i)})
+    lines = ledger.stream_path("run-full").read_bytes().splitlines()
+    assert len(lines) == PENDING_LIMIT
+    assert [json.loads(line)["key"] for line in lines] == [str(i) for i in range(PENDING_LIMIT)]
+
+
+# --- foreign lines kept byte for byte ---------------------------------------------------------
+
+
+def test_foreign_lines_are_kept_byte_for_byte_trailing_blanks_included(ledger: Ledger) -> None:
+    """A foreign line ending in blanks is stored as its writer wrote it, so that writer's chain still holds."""
+    import hashlib
+
+    first, second = _foreign("run-ws", 2)
+    first = first.rstrip(b"\n") + b" \t"
+    second = second.replace(json.loads(second)["prev"].encode(), hashlib.sha256(first).hexdigest().encode())
+    ledger.append_lines("run-ws", [first + b"\n", second])
+    assert ledger.stream_path("run-ws").read_bytes() == first + b"\n" + second
+    ledger.finish_run("run-ws")
+    assert ledger.audit_structure("run-ws").ok
+
+
+def test_a_long_batch_of_foreign_lines_then_one_more_seals_the_newest_head(ledger: Ledger) -> None:
+    """After a batch of more foreign lines than a line has bytes, the next line of that writer is its sealed head."""
+    lines = _foreign("run-long", 401)
+    assert len(lines) - 1 > len(lines[-2])
+    ledger.append_lines("run-long", lines[:-1])
+    ledger.append_lines("run-long", lines[-1:])
+    info = json.loads(ledger.finish_run("run-long")["attrs"])
+    assert info["seal"]["heads"]["other:1:aa"]["seq"] == 400
+    assert info["counts"] == {"artifact": 401, "run": 1} or info["counts"] == {"artifact": 401}
+    assert ledger.audit_structure("run-long").ok
+
+
+# --- append_many takes the context as append does -------------------------------------------
+
+
+def test_append_many_fills_run_task_and_component_from_the_context(ledger: Ledger) -> None:
+    """Events of ``append_many`` naming nothing get the bound run, task, component and task id (in attrs), else the default run."""
+    with context.bind(run_id="run-ctx", task_name="prep", component="worker", task_id="t-1"):
+        (bound,) = ledger.append_many([{"event_type": "artifact", "op": "put"}])
+    assert (bound["run_id"], bound["task_name"], bound["component"]) == ("run-ctx", "prep", "worker")
+    assert json.loads(bound["attrs"]) == {"task_id": "t-1"}
+    ledger.default_run_id = "run-default"
+    (default,) = ledger.append_many(iter([{"event_type": "artifact", "op": "put"}]))
+    assert default["run_id"] == "run-default"
+
+
+def test_append_many_outside_a_run_starts_the_implicit_run_once(tmp_path: Path) -> None:
+    """Batches naming no run go to the implicit run, started once before them and sealed at close."""
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    got: list[str] = []
+    led.subscribe(lambda e: got.append(f"{e['event_type']}/{e['op']}"), ["artifact"])
+    first = led.append_many([{"event_type": "artifact", "op": "put"}])
+    led.append_many([{"event_type": "artifact", "op": "get"}])
+    run = first[0]["run_id"]
+    assert run == context.implicit_run_id()
+    led.close()
+    events = [json.loads(line) for line in led.stream_path(run).read_bytes().splitlines()]
+    assert [(e["event_type"], e["op"]) for e in events] == [
+        ("run", "started"),
+        ("artifact", "put"),
+        ("artifact", "get"),
+        ("run", "finished"),
+    ]
+    assert got == ["artifact/put", "artifact/get"]
+
+
+def test_append_many_writes_queued_events_first_and_reaches_subscribers(ledger: Ledger) -> None:
+    """A batch after a queued event lands after it; subscribers see each batch event once."""
+    got: list[str] = []
+    ledger.subscribe(lambda e: got.append(e["artifact_name"]))
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-mq", "artifact_name": "queued"})
+    ledger.append_many(
+        [{"event_type": "artifact", "op": "put", "run_id": "run-mq", "artifact_name": n} for n in ("m1", "m2")]
+    )
+    assert [e["artifact_name"] for e in _lines(ledger, "run-mq")] == ["queued", "m1", "m2"]
+    assert got == ["queued", "m1", "m2"]
+
+
+# --- sealing ----------------------------------------------------------------------------------
+
+
+def test_finishing_an_implicit_run_by_hand_leaves_close_nothing_to_seal(tmp_path: Path) -> None:
+    """``finish_run`` of the implicit run by hand: ``close`` adds no second ``run/finished``; the default status is completed."""
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    run = led.append({"event_type": "artifact", "op": "put"})["run_id"]
+    led.finish_run(run)
+    led.close()
+    events = [json.loads(line) for line in led.stream_path(run).read_bytes().splitlines()]
+    assert [e["op"] for e in events] == ["started", "put", "finished"]
+    assert json.loads(events[-1]["attrs"])["status"] == "completed"
+
+
+def test_lines_after_the_seal_are_still_written_and_flagged(ledger: Ledger) -> None:
+    """After the seal, lines of another process and of this ledger still land; the audit flags each as after-seal."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-late"})
+    ledger.finish_run("run-late")
+    with ledger.stream_path("run-late").open("ab") as other:  # another process appends directly
+        other.write(b"".join(_foreign("run-late", 2, writer="other:2:bb")))
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-late"})
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-late"})
+    assert [e["op"] for e in _lines(ledger, "run-late")] == ["put", "finished", "put", "put", "get", "get"]
+    report = ledger.audit_structure("run-late")
+    assert [(p.kind, p.where.rsplit(":", 1)[1]) for p in report.problems] == [
+        ("after-seal", str(n)) for n in (3, 4, 5, 6)
+    ]
+
+
+def test_a_keyed_ledger_signs_its_seals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``SCALABLE_LEDGER_KEY`` the seal carries an HMAC that verifies under that key, and not under another."""
+    monkeypatch.setenv("SCALABLE_LEDGER_KEY", "k3y")
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.append({"event_type": "artifact", "op": "put", "run_id": "run-k"})
+    seal = json.loads(led.finish_run("run-k")["attrs"])["seal"]
+    led.close()
+    assert len(seal["hmac"]) == 64 and seal["hmac"] != "0" * 64
+    assert Ledger.open(tmp_path / "runs", tmp_path / "ledger").audit_structure("run-k").ok
+    monkeypatch.setenv("SCALABLE_LEDGER_KEY", "other")
+    report = Ledger.open(tmp_path / "runs", tmp_path / "ledger").audit_structure("run-k")
+    assert [p.kind for p in report.problems] == ["seal-forged"]
+
+
+# --- more options passed through ---------------------------------------------------------------
+
+
+def test_audit_structure_and_rebuild_summaries_keep_to_the_run_named(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``audit_structure(run)`` reads that run only; ``rebuild_summaries([run])`` rewrites that run only."""
+    assert ledger.audit_structure("run-a").runs == 1
+    assert {p.parent.name for p in ledger.rebuild_summaries(["run-a"])} == {"run-a"}
+
+
+def test_subscribe_with_event_types_sees_only_those(ledger: Ledger) -> None:
+    """A subscriber for ``run`` events sees the seal and not the artifacts."""
+    got: list[str] = []
+    ledger.subscribe(lambda e: got.append(e["op"]), ["run"])
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-sub"})
+    ledger.finish_run("run-sub")
+    assert got == ["finished"]
+
+
+def test_lineage_passes_relations_runs_only_and_max_nodes_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``lineage`` keeps to the relations named, gives the run-level graph, and cuts at ``max_nodes``."""
+    a = two_runs["put_a"]["digest"]
+    full = ledger.lineage(a, direction="down")
+    assert len(full.nodes) > 2
+    cut = ledger.lineage(a, direction="down", max_nodes=2)
+    assert cut.elided["nodes"] >= 1 and len(cut.nodes) < len(full.nodes)
+    assert not full.elided or not full.elided.get("nodes")
+    runs = ledger.lineage(a, direction="down", runs_only=True)
+    assert set(runs.nodes) == {"run-a", "run-b"}
+    with pytest.raises(ConfigError):
+        ledger.lineage(a, relations=["no-such-relation"])
+
+
+def test_diff_gives_the_lineage_verdict_only_when_asked(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``diff(a, b)`` has no lineage verdict; ``diff(a, b, lineage=True)`` has one."""
+    assert ledger.diff("run-a", "run-b").lineage is None
+    assert ledger.diff("run-a", "run-b", lineage=True).lineage is not None
+
+
+def test_query_batches_passes_the_time_and_batch_size_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``query_batches`` streams the rows in batches of the size asked, as of the time given."""
+    reader = ledger.query_batches("SELECT * FROM artifacts ORDER BY timestamp", batch_rows=1)
+    sizes = [batch.num_rows for batch in reader]
+    assert sizes == [1, 1, 1]
+    early = ledger.query_batches("SELECT count(*) AS n FROM artifacts", as_of=two_runs["put_a"]["timestamp"])
+    assert early.read_all().column("n").to_pylist() == [1]
+
+
+def test_recover_on_a_sound_ledger_changes_nothing(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``recover`` after a compaction keeps every event visible."""
+    ledger.compact()
+    ledger.recover()
+    assert ledger.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [5]
+
+
+def test_compact_passes_retire_before_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``compact(retire_before=t)`` removes the compacted events older than ``t``."""
+    ledger.compact(retire_before=two_runs["put_b"]["timestamp"])
+    n = ledger.query("SELECT count(*) AS n FROM events").column("n").to_pylist()[0]
+    assert 0 < n < 5
+
+
+def test_audit_and_replay_pass_storage_options_through(
+    ledger: Ledger, s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Artifacts on S3 are re-hashed and restored with the storage options given for ``s3``."""
+    import hashlib
+
+    import fsspec
+
+    bucket, options = s3_bucket
+    fs = fsspec.filesystem("s3", **options, skip_instance_cache=True)
+    fs.pipe(f"{bucket}/x.txt", b"remote")
+    ledger.append(
+        {
+            "event_type": "artifact",
+            "op": "put",
+            "run_id": "run-s3",
+            "location": f"s3://{bucket}/x.txt",
+            "artifact_name": "x.txt",
+            "digest": hashlib.sha256(b"remote").hexdigest(),
+            "size_bytes": 6,
+            "key": "x.txt",
+        }
+    )
+    report = ledger.audit("run-s3", storage_options={"s3": options})
+    assert report.ok and report.artifacts == 1
+    restored = ledger.replay("run-s3", into=tmp_path / "out", storage_options={"s3": options})
+    assert [Path(p).read_bytes() for p in restored.restored] == [b"remote"]
