@@ -721,3 +721,12 @@ def test_audit_and_replay_pass_storage_options_through(
     assert report.ok and report.artifacts == 1
     restored = ledger.replay("run-s3", into=tmp_path / "out", storage_options={"s3": options})
     assert [Path(p).read_bytes() for p in restored.restored] == [b"remote"]
+
+
+def test_a_foreign_line_with_bytes_after_its_object_is_refused(ledger: Ledger) -> None:
+    """Bytes after the JSON object of a foreign line make it undecodable: refused by index, nothing written."""
+    (line,) = _foreign("run-tail", 1)
+    for junk in (b"XX", b"X\n", b"}"):
+        with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-tail' does not decode: "):
+            ledger.append_lines("run-tail", [line.rstrip(b"\n") + junk])
+    assert not ledger.stream_path("run-tail").exists()
