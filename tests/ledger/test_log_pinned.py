@@ -433,10 +433,10 @@ def _fsync_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return synced
 
 
-def test_batch_mode_fsyncs_a_written_stream_within_a_second_and_only_what_is_owed(
+def test_batch_mode_fsyncs_about_once_a_second_while_appends_go_on_and_only_what_is_owed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``SCALABLE_LEDGER_FSYNC=batch``: the stream is fsynced in the background soon after a write, once."""
+    """``SCALABLE_LEDGER_FSYNC=batch``: appends do not wait for the disk; the stream is fsynced about once a second."""
     import time
 
     monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "batch")
@@ -446,10 +446,12 @@ def test_batch_mode_fsyncs_a_written_stream_within_a_second_and_only_what_is_owe
         led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
         inode = led.stream_path("run-b").stat().st_ino
         assert inode not in synced  # batch: the append itself does not wait for the disk
-        deadline = time.monotonic() + 5.0
-        while inode not in synced and time.monotonic() < deadline:
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
             time.sleep(0.05)
-        assert inode in synced
+        assert 2 <= synced.count(inode) <= 6, synced
+        time.sleep(1.3)  # the last appends are synced too
         synced.clear()
         led.fsync_streams()  # nothing written since: nothing owed
         assert synced == []
@@ -553,6 +555,16 @@ def test_append_many_fills_run_task_and_component_from_the_context(ledger: Ledge
         (bound,) = ledger.append_many([{"event_type": "artifact", "op": "put"}])
     assert (bound["run_id"], bound["task_name"], bound["component"]) == ("run-ctx", "prep", "worker")
     assert json.loads(bound["attrs"]) == {"task_id": "t-1"}
+    with context.bind(run_id="run-ctx", task_name="prep", component="worker", task_id="t-1"):
+        one = ledger.append({"event_type": "artifact", "op": "get"})
+        ledger.append_async({"event_type": "artifact", "op": "used"})
+    ledger.flush()
+    for event in (one, _lines(ledger, "run-ctx")[-1]):
+        assert (event["task_name"], event["component"], json.loads(event["attrs"])) == (
+            "prep",
+            "worker",
+            {"task_id": "t-1"},
+        )
     ledger.default_run_id = "run-default"
     (default,) = ledger.append_many(iter([{"event_type": "artifact", "op": "put"}]))
     assert default["run_id"] == "run-default"
@@ -730,3 +742,47 @@ def test_a_foreign_line_with_bytes_after_its_object_is_refused(ledger: Ledger) -
         with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-tail' does not decode: "):
             ledger.append_lines("run-tail", [line.rstrip(b"\n") + junk])
     assert not ledger.stream_path("run-tail").exists()
+
+
+# --- what the ledger logs ---------------------------------------------------------------------
+
+
+def test_a_recovered_torn_line_is_logged_with_stream_and_offset(ledger: Ledger) -> None:
+    """Ending a dead writer's torn line logs a warning naming the stream and the offset of the fragment's end."""
+    from structlog.testing import capture_logs
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-tl"})
+    path = ledger.stream_path("run-tl")
+    with path.open("ab") as fh:
+        fh.write(b'{"torn')
+    size = path.stat().st_size
+    with capture_logs() as logs:
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-tl"})
+    assert {"event": "ledger.torn_line_recovered", "stream": str(path), "offset": size, "log_level": "warning"} in logs
+
+
+def test_a_failed_background_write_is_logged_and_the_thread_goes_on(tmp_path: Path) -> None:
+    """A queued event that cannot be written in the background is logged as an error; later events still land."""
+    import time
+
+    from structlog.testing import capture_logs
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "run-blocked").write_text("a file where the run's directory goes")
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        with capture_logs() as logs:
+            led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-blocked"})
+            deadline = time.monotonic() + 10
+            while not logs and time.monotonic() < deadline:
+                time.sleep(0.05)
+        (entry,) = [e for e in logs if e["event"] == "ledger.background_flush_failed"]
+        assert entry["log_level"] == "error"
+        assert "cannot create the stream" in entry["error"] and "LedgerError" in entry["error"]
+        led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-ok"})
+        deadline = time.monotonic() + 10
+        while not led.stream_path("run-ok").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e["op"] for e in _lines(led, "run-ok")] == ["put"]
+    finally:
+        led.close()
