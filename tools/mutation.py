@@ -116,7 +116,6 @@ MODULES: tuple[Module, ...] = (
             "tests/ledger/test_append_lines.py",
             "tests/ledger/test_events*.py",
             "tests/ledger/test_stream*.py",
-            "tests/test_disk_full.py",
         ),
     ),
     Module(

@@ -786,3 +786,33 @@ def test_a_failed_background_write_is_logged_and_the_thread_goes_on(tmp_path: Pa
         assert [e["op"] for e in _lines(led, "run-ok")] == ["put"]
     finally:
         led.close()
+
+
+def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_stream(tmp_path: Path) -> None:
+    """A write cut short by the file size limit (EFBIG) leaves the stream as it was and is a DiskFullError naming it."""
+    import resource
+    import signal
+
+    from scalable.errors import DiskFullError
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-big"})
+        path = led.stream_path("run-big")
+        before = path.read_bytes()
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 100, hard))
+        try:
+            with pytest.raises(DiskFullError) as info:
+                led.append({"event_type": "artifact", "op": "put", "run_id": "run-big", "attrs": {"blob": "x" * 4000}})
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, handler)
+        assert str(info.value).startswith(f"cannot append to the stream {str(path)!r}: ")
+        assert path.read_bytes() == before  # the part that reached the file was taken back
+        led.append({"event_type": "artifact", "op": "get", "run_id": "run-big"})
+        assert [e["op"] for e in _lines(led, "run-big")] == ["put", "get"]
+        assert [e["seq"] for e in _lines(led, "run-big")] == [0, 1]
+    finally:
+        led.close()
