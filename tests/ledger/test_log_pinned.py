@@ -816,3 +816,25 @@ def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_s
         assert [e["seq"] for e in _lines(led, "run-big")] == [0, 1]
     finally:
         led.close()
+
+
+def test_sync_remote_ships_each_stream_once_to_the_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``SCALABLE_RUNS_DIR_REMOTE`` set, ``sync_remote`` ships the new lines of each stream, then nothing."""
+    remote = tmp_path / "remote"
+    monkeypatch.setenv("SCALABLE_RUNS_DIR_REMOTE", f"file://{remote}")
+    led = Ledger.open()
+    try:
+        for run in ("run-r1", "run-r2"):
+            led.append({"event_type": "artifact", "op": "put", "run_id": run})
+        assert led.sync_remote().segments == 2
+        assert led.sync_remote().segments == 0
+        assert len(list((remote / "segments").rglob("*.jsonl"))) == 2
+    finally:
+        led.close()
+
+
+def test_query_batches_are_of_65536_rows_by_default(ledger: Ledger) -> None:
+    """Without ``batch_rows``, a result comes in batches of 65,536 rows."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-rows"})
+    reader = ledger.query_batches("SELECT * FROM range(70000) t(i)")
+    assert [b.num_rows for b in reader] == [65536, 70000 - 65536]
