@@ -838,3 +838,23 @@ def test_query_batches_are_of_65536_rows_by_default(ledger: Ledger) -> None:
     ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-rows"})
     reader = ledger.query_batches("SELECT * FROM range(70000) t(i)")
     assert [b.num_rows for b in reader] == [65536, 70000 - 65536]
+
+
+def test_close_closes_every_stream_even_when_the_last_fsync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing fsync at ``close`` (EIO) does not stop it: every stream is closed and the ledger is closed."""
+    import errno
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    for run in ("run-c1", "run-c2"):
+        led.append({"event_type": "artifact", "op": "put", "run_id": run})
+    before = len(os.listdir("/proc/self/fd"))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    led.close()
+    assert led.closed
+    assert len(os.listdir("/proc/self/fd")) == before - 2
