@@ -466,8 +466,12 @@ def test_never_mode_does_not_fsync_even_at_the_seal(tmp_path: Path, monkeypatch:
     """``SCALABLE_LEDGER_FSYNC=never``: appends, the seal and close leave syncing to the OS."""
     monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "never")
     synced = _fsync_spy(monkeypatch)
+    import time
+
     led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
     led.append({"event_type": "artifact", "op": "put", "run_id": "run-n"})
+    led.append_async({"event_type": "artifact", "op": "get", "run_id": "run-n"})
+    time.sleep(1.3)  # the background thread ran past its once-a-second fsync
     led.finish_run("run-n")
     led.close()
     assert led.stream_path("run-n").stat().st_ino not in synced
@@ -733,6 +737,17 @@ def test_audit_and_replay_pass_storage_options_through(
     assert report.ok and report.artifacts == 1
     restored = ledger.replay("run-s3", into=tmp_path / "out", storage_options={"s3": options})
     assert [Path(p).read_bytes() for p in restored.restored] == [b"remote"]
+    nowhere = {
+        **options,
+        "endpoint_url": "http://127.0.0.1:9",
+        "retries": 1,
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+        "skip_instance_cache": True,
+    }
+    assert not ledger.audit("run-s3", storage_options={"s3": nowhere}).ok
+    with pytest.raises(Exception):  # the store that cannot be reached: whichever error of the tree says so
+        ledger.replay("run-s3", into=tmp_path / "out2", storage_options={"s3": nowhere})
+    assert not (tmp_path / "out2" / "x.txt").exists()
 
 
 def test_a_foreign_line_with_bytes_after_its_object_is_refused(ledger: Ledger) -> None:
@@ -799,6 +814,8 @@ def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_s
     try:
         led.append({"event_type": "artifact", "op": "put", "run_id": "run-big"})
         path = led.stream_path("run-big")
+        with path.open("ab") as other:  # another process appends, so the failing write first notes its bytes
+            other.write(_foreign("run-big", 1)[0])
         before = path.read_bytes()
         handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -812,8 +829,10 @@ def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_s
         assert str(info.value).startswith(f"cannot append to the stream {str(path)!r}: ")
         assert path.read_bytes() == before  # the part that reached the file was taken back
         led.append({"event_type": "artifact", "op": "get", "run_id": "run-big"})
-        assert [e["op"] for e in _lines(led, "run-big")] == ["put", "get"]
-        assert [e["seq"] for e in _lines(led, "run-big")] == [0, 1]
+        assert [e["op"] for e in _lines(led, "run-big")] == ["put", "put", "get"]
+        assert [e["seq"] for e in _lines(led, "run-big")] == [0, 0, 1]
+        led.finish_run("run-big")
+        assert led.audit_structure("run-big").ok
     finally:
         led.close()
 
@@ -858,3 +877,108 @@ def test_close_closes_every_stream_even_when_the_last_fsync_fails(
     led.close()
     assert led.closed
     assert len(os.listdir("/proc/self/fd")) == before - 2
+
+
+def test_an_append_whose_write_fails_is_a_ledger_error_and_leaves_the_stream_whole(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing with EIO is a LedgerError naming the stream; the stream keeps only whole lines."""
+    import errno
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-eio"})
+    path = ledger.stream_path("run-eio")
+    before = path.read_bytes()
+
+    def failing(fd: int, data: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", failing)
+    with pytest.raises(LedgerError) as info:
+        ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-eio"})
+    monkeypatch.undo()
+    assert type(info.value) is LedgerError
+    assert str(info.value) == f"cannot append to the stream {str(path)!r}: Input/output error"
+    assert path.read_bytes() == before
+
+
+def test_a_batch_after_a_single_event_is_sealed_with_its_last_line_as_head_and_every_event_counted(
+    ledger: Ledger,
+) -> None:
+    """One event, then batches of two and three: the seal's head is the last line and the counts are whole."""
+    ledger.append({"event_type": "run", "op": "started", "run_id": "run-hd"})
+    ledger.append_many([{"event_type": "artifact", "op": "put", "run_id": "run-hd"}] * 2)
+    ledger.append_many(
+        [{"event_type": "cache", "op": "hit", "run_id": "run-hd"}] * 2
+        + [{"event_type": "artifact", "op": "get", "run_id": "run-hd"}]
+    )
+    info = json.loads(ledger.finish_run("run-hd")["attrs"])
+    assert info["seal"]["heads"][ledger.writer_id]["seq"] == 5
+    assert info["counts"] == {"run": 1, "artifact": 3, "cache": 2}
+    assert list(info["counts"]) == ["run", "artifact", "cache"]
+    assert ledger.audit_structure("run-hd").ok
+
+
+def test_after_a_torn_line_the_seal_lists_writers_and_types_in_stream_order(ledger: Ledger) -> None:
+    """Two other writers, a torn fragment, then this ledger's line: the seal keeps the order the stream has."""
+    path = ledger.stream_path("run-order")
+    path.parent.mkdir(parents=True)
+    first = (
+        _foreign("run-order", 1, writer="w1:1:aa")[0].replace(b'"artifact"', b'"run"').replace(b'"put"', b'"started"')
+    )
+    second = (
+        _foreign("run-order", 1, writer="w2:2:bb")[0].replace(b'"artifact"', b'"cache"').replace(b'"put"', b'"hit"')
+    )
+    path.write_bytes(first + second + b'{"torn')
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-order"})
+    info = json.loads(ledger.finish_run("run-order")["attrs"])
+    assert list(info["counts"]) == ["run", "cache", "artifact"]
+    assert list(info["seal"]["heads"]) == ["w1:1:aa", "w2:2:bb", ledger.writer_id]
+
+
+def test_threads_appending_to_a_new_run_at_once_share_one_chain(ledger: Ledger) -> None:
+    """Threads that all start a run's stream at the same moment write one gapless chain."""
+    import threading
+
+    barrier = threading.Barrier(8)
+
+    def append() -> None:
+        barrier.wait()
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-race"})
+
+    threads = [threading.Thread(target=append) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(e["seq"] for e in _lines(ledger, "run-race")) == list(range(8))
+    ledger.finish_run("run-race")
+    assert ledger.audit_structure("run-race").ok
+
+
+def test_an_event_id_carries_the_millisecond_of_its_timestamp(ledger: Ledger) -> None:
+    """A UUIDv7 event id's time field is the millisecond of the event's timestamp."""
+    import time
+    from datetime import datetime
+
+    for _ in range(5):
+        event = ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-ids"})
+        ms = int(event["event_id"].replace("-", "")[:12], 16)
+        stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+        assert ms == int(stamp.timestamp() * 1000) or ms == round(stamp.timestamp() * 1000)
+        time.sleep(0.003)
+
+
+def test_an_implicit_run_that_cannot_be_sealed_at_close_is_logged(tmp_path: Path) -> None:
+    """When the implicit run's directory is gone at close, close logs a warning naming the run and goes on."""
+    import shutil
+
+    from structlog.testing import capture_logs
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    run = led.append({"event_type": "artifact", "op": "put"})["run_id"]
+    shutil.rmtree(tmp_path / "runs")
+    with capture_logs() as logs:
+        led.close()
+    assert led.closed
+    (entry,) = [e for e in logs if e["event"] == "ledger.implicit_run_not_sealed"]
+    assert entry["run_id"] == run and entry["log_level"] == "warning" and str(tmp_path / "runs") in entry["error"]
