@@ -167,11 +167,14 @@ def test_a_writer_head_is_its_line_at_the_highest_offset_and_order_follows_first
     assert heads.heads()["w1"] == {"seq": 0, "head": "h-first"}
     heads.add("w1", 150, 150, 1, "h-same-offset")  # the same offset as w2's head: the later call wins for w1
     assert heads.heads()["w1"]["head"] == "h-same-offset"
+    heads.add("w3", 70, 70, 0, "h-w3")  # after w2's earliest line, before its first-added one
+    assert list(heads.heads()) == ["w1", "w2", "w3"]
     heads.count("cache", 40, 2)
     heads.count("artifact", 30)
     heads.count("cache", 20)
-    assert heads.counts() == {"cache": 3, "artifact": 1}
-    assert list(heads.counts()) == ["cache", "artifact"]
+    heads.count("run", 25)
+    assert heads.counts() == {"cache": 3, "artifact": 1, "run": 1}
+    assert list(heads.counts()) == ["cache", "run", "artifact"]
 
 
 def test_scanning_a_range_in_small_reads_equals_one_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
