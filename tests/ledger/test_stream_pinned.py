@@ -297,3 +297,14 @@ def test_compact_json_keeps_insertion_order_and_unicode() -> None:
 def test_a_line_problem_reads_as_file_line_and_reason() -> None:
     """``str(problem)`` is ``path:line: reason``."""
     assert str(LineProblem("/r/s.jsonl", 7, "malformed line: x")) == "/r/s.jsonl:7: malformed line: x"
+
+
+def test_a_reader_given_the_bytes_reads_them_and_not_the_file(tmp_path: Path) -> None:
+    """A stream put together elsewhere (from segments) is read from the bytes given, not from any file."""
+    path = tmp_path / "nothing-here" / STREAM_NAME
+    reader = read_stream(path)
+    reader.data = line(0) + line(1)
+    assert [e["seq"] for _n, e in reader] == [0, 1]
+    path.parent.mkdir()
+    path.write_bytes(line(5))
+    assert [e["seq"] for _n, _raw, e in reader.lines()] == [0, 1]
