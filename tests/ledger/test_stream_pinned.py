@@ -308,3 +308,11 @@ def test_a_reader_given_the_bytes_reads_them_and_not_the_file(tmp_path: Path) ->
     path.parent.mkdir()
     path.write_bytes(line(5))
     assert [e["seq"] for _n, _raw, e in reader.lines()] == [0, 1]
+
+
+def test_complete_prefix_of_nothing_needs_no_file_and_of_one_newline_is_that_byte(tmp_path: Path) -> None:
+    """Zero bytes have an empty prefix without the file being opened; a lone newline is a whole (empty) line."""
+    assert complete_prefix(tmp_path / "not-there", 0) == 0
+    path = tmp_path / "s"
+    path.write_bytes(b"\nrest")
+    assert complete_prefix(path, 1) == 1
