@@ -125,9 +125,7 @@ MODULES: tuple[Module, ...] = (
             "tests/ledger/test_stream*.py",
             "tests/ledger/test_log*.py",
             "tests/ledger/test_audit*.py",
-            "tests/ledger/test_tamper*.py",
             "tests/ledger/test_recover*.py",
-            "tests/ledger/test_run_ids*.py",
         ),
     ),
     Module(
