@@ -178,10 +178,11 @@ def test_a_writer_head_is_its_line_at_the_highest_offset_and_order_follows_first
 
 
 def test_scanning_a_range_in_small_reads_equals_one_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Lines split across reads are joined; a torn tail past the range's end is not a line."""
+    """Lines split across reads are joined at their true offsets; a torn tail past the range's end is not a line."""
     from scalable.ledger import stream
 
-    data = line(0) + line(0, writer="w2", event_type="cache", op="hit") + line(1) + b"{torn"
+    long = encode_line({**json.loads(line(0)), "attrs": json.dumps({"pad": "x" * 2000})})
+    data = long + line(0, writer="w2", event_type="cache", op="hit") + line(1) + b"{torn"
     path = tmp_path / "s"
     path.write_bytes(b"PREFIX\n" + data)
     whole = ChainHeads()
@@ -197,6 +198,7 @@ def test_scanning_a_range_in_small_reads_equals_one_scan(tmp_path: Path, monkeyp
         assert parts.heads() == whole.heads() and list(parts.heads()) == ["w1", "w2"]
         assert parts.counts() == whole.counts() == {"artifact": 2, "cache": 1}
     assert whole.heads()["w1"] == {"seq": 1, "head": hashlib.sha256(line(1)[:-1]).hexdigest()}
+    assert list(whole.counts()) == ["artifact", "cache"]
 
 
 # --- seals ----------------------------------------------------------------------------------
