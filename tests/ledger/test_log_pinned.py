@@ -982,3 +982,19 @@ def test_an_implicit_run_that_cannot_be_sealed_at_close_is_logged(tmp_path: Path
     assert led.closed
     (entry,) = [e for e in logs if e["event"] == "ledger.implicit_run_not_sealed"]
     assert entry["run_id"] == run and entry["log_level"] == "warning" and str(tmp_path / "runs") in entry["error"]
+
+
+def test_the_seal_counts_lines_others_wrote_past_a_blank_line_and_keeps_their_order(ledger: Ledger) -> None:
+    """Another process's lines, a blank line among them, then many more: each is counted, writers in stream order."""
+    path = ledger.stream_path("run-gap")
+    path.parent.mkdir(parents=True)
+    many = _foreign("run-gap", 300, writer="w1:1:aa")
+    last = _foreign("run-gap", 1, writer="w2:2:bb")[0]
+    with path.open("ab") as other:
+        other.write(many[0] + b"\n" + b"".join(many[1:]) + last)
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-gap"})
+    info = json.loads(ledger.finish_run("run-gap")["attrs"])
+    assert info["events"] == 302
+    assert info["counts"] == {"artifact": 302}
+    assert list(info["seal"]["heads"]) == ["w1:1:aa", "w2:2:bb", ledger.writer_id]
+    assert info["seal"]["heads"]["w1:1:aa"]["seq"] == 299
