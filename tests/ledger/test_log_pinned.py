@@ -998,3 +998,14 @@ def test_the_seal_counts_lines_others_wrote_past_a_blank_line_and_keeps_their_or
     assert info["counts"] == {"artifact": 302}
     assert list(info["seal"]["heads"]) == ["w1:1:aa", "w2:2:bb", ledger.writer_id]
     assert info["seal"]["heads"]["w1:1:aa"]["seq"] == 299
+
+
+def test_a_seal_verifies_when_the_run_attrs_hold_a_field_named_like_the_seal_digests(ledger: Ledger) -> None:
+    """Run attrs ``line`` and ``hmac`` of 64 zeros stay as given; the seal's own digests are filled in and verify."""
+    from scalable.ledger.events import GENESIS
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-lk"})
+    info = json.loads(ledger.finish_run("run-lk", attrs={"line": GENESIS, "hmac": GENESIS})["attrs"])
+    assert info["line"] == GENESIS and info["hmac"] == GENESIS
+    assert info["seal"]["line"] != GENESIS
+    assert ledger.audit_structure("run-lk").ok

@@ -221,6 +221,7 @@ def test_prefix_digest_covers_the_bytes_and_the_newline_a_torn_stream_gets(
         assert prefix_digest(fd, size) == expected
         monkeypatch.setattr(stream, "_CHUNK", 3)
         assert prefix_digest(fd, size) == expected
+        assert prefix_digest(fd, whole) == hashlib.sha256(line(0)).hexdigest()
         assert prefix_digest(fd, 0) == hashlib.sha256(b"").hexdigest()
     finally:
         os.close(fd)
