@@ -1009,3 +1009,37 @@ def test_a_seal_verifies_when_the_run_attrs_hold_a_field_named_like_the_seal_dig
     assert info["line"] == GENESIS and info["hmac"] == GENESIS
     assert info["seal"]["line"] != GENESIS
     assert ledger.audit_structure("run-lk").ok
+
+
+def test_a_forked_child_writes_its_own_chain_and_leaves_the_parents_queue_to_the_parent(ledger: Ledger) -> None:
+    """After fork, the child appends as a new writer from seq 0, queues and seals its own events, and never
+    writes what the parent had queued; the parent's chain goes on; the run audits clean."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "parent-1"})
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "parent-queued"})
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "child-1"})
+            ledger.append_async(
+                {"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "child-2"}
+            )
+            ledger.append({"event_type": "artifact", "op": "put", "artifact_name": "child-implicit"})
+            ledger.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "parent-2"})
+    lines = _lines(ledger, "run-fork")
+    names = [e["artifact_name"] for e in lines]
+    assert names.count("parent-queued") == 1
+    assert sorted(names) == sorted(["parent-1", "parent-queued", "child-1", "child-2", "parent-2"])
+    child = [e for e in lines if e["artifact_name"].startswith("child")]
+    parent = [e for e in lines if e["artifact_name"].startswith("parent")]
+    assert {e["writer"] for e in child} != {ledger.writer_id} and len({e["writer"] for e in child}) == 1
+    assert [e["seq"] for e in child] == [0, 1]
+    assert {e["writer"] for e in parent} == {ledger.writer_id} and [e["seq"] for e in parent] == [0, 1, 2]
+    ledger.finish_run("run-fork")
+    assert ledger.audit_structure("run-fork").ok
