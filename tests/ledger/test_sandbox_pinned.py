@@ -176,3 +176,23 @@ def test_batches_come_in_the_size_asked_and_errors_while_reading_are_query_error
     with pytest.raises(QueryError, match=r"^query failed: Conversion Error"):
         sql = "SELECT CAST('x' || i AS INTEGER) FROM range(100000) t(i)"
         ledger.query_batches(sql, batch_rows=1024).read_all()
+
+
+def test_a_refused_write_names_the_path_and_says_why(store: MemoryFileSystem) -> None:
+    """Every write call is refused naming the path it was given, and saying the query path writes nothing."""
+    fs = ReadOnlyFileSystem(store, ["/led"], REMOTE_PROTOCOL, local=False)
+    target = f"{RO}/led/b.txt"
+    for call in (fs.rm, fs.touch, fs.mkdir, fs.rm_file):
+        with pytest.raises(PermissionError) as caught:
+            call(target)
+        assert str(caught.value) == (
+            f"{target!r} refused by the read-only ledger filesystem: the ledger's query path writes nothing"
+        )
+    assert store.cat("/led/b.txt") == b"hi"
+
+
+def test_ls_gives_details_unless_asked_for_names(store: MemoryFileSystem) -> None:
+    """Like every fsspec filesystem, ``ls`` lists entries with their details by default."""
+    fs = ReadOnlyFileSystem(store, ["/led"], REMOTE_PROTOCOL, local=False)
+    entries = fs.ls(f"{RO}/led")
+    assert [(e["name"], e["type"]) for e in entries] == [("/led/a", "directory"), ("/led/b.txt", "file")]
