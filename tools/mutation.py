@@ -131,7 +131,7 @@ MODULES: tuple[Module, ...] = (
     Module(
         "ledger.sandbox",
         "scalable/ledger/sandbox.py",
-        ("tests/ledger/test_sandbox*.py", "tests/ledger/test_views.py", "tests/cli/test_ledger_query.py"),
+        ("tests/ledger/test_sandbox_*.py", "tests/ledger/test_views.py", "tests/cli/test_ledger_query.py"),
     ),
     Module(
         "ledger.audit",

@@ -196,3 +196,37 @@ def test_ls_gives_details_unless_asked_for_names(store: MemoryFileSystem) -> Non
     fs = ReadOnlyFileSystem(store, ["/led"], REMOTE_PROTOCOL, local=False)
     entries = fs.ls(f"{RO}/led")
     assert [(e["name"], e["type"]) for e in entries] == [("/led/a", "directory"), ("/led/b.txt", "file")]
+
+
+def test_the_locked_connection_keeps_its_settings_and_reads_no_plain_file(ledger: Ledger, tmp_path: Path) -> None:
+    """On the views' connection, settings cannot change and a plain local path cannot be read, even unchecked."""
+    import duckdb
+
+    from scalable.ledger.views import connect
+
+    (tmp_path / "plain.csv").write_text("a\n1\n")
+    with bind(run_id="run-lock"):
+        ledger.append({"event_type": "artifact", "op": "put", "artifact_name": "a"})
+    con = connect(ledger)
+    try:
+        for sql in (
+            "SET enable_external_access=true",
+            "SET disabled_filesystems=''",
+            "SET allowed_directories=['/']",
+            "SET lock_configuration=false",
+            f"SELECT * FROM read_csv('{tmp_path}/plain.csv')",
+        ):
+            with pytest.raises(duckdb.Error):
+                con.execute(sql).fetchall()
+        settings = dict(
+            con.execute(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN "
+                "('enable_external_access', 'lock_configuration')"
+            ).fetchall()
+        )
+        assert settings == {"enable_external_access": "false", "lock_configuration": "true"}
+        allowed = con.execute("SELECT value FROM duckdb_settings() WHERE name = 'allowed_directories'").fetchone()
+        assert allowed is not None and f"{LOCAL_PROTOCOL}://" in str(allowed[0])
+        assert con.execute("SELECT count(*) FROM artifacts").fetchone() == (1,)
+    finally:
+        con.close()
