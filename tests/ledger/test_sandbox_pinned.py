@@ -49,8 +49,9 @@ def test_object_storage_is_read_under_its_roots_only(store: MemoryFileSystem) ->
         ("/led/../ledger-not/s.txt", "a path with '..' is not read"),
         ("/", "it is outside the ledger's directories"),
     ):
-        with pytest.raises(PermissionError, match=f"refused by the read-only ledger filesystem: {why}"):
+        with pytest.raises(PermissionError) as refused:
             fs.info(f"{RO}{path}")
+        assert str(refused.value) == f"{RO + path!r} refused by the read-only ledger filesystem: {why}"
         with pytest.raises(PermissionError):
             fs.open(f"{RO}{path}", "rb")
     with pytest.raises(PermissionError) as caught:
@@ -129,6 +130,13 @@ def test_a_local_root_reached_through_a_symlink_is_its_real_directory(tmp_path: 
         ("INSERT INTO events VALUES (1)", ReadOnlyQueryError, "INSERT is not allowed (INSERT statement)"),
         ("SELECT 1; SELECT 2; SELECT 3", ReadOnlyQueryError, "3 statements given, send them one at a time"),
         ("SELECT * FROM no_such_table", QueryError, "query failed: Catalog Error"),
+        ("PRAGMA table_info = 'events'", ReadOnlyQueryError, "PRAGMA table_info is not allowed; ledger queries"),
+        (
+            "EXPLAIN COPY (SELECT 1) TO 'x.csv'",
+            ReadOnlyQueryError,
+            "EXPLAIN of a COPY statement is not allowed; ledger",
+        ),
+        ("EXPLAIN PIVOT events ON event_type USING count(*)", ReadOnlyQueryError, "EXPLAIN is not allowed (MULTI"),
     ],
 )
 def test_each_refusal_says_why(ledger: Ledger, sql: str, error: type[Exception], message: str) -> None:
@@ -162,6 +170,9 @@ def test_every_read_only_pragma_and_query_form_runs(ledger: Ledger) -> None:
     assert ledger.query("VALUES (1), (2)").num_rows == 2
     assert ledger.query("SUMMARIZE artifacts").num_rows > 5
     assert ledger.query("EXPLAIN WITH t AS (SELECT 1) SELECT * FROM t").num_rows >= 1
+    assert ledger.query("EXPLAIN SHOW").num_rows >= 1
+    for pivot in ("PIVOT", "pivot", "PIVOT_WIDER"):
+        assert ledger.query(f"{pivot} artifacts ON op USING count(*)").column_names[-1] == "put", pivot
 
 
 def test_a_query_reading_outside_is_refused_as_read_only(ledger: Ledger, tmp_path: Path) -> None:
@@ -235,3 +246,21 @@ def test_the_locked_connection_keeps_its_settings_and_reads_no_plain_file(ledger
         assert con.execute("SELECT count(*) FROM artifacts").fetchone() == (1,)
     finally:
         con.close()
+
+
+def test_glob_keeps_to_the_depth_asked(store: MemoryFileSystem) -> None:
+    """``glob(..., maxdepth=1)`` stops at the first level below the pattern's root."""
+    fs = ReadOnlyFileSystem(store, ["/led"], REMOTE_PROTOCOL, local=False)
+    assert "/led/a/x.bin" in fs.glob(f"{RO}/led/**")
+    shallow = fs.glob(f"{RO}/led/**", maxdepth=1)
+    assert "/led/a/x.bin" not in shallow and "/led/b.txt" in shallow
+
+
+def test_a_local_root_itself_can_be_listed(tmp_path: Path) -> None:
+    """The root directory is inside its own root: it lists and describes."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.txt").write_text("x")
+    fs = ReadOnlyFileSystem(LocalFileSystem(), [str(root)], LOCAL_PROTOCOL, local=True)
+    assert [Path(n).name for n in fs.ls(f"{LOCAL_PROTOCOL}://{root}", detail=False)] == ["f.txt"]
+    assert fs.info(f"{LOCAL_PROTOCOL}://{root}")["type"] == "directory"
