@@ -129,6 +129,8 @@ def test_a_local_root_reached_through_a_symlink_is_its_real_directory(tmp_path: 
         ("CREATE TABLE t (x INT)", ReadOnlyQueryError, "CREATE is not allowed (CREATE statement)"),
         ("INSERT INTO events VALUES (1)", ReadOnlyQueryError, "INSERT is not allowed (INSERT statement)"),
         ("SELECT 1; SELECT 2; SELECT 3", ReadOnlyQueryError, "3 statements given, send them one at a time"),
+        ("SELECT 1; SELECT 2", ReadOnlyQueryError, "2 statements given, send them one at a time"),
+        ("SELEC 1", QueryError, 'SQL does not parse: Parser Error: syntax error at or near "SELEC"'),
         ("SELECT * FROM no_such_table", QueryError, "query failed: Catalog Error"),
         ("PRAGMA table_info = 'events'", ReadOnlyQueryError, "PRAGMA table_info is not allowed; ledger queries"),
         (
@@ -164,6 +166,7 @@ def test_every_read_only_pragma_and_query_form_runs(ledger: Ledger) -> None:
     for pragma in ("version", "database_size", "show_tables", "show_tables_expanded", "show_databases"):
         assert ledger.query(f"PRAGMA {pragma}").num_rows >= 1, pragma
     assert ledger.query("pragma VERSION").num_rows == 1
+    assert ledger.query("PRAGMA /* which one */ version").num_rows == 1
     assert ledger.query("PRAGMA table_info('artifacts')").num_rows > 5
     assert ledger.query("WITH t AS (SELECT 1 AS x) SELECT x FROM t").to_pylist() == [{"x": 1}]
     assert ledger.query("FROM artifacts SELECT artifact_name").to_pylist() == [{"artifact_name": "a"}]
