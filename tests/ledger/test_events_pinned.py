@@ -527,3 +527,23 @@ def test_a_run_id_filled_in_from_the_context_is_checked_too(bad: str) -> None:
     with pytest.raises(EventValidationError) as info:
         validate_event({"event_type": "artifact", "op": "put", "run_id": bad})
     assert str(info.value) == want
+
+
+def test_a_batch_takes_run_task_and_component_from_the_context_and_keeps_a_task_id_it_names() -> None:
+    """``validate_events`` fills the run, task and component given into each event, adds the task id to the
+    task's events, and keeps a ``task_id`` an event's attrs already name, as ``validate_event`` does."""
+    batch = [
+        {"event_type": "artifact", "op": "put", "artifact_name": "a"},
+        {"event_type": "artifact", "op": "get", "attrs": {"task_id": "mine"}},
+        {"event_type": "artifact", "op": "get", "attrs": '{"note":"x"}'},
+    ]
+    context = {"run_id": "run-ctx", "task_name": "prep", "component": "worker", "task_id": "t-1"}
+    cleans = events.validate_events(batch, **context)
+    one_by_one = [events.validate_event(e, **context) for e in batch]
+    assert cleans == one_by_one
+    assert [(c["run_id"], c["task_name"], c["component"]) for c in cleans] == [("run-ctx", "prep", "worker")] * 3
+    assert [json.loads(c["attrs"]) for c in cleans] == [
+        {"task_id": "t-1"},
+        {"task_id": "mine"},
+        {"note": "x", "task_id": "t-1"},
+    ]
