@@ -538,9 +538,12 @@ def test_a_batch_takes_run_task_and_component_from_the_context_and_keeps_a_task_
         {"event_type": "artifact", "op": "get", "attrs": '{"note":"x"}'},
     ]
     context = {"run_id": "run-ctx", "task_name": "prep", "component": "worker", "task_id": "t-1"}
+    from types import MappingProxyType
+
     cleans = events.validate_events(batch, **context)
     one_by_one = [events.validate_event(e, **context) for e in batch]
     assert cleans == one_by_one
+    assert events.validate_events([MappingProxyType(e) for e in batch], **context) == cleans  # event by event
     assert [(c["run_id"], c["task_name"], c["component"]) for c in cleans] == [("run-ctx", "prep", "worker")] * 3
     assert [json.loads(c["attrs"]) for c in cleans] == [
         {"task_id": "t-1"},
