@@ -116,7 +116,6 @@ MODULES: tuple[Module, ...] = (
             "tests/ledger/test_append_lines.py",
             "tests/ledger/test_events*.py",
             "tests/ledger/test_stream*.py",
-            "tests/test_disk_full.py",
         ),
     ),
     Module(
@@ -126,15 +125,13 @@ MODULES: tuple[Module, ...] = (
             "tests/ledger/test_stream*.py",
             "tests/ledger/test_log*.py",
             "tests/ledger/test_audit*.py",
-            "tests/ledger/test_tamper*.py",
             "tests/ledger/test_recover*.py",
-            "tests/ledger/test_run_ids*.py",
         ),
     ),
     Module(
         "ledger.sandbox",
         "scalable/ledger/sandbox.py",
-        ("tests/ledger/test_sandbox*.py", "tests/ledger/test_views.py", "tests/cli/test_ledger_query.py"),
+        ("tests/ledger/test_sandbox_*.py", "tests/ledger/test_views.py", "tests/cli/test_ledger_query.py"),
     ),
     Module(
         "ledger.audit",

@@ -644,7 +644,7 @@ class Ledger:
         for run_id in list(self._implicit_started):
             try:
                 self.finish_run(run_id, "completed")
-            except OSError as exc:  # the directory may be gone at interpreter exit
+            except (OSError, LedgerError) as exc:  # the directory may be gone at interpreter exit
                 _log.warning("ledger.implicit_run_not_sealed", run_id=run_id, error=str(exc))
         self._closed = True
         from scalable.ledger.views import forget_connection

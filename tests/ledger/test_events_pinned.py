@@ -527,3 +527,68 @@ def test_a_run_id_filled_in_from_the_context_is_checked_too(bad: str) -> None:
     with pytest.raises(EventValidationError) as info:
         validate_event({"event_type": "artifact", "op": "put", "run_id": bad})
     assert str(info.value) == want
+
+
+def test_a_batch_takes_run_task_and_component_from_the_context_and_keeps_a_task_id_it_names() -> None:
+    """``validate_events`` fills the run, task and component given into each event, adds the task id to the
+    task's events, and keeps a ``task_id`` an event's attrs already name, as ``validate_event`` does."""
+    batch = [
+        {"event_type": "artifact", "op": "put", "artifact_name": "a"},
+        {"event_type": "artifact", "op": "get", "attrs": {"task_id": "mine"}},
+        {"event_type": "artifact", "op": "get", "attrs": '{"note":"x"}'},
+    ]
+    context = {"run_id": "run-ctx", "task_name": "prep", "component": "worker", "task_id": "t-1"}
+    from types import MappingProxyType
+
+    cleans = events.validate_events(batch, **context)
+    one_by_one = [events.validate_event(e, **context) for e in batch]
+    assert cleans == one_by_one
+    assert events.validate_events([MappingProxyType(e) for e in batch], **context) == cleans  # event by event
+    assert [(c["run_id"], c["task_name"], c["component"]) for c in cleans] == [("run-ctx", "prep", "worker")] * 3
+    assert [json.loads(c["attrs"]) for c in cleans] == [
+        {"task_id": "t-1"},
+        {"task_id": "mine"},
+        {"note": "x", "task_id": "t-1"},
+    ]
+
+
+_GOOD = {
+    "event_type": "artifact",
+    "op": "put",
+    "run_id": "run-b",
+    "artifact_name": "a.csv",
+    "location": "s3://bucket/a.csv",
+    "digest": "ab" * 32,
+    "size_bytes": 3,
+    "inputs": ["cd" * 32],
+    "duration_s": 0.5,
+    "hit": True,
+    "attrs": {"k": "v"},
+}
+_BAD_VALUES = {
+    "artifact_name": ["a\x00b", "\ud800", 7, None],
+    "location": ["s3://b/\x00", b"bytes"],
+    "digest": ["ab" * 31, "zz" * 32, 5],
+    "run_id": ["../x", "", 3],
+    "size_bytes": [-1, 2**63, 1.5, True],
+    "duration_s": [-0.5, float("nan"), float("inf"), "1"],
+    "hit": [1, "yes"],
+    "inputs": [[1], "ab", ["a\x00"], [None]],
+    "attrs": ["[1]", "not json", 5, {"x": float("nan")}],
+    "op": ["nope", None],
+    "event_type": ["nope"],
+}
+
+
+@pytest.mark.parametrize(("column", "value"), [(c, v) for c, vs in _BAD_VALUES.items() for v in vs])
+def test_a_batch_accepts_and_refuses_exactly_what_each_event_alone_would(column: str, value: Any) -> None:
+    """One odd value in the second event of a batch: the batch gives what ``validate_event`` gives for each
+    event, or refuses naming that event when ``validate_event`` refuses it."""
+    batch = [dict(_GOOD), {**_GOOD, column: value}]
+    try:
+        alone = [events.validate_event(e) for e in batch]
+    except EventValidationError:
+        with pytest.raises(EventValidationError, match=r"^event #1: "):
+            events.validate_events(batch)
+    else:
+        assert events.validate_events(batch) == alone

@@ -415,3 +415,631 @@ def test_a_process_that_never_closes_its_ledger_still_exits_with_its_events_writ
     subprocess.run([sys.executable, "-c", code], env=env, timeout=60, check=True)
     lines = (tmp_path / "runs" / "run-exit" / "artifacts.jsonl").read_bytes().splitlines()
     assert [json.loads(line)["op"] for line in lines] == ["put"]
+
+
+# --- durability, the queue's limit, and the background thread ------------------------------
+
+
+def _fsync_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the inode of every file fsynced (the real fsync still runs)."""
+    synced: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    return synced
+
+
+def test_batch_mode_fsyncs_about_once_a_second_while_appends_go_on_and_only_what_is_owed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``SCALABLE_LEDGER_FSYNC=batch``: appends do not wait for the disk; the stream is fsynced about once a second."""
+    import time
+
+    monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "batch")
+    synced = _fsync_spy(monkeypatch)
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
+        inode = led.stream_path("run-b").stat().st_ino
+        assert inode not in synced  # batch: the append itself does not wait for the disk
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
+            time.sleep(0.05)
+        assert 2 <= synced.count(inode) <= 6, synced
+        time.sleep(1.3)  # the last appends are synced too
+        synced.clear()
+        led.fsync_streams()  # nothing written since: nothing owed
+        assert synced == []
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-b"})
+        led.fsync_streams()
+        assert synced == [inode]
+    finally:
+        led.close()
+
+
+def test_never_mode_does_not_fsync_even_at_the_seal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SCALABLE_LEDGER_FSYNC=never``: appends, the seal and close leave syncing to the OS."""
+    monkeypatch.setenv("SCALABLE_LEDGER_FSYNC", "never")
+    synced = _fsync_spy(monkeypatch)
+    import time
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.append({"event_type": "artifact", "op": "put", "run_id": "run-n"})
+    led.append_async({"event_type": "artifact", "op": "get", "run_id": "run-n"})
+    time.sleep(1.3)  # the background thread ran past its once-a-second fsync
+    led.finish_run("run-n")
+    led.close()
+    assert led.stream_path("run-n").stat().st_ino not in synced
+
+
+def test_a_seal_that_cannot_reach_the_disk_is_a_ledger_error_naming_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the fsync of the seal fails (EIO), ``finish_run`` raises a LedgerError naming the stream."""
+    import errno
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-io"})
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing)
+        with pytest.raises(LedgerError) as info:
+            led.finish_run("run-io")
+        assert str(info.value) == f"cannot sync the stream {str(led.stream_path('run-io'))!r}: Input/output error"
+        assert type(info.value) is LedgerError
+        monkeypatch.undo()
+    finally:
+        led.close()
+
+
+def test_the_background_writer_is_a_named_daemon_thread(ledger: Ledger) -> None:
+    """Queued events start one daemon thread, ``scalable-ledger-fsync``, which a thread dump shows by name."""
+    import threading
+
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-th"})
+    named = [t for t in threading.enumerate() if t.name == "scalable-ledger-fsync"]
+    assert named and all(t.daemon for t in named)
+
+
+def test_a_full_queue_is_written_by_the_call_that_fills_it(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``PENDING_LIMIT``-th queued event writes the whole queue before ``append_async`` returns."""
+    from scalable.ledger import log
+    from scalable.ledger.log import PENDING_LIMIT
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)  # no background write while the queue fills
+    for i in range(PENDING_LIMIT):
+        ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-full", "key": str(i)})
+    lines = ledger.stream_path("run-full").read_bytes().splitlines()
+    assert len(lines) == PENDING_LIMIT
+    assert [json.loads(line)["key"] for line in lines] == [str(i) for i in range(PENDING_LIMIT)]
+
+
+# --- foreign lines kept byte for byte ---------------------------------------------------------
+
+
+def test_foreign_lines_are_kept_byte_for_byte_trailing_blanks_included(ledger: Ledger) -> None:
+    """A foreign line ending in blanks is stored as its writer wrote it, so that writer's chain still holds."""
+    import hashlib
+
+    first, second = _foreign("run-ws", 2)
+    first = first.rstrip(b"\n") + b" \t"
+    second = second.replace(json.loads(second)["prev"].encode(), hashlib.sha256(first).hexdigest().encode())
+    ledger.append_lines("run-ws", [first + b"\n", second])
+    assert ledger.stream_path("run-ws").read_bytes() == first + b"\n" + second
+    ledger.finish_run("run-ws")
+    assert ledger.audit_structure("run-ws").ok
+
+
+def test_a_long_batch_of_foreign_lines_then_one_more_seals_the_newest_head(ledger: Ledger) -> None:
+    """After a batch of more foreign lines than a line has bytes, the next line of that writer is its sealed head."""
+    lines = _foreign("run-long", 401)
+    assert len(lines) - 1 > len(lines[-2])
+    ledger.append_lines("run-long", lines[:-1])
+    ledger.append_lines("run-long", lines[-1:])
+    info = json.loads(ledger.finish_run("run-long")["attrs"])
+    assert info["seal"]["heads"]["other:1:aa"]["seq"] == 400
+    assert info["counts"] == {"artifact": 401, "run": 1} or info["counts"] == {"artifact": 401}
+    assert ledger.audit_structure("run-long").ok
+
+
+# --- append_many takes the context as append does -------------------------------------------
+
+
+def test_append_many_fills_run_task_and_component_from_the_context(ledger: Ledger) -> None:
+    """Events of ``append_many`` naming nothing get the bound run, task, component and task id (in attrs), else the default run."""
+    with context.bind(run_id="run-ctx", task_name="prep", component="worker", task_id="t-1"):
+        (bound,) = ledger.append_many([{"event_type": "artifact", "op": "put"}])
+    assert (bound["run_id"], bound["task_name"], bound["component"]) == ("run-ctx", "prep", "worker")
+    assert json.loads(bound["attrs"]) == {"task_id": "t-1"}
+    with context.bind(run_id="run-ctx", task_name="prep", component="worker", task_id="t-1"):
+        one = ledger.append({"event_type": "artifact", "op": "get"})
+        ledger.append_async({"event_type": "artifact", "op": "used"})
+    ledger.flush()
+    for event in (one, _lines(ledger, "run-ctx")[-1]):
+        assert (event["task_name"], event["component"], json.loads(event["attrs"])) == (
+            "prep",
+            "worker",
+            {"task_id": "t-1"},
+        )
+    ledger.default_run_id = "run-default"
+    (default,) = ledger.append_many(iter([{"event_type": "artifact", "op": "put"}]))
+    assert default["run_id"] == "run-default"
+
+
+def test_append_many_outside_a_run_starts_the_implicit_run_once(tmp_path: Path) -> None:
+    """Batches naming no run go to the implicit run, started once before them and sealed at close."""
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    got: list[str] = []
+    led.subscribe(lambda e: got.append(f"{e['event_type']}/{e['op']}"), ["artifact"])
+    first = led.append_many([{"event_type": "artifact", "op": "put"}])
+    led.append_many([{"event_type": "artifact", "op": "get"}])
+    run = first[0]["run_id"]
+    assert run == context.implicit_run_id()
+    led.close()
+    events = [json.loads(line) for line in led.stream_path(run).read_bytes().splitlines()]
+    assert [(e["event_type"], e["op"]) for e in events] == [
+        ("run", "started"),
+        ("artifact", "put"),
+        ("artifact", "get"),
+        ("run", "finished"),
+    ]
+    assert got == ["artifact/put", "artifact/get"]
+
+
+def test_append_many_writes_queued_events_first_and_reaches_subscribers(ledger: Ledger) -> None:
+    """A batch after a queued event lands after it; subscribers see each batch event once."""
+    got: list[str] = []
+    ledger.subscribe(lambda e: got.append(e["artifact_name"]))
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-mq", "artifact_name": "queued"})
+    ledger.append_many(
+        [{"event_type": "artifact", "op": "put", "run_id": "run-mq", "artifact_name": n} for n in ("m1", "m2")]
+    )
+    assert [e["artifact_name"] for e in _lines(ledger, "run-mq")] == ["queued", "m1", "m2"]
+    assert got == ["queued", "m1", "m2"]
+
+
+# --- sealing ----------------------------------------------------------------------------------
+
+
+def test_finishing_an_implicit_run_by_hand_leaves_close_nothing_to_seal(tmp_path: Path) -> None:
+    """``finish_run`` of the implicit run by hand: ``close`` adds no second ``run/finished``; the default status is completed."""
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    run = led.append({"event_type": "artifact", "op": "put"})["run_id"]
+    led.finish_run(run)
+    led.close()
+    events = [json.loads(line) for line in led.stream_path(run).read_bytes().splitlines()]
+    assert [e["op"] for e in events] == ["started", "put", "finished"]
+    assert json.loads(events[-1]["attrs"])["status"] == "completed"
+
+
+def test_lines_after_the_seal_are_still_written_and_flagged(ledger: Ledger) -> None:
+    """After the seal, lines of another process and of this ledger still land; the audit flags each as after-seal."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-late"})
+    ledger.finish_run("run-late")
+    with ledger.stream_path("run-late").open("ab") as other:  # another process appends directly
+        other.write(b"".join(_foreign("run-late", 2, writer="other:2:bb")))
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-late"})
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-late"})
+    assert [e["op"] for e in _lines(ledger, "run-late")] == ["put", "finished", "put", "put", "get", "get"]
+    report = ledger.audit_structure("run-late")
+    assert [(p.kind, p.where.rsplit(":", 1)[1]) for p in report.problems] == [
+        ("after-seal", str(n)) for n in (3, 4, 5, 6)
+    ]
+
+
+def test_a_keyed_ledger_signs_its_seals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``SCALABLE_LEDGER_KEY`` the seal carries an HMAC that verifies under that key, and not under another."""
+    monkeypatch.setenv("SCALABLE_LEDGER_KEY", "k3y")
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.append({"event_type": "artifact", "op": "put", "run_id": "run-k"})
+    seal = json.loads(led.finish_run("run-k")["attrs"])["seal"]
+    led.close()
+    assert len(seal["hmac"]) == 64 and seal["hmac"] != "0" * 64
+    assert Ledger.open(tmp_path / "runs", tmp_path / "ledger").audit_structure("run-k").ok
+    monkeypatch.setenv("SCALABLE_LEDGER_KEY", "other")
+    report = Ledger.open(tmp_path / "runs", tmp_path / "ledger").audit_structure("run-k")
+    assert [p.kind for p in report.problems] == ["seal-forged"]
+
+
+# --- more options passed through ---------------------------------------------------------------
+
+
+def test_audit_structure_and_rebuild_summaries_keep_to_the_run_named(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``audit_structure(run)`` reads that run only; ``rebuild_summaries([run])`` rewrites that run only."""
+    assert ledger.audit_structure("run-a").runs == 1
+    assert {p.parent.name for p in ledger.rebuild_summaries(["run-a"])} == {"run-a"}
+
+
+def test_subscribe_with_event_types_sees_only_those(ledger: Ledger) -> None:
+    """A subscriber for ``run`` events sees the seal and not the artifacts."""
+    got: list[str] = []
+    ledger.subscribe(lambda e: got.append(e["op"]), ["run"])
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-sub"})
+    ledger.finish_run("run-sub")
+    assert got == ["finished"]
+
+
+def test_lineage_passes_relations_runs_only_and_max_nodes_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``lineage`` keeps to the relations named, gives the run-level graph, and cuts at ``max_nodes``."""
+    a = two_runs["put_a"]["digest"]
+    full = ledger.lineage(a, direction="down")
+    assert len(full.nodes) > 2
+    cut = ledger.lineage(a, direction="down", max_nodes=2)
+    assert cut.elided["nodes"] >= 1 and len(cut.nodes) < len(full.nodes)
+    assert not full.elided or not full.elided.get("nodes")
+    runs = ledger.lineage(a, direction="down", runs_only=True)
+    assert set(runs.nodes) == {"run-a", "run-b"}
+    with pytest.raises(ConfigError):
+        ledger.lineage(a, relations=["no-such-relation"])
+
+
+def test_diff_gives_the_lineage_verdict_only_when_asked(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``diff(a, b)`` has no lineage verdict; ``diff(a, b, lineage=True)`` has one."""
+    assert ledger.diff("run-a", "run-b").lineage is None
+    assert ledger.diff("run-a", "run-b", lineage=True).lineage is not None
+
+
+def test_query_batches_passes_the_time_and_batch_size_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``query_batches`` streams the rows in batches of the size asked, as of the time given."""
+    reader = ledger.query_batches("SELECT * FROM artifacts ORDER BY timestamp", batch_rows=1)
+    sizes = [batch.num_rows for batch in reader]
+    assert sizes == [1, 1, 1]
+    early = ledger.query_batches("SELECT count(*) AS n FROM artifacts", as_of=two_runs["put_a"]["timestamp"])
+    assert early.read_all().column("n").to_pylist() == [1]
+
+
+def test_recover_on_a_sound_ledger_changes_nothing(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``recover`` after a compaction keeps every event visible."""
+    ledger.compact()
+    ledger.recover()
+    assert ledger.query("SELECT count(*) AS n FROM events").column("n").to_pylist() == [5]
+
+
+def test_compact_passes_retire_before_through(ledger: Ledger, two_runs: dict[str, Any]) -> None:
+    """``compact(retire_before=t)`` removes the compacted events older than ``t``."""
+    ledger.compact(retire_before=two_runs["put_b"]["timestamp"])
+    n = ledger.query("SELECT count(*) AS n FROM events").column("n").to_pylist()[0]
+    assert 0 < n < 5
+
+
+def test_audit_and_replay_pass_storage_options_through(
+    ledger: Ledger, s3_bucket: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Artifacts on S3 are re-hashed and restored with the storage options given for ``s3``."""
+    import hashlib
+
+    import fsspec
+
+    bucket, options = s3_bucket
+    fs = fsspec.filesystem("s3", **options, skip_instance_cache=True)
+    fs.pipe(f"{bucket}/x.txt", b"remote")
+    ledger.append(
+        {
+            "event_type": "artifact",
+            "op": "put",
+            "run_id": "run-s3",
+            "location": f"s3://{bucket}/x.txt",
+            "artifact_name": "x.txt",
+            "digest": hashlib.sha256(b"remote").hexdigest(),
+            "size_bytes": 6,
+            "key": "x.txt",
+        }
+    )
+    report = ledger.audit("run-s3", storage_options={"s3": options})
+    assert report.ok and report.artifacts == 1
+    restored = ledger.replay("run-s3", into=tmp_path / "out", storage_options={"s3": options})
+    assert [Path(p).read_bytes() for p in restored.restored] == [b"remote"]
+    nowhere = {
+        **options,
+        "endpoint_url": "http://127.0.0.1:9",
+        "retries": 1,
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+        "skip_instance_cache": True,
+    }
+    assert not ledger.audit("run-s3", storage_options={"s3": nowhere}).ok
+    with pytest.raises(Exception):  # the store that cannot be reached: whichever error of the tree says so
+        ledger.replay("run-s3", into=tmp_path / "out2", storage_options={"s3": nowhere})
+    assert not (tmp_path / "out2" / "x.txt").exists()
+
+
+def test_a_foreign_line_with_bytes_after_its_object_is_refused(ledger: Ledger) -> None:
+    """Bytes after the JSON object of a foreign line make it undecodable: refused by index, nothing written."""
+    (line,) = _foreign("run-tail", 1)
+    for junk in (b"XX", b"X\n", b"}"):
+        with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-tail' does not decode: "):
+            ledger.append_lines("run-tail", [line.rstrip(b"\n") + junk])
+    assert not ledger.stream_path("run-tail").exists()
+
+
+# --- what the ledger logs ---------------------------------------------------------------------
+
+
+def test_a_recovered_torn_line_is_logged_with_stream_and_offset(ledger: Ledger) -> None:
+    """Ending a dead writer's torn line logs a warning naming the stream and the offset of the fragment's end."""
+    from structlog.testing import capture_logs
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-tl"})
+    path = ledger.stream_path("run-tl")
+    with path.open("ab") as fh:
+        fh.write(b'{"torn')
+    size = path.stat().st_size
+    with capture_logs() as logs:
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-tl"})
+    assert {"event": "ledger.torn_line_recovered", "stream": str(path), "offset": size, "log_level": "warning"} in logs
+
+
+def test_a_failed_background_write_is_logged_and_the_thread_goes_on(tmp_path: Path) -> None:
+    """A queued event that cannot be written in the background is logged as an error; later events still land."""
+    import time
+
+    from structlog.testing import capture_logs
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "run-blocked").write_text("a file where the run's directory goes")
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        with capture_logs() as logs:
+            led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-blocked"})
+            deadline = time.monotonic() + 10
+            while not logs and time.monotonic() < deadline:
+                time.sleep(0.05)
+        (entry,) = [e for e in logs if e["event"] == "ledger.background_flush_failed"]
+        assert entry["log_level"] == "error"
+        assert "cannot create the stream" in entry["error"] and "LedgerError" in entry["error"]
+        led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-ok"})
+        deadline = time.monotonic() + 10
+        while not led.stream_path("run-ok").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e["op"] for e in _lines(led, "run-ok")] == ["put"]
+    finally:
+        led.close()
+
+
+def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_stream(tmp_path: Path) -> None:
+    """A write cut short by the file size limit (EFBIG) leaves the stream as it was and is a DiskFullError naming it."""
+    import resource
+    import signal
+
+    from scalable.errors import DiskFullError
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    try:
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-big"})
+        path = led.stream_path("run-big")
+        with path.open("ab") as other:  # another process appends, so the failing write first notes its bytes
+            other.write(_foreign("run-big", 1)[0])
+        before = path.read_bytes()
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 100, hard))
+        try:
+            with pytest.raises(DiskFullError) as info:
+                led.append({"event_type": "artifact", "op": "put", "run_id": "run-big", "attrs": {"blob": "x" * 4000}})
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, handler)
+        assert str(info.value).startswith(f"cannot append to the stream {str(path)!r}: ")
+        assert path.read_bytes() == before  # the part that reached the file was taken back
+        led.append({"event_type": "artifact", "op": "get", "run_id": "run-big"})
+        assert [e["op"] for e in _lines(led, "run-big")] == ["put", "put", "get"]
+        assert [e["seq"] for e in _lines(led, "run-big")] == [0, 0, 1]
+        led.finish_run("run-big")
+        assert led.audit_structure("run-big").ok
+    finally:
+        led.close()
+
+
+def test_sync_remote_ships_each_stream_once_to_the_remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``SCALABLE_RUNS_DIR_REMOTE`` set, ``sync_remote`` ships the new lines of each stream, then nothing."""
+    remote = tmp_path / "remote"
+    monkeypatch.setenv("SCALABLE_RUNS_DIR_REMOTE", f"file://{remote}")
+    led = Ledger.open()
+    try:
+        for run in ("run-r1", "run-r2"):
+            led.append({"event_type": "artifact", "op": "put", "run_id": run})
+        assert led.sync_remote().segments == 2
+        assert led.sync_remote().segments == 0
+        assert len(list((remote / "segments").rglob("*.jsonl"))) == 2
+    finally:
+        led.close()
+
+
+def test_query_batches_are_of_65536_rows_by_default(ledger: Ledger) -> None:
+    """Without ``batch_rows``, a result comes in batches of 65,536 rows."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-rows"})
+    reader = ledger.query_batches("SELECT * FROM range(70000) t(i)")
+    assert [b.num_rows for b in reader] == [65536, 70000 - 65536]
+
+
+def test_close_closes_every_stream_even_when_the_last_fsync_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing fsync at ``close`` (EIO) does not stop it: every stream is closed and the ledger is closed."""
+    import errno
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    for run in ("run-c1", "run-c2"):
+        led.append({"event_type": "artifact", "op": "put", "run_id": run})
+    before = len(os.listdir("/proc/self/fd"))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    led.close()
+    assert led.closed
+    assert len(os.listdir("/proc/self/fd")) == before - 2
+
+
+def test_an_append_whose_write_fails_is_a_ledger_error_and_leaves_the_stream_whole(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write failing with EIO is a LedgerError naming the stream; the stream keeps only whole lines."""
+    import errno
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-eio"})
+    path = ledger.stream_path("run-eio")
+    before = path.read_bytes()
+
+    def failing(fd: int, data: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", failing)
+    with pytest.raises(LedgerError) as info:
+        ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-eio"})
+    monkeypatch.undo()
+    assert type(info.value) is LedgerError
+    assert str(info.value) == f"cannot append to the stream {str(path)!r}: Input/output error"
+    assert path.read_bytes() == before
+
+
+def test_a_batch_after_a_single_event_is_sealed_with_its_last_line_as_head_and_every_event_counted(
+    ledger: Ledger,
+) -> None:
+    """One event, then batches of two and three: the seal's head is the last line and the counts are whole."""
+    ledger.append({"event_type": "run", "op": "started", "run_id": "run-hd"})
+    ledger.append_many([{"event_type": "artifact", "op": "put", "run_id": "run-hd"}] * 2)
+    ledger.append_many(
+        [{"event_type": "cache", "op": "hit", "run_id": "run-hd"}] * 2
+        + [{"event_type": "artifact", "op": "get", "run_id": "run-hd"}]
+    )
+    info = json.loads(ledger.finish_run("run-hd")["attrs"])
+    assert info["seal"]["heads"][ledger.writer_id]["seq"] == 5
+    assert info["counts"] == {"run": 1, "artifact": 3, "cache": 2}
+    assert list(info["counts"]) == ["run", "artifact", "cache"]
+    assert ledger.audit_structure("run-hd").ok
+
+
+def test_after_a_torn_line_the_seal_lists_writers_and_types_in_stream_order(ledger: Ledger) -> None:
+    """Two other writers, a torn fragment, then this ledger's line: the seal keeps the order the stream has."""
+    path = ledger.stream_path("run-order")
+    path.parent.mkdir(parents=True)
+    first = (
+        _foreign("run-order", 1, writer="w1:1:aa")[0].replace(b'"artifact"', b'"run"').replace(b'"put"', b'"started"')
+    )
+    second = (
+        _foreign("run-order", 1, writer="w2:2:bb")[0].replace(b'"artifact"', b'"cache"').replace(b'"put"', b'"hit"')
+    )
+    path.write_bytes(first + second + b'{"torn')
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-order"})
+    info = json.loads(ledger.finish_run("run-order")["attrs"])
+    assert list(info["counts"]) == ["run", "cache", "artifact"]
+    assert list(info["seal"]["heads"]) == ["w1:1:aa", "w2:2:bb", ledger.writer_id]
+
+
+def test_threads_appending_to_a_new_run_at_once_share_one_chain(ledger: Ledger) -> None:
+    """Threads that all start a run's stream at the same moment write one gapless chain."""
+    import threading
+
+    barrier = threading.Barrier(8)
+
+    def append() -> None:
+        barrier.wait()
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-race"})
+
+    threads = [threading.Thread(target=append) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(e["seq"] for e in _lines(ledger, "run-race")) == list(range(8))
+    ledger.finish_run("run-race")
+    assert ledger.audit_structure("run-race").ok
+
+
+def test_an_event_id_carries_the_millisecond_of_its_timestamp(ledger: Ledger) -> None:
+    """A UUIDv7 event id's time field is the millisecond of the event's timestamp."""
+    import time
+    from datetime import datetime
+
+    for _ in range(5):
+        event = ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-ids"})
+        ms = int(event["event_id"].replace("-", "")[:12], 16)
+        stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+        assert ms == int(stamp.timestamp() * 1000) or ms == round(stamp.timestamp() * 1000)
+        time.sleep(0.003)
+
+
+def test_an_implicit_run_that_cannot_be_sealed_at_close_is_logged(tmp_path: Path) -> None:
+    """When the implicit run's directory is gone at close, close logs a warning naming the run and goes on."""
+    import shutil
+
+    from structlog.testing import capture_logs
+
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    run = led.append({"event_type": "artifact", "op": "put"})["run_id"]
+    shutil.rmtree(tmp_path / "runs")
+    with capture_logs() as logs:
+        led.close()
+    assert led.closed
+    (entry,) = [e for e in logs if e["event"] == "ledger.implicit_run_not_sealed"]
+    assert entry["run_id"] == run and entry["log_level"] == "warning" and str(tmp_path / "runs") in entry["error"]
+
+
+def test_the_seal_counts_lines_others_wrote_past_a_blank_line_and_keeps_their_order(ledger: Ledger) -> None:
+    """Another process's lines, a blank line among them, then many more: each is counted, writers in stream order."""
+    path = ledger.stream_path("run-gap")
+    path.parent.mkdir(parents=True)
+    many = _foreign("run-gap", 300, writer="w1:1:aa")
+    last = _foreign("run-gap", 1, writer="w2:2:bb")[0]
+    with path.open("ab") as other:
+        other.write(many[0] + b"\n" + b"".join(many[1:]) + last)
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-gap"})
+    info = json.loads(ledger.finish_run("run-gap")["attrs"])
+    assert info["events"] == 302
+    assert info["counts"] == {"artifact": 302}
+    assert list(info["seal"]["heads"]) == ["w1:1:aa", "w2:2:bb", ledger.writer_id]
+    assert info["seal"]["heads"]["w1:1:aa"]["seq"] == 299
+
+
+def test_a_seal_verifies_when_the_run_attrs_hold_a_field_named_like_the_seal_digests(ledger: Ledger) -> None:
+    """Run attrs ``line`` and ``hmac`` of 64 zeros stay as given; the seal's own digests are filled in and verify."""
+    from scalable.ledger.events import GENESIS
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-lk"})
+    info = json.loads(ledger.finish_run("run-lk", attrs={"line": GENESIS, "hmac": GENESIS})["attrs"])
+    assert info["line"] == GENESIS and info["hmac"] == GENESIS
+    assert info["seal"]["line"] != GENESIS
+    assert ledger.audit_structure("run-lk").ok
+
+
+def test_a_forked_child_writes_its_own_chain_and_leaves_the_parents_queue_to_the_parent(ledger: Ledger) -> None:
+    """After fork, the child appends as a new writer from seq 0, queues and seals its own events, and never
+    writes what the parent had queued; the parent's chain goes on; the run audits clean."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "parent-1"})
+    ledger.append_async({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "parent-queued"})
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "child-1"})
+            ledger.append_async(
+                {"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "child-2"}
+            )
+            ledger.append({"event_type": "artifact", "op": "put", "artifact_name": "child-implicit"})
+            ledger.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-fork", "artifact_name": "parent-2"})
+    lines = _lines(ledger, "run-fork")
+    names = [e["artifact_name"] for e in lines]
+    assert names.count("parent-queued") == 1
+    assert sorted(names) == sorted(["parent-1", "parent-queued", "child-1", "child-2", "parent-2"])
+    child = [e for e in lines if e["artifact_name"].startswith("child")]
+    parent = [e for e in lines if e["artifact_name"].startswith("parent")]
+    assert {e["writer"] for e in child} != {ledger.writer_id} and len({e["writer"] for e in child}) == 1
+    assert [e["seq"] for e in child] == [0, 1]
+    assert {e["writer"] for e in parent} == {ledger.writer_id} and [e["seq"] for e in parent] == [0, 1, 2]
+    ledger.finish_run("run-fork")
+    assert ledger.audit_structure("run-fork").ok
