@@ -789,14 +789,14 @@ def test_a_failed_background_write_is_logged_and_the_thread_goes_on(tmp_path: Pa
         with capture_logs() as logs:
             led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-blocked"})
             deadline = time.monotonic() + 10
-            while not logs and time.monotonic() < deadline:
+            while time.monotonic() < deadline and not any(e["event"] == "ledger.background_flush_failed" for e in logs):
                 time.sleep(0.05)
         (entry,) = [e for e in logs if e["event"] == "ledger.background_flush_failed"]
         assert entry["log_level"] == "error"
         assert "cannot create the stream" in entry["error"] and "LedgerError" in entry["error"]
         led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-ok"})
         deadline = time.monotonic() + 10
-        while not led.stream_path("run-ok").exists() and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (led.stream_path("run-ok").exists() and _lines(led, "run-ok")):
             time.sleep(0.05)
         assert [e["op"] for e in _lines(led, "run-ok")] == ["put"]
     finally:
