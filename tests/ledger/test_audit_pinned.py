@@ -622,3 +622,64 @@ def test_a_sealed_head_that_retention_removed_is_accounted_for_by_the_tombstone(
     )
     assert audit_rows(s.run_id, [tombstone, *rows[1:]], "x").ok
     assert [p.kind for p in audit_rows(s.run_id, rows[1:], "x").problems] == ["seal-mismatch"]
+
+
+@pytest.mark.parametrize("backend", ["s3", "gcs"])
+def test_hash_location_measures_objects_and_prefixes_in_a_bucket(
+    backend: str, request: pytest.FixtureRequest, isolated: Path
+) -> None:
+    """In a bucket an object hashes to its SHA-256 and a prefix to the tree digest of the objects under it."""
+    import fsspec
+
+    name, options = request.getfixturevalue(f"{backend}_bucket")
+    fs = fsspec.filesystem(backend, **options)
+    fs.pipe({f"{name}/d/a.txt": b"a", f"{name}/d/sub/b.txt": b"bb", f"{name}/one.bin": b"one"})
+    scheme = "gs" if backend == "gcs" else "s3"
+    opts = {scheme: options}
+    sha = {k: hashlib.sha256(v).hexdigest() for k, v in {"a": b"a", "b": b"bb", "one": b"one"}.items()}
+    assert hash_location(f"{scheme}://{name}/one.bin", opts) == sha["one"]
+    tree = tree_digest([("a.txt", sha["a"]), ("sub/b.txt", sha["b"])])
+    assert hash_location(f"{scheme}://{name}/d", opts) == tree
+    assert hash_location(f"{scheme}://{name}/d/", opts) == tree
+    assert hash_location(f"{scheme}://{name}/none.bin", opts) is None
+    report = audit_content(
+        [(f"{scheme}://{name}/one.bin", sha["one"], "r", "file"), (f"{scheme}://{name}/d", "00" * 32, "r", "dir")],
+        storage_options=opts,
+    )
+    assert [(p.kind, p.found) for p in report.problems] == [("content-changed", tree)]
+
+
+def test_only_the_latest_record_of_each_location_is_checked_and_deleted_ones_not(
+    ledger: Ledger, isolated: Path
+) -> None:
+    """The content audit takes each location's latest put or record; a location deleted last is left out."""
+    from scalable.ledger.audit import audit_ledger, latest_artifacts
+    from scalable.ledger.views import connect
+
+    x, y = isolated / "x.txt", isolated / "y.txt"
+    x.write_bytes(b"new")
+    y.write_bytes(b"y")
+    old, new = hashlib.sha256(b"old").hexdigest(), hashlib.sha256(b"new").hexdigest()
+    with bind(run_id="run-a"):
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": x.as_uri(), "digest": old})
+        ledger.append(
+            {"event_type": "artifact", "op": "put", "location": y.as_uri(), "digest": "00" * 32, "kind": "file"}
+        )
+    with bind(run_id="run-b"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": x.as_uri(), "digest": new, "kind": "file"})
+        ledger.append({"event_type": "artifact", "op": "deleted", "location": y.as_uri()})
+        ledger.append({"event_type": "artifact", "op": "get", "location": x.as_uri(), "digest": old})
+    con = connect(ledger, trusted=True)
+    try:
+        assert latest_artifacts(con) == [(x.as_uri(), new, "run-b", "file")]
+        assert latest_artifacts(con, "run-b") == [(x.as_uri(), new, "run-b", "file")]
+        assert latest_artifacts(con, "run-a") == []
+    finally:
+        con.close()
+    report = audit_ledger(ledger)
+    assert report.ok and report.artifacts == 1 and report.runs == 2 and report.events == 5
+    assert audit_ledger(ledger, "run-a").artifacts == 0
+    x.write_bytes(b"changed")
+    assert [p.kind for p in audit_ledger(ledger).problems] == ["content-changed"]
+    structure = audit_ledger(ledger, content=False)
+    assert structure.ok and structure.artifacts == 0 and structure.runs == 2
