@@ -27,6 +27,7 @@ from scalable.ledger.audit import (
 from scalable.ledger.events import GENESIS, decode_line, encode_line
 from scalable.ledger.log import Ledger
 from scalable.ledger.stream import seal_digest
+from tests.conftest import CliInvoker
 
 
 def _sealed(ledger: Ledger, run_id: str = "run-p", n: int = 3) -> Path:
@@ -58,9 +59,9 @@ def test_a_report_counts_kinds_most_frequent_first_and_sums_what_it_checked() ->
     other = AuditReport(
         problems=[
             Problem("r", "a", "seq-gap", "m1"),
-            Problem("r", "b", "after-seal", "m2"),
+            Problem("r", "b", "chain-broken", "m2"),
             Problem("r", "c", "seq-gap", "m3", expected="1", found="2"),
-            Problem("r", "d", "chain-broken", "m4"),
+            Problem("r", "d", "after-seal", "m4"),
         ],
         runs=1,
         events=5,
@@ -69,6 +70,7 @@ def test_a_report_counts_kinds_most_frequent_first_and_sums_what_it_checked() ->
     report.extend(other)
     assert (report.runs, report.events, report.artifacts) == (3, 15, 4)
     assert not report.ok
+    # Kinds found as often are in name order, not in the order they were found.
     assert list(report.by_kind().items()) == [("seq-gap", 2), ("after-seal", 1), ("chain-broken", 1)]
     assert report.summary() == (
         "audit FAILED: 4 problem(s) (2 seq-gap, 1 after-seal, 1 chain-broken); "
@@ -275,6 +277,10 @@ def test_a_content_audit_reports_each_artifact_and_its_progress(isolated: Path) 
         ("run-2", bad.as_uri(), "content-changed", items[1][1], hashlib.sha256(b"bad").hexdigest()),
         ("run-3", items[2][0], "content-missing", "ab" * 32, "nothing"),
     ]
+    assert [p.message for p in report.problems] == [
+        "stored bytes no longer hash to the recorded digest",
+        "the artifact is no longer at its location",
+    ]
 
 
 def test_an_artifact_that_cannot_be_read_is_a_problem_not_an_abort(isolated: Path) -> None:
@@ -285,6 +291,7 @@ def test_an_artifact_that_cannot_be_read_is_a_problem_not_an_abort(isolated: Pat
     report = audit_content([((isolated / "tree").as_uri(), "00" * 32, "run-u", "dir")])
     (problem,) = report.problems
     assert problem.kind == "content-unreadable" and problem.run_id == "run-u"
+    assert problem.where == (isolated / "tree").as_uri()
     assert problem.message.startswith("cannot read the stored bytes: ") and "outside" in problem.message
 
 
@@ -304,8 +311,35 @@ def test_a_store_that_cannot_be_asked_stops_the_content_audit() -> None:
             "config_kwargs": {"retries": {"max_attempts": 1}},
         }
     }
-    with pytest.raises(StoreUnreachableError):
+    with pytest.raises(StoreUnreachableError, match=r"^cannot reach 's3://bucket/[ab]'"):
         audit_content(items, storage_options=options)
+
+
+def test_an_abort_does_not_try_the_artifacts_still_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once one artifact shows the store cannot be asked, the artifacts not yet started are not tried."""
+    from scalable.errors import StoreUnreachableError
+    from scalable.ledger import audit
+
+    tried: list[str] = []
+    real = audit.hash_location
+
+    def counted(location: str, storage_options: object = None) -> str | None:
+        tried.append(location)
+        return real(location, storage_options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(audit, "hash_location", counted)
+    items = [(f"s3://bucket/k{i}", "00" * 32, "run-1", "file") for i in range(40)]
+    options = {
+        "s3": {
+            "endpoint_url": "http://127.0.0.1:9",
+            "key": "k",
+            "secret": "s",
+            "config_kwargs": {"retries": {"max_attempts": 1}},
+        }
+    }
+    with pytest.raises(StoreUnreachableError):
+        audit_content(items, storage_options=options, workers=2)
+    assert len(tried) < 10
 
 
 def _jobs(ledger: Ledger, isolated: Path) -> list[StreamJob]:
@@ -683,3 +717,159 @@ def test_only_the_latest_record_of_each_location_is_checked_and_deleted_ones_not
     assert [p.kind for p in audit_ledger(ledger).problems] == ["content-changed"]
     structure = audit_ledger(ledger, content=False)
     assert structure.ok and structure.artifacts == 0 and structure.runs == 2
+
+
+def test_a_version_2_seal_is_checked_from_rows_as_from_the_stream(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From rows, a changed sealing row is a seal-mismatch and a wrong key a forged seal, at the seal's place."""
+    monkeypatch.setenv("SCALABLE_LEDGER_KEY", "k3y")
+    ledger = Ledger.open()
+    path = _sealed(ledger, "run-v2")
+    ledger.close()
+    rows = [decode_line(line) for line in path.read_bytes().split(b"\n")[:-1]]
+    sealer = rows[-1]
+    place = f"rows: writer {sealer['writer']} seq {sealer['seq']}"
+    assert audit_rows("run-v2", rows, "rows", key=b"k3y").ok
+    assert audit_rows("run-v2", rows, "rows").ok
+    (forged,) = audit_rows("run-v2", rows, "rows", key=b"other").problems
+    assert (forged.run_id, forged.where, forged.kind) == ("run-v2", place, "seal-forged")
+    assert forged.message == "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
+    changed = [*rows[:-1], {**sealer, "timestamp": "2000-01-01T00:00:00.000000Z"}]
+    (problem,) = audit_rows("run-v2", changed, "rows").problems
+    assert (problem.run_id, problem.where, problem.kind) == ("run-v2", place, "seal-mismatch")
+    assert problem.message == "the sealing line was changed after it was written (its own digest does not match)"
+
+
+def test_row_problems_name_their_run_and_what_was_found() -> None:
+    """Every problem found in rows carries the run id; a broken link shows the prev found."""
+    s = _Stream("run-r")
+    s.add("w1")
+    s.add("w1")
+    rows = s.rows()
+    rows[1]["prev"] = "ab" * 32
+    (problem,) = audit_rows("run-r", rows, "x").problems
+    assert (problem.run_id, problem.kind, problem.found) == ("run-r", "chain-broken", "ab" * 32)
+    (gap,) = audit_rows("run-r", rows[1:], "x").problems
+    assert (gap.run_id, gap.kind) == ("run-r", "seq-gap")
+
+
+def test_a_seal_row_without_attributes_seals_no_other_writer() -> None:
+    """A run/finished row without attrs is a seal with no heads: the rows of other writers are not covered."""
+    s = _Stream()
+    s.add("w2")
+    s.add("w1")
+    s.add("w1", "run", "finished")
+    problems = audit_rows(s.run_id, s.rows(), "x").problems
+    assert [(p.kind, p.where) for p in problems] == [("after-seal", "x: writer w2 seq 0")]
+
+
+def _tombstone(
+    run_id: str, writers: dict[str, dict[str, object]], seq: int = 0, prev: str = GENESIS
+) -> dict[str, object]:
+    return decode_line(
+        encode_line(
+            {
+                "event_id": f"tomb-{seq}",
+                "event_type": "run",
+                "op": "retired",
+                "prev": prev,
+                "run_id": run_id,
+                "schema_version": 1,
+                "seq": seq,
+                "timestamp": "2026-01-02T00:00:00.000000Z",
+                "writer": "retention",
+                "attrs": json.dumps({"writers": writers}),
+            }
+        )[:-1]
+    )
+
+
+def test_of_several_tombstones_the_one_reaching_furthest_counts_and_the_first_of_equals() -> None:
+    """Tombstones are compared by last_seq, in the order of the rows; one without last_seq reaches nowhere."""
+    s = _Stream()
+    for _ in range(4):
+        s.add("w1")
+    rows = s.rows()
+    hashes = [hashlib.sha256(line).hexdigest() for line in s.lines]
+
+    def chained(*infos: dict[str, object]) -> list[dict[str, object]]:
+        out: list[dict[str, object]] = []
+        prev = GENESIS
+        for seq, info in enumerate(infos):
+            row = _tombstone(s.run_id, {"w1": info}, seq, prev)
+            prev = hashlib.sha256(encode_line(row)[:-1]).hexdigest()
+            out.append(row)
+        return out
+
+    reach = [{"first_seq": 0, "last_seq": n, "head": hashes[n]} for n in range(4)]
+    assert audit_rows(s.run_id, [*chained(reach[0], reach[1]), *rows[2:]], "x").ok
+    assert audit_rows(s.run_id, [*chained(reach[1], reach[0]), *rows[2:]], "x").ok
+    wrong = {"first_seq": 0, "last_seq": 1, "head": "ab" * 32}
+    assert audit_rows(s.run_id, [*chained(reach[1], wrong), *rows[2:]], "x").ok
+    assert not audit_rows(s.run_id, [*chained(wrong, reach[1]), *rows[2:]], "x").ok
+    partial = {"first_seq": 0, "head": hashes[1]}
+    assert audit_rows(s.run_id, [*chained(partial, reach[1]), *rows[2:]], "x").ok
+    assert audit_rows(s.run_id, [*chained(reach[1], partial), *rows[2:]], "x").ok
+
+
+def test_a_sealed_head_beyond_the_tombstone_must_be_there() -> None:
+    """A seal head the tombstone does not reach, with no row for it, is a mismatch ('missing')."""
+    s = _Stream()
+    s.add("w1")
+    s.add("w1")
+    s.seal("w2")
+    rows = s.rows()
+    tomb = _tombstone(s.run_id, {"w1": {"first_seq": 0, "last_seq": 0, "head": hashlib.sha256(s.lines[0]).hexdigest()}})
+    problems = audit_rows(s.run_id, [tomb, rows[2]], "x").problems
+    assert [(p.kind, p.expected, p.found) for p in problems] == [
+        ("seal-mismatch", f"seq 1 {s.heads['w1'][1][:12]}", "missing")
+    ]
+    assert audit_rows(s.run_id, [tomb, *rows[1:]], "x").ok
+
+
+@pytest.mark.parametrize("attrs", ["not json", "[1, 2]", '{"seal": "text"}'])
+def test_a_seal_whose_attrs_were_edited_into_no_seal_is_reported_not_a_crash(
+    ledger: Ledger, cli: CliInvoker, attrs: str
+) -> None:
+    """Attrs of the sealing line that are no JSON object with a seal fail the audit (exit 1), in a stream and in rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = _sealed(ledger, "run-e")
+    lines = path.read_bytes().split(b"\n")[:-1]
+    sealing = decode_line(lines[-1])
+    edited = encode_line({**sealing, "attrs": attrs})[:-1]
+    path.write_bytes(b"".join(line + b"\n" for line in [*lines[:-1], edited]))
+    problems = ledger.audit("run-e", content=False).problems
+    assert ("seal-mismatch", f"{path}:{len(lines)}") in {(p.kind, p.where) for p in problems}
+    assert any(p.message == "the sealing event's attrs hold no readable seal (the line was edited)" for p in problems)
+    result = cli("ledger", "audit", "run-e", "--no-content")
+    assert result.exit_code == 1 and "seal-mismatch" in result.stdout
+    # The same edit in the compacted rows of a retired stream.
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    ledger.compact(keep_jsonl=False)
+    parquet = next((ledger.ledger_dir / "events").rglob("*.parquet"))
+    table = pq.read_table(parquet)
+    rows = table.to_pylist()
+    index = next(i for i, r in enumerate(rows) if r["op"] == "finished")
+    rows[index]["attrs"] = attrs
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), parquet)
+    kinds = {(p.kind, p.where) for p in ledger.audit("run-e", content=False).problems}
+    assert ("seal-mismatch", f"{parquet}: row {index + 1}") in kinds
+    assert cli("ledger", "audit", "run-e", "--no-content").exit_code == 1
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    ["not json", '{"writers": [1]}', '{"writers": {"w1": 5}}', '{"writers": {"w1": {"first_seq": 0, "head": "ab"}}}'],
+)
+def test_a_tombstone_edited_into_nonsense_accounts_for_nothing(attrs: str) -> None:
+    """A run/retired row whose attrs name no writer's last seq removes no need for the rows before: a seq-gap."""
+    s = _Stream()
+    s.add("w1")
+    s.add("w1")
+    tomb = _tombstone(s.run_id, {})
+    tomb["attrs"] = attrs
+    problems = audit_rows(s.run_id, [tomb, s.rows()[1]], "x").problems
+    assert [(p.kind, p.where) for p in problems] == [("seq-gap", "x: writer w1 seq 1")]
