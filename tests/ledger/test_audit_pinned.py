@@ -129,10 +129,13 @@ def test_a_foreign_or_duplicated_event_is_named_with_what_was_expected(ledger: L
     report = check_stream_bytes(data, "run-q", _where, "END")
     foreign = [p for p in report.problems if p.kind == "foreign-event"]
     assert len(foreign) == 4 and foreign[0].expected == "run-q" and foreign[0].found == "run-p"
+    assert foreign[0].message == "event of another run in this stream" and foreign[0].where == "L1@0"
+    assert all(p.run_id == "run-q" for p in report.problems)
     lines = data.split(b"\n")[:-1]
     doubled = b"\n".join([lines[0], lines[0], *lines[1:]]) + b"\n"
     kinds = {p.kind: p for p in check_stream_bytes(doubled, "run-p", _where, "END").problems}
     assert kinds["duplicate-event"].message.endswith("already at line 1")
+    assert kinds["duplicate-event"].where == f"L2@{len(lines[0]) + 1}" and kinds["duplicate-event"].run_id == "run-p"
     assert kinds["seq-order"].expected == "1" and kinds["seq-order"].found == "0"
 
 
@@ -188,10 +191,11 @@ def test_run_json_that_does_not_parse_or_is_not_an_object_is_a_problem(ledger: L
     summary.write_text("{nope")
     (problem,) = audit_stream(path, "run-p").problems
     assert (problem.kind, problem.where, problem.run_id) == ("malformed-summary", str(summary), "run-p")
-    assert "does not parse" in problem.message
+    assert problem.message == "run.json does not parse"
     summary.write_text("[1, 2]")
     (problem,) = audit_stream(path, "run-p").problems
-    assert problem.kind == "malformed-summary" and "not a JSON object" in problem.message
+    assert (problem.kind, problem.where, problem.run_id) == ("malformed-summary", str(summary), "run-p")
+    assert problem.message == "run.json is not a JSON object"
 
 
 def test_run_json_names_a_truncated_stream_and_a_lost_or_changed_seal(ledger: Ledger) -> None:
@@ -201,7 +205,7 @@ def test_run_json_names_a_truncated_stream_and_a_lost_or_changed_seal(ledger: Le
     lines = data.splitlines(keepends=True)
     path.write_bytes(data[:-10])
     truncated = [p for p in audit_stream(path, "run-p").problems if p.kind == "truncated"]
-    assert truncated[0].where == f"{path}:end"
+    assert truncated[0].where == f"{path}:end" and truncated[0].run_id == "run-p"
     assert truncated[0].expected == str(len(data)) and truncated[0].found == str(len(data) - 10)
     assert truncated[0].message == f"stream is {len(data) - 10} bytes but was {len(data)} bytes when sealed"
     # The same length, but the seal line replaced by an ordinary event.
@@ -209,14 +213,24 @@ def test_run_json_names_a_truncated_stream_and_a_lost_or_changed_seal(ledger: Le
     filler = replacement + b" " * (len(lines[-1]) - len(replacement) - 1) + b"\n"
     path.write_bytes(b"".join(lines[:-1]) + filler)
     lost = [p for p in audit_stream(path, "run-p").problems if "no run/finished" in p.message]
-    assert [(p.kind, p.where) for p in lost] == [("seal-mismatch", f"{path}:{len(lines)}")]
+    assert [(p.run_id, p.kind, p.where) for p in lost] == [("run-p", "seal-mismatch", f"{path}:{len(lines)}")]
+    assert lost[0].message == (
+        "run.json says the run was sealed by this line, but the stream has no run/finished event any more"
+    )
+    # A run.json whose sealed length is no number names the stream itself.
+    summary = json.loads(path.with_name("run.json").read_text())
+    path.with_name("run.json").write_text(json.dumps({**summary, "stream_bytes": "many"}))
+    lost = [p for p in audit_stream(path, "run-p").problems if "no run/finished" in p.message]
+    assert [p.where for p in lost] == [str(path)]
+    path.with_name("run.json").write_text(json.dumps(summary))
     # The seal line itself kept in place but not the one sealed.
     summary = json.loads(path.with_name("run.json").read_text())
     summary["seal_sha256"] = "0" * 64
     path.with_name("run.json").write_text(json.dumps(summary))
     path.write_bytes(data)
     (changed,) = audit_stream(path, "run-p").problems
-    assert changed.kind == "seal-mismatch" and changed.where == f"{path}:{len(lines)}"
+    assert changed.kind == "seal-mismatch" and changed.where == f"{path}:{len(lines)}" and changed.run_id == "run-p"
+    assert changed.message == "the sealing line differs from the one run.json recorded when the run was sealed"
     assert changed.expected == "0" * 12 and changed.found == hashlib.sha256(lines[-1][:-1]).hexdigest()[:12]
 
 
@@ -230,6 +244,29 @@ def test_an_open_runs_summary_has_no_sealed_length_to_hold_the_stream_to(ledger:
     path.write_bytes(b"".join(data.splitlines(keepends=True)[:-1]))
     assert audit_stream(path, "run-p").ok
     assert audit_stream(path.with_name("gone.jsonl"), "run-p").events == 0
+
+
+def test_a_stream_gone_or_torn_is_named_by_its_file(ledger: Ledger) -> None:
+    """A missing stream whose run.json says it was sealed is 0 bytes, truncated; a torn tail is named at the file's end."""
+    path = _sealed(ledger)
+    data = path.read_bytes()
+    path.unlink()
+    (gone,) = audit_stream(path, "run-p").problems
+    assert (gone.kind, gone.where, gone.found) == ("truncated", f"{path}:end", "0")
+    path.write_bytes(data + b'{"event_type":"ar')
+    (torn,) = audit_stream(path, "run-p").problems
+    assert (torn.run_id, torn.kind, torn.where) == ("run-p", "truncated", f"{path}:end")
+    assert torn.message == "stream ends in an incomplete line after the seal"
+
+
+def test_a_stream_counts_in_the_tally_only_what_retention_kept(ledger: Ledger) -> None:
+    """audit_stream hands the retention cutoff on: lines older than it are not counted."""
+    path = _sealed(ledger)
+    size = path.stat().st_size
+    kept, old = Tally(), Tally()
+    audit_stream(path, "run-p", covered=size, retired_before="0000", tally=kept)
+    audit_stream(path, "run-p", covered=size, retired_before="9999", tally=old)
+    assert (kept.count, old.count) == (4, 0)
 
 
 def test_the_seal_line_is_the_first_run_finished_line(ledger: Ledger) -> None:
@@ -452,7 +489,9 @@ class _Stream:
 
 
 def _check(stream: _Stream, key: bytes | None = None, data: bytes | None = None) -> list[Problem]:
-    return check_stream_bytes(stream.data if data is None else data, stream.run_id, _where, "END", key=key).problems
+    problems = check_stream_bytes(stream.data if data is None else data, stream.run_id, _where, "END", key=key).problems
+    assert all(p.run_id == stream.run_id for p in problems)  # every problem names the run
+    return problems
 
 
 def test_a_version_1_seal_holds_the_heads_of_every_writer_and_its_hmac(ledger: Ledger) -> None:
@@ -873,3 +912,17 @@ def test_a_tombstone_edited_into_nonsense_accounts_for_nothing(attrs: str) -> No
     tomb["attrs"] = attrs
     problems = audit_rows(s.run_id, [tomb, s.rows()[1]], "x").problems
     assert [(p.kind, p.where) for p in problems] == [("seq-gap", "x: writer w1 seq 1")]
+
+
+def test_a_seal_without_a_version_is_a_version_1_seal() -> None:
+    """A seal that names no version is checked as version 1: under a key its HMAC must verify."""
+    s = _Stream()
+    s.add("w1")
+    s.seal("w1", key=b"k")
+    unversioned = decode_line(s.lines[-1])
+    attrs = json.loads(str(unversioned["attrs"]))
+    del attrs["seal"]["version"]
+    s.lines[-1] = encode_line({**unversioned, "attrs": json.dumps(attrs)})[:-1]
+    assert _check(s, key=b"k") == []
+    assert [p.kind for p in _check(s, key=b"other")] == ["seal-forged"]
+    assert [p.kind for p in audit_rows(s.run_id, s.rows(), "x", key=b"other").problems] == ["seal-forged"]
