@@ -478,7 +478,7 @@ def audit_rows(
     for row in rows:
         if row["event_type"] == "run" and row["op"] == "retired":
             writers = (_json_object(row.get("attrs")) or {}).get("writers")
-            for writer, info in (writers.items() if isinstance(writers, dict) else ()):
+            for writer, info in writers.items() if isinstance(writers, dict) else ():
                 if not isinstance(info, dict) or type(info.get("last_seq")) is not int:
                     continue  # an edited tombstone accounts for nothing (its own row's chain breaks)
                 known = tombstoned.get(writer)
@@ -592,10 +592,18 @@ def _json_object(text: object) -> dict[str, Any] | None:
 
 
 def event_seal(event: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The seal a ``run/finished`` event carries in its ``attrs`` (``{}`` if none); None if they hold no readable one."""
+    """The seal a ``run/finished`` event carries in its ``attrs`` (``{}`` if none); None if they hold no readable one.
+
+    A readable seal is a JSON object whose ``heads`` (if any) map each writer to an object with an integer ``seq``.
+    """
     attrs = _json_object(event.get("attrs"))
     seal = (attrs or {}).get("seal") or {}
-    return seal if attrs is not None and isinstance(seal, dict) else None
+    if attrs is None or not isinstance(seal, dict):
+        return None
+    heads = seal.get("heads") or {}
+    if not isinstance(heads, dict) or any(type(h) is not dict or type(h.get("seq")) is not int for h in heads.values()):
+        return None
+    return seal
 
 
 def _seal_of(event: Mapping[str, Any], run_id: str, where: str, problems: list[Problem]) -> dict[str, Any]:
@@ -603,7 +611,9 @@ def _seal_of(event: Mapping[str, Any], run_id: str, where: str, problems: list[P
     seal = event_seal(event)
     if seal is None:
         problems.append(
-            Problem(run_id, where, "seal-mismatch", "the sealing event's attrs hold no readable seal (the line was edited)")
+            Problem(
+                run_id, where, "seal-mismatch", "the sealing event's attrs hold no readable seal (the line was edited)"
+            )
         )
         return {}
     return seal

@@ -391,10 +391,7 @@ def _seal_suspects(
                 suspects.add(run_id)
         elif key and seal.get("hmac") != seal_digest(run_id, seal.get("heads") or {}, key):
             suspects.add(run_id)
-        for writer, head in (seal.get("heads") or {}).items():
-            if not isinstance(head, dict) or not isinstance(head.get("seq"), int):
-                suspects.add(run_id)
-                continue
+        for writer, head in (seal.get("heads") or {}).items():  # each an object with an int seq (event_seal)
             heads.append((run_id, writer, head["seq"], str(head.get("head"))))
             limits.append((run_id, writer, head["seq"]))
         limits.append((run_id, row["writer"], int(row["seq"])))

@@ -867,7 +867,17 @@ def test_a_sealed_head_beyond_the_tombstone_must_be_there() -> None:
     assert audit_rows(s.run_id, [tomb, *rows[1:]], "x").ok
 
 
-@pytest.mark.parametrize("attrs", ["not json", "[1, 2]", '{"seal": "text"}'])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        "not json",
+        "[1, 2]",
+        '{"seal": "text"}',
+        '{"seal": {"heads": [1]}}',
+        '{"seal": {"heads": {"w": 5}}}',
+        '{"seal": {"heads": {"w": {"head": "ab"}}}}',
+    ],
+)
 def test_a_seal_whose_attrs_were_edited_into_no_seal_is_reported_not_a_crash(
     ledger: Ledger, cli: CliInvoker, attrs: str
 ) -> None:
@@ -896,6 +906,9 @@ def test_a_seal_whose_attrs_were_edited_into_no_seal_is_reported_not_a_crash(
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), parquet)
     kinds = {(p.kind, p.where) for p in ledger.audit("run-e", content=False).problems}
     assert ("seal-mismatch", f"{parquet}: row {index + 1}") in kinds
+    sealing_row = decode_line(edited)
+    unreadable = [p for p in audit_rows("run-e", [sealing_row], "x").problems if p.kind == "seal-mismatch"]
+    assert [p.run_id for p in unreadable] == ["run-e"]
     assert cli("ledger", "audit", "run-e", "--no-content").exit_code == 1
 
 
@@ -926,3 +939,21 @@ def test_a_seal_without_a_version_is_a_version_1_seal() -> None:
     assert _check(s, key=b"k") == []
     assert [p.kind for p in _check(s, key=b"other")] == ["seal-forged"]
     assert [p.kind for p in audit_rows(s.run_id, s.rows(), "x", key=b"other").problems] == ["seal-forged"]
+
+
+def test_only_run_retired_rows_are_tombstones_and_each_writer_of_one_counts() -> None:
+    """A tombstone's writers are read one by one (a broken entry skips only itself); other events' attrs are no tombstone."""
+    s = _Stream()
+    s.add("w1")
+    s.add("w1")
+    s.add("w2")
+    s.add("w2")
+    rows = s.rows()
+    heads = {w: hashlib.sha256(s.lines[i]).hexdigest() for w, i in (("w1", 0), ("w2", 2))}
+    good = {"first_seq": 0, "last_seq": 0}
+    writers = {"w0": "broken", "w1": {**good, "head": heads["w1"]}, "w2": {**good, "head": heads["w2"]}}
+    assert audit_rows(s.run_id, [_tombstone(s.run_id, writers), rows[1], rows[3]], "x").ok
+    for event_type, op in (("run", "started"), ("artifact", "retired")):
+        other = {**_tombstone(s.run_id, writers), "event_type": event_type, "op": op}
+        kinds = [p.kind for p in audit_rows(s.run_id, [other, rows[1], rows[3]], "x").problems]
+        assert kinds == ["seq-gap", "seq-gap"], (event_type, op)
