@@ -512,7 +512,8 @@ def test_a_version_1_seal_holds_the_heads_of_every_writer_and_its_hmac(ledger: L
         )
     ]
     rows = audit_rows(s.run_id, s.rows(), "rows", key=b"other").problems
-    assert [(p.kind, p.where) for p in rows] == [("seal-forged", "rows: writer w2 seq 1")]
+    assert [(p.run_id, p.kind, p.where) for p in rows] == [(s.run_id, "seal-forged", "rows: writer w2 seq 1")]
+    assert rows[0].message == "seal HMAC does not verify under SCALABLE_LEDGER_KEY"
     bare = _Stream()
     bare.add("w1")
     bare.seal("w1", hmac=None)
@@ -568,6 +569,7 @@ def test_lines_after_the_seal_are_named_except_retirement_and_verdicts() -> None
         ("rows: writer w1 seq 3", "1 event(s) of writer w1 are not covered by the seal"),
         ("rows: writer w2 seq 1", "2 event(s) of writer w2 are not covered by the seal"),
     ]
+    assert all(p.run_id == s.run_id and p.kind == "after-seal" for p in rows)
 
 
 def test_a_broken_link_names_the_writers_previous_line() -> None:
@@ -864,7 +866,23 @@ def test_a_sealed_head_beyond_the_tombstone_must_be_there() -> None:
     assert [(p.kind, p.expected, p.found) for p in problems] == [
         ("seal-mismatch", f"seq 1 {s.heads['w1'][1][:12]}", "missing")
     ]
+    assert problems[0].run_id == s.run_id and problems[0].where == "x: writer w2 seq 0"
+    assert problems[0].message == "writer w1's sealed head does not match its events"
     assert audit_rows(s.run_id, [tomb, *rows[1:]], "x").ok
+
+
+def test_a_retired_sealed_head_does_not_stop_the_check_of_the_next() -> None:
+    """After a head the tombstone accounts for, the other writers' heads are still checked."""
+    s = _Stream()
+    s.add("w1")
+    s.add("w2")
+    s.seal("w3", heads={"w1": {"seq": 0, "head": "11" * 32}, "w2": {"seq": 0, "head": "22" * 32}})
+    rows = s.rows()
+    tomb = _tombstone(s.run_id, {"w1": {"first_seq": 0, "last_seq": 0, "head": "11" * 32}})
+    problems = audit_rows(s.run_id, [tomb, *rows[1:]], "x").problems
+    assert [(p.kind, p.message) for p in problems] == [
+        ("seal-mismatch", "writer w2's sealed head does not match its events")
+    ]
 
 
 @pytest.mark.parametrize(
