@@ -975,3 +975,17 @@ def test_only_run_retired_rows_are_tombstones_and_each_writer_of_one_counts() ->
         other = {**_tombstone(s.run_id, writers), "event_type": event_type, "op": op}
         kinds = [p.kind for p in audit_rows(s.run_id, [other, rows[1], rows[3]], "x").problems]
         assert kinds == ["seq-gap", "seq-gap"], (event_type, op)
+
+
+@pytest.mark.parametrize("column", ["seq", "writer", "event_id", "prev", "run_id", "timestamp", "event_type", "op"])
+def test_a_line_with_a_wrong_typed_column_is_malformed(ledger: Ledger, column: str) -> None:
+    """A line whose required column has the wrong JSON type (seq a string, the others numbers) is a malformed line."""
+    data = _sealed(ledger).read_bytes()
+    lines = data.split(b"\n")[:-2]  # no seal: only the wrong line is wrong
+    event = json.loads(lines[1])
+    event[column] = str(event[column]) if column == "seq" else 7
+    bad = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    report = check_stream_bytes(b"".join(line + b"\n" for line in [lines[0], bad]), "run-p", _where, "END")
+    assert [(p.kind, p.where) for p in report.problems] == [("malformed-line", f"L2@{len(lines[0]) + 1}")]
+    assert column in report.problems[0].message
+    assert report.events == 1
