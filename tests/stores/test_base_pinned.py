@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,86 @@ def test_a_directory_is_not_put_over_keys_put_on_their_own(store: BaseArtifactSt
 def test_the_repr_names_the_class_and_the_root(store: BaseArtifactStore) -> None:
     """``repr(store)`` shows the backend class and its base URI."""
     assert repr(store) == f"{type(store).__name__}({store.base_uri!r})"
+
+
+def test_verifying_a_directory_needs_its_record_and_every_recorded_file(
+    store: BaseArtifactStore, tmp_path: Path
+) -> None:
+    """get(verify=True) of a directory refuses a file gone, a file added, and a directory put without a record."""
+    from scalable.errors import IntegrityError
+    from scalable.stores.base import sidecar_key
+
+    _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "d")
+    store._delete_file("d/x.txt")  # a file of the directory lost behind the store's back
+    with pytest.raises(IntegrityError) as lost:
+        store.get("d", tmp_path / "out1", verify=True)
+    assert str(lost.value) == f"{store.uri_for('d')!r} lacks files recorded at put time: ['x.txt']"
+    assert not (tmp_path / "out1").exists()
+    store.put(tmp_path / "tree", "d")
+    store._write_object("d/extra.txt", b"extra")  # a file added behind the store's back
+    with pytest.raises(IntegrityError) as extra:
+        store.get("d", tmp_path / "out2", verify=True)
+    assert str(extra.value) == (f"{store.uri_for('d/extra.txt')!r} was not part of the directory put; cannot verify it")
+    assert Path(store.get("d", tmp_path / "out3")).joinpath("extra.txt").read_bytes() == b"extra"
+    store._delete_file(sidecar_key("d"))
+    with pytest.raises(IntegrityError) as unrecorded:
+        store.get("d", tmp_path / "out4", verify=True)
+    assert (
+        str(unrecorded.value) == f"no digests were recorded for {store.uri_for('d')!r}; cannot verify it (put it again)"
+    )
+
+
+def test_getting_a_directory_publishes_its_tree_digest_files_and_size(
+    store: BaseArtifactStore, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The artifact/get event of a directory carries kind dir, the tree digest, total size and every file's digest."""
+    files = _tree(tmp_path / "tree")
+    ref = store.put(tmp_path / "tree", "d")
+    out = store.get("d", tmp_path / "back")
+    assert out == str(tmp_path / "back")
+    (got,) = [e for e in events if e["op"] == "get"]
+    assert (got["kind"], got["digest"], got["size_bytes"]) == ("dir", ref.digest, sum(len(v) for v in files.values()))
+    assert json.loads(got["attrs"]) == {"files": {rel: _sha(data) for rel, data in files.items()}}
+    assert got["key"] == "d" and got["location"] == store.uri_for("d") and got["artifact_name"] == "d"
+    store.get("d/sub/y.txt", tmp_path / "y.txt")
+    single = [e for e in events if e["op"] == "get"][-1]
+    assert (single["kind"], single["size_bytes"], single["artifact_name"]) == ("file", 2, "y.txt")
+    assert "attrs" not in single
+
+
+def test_a_kind_that_contradicts_the_source_is_refused(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """kind='file' for a directory, 'dir' for a file, or an empty kind is refused before anything is stored."""
+    from scalable.errors import StoreError
+
+    _tree(tmp_path / "tree")
+    (tmp_path / "f.txt").write_bytes(b"f")
+    with pytest.raises(StoreError) as as_file:
+        store.put(tmp_path / "tree", "t", kind="file")
+    assert str(as_file.value) == f"cannot put {str(tmp_path / 'tree')!r} with kind='file': it is a dir"
+    with pytest.raises(StoreError) as as_dir:
+        store.put(tmp_path / "f.txt", "f", kind=ArtifactKind.DIRECTORY)
+    assert str(as_dir.value) == f"cannot put {str(tmp_path / 'f.txt')!r} with kind='dir': it is a file"
+    with pytest.raises(StoreError, match="kind must be a non-empty string"):
+        store.put(tmp_path / "f.txt", "f", kind="")
+    assert store.list_artifacts() == []
+    ref = store.put(tmp_path / "f.txt", "f", kind="file")
+    assert ref.kind == ArtifactKind.FILE and "label" not in ref.metadata
+    labelled = store.put(tmp_path / "tree", "t", kind="result")
+    assert labelled.kind == ArtifactKind.DIRECTORY and labelled.metadata["label"] == "result"
+
+
+def test_put_and_get_report_every_byte_to_progress(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """The progress callbacks of put and get add up to the bytes copied, for a file and a directory."""
+    files = _tree(tmp_path / "tree")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(5 * 1024 * 1024 + 3))
+    for source, key, size in (
+        (big, "big", big.stat().st_size),
+        (tmp_path / "tree", "tree", sum(map(len, files.values()))),
+    ):
+        put: list[int] = []
+        store.put(source, key, progress=put.append)
+        got: list[int] = []
+        store.get(key, tmp_path / f"back-{key}", progress=got.append)
+        assert sum(put) == size and sum(got) == size and all(n > 0 for n in put + got)
