@@ -14,8 +14,8 @@ score counts only the mutants that change behaviour::
 
 A mutant no selected test reaches counts as surviving. ``--resume`` reuses the copies of the
 last run: only functions that changed are mutated again, and the mutants that survived are
-checked again against the current tests (the quick loop while writing tests); a plain run
-starts from scratch.
+checked again against the current tests (the quick loop while writing tests; which tests reach
+which function is mapped again each time); a plain run starts from scratch.
 """
 
 from __future__ import annotations
@@ -441,6 +441,9 @@ def run_module(module: Module, *, fresh: bool, max_children: int) -> Result:
     """
     before = {} if fresh else _meta(BUILD / "work" / module.name, module)
     work = prepare(module, fresh, max_children)
+    # mutmut reruns its map of which tests reach which function only for tests it has not seen:
+    # a test edited since would not be run against the functions it now reaches. Map them all again.
+    (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     log = BUILD / f"{module.name}.log"
     if fresh:
         log.unlink(missing_ok=True)
