@@ -147,7 +147,7 @@ MODULES: tuple[Module, ...] = (
         "ledger.lineage",
         "scalable/ledger/lineage.py",
         # Not test_lineage_random.py: its 200 examples (on processes and Dask too) take minutes
-        # for each surviving mutant; test_lineage*.py pin each rule of the walk one by one.
+        # for each surviving mutant; test_lineage.py tries each rule of the walk on its own.
         ("tests/ledger/test_lineage.py", "tests/ledger/test_lineage_pinned.py", "tests/ledger/test_export.py"),
     ),
 )
