@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import resource
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,3 +247,104 @@ def test_put_and_get_report_every_byte_to_progress(store: BaseArtifactStore, tmp
         got: list[int] = []
         store.get(key, tmp_path / f"back-{key}", progress=got.append)
         assert sum(put) == size and sum(got) == size and all(n > 0 for n in put + got)
+
+
+def test_files_directly_inside_a_nested_directory_put_verify_and_list_their_digests(
+    store: BaseArtifactStore, tmp_path: Path
+) -> None:
+    """A file right inside a directory put (at the top or deeper) verifies and lists the digest its directory recorded."""
+    files = _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "top")
+    store.put(tmp_path / "tree", "runs/r1/out")
+    for key in ("top/x.txt", "runs/r1/out/x.txt", "runs/r1/out/sub/deeper/z.bin"):
+        rel = key.split("/out/")[-1].removeprefix("top/")
+        assert Path(store.get(key, tmp_path / "one", verify=True)).read_bytes() == files[rel]
+    refs = {r.metadata["key"]: r.digest for r in store.list_refs()}
+    assert refs["top/x.txt"] == _sha(b"x") and refs["top/sub/y.txt"] == _sha(b"yy")
+    assert refs["runs/r1/out/sub/deeper/z.bin"] == _sha(b"zzz")
+
+
+def test_a_file_of_a_nested_directory_put_cannot_be_deleted_alone(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """Deleting one file of a directory put at a nested key is refused naming that directory."""
+    _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "runs/r1/out")
+    with pytest.raises(KeyConflictError, match="it is part of the directory artifact"):
+        store.delete("runs/r1/out/sub/y.txt")
+    assert store.exists("runs/r1/out/sub/y.txt")
+
+
+def test_deleting_a_file_the_store_did_not_write_reports_a_file(tmp_path: Path, events: list[dict[str, Any]]) -> None:
+    """A file dropped into a local store by hand is deleted as kind file, without size or digest."""
+    store = build_artifact_store(tmp_path / "artifacts")
+    store.put_bytes(b"mine", "k/mine.txt")
+    (tmp_path / "artifacts" / "k" / "stray.txt").write_bytes(b"stray")
+    store.delete("k/stray.txt")
+    (deleted,) = [e for e in events if e["op"] == "deleted"]
+    assert (deleted["key"], deleted["kind"]) == ("k/stray.txt", "file")
+    assert "digest" not in deleted and "size_bytes" not in deleted and "attrs" not in deleted
+
+
+def test_put_bytes_reports_its_size_and_digest(store: BaseArtifactStore, events: list[dict[str, Any]]) -> None:
+    """The reference and the artifact/put event of put_bytes carry the size and SHA-256 of the bytes."""
+    ref = store.put_bytes(bytearray(b"12345"), "n.bin")
+    assert (ref.size_bytes, ref.digest, ref.uri) == (5, _sha(b"12345"), store.uri_for("n.bin"))
+    (put,) = [e for e in events if e["op"] == "put"]
+    assert (put["size_bytes"], put["digest"], put["kind"]) == (5, _sha(b"12345"), "blob")
+    assert "attrs" not in put
+    assert store.get_bytes("n.bin") == b"12345"
+
+
+def test_remote_style_lookups_at_once_give_the_same_answers(tmp_path: Path) -> None:
+    """A store running its lookups on the shared lookup threads behaves as one running them in turn."""
+    from scalable.stores import base
+
+    store = memory_store()
+    store.concurrent_lookups = True
+    assert base._lookup_executor() is base._lookup_executor()
+    _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "a/b/d")
+    store.put_bytes(b"f", "a/f")
+    with pytest.raises(KeyConflictError, match="inside the directory artifact"):
+        store.put_bytes(b"g", "a/b/d/sub/g")
+    with pytest.raises(KeyConflictError, match="a file is stored at"):
+        store.put_bytes(b"g", "a/f/g")
+    with pytest.raises(KeyConflictError, match="part of the directory artifact"):
+        store.delete("a/b/d/x.txt")
+    store.delete("a/b/d")
+    assert store.list_artifacts() == ["a/f"]
+
+
+@contextlib.contextmanager
+def _file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes of one file fail with EFBIG (RLIMIT_FSIZE) while the block runs."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_put_that_meets_the_file_size_limit_fails_naming_source_and_key(tmp_path: Path) -> None:
+    """A write refused by the file system (EFBIG) is a DiskFullError naming what was put where; nothing is stored."""
+    from scalable.errors import DiskFullError
+
+    store = build_artifact_store(tmp_path / "artifacts")
+    with _file_size_limit(1 << 20), pytest.raises(DiskFullError) as blob:
+        store.put_bytes(b"b" * (2 << 20), "big.bin")
+    assert str(blob.value).startswith(f"cannot put {store.uri_for('big.bin')!r}: ")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(10 << 20))  # above one chunk: copied by the kernel, hashed as it lands
+    with _file_size_limit(6 << 20), pytest.raises(DiskFullError) as file:
+        store.put(big, "k/big.bin")
+    assert str(file.value).startswith(f"cannot put {str(big)!r} at {store.uri_for('k/big.bin')!r}: ")
+    (tmp_path / "tree").mkdir()
+    inner = tmp_path / "tree" / "inner.bin"
+    inner.write_bytes(b"i" * (2 << 20))
+    with _file_size_limit(1 << 20), pytest.raises(DiskFullError) as tree:
+        store.put(tmp_path / "tree", "t")
+    assert str(tree.value).startswith(f"cannot put {str(inner)!r}")
+    assert store.list_artifacts() == []
+    assert store.put(big, "k/big.bin").digest == _sha(big.read_bytes())  # with room, the same put works
