@@ -348,3 +348,26 @@ def test_a_put_that_meets_the_file_size_limit_fails_naming_source_and_key(tmp_pa
     assert str(tree.value).startswith(f"cannot put {str(inner)!r}")
     assert store.list_artifacts() == []
     assert store.put(big, "k/big.bin").digest == _sha(big.read_bytes())  # with room, the same put works
+
+
+def test_nesting_refusals_at_nested_keys_name_the_exact_prefix(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """Deep in the key space, a refusal names the very prefix holding the file or directory in the way."""
+    _tree(tmp_path / "tree")
+    store.put_bytes(b"f", "a/f")
+    with pytest.raises(KeyConflictError) as below_file:
+        store.put_bytes(b"g", "a/f/g/h")
+    assert str(below_file.value) == (
+        f"cannot store {store.uri_for('a/f/g/h')!r}: a file is stored at {store.uri_for('a/f')!r}, so nothing can be "
+        "stored below it; delete it first or choose another key"
+    )
+    store.put(tmp_path / "tree", "a/b/d")
+    with pytest.raises(KeyConflictError) as inside:
+        store.put_bytes(b"g", "a/b/d/sub/g")
+    assert str(inside.value) == (
+        f"cannot store {store.uri_for('a/b/d/sub/g')!r}: it is inside the directory artifact {store.uri_for('a/b/d')!r}; "
+        "put the whole directory again, or delete it first"
+    )
+    store.put_bytes(b"own", "a/c/own.txt")
+    with pytest.raises(KeyConflictError, match=r"artifacts were put below it on their own \(such as 'a/c/own.txt'\)"):
+        store.put(tmp_path / "tree", "a/c")
+    assert store.list_artifacts("a/c") == ["a/c/own.txt"]
