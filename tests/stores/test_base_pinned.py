@@ -371,3 +371,42 @@ def test_nesting_refusals_at_nested_keys_name_the_exact_prefix(store: BaseArtifa
     with pytest.raises(KeyConflictError, match=r"artifacts were put below it on their own \(such as 'a/c/own.txt'\)"):
         store.put(tmp_path / "tree", "a/c")
     assert store.list_artifacts("a/c") == ["a/c/own.txt"]
+
+
+def test_a_get_reports_the_size_of_every_chunk_and_names_what_it_cannot_write(
+    store: BaseArtifactStore, events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A get of several chunks reports the whole size; a destination below a file is refused naming it."""
+    from scalable.errors import StoreError
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * 1024 * 1024 + 5))
+    store.put(big, "big")
+    store.get("big", tmp_path / "back.bin")
+    (got,) = [e for e in events if e["op"] == "get"]
+    assert got["size_bytes"] == big.stat().st_size and got["digest"] == _sha(big.read_bytes())
+    (tmp_path / "plain").write_bytes(b"p")
+    with pytest.raises(StoreError) as info:
+        store.get("big", tmp_path / "plain" / "out.bin")
+    assert str(info.value).startswith(f"cannot write {str(tmp_path / 'plain' / 'out.bin')!r}: ")
+    assert "Not a directory" in str(info.value) or "File exists" in str(info.value)
+
+
+def test_a_changed_stored_file_is_named_with_both_digests(store: BaseArtifactStore, tmp_path: Path) -> None:
+    """get(verify=True) of bytes changed since the put says what they hash to and what was recorded."""
+    from scalable.errors import IntegrityError
+
+    ref = store.put_bytes(b"before", "f")
+    stored = tmp_path / "artifacts" / "f"  # changed behind the store's back, its record kept
+    if stored.exists():
+        with stored.open("r+b") as fh:
+            fh.write(b"after!")
+    else:
+        store._write_object("f", b"after!")
+    with pytest.raises(IntegrityError) as info:
+        store.get("f", tmp_path / "out", verify=True)
+    assert str(info.value) == (
+        f"{store.uri_for('f')!r} hashes to {_sha(b'after!')}, but {ref.digest} was recorded at put time; "
+        "the stored object was changed or corrupted"
+    )
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".scalable-tmp-*"))
