@@ -410,3 +410,13 @@ def test_a_changed_stored_file_is_named_with_both_digests(store: BaseArtifactSto
         "the stored object was changed or corrupted"
     )
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".scalable-tmp-*"))
+
+
+def test_an_empty_destination_is_refused_as_a_destination(store: BaseArtifactStore) -> None:
+    """get to an empty path says the destination is empty (it would otherwise mean the current directory)."""
+    store.put_bytes(b"x", "k")
+    with pytest.raises(ArtifactNotFoundError) as info:
+        store.get("k", " ")
+    assert str(info.value) == (
+        "the local destination path is empty (' '); give a file or directory, or '.' for the current directory"
+    )
