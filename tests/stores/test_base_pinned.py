@@ -420,3 +420,18 @@ def test_an_empty_destination_is_refused_as_a_destination(store: BaseArtifactSto
     assert str(info.value) == (
         "the local destination path is empty (' '); give a file or directory, or '.' for the current directory"
     )
+
+
+def test_a_directory_whose_record_meets_the_file_size_limit_fails_naming_the_record(tmp_path: Path) -> None:
+    """When the files fit but the directory's digest record does not, the put fails with a DiskFullError naming it."""
+    from scalable.errors import DiskFullError
+    from scalable.stores.base import sidecar_key
+
+    store = build_artifact_store(tmp_path / "artifacts")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(40):
+        (tree / f"file-{i:02d}.txt").write_bytes(b"small")
+    with _file_size_limit(1024), pytest.raises(DiskFullError) as info:
+        store.put(tree, "d")
+    assert str(info.value).startswith(f"cannot write {store.uri_for(sidecar_key('d'))!r}: ")
