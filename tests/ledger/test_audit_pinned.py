@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -413,9 +414,19 @@ def test_streams_come_back_in_the_order_of_the_jobs_with_their_tallies(ledger: L
     assert outcome[0][2] is not None and outcome[0][2][0] == 2
     assert outcome[2][2] is not None and outcome[2][2][0] == 5
     assert outcome[3][2] == (0, 0)
-    assert calls[0] == ("streams", 0, total) and calls[-1] == ("streams", total, total)
-    assert all(c[0] == "streams" and c[2] == total for c in calls)
-    assert [c[1] for c in calls] == sorted(c[1] for c in calls)
+    # Each stream's bytes as it is read, then the rest at once (the third stream shrank, the last is gone).
+    sizes = [Path(j.path).stat().st_size if Path(j.path).exists() else 0 for j in jobs]
+    assert calls == [
+        ("streams", 0, total),
+        ("streams", sizes[0], total),
+        ("streams", sizes[0] + sizes[1], total),
+        ("streams", sizes[0] + sizes[1] + sizes[2], total),
+        ("streams", total, total),
+    ]
+    both = sizes[0] + sizes[1]
+    calls.clear()
+    audit_streams(jobs[:2], None, lambda *a: calls.append(a))()  # exact sizes: the end is reported once
+    assert calls == [("streams", 0, both), ("streams", sizes[0], both), ("streams", both, both)]
     assert _outcome(audit_streams(jobs, None)()) == outcome  # without a callback: the same results
 
 
@@ -434,13 +445,28 @@ def test_worker_processes_give_the_results_of_one_process_in_job_order(
     monkeypatch.setattr(audit, "PARALLEL_BYTES", 1)
     monkeypatch.setattr(threading, "active_count", lambda: 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    import concurrent.futures
+
+    pools: list[int] = []
+
+    class Pool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs: Any) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
     calls: list[tuple[str, int, int]] = []
     wait = audit_streams(jobs, None, lambda *a: calls.append(a))
+    assert pools == [2]  # forked before the results are asked for, one worker a core
     assert _outcome(wait()) == alone
     assert calls[0] == ("streams", 0, total) and calls[-1] == ("streams", total, total)
     assert [c[1] for c in calls] == sorted(c[1] for c in calls) and len(calls) >= 2
+    assert all(c[0] == "streams" and c[2] == total for c in calls)
     monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one core: audited here, the same answer
     assert _outcome(audit_streams(jobs, None)()) == alone
+    monkeypatch.setattr(threading, "active_count", lambda: 2)  # threads running: no fork either
+    assert _outcome(audit_streams(jobs, None)()) == alone
+    assert pools == [2]
 
 
 # ---- hand-made streams: writers, chains and version-1 seals -------------------------------
