@@ -442,6 +442,8 @@ def run_module(module: Module, *, fresh: bool, max_children: int) -> Result:
     none removed). mutmut itself starts over whenever the test selection changes, hence this.
     """
     before = {} if fresh else _meta(BUILD / "work" / module.name, module)
+    # Listed equivalents cannot be killed: rechecking them would only spend the time of every test.
+    listed = _listed_equivalents(BUILD / "work" / module.name, module) if before else set()
     work = prepare(module, fresh, max_children)
     # mutmut reruns its map of which tests reach which function only for tests it has not seen:
     # a test edited since would not be run against the functions it now reaches. Map them all again.
@@ -452,7 +454,7 @@ def run_module(module: Module, *, fresh: bool, max_children: int) -> Result:
     started = time.monotonic()
     args = ["run", "--max-children", str(max_children)]
     if before:
-        args += _to_recheck(module, before, (work / module.path).read_text(encoding="utf-8"))
+        args += _to_recheck(module, before, (work / module.path).read_text(encoding="utf-8"), listed)
     rc = _mutmut(work, args, log) if not before or len(args) > 3 else 0
     if before:
         _keep_earlier_kills(work, module, before)
@@ -476,8 +478,21 @@ def _dotted(module: Module) -> str:
     return module.path.removesuffix(".py").replace("/", ".")
 
 
-def _to_recheck(module: Module, before: dict[str, Any], source: str) -> list[str]:
-    """Names (and patterns) of the mutants to run again: changed functions, and the not killed."""
+def _listed_equivalents(work: Path, module: Module) -> set[str]:
+    """Names of the earlier run's mutants that are not killed and match the equivalents list."""
+    equivalents = [eq for eq in load_equivalents() if eq.path == module.path]
+    if not equivalents:
+        return set()
+    return {m.name for m in _read_mutants(work, module) if any(eq.matches(m) for eq in equivalents)}
+
+
+def _to_recheck(
+    module: Module, before: dict[str, Any], source: str, listed: set[str] | frozenset[str] = frozenset()
+) -> list[str]:
+    """Names (and patterns) of the mutants to run again: changed functions, and the not killed.
+
+    Not killed mutants in ``listed`` (equivalents) are left as they are, unless their function changed.
+    """
     from mutmut.mutation.file_mutation import compute_function_hashes
 
     now = compute_function_hashes(source)
@@ -488,6 +503,7 @@ def _to_recheck(module: Module, before: dict[str, Any], source: str) -> list[str
         name
         for name, code in before["exit_code_by_key"].items()
         if (code is None or _STATUS.get(code, "suspicious") not in _KILLED)
+        and name not in listed
         and name.partition("__mutmut_")[0].rpartition(".")[2] in now
         and old.get(name.partition("__mutmut_")[0].rpartition(".")[2])
         == now[name.partition("__mutmut_")[0].rpartition(".")[2]]
