@@ -15,7 +15,8 @@ score counts only the mutants that change behaviour::
 A mutant no selected test reaches counts as surviving. ``--resume`` reuses the copies of the
 last run: only functions that changed are mutated again, and the mutants that survived are
 checked again against the current tests (the quick loop while writing tests; which tests reach
-which function is mapped again each time); a plain run starts from scratch.
+which function is mapped again each time, and survivors listed as equivalent are left alone);
+a plain run starts from scratch.
 """
 
 from __future__ import annotations
