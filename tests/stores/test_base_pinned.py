@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -435,3 +436,26 @@ def test_a_directory_whose_record_meets_the_file_size_limit_fails_naming_the_rec
     with _file_size_limit(1024), pytest.raises(DiskFullError) as info:
         store.put(tree, "d")
     assert str(info.value).startswith(f"cannot write {store.uri_for(sidecar_key('d'))!r}: ")
+
+
+@pytest.mark.parametrize("size", [10, 3 * 1024 * 1024])
+def test_a_source_longer_than_its_size_hint_is_copied_to_its_end(tmp_path: Path, size: int) -> None:
+    """A source that grew since it was measured (here a pipe told 3 bytes) is copied and hashed whole."""
+    from scalable.stores.base import copy_hashing
+
+    store = build_artifact_store(tmp_path / "artifacts")
+    data = os.urandom(size)
+    read_end, write_end = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)))
+    writer.start()
+    if size < 65536:  # all of it in the pipe before the copy starts: one short read, then the rest
+        writer.join()
+    upload = store._open_upload("grown.bin", 3)
+    try:
+        digest, copied = copy_hashing(read_end, upload, 3)
+        upload.commit()
+    finally:
+        writer.join()
+        os.close(read_end)
+    assert (digest, copied) == (_sha(data), size)
+    assert (tmp_path / "artifacts" / "grown.bin").read_bytes() == data
