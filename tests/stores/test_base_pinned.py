@@ -459,3 +459,26 @@ def test_a_source_longer_than_its_size_hint_is_copied_to_its_end(tmp_path: Path,
         os.close(read_end)
     assert (digest, copied) == (_sha(data), size)
     assert (tmp_path / "artifacts" / "grown.bin").read_bytes() == data
+
+
+def test_a_file_and_a_directory_never_replace_each_other_and_the_refusal_says_what_is_there(
+    store: BaseArtifactStore, tmp_path: Path
+) -> None:
+    """A file over a directory names how many files are below and one of them; a directory over a file says so."""
+    _tree(tmp_path / "tree")
+    store.put(tmp_path / "tree", "k/d")
+    with pytest.raises(KeyConflictError) as file_over_dir:
+        store.put_bytes(b"f", "k/d")
+    # A local store sees every file below the key; the generic lookups only the directory's record.
+    example = " (3 file(s) below it, such as 'k/d/sub/deeper/z.bin')" if store.scheme == "file" else ""
+    assert str(file_over_dir.value) == (
+        f"cannot store a file at {store.uri_for('k/d')!r}: a directory is stored there{example}; "
+        "delete it first or choose another key"
+    )
+    store.put_bytes(b"f", "k/f")
+    with pytest.raises(KeyConflictError) as dir_over_file:
+        store.put(tmp_path / "tree", "k/f")
+    assert str(dir_over_file.value) == (
+        f"cannot store a directory at {store.uri_for('k/f')!r}: a file is stored there; delete it first or choose another key"
+    )
+    assert store.get_bytes("k/f") == b"f" and len(store.list_artifacts("k/d/")) == 3
