@@ -734,7 +734,9 @@ def test_hash_location_measures_objects_and_prefixes_in_a_bucket(
 
     name, options = request.getfixturevalue(f"{backend}_bucket")
     fs = fsspec.filesystem(backend, **options)
-    fs.pipe({f"{name}/d/a.txt": b"a", f"{name}/d/sub/b.txt": b"bb", f"{name}/one.bin": b"one"})
+    fs.pipe(
+        {f"{name}/d/a.txt": b"a", f"{name}/d/sub/b.txt": b"bb", f"{name}/one.bin": b"one", f"{name}/dX/a.txt": b"a"}
+    )
     scheme = "gs" if backend == "gcs" else "s3"
     opts = {scheme: options}
     sha = {k: hashlib.sha256(v).hexdigest() for k, v in {"a": b"a", "b": b"bb", "one": b"one"}.items()}
@@ -742,6 +744,7 @@ def test_hash_location_measures_objects_and_prefixes_in_a_bucket(
     tree = tree_digest([("a.txt", sha["a"]), ("sub/b.txt", sha["b"])])
     assert hash_location(f"{scheme}://{name}/d", opts) == tree
     assert hash_location(f"{scheme}://{name}/d/", opts) == tree
+    assert hash_location(f"{scheme}://{name}/dX/", opts) == tree_digest([("a.txt", sha["a"])])
     assert hash_location(f"{scheme}://{name}/none.bin", opts) is None
     report = audit_content(
         [(f"{scheme}://{name}/one.bin", sha["one"], "r", "file"), (f"{scheme}://{name}/d", "00" * 32, "r", "dir")],
@@ -936,7 +939,10 @@ def test_a_seal_whose_attrs_were_edited_into_no_seal_is_reported_not_a_crash(
     path.write_bytes(b"".join(line + b"\n" for line in [*lines[:-1], edited]))
     problems = ledger.audit("run-e", content=False).problems
     assert ("seal-mismatch", f"{path}:{len(lines)}") in {(p.kind, p.where) for p in problems}
-    assert any(p.message == "the sealing event's attrs hold no readable seal (the line was edited)" for p in problems)
+    unreadable = [
+        p for p in problems if p.message == "the sealing event's attrs hold no readable seal (the line was edited)"
+    ]
+    assert [(p.run_id, p.where) for p in unreadable] == [("run-e", f"{path}:{len(lines)}")]
     result = cli("ledger", "audit", "run-e", "--no-content")
     assert result.exit_code == 1 and "seal-mismatch" in result.stdout
     # The same edit in the compacted rows of a retired stream.
@@ -1015,3 +1021,37 @@ def test_a_line_with_a_wrong_typed_column_is_malformed(ledger: Ledger, column: s
     assert [(p.kind, p.where) for p in report.problems] == [("malformed-line", f"L2@{len(lines[0]) + 1}")]
     assert column in report.problems[0].message
     assert report.events == 1
+
+
+@pytest.mark.parametrize("count", range(2, 8))
+def test_a_line_with_several_columns_of_one_wrong_type_is_malformed(ledger: Ledger, count: int) -> None:
+    """Required text columns that are all numbers (the first ``count`` of them) make a malformed line too."""
+    data = _sealed(ledger).read_bytes()
+    lines = data.split(b"\n")[:-2]
+    event = json.loads(lines[1])
+    for column in ["writer", "event_id", "prev", "run_id", "timestamp", "event_type", "op"][:count]:
+        event[column] = 7
+    bad = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    report = check_stream_bytes(b"".join(line + b"\n" for line in [lines[0], bad]), "run-p", _where, "END")
+    assert [p.kind for p in report.problems] == ["malformed-line"] and report.events == 1
+
+
+def test_a_sequence_gap_is_caught_even_when_the_link_holds() -> None:
+    """A line whose seq skips ahead but whose prev hashes the writer's previous line is still a seq-gap."""
+    s = _Stream()
+    s.add("w1")
+    s.heads["w1"] = (1, s.heads["w1"][1])  # the next line numbers 2, linked to line 0 correctly
+    s.add("w1")
+    (problem,) = _check(s)
+    assert (problem.kind, problem.expected, problem.found) == ("seq-gap", "1", "2")
+
+
+def test_a_line_stamped_exactly_at_the_retention_cutoff_is_kept() -> None:
+    """Lines older than ``retired_before`` are not counted; one stamped at the cutoff itself is."""
+    s = _Stream()
+    for _ in range(3):
+        s.add("w1")
+    cutoff = str(decode_line(s.lines[1])["timestamp"])
+    tally = Tally()
+    check_stream_bytes(s.data, s.run_id, _where, "END", covered=len(s.data), retired_before=cutoff, tally=tally)
+    assert tally.count == 2
