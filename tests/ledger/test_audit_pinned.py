@@ -1055,3 +1055,41 @@ def test_a_line_stamped_exactly_at_the_retention_cutoff_is_kept() -> None:
     tally = Tally()
     check_stream_bytes(s.data, s.run_id, _where, "END", covered=len(s.data), retired_before=cutoff, tally=tally)
     assert tally.count == 2
+
+
+def test_a_version_2_seal_names_the_changed_bytes_before_it_and_its_own_line(ledger: Ledger) -> None:
+    """A v2 seal catches an edit anywhere before it (with both digests) and an edit of its own line, at its line."""
+    data = _sealed(ledger).read_bytes()
+    lines = data.split(b"\n")[:-1]
+    seal = json.loads(str(decode_line(lines[-1])["attrs"]))["seal"]
+    at = len(data) - len(lines[-1]) - 1
+    edited = [lines[0], lines[1].replace(b'"a1"', b'"b1"'), *lines[2:]]
+    blob = b"".join(line + b"\n" for line in edited)
+    problems = check_stream_bytes(blob, "run-p", _where, "END").problems
+    before = [p for p in problems if p.message.startswith("the bytes before the seal")]
+    assert [(p.run_id, p.where, p.kind) for p in before] == [("run-p", f"L{len(lines)}@{at}", "seal-mismatch")]
+    assert before[0].message == (
+        "the bytes before the seal are not those sealed (a line edited, removed, inserted or moved)"
+    )
+    assert before[0].expected == seal["stream"][:12]
+    assert before[0].found == hashlib.sha256(blob[:at]).hexdigest()[:12]
+    sealing = decode_line(lines[-1])
+    own = encode_line({**sealing, "timestamp": "2000-01-01T00:00:00.000000Z"})[:-1]
+    (problem,) = check_stream_bytes(data[:at] + own + b"\n", "run-p", _where, "END").problems
+    assert (problem.run_id, problem.where, problem.kind) == ("run-p", f"L{len(lines)}@{at}", "seal-mismatch")
+    assert problem.message == "the sealing line was changed after it was written (its own digest does not match)"
+    unreadable = encode_line({**sealing, "attrs": "[]"})[:-1]
+    found = check_stream_bytes(data[:at] + unreadable + b"\n", "run-p", _where, "END").problems
+    assert ("run-p", f"L{len(lines)}@{at}") in {(p.run_id, p.where) for p in found if "no readable seal" in p.message}
+
+
+def test_a_tally_adds_up_across_the_streams_counted_into_it(ledger: Ledger) -> None:
+    """Counting two streams into one tally gives the sum of their counts and digests."""
+    one, two = _sealed(ledger, "run-1").read_bytes(), _sealed(ledger, "run-2").read_bytes()
+    apart = [Tally(), Tally()]
+    check_stream_bytes(one, "run-1", _where, "END", covered=len(one), tally=apart[0])
+    check_stream_bytes(two, "run-2", _where, "END", covered=len(two), tally=apart[1])
+    both = Tally()
+    check_stream_bytes(one, "run-1", _where, "END", covered=len(one), tally=both)
+    check_stream_bytes(two, "run-2", _where, "END", covered=len(two), tally=both)
+    assert (both.count, both.digest) == (apart[0].count + apart[1].count, apart[0].digest + apart[1].digest)
