@@ -211,3 +211,25 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         measure_path(tmp_path / "gone.txt")
     assert str(info.value) == f"file {str(tmp_path / 'gone.txt')!r} does not exist"
     assert isinstance(info.value, StoreError)
+
+
+def test_a_tree_root_that_cannot_be_resolved_is_a_store_error_naming_it(tmp_path: Path) -> None:
+    """``walk_tree`` of a link loop says it cannot read that directory, and why."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(StoreError) as info:
+        walk_tree(loop)
+    assert str(info.value) == (
+        f"cannot read directory {str(loop)!r}: Too many levels of symbolic links; check its permissions"
+    )
+
+
+def test_a_name_that_is_not_utf8_is_refused_naming_it_and_the_tree(tmp_path: Path) -> None:
+    """The refusal of a name no object store can hold names the entry and the tree, and the fix."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    bad = tree / "sub" / os.fsdecode(b"bad-\xff")
+    bad.write_text("x")
+    with pytest.raises(UnsafeArtifactError) as info:
+        walk_tree(tree)
+    assert str(info.value) == f"the name of {str(bad)!r} in {str(tree)!r} is not valid UTF-8; rename it"

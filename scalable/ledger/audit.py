@@ -57,6 +57,7 @@ __all__ = [
     "audit_streams",
     "audit_structure",
     "check_stream_bytes",
+    "event_seal",
     "hash_location",
     "latest_artifacts",
 ]
@@ -413,8 +414,7 @@ def check_stream_bytes(
         if not seen:
             seen_ids[event_id] = number
         if seal is None and op == "finished" and kind == "run":
-            attrs = json.loads(event.get("attrs") or "{}")
-            seal = attrs.get("seal") or {}
+            seal = _seal_of(event, run_id, where(number, start), problems)
             seal_at = (number, start, raw)
             sealed_positions = {w: v for w, v in last.items() if w != writer}
             # The sealing writer's own chain up to its previous line is what it sealed.
@@ -477,7 +477,10 @@ def audit_rows(
     tombstoned: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["event_type"] == "run" and row["op"] == "retired":
-            for writer, info in (json.loads(row.get("attrs") or "{}").get("writers") or {}).items():
+            writers = (_json_object(row.get("attrs")) or {}).get("writers")
+            for writer, info in writers.items() if isinstance(writers, dict) else ():
+                if not isinstance(info, dict) or type(info.get("last_seq")) is not int:
+                    continue  # an edited tombstone accounts for nothing (its own row's chain breaks)
                 known = tombstoned.get(writer)
                 if known is None or info.get("last_seq", -1) > known.get("last_seq", -1):
                     tombstoned[writer] = info
@@ -526,7 +529,7 @@ def audit_rows(
                 )
             want_seq, want_prev = row["seq"] + 1, digest
             if row["event_type"] == "run" and row["op"] == "finished" and seal is None:
-                seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
+                seal = _seal_of(row, run_id, here, problems)
                 sealer = (writer, row["seq"])
                 seal_row = row
     if seal is not None and sealer is not None:
@@ -575,6 +578,45 @@ def audit_rows(
                     Problem(run_id, sealed_at, "seal-forged", "seal HMAC does not verify under SCALABLE_LEDGER_KEY")
                 )
     return report
+
+
+def _json_object(text: object) -> dict[str, Any] | None:
+    """``text`` (an event's ``attrs``) parsed, if it is a JSON object (None or empty: ``{}``); else None."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def event_seal(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The seal a ``run/finished`` event carries in its ``attrs`` (``{}`` if none); None if they hold no readable one.
+
+    A readable seal is a JSON object whose ``heads`` (if any) map each writer to an object with an integer ``seq``.
+    """
+    attrs = _json_object(event.get("attrs"))
+    seal = (attrs or {}).get("seal") or {}
+    if attrs is None or not isinstance(seal, dict):
+        return None
+    heads = seal.get("heads") or {}
+    if not isinstance(heads, dict) or any(type(h) is not dict or type(h.get("seq")) is not int for h in heads.values()):
+        return None
+    return seal
+
+
+def _seal_of(event: Mapping[str, Any], run_id: str, where: str, problems: list[Problem]) -> dict[str, Any]:
+    """:func:`event_seal`, where attrs that hold no readable seal are a problem (and no seal)."""
+    seal = event_seal(event)
+    if seal is None:
+        problems.append(
+            Problem(
+                run_id, where, "seal-mismatch", "the sealing event's attrs hold no readable seal (the line was edited)"
+            )
+        )
+        return {}
+    return seal
 
 
 def _line_problems(

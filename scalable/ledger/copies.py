@@ -46,6 +46,7 @@ from scalable.ledger.audit import (
     audit_rows,
     audit_streams,
     check_stream_bytes,
+    event_seal,
 )
 from scalable.ledger.events import COLUMNS, GENESIS, check_run_id, decode_line, encode_line
 from scalable.ledger.generations import (
@@ -381,16 +382,16 @@ def _seal_suspects(
     heads: list[tuple[str, str, int, str]] = []
     limits: list[tuple[str, str, int]] = []
     for run_id, row in seals.items():
-        seal = json.loads(row.get("attrs") or "{}").get("seal") or {}
+        seal = event_seal(row)
+        if seal is None:  # attrs edited into something that is no seal: the row by row check says so
+            suspects.add(run_id)
+            continue
         if seal.get("version", 1) >= 2:
             if seal_line_problem(encode_line(row)[:-1], seal, key) is not None:
                 suspects.add(run_id)
         elif key and seal.get("hmac") != seal_digest(run_id, seal.get("heads") or {}, key):
             suspects.add(run_id)
-        for writer, head in (seal.get("heads") or {}).items():
-            if not isinstance(head, dict) or not isinstance(head.get("seq"), int):
-                suspects.add(run_id)
-                continue
+        for writer, head in (seal.get("heads") or {}).items():  # each an object with an int seq (event_seal)
             heads.append((run_id, writer, head["seq"], str(head.get("head"))))
             limits.append((run_id, writer, head["seq"]))
         limits.append((run_id, row["writer"], int(row["seq"])))
