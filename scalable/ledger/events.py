@@ -619,7 +619,8 @@ def _encodes(text: str) -> bool:
     return True
 
 
-_context_run = ""
+#: The run id :func:`_check_context_run` checked last; None (no run id) until the first.
+_context_run: str | None = None
 
 
 def _check_context_run(run_id: str) -> None:

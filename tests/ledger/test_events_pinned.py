@@ -8,6 +8,8 @@ import math
 import os
 import re
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -139,15 +141,40 @@ def test_the_counter_starts_at_a_random_point_each_millisecond() -> None:
     assert max(starts) <= 0x400
 
 
-def test_ids_have_random_low_bits() -> None:
-    """The 62 low bits are random: ids of one millisecond differ beyond their counter."""
-    ids = new_event_ids(50, ms=_ms_of(new_event_id()) + 200_000)
+@pytest.mark.parametrize("one_at_a_time", [False, True], ids=["batch", "one-at-a-time"])
+def test_ids_have_random_low_bits(one_at_a_time: bool) -> None:
+    """The 62 low bits are random: ids of one millisecond differ beyond their counter, drawn together or not."""
+    ms = _ms_of(new_event_id()) + 200_000
+    ids = [new_event_id(ms) for _ in range(50)] if one_at_a_time else new_event_ids(50, ms=ms)
     tails = {i[20:] for i in ids}
     assert len(tails) == 50
     assert {i[19] for i in ids} <= set("89ab")
     assert len({i[19] for i in ids}) > 1
     assert len({int(i[-1], 16) % 2 for i in ids}) == 2  # the lowest bit is random too
     assert len({i[-12:] for i in ids}) == 50
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 7])
+def test_asking_for_n_ids_gives_n_distinct_ids_in_order(count: int) -> None:
+    """However few ids are asked for at once, exactly that many come back, each a new UUIDv7."""
+    ms = _ms_of(new_event_id()) + 250_000
+    ids = new_event_ids(count, ms=ms)
+    assert len(ids) == len(set(ids)) == count
+    assert ids == sorted(ids)
+    assert all(_UUID7.match(i) and _ms_of(i) == ms for i in ids)
+
+
+def test_one_id_after_the_last_counter_of_a_millisecond_takes_the_next_millisecond() -> None:
+    """When a millisecond's counter has reached its last value, a single id moves on to the next one."""
+    ms = _ms_of(new_event_id()) + 350_000
+    first = new_event_id(ms)
+    rest = new_event_ids(0xFFF - int(first[15:18], 16), ms=ms)  # counts up to exactly the last value
+    assert int(rest[-1][15:18], 16) == 0xFFF
+    assert _ms_of(rest[-1]) == ms
+    following = new_event_id(ms)
+    assert _ms_of(following) == ms + 1
+    assert 1 <= int(following[15:18], 16) <= 0x400
+    assert [first, *rest, following] == sorted([first, *rest, following])
 
 
 def test_one_id_at_a_time_takes_the_given_millisecond_and_the_next_counter() -> None:
@@ -527,6 +554,23 @@ def test_a_run_id_filled_in_from_the_context_is_checked_too(bad: str) -> None:
     with pytest.raises(EventValidationError) as info:
         validate_event({"event_type": "artifact", "op": "put", "run_id": bad})
     assert str(info.value) == want
+
+
+def test_an_empty_run_id_from_the_context_is_refused_in_a_fresh_process() -> None:
+    """The very first event a process checks, with an empty run id around it, is refused (alone or in a batch)."""
+    code = (
+        "from scalable.errors import EventValidationError\n"
+        "from scalable.ledger.events import validate_event, validate_events\n"
+        "for check in (validate_event, validate_events):\n"
+        "    event = {'event_type': 'artifact', 'op': 'put'}\n"
+        "    try:\n"
+        "        check(event if check is validate_event else [event], run_id='')\n"
+        "    except EventValidationError as exc:\n"
+        "        print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    want = "run id '' is not valid: use 1 to 200 of the characters A-Z a-z 0-9 . _ -, starting with a letter, a digit or '_'"
+    assert done.stdout.splitlines() == [want, f"event #0: {want}"]
 
 
 def test_a_batch_takes_run_task_and_component_from_the_context_and_keeps_a_task_id_it_names() -> None:
