@@ -636,3 +636,117 @@ def test_a_batch_accepts_and_refuses_exactly_what_each_event_alone_would(column:
             events.validate_events(batch)
     else:
         assert events.validate_events(batch) == alone
+
+
+#: Good values of each column, beside the odd ones of _BAD_VALUES.
+_GOOD_VALUES: dict[str, list[Any]] = {
+    "artifact_name": ["a.csv", "é.csv", ""],
+    "location": ["s3://bucket/a.csv"],
+    "digest": ["ab" * 32],
+    "run_id": ["run-b", "R_1.x"],
+    "size_bytes": [0, 2**63 - 1],
+    "duration_s": [0.0, 2.5, 1e300],
+    "hit": [False, True],
+    "inputs": [[], ["cd" * 32, "é"]],
+    "attrs": [{}, {"k": "v", "a": [1, 2]}, '{"a":1}', "{}"],
+    "op": ["get"],
+    "event_type": ["artifact"],
+}
+_MORE_BAD_VALUES: dict[str, list[Any]] = {
+    "digest": ["AB" * 32, "ab" * 33, "ab" * 31 + "a\x00"],
+    "run_id": [".hidden", "-x", "a" * 201, "run\x00"],
+    "inputs": [("a",), ["a", 1], ["\ud800"]],
+    "attrs": ['"text"', "[]", "null", 1.5, ["k"]],
+    "hit": [None, 0],
+    "duration_s": [1, -0.0, float("-inf"), 2.5e308 * 10],
+}
+
+
+def _alone_or_refusal(batch: list[dict[str, Any]], **context: Any) -> list[dict[str, Any]] | str:
+    """What checking the events one by one gives: their clean copies, or the first refusal as a batch says it."""
+    out = []
+    for index, event in enumerate(batch):
+        try:
+            out.append(events.validate_event(event, **context))
+        except EventValidationError as exc:
+            return f"event #{index}: {exc}"
+    return out
+
+
+@pytest.mark.parametrize("in_context", [False, True], ids=["run-in-events", "run-in-context"])
+@pytest.mark.parametrize("first_lacks_it", [False, True], ids=["both-have-it", "first-lacks-it"])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [(c, v) for values in (_GOOD_VALUES, _BAD_VALUES, _MORE_BAD_VALUES) for c, vs in values.items() for v in vs],
+)
+def test_a_batch_of_plain_events_gives_what_each_event_alone_would(
+    column: str, value: Any, first_lacks_it: bool, in_context: bool
+) -> None:
+    """Events holding only a type, an op, a run and one more column: the batch gives exactly the clean events
+    ``validate_event`` gives one by one, or the refusal of the first bad one with its index."""
+    plain = (
+        {"event_type": "artifact", "op": "put"}
+        if in_context
+        else {"event_type": "artifact", "op": "put", "run_id": "run-b"}
+    )
+    first = dict(plain) if first_lacks_it else {**plain, column: _GOOD_VALUES[column][0]}
+    batch = [first, {**plain, column: value}, dict(first)]
+    context = {"run_id": "run-ctx"} if in_context else {}
+    want = _alone_or_refusal(batch, **context)
+    try:
+        got: list[dict[str, Any]] | str = events.validate_events(batch, **context)
+    except EventValidationError as exc:
+        got = str(exc)
+    assert got == want
+    if isinstance(want, list):
+        assert [{k: type(v) for k, v in c.items()} for c in got] == [{k: type(v) for k, v in c.items()} for c in want]
+
+
+_TEXT_COLUMNS = ("task_name", "component", "artifact_name", "location", "kind", "key", "store", "function_name")
+#: Other columns beside the bad text: the batch's columns are looked at in no fixed order.
+_BESIDE: dict[str, dict[str, Any]] = {
+    "inputs": {"inputs": ["cd" * 32]},
+    "attrs-text": {"attrs": '{"a":1}'},
+    "attrs-mapping": {"attrs": {"a": 1}},
+    "inputs-and-attrs": {"inputs": ["x", "y"], "attrs": {"a": 1}},
+    "all": {**_GOOD, "task_name": "t", "component": "c", "kind": "file", "key": "k", "store": "s3://b"},
+}
+
+
+@pytest.mark.parametrize("beside", list(_BESIDE))
+@pytest.mark.parametrize("text", ["a\x00b", "x\ud800"], ids=["nul", "surrogate"])
+def test_a_nul_or_lone_surrogate_in_any_text_column_of_a_batch_is_refused(text: str, beside: str) -> None:
+    """Bad text in any text column (or an item of ``inputs``) of the third event refuses the batch, naming that
+    event and column, whatever other columns the events hold."""
+    for column in (*_TEXT_COLUMNS, "inputs"):
+        good = {"event_type": "artifact", "op": "put", "run_id": "run-b", **_BESIDE[beside]}
+        bad = {**good, column: [text] if column == "inputs" else text}
+        batch = [good, dict(good), bad, dict(good)]
+        with pytest.raises(EventValidationError) as info:
+            events.validate_events(batch)
+        assert str(info.value) == _alone_or_refusal(batch)
+        assert str(info.value).startswith(f"event #2: event column {column!r} ")
+
+
+@pytest.mark.parametrize("with_more", [False, True], ids=["plain", "beside-every-column"])
+def test_the_clean_events_of_a_batch_share_no_list_with_the_caller(with_more: bool) -> None:
+    """The ``inputs`` of a clean event is a list of its own: changing the caller's list afterwards changes
+    nothing that is written."""
+    given = ["ab" * 32]
+    batch = [{"event_type": "artifact", "op": "put", "run_id": "r", "inputs": given}]
+    cleans = events.validate_events([*batch, dict(_GOOD)] if with_more else batch)
+    given.append("changed")
+    assert cleans[0]["inputs"] == ["ab" * 32]
+    assert events.validate_event(batch[0])["inputs"] is not given
+
+
+@pytest.mark.parametrize("odd", [["event_type", "op"], ("event_type", "op"), "event_type", 7, None])
+def test_a_batch_holding_something_other_than_a_mapping_is_refused_naming_it(odd: Any) -> None:
+    """A list, tuple or string of column names, or any other non-mapping, among events refuses the batch."""
+    batch = [{"event_type": "artifact", "op": "put", "run_id": "r"}, odd]
+    with pytest.raises(EventValidationError) as info:
+        events.validate_events(batch)
+    assert str(info.value) == (
+        f"event #1: an event is a mapping of column names to values, not a {type(odd).__name__}; "
+        "append one mapping at a time (several at once with append_many)"
+    )
