@@ -653,7 +653,7 @@ _GOOD_VALUES: dict[str, list[Any]] = {
     "event_type": ["artifact"],
 }
 _MORE_BAD_VALUES: dict[str, list[Any]] = {
-    "digest": ["AB" * 32, "ab" * 33, "ab" * 31 + "a\x00"],
+    "digest": ["AB" * 32, "ab" * 33, "ab" * 32 + "c", "ab" * 31 + "a\x00"],
     "run_id": [".hidden", "-x", "a" * 201, "run\x00"],
     "inputs": [("a",), ["a", 1], ["\ud800"]],
     "attrs": ['"text"', "[]", "null", 1.5, ["k"]],
