@@ -750,3 +750,18 @@ def test_a_batch_holding_something_other_than_a_mapping_is_refused_naming_it(odd
         f"event #1: an event is a mapping of column names to values, not a {type(odd).__name__}; "
         "append one mapping at a time (several at once with append_many)"
     )
+
+
+@pytest.mark.parametrize("bad", ["../up", "-dash", "", "a" * 201, "sp ace", ".hidden"])
+@pytest.mark.parametrize("some_name_theirs", [False, True], ids=["none-named", "first-named"])
+def test_a_batch_taking_a_bad_run_id_from_the_context_is_refused_at_the_first_event_taking_it(
+    bad: str, some_name_theirs: bool
+) -> None:
+    """Events that name no run take the one given; a bad one refuses the batch at the first event taking it."""
+    plain = {"event_type": "artifact", "op": "put"}
+    batch = [{**plain, "run_id": "run-b"} if some_name_theirs else dict(plain), dict(plain)]
+    with pytest.raises(EventValidationError) as info:
+        events.validate_events(batch, run_id=bad)
+    assert str(info.value) == _alone_or_refusal(batch, run_id=bad)
+    assert str(info.value).startswith(f"event #{int(some_name_theirs)}: run id {bad!r:.80} is not valid")
+    assert events.validate_events([{**plain, "run_id": "run-b"}] * 2, run_id=bad) == [{**plain, "run_id": "run-b"}] * 2
