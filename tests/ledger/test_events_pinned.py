@@ -765,3 +765,14 @@ def test_a_batch_taking_a_bad_run_id_from_the_context_is_refused_at_the_first_ev
     assert str(info.value) == _alone_or_refusal(batch, run_id=bad)
     assert str(info.value).startswith(f"event #{int(some_name_theirs)}: run id {bad!r:.80} is not valid")
     assert events.validate_events([{**plain, "run_id": "run-b"}] * 2, run_id=bad) == [{**plain, "run_id": "run-b"}] * 2
+
+
+def test_attrs_given_as_json_text_are_kept_as_written_in_a_batch_as_alone() -> None:
+    """JSON object text in ``attrs`` is stored as the caller wrote it (key order and spaces kept), where a
+    mapping is stored as sorted compact JSON."""
+    texts = ['{"b": 1, "a": 2}', "{}", '{"k":"v"}']
+    batch = [{"event_type": "artifact", "op": "put", "run_id": "r", "attrs": text} for text in texts]
+    assert [clean["attrs"] for clean in events.validate_events(batch)] == texts
+    assert [events.validate_event(event)["attrs"] for event in batch] == texts
+    mapped = events.validate_events([{**batch[0], "attrs": {"b": 1, "a": 2}}])
+    assert mapped[0]["attrs"] == '{"a":2,"b":1}'
