@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, os_error
+from scalable.errors import EventValidationError, LedgerError, RunSealedError, ScalableError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
+    AFTER_SEAL_OPS,
     GENESIS,
     SCHEMA_VERSION,
     check_run_id,
@@ -61,6 +62,7 @@ from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
     compact_json,
+    ends_sealed,
     ends_torn,
     list_streams,
     new_seal,
@@ -94,10 +96,15 @@ _RUN_OF = operator.itemgetter("run_id")
 _TYPE_OF = operator.itemgetter("event_type")
 
 
+def _after_seal(event: Mapping[str, Any]) -> bool:
+    """Whether the ledger may add ``event`` to a sealed run (a retirement or a rerun's verdict)."""
+    return event["event_type"] == "run" and event["op"] in AFTER_SEAL_OPS
+
+
 class _Stream:
     """This writer's open descriptor, chain state and bookkeeping for one run's stream."""
 
-    __slots__ = ("accounted", "dirty", "end", "fd", "gaps", "heads", "lock", "path", "prev", "seq")
+    __slots__ = ("accounted", "dirty", "end", "fd", "gaps", "heads", "lock", "path", "prev", "sealed", "seq")
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +115,8 @@ class _Stream:
         self.prev = GENESIS
         self.dirty = False
         self.end = -1  # file size after this writer's last write; -1 = unknown
+        #: whether the run is known to be sealed (by this ledger, or found so under the lock)
+        self.sealed = False
         #: heads and counts of every line before ``accounted``, except those in ``gaps``
         self.heads = ChainHeads()
         self.accounted = 0
@@ -125,6 +134,26 @@ class _Stream:
         for start, end in self.gaps:
             self.heads.scan_range(self.fd, start, end)
         self.gaps = []
+
+    def refuse_if_sealed(self, run_id: str, events: Iterable[Mapping[str, Any]]) -> None:
+        """Refuse ``events`` if the run is sealed, unless each is one the ledger adds after a seal.
+
+        The caller holds the stream's flock, so a seal another writer wrote is found here: it
+        is the last line, or only retirements and verdicts follow it.
+
+        Raises:
+            RunSealedError: the run is sealed and an event is not a retirement or a verdict.
+        """
+        if not self.sealed:
+            size = os.lseek(self.fd, 0, os.SEEK_END)
+            if size in (0, self.end) or not ends_sealed(self.path):
+                return  # this writer wrote the last line (finish_run marks its own seal) or no seal ends it
+            self.sealed = True
+        if not all(map(_after_seal, events)):
+            raise RunSealedError(
+                f"run {run_id!r} is sealed (its run/finished line is written in {str(self.path)!r}): "
+                "nothing more can be appended to it; record new events in a new run"
+            )
 
 
 class Ledger:
@@ -320,6 +349,9 @@ class Ledger:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
         clean = self._validate_here(event)
+        stream = self._streams.get(clean["run_id"])
+        if stream is not None and stream.sealed:
+            stream.refuse_if_sealed(clean["run_id"], (clean,))
         ns = time.time_ns()
         with self._pending_lock:
             self._pending.append((ns, clean))
@@ -349,10 +381,17 @@ class Ledger:
                 ids.append(event_id)
                 times.append(ts)
             written: list[dict[str, Any]] = []
+            failed: Exception | None = None
             for run_id, (batch, ids, times) in by_run.items():
-                written += self._write(run_id, batch, stamps=(ids, times))
+                try:
+                    written += self._write(run_id, batch, stamps=(ids, times))
+                except (ScalableError, OSError) as exc:  # one run's failure does not drop the others' events
+                    _log.error("ledger.flush_failed", run_id=run_id, events=len(batch), error=str(exc))
+                    failed = failed or exc
         if written and bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
+        if failed is not None:
+            raise failed
 
     def append_lines(self, run_id: str, lines: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append complete event lines another writer wrote (a remote worker) as they are, in one write.
@@ -406,6 +445,7 @@ class Ledger:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                stream.refuse_if_sealed(run_id, decoded)
                 offset = self._commit(stream, b"\n".join(raws) + b"\n")
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -479,6 +519,7 @@ class Ledger:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                stream.refuse_if_sealed(run_id, batch)
                 if before_write is not None:
                     before_write(stream, batch)
                 seq = stream.seq
@@ -514,6 +555,8 @@ class Ledger:
                 offset = self._commit(stream, payload)
                 stream.seq = seq
                 stream.prev = prev
+                if finalize is not None:
+                    stream.sealed = True  # under the lock: no line of this ledger's can slip in after it
                 heads = stream.heads
                 heads.add(writer, offset, offset + head, seq - 1, prev)
                 if len(written) == 1:
