@@ -177,6 +177,8 @@ class Ledger:
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        #: queued batches a flush could not write, until a flush raises them: (run, events, why)
+        self._lost: list[tuple[str, int, Exception]] = []
         self._closed = False
         #: Run of events that name none and are raised outside any bound run (a session's run).
         self.default_run_id: str | None = None
@@ -270,7 +272,7 @@ class Ledger:
             context.current_task_id.get(),
         )
         if self._pending or self._flush_lock.locked():
-            self.flush()  # queued events were raised first: they go first
+            self.flush(raise_lost=False)  # queued events were raised first: they go first
         written = self._write(clean["run_id"], (clean,))[0]
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, (written,))
@@ -311,7 +313,7 @@ class Ledger:
         if implicit is not None and implicit in runs and implicit not in self._implicit_started:
             self._start_implicit_run(implicit)
         if self._pending or self._flush_lock.locked():
-            self.flush()
+            self.flush(raise_lost=False)
         if len(runs) == 1:
             written = self._write(runs.pop(), cleans)
         else:
@@ -357,19 +359,37 @@ class Ledger:
             self._pending.append((ns, clean))
             full = len(self._pending) >= PENDING_LIMIT
         if full:
-            self.flush()
+            self.flush(raise_lost=False)
         else:
             self._ensure_background()
 
-    def flush(self) -> None:
+    def flush(self, *, raise_lost: bool = True) -> None:
         """Write every event queued by :meth:`append_async` (one batch per run).
 
         A flush in progress holds a lock from taking the queue until its lines are written; a
         synchronous append waits for it, so a thread's queued events always precede its next
         line in the chain, whichever thread writes them.
+
+        A run's batch that cannot be written (its run was sealed meanwhile, the disk is full)
+        is logged and kept as lost; the other runs' batches are still written. Lost batches,
+        also those of a flush by the background thread, before an append or a seal, are
+        raised once, by the next flush with ``raise_lost`` (the default) or by :meth:`close`.
+
+        Raises:
+            LedgerError: queued events were not written (the message names the runs and counts
+                and says why); they are not queued any more.
         """
-        if not self._pending and not self._flush_lock.locked():
-            return
+        if self._pending or self._flush_lock.locked():
+            self._write_queue()
+        if raise_lost and self._lost:
+            with self._flush_lock:
+                lost, self._lost = self._lost, []
+            if lost:  # not taken by another thread's flush meanwhile
+                runs = ", ".join(f"{count} of run {run_id!r}" for run_id, count, _exc in lost)
+                first = lost[0][2]
+                raise LedgerError(f"events queued with append_async were not written ({runs}): {first}") from first
+
+    def _write_queue(self) -> None:
         with self._flush_lock:
             with self._pending_lock:
                 pending, self._pending = self._pending, []
@@ -381,17 +401,14 @@ class Ledger:
                 ids.append(event_id)
                 times.append(ts)
             written: list[dict[str, Any]] = []
-            failed: Exception | None = None
             for run_id, (batch, ids, times) in by_run.items():
                 try:
                     written += self._write(run_id, batch, stamps=(ids, times))
                 except (ScalableError, OSError) as exc:  # one run's failure does not drop the others' events
-                    _log.error("ledger.flush_failed", run_id=run_id, events=len(batch), error=str(exc))
-                    failed = failed or exc
+                    _log.error("ledger.queued_events_lost", run_id=run_id, events=len(batch), error=str(exc))
+                    self._lost.append((run_id, len(batch), exc))
         if written and bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
-        if failed is not None:
-            raise failed
 
     def append_lines(self, run_id: str, lines: Iterable[bytes | Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Append complete event lines another writer wrote (a remote worker) as they are, in one write.
@@ -622,7 +639,7 @@ class Ledger:
         Returns:
             The ``run/finished`` event as written.
         """
-        self.flush()
+        self.flush(raise_lost=False)  # lost batches are raised by the owner's flush or close
         key = self.settings.ledger_key
 
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
@@ -680,10 +697,19 @@ class Ledger:
                     os.fsync(stream.fd)
 
     def close(self) -> None:
-        """Finish the implicit run if one was started, fsync and close every stream."""
+        """Finish the implicit run if one was started, fsync and close every stream.
+
+        Raises:
+            LedgerError: events queued with :meth:`append_async` were not written (see
+                :meth:`flush`); raised once everything is closed.
+        """
         if self._closed:
             return
-        self.flush()
+        lost: LedgerError | None = None
+        try:
+            self.flush()
+        except LedgerError as exc:  # raised once the streams are closed: close never stops half-way
+            lost = exc
         for run_id in list(self._implicit_started):
             try:
                 self.finish_run(run_id, "completed")
@@ -700,6 +726,8 @@ class Ledger:
                 with contextlib.suppress(OSError):
                     fsync_unless_never(stream.fd, self.fsync)
                 os.close(stream.fd)
+        if lost is not None:
+            raise lost
 
     def _reset_after_fork(self) -> None:
         # The child must not continue the parent's chains under the parent's writer id.
@@ -715,6 +743,7 @@ class Ledger:
         self._pending = []  # the parent writes its own pending events
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._lost = []  # and reports its own losses
 
     def __enter__(self) -> Ledger:
         return self
@@ -979,7 +1008,7 @@ def _background_loop(ref: weakref.ref[Ledger]) -> None:
         if ledger is None or ledger.closed:
             return
         try:
-            ledger.flush()
+            ledger.flush(raise_lost=False)  # what it cannot write, the owner's next flush raises
             if time.monotonic() - last_fsync >= 1.0:
                 ledger.fsync_streams()
                 last_fsync = time.monotonic()

@@ -674,12 +674,57 @@ def test_one_runs_refused_flush_still_writes_the_other_runs_queued_events(
     with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
         other.finish_run("run-s")
     ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})  # the seal is not known here yet
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})
     ledger.append_async({"event_type": "cache", "op": "miss", "run_id": "run-t"})
-    with pytest.raises(RunSealedError, match="run 'run-s'"):
+    with pytest.raises(LedgerError, match=r"not written \(2 of run 'run-s'\): run 'run-s' is sealed") as caught:
         ledger.flush()
+    assert isinstance(caught.value.__cause__, RunSealedError)
     assert [e["op"] for e in _lines(ledger, "run-t")] == ["miss"]
     assert [e["op"] for e in _lines(ledger, "run-s")] == ["put", "finished"]
-    ledger.flush()  # nothing is left queued
+    ledger.flush()  # raised once; nothing is left queued
+
+
+def test_events_the_background_could_not_write_are_raised_by_the_owners_next_flush(ledger: Ledger) -> None:
+    """A background flush's lost batch is not silent: reads, appends and seals go on, the next flush raises it."""
+    import time
+
+    from scalable.ledger.log import FLUSH_INTERVAL_S
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-s"})
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
+        other.finish_run("run-s")
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})
+    ledger.append_async({"event_type": "cache", "op": "miss", "run_id": "run-t"})
+    deadline = time.monotonic() + 50 * FLUSH_INTERVAL_S
+    path = ledger.stream_path("run-t")
+    while not (path.exists() and path.read_bytes().endswith(b"\n")) and time.monotonic() < deadline:
+        time.sleep(FLUSH_INTERVAL_S / 2)  # the background thread writes run-t's batch after failing run-s's
+    assert ledger.query("SELECT count(*) FROM events WHERE run_id = 'run-t'").column(0).to_pylist() == [1]
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-t"})
+    ledger.finish_run("run-t")
+    with pytest.raises(LedgerError, match=r"not written \(1 of run 'run-s'\)"):
+        ledger.flush()
+    ledger.flush()
+    assert [e["op"] for e in _lines(ledger, "run-s")] == ["put", "finished"]
+    assert ledger.audit_structure().ok
+
+
+def test_close_closes_every_stream_and_then_raises_lost_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() never stops half-way: it closes the ledger, then raises the batches it could not write."""
+    from scalable.ledger import log
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.append({"event_type": "artifact", "op": "put", "run_id": "run-s"})
+    with Ledger.open(tmp_path / "runs", tmp_path / "ledger") as other:
+        other.finish_run("run-s")
+    led.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})
+    with pytest.raises(LedgerError, match=r"1 of run 'run-s'"):
+        led.close()
+    assert led.closed
+    led.close()  # once
+    with pytest.raises(LedgerError, match="this ledger was closed"):
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-u"})
 
 
 def test_a_keyed_ledger_signs_its_seals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -836,18 +881,19 @@ def test_a_failed_background_write_is_logged_and_the_thread_goes_on(tmp_path: Pa
         with capture_logs() as logs:
             led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-blocked"})
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not any(e["event"] == "ledger.background_flush_failed" for e in logs):
+            while time.monotonic() < deadline and not any(e["event"] == "ledger.queued_events_lost" for e in logs):
                 time.sleep(0.05)
-        (entry,) = [e for e in logs if e["event"] == "ledger.background_flush_failed"]
-        assert entry["log_level"] == "error"
-        assert "cannot create the stream" in entry["error"] and "LedgerError" in entry["error"]
+        (entry,) = [e for e in logs if e["event"] == "ledger.queued_events_lost"]
+        assert entry["log_level"] == "error" and entry["run_id"] == "run-blocked" and entry["events"] == 1
+        assert "cannot create the stream" in entry["error"]
         led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-ok"})
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (led.stream_path("run-ok").exists() and _lines(led, "run-ok")):
             time.sleep(0.05)
         assert [e["op"] for e in _lines(led, "run-ok")] == ["put"]
     finally:
-        led.close()
+        with pytest.raises(LedgerError, match=r"not written \(1 of run 'run-blocked'\): cannot create the stream"):
+            led.close()
 
 
 def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_stream(tmp_path: Path) -> None:
