@@ -135,25 +135,29 @@ class _Stream:
             self.heads.scan_range(self.fd, start, end)
         self.gaps = []
 
-    def refuse_if_sealed(self, run_id: str, events: Iterable[Mapping[str, Any]]) -> None:
+    def refuse_if_sealed(self, run_id: str, events: Iterable[Mapping[str, Any]]) -> int:
         """Refuse ``events`` if the run is sealed, unless each is one the ledger adds after a seal.
 
         The caller holds the stream's flock, so a seal another writer wrote is found here: it
         is the last line, or only retirements and verdicts follow it.
 
+        Returns:
+            The stream's size.
+
         Raises:
             RunSealedError: the run is sealed and an event is not a retirement or a verdict.
         """
+        size = os.lseek(self.fd, 0, os.SEEK_END)  # the size, without building a stat result
         if not self.sealed:
-            size = os.lseek(self.fd, 0, os.SEEK_END)
             if size in (0, self.end) or not ends_sealed(self.path):
-                return  # this writer wrote the last line (finish_run marks its own seal) or no seal ends it
+                return size  # this writer wrote the last line (its own seal marks the stream) or no seal ends it
             self.sealed = True
         if not all(map(_after_seal, events)):
             raise RunSealedError(
                 f"run {run_id!r} is sealed (its run/finished line is written in {str(self.path)!r}): "
                 "nothing more can be appended to it; record new events in a new run"
             )
+        return size
 
 
 class Ledger:
@@ -462,8 +466,8 @@ class Ledger:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                stream.refuse_if_sealed(run_id, decoded)
-                offset = self._commit(stream, b"\n".join(raws) + b"\n")
+                size = stream.refuse_if_sealed(run_id, decoded)
+                offset = self._commit(stream, b"\n".join(raws) + b"\n", size)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             for raw, event, digest in zip(raws, decoded, digests, strict=True):
@@ -536,7 +540,7 @@ class Ledger:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                stream.refuse_if_sealed(run_id, batch)
+                size = stream.refuse_if_sealed(run_id, batch)
                 if before_write is not None:
                     before_write(stream, batch)
                 seq = stream.seq
@@ -569,7 +573,7 @@ class Ledger:
                     prev = hashlib.sha256(line).hexdigest()
                     written, payload, head = [event], line + b"\n", 0
                 seq += len(written)
-                offset = self._commit(stream, payload)
+                offset = self._commit(stream, payload, size)
                 stream.seq = seq
                 stream.prev = prev
                 if finalize is not None:
@@ -585,14 +589,13 @@ class Ledger:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return written
 
-    def _commit(self, stream: _Stream, payload: bytes | bytearray) -> int:
-        """Write complete lines to a stream whose flock the caller holds; then sync per mode.
+    def _commit(self, stream: _Stream, payload: bytes | bytearray, size: int) -> int:
+        """Write complete lines to a stream (of ``size`` bytes) whose flock the caller holds; then sync per mode.
 
         Returns:
             The offset of the first line written.
         """
         fd = stream.fd
-        size = os.lseek(fd, 0, os.SEEK_END)  # the size, without building a stat result
         first = size
         if size != stream.end:
             # Someone else wrote since our last write: note their bytes, make sure their last line is whole.
