@@ -664,6 +664,7 @@ class Ledger:
             raise os_error(exc, f"cannot sync the stream {str(stream.path)!r}", LedgerError) from None
         write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
+        context.end_implicit_run(run_id)
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, finished)
         return finished[0]
@@ -716,6 +717,8 @@ class Ledger:
         for run_id in list(self._implicit_started):
             try:
                 self.finish_run(run_id, "completed")
+            except RunSealedError:  # another ledger of this process sealed it already
+                context.end_implicit_run(run_id)
             except (OSError, LedgerError) as exc:  # the directory may be gone at interpreter exit
                 _log.warning("ledger.implicit_run_not_sealed", run_id=run_id, error=str(exc))
         self._closed = True

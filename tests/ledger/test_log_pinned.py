@@ -1140,3 +1140,26 @@ def test_a_forked_child_writes_its_own_chain_and_leaves_the_parents_queue_to_the
     assert {e["writer"] for e in parent} == {ledger.writer_id} and [e["seq"] for e in parent] == [0, 1, 2]
     ledger.finish_run("run-fork")
     assert ledger.audit_structure("run-fork").ok
+
+
+def test_once_the_implicit_run_is_sealed_later_events_start_a_new_one(tmp_path: Path) -> None:
+    """Ledgers opened one after another in a process each seal an implicit run; none writes past another's seal."""
+    from structlog.testing import capture_logs
+
+    dirs = (tmp_path / "runs", tmp_path / "ledger")
+    first, second = Ledger.open(*dirs), Ledger.open(*dirs)
+    shared = first.append({"event_type": "artifact", "op": "put"})["run_id"]
+    assert second.append({"event_type": "artifact", "op": "get"})["run_id"] == shared
+    first.close()  # seals the shared implicit run
+    moved = second.append({"event_type": "cache", "op": "hit"})["run_id"]
+    with capture_logs() as logs:
+        second.close()
+    assert moved != shared and logs == []
+    with Ledger.open(*dirs) as third:
+        last = third.append({"event_type": "cache", "op": "miss"})["run_id"]
+    assert last not in (shared, moved)
+    reader = Ledger.open(*dirs)
+    assert [e["op"] for e in _lines(reader, shared)] == ["started", "put", "started", "get", "finished"]  # each ledger
+    assert [e["op"] for e in _lines(reader, moved)] == ["started", "hit", "finished"]
+    assert [e["op"] for e in _lines(reader, last)] == ["started", "miss", "finished"]
+    assert reader.audit_structure().ok
