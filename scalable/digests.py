@@ -36,7 +36,7 @@ import os
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from scalable.errors import ArtifactNotFoundError, StoreError, UnsafeArtifactError
 
@@ -46,6 +46,7 @@ __all__ = [
     "measure_path",
     "sha256_file",
     "sha256_stream",
+    "stored_tree",
     "tree_digest",
     "walk_paths",
     "walk_tree",
@@ -124,6 +125,24 @@ def tree_digest(files: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
     """Return the tree digest of ``{relative POSIX path: file SHA-256 hex}`` or such pairs."""
     items = files.items() if isinstance(files, Mapping) else files
     return hashlib.sha256("".join([f"{rel}\0{digest}\n" for rel, digest in sorted(items)]).encode()).hexdigest()
+
+
+def stored_tree(fs: Any, root: str) -> list[tuple[str, str]]:
+    """Return ``(relative/posix/path, object name)`` of every file of a directory stored under ``root``.
+
+    ``fs`` is an fsspec file system (S3, GCS, ...). Every object under ``root/`` is a file of
+    the tree except "folder" markers: objects whose key ends in ``/``, which consoles and some
+    tools create to show a folder. They are no file (a local copy could not hold one at that
+    name), so they enter neither the tree digest nor a restored copy, as on disk an empty
+    directory enters neither. Sorted by path.
+    """
+    root = root.rstrip("/")
+    files = []
+    for name, info in fs.find(root, detail=True).items():
+        rel = name[len(root) + 1 :]
+        if info.get("type") == "file" and rel and not rel.endswith("/"):  # not the root itself, no marker
+            files.append((rel, name))
+    return sorted(files)
 
 
 def walk_tree(root: str | os.PathLike[str]) -> list[tuple[str, Path]]:

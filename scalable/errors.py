@@ -43,6 +43,7 @@ __all__ = [
     "RerunError",
     "RestoreError",
     "RunNotFoundError",
+    "RunSealedError",
     "ScalableError",
     "SessionError",
     "StoreCredentialsError",
@@ -144,6 +145,10 @@ class QueryError(LedgerError, ValueError):
 
 class ReadOnlyQueryError(LedgerError, PermissionError):
     """The query path is read-only and the statement would write, attach or configure."""
+
+
+class RunSealedError(LedgerError, ValueError):
+    """The run is sealed (its ``run/finished`` line is written): no event can join it; start a new run."""
 
 
 class CompactionConflictError(LedgerError, RuntimeError):

@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,3 +234,23 @@ def test_a_name_that_is_not_utf8_is_refused_naming_it_and_the_tree(tmp_path: Pat
     with pytest.raises(UnsafeArtifactError) as info:
         walk_tree(tree)
     assert str(info.value) == f"the name of {str(bad)!r} in {str(tree)!r} is not valid UTF-8; rename it"
+
+
+def test_a_stored_tree_is_its_objects_without_folder_markers(s3_bucket: tuple[str, dict[str, Any]]) -> None:
+    """Every object under the prefix is a file at its relative path, sorted; ``dir/`` markers and siblings are not."""
+    import fsspec
+
+    bucket, options = s3_bucket
+    fs = fsspec.filesystem("s3", **options)
+    for key in ("d/", "d/z.txt", "d/sub/", "d/sub/b.bin", "d/a/", "d/a/deep/c", "dx", "d.txt"):
+        fs.pipe_file(f"{bucket}/{key}", b"" if key.endswith("/") else key.encode())
+    fs.invalidate_cache()
+    expected = [
+        ("a/deep/c", f"{bucket}/d/a/deep/c"),
+        ("sub/b.bin", f"{bucket}/d/sub/b.bin"),
+        ("z.txt", f"{bucket}/d/z.txt"),
+    ]
+    assert digests.stored_tree(fs, f"{bucket}/d") == expected
+    assert digests.stored_tree(fs, f"{bucket}/d/") == expected  # the same root with its slash
+    assert digests.stored_tree(fs, f"{bucket}/dx") == []  # a file is no tree
+    assert digests.stored_tree(fs, f"{bucket}/none") == []

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.digests import measure_path, sha256_stream, tree_digest
+from scalable.digests import measure_path, sha256_stream, stored_tree, tree_digest
 from scalable.errors import ArtifactNotFoundError, LedgerError
 from scalable.failures import failure_kind, storage_error
 from scalable.ledger.events import AFTER_SEAL_OPS, GENESIS, decode_line, encode_line
@@ -838,9 +838,9 @@ def hash_location(location: str, storage_options: Mapping[str, Mapping[str, Any]
     if info.get("type") == "directory":
         root = path.rstrip("/")
         files = []
-        for name in sorted(fs.find(root)):
+        for rel, name in stored_tree(fs, root):
             with fs.open(name, "rb") as fh:
-                files.append((name[len(root) + 1 :], sha256_stream(fh)[0]))
+                files.append((rel, sha256_stream(fh)[0]))
         if not files and not fs.exists(root):
             return None
         return tree_digest(files)

@@ -104,9 +104,12 @@ def open_ledgers() -> list[Ledger]:
 
 
 def flush_all() -> None:
-    """Write the queued events of every ledger in this process (reads call this first)."""
+    """Write the queued events of every ledger in this process (reads call this first).
+
+    A batch that cannot be written is its ledger's to raise, at its owner's next flush.
+    """
     for ledger in list(_ledgers):
-        ledger.flush()
+        ledger.flush(raise_lost=False)
 
 
 def subscribe(callback: Subscriber, event_types: Iterable[str] | None = None) -> Callable[[], None]:

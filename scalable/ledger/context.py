@@ -20,6 +20,7 @@ __all__ = [
     "current_run_id",
     "current_task_id",
     "current_task_name",
+    "end_implicit_run",
     "implicit_run_id",
     "make_run_id",
 ]
@@ -41,12 +42,19 @@ def make_run_id(project: str) -> str:
 
 
 def implicit_run_id() -> str:
-    """Return this process's implicit run id (a new one after ``fork``)."""
+    """Return this process's implicit run id (a new one after ``fork``, and after it was sealed)."""
     global _implicit
     pid = os.getpid()
     if _implicit is None or _implicit[0] != pid:
         _implicit = (pid, make_run_id("adhoc"))
     return _implicit[1]
+
+
+def end_implicit_run(run_id: str) -> None:
+    """Note that ``run_id`` was sealed: if it is the implicit run, later events start a new one."""
+    global _implicit
+    if _implicit is not None and _implicit[1] == run_id:
+        _implicit = None
 
 
 @contextmanager

@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from scalable.errors import EventValidationError, LedgerError, os_error
+from scalable.errors import EventValidationError, LedgerError, RunSealedError, ScalableError, os_error
 from scalable.ledger import bus, context
 from scalable.ledger.durable import fsync_unless_never, sync_after_write, write_all
 from scalable.ledger.events import (
+    AFTER_SEAL_OPS,
     GENESIS,
     SCHEMA_VERSION,
     check_run_id,
@@ -61,6 +62,7 @@ from scalable.ledger.stream import (
     ChainHeads,
     StreamReader,
     compact_json,
+    ends_sealed,
     ends_torn,
     list_streams,
     new_seal,
@@ -94,10 +96,15 @@ _RUN_OF = operator.itemgetter("run_id")
 _TYPE_OF = operator.itemgetter("event_type")
 
 
+def _after_seal(event: Mapping[str, Any]) -> bool:
+    """Whether the ledger may add ``event`` to a sealed run (a retirement or a rerun's verdict)."""
+    return event["event_type"] == "run" and event["op"] in AFTER_SEAL_OPS
+
+
 class _Stream:
     """This writer's open descriptor, chain state and bookkeeping for one run's stream."""
 
-    __slots__ = ("accounted", "dirty", "end", "fd", "gaps", "heads", "lock", "path", "prev", "seq")
+    __slots__ = ("accounted", "dirty", "end", "fd", "gaps", "heads", "lock", "path", "prev", "sealed", "seq")
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +115,8 @@ class _Stream:
         self.prev = GENESIS
         self.dirty = False
         self.end = -1  # file size after this writer's last write; -1 = unknown
+        #: whether the run is known to be sealed (by this ledger, or found so under the lock)
+        self.sealed = False
         #: heads and counts of every line before ``accounted``, except those in ``gaps``
         self.heads = ChainHeads()
         self.accounted = 0
@@ -125,6 +134,30 @@ class _Stream:
         for start, end in self.gaps:
             self.heads.scan_range(self.fd, start, end)
         self.gaps = []
+
+    def refuse_if_sealed(self, run_id: str, events: Iterable[Mapping[str, Any]]) -> int:
+        """Refuse ``events`` if the run is sealed, unless each is one the ledger adds after a seal.
+
+        The caller holds the stream's flock, so a seal another writer wrote is found here: it
+        is the last line, or only retirements and verdicts follow it.
+
+        Returns:
+            The stream's size.
+
+        Raises:
+            RunSealedError: the run is sealed and an event is not a retirement or a verdict.
+        """
+        size = os.lseek(self.fd, 0, os.SEEK_END)  # the size, without building a stat result
+        if not self.sealed:
+            if size in (0, self.end) or not ends_sealed(self.path):
+                return size  # this writer wrote the last line (its own seal marks the stream) or no seal ends it
+            self.sealed = True
+        if not all(map(_after_seal, events)):
+            raise RunSealedError(
+                f"run {run_id!r} is sealed (its run/finished line is written in {str(self.path)!r}): "
+                "nothing more can be appended to it; record new events in a new run"
+            )
+        return size
 
 
 class Ledger:
@@ -148,6 +181,8 @@ class Ledger:
         self._pending: list[tuple[int, dict[str, Any]]] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        #: queued batches a flush could not write, until a flush raises them: (run, events, why)
+        self._lost: list[tuple[str, int, Exception]] = []
         self._closed = False
         #: Run of events that name none and are raised outside any bound run (a session's run).
         self.default_run_id: str | None = None
@@ -241,7 +276,7 @@ class Ledger:
             context.current_task_id.get(),
         )
         if self._pending or self._flush_lock.locked():
-            self.flush()  # queued events were raised first: they go first
+            self.flush(raise_lost=False)  # queued events were raised first: they go first
         written = self._write(clean["run_id"], (clean,))[0]
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, (written,))
@@ -282,7 +317,7 @@ class Ledger:
         if implicit is not None and implicit in runs and implicit not in self._implicit_started:
             self._start_implicit_run(implicit)
         if self._pending or self._flush_lock.locked():
-            self.flush()
+            self.flush(raise_lost=False)
         if len(runs) == 1:
             written = self._write(runs.pop(), cleans)
         else:
@@ -320,24 +355,45 @@ class Ledger:
             EventValidationError: the mapping has an unknown column or a bad value.
         """
         clean = self._validate_here(event)
+        stream = self._streams.get(clean["run_id"])
+        if stream is not None and stream.sealed:
+            stream.refuse_if_sealed(clean["run_id"], (clean,))
         ns = time.time_ns()
         with self._pending_lock:
             self._pending.append((ns, clean))
             full = len(self._pending) >= PENDING_LIMIT
         if full:
-            self.flush()
+            self.flush(raise_lost=False)
         else:
             self._ensure_background()
 
-    def flush(self) -> None:
+    def flush(self, *, raise_lost: bool = True) -> None:
         """Write every event queued by :meth:`append_async` (one batch per run).
 
         A flush in progress holds a lock from taking the queue until its lines are written; a
         synchronous append waits for it, so a thread's queued events always precede its next
         line in the chain, whichever thread writes them.
+
+        A run's batch that cannot be written (its run was sealed meanwhile, the disk is full)
+        is logged and kept as lost; the other runs' batches are still written. Lost batches,
+        also those of a flush by the background thread, before an append or a seal, are
+        raised once, by the next flush with ``raise_lost`` (the default) or by :meth:`close`.
+
+        Raises:
+            LedgerError: queued events were not written (the message names the runs and counts
+                and says why); they are not queued any more.
         """
-        if not self._pending and not self._flush_lock.locked():
-            return
+        if self._pending or self._flush_lock.locked():
+            self._write_queue()
+        if raise_lost and self._lost:
+            with self._flush_lock:
+                lost, self._lost = self._lost, []
+            if lost:  # not taken by another thread's flush meanwhile
+                runs = ", ".join(f"{count} of run {run_id!r}" for run_id, count, _exc in lost)
+                first = lost[0][2]
+                raise LedgerError(f"events queued with append_async were not written ({runs}): {first}") from first
+
+    def _write_queue(self) -> None:
         with self._flush_lock:
             with self._pending_lock:
                 pending, self._pending = self._pending, []
@@ -350,7 +406,11 @@ class Ledger:
                 times.append(ts)
             written: list[dict[str, Any]] = []
             for run_id, (batch, ids, times) in by_run.items():
-                written += self._write(run_id, batch, stamps=(ids, times))
+                try:
+                    written += self._write(run_id, batch, stamps=(ids, times))
+                except (ScalableError, OSError) as exc:  # one run's failure does not drop the others' events
+                    _log.error("ledger.queued_events_lost", run_id=run_id, events=len(batch), error=str(exc))
+                    self._lost.append((run_id, len(batch), exc))
         if written and bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, written)
 
@@ -406,7 +466,8 @@ class Ledger:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                offset = self._commit(stream, b"\n".join(raws) + b"\n")
+                size = stream.refuse_if_sealed(run_id, decoded)
+                offset = self._commit(stream, b"\n".join(raws) + b"\n", size)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             for raw, event, digest in zip(raws, decoded, digests, strict=True):
@@ -479,6 +540,7 @@ class Ledger:
             fd = stream.fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                size = stream.refuse_if_sealed(run_id, batch)
                 if before_write is not None:
                     before_write(stream, batch)
                 seq = stream.seq
@@ -511,9 +573,11 @@ class Ledger:
                     prev = hashlib.sha256(line).hexdigest()
                     written, payload, head = [event], line + b"\n", 0
                 seq += len(written)
-                offset = self._commit(stream, payload)
+                offset = self._commit(stream, payload, size)
                 stream.seq = seq
                 stream.prev = prev
+                if finalize is not None:
+                    stream.sealed = True  # under the lock: no line of this ledger's can slip in after it
                 heads = stream.heads
                 heads.add(writer, offset, offset + head, seq - 1, prev)
                 if len(written) == 1:
@@ -525,14 +589,13 @@ class Ledger:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return written
 
-    def _commit(self, stream: _Stream, payload: bytes | bytearray) -> int:
-        """Write complete lines to a stream whose flock the caller holds; then sync per mode.
+    def _commit(self, stream: _Stream, payload: bytes | bytearray, size: int) -> int:
+        """Write complete lines to a stream (of ``size`` bytes) whose flock the caller holds; then sync per mode.
 
         Returns:
             The offset of the first line written.
         """
         fd = stream.fd
-        size = os.lseek(fd, 0, os.SEEK_END)  # the size, without building a stat result
         first = size
         if size != stream.end:
             # Someone else wrote since our last write: note their bytes, make sure their last line is whole.
@@ -579,7 +642,7 @@ class Ledger:
         Returns:
             The ``run/finished`` event as written.
         """
-        self.flush()
+        self.flush(raise_lost=False)  # lost batches are raised by the owner's flush or close
         key = self.settings.ledger_key
 
         def add_seal(stream: _Stream, batch: Sequence[dict[str, Any]]) -> None:
@@ -601,6 +664,7 @@ class Ledger:
             raise os_error(exc, f"cannot sync the stream {str(stream.path)!r}", LedgerError) from None
         write_summary(stream.path, run_id, finished[0], stream.end)
         self._implicit_started.discard(run_id)
+        context.end_implicit_run(run_id)
         if bus.has_subscribers(self._subscribers):
             bus.notify(self._subscribers, finished)
         return finished[0]
@@ -637,13 +701,24 @@ class Ledger:
                     os.fsync(stream.fd)
 
     def close(self) -> None:
-        """Finish the implicit run if one was started, fsync and close every stream."""
+        """Finish the implicit run if one was started, fsync and close every stream.
+
+        Raises:
+            LedgerError: events queued with :meth:`append_async` were not written (see
+                :meth:`flush`); raised once everything is closed.
+        """
         if self._closed:
             return
-        self.flush()
+        lost: LedgerError | None = None
+        try:
+            self.flush()
+        except LedgerError as exc:  # raised once the streams are closed: close never stops half-way
+            lost = exc
         for run_id in list(self._implicit_started):
             try:
                 self.finish_run(run_id, "completed")
+            except RunSealedError:  # another ledger of this process sealed it already
+                context.end_implicit_run(run_id)
             except (OSError, LedgerError) as exc:  # the directory may be gone at interpreter exit
                 _log.warning("ledger.implicit_run_not_sealed", run_id=run_id, error=str(exc))
         self._closed = True
@@ -657,6 +732,8 @@ class Ledger:
                 with contextlib.suppress(OSError):
                     fsync_unless_never(stream.fd, self.fsync)
                 os.close(stream.fd)
+        if lost is not None:
+            raise lost
 
     def _reset_after_fork(self) -> None:
         # The child must not continue the parent's chains under the parent's writer id.
@@ -672,6 +749,7 @@ class Ledger:
         self._pending = []  # the parent writes its own pending events
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._lost = []  # and reports its own losses
 
     def __enter__(self) -> Ledger:
         return self
@@ -936,7 +1014,7 @@ def _background_loop(ref: weakref.ref[Ledger]) -> None:
         if ledger is None or ledger.closed:
             return
         try:
-            ledger.flush()
+            ledger.flush(raise_lost=False)  # what it cannot write, the owner's next flush raises
             if time.monotonic() - last_fsync >= 1.0:
                 ledger.fsync_streams()
                 last_fsync = time.monotonic()

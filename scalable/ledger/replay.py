@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from scalable.digests import CHUNK, tree_digest
+from scalable.digests import CHUNK, stored_tree, tree_digest
 from scalable.errors import (
     ArtifactNotFoundError,
     ConfigError,
@@ -187,12 +187,11 @@ def _restore_dir(fs: Any, path: str, target: Path, digest: str | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=target.parent))
     try:
-        names = sorted(fs.find(root))
+        names = stored_tree(fs, root)
         if not names and not fs.exists(root):
             raise FileNotFoundError(root)
         files = []
-        for name in names:
-            rel = name[len(root) + 1 :]
+        for rel, name in names:
             dest = staging.joinpath(*PurePosixPath(rel).parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
             files.append((rel, _copy_verified(fs, name, dest, None)))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from scalable.ledger.events import GENESIS, Event, check_run_id, decode_line
+from scalable.ledger.events import AFTER_SEAL_OPS, GENESIS, Event, check_run_id, decode_line
 
 __all__ = [
     "RUN_SUMMARY",
@@ -42,6 +42,7 @@ __all__ = [
     "StreamReader",
     "compact_json",
     "complete_prefix",
+    "ends_sealed",
     "ends_torn",
     "iter_complete",
     "lines_from_end",
@@ -210,6 +211,26 @@ def complete_prefix(path: Path, size: int) -> int:
 def ends_torn(fd: int, size: int) -> bool:
     """Whether the stream open at ``fd`` (``size`` bytes) ends inside a line (a writer died mid-line)."""
     return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def ends_sealed(path: Path) -> bool:
+    """Whether the stream at ``path`` is sealed: its last line is ``run/finished``, or only run events
+    the ledger adds after a seal (:data:`~scalable.ledger.events.AFTER_SEAL_OPS`) follow that line.
+
+    Reads from the end, a line at a time; a line that does not parse as an event ends the search
+    (then the stream is not taken as sealed).
+    """
+    for raw in lines_from_end(path, block=4096):
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return False
+        op = event.get("op") if isinstance(event, dict) and event.get("event_type") == "run" else None
+        if op == "finished":
+            return True
+        if not isinstance(op, str) or op not in AFTER_SEAL_OPS:
+            return False
+    return False
 
 
 def lines_from_end(path: Path, block: int = 65536) -> Iterator[bytes]:

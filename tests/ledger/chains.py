@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.log import Ledger
 
 
@@ -19,3 +21,25 @@ def assert_chains_verify(ledger: Ledger, run_id: str) -> None:
     """Every writer's seq is gapless and its prev chain holds (and the seal, if any)."""
     report = ledger.audit_structure(run_id)
     assert report.ok, [str(p) for p in report.problems]
+
+
+def crafted_lines(run: str, count: int, writer: str = "other:1:aa") -> list[bytes]:
+    """``count`` chained artifact/put lines of ``writer`` for ``run``, as another process would write them."""
+    prev, out = GENESIS, []
+    for seq in range(count):
+        line = encode_line(
+            {
+                "event_id": f"0190a0b0-c0d0-7000-8000-{seq:012x}",
+                "event_type": "artifact",
+                "op": "put",
+                "timestamp": "2026-01-01T00:00:00.000000Z",
+                "run_id": run,
+                "writer": writer,
+                "seq": seq,
+                "prev": prev,
+                "schema_version": 1,
+            }
+        )
+        prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+        out.append(line)
+    return out

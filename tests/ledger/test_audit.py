@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from scalable.errors import RunSealedError
 from scalable.ledger import bind
 from scalable.ledger.log import Ledger
 from scalable.settings import load_settings
 from tests.conftest import CliInvoker
 from tests.helpers import run_python
+from tests.ledger.chains import crafted_lines
 
 
 def _sealed_run(ledger: Ledger, run_id: str = "run-a", n: int = 6) -> Path:
@@ -77,10 +79,14 @@ def test_two_swapped_lines_are_caught(ledger: Ledger) -> None:
 
 
 def test_a_line_appended_after_the_seal_is_caught(ledger: Ledger) -> None:
-    """An event written after run/finished is reported as after-seal."""
-    _sealed_run(ledger)
-    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-a", "artifact_name": "late"})
-    assert "after-seal" in _kinds(ledger)
+    """A line another program forced in after run/finished (the ledger itself refuses to) is reported as after-seal."""
+    path = _sealed_run(ledger)
+    with pytest.raises(RunSealedError):
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-a", "artifact_name": "late"})
+    assert _kinds(ledger) == set()
+    with path.open("ab") as stray:
+        stray.write(crafted_lines("run-a", 1)[0])
+    assert _kinds(ledger) == {"after-seal"}
 
 
 def test_a_verdict_appended_after_the_seal_is_no_tampering_but_an_edit_of_it_is(ledger: Ledger) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from scalable.errors import ConfigError, EventValidationError, LedgerError
+from scalable.errors import ConfigError, EventValidationError, LedgerError, RunSealedError
 from scalable.ledger import context
 from scalable.ledger.log import Ledger
+from tests.ledger.chains import crafted_lines
 
 
 def _put(ledger: Ledger, run: str, path: Path, *, inputs: list[str] | None = None) -> dict[str, Any]:
@@ -293,36 +294,11 @@ def test_a_torn_line_left_by_a_dead_writer_stays_apart_and_the_run_still_seals(l
     assert [p.where for p in report.problems] == [f"{path}:2"]
 
 
-def _foreign(run: str, count: int, writer: str = "other:1:aa") -> list[bytes]:
-    import hashlib
-
-    from scalable.ledger.events import GENESIS, encode_line
-
-    prev, out = GENESIS, []
-    for seq in range(count):
-        line = encode_line(
-            {
-                "event_id": f"0190a0b0-c0d0-7000-8000-{seq:012x}",
-                "event_type": "artifact",
-                "op": "put",
-                "timestamp": "2026-01-01T00:00:00.000000Z",
-                "run_id": run,
-                "writer": writer,
-                "seq": seq,
-                "prev": prev,
-                "schema_version": 1,
-            }
-        )
-        prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
-        out.append(line)
-    return out
-
-
 def test_foreign_lines_with_or_without_newlines_land_whole_and_seal(ledger: Ledger) -> None:
     """Lines of another writer, given with or without their newline, land once each; the sealed run audits clean."""
     got: list[int] = []
     ledger.subscribe(lambda e: got.append(e["seq"]))
-    lines = _foreign("run-f", 3)
+    lines = crafted_lines("run-f", 3)
     ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-f"})
     decoded = ledger.append_lines("run-f", [lines[0], lines[1].rstrip(b"\n"), json.loads(lines[2])])
     assert [e["seq"] for e in decoded] == [0, 1, 2] == got[1:]
@@ -336,7 +312,7 @@ def test_foreign_lines_with_or_without_newlines_land_whole_and_seal(ledger: Ledg
 
 def test_foreign_lines_that_break_the_rules_are_refused_by_index(ledger: Ledger) -> None:
     """A line holding two lines, or breaking its writer's chain, is refused naming its index; nothing is written."""
-    one, two = _foreign("run-g", 2)
+    one, two = crafted_lines("run-g", 2)
     with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-g' spans several lines$"):
         ledger.append_lines("run-g", [one.rstrip(b"\n").replace(b",", b",\n", 1)])
     with pytest.raises(EventValidationError) as info:
@@ -529,7 +505,7 @@ def test_foreign_lines_are_kept_byte_for_byte_trailing_blanks_included(ledger: L
     """A foreign line ending in blanks is stored as its writer wrote it, so that writer's chain still holds."""
     import hashlib
 
-    first, second = _foreign("run-ws", 2)
+    first, second = crafted_lines("run-ws", 2)
     first = first.rstrip(b"\n") + b" \t"
     second = second.replace(json.loads(second)["prev"].encode(), hashlib.sha256(first).hexdigest().encode())
     ledger.append_lines("run-ws", [first + b"\n", second])
@@ -540,7 +516,7 @@ def test_foreign_lines_are_kept_byte_for_byte_trailing_blanks_included(ledger: L
 
 def test_a_long_batch_of_foreign_lines_then_one_more_seals_the_newest_head(ledger: Ledger) -> None:
     """After a batch of more foreign lines than a line has bytes, the next line of that writer is its sealed head."""
-    lines = _foreign("run-long", 401)
+    lines = crafted_lines("run-long", 401)
     assert len(lines) - 1 > len(lines[-2])
     ledger.append_lines("run-long", lines[:-1])
     ledger.append_lines("run-long", lines[-1:])
@@ -620,19 +596,135 @@ def test_finishing_an_implicit_run_by_hand_leaves_close_nothing_to_seal(tmp_path
     assert json.loads(events[-1]["attrs"])["status"] == "completed"
 
 
-def test_lines_after_the_seal_are_still_written_and_flagged(ledger: Ledger) -> None:
-    """After the seal, lines of another process and of this ledger still land; the audit flags each as after-seal."""
+def test_a_sealed_run_takes_no_more_events_from_any_append_and_keeps_its_bytes(ledger: Ledger) -> None:
+    """After finish_run every append path is refused with RunSealedError naming the run; the stream is unchanged."""
     ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-late"})
     ledger.finish_run("run-late")
-    with ledger.stream_path("run-late").open("ab") as other:  # another process appends directly
-        other.write(b"".join(_foreign("run-late", 2, writer="other:2:bb")))
-    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-late"})
-    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-late"})
-    assert [e["op"] for e in _lines(ledger, "run-late")] == ["put", "finished", "put", "put", "get", "get"]
-    report = ledger.audit_structure("run-late")
-    assert [(p.kind, p.where.rsplit(":", 1)[1]) for p in report.problems] == [
-        ("after-seal", str(n)) for n in (3, 4, 5, 6)
-    ]
+    path = ledger.stream_path("run-late")
+    before = path.read_bytes()
+    late = {"event_type": "artifact", "op": "get", "run_id": "run-late"}
+    attempts = {
+        "append": lambda: ledger.append(late),
+        "append_many": lambda: ledger.append_many([late, {**late, "run_id": "run-other"}]),
+        "append_async": lambda: ledger.append_async(late),
+        "append_lines": lambda: ledger.append_lines("run-late", crafted_lines("run-late", 1)),
+        "finish_run": lambda: ledger.finish_run("run-late", "failed"),
+    }
+    for name, attempt in attempts.items():
+        with pytest.raises(RunSealedError, match=r"run 'run-late' is sealed .*record new events in a new run"):
+            attempt()
+        assert path.read_bytes() == before, name
+    ledger.flush()
+    assert path.read_bytes() == before
+    assert not ledger.stream_path("run-other").exists()  # the batch wrote nothing, not even its other run
+    assert ledger.audit_structure("run-late").ok
+
+
+def test_a_seal_another_process_wrote_is_found_under_the_lock(ledger: Ledger, tmp_path: Path) -> None:
+    """A run sealed by another writer refuses this ledger's next event; retirements and verdicts still follow a seal."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-x"})
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
+        other.append({"event_type": "artifact", "op": "get", "run_id": "run-x"})
+        other.finish_run("run-x")
+    verdict = {"event_type": "run", "op": "verified", "run_id": "run-x", "attrs": {"verdict": "identical"}}
+    ledger.append(verdict)  # after the seal on purpose: the audit accepts it there
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as third:
+        third.append({"event_type": "run", "op": "retired", "run_id": "run-x"})
+    before = ledger.stream_path("run-x").read_bytes()
+    with pytest.raises(RunSealedError, match="run 'run-x' is sealed"):
+        ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-x"})
+    with pytest.raises(RunSealedError):  # a fresh ledger finds the seal behind the verdict and the retirement
+        Ledger.open(ledger.runs_dir, ledger.ledger_dir).append({"event_type": "cache", "op": "hit", "run_id": "run-x"})
+    assert ledger.stream_path("run-x").read_bytes() == before
+    assert [e["op"] for e in _lines(ledger, "run-x")] == ["put", "get", "finished", "verified", "retired"]
+    assert ledger.audit_structure("run-x").ok
+
+
+def test_a_stream_ending_in_other_lines_or_garbage_is_not_taken_as_sealed(ledger: Ledger) -> None:
+    """Only a run/finished line (with nothing but retirements and verdicts after it) seals a stream."""
+    path = ledger.stream_path("run-open")
+    path.parent.mkdir(parents=True)
+    sealed_then_late = crafted_lines("run-open", 1)[0].replace(b'"artifact"', b'"run"').replace(b'"put"', b'"finished"')
+    tails = {
+        "a put": crafted_lines("run-open", 1)[0],
+        "a run start": crafted_lines("run-open", 1)[0].replace(b'"artifact"', b'"run"').replace(b'"put"', b'"started"'),
+        "a seal then a put": sealed_then_late + crafted_lines("run-open", 1, writer="w9:9:99")[0],
+        "not json": b"{not json\n",
+        "a list": b"[1, 2]\n",
+        "an op of the wrong type": b'{"event_type": "run", "op": ["finished"]}\n',
+    }
+    for name, tail in tails.items():
+        path.write_bytes(tail)
+        with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as fresh:
+            fresh.append({"event_type": "artifact", "op": "get", "run_id": "run-open"})
+        assert path.read_bytes().startswith(tail) and path.stat().st_size > len(tail), name
+    path.write_bytes(sealed_then_late)
+    with pytest.raises(RunSealedError), Ledger.open(ledger.runs_dir, ledger.ledger_dir) as fresh:
+        fresh.append({"event_type": "artifact", "op": "get", "run_id": "run-open"})
+
+
+def test_one_runs_refused_flush_still_writes_the_other_runs_queued_events(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued event for a run another writer sealed is refused at flush; the events queued for other runs are written."""
+    from scalable.ledger import log
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)  # only the explicit flush writes the queue
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-s"})
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
+        other.finish_run("run-s")
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})  # the seal is not known here yet
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})
+    ledger.append_async({"event_type": "cache", "op": "miss", "run_id": "run-t"})
+    with pytest.raises(LedgerError, match=r"not written \(2 of run 'run-s'\): run 'run-s' is sealed") as caught:
+        ledger.flush()
+    assert isinstance(caught.value.__cause__, RunSealedError)
+    assert [e["op"] for e in _lines(ledger, "run-t")] == ["miss"]
+    assert [e["op"] for e in _lines(ledger, "run-s")] == ["put", "finished"]
+    ledger.flush()  # raised once; nothing is left queued
+
+
+def test_events_the_background_could_not_write_are_raised_by_the_owners_next_flush(ledger: Ledger) -> None:
+    """A background flush's lost batch is not silent: reads, appends and seals go on, the next flush raises it."""
+    import time
+
+    from scalable.ledger.log import FLUSH_INTERVAL_S
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-s"})
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
+        other.finish_run("run-s")
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})
+    ledger.append_async({"event_type": "cache", "op": "miss", "run_id": "run-t"})
+    deadline = time.monotonic() + 50 * FLUSH_INTERVAL_S
+    path = ledger.stream_path("run-t")
+    while not (path.exists() and path.read_bytes().endswith(b"\n")) and time.monotonic() < deadline:
+        time.sleep(FLUSH_INTERVAL_S / 2)  # the background thread writes run-t's batch after failing run-s's
+    assert ledger.query("SELECT count(*) FROM events WHERE run_id = 'run-t'").column(0).to_pylist() == [1]
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-t"})
+    ledger.finish_run("run-t")
+    with pytest.raises(LedgerError, match=r"not written \(1 of run 'run-s'\)"):
+        ledger.flush()
+    ledger.flush()
+    assert [e["op"] for e in _lines(ledger, "run-s")] == ["put", "finished"]
+    assert ledger.audit_structure().ok
+
+
+def test_close_closes_every_stream_and_then_raises_lost_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() never stops half-way: it closes the ledger, then raises the batches it could not write."""
+    from scalable.ledger import log
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)
+    led = Ledger.open(tmp_path / "runs", tmp_path / "ledger")
+    led.append({"event_type": "artifact", "op": "put", "run_id": "run-s"})
+    with Ledger.open(tmp_path / "runs", tmp_path / "ledger") as other:
+        other.finish_run("run-s")
+    led.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})
+    with pytest.raises(LedgerError, match=r"1 of run 'run-s'"):
+        led.close()
+    assert led.closed
+    led.close()  # once
+    with pytest.raises(LedgerError, match="this ledger was closed"):
+        led.append({"event_type": "artifact", "op": "put", "run_id": "run-u"})
 
 
 def test_a_keyed_ledger_signs_its_seals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -752,7 +844,7 @@ def test_audit_and_replay_pass_storage_options_through(
 
 def test_a_foreign_line_with_bytes_after_its_object_is_refused(ledger: Ledger) -> None:
     """Bytes after the JSON object of a foreign line make it undecodable: refused by index, nothing written."""
-    (line,) = _foreign("run-tail", 1)
+    (line,) = crafted_lines("run-tail", 1)
     for junk in (b"XX", b"X\n", b"}"):
         with pytest.raises(EventValidationError, match=r"^line #0 of run 'run-tail' does not decode: "):
             ledger.append_lines("run-tail", [line.rstrip(b"\n") + junk])
@@ -789,18 +881,19 @@ def test_a_failed_background_write_is_logged_and_the_thread_goes_on(tmp_path: Pa
         with capture_logs() as logs:
             led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-blocked"})
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not any(e["event"] == "ledger.background_flush_failed" for e in logs):
+            while time.monotonic() < deadline and not any(e["event"] == "ledger.queued_events_lost" for e in logs):
                 time.sleep(0.05)
-        (entry,) = [e for e in logs if e["event"] == "ledger.background_flush_failed"]
-        assert entry["log_level"] == "error"
-        assert "cannot create the stream" in entry["error"] and "LedgerError" in entry["error"]
+        (entry,) = [e for e in logs if e["event"] == "ledger.queued_events_lost"]
+        assert entry["log_level"] == "error" and entry["run_id"] == "run-blocked" and entry["events"] == 1
+        assert "cannot create the stream" in entry["error"]
         led.append_async({"event_type": "artifact", "op": "put", "run_id": "run-ok"})
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (led.stream_path("run-ok").exists() and _lines(led, "run-ok")):
             time.sleep(0.05)
         assert [e["op"] for e in _lines(led, "run-ok")] == ["put"]
     finally:
-        led.close()
+        with pytest.raises(LedgerError, match=r"not written \(1 of run 'run-blocked'\): cannot create the stream"):
+            led.close()
 
 
 def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_stream(tmp_path: Path) -> None:
@@ -815,7 +908,7 @@ def test_an_append_past_the_file_size_limit_takes_its_bytes_back_and_names_the_s
         led.append({"event_type": "artifact", "op": "put", "run_id": "run-big"})
         path = led.stream_path("run-big")
         with path.open("ab") as other:  # another process appends, so the failing write first notes its bytes
-            other.write(_foreign("run-big", 1)[0])
+            other.write(crafted_lines("run-big", 1)[0])
         before = path.read_bytes()
         handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -923,10 +1016,14 @@ def test_after_a_torn_line_the_seal_lists_writers_and_types_in_stream_order(ledg
     path = ledger.stream_path("run-order")
     path.parent.mkdir(parents=True)
     first = (
-        _foreign("run-order", 1, writer="w1:1:aa")[0].replace(b'"artifact"', b'"run"').replace(b'"put"', b'"started"')
+        crafted_lines("run-order", 1, writer="w1:1:aa")[0]
+        .replace(b'"artifact"', b'"run"')
+        .replace(b'"put"', b'"started"')
     )
     second = (
-        _foreign("run-order", 1, writer="w2:2:bb")[0].replace(b'"artifact"', b'"cache"').replace(b'"put"', b'"hit"')
+        crafted_lines("run-order", 1, writer="w2:2:bb")[0]
+        .replace(b'"artifact"', b'"cache"')
+        .replace(b'"put"', b'"hit"')
     )
     path.write_bytes(first + second + b'{"torn')
     ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-order"})
@@ -988,8 +1085,8 @@ def test_the_seal_counts_lines_others_wrote_past_a_blank_line_and_keeps_their_or
     """Another process's lines, a blank line among them, then many more: each is counted, writers in stream order."""
     path = ledger.stream_path("run-gap")
     path.parent.mkdir(parents=True)
-    many = _foreign("run-gap", 300, writer="w1:1:aa")
-    last = _foreign("run-gap", 1, writer="w2:2:bb")[0]
+    many = crafted_lines("run-gap", 300, writer="w1:1:aa")
+    last = crafted_lines("run-gap", 1, writer="w2:2:bb")[0]
     with path.open("ab") as other:
         other.write(many[0] + b"\n" + b"".join(many[1:]) + last)
     ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-gap"})
@@ -1043,3 +1140,26 @@ def test_a_forked_child_writes_its_own_chain_and_leaves_the_parents_queue_to_the
     assert {e["writer"] for e in parent} == {ledger.writer_id} and [e["seq"] for e in parent] == [0, 1, 2]
     ledger.finish_run("run-fork")
     assert ledger.audit_structure("run-fork").ok
+
+
+def test_once_the_implicit_run_is_sealed_later_events_start_a_new_one(tmp_path: Path) -> None:
+    """Ledgers opened one after another in a process each seal an implicit run; none writes past another's seal."""
+    from structlog.testing import capture_logs
+
+    dirs = (tmp_path / "runs", tmp_path / "ledger")
+    first, second = Ledger.open(*dirs), Ledger.open(*dirs)
+    shared = first.append({"event_type": "artifact", "op": "put"})["run_id"]
+    assert second.append({"event_type": "artifact", "op": "get"})["run_id"] == shared
+    first.close()  # seals the shared implicit run
+    moved = second.append({"event_type": "cache", "op": "hit"})["run_id"]
+    with capture_logs() as logs:
+        second.close()
+    assert moved != shared and logs == []
+    with Ledger.open(*dirs) as third:
+        last = third.append({"event_type": "cache", "op": "miss"})["run_id"]
+    assert last not in (shared, moved)
+    reader = Ledger.open(*dirs)
+    assert [e["op"] for e in _lines(reader, shared)] == ["started", "put", "started", "get", "finished"]  # each ledger
+    assert [e["op"] for e in _lines(reader, moved)] == ["started", "hit", "finished"]
+    assert [e["op"] for e in _lines(reader, last)] == ["started", "miss", "finished"]
+    assert reader.audit_structure().ok

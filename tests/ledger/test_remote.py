@@ -67,10 +67,10 @@ def three_machines(tmp_path: Path, remote: str, *, concurrent_compaction: bool) 
     manifest = read_generation(open_object_location(remote))
     assert manifest.rows == total
     assert counts(m3) == {"n": total, "d": total, "r": 6}
-    m1.append({"event_type": "cache", "op": "hit", "run_id": "run-a-0"})
-    assert counts(m1) == {"n": total + 1, "d": total + 1, "r": 6}
+    m1.append({"event_type": "cache", "op": "hit", "run_id": "run-a-9"})  # a new run, after the compactions
+    assert counts(m1) == {"n": total + 1, "d": total + 1, "r": 7}
     m1.compact()
-    assert counts(m3) == {"n": total + 1, "d": total + 1, "r": 6}
+    assert counts(m3) == {"n": total + 1, "d": total + 1, "r": 7}
     assert m1.sync_remote().segments == 0
     for m in (m1, m2, m3):
         m.close()

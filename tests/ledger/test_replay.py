@@ -143,3 +143,32 @@ def test_an_empty_restore_directory_is_refused(ledger: Ledger, isolated: Path, c
     out = cli("ledger", "replay", "run-five", "--into", "")
     assert out.exit_code == 2 and len(out.stderr.strip().splitlines()) == 1
     assert not (isolated / "runs").exists()
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_folder_markers_in_a_stored_directory_are_no_files(
+    scheme: str, ledger: Ledger, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Empty ``dir/`` objects a console adds inside a stored directory change neither its audit nor its restore."""
+    from scalable.stores import build_artifact_store
+    from tests.stores.contract import make_tree
+
+    bucket, options = request.getfixturevalue("s3_bucket" if scheme == "s3" else "gcs_bucket")
+    store = build_artifact_store(f"{scheme}://{bucket}/artifacts/", **options)
+    files = make_tree(tmp_path / "src")
+    with bind(run_id="run-markers"):
+        store.put(tmp_path / "src", "d")
+    ledger.finish_run("run-markers")
+    for marker in ("d/", "d/sub/", "d/empty-folder/"):
+        store.fs.pipe_file(f"{bucket}/artifacts/{marker}", b"")
+    store.fs.invalidate_cache()
+    assert f"{bucket}/artifacts/d/sub/" in store.fs.find(f"{bucket}/artifacts/d")  # the markers are objects
+    report = ledger.audit("run-markers", storage_options={scheme: options})
+    assert report.ok and report.artifacts == 1, [str(p) for p in report.problems]
+    result = ledger.replay("run-markers", into=tmp_path / "restored", storage_options={scheme: options})
+    (restored,) = result.restored
+    tree = {p.relative_to(restored).as_posix(): p.read_bytes() for p in Path(restored).rglob("*") if p.is_file()}
+    assert tree == files
+    store.fs.pipe_file(f"{bucket}/artifacts/d/sub/b.bin", b"changed")  # a real file still counts
+    (problem,) = ledger.audit("run-markers", storage_options={scheme: options}).problems
+    assert problem.kind == "content-changed" and problem.where == f"{scheme}://{bucket}/artifacts/d"
