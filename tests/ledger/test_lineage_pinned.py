@@ -1,0 +1,282 @@
+"""Lineage promises pinned one by one: the run-level graph, node limits, naming and the graph's methods."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from scalable.errors import AmbiguousNodeError
+from scalable.ledger import bind
+from scalable.ledger.lineage import LineageGraph
+from scalable.ledger.log import Ledger
+
+D = {name: hashlib.sha256(name.encode()).hexdigest() for name in "abcdefghijk"}
+T1, T2, T3 = "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z", "2026-01-01T00:00:03Z"
+
+
+def _edge(src: str, dst: str, run: str, when: str, *, depth: int = 1, task: str = "T", relation: str = "derived_from",
+          direction: str = "up") -> dict[str, Any]:  # fmt: skip
+    """A walked data-flow edge as a graph holds it."""
+    return {"src": src, "dst": dst, "relation": relation, "run_id": run, "task_name": task, "task_id": f"{task}-id",
+            "timestamp": when, "depth": depth, "direction": direction}  # fmt: skip
+
+
+def _made(run: str, node: str, when: str, task: str = "T") -> dict[str, Any]:
+    """A context edge: ``run`` generated ``node`` at ``when``."""
+    return {"src": run, "dst": node, "relation": "generated", "run_id": run, "task_name": task,
+            "task_id": f"{task}-id", "timestamp": when}  # fmt: skip
+
+
+def _triples(graph: LineageGraph) -> set[tuple[str, str, str]]:
+    return {(e["src"], e["relation"], e["dst"]) for e in graph.edges}
+
+
+# --- the run-level graph -----------------------------------------------------------------------
+
+
+def test_a_run_informs_another_from_its_first_generation_of_a_version() -> None:
+    """A run that made X before B used it informed B, even when it made X again afterwards."""
+    graph = LineageGraph(
+        root=D["b"],
+        edges=[_edge(D["a"], D["b"], "run-b", T2)],
+        context=[_made("run-a", D["a"], T1, "first"), _made("run-a", D["a"], T3, "again")],
+    )
+    runs = graph.runs_only()
+    assert _triples(runs) == {("run-a", "informed", "run-b")}
+    assert set(runs.nodes) == {"run-a", "run-b"}
+    assert runs.nodes["run-a"] == {  # a run the graph knows nothing more of
+        "kind": "run", "label": "run-a", "project": None, "status": "running", "started_at": None,
+        "finished_at": None, "error_type": None, "error": None, "user": None, "host": None,
+    }  # fmt: skip
+
+
+def test_a_version_made_only_after_it_was_used_informed_nobody() -> None:
+    """A run whose only generation of X came after B used X is no source of B's data."""
+    graph = LineageGraph(root=D["b"], edges=[_edge(D["a"], D["b"], "run-b", T2)], context=[_made("run-a", D["a"], T3)])
+    runs = graph.runs_only()
+    assert runs.edges == []
+    assert set(runs.nodes) == {"run-a"}  # it still generated one of the graph's artifacts
+
+
+def test_made_at_the_very_time_it_was_used_counts_as_made_before() -> None:
+    """"No later than that edge": a generation at the same timestamp informs."""
+    graph = LineageGraph(root=D["b"], edges=[_edge(D["a"], D["b"], "run-b", T2)], context=[_made("run-a", D["a"], T2)])
+    assert _triples(graph.runs_only()) == {("run-a", "informed", "run-b")}
+
+
+def test_every_earlier_maker_informs_whatever_order_the_makers_come_in() -> None:
+    """Of two runs that made X, the one that made it too late is skipped, the other still counts."""
+    graph = LineageGraph(
+        root=D["b"],
+        edges=[_edge(D["a"], D["b"], "run-b", T2)],
+        context=[_made("run-late", D["a"], T3), _made("run-early", D["a"], T1)],
+    )
+    assert _triples(graph.runs_only()) == {("run-early", "informed", "run-b")}
+
+
+def test_a_cached_value_is_reused_and_a_file_informs_never_both() -> None:
+    """The relation follows what the node is: a cache value gives ``reused``, anything else ``informed``."""
+    edges = [_edge(D["a"], D["c"], "run-b", T2), _edge(D["b"], D["c"], "run-b", T2)]
+    context = [_made("run-a", D["a"], T1), _made("run-z", D["b"], T1)]
+    nodes = {D["a"]: {"kind": "artifact", "artifact_kind": "cache"}, D["b"]: {"kind": "artifact", "artifact_kind": None}}
+    graph = LineageGraph(root=D["c"], nodes=nodes, edges=edges, context=context)
+    assert _triples(graph.runs_only()) == {("run-a", "reused", "run-b"), ("run-z", "informed", "run-b")}
+
+
+def test_a_run_edge_comes_from_the_nearest_and_first_walked_data_edge() -> None:
+    """Several data edges link the same two runs: the run edge keeps the smallest depth, the first one on ties."""
+    edges = [
+        _edge(D["a"], D["b"], "run-b", T2, depth=1, task="near"),
+        _edge(D["a"], D["c"], "run-b", T3, depth=1, task="near-too"),
+        _edge(D["a"], D["d"], "run-b", T3, depth=2, task="far"),
+    ]
+    graph = LineageGraph(root=D["b"], edges=edges, context=[_made("run-a", D["a"], T1)])
+    (edge,) = graph.runs_only().edges
+    assert (edge["src"], edge["dst"], edge["depth"], edge["task_name"], edge["timestamp"]) == (
+        "run-a", "run-b", 1, "near", T2,
+    )  # fmt: skip
+
+
+def test_a_run_edge_carries_the_consumer_and_the_task_time_and_direction_of_its_data_edge() -> None:
+    """The run edge is the consuming run's: its ``run_id``, and the task, time and walk of the data edge behind it."""
+    edge = _edge(D["a"], D["b"], "run-b", T2, depth=3, task="fit", direction="down")
+    graph = LineageGraph(root=D["a"], edges=[edge], context=[_made("run-a", D["a"], T1)], direction="down")
+    runs = graph.runs_only()
+    assert runs.edges == [
+        {"src": "run-a", "dst": "run-b", "relation": "informed", "run_id": "run-b", "task_name": "fit",
+         "task_id": "fit-id", "timestamp": T2, "depth": 3, "direction": "down"}
+    ]  # fmt: skip
+    assert runs.root is None and runs.direction == "down" and runs.tasks == {}
+
+
+def test_from_a_run_root_what_it_used_informs_it_and_it_stays_the_root() -> None:
+    """A run root's own ``used`` edges link the makers of its inputs to it; the root is a node even alone."""
+    used = {**_edge(D["a"], "run-b", "run-b", T2), "relation": "used"}
+    made = {**_edge("run-b", D["c"], "run-b", T3), "relation": "generated"}
+    nodes = {"run-b": {"kind": "run", "label": "run-b", "status": "completed"}}
+    graph = LineageGraph(root="run-b", nodes=nodes, edges=[used, made], context=[_made("run-a", D["a"], T1)])
+    runs = graph.runs_only()
+    assert _triples(runs) == {("run-a", "informed", "run-b")}
+    assert runs.root == "run-b" and runs.nodes["run-b"]["status"] == "completed"
+    alone = LineageGraph(root="run-b", nodes=nodes).runs_only()
+    assert alone.root == "run-b" and set(alone.nodes) == {"run-b"} and alone.edges == []
+
+
+def test_the_run_level_graph_of_an_artifact_root_has_runs_only() -> None:
+    """An artifact root is no run: the run-level graph has no root and no artifact among its nodes."""
+    nodes = {D["b"]: {"kind": "artifact", "artifact_kind": "file"}}
+    graph = LineageGraph(root=D["b"], nodes=nodes, edges=[_edge(D["a"], D["b"], "run-b", T2)],
+                         context=[_made("run-a", D["a"], T1)])  # fmt: skip
+    runs = graph.runs_only()
+    assert runs.root is None and set(runs.nodes) == {"run-a", "run-b"}
+    assert all(info["kind"] == "run" for info in runs.nodes.values())
+
+
+def test_the_run_level_graph_keeps_the_reuse_between_its_runs_as_context() -> None:
+    """Context of the run-level graph: the ``reused`` edges between its runs, nothing else."""
+    reused = {"src": "run-a", "dst": "run-b", "relation": "reused", "run_id": "run-b", "task_name": "B",
+              "task_id": "B-id", "timestamp": T2}  # fmt: skip
+    from_elsewhere, to_elsewhere = {**reused, "src": "run-x"}, {**reused, "dst": "run-y"}
+    context = [_made("run-a", D["a"], T1), reused, from_elsewhere, to_elsewhere]
+    graph = LineageGraph(root=D["b"], edges=[_edge(D["a"], D["b"], "run-b", T2)], context=context)
+    assert graph.runs_only().context == [reused]
+
+
+def test_the_run_level_graph_keeps_what_was_left_out_of_the_walk() -> None:
+    """A walk cut by ``max_nodes`` stays marked as cut in its run-level graph, with its direction."""
+    graph = LineageGraph(root=D["b"], edges=[_edge(D["a"], D["b"], "run-b", T2)], context=[_made("run-a", D["a"], T1)],
+                         direction="both", elided={"nodes": 4, "edges": 6})  # fmt: skip
+    runs = graph.runs_only()
+    assert runs.elided == {"nodes": 4, "edges": 6} and runs.direction == "both"
+
+
+# --- the graph's methods -----------------------------------------------------------------------
+
+
+def test_a_graph_renders_through_its_methods_as_through_the_registry(ledger: Ledger) -> None:
+    """to_json, to_dot, to_mermaid, to_prov and to_openlineage give what the formats of those names print."""
+    with bind(run_id="run-m"):
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///in", "digest": D["a"]})
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///out", "digest": D["b"],
+                       "artifact_name": "out.csv", "inputs": [D["a"]]})  # fmt: skip
+    graph = ledger.lineage(D["b"])
+    assert graph.to_json() + "\n" == graph.render("json") and json.loads(graph.to_json())["root"] == D["b"]
+    assert graph.to_dot() == graph.render("dot") and "out.csv" in graph.to_dot()
+    assert graph.to_mermaid() == graph.render("mermaid") and "out.csv" in graph.to_mermaid()
+    assert json.loads(graph.render("prov")) == graph.to_prov() and "wasDerivedFrom" in graph.to_prov()
+    lines = graph.render("openlineage").splitlines()
+    assert [json.loads(line) for line in lines] == graph.to_openlineage() and lines
+
+
+def test_a_tree_shows_ancestors_unless_asked_for_descendants() -> None:
+    """``to_tree()`` is the upward tree; ``to_tree("down")`` the downward one, of a graph walked both ways."""
+    graph = LineageGraph(
+        root=D["b"],
+        nodes={n: {"kind": "artifact", "name": f"{k}.csv"} for k, n in D.items()},
+        edges=[_edge(D["a"], D["b"], "r", T1), _edge(D["b"], D["c"], "r", T2, direction="down")],
+        direction="both",
+    )
+    assert graph.to_tree() == graph.to_tree("up")
+    assert "a.csv" in graph.to_tree() and "c.csv" not in graph.to_tree()
+    assert "c.csv" in graph.to_tree("down") and "a.csv" not in graph.to_tree("down")
+
+
+# --- node limits -------------------------------------------------------------------------------
+
+
+def _chain(ledger: Ledger) -> list[str]:
+    """A chain k <- j <- ... <- a (each made from the next letter's version); returns a..k."""
+    names = sorted(D)
+    with bind(run_id="run-chain"):
+        for name, parent in zip(names, [*names[1:], None], strict=True):
+            ledger.append({"event_type": "artifact", "op": "recorded", "location": f"file:///{name}",
+                           "digest": D[name], "inputs": [D[parent]] if parent else None})  # fmt: skip
+    return [D[n] for n in names]
+
+
+def test_max_nodes_keeps_the_root_and_the_nearest_nodes_and_the_edges_among_them(ledger: Ledger) -> None:
+    """The nodes kept are the root and the nearest ones by depth (not by id); edges only between kept nodes."""
+    chain = _chain(ledger)
+    root = chain[0]
+    full = ledger.lineage(root)
+    depth = {e["src"]: e["depth"] for e in full.edges}
+    for limit in (1, 2, 4):
+        small = ledger.lineage(root, max_nodes=limit)
+        nearest = {root} | set(sorted(depth, key=lambda n: depth[n])[: limit - 1])
+        kept = {e["src"] for e in small.edges} | {e["dst"] for e in small.edges} | {root}
+        assert kept == nearest, limit
+        assert all(e["src"] in nearest and e["dst"] in nearest for e in small.edges)
+        assert len(small.edges) == limit - 1
+        assert small.elided == {"nodes": len(chain) - limit, "edges": len(full.edges) - (limit - 1)}
+    assert ledger.lineage(root, max_nodes=1).render("tree").splitlines()[0] == f"a ({root[:12]})  [run-chain]"
+
+
+def test_max_nodes_keeps_the_root_whatever_its_id(ledger: Ledger) -> None:
+    """The root is kept first even when its parents' ids sort before its own."""
+    chain = _chain(ledger)
+    root = max(chain[1:-1])  # inside the chain (a parent and a child), the largest digest of all
+    assert root > max(chain[0], chain[-1])
+    small = ledger.lineage(root, direction="both", max_nodes=2)
+    assert len(small.edges) == 1 and root in (small.edges[0]["src"], small.edges[0]["dst"])
+    three = ledger.lineage(root, direction="both", max_nodes=3)
+    assert len(three.edges) == 2 and all(root in (e["src"], e["dst"]) for e in three.edges)
+
+
+def test_max_nodes_above_the_graph_elides_nothing(ledger: Ledger) -> None:
+    """A limit the graph fits in leaves it whole, with no ``elided`` counts."""
+    chain = _chain(ledger)
+    full = ledger.lineage(chain[0])
+    for limit in (len(chain), len(chain) + 5):
+        fits = ledger.lineage(chain[0], max_nodes=limit)
+        assert fits.elided is None and fits.edges == full.edges
+        assert "more node(s)" not in fits.render("tree")
+
+
+# --- naming ------------------------------------------------------------------------------------
+
+
+def test_an_ambiguous_prefix_lists_ten_candidates_and_says_when_there_are_more(ledger: Ledger) -> None:
+    """Exactly ten matches are all listed; beyond ten, ten are listed and the message says there are more."""
+    prefix = "cafe0123"
+    digests = [prefix + f"{i:02x}" + "0" * 54 for i in range(12)]
+    with bind(run_id="run-p"):
+        for digest in digests[:10]:
+            ledger.append({"event_type": "artifact", "op": "put", "location": f"s3://b/{digest}", "digest": digest})
+    with pytest.raises(AmbiguousNodeError, match=f"'{prefix}' matches 10 nodes: ") as ten:
+        ledger.lineage(prefix)
+    assert all(d in str(ten.value) for d in digests[:10]) and "more" not in str(ten.value)
+    with bind(run_id="run-p"):
+        for digest in digests[10:]:
+            ledger.append({"event_type": "artifact", "op": "put", "location": f"s3://b/{digest}", "digest": digest})
+    with pytest.raises(AmbiguousNodeError, match="and more") as many:
+        ledger.lineage(prefix)
+    assert sum(d in str(many.value) for d in digests) == 10
+
+
+# --- the whole ledger --------------------------------------------------------------------------
+
+
+def test_the_whole_ledger_graph_has_every_flow_edge_at_depth_zero_and_every_artifact(ledger: Ledger) -> None:
+    """``lineage(None)``: every data-flow edge (depth 0, downward), both directions, and as nodes every
+    artifact, those only a run made or used included."""
+    with bind(run_id="run-w"):
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///in", "digest": D["a"]})
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///mid", "digest": D["b"],
+                       "inputs": [D["a"]]})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///out", "digest": D["c"],
+                       "inputs": [D["b"]]})  # fmt: skip
+    with bind(run_id="run-v"):
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///alone-in", "digest": D["d"]})
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/alone-out", "digest": D["e"]})
+    whole = ledger.lineage(None)
+    assert whole.root is None and whole.direction == "both"
+    assert {(e["src"], e["dst"], e["depth"], e["direction"]) for e in whole.edges} == {
+        (D["a"], D["b"], 0, "down"), (D["b"], D["c"], 0, "down"),
+    }  # fmt: skip
+    artifacts = {n for n, info in whole.nodes.items() if info["kind"] == "artifact"}
+    assert artifacts == {D["a"], D["b"], D["c"], D["d"], D["e"]}
+    assert {n for n, info in whole.nodes.items() if info["kind"] == "run"} == {"run-w", "run-v"}
+    assert whole.nodes[D["d"]]["used_by"] == ["run-v"] and whole.nodes[D["e"]]["generated_by"] == ["run-v"]
