@@ -184,6 +184,25 @@ def test_a_tree_shows_ancestors_unless_asked_for_descendants() -> None:
     assert "c.csv" in graph.to_tree("down") and "a.csv" not in graph.to_tree("down")
 
 
+def test_a_label_is_the_node_s_own_else_made_from_its_name_or_location() -> None:
+    """A node's ``label`` wins; else name and short digest; a node the graph does not describe still gets one."""
+    graph = LineageGraph(
+        root=D["a"],
+        nodes={
+            D["a"]: {"kind": "artifact", "label": "chosen", "name": "ignored"},
+            D["b"]: {"kind": "artifact", "name": "b.csv"},
+            D["c"]: {"kind": "artifact", "name": None, "locations": ["s3://b/dir/c.parquet/"]},
+            "run-r": {"kind": "run", "label": ""},
+        },
+    )
+    assert graph.label(D["a"]) == "chosen"
+    assert graph.label(D["b"]) == f"b.csv ({D['b'][:12]})"
+    assert graph.label(D["c"]) == f"c.parquet ({D['c'][:12]})"
+    assert graph.label("run-r") == "run-r"
+    assert graph.label(D["d"]) == D["d"][:12]  # not in the graph at all
+    assert graph.label("s3://b/x/y.txt") == "y.txt"
+
+
 # --- node limits -------------------------------------------------------------------------------
 
 
@@ -280,3 +299,19 @@ def test_the_whole_ledger_graph_has_every_flow_edge_at_depth_zero_and_every_arti
     assert artifacts == {D["a"], D["b"], D["c"], D["d"], D["e"]}
     assert {n for n, info in whole.nodes.items() if info["kind"] == "run"} == {"run-w", "run-v"}
     assert whole.nodes[D["d"]]["used_by"] == ["run-v"] and whole.nodes[D["e"]]["generated_by"] == ["run-v"]
+
+
+def test_the_whole_ledger_graph_is_the_same_before_and_after_compaction(ledger: Ledger) -> None:
+    """Compaction changes where ``lineage(None)`` reads from, never what it returns."""
+    with bind(run_id="run-w", task_name="T", task_id="t-1"):
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///in", "digest": D["a"],
+                       "artifact_name": "in.csv", "size_bytes": 3})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/out", "digest": D["b"],
+                       "artifact_name": "out.csv", "size_bytes": 5})  # fmt: skip
+        ledger.append({"event_type": "cache", "op": "write", "function_name": "m.f", "digest": D["c"],
+                       "inputs": [D["b"]]})  # fmt: skip
+    before = ledger.lineage(None)
+    ledger.compact()
+    after = ledger.lineage(None)
+    assert after.nodes == before.nodes and after.edges == before.edges and after.context == before.context
+    assert before.nodes[D["b"]]["name"] == "out.csv" and before.nodes[D["c"]]["name"] == "m.f() result"
