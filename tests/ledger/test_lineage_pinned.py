@@ -315,3 +315,83 @@ def test_the_whole_ledger_graph_is_the_same_before_and_after_compaction(ledger: 
     after = ledger.lineage(None)
     assert after.nodes == before.nodes and after.edges == before.edges and after.context == before.context
     assert before.nodes[D["b"]]["name"] == "out.csv" and before.nodes[D["c"]]["name"] == "m.f() result"
+
+
+# --- describing nodes --------------------------------------------------------------------------
+
+
+def _described_run(ledger: Ledger) -> dict[str, str]:
+    """run-d (started with who and where, failed) uses in.csv in task fit and makes out.csv; a task known by
+    name only uses c and puts d; run-open, never finished, makes e from out.csv. Returns the named task's times."""
+    ledger.append({"event_type": "run", "op": "started", "run_id": "run-d",
+                   "attrs": {"project": "proj", "user": "ana", "host": "h1"}})  # fmt: skip
+    with bind(run_id="run-d", task_name="fit", task_id="t-fit"):
+        ledger.append({"event_type": "task", "op": "started", "attrs": {"task_id": "t-fit"}})
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///in.csv", "digest": D["a"],
+                       "artifact_name": "in.csv", "size_bytes": 3, "kind": "file"})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///out.csv", "digest": D["b"],
+                       "artifact_name": "out.csv", "size_bytes": 5, "kind": "file"})  # fmt: skip
+        ledger.append({"event_type": "task", "op": "finished", "attrs": {"task_id": "t-fit"}})
+    with bind(run_id="run-d", task_name="named"):
+        used = ledger.append({"event_type": "artifact", "op": "used", "location": "file:///c", "digest": D["c"]})
+        put = ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/d", "digest": D["d"]})
+    ledger.finish_run("run-d", "failed", {"error_type": "ValueError", "error": "bad row"})
+    with bind(run_id="run-open"):
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///e", "digest": D["e"],
+                       "inputs": [D["b"]]})  # fmt: skip
+    return {"first": str(used["timestamp"]), "last": str(put["timestamp"])}
+
+
+def test_runs_are_described_from_their_run_events(ledger: Ledger) -> None:
+    """A run node has the project, who and where of its start, and the status, error and times of its end."""
+    _described_run(ledger)
+    graph = ledger.lineage(D["b"], direction="both")
+    run = graph.nodes["run-d"]
+    times = ledger.query("SELECT started_at, finished_at FROM runs WHERE run_id = 'run-d'").to_pylist()[0]
+    assert {k: run[k] for k in ("kind", "label", "project", "status", "error_type", "error", "user", "host")} == {
+        "kind": "run", "label": "run-d", "project": "proj", "status": "failed", "error_type": "ValueError",
+        "error": "bad row", "user": "ana", "host": "h1",
+    }  # fmt: skip
+    assert run["started_at"] == times["started_at"] and run["finished_at"] == times["finished_at"]
+    assert run["started_at"] is not None and run["finished_at"] > run["started_at"]
+    still = graph.nodes["run-open"]  # no run event at all
+    assert (still["status"], still["started_at"], still["finished_at"], still["project"]) == ("running", None, None, None)
+
+
+def test_tasks_are_described_from_task_events_or_else_from_their_edges(ledger: Ledger) -> None:
+    """A task with task events has their times and status; one known by name only spans its edges' times."""
+    times = _described_run(ledger)
+    graph = ledger.lineage("run-d", direction="both")
+    fit = graph.tasks["run-d/t-fit"]
+    assert (fit["run_id"], fit["task_id"], fit["task_name"], fit["status"]) == ("run-d", "t-fit", "fit", "finished")
+    assert fit["started_at"] is not None and fit["ended_at"] > fit["started_at"]
+    named = graph.tasks["run-d/named"]
+    assert (named["task_name"], named["status"]) == ("named", None)
+    assert (str(named["started_at"]), str(named["ended_at"])) == (times["first"], times["last"])
+    assert set(graph.tasks) == {"run-d/t-fit", "run-d/named"}
+
+
+def test_artifacts_are_described_by_name_locations_size_and_kind(ledger: Ledger) -> None:
+    """An artifact node has its name, every location, size and kind; of values that differ the smallest,
+    whether the events were compacted or not."""
+    _described_run(ledger)
+    graph = ledger.lineage(D["b"], direction="both")
+    out = graph.nodes[D["b"]]
+    assert (out["name"], out["locations"], out["size_bytes"], out["artifact_kind"]) == (
+        "out.csv", ["file:///out.csv"], 5, "file",
+    )  # fmt: skip
+    assert (out["generated_by"], out["used_by"]) == (["run-d"], ["run-open"])
+    ledger.compact()
+    with bind(run_id="run-late"):  # the same bytes again, later, elsewhere, under other words
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/copy", "digest": D["b"],
+                       "artifact_name": "a-copy.csv", "size_bytes": 5, "kind": "blob"})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/zz", "digest": D["b"],
+                       "artifact_name": "zz.csv", "kind": "zz"})  # fmt: skip
+    for graph in (ledger.lineage(D["b"], direction="both"), ledger.lineage(None)):
+        out = graph.nodes[D["b"]]
+        assert (out["name"], out["locations"], out["size_bytes"], out["artifact_kind"]) == (
+            "a-copy.csv", ["file:///out.csv", "s3://b/copy", "s3://b/zz"], 5, "blob",
+        )  # fmt: skip
+        assert out["generated_by"] == ["run-d", "run-late"]
+    unknown = ledger.lineage(D["e"]).nodes[D["e"]]
+    assert (unknown["name"], unknown["size_bytes"], unknown["artifact_kind"]) == (None, None, None)
