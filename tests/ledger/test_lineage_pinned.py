@@ -395,3 +395,90 @@ def test_artifacts_are_described_by_name_locations_size_and_kind(ledger: Ledger)
         assert out["generated_by"] == ["run-d", "run-late"]
     unknown = ledger.lineage(D["e"]).nodes[D["e"]]
     assert (unknown["name"], unknown["size_bytes"], unknown["artifact_kind"]) == (None, None, None)
+
+
+# --- the walk ----------------------------------------------------------------------------------
+
+
+def _shortcut(ledger: Ledger) -> None:
+    """y -> b -> d -> c declared (derived_from), and b -> c through one task (derived_in_task): a shortcut."""
+    with bind(run_id="run-s"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/y", "digest": D["g"]})
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/b", "digest": D["b"],
+                       "inputs": [D["g"]]})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/d", "digest": D["d"],
+                       "inputs": [D["b"]]})  # fmt: skip
+    with bind(run_id="run-s", task_name="T", task_id="t-1"):
+        ledger.append({"event_type": "artifact", "op": "used", "location": "s3://b/b", "digest": D["b"]})
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/c", "digest": D["c"],
+                       "inputs": [D["d"]]})  # fmt: skip
+
+
+def _depths(graph: LineageGraph) -> set[tuple[str, str, str, int]]:
+    return {(e["src"], e["relation"], e["dst"], e["depth"]) for e in graph.edges}
+
+
+@pytest.mark.parametrize("compacted", [False, True])
+def test_a_walk_restricted_to_some_relations_takes_no_shortcut_through_others(ledger: Ledger, compacted: bool) -> None:
+    """Depths count edges of the chosen relations only, whatever other walks the same reader made before."""
+    _shortcut(ledger)
+    if compacted:
+        ledger.compact()
+    every = {(D["d"], "derived_from", D["c"], 1), (D["b"], "derived_in_task", D["c"], 1),
+             (D["b"], "derived_from", D["d"], 2), (D["g"], "derived_from", D["b"], 2)}  # fmt: skip
+    declared = {(D["d"], "derived_from", D["c"], 1), (D["b"], "derived_from", D["d"], 2),
+                (D["g"], "derived_from", D["b"], 3)}  # fmt: skip
+    for _ in range(2):  # each order, twice: a reader keeps what it built for a walk
+        assert _depths(ledger.lineage(D["c"])) == every
+        assert _depths(ledger.lineage(D["c"], relations=["derived_from"])) == declared
+        assert _depths(ledger.lineage(D["c"], relations=["derived_in_task"])) == {(D["b"], "derived_in_task", D["c"], 1)}
+    down = {(D["g"], "derived_from", D["b"], 1), (D["b"], "derived_from", D["d"], 2),
+            (D["d"], "derived_from", D["c"], 3)}  # fmt: skip
+    assert _depths(ledger.lineage(D["g"], direction="down", relations=["derived_from"])) == down
+    assert _depths(ledger.lineage(D["g"], direction="down", depth=2, relations=["derived_from"])) == {
+        e for e in down if e[3] <= 2
+    }
+
+
+def test_relations_are_checked_and_repeats_ignored(ledger: Ledger) -> None:
+    """A repeated relation counts once; an empty list or an unknown name is refused, naming the valid ones."""
+    _shortcut(ledger)
+    once = ledger.lineage(D["c"], relations=["derived_from", "derived_from"])
+    assert _depths(once) == _depths(ledger.lineage(D["c"], relations=["derived_from"]))
+    from scalable.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="list is empty.*derived_from, derived_in_task"):
+        ledger.lineage(D["c"], relations=[])
+    with pytest.raises(ConfigError, match="'sideways'.*generated, used"):
+        ledger.lineage(D["c"], relations=["derived_from", "sideways"])
+    with pytest.raises(ConfigError, match="direction 'left' is not one of up, down, both"):
+        ledger.lineage(D["c"], direction="left")
+
+
+# --- what a user names -------------------------------------------------------------------------
+
+
+def test_a_run_id_is_read_before_an_artifact_name_and_a_name_before_a_prefix(ledger: Ledger) -> None:
+    """Readings in order: a run id beats an artifact of that name; a name beats a digest prefix it looks like."""
+    with bind(run_id="run-q"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/q", "digest": D["a"],
+                       "artifact_name": "run-q"})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/h", "digest": D["b"],
+                       "artifact_name": D["c"][:10]})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/c", "digest": D["c"]})
+    graph = ledger.lineage("run-q")
+    assert graph.root == "run-q" and graph.nodes["run-q"]["kind"] == "run"
+    assert ledger.lineage(D["c"][:10]).root == D["b"]  # the name, though it is also a prefix of c
+    assert ledger.lineage(D["c"][:11]).root == D["c"]
+
+
+def test_a_location_with_no_digest_is_a_node_of_its_own(ledger: Ledger) -> None:
+    """A location only named as an input, or recorded without a digest, resolves to itself."""
+    with bind(run_id="run-l"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/out", "digest": D["a"],
+                       "inputs": ["s3://b/never-recorded"]})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "used", "location": "s3://b/no-digest"})
+    graph = ledger.lineage("s3://b/never-recorded", direction="down")
+    assert graph.root == "s3://b/never-recorded" and graph.descendants() == {D["a"]}
+    assert graph.nodes["s3://b/never-recorded"]["locations"] == ["s3://b/never-recorded"]
+    assert ledger.lineage("s3://b/no-digest").root == "s3://b/no-digest"
