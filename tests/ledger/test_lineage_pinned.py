@@ -482,3 +482,68 @@ def test_a_location_with_no_digest_is_a_node_of_its_own(ledger: Ledger) -> None:
     assert graph.root == "s3://b/never-recorded" and graph.descendants() == {D["a"]}
     assert graph.nodes["s3://b/never-recorded"]["locations"] == ["s3://b/never-recorded"]
     assert ledger.lineage("s3://b/no-digest").root == "s3://b/no-digest"
+
+
+# --- a walk's graph ----------------------------------------------------------------------------
+
+
+def _triples_at(graph: LineageGraph, depth: int | None = None) -> set[tuple[str, str, str]]:
+    return {(e["src"], e["relation"], e["dst"]) for e in graph.edges if depth is None or e["depth"] == depth}
+
+
+def test_a_run_s_first_step_follows_the_direction_and_the_chosen_relations(ledger: Ledger) -> None:
+    """Up from a run: what it generated and used; down: what it generated only; each only when chosen."""
+    from tests.ledger.test_lineage import _workflow
+
+    _workflow(ledger)
+    made, inputs = {("run-2", "generated", D["e"])}, {(D["b"], "used", "run-2"), (D["c"], "used", "run-2")}
+    assert _triples_at(ledger.lineage("run-2"), 1) == made | inputs
+    assert _triples_at(ledger.lineage("run-2", direction="down"), 1) == made
+    assert _triples_at(ledger.lineage("run-2", relations=["used"])) == inputs
+    assert _triples_at(ledger.lineage("run-2", relations=["generated"])) == made
+    both = ledger.lineage("run-2", direction="both")
+    assert {e["direction"] for e in both.edges if e["relation"] == "used"} == {"up"}
+    assert {e["direction"] for e in both.edges if e["relation"] == "generated"} == {"up", "down"}
+    assert "run-2" in both.nodes and both.nodes["run-2"]["kind"] == "run" and "generated_by" not in both.nodes["run-2"]
+
+
+def test_a_graph_s_edges_are_ordered_by_depth_then_direction_and_its_context_by_time(ledger: Ledger) -> None:
+    """Walked edges come nearest first (up before down on ties), each once per direction; context: the
+    artifacts' generations and uses oldest first, then the reuse between the graph's runs."""
+    from tests.ledger.test_lineage import _workflow
+
+    _workflow(ledger)
+    graph = ledger.lineage(D["c"], direction="both")
+    order = [(e["depth"], e["direction"], e["src"], e["dst"], e["relation"]) for e in graph.edges]
+    assert order == sorted(order) and len(order) == len(set(order))
+    assert {(e["src"], e["dst"], e["direction"]) for e in graph.edges} == {
+        (D["b"], D["c"], "up"), (D["a"], D["b"], "up"), (D["c"], D["d"], "down"), (D["c"], D["e"], "down"),
+    }  # fmt: skip
+    times = [(e["timestamp"], e["src"], e["dst"], e["relation"]) for e in graph.context[:-1]]
+    assert times == sorted(times) and len(times) == len(set(times)) and "reused" not in {t[3] for t in times}
+    last = graph.context[-1]
+    assert (last["src"], last["relation"], last["dst"]) == ("run-1", "reused", "run-2")
+    alone = ledger.lineage(D["d"], depth=1)  # only run 1 made or used c and d: no reuse between runs shown
+    assert "reused" not in {e["relation"] for e in alone.context}
+    assert {n for n, i in alone.nodes.items() if i["kind"] == "run"} == {"run-1"}
+
+
+def test_the_run_level_graph_is_made_from_the_whole_walk_whatever_relations_it_shows(ledger: Ledger) -> None:
+    """``runs_only`` with relations walks every data edge, then keeps the run edges of those relations."""
+    from tests.ledger.test_lineage import _workflow
+
+    _workflow(ledger)
+    assert _triples_at(ledger.lineage(D["e"], runs_only=True, relations=["reused"])) == {("run-1", "reused", "run-2")}
+    assert _triples_at(ledger.lineage(D["e"], runs_only=True, relations=["informed"])) == {
+        ("run-1", "informed", "run-2")
+    }
+    assert ledger.lineage(D["e"], runs_only=True, relations=["derived_from"]).edges == []
+
+
+def test_a_cut_graph_describes_only_the_nodes_it_kept(ledger: Ledger) -> None:
+    """With ``max_nodes`` the nodes, context and runs are those of the kept part of the walk."""
+    chain = _chain(ledger)
+    small = ledger.lineage(chain[0], max_nodes=2)
+    artifacts = {n for n, info in small.nodes.items() if info["kind"] == "artifact"}
+    assert artifacts == {chain[0], chain[1]}
+    assert {e["dst"] for e in small.context if e["relation"] == "generated"} == artifacts
