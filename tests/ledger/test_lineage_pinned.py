@@ -547,3 +547,52 @@ def test_a_cut_graph_describes_only_the_nodes_it_kept(ledger: Ledger) -> None:
     artifacts = {n for n, info in small.nodes.items() if info["kind"] == "artifact"}
     assert artifacts == {chain[0], chain[1]}
     assert {e["dst"] for e in small.context if e["relation"] == "generated"} == artifacts
+
+
+def test_a_running_task_and_run_have_no_end_yet(ledger: Ledger) -> None:
+    """A task started and not finished is ``running`` with no end, though it has edges; so is its run."""
+    ledger.append({"event_type": "run", "op": "started", "run_id": "run-live", "attrs": {"project": "live"}})
+    with bind(run_id="run-live", task_name="open", task_id="t-open"):
+        started = ledger.append({"event_type": "task", "op": "started", "attrs": {"task_id": "t-open"}})
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///in", "digest": D["a"]})
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///out", "digest": D["b"]})
+    graph = ledger.lineage(D["b"])
+    task = graph.tasks["run-live/t-open"]
+    assert (task["task_name"], task["status"], task["ended_at"]) == ("open", "running", None)
+    assert str(task["started_at"]) == str(started["timestamp"])
+    run = graph.nodes["run-live"]
+    assert (run["project"], run["status"], run["finished_at"]) == ("live", "running", None)
+    assert run["started_at"] is not None
+
+
+def test_quotes_in_task_ids_names_and_locations_are_data_not_sql(ledger: Ledger) -> None:
+    """Task ids, names and locations (node ids of versions with no digest) with quotes are described and walked."""
+    with bind(run_id="run-q", task_name="it's", task_id="t'1"):
+        ledger.append({"event_type": "task", "op": "started", "attrs": {"task_id": "t'1"}})
+        ledger.append({"event_type": "artifact", "op": "used", "location": "file:///in'put",
+                       "artifact_name": "in'put"})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "recorded", "location": "file:///it's", "digest": D["b"],
+                       "artifact_name": "it's.csv"})  # fmt: skip
+        ledger.append({"event_type": "task", "op": "finished", "attrs": {"task_id": "t'1"}})
+    graph = ledger.lineage("file:///it's")
+    assert graph.root == D["b"] and graph.ancestors() == {"file:///in'put"}
+    assert graph.nodes["file:///in'put"]["name"] == "in'put" and graph.nodes["file:///in'put"]["used_by"] == ["run-q"]
+    assert graph.nodes[D["b"]]["name"] == "it's.csv"
+    assert graph.tasks["run-q/t'1"]["status"] == "finished" and graph.tasks["run-q/t'1"]["task_name"] == "it's"
+    assert ledger.lineage("in'put", direction="down").descendants() == {D["b"]}
+
+
+def test_bytes_both_stored_and_cached_are_described_as_the_artifact(ledger: Ledger) -> None:
+    """A digest that is a cache value and a stored file too takes the file's description."""
+    with bind(run_id="run-x"):
+        ledger.append({"event_type": "cache", "op": "write", "function_name": "m.f", "digest": D["a"], "size_bytes": 4})
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/f.bin", "digest": D["a"],
+                       "artifact_name": "f.bin", "size_bytes": 4, "inputs": [D["b"]]})  # fmt: skip
+        ledger.append({"event_type": "cache", "op": "write", "function_name": "m.g", "digest": D["c"], "size_bytes": 9,
+                       "inputs": [D["a"]]})  # fmt: skip
+    graph = ledger.lineage(D["c"])
+    both, cached = graph.nodes[D["a"]], graph.nodes[D["c"]]
+    assert (both["name"], both["locations"], both["artifact_kind"]) == ("f.bin", ["s3://b/f.bin"], None)
+    assert (cached["name"], cached["locations"], cached["size_bytes"], cached["artifact_kind"]) == (
+        "m.g() result", [], 9, "cache",
+    )  # fmt: skip
