@@ -290,13 +290,16 @@ def test_the_whole_ledger_graph_has_every_flow_edge_at_depth_zero_and_every_arti
     with bind(run_id="run-v"):
         ledger.append({"event_type": "artifact", "op": "used", "location": "file:///alone-in", "digest": D["d"]})
         ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/alone-out", "digest": D["e"]})
+        # h: named as an input only, never recorded
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/f", "digest": D["f"],
+                       "inputs": [D["h"]]})  # fmt: skip
     whole = ledger.lineage(None)
     assert whole.root is None and whole.direction == "both"
     assert {(e["src"], e["dst"], e["depth"], e["direction"]) for e in whole.edges} == {
-        (D["a"], D["b"], 0, "down"), (D["b"], D["c"], 0, "down"),
+        (D["a"], D["b"], 0, "down"), (D["b"], D["c"], 0, "down"), (D["h"], D["f"], 0, "down"),
     }  # fmt: skip
     artifacts = {n for n, info in whole.nodes.items() if info["kind"] == "artifact"}
-    assert artifacts == {D["a"], D["b"], D["c"], D["d"], D["e"]}
+    assert artifacts == {D["a"], D["b"], D["c"], D["d"], D["e"], D["f"], D["h"]}
     assert {n for n, info in whole.nodes.items() if info["kind"] == "run"} == {"run-w", "run-v"}
     assert whole.nodes[D["d"]]["used_by"] == ["run-v"] and whole.nodes[D["e"]]["generated_by"] == ["run-v"]
 
