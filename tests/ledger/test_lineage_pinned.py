@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -599,3 +600,24 @@ def test_bytes_both_stored_and_cached_are_described_as_the_artifact(ledger: Ledg
     assert (cached["name"], cached["locations"], cached["size_bytes"], cached["artifact_kind"]) == (
         "m.g() result", [], 9, "cache",
     )  # fmt: skip
+
+
+def test_a_version_the_ledger_only_saw_deleted_is_known_with_no_lineage(ledger: Ledger) -> None:
+    """A digest recorded only by a deletion is in the ledger: its graph is empty, not "not found"."""
+    with bind(run_id="run-del"):
+        ledger.append({"event_type": "artifact", "op": "deleted", "location": "s3://b/gone", "digest": D["a"]})
+    graph = ledger.lineage(D["a"], direction="both")
+    assert graph.root == D["a"] and graph.edges == [] and graph.context == []
+    assert graph.nodes[D["a"]]["locations"] == ["s3://b/gone"]
+
+
+def test_a_uri_is_never_read_as_a_local_path(ledger: Ledger, isolated: Path) -> None:
+    """``s3://b/x`` names that object even when a local folder called ``s3:`` holds a recorded ``b/x``."""
+    from scalable.uris import path_to_uri
+
+    local = isolated / "s3:" / "b" / "x"
+    with bind(run_id="run-u"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/x", "digest": D["a"]})
+        ledger.append({"event_type": "artifact", "op": "put", "location": path_to_uri(local), "digest": D["b"]})
+    assert ledger.lineage("s3://b/x").root == D["a"]
+    assert ledger.lineage(str(local)).root == D["b"]
