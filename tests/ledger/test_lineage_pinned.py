@@ -621,3 +621,15 @@ def test_a_uri_is_never_read_as_a_local_path(ledger: Ledger, isolated: Path) -> 
         ledger.append({"event_type": "artifact", "op": "put", "location": path_to_uri(local), "digest": D["b"]})
     assert ledger.lineage("s3://b/x").root == D["a"]
     assert ledger.lineage(str(local)).root == D["b"]
+
+
+def test_bad_limits_are_named_with_their_value(ledger: Ledger) -> None:
+    """A depth or node limit below one is refused, naming the value given."""
+    from scalable.errors import ConfigError
+
+    _shortcut(ledger)
+    with pytest.raises(ConfigError, match=r"^depth 0 must be at least 1$"):
+        ledger.lineage(D["c"], depth=0)
+    with pytest.raises(ConfigError, match=r"^max_nodes -2 must be at least 1$"):
+        ledger.lineage(D["c"], max_nodes=-2)
+    assert len(ledger.lineage(D["c"], depth=1, max_nodes=1).nodes) == 2  # the root, and its run
