@@ -633,3 +633,54 @@ def test_bad_limits_are_named_with_their_value(ledger: Ledger) -> None:
     with pytest.raises(ConfigError, match=r"^max_nodes -2 must be at least 1$"):
         ledger.lineage(D["c"], max_nodes=-2)
     assert len(ledger.lineage(D["c"], depth=1, max_nodes=1).nodes) == 2  # the root, and its run
+
+
+def test_a_walk_without_a_depth_stops_at_one_hundred_edges(ledger: Ledger) -> None:
+    """No depth given means at most 100 edges from the node; a larger depth goes further."""
+    chain = [f"{i:064x}" for i in range(103)]
+    with bind(run_id="run-long"):
+        for i, digest in enumerate(chain):
+            ledger.append({"event_type": "artifact", "op": "recorded", "location": f"file:///v/{i}", "digest": digest,
+                           "inputs": [chain[i - 1]] if i else None})  # fmt: skip
+    assert max(e["depth"] for e in ledger.lineage(chain[-1]).edges) == 100
+    assert len(ledger.lineage(chain[-1]).ancestors()) == 100
+    assert len(ledger.lineage(chain[-1], depth=102).ancestors()) == 102
+
+
+def test_from_a_run_the_data_flow_starts_one_edge_out(ledger: Ledger) -> None:
+    """A run's own edges are depth 1, so the data flow from its artifacts starts at depth 2."""
+    from tests.ledger.test_lineage import _workflow
+
+    _workflow(ledger)
+    graph = ledger.lineage("run-2", depth=2)
+    assert {e["depth"] for e in graph.edges if e["relation"] in ("generated", "used")} == {1}
+    assert {e["depth"] for e in graph.edges if e["relation"].startswith("derived")} == {2}
+    assert (D["a"], "derived_in_task", D["b"]) in _triples_at(graph)
+
+
+def test_reuse_is_shown_only_between_runs_the_graph_holds(ledger: Ledger) -> None:
+    """A run that reused another's value shows that reuse only when the other run is in the graph too."""
+    from tests.ledger.test_lineage import _workflow
+
+    _workflow(ledger)
+    narrow = ledger.lineage(D["e"], relations=["derived_from"])  # e has no declared inputs: e and run 2 only
+    assert narrow.edges == [] and {n for n, i in narrow.nodes.items() if i["kind"] == "run"} == {"run-2"}
+    assert "reused" not in {e["relation"] for e in narrow.context}
+
+
+def test_as_of_describes_nodes_as_they_were_then_even_when_compacted(ledger: Ledger) -> None:
+    """A later copy under another name changes a node's description now, never as of before it."""
+    with bind(run_id="run-t"):
+        first = ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/z.csv", "digest": D["a"],
+                               "artifact_name": "z.csv", "size_bytes": 7})  # fmt: skip
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/y", "digest": D["b"],
+                       "inputs": [D["a"]]})  # fmt: skip
+    with bind(run_id="run-later"):
+        ledger.append({"event_type": "artifact", "op": "put", "location": "s3://b/a.csv", "digest": D["a"],
+                       "artifact_name": "a.csv", "size_bytes": 7})  # fmt: skip
+    ledger.compact()
+    before = ledger.lineage(D["a"], direction="down", as_of=str(first["timestamp"]))
+    assert (before.nodes[D["a"]]["name"], before.nodes[D["a"]]["locations"]) == ("z.csv", ["s3://b/z.csv"])
+    assert before.nodes[D["a"]]["generated_by"] == ["run-t"]
+    now = ledger.lineage(D["a"], direction="down")
+    assert (now.nodes[D["a"]]["name"], now.nodes[D["a"]]["locations"]) == ("a.csv", ["s3://b/a.csv", "s3://b/z.csv"])
