@@ -63,7 +63,7 @@ def test_a_version_made_only_after_it_was_used_informed_nobody() -> None:
 
 
 def test_made_at_the_very_time_it_was_used_counts_as_made_before() -> None:
-    """"No later than that edge": a generation at the same timestamp informs."""
+    """A generation at the very timestamp of the use counts: made "no later than that edge"."""
     graph = LineageGraph(root=D["b"], edges=[_edge(D["a"], D["b"], "run-b", T2)], context=[_made("run-a", D["a"], T2)])
     assert _triples(graph.runs_only()) == {("run-a", "informed", "run-b")}
 
@@ -82,7 +82,10 @@ def test_a_cached_value_is_reused_and_a_file_informs_never_both() -> None:
     """The relation follows what the node is: a cache value gives ``reused``, anything else ``informed``."""
     edges = [_edge(D["a"], D["c"], "run-b", T2), _edge(D["b"], D["c"], "run-b", T2)]
     context = [_made("run-a", D["a"], T1), _made("run-z", D["b"], T1)]
-    nodes = {D["a"]: {"kind": "artifact", "artifact_kind": "cache"}, D["b"]: {"kind": "artifact", "artifact_kind": None}}
+    nodes = {
+        D["a"]: {"kind": "artifact", "artifact_kind": "cache"},
+        D["b"]: {"kind": "artifact", "artifact_kind": None},
+    }
     graph = LineageGraph(root=D["c"], nodes=nodes, edges=edges, context=context)
     assert _triples(graph.runs_only()) == {("run-a", "reused", "run-b"), ("run-z", "informed", "run-b")}
 
@@ -359,7 +362,12 @@ def test_runs_are_described_from_their_run_events(ledger: Ledger) -> None:
     assert run["started_at"] == times["started_at"] and run["finished_at"] == times["finished_at"]
     assert run["started_at"] is not None and run["finished_at"] > run["started_at"]
     still = graph.nodes["run-open"]  # no run event at all
-    assert (still["status"], still["started_at"], still["finished_at"], still["project"]) == ("running", None, None, None)
+    assert (still["status"], still["started_at"], still["finished_at"], still["project"]) == (
+        "running",
+        None,
+        None,
+        None,
+    )
 
 
 def test_tasks_are_described_from_task_events_or_else_from_their_edges(ledger: Ledger) -> None:
@@ -435,7 +443,9 @@ def test_a_walk_restricted_to_some_relations_takes_no_shortcut_through_others(le
     for _ in range(2):  # each order, twice: a reader keeps what it built for a walk
         assert _depths(ledger.lineage(D["c"])) == every
         assert _depths(ledger.lineage(D["c"], relations=["derived_from"])) == declared
-        assert _depths(ledger.lineage(D["c"], relations=["derived_in_task"])) == {(D["b"], "derived_in_task", D["c"], 1)}
+        assert _depths(ledger.lineage(D["c"], relations=["derived_in_task"])) == {
+            (D["b"], "derived_in_task", D["c"], 1)
+        }
     down = {(D["g"], "derived_from", D["b"], 1), (D["b"], "derived_from", D["d"], 2),
             (D["d"], "derived_from", D["c"], 3)}  # fmt: skip
     assert _depths(ledger.lineage(D["g"], direction="down", relations=["derived_from"])) == down
@@ -451,9 +461,9 @@ def test_relations_are_checked_and_repeats_ignored(ledger: Ledger) -> None:
     assert _depths(once) == _depths(ledger.lineage(D["c"], relations=["derived_from"]))
     from scalable.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="list is empty.*derived_from, derived_in_task"):
+    with pytest.raises(ConfigError, match=r"list is empty.*derived_from, derived_in_task"):
         ledger.lineage(D["c"], relations=[])
-    with pytest.raises(ConfigError, match="'sideways'.*generated, used"):
+    with pytest.raises(ConfigError, match=r"'sideways'.*generated, used"):
         ledger.lineage(D["c"], relations=["derived_from", "sideways"])
     with pytest.raises(ConfigError, match="direction 'left' is not one of up, down, both"):
         ledger.lineage(D["c"], direction="left")
