@@ -306,6 +306,10 @@ def test_the_whole_ledger_graph_has_every_flow_edge_at_depth_zero_and_every_arti
     assert artifacts == {D["a"], D["b"], D["c"], D["d"], D["e"], D["f"], D["h"]}
     assert {n for n, info in whole.nodes.items() if info["kind"] == "run"} == {"run-w", "run-v"}
     assert whole.nodes[D["d"]]["used_by"] == ["run-v"] and whole.nodes[D["e"]]["generated_by"] == ["run-v"]
+    assert whole.nodes[D["h"]] == {
+        "kind": "artifact", "name": None, "locations": [], "size_bytes": None, "artifact_kind": None,
+        "generated_by": [], "used_by": ["run-v"], "label": D["h"][:12],
+    }  # fmt: skip
 
 
 def test_the_whole_ledger_graph_is_the_same_before_and_after_compaction(ledger: Ledger) -> None:
@@ -694,3 +698,44 @@ def test_as_of_describes_nodes_as_they_were_then_even_when_compacted(ledger: Led
     assert before.nodes[D["a"]]["generated_by"] == ["run-t"]
     now = ledger.lineage(D["a"], direction="down")
     assert (now.nodes[D["a"]]["name"], now.nodes[D["a"]]["locations"]) == ("a.csv", ["s3://b/a.csv", "s3://b/z.csv"])
+
+
+NOT_FOUND = (
+    "{!r} is not a digest, digest prefix, location, path, artifact name or run id in the ledger{}; "
+    'find one with: scalable ledger query "SELECT artifact_name, digest, location FROM artifacts"'
+)
+
+
+def test_what_names_nothing_or_several_nodes_is_told_in_full(ledger: Ledger) -> None:
+    """The messages say what was tried, list the candidates, and say what to give instead."""
+    from scalable.errors import NodeNotFoundError
+
+    with bind(run_id="run-m"):
+        for where in ("s3://b/one/m.csv", "s3://b/two/m.csv"):
+            ledger.append({"event_type": "artifact", "op": "put", "location": where, "digest": D["a"] if "one" in where
+                           else D["b"], "artifact_name": "m.csv"})  # fmt: skip
+    with pytest.raises(AmbiguousNodeError) as several:
+        ledger.lineage("m.csv")
+    assert str(several.value) == (
+        f"'m.csv' matches 2 nodes: {D['b']} (the version of 'm.csv' at s3://b/two/m.csv); "
+        f"{D['a']} (the version of 'm.csv' at s3://b/one/m.csv); give a full digest, a longer prefix or the location"
+    )
+    for text, hint in (("abc", " (a digest prefix needs at least 8 hex characters)"), ("xyz", ""),
+                       ("deadbeef00", ""), ("s3://b/none", "")):  # fmt: skip
+        with pytest.raises(NodeNotFoundError) as missing:
+            ledger.lineage(text)
+        assert str(missing.value) == NOT_FOUND.format(text, hint), text
+    with pytest.raises(NodeNotFoundError) as unknown:
+        ledger.lineage(D["k"])
+    assert str(unknown.value) == NOT_FOUND.format(D["k"], "")
+
+
+def test_a_graph_remembers_the_ledger_and_time_it_was_read_from(ledger: Ledger) -> None:
+    """``source`` is the ledger and ``as_of`` of the read, for exports that look up more there."""
+    _shortcut(ledger)
+    when = ledger.query("SELECT max(timestamp) FROM events").column(0)[0].as_py()
+    graph = ledger.lineage(D["c"], as_of=str(when))
+    assert graph.source is not None and graph.source[0] is ledger and graph.source[1] == str(when)
+    assert ledger.lineage(D["c"]).source == (ledger, None)
+    runs = ledger.lineage(D["c"], runs_only=True)
+    assert runs.source is None or runs.source == (ledger, None)
