@@ -262,21 +262,24 @@ def test_max_nodes_above_the_graph_elides_nothing(ledger: Ledger) -> None:
 
 
 def test_an_ambiguous_prefix_lists_ten_candidates_and_says_when_there_are_more(ledger: Ledger) -> None:
-    """Exactly ten matches are all listed; beyond ten, ten are listed and the message says there are more."""
+    """Exactly ten matches are counted and all listed; beyond ten, ten are listed and the count is a bound."""
     prefix = "cafe0123"
-    digests = [prefix + f"{i:02x}" + "0" * 54 for i in range(12)]
-    with bind(run_id="run-p"):
-        for digest in digests[:10]:
-            ledger.append({"event_type": "artifact", "op": "put", "location": f"s3://b/{digest}", "digest": digest})
-    with pytest.raises(AmbiguousNodeError, match=f"'{prefix}' matches 10 nodes: ") as ten:
+    digests = [prefix + f"{i:02x}" + "0" * 54 for i in range(13)]
+
+    def put(chosen: list[str]) -> None:
+        with bind(run_id="run-p"):
+            for digest in chosen:
+                ledger.append({"event_type": "artifact", "op": "put", "location": f"s3://b/{digest}", "digest": digest})
+
+    put(digests[:10])
+    with pytest.raises(AmbiguousNodeError, match=f"^'{prefix}' matches 10 nodes: ") as ten:
         ledger.lineage(prefix)
     assert all(d in str(ten.value) for d in digests[:10]) and "more" not in str(ten.value)
-    with bind(run_id="run-p"):
-        for digest in digests[10:]:
-            ledger.append({"event_type": "artifact", "op": "put", "location": f"s3://b/{digest}", "digest": digest})
-    with pytest.raises(AmbiguousNodeError, match="and more") as many:
-        ledger.lineage(prefix)
-    assert sum(d in str(many.value) for d in digests) == 10
+    for extra in (digests[10:11], digests[11:]):  # eleven, then thirteen
+        put(extra)
+        with pytest.raises(AmbiguousNodeError, match=f"^'{prefix}' matches more than 10 nodes: ") as many:
+            ledger.lineage(prefix)
+        assert [d for d in digests if d in str(many.value)] == digests[:10]
 
 
 # --- the whole ledger --------------------------------------------------------------------------
