@@ -740,3 +740,15 @@ def test_a_graph_remembers_the_ledger_and_time_it_was_read_from(ledger: Ledger) 
     graph = ledger.lineage(D["c"], as_of=str(when))
     assert graph.source is not None and graph.source[0] is ledger and graph.source[1] == str(when)
     assert ledger.lineage(D["c"]).source == (ledger, None)
+
+
+def test_an_unknown_digest_is_not_found_in_a_compacted_ledger_either(ledger: Ledger) -> None:
+    """Compaction changes nothing for a digest the ledger never saw: still "not found"."""
+    from scalable.errors import NodeNotFoundError
+
+    _shortcut(ledger)
+    ledger.compact()
+    with pytest.raises(NodeNotFoundError) as unknown:
+        ledger.lineage(D["k"], direction="both")
+    assert str(unknown.value) == NOT_FOUND.format(D["k"], "")
+    assert ledger.lineage(D["g"], direction="down").descendants() == {D["b"], D["c"], D["d"]}
