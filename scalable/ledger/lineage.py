@@ -291,9 +291,10 @@ def resolve_node(con: duckdb.DuckDBPyConnection, text: str) -> tuple[str, str]:
             return next(iter(found)), kind
         if found:
             listed = [f"{node} ({how})" for node, how in sorted(found.items())[:_CANDIDATES]]
-            more = " and more" if len(found) > _CANDIDATES else ""
+            # A prefix reading stops after one candidate more than are listed: its count is a bound.
+            count = f"more than {_CANDIDATES}" if len(found) > _CANDIDATES else str(len(found))
             raise AmbiguousNodeError(
-                f"{text!r} matches {len(found)} nodes{more}: {'; '.join(listed)}; give a full digest, a longer "
+                f"{text!r} matches {count} nodes: {'; '.join(listed)}; give a full digest, a longer "
                 "prefix or the location"
             )
     hint = (
