@@ -1250,3 +1250,23 @@ def test_an_implicit_run_another_process_sealed_is_left_at_close_and_not_reused(
     assert logs == [] and first.stream_path(run).read_bytes() == before
     with Ledger.open(*dirs) as second:
         assert second.append({"event_type": "cache", "op": "hit"})["run_id"] != run
+
+
+def test_a_deeply_nested_last_line_is_no_seal_and_costs_no_queued_event(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A last line of arrays nested past any parser's depth is garbage, not a seal: appends and queued events land."""
+    from scalable.ledger import log
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-deep"})
+    with ledger.stream_path("run-deep").open("ab") as other:
+        other.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-deep"})
+    ledger.append_async({"event_type": "cache", "op": "miss", "run_id": "run-next"})
+    ledger.flush()
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-deep"})
+    assert [e["op"] for e in _lines(ledger, "run-next")] == ["miss"]
+    put, garbage, *rest = ledger.stream_path("run-deep").read_bytes().splitlines()
+    assert garbage == b"[" * 100_000 + b"]" * 100_000
+    assert [json.loads(line)["op"] for line in (put, *rest)] == ["put", "hit", "get"]
