@@ -1173,21 +1173,25 @@ def test_appends_and_a_full_queue_leave_lost_batches_to_the_next_flush_and_write
 
     monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)  # only the calls below write the queue
     monkeypatch.setattr(log, "PENDING_LIMIT", 2)
-    for run in ("run-s", "run-r"):
+    sealed = ("run-s", "run-q", "run-r")
+    for run in sealed:
         ledger.append({"event_type": "artifact", "op": "put", "run_id": run})
     with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
-        other.finish_run("run-s")
-        other.finish_run("run-r")
+        for run in sealed:
+            other.finish_run(run)
     ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})  # the seal is not known here yet
     ledger.append_many([{"event_type": "cache", "op": "miss", "run_id": "run-t"}])  # writes the queue first
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-q"})
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t"})  # so does a single append
     ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-r"})
     ledger.append_async({"event_type": "artifact", "op": "get", "run_id": "run-t"})  # the queue is full: written
     ledger.finish_run("run-t")
-    assert [e["op"] for e in _lines(ledger, "run-t")] == ["miss", "get", "finished"]
-    with pytest.raises(LedgerError, match=r"not written \(1 of run 'run-s', 1 of run 'run-r'\): run 'run-s' is sealed"):
+    assert [e["op"] for e in _lines(ledger, "run-t")] == ["miss", "put", "get", "finished"]
+    lost = r"not written \(1 of run 'run-s', 1 of run 'run-q', 1 of run 'run-r'\): run 'run-s' is sealed"
+    with pytest.raises(LedgerError, match=lost):
         ledger.flush()
     ledger.flush()
-    for run in ("run-s", "run-r"):
+    for run in sealed:
         assert [e["op"] for e in _lines(ledger, run)] == ["put", "finished"]
 
 
