@@ -1274,3 +1274,21 @@ def test_a_deeply_nested_last_line_is_no_seal_and_costs_no_queued_event(
     put, garbage, *rest = ledger.stream_path("run-deep").read_bytes().splitlines()
     assert garbage == b"[" * 100_000 + b"]" * 100_000
     assert [json.loads(line)["op"] for line in (put, *rest)] == ["put", "hit", "get"]
+
+
+def test_an_events_id_carries_the_millisecond_of_its_timestamp(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UUIDv7 time of an event id is its timestamp's millisecond, even when each clock read is a millisecond on."""
+    import calendar
+    import time
+    from datetime import datetime
+
+    start, reads = time.time_ns(), iter(range(1, 1_000_000))
+    monkeypatch.setattr(time, "time_ns", lambda: start + next(reads) * 1_000_000)
+    written = [
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-ms"}),
+        *ledger.append_many([{"event_type": "cache", "op": "hit", "run_id": "run-ms"}] * 2),
+    ]
+    for event in written:
+        stamp = datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        ms = calendar.timegm(stamp.timetuple()) * 1000 + stamp.microsecond // 1000
+        assert int(event["event_id"].replace("-", "")[:12], 16) == ms, event
