@@ -1292,3 +1292,15 @@ def test_an_events_id_carries_the_millisecond_of_its_timestamp(ledger: Ledger, m
         stamp = datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
         ms = calendar.timegm(stamp.timetuple()) * 1000 + stamp.microsecond // 1000
         assert int(event["event_id"].replace("-", "")[:12], 16) == ms, event
+
+
+def test_after_one_line_a_batch_of_shorter_lines_is_the_sealed_head(ledger: Ledger) -> None:
+    """A long line, then a batch of three short ones: the seal's head for this writer is the batch's last line."""
+    import hashlib
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-head", "attrs": {"note": "x" * 200}})
+    ledger.append_many([{"event_type": "cache", "op": "hit", "run_id": "run-head"}] * 3)
+    last = ledger.stream_path("run-head").read_bytes().splitlines()[-1]
+    seal = json.loads(ledger.finish_run("run-head")["attrs"])["seal"]
+    assert seal["heads"] == {ledger.writer_id: {"seq": 3, "head": hashlib.sha256(last).hexdigest()}}
+    assert ledger.audit_structure("run-head").ok
