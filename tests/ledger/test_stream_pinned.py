@@ -223,6 +223,8 @@ def test_prefix_digest_covers_the_bytes_and_the_newline_a_torn_stream_gets(
         monkeypatch.setattr(stream, "_CHUNK", 3)
         assert prefix_digest(fd, size) == expected
         assert prefix_digest(fd, whole) == hashlib.sha256(line(0)).hexdigest()
+        for cut in (1, 2):  # sizes off the read size: the last read stops at the size, not a whole chunk on
+            assert prefix_digest(fd, whole - cut) == hashlib.sha256(line(0)[:-cut] + b"\n").hexdigest()
         assert prefix_digest(fd, 0) == hashlib.sha256(b"").hexdigest()
     finally:
         os.close(fd)
