@@ -56,14 +56,20 @@ __all__ = [
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """Start moto's S3 server on a free loopback port for the session; yield its URL."""
+    from tests.conftest import forget_object_store_clients
+
     with local_servers.s3_server() as url:
+        forget_object_store_clients()  # a client an earlier pytest run in this process made reaches its stopped server
         yield url
 
 
 @pytest.fixture(scope="session")
 def gcs_server() -> Iterator[str]:
     """Start gcp-storage-emulator in memory on a free loopback port; yield its URL."""
+    from tests.conftest import forget_object_store_clients
+
     with local_servers.gcs_server() as url:
+        forget_object_store_clients()  # a client an earlier pytest run in this process made reaches its stopped server
         yield url
 
 

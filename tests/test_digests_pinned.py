@@ -254,3 +254,6 @@ def test_a_stored_tree_is_its_objects_without_folder_markers(s3_bucket: tuple[st
     assert digests.stored_tree(fs, f"{bucket}/d/") == expected  # the same root with its slash
     assert digests.stored_tree(fs, f"{bucket}/dx") == []  # a file is no tree
     assert digests.stored_tree(fs, f"{bucket}/none") == []
+    fs.pipe_file(f"{bucket}/outX/f", b"f")  # only slashes are taken off the root's end
+    fs.invalidate_cache()
+    assert digests.stored_tree(fs, f"{bucket}/outX/") == [("f", f"{bucket}/outX/f")]

@@ -223,7 +223,7 @@ def ends_sealed(path: Path) -> bool:
     for raw in lines_from_end(path, block=4096):
         try:
             event = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             return False
         op = event.get("op") if isinstance(event, dict) and event.get("event_type") == "run" else None
         if op == "finished":

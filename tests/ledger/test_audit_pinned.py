@@ -746,6 +746,12 @@ def test_hash_location_measures_objects_and_prefixes_in_a_bucket(
     assert hash_location(f"{scheme}://{name}/d/", opts) == tree
     assert hash_location(f"{scheme}://{name}/dX/", opts) == tree_digest([("a.txt", sha["a"])])
     assert hash_location(f"{scheme}://{name}/none.bin", opts) is None
+    fs.pipe({f"{name}/empty/": b"", f"{name}/empty/sub/": b""})  # folder markers only: an empty directory
+    fs.invalidate_cache()
+    assert hash_location(f"{scheme}://{name}/empty/", opts) == tree_digest([])
+    fs.pipe({f"{name}/sp /a.txt": b"a", f"{name}/sp/b.txt": b"bb"})  # a name ending in a blank keeps it
+    fs.invalidate_cache()
+    assert hash_location(f"{scheme}://{name}/sp ", opts) == tree_digest([("a.txt", sha["a"])])
     report = audit_content(
         [(f"{scheme}://{name}/one.bin", sha["one"], "r", "file"), (f"{scheme}://{name}/d", "00" * 32, "r", "dir")],
         storage_options=opts,

@@ -1163,3 +1163,144 @@ def test_once_the_implicit_run_is_sealed_later_events_start_a_new_one(tmp_path: 
     assert [e["op"] for e in _lines(reader, moved)] == ["started", "hit", "finished"]
     assert [e["op"] for e in _lines(reader, last)] == ["started", "miss", "finished"]
     assert reader.audit_structure().ok
+
+
+def test_appends_and_a_full_queue_leave_lost_batches_to_the_next_flush_and_write_their_own(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch lost while an append or a full queue writes the queue is kept, not raised there; flush raises them all."""
+    from scalable.ledger import log
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)  # only the calls below write the queue
+    monkeypatch.setattr(log, "PENDING_LIMIT", 2)
+    sealed = ("run-s", "run-q", "run-r")
+    for run in sealed:
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": run})
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
+        for run in sealed:
+            other.finish_run(run)
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-s"})  # the seal is not known here yet
+    ledger.append_many([{"event_type": "cache", "op": "miss", "run_id": "run-t"}])  # writes the queue first
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-q"})
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-t"})  # so does a single append
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-r"})
+    ledger.append_async({"event_type": "artifact", "op": "get", "run_id": "run-t"})  # the queue is full: written
+    ledger.finish_run("run-t")
+    assert [e["op"] for e in _lines(ledger, "run-t")] == ["miss", "put", "get", "finished"]
+    lost = r"not written \(1 of run 'run-s', 1 of run 'run-q', 1 of run 'run-r'\): run 'run-s' is sealed"
+    with pytest.raises(LedgerError, match=lost):
+        ledger.flush()
+    ledger.flush()
+    for run in sealed:
+        assert [e["op"] for e in _lines(ledger, run)] == ["put", "finished"]
+
+
+def test_events_that_name_their_own_runs_start_no_implicit_run(ledger: Ledger) -> None:
+    """Outside any run, a batch whose events each name a run writes only those runs: no implicit run is started."""
+    ledger.append_many([{"event_type": "artifact", "op": "put", "run_id": "run-own"}])
+    implicit = context.implicit_run_id()
+    assert not ledger.stream_path(implicit).exists()
+    ledger.close()
+    assert not ledger.stream_path(implicit).exists()  # nor sealed at close
+    assert [e["op"] for e in _lines(ledger, "run-own")] == ["put"]
+
+
+def test_lines_another_writer_adds_after_this_ledgers_last_write_are_sealed(ledger: Ledger) -> None:
+    """Another process appends after this ledger's last line and before its seal: the seal counts and heads them."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-after"})
+    with ledger.stream_path("run-after").open("ab") as other:
+        other.write(b"".join(crafted_lines("run-after", 2)))
+    info = json.loads(ledger.finish_run("run-after")["attrs"])
+    assert info["events"] == 3 and info["counts"] == {"artifact": 3}
+    assert list(info["seal"]["heads"]) == [ledger.writer_id, "other:1:aa"]
+    assert info["seal"]["heads"]["other:1:aa"]["seq"] == 1
+    ledger.append({"event_type": "run", "op": "verified", "run_id": "run-after", "attrs": {"verdict": "identical"}})
+    assert ledger.audit_structure("run-after").ok
+
+
+def test_once_a_foreign_seal_is_found_queued_appends_are_refused_at_once(ledger: Ledger) -> None:
+    """The refusal names the run and its stream; after it, append_async refuses too instead of queueing a loss."""
+    import re
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-y"})
+    with Ledger.open(ledger.runs_dir, ledger.ledger_dir) as other:
+        other.finish_run("run-y")
+    path = ledger.stream_path("run-y")
+    message = (
+        f"^run 'run-y' is sealed \\(its run/finished line is written in {re.escape(repr(str(path)))}\\): "
+        "nothing more can be appended to it; record new events in a new run$"
+    )
+    with pytest.raises(RunSealedError, match=message):
+        ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-y"})
+    with pytest.raises(RunSealedError, match=message):
+        ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-y"})
+    ledger.flush()  # nothing was queued, so nothing is lost
+    assert [e["op"] for e in _lines(ledger, "run-y")] == ["put", "finished"]
+
+
+def test_an_implicit_run_another_process_sealed_is_left_at_close_and_not_reused(tmp_path: Path) -> None:
+    """close() finds the implicit run sealed by another process, says nothing, and the next ledger starts a new one."""
+    from structlog.testing import capture_logs
+
+    dirs = (tmp_path / "runs", tmp_path / "ledger")
+    first = Ledger.open(*dirs)
+    run = first.append({"event_type": "artifact", "op": "put"})["run_id"]
+    seal = crafted_lines(run, 1, writer="w9:9:99")[0].replace(b'"artifact"', b'"run"').replace(b'"put"', b'"finished"')
+    with first.stream_path(run).open("ab") as other:  # another process seals the run
+        other.write(seal)
+    before = first.stream_path(run).read_bytes()
+    with capture_logs() as logs:
+        first.close()
+    assert logs == [] and first.stream_path(run).read_bytes() == before
+    with Ledger.open(*dirs) as second:
+        assert second.append({"event_type": "cache", "op": "hit"})["run_id"] != run
+
+
+def test_a_deeply_nested_last_line_is_no_seal_and_costs_no_queued_event(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A last line of arrays nested past any parser's depth is garbage, not a seal: appends and queued events land."""
+    from scalable.ledger import log
+
+    monkeypatch.setattr(log, "FLUSH_INTERVAL_S", 30.0)
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-deep"})
+    with ledger.stream_path("run-deep").open("ab") as other:
+        other.write(b"[" * 100_000 + b"]" * 100_000 + b"\n")
+    ledger.append_async({"event_type": "cache", "op": "hit", "run_id": "run-deep"})
+    ledger.append_async({"event_type": "cache", "op": "miss", "run_id": "run-next"})
+    ledger.flush()
+    ledger.append({"event_type": "artifact", "op": "get", "run_id": "run-deep"})
+    assert [e["op"] for e in _lines(ledger, "run-next")] == ["miss"]
+    put, garbage, *rest = ledger.stream_path("run-deep").read_bytes().splitlines()
+    assert garbage == b"[" * 100_000 + b"]" * 100_000
+    assert [json.loads(line)["op"] for line in (put, *rest)] == ["put", "hit", "get"]
+
+
+def test_an_events_id_carries_the_millisecond_of_its_timestamp(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UUIDv7 time of an event id is its timestamp's millisecond, even when each clock read is a millisecond on."""
+    import calendar
+    import time
+    from datetime import datetime
+
+    start, reads = time.time_ns(), iter(range(1, 1_000_000))
+    monkeypatch.setattr(time, "time_ns", lambda: start + next(reads) * 1_000_000)
+    written = [
+        ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-ms"}),
+        *ledger.append_many([{"event_type": "cache", "op": "hit", "run_id": "run-ms"}] * 2),
+    ]
+    for event in written:
+        stamp = datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        ms = calendar.timegm(stamp.timetuple()) * 1000 + stamp.microsecond // 1000
+        assert int(event["event_id"].replace("-", "")[:12], 16) == ms, event
+
+
+def test_after_one_line_a_batch_of_shorter_lines_is_the_sealed_head(ledger: Ledger) -> None:
+    """A long line, then a batch of three short ones: the seal's head for this writer is the batch's last line."""
+    import hashlib
+
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-head", "attrs": {"note": "x" * 200}})
+    ledger.append_many([{"event_type": "cache", "op": "hit", "run_id": "run-head"}] * 3)
+    last = ledger.stream_path("run-head").read_bytes().splitlines()[-1]
+    seal = json.loads(ledger.finish_run("run-head")["attrs"])["seal"]
+    assert seal["heads"] == {ledger.writer_id: {"seq": 3, "head": hashlib.sha256(last).hexdigest()}}
+    assert ledger.audit_structure("run-head").ok

@@ -19,6 +19,7 @@ from scalable.ledger.stream import (
     LineProblem,
     compact_json,
     complete_prefix,
+    ends_sealed,
     ends_torn,
     iter_complete,
     list_streams,
@@ -222,6 +223,8 @@ def test_prefix_digest_covers_the_bytes_and_the_newline_a_torn_stream_gets(
         monkeypatch.setattr(stream, "_CHUNK", 3)
         assert prefix_digest(fd, size) == expected
         assert prefix_digest(fd, whole) == hashlib.sha256(line(0)).hexdigest()
+        for cut in (1, 2):  # sizes off the read size: the last read stops at the size, not a whole chunk on
+            assert prefix_digest(fd, whole - cut) == hashlib.sha256(line(0)[:-cut] + b"\n").hexdigest()
         assert prefix_digest(fd, 0) == hashlib.sha256(b"").hexdigest()
     finally:
         os.close(fd)
@@ -319,3 +322,29 @@ def test_complete_prefix_of_nothing_needs_no_file_and_of_one_newline_is_that_byt
     path = tmp_path / "s"
     path.write_bytes(b"\nrest")
     assert complete_prefix(path, 1) == 1
+
+
+def test_a_stream_is_sealed_only_by_a_finished_line_with_nothing_but_retirements_and_verdicts_after_it(
+    tmp_path: Path,
+) -> None:
+    """``ends_sealed`` reads back from the end past verdicts and retirements, and stops at any other line."""
+
+    def run_line(op: str) -> bytes:
+        return json.dumps({"event_type": "run", "op": op, "run_id": "run-e"}).encode() + b"\n"
+
+    put = json.dumps({"event_type": "artifact", "op": "put", "run_id": "run-e"}).encode() + b"\n"
+    path = tmp_path / "events.jsonl"
+    cases = {
+        b"": False,
+        run_line("finished"): True,
+        run_line("finished") + run_line("verified") + b"\n" + run_line("retired"): True,
+        run_line("finished") + run_line("verified") + b'{"torn': True,  # a line still being written is not read
+        run_line("finished") + put + run_line("verified"): False,
+        run_line("finished") + run_line("started"): False,
+        run_line("verified") + run_line("retired"): False,  # no seal before them
+        b"\n\n": False,
+        put + run_line("finished") + b"x" * 10_000 + b"\n": False,
+    }
+    for data, sealed in cases.items():
+        path.write_bytes(data)
+        assert ends_sealed(path) is sealed, data[-80:]
