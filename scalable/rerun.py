@@ -31,7 +31,6 @@ starts its own.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -42,6 +41,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
+
+import orjson
 
 from scalable.errors import ConfigError, IntegrityError, RerunError, ScalableError
 from scalable.failures import storage_error
@@ -360,7 +361,7 @@ def _new_run(ledger: Ledger, run_id: str, into: Path, since: str) -> tuple[str |
         f"AND json_extract_string(attrs, '$.rerun_of') = {quote(run_id)} ORDER BY timestamp, run_id"
     ).to_pylist()
     here = os.path.realpath(into)
-    roots = {r["run_id"]: str((json.loads(r["attrs"] or "{}").get("recipe") or {}).get("root") or "") for r in rows}
+    roots = {r["run_id"]: str((orjson.loads(r["attrs"] or "{}").get("recipe") or {}).get("root") or "") for r in rows}
     mine = [r["run_id"] for r in rows if roots[r["run_id"]] and os.path.realpath(roots[r["run_id"]]) == here]
     later = [r["run_id"] for r in rows if r["timestamp"] >= since]
     found = (mine or later or [None])[0]
@@ -369,7 +370,7 @@ def _new_run(ledger: Ledger, run_id: str, into: Path, since: str) -> tuple[str |
     finished = ledger.query(
         f"SELECT attrs FROM events WHERE run_id = {quote(found)} AND event_type = 'run' AND op = 'finished'"
     ).to_pylist()
-    return str(found), json.loads(finished[0]["attrs"] or "{}") if finished else {}
+    return str(found), orjson.loads(finished[0]["attrs"] or "{}") if finished else {}
 
 
 def _last_line(log: Path) -> str:

@@ -586,7 +586,7 @@ def _json_object(text: object) -> dict[str, Any] | None:
         return {}
     try:
         value = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # nested past the parser's depth: no object either
         return None
     return value if isinstance(value, dict) else None
 
@@ -687,7 +687,7 @@ def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]
         summary = json.loads(summary_path.read_text())
     except FileNotFoundError:
         return
-    except ValueError:
+    except (ValueError, RecursionError):
         problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json does not parse"))
         return
     if not isinstance(summary, dict):

@@ -598,7 +598,7 @@ def _summaries(runs_dir: Path, wanted: Callable[[str], bool]) -> dict[str, tuple
             continue
         try:
             summary = json.loads(path.read_text())
-        except ValueError:
+        except (ValueError, RecursionError):
             summary = {}
         found[name] = (path, summary if isinstance(summary, dict) else {})
     return found

@@ -45,6 +45,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+import orjson
+
 from scalable.errors import ConfigError, RunNotFoundError
 from scalable.ledger.edges import FLOW_RELATIONS
 from scalable.ledger.events import check_run_id
@@ -512,14 +514,14 @@ def _read_versions(con: Any, run_ids: Sequence[str]) -> dict[str, RunVersions]:
     sides = {run_id: RunVersions(run_id) for run_id in run_ids}
     for row in rows:
         if row[1] == "run" and row[2] == "started" and not sides[row[0]].started:
-            sides[row[0]].started = json.loads(row[12] or "{}")
+            sides[row[0]].started = orjson.loads(row[12] or "{}")
             sides[row[0]].root = (sides[row[0]].started.get("recipe") or {}).get("root")
     made: dict[str, set[str]] = {run_id: set() for run_id in run_ids}
     for run_id, etype, op, location, name, digest, size, kind, task, function, key_digest, inputs, attrs, ts in rows:
         side = sides[run_id]
         if etype == "run":
             if op == "finished":
-                side.finished = json.loads(attrs or "{}")
+                side.finished = orjson.loads(attrs or "{}")
             continue
         if etype == "artifact":
             key = location_key(location, run_id, side.root) if location else None
@@ -550,7 +552,7 @@ def _read_versions(con: Any, run_ids: Sequence[str]) -> dict[str, RunVersions]:
                     side.inputs.setdefault(key, version)
             continue
         # A cached call: its value, and the files it was given (with their locations when recorded).
-        parsed = json.loads(attrs or "{}")
+        parsed = orjson.loads(attrs or "{}")
         for arg_digest, arg_location in zip(inputs or (), parsed.get("input_locations") or (), strict=False):
             if arg_location and arg_digest not in made[run_id]:
                 arg_key = location_key(arg_location, run_id, side.root)

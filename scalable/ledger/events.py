@@ -14,7 +14,6 @@ previous line in the stream, without its newline; a writer's first line has
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -186,7 +185,7 @@ class Event:
 
     def attributes(self) -> dict[str, Any]:
         """Return ``attrs`` decoded (an empty dict when absent)."""
-        return json.loads(self.attrs) if self.attrs else {}
+        return orjson.loads(self.attrs) if self.attrs else {}
 
 
 # --- ids and time -------------------------------------------------------------------------
@@ -705,7 +704,7 @@ def decode_line(line: bytes | str) -> dict[str, Any]:
         raise ValueError("line is not a JSON object")
     if not _COLUMN_SET.issuperset(data):
         extra = {k: data.pop(k) for k in [k for k in data if k not in _COLUMN_SET]}
-        attrs = json.loads(data["attrs"]) if data.get("attrs") else {}
+        attrs = orjson.loads(data["attrs"]) if data.get("attrs") else {}
         attrs.update(extra)
         data["attrs"] = _dumps_sorted(attrs)
     if "schema_version" not in data:

@@ -188,7 +188,7 @@ class Generation:
                 ),
                 replaced=tuple(str(p) for p in doc.get("replaced", ())),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise LedgerError(
                 f"ledger manifest {name!r} is not valid ({exc}); rebuild the record from the compacted files with: "
                 "scalable ledger recover"
@@ -421,7 +421,7 @@ def collect_superseded(
         if not location.exclusive:
             try:
                 created = json.loads(location.read_bytes(rel)).get("created")
-            except (FileNotFoundError, ValueError, AttributeError):
+            except (FileNotFoundError, ValueError, AttributeError, RecursionError):
                 created = None  # unreadable: judged by the age of the newest generation instead
             if _epoch(created or newest.created) > cutoff:
                 continue

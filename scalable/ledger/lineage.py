@@ -22,11 +22,12 @@ A graph renders in every lineage format of the registry (:meth:`LineageGraph.ren
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from scalable.errors import AmbiguousNodeError, ConfigError, NodeNotFoundError
 from scalable.ledger import export
@@ -763,8 +764,8 @@ def _describe(
             "min(timestamp) FILTER (WHERE op = 'started'), max(timestamp) FILTER (WHERE op = 'finished') "
             f"FROM events WHERE run_id IN {_in_list(chunk)} AND event_type = 'run' GROUP BY run_id"
         ).fetchall():
-            first = json.loads(attrs_started) if attrs_started else {}
-            last = json.loads(attrs_finished) if attrs_finished else {}
+            first = orjson.loads(attrs_started) if attrs_started else {}
+            last = orjson.loads(attrs_finished) if attrs_finished else {}
             graph.nodes[run_id] = {
                 **_run_stub(run_id),
                 "project": first.get("project"),

@@ -18,11 +18,12 @@ Both rewrite or delete files, so they run only where a compaction holds the loca
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import duckdb_columns
@@ -147,7 +148,7 @@ def retire_events(
     seals = con.execute(f"SELECT run_id, attrs FROM {old} AND event_type = 'run' AND op = 'finished'").fetchall()
     heads: dict[tuple[str, str], str] = {(r, w): p for r, w, p in kept_prev}
     for run_id, attrs in seals:
-        seal = json.loads(attrs or "{}").get("seal", {}).get("heads", {})
+        seal = orjson.loads(attrs or "{}").get("seal", {}).get("heads", {})
         for writer, head in seal.items():
             heads.setdefault((run_id, writer), head.get("head"))
     by_run: dict[str, dict[str, Any]] = {}

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from scalable.errors import ConfigError, LedgerError, RunNotFoundError, os_error
 from scalable.ledger.durable import replace_file
 from scalable.ledger.events import encode_line
@@ -58,7 +60,7 @@ def _attrs(event: Mapping[str, Any] | None) -> dict[str, Any]:
     if event is None or not event.get("attrs"):
         return {}
     raw = event["attrs"]
-    value = json.loads(raw) if isinstance(raw, str) else raw
+    value = orjson.loads(raw) if isinstance(raw, str) else raw
     return dict(value) if isinstance(value, Mapping) else {}
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from scalable.errors import ConfigError, EventValidationError, NodeNotFoundError, RunNotFoundError
 from scalable.ledger.events import normalize_timestamp
 from scalable.ledger.sql import quote
@@ -79,7 +81,7 @@ def _attrs(text: Any) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = json.loads(text)
+        value = orjson.loads(text)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
