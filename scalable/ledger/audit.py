@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import operator
 import os
 import threading
@@ -585,8 +584,8 @@ def _json_object(text: object) -> dict[str, Any] | None:
     if not text:
         return {}
     try:
-        value = json.loads(text)  # type: ignore[arg-type]
-    except (TypeError, ValueError, RecursionError):  # nested past the parser's depth: no object either
+        value = orjson.loads(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -684,10 +683,10 @@ def _check_summary(run_id: str, path: Path, data: bytes, problems: list[Problem]
     """Compare the stream with ``run.json`` as the seal wrote it (an open run's has no sealed length yet)."""
     summary_path = path.with_name(RUN_SUMMARY)
     try:
-        summary = json.loads(summary_path.read_text())
+        summary = orjson.loads(summary_path.read_bytes())
     except FileNotFoundError:
         return
-    except (ValueError, RecursionError):
+    except ValueError:
         problems.append(Problem(run_id, str(summary_path), "malformed-summary", "run.json does not parse"))
         return
     if not isinstance(summary, dict):

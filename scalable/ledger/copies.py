@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from scalable.errors import LedgerError, RunNotFoundError
 from scalable.ledger import bus
 from scalable.ledger.audit import (
@@ -597,8 +599,8 @@ def _summaries(runs_dir: Path, wanted: Callable[[str], bool]) -> dict[str, tuple
         if not wanted(name) or (runs_dir / name / "artifacts.jsonl").exists() or not path.is_file():
             continue
         try:
-            summary = json.loads(path.read_text())
-        except (ValueError, RecursionError):
+            summary = orjson.loads(path.read_bytes())
+        except ValueError:
             summary = {}
         found[name] = (path, summary if isinstance(summary, dict) else {})
     return found

@@ -40,6 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import orjson
+
 from scalable.errors import CompactionConflictError, LedgerError
 from scalable.ledger.crash import crash_point
 from scalable.ledger.events import now
@@ -170,7 +172,7 @@ class Generation:
             LedgerError: the document is not a generation of the ledger.
         """
         try:
-            doc = json.loads(data)
+            doc = orjson.loads(data)
             lin = doc.get("lineage")
             return cls(
                 version=int(doc["version"]),
@@ -188,7 +190,7 @@ class Generation:
                 ),
                 replaced=tuple(str(p) for p in doc.get("replaced", ())),
             )
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LedgerError(
                 f"ledger manifest {name!r} is not valid ({exc}); rebuild the record from the compacted files with: "
                 "scalable ledger recover"
@@ -420,8 +422,8 @@ def collect_superseded(
         rel = f"{ATTEMPTS_DIR}/{name}"
         if not location.exclusive:
             try:
-                created = json.loads(location.read_bytes(rel)).get("created")
-            except (FileNotFoundError, ValueError, AttributeError, RecursionError):
+                created = orjson.loads(location.read_bytes(rel)).get("created")
+            except (FileNotFoundError, ValueError, AttributeError):
                 created = None  # unreadable: judged by the age of the newest generation instead
             if _epoch(created or newest.created) > cutoff:
                 continue

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
 from scalable.ledger.events import AFTER_SEAL_OPS, GENESIS, Event, check_run_id, decode_line
 
 __all__ = [
@@ -222,8 +224,8 @@ def ends_sealed(path: Path) -> bool:
     """
     for raw in lines_from_end(path, block=4096):
         try:
-            event = json.loads(raw)
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+            event = orjson.loads(raw)
+        except ValueError:  # not JSON, or nested past the event check's depth limit
             return False
         op = event.get("op") if isinstance(event, dict) and event.get("event_type") == "run" else None
         if op == "finished":

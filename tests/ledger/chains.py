@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
+
 from scalable.ledger.events import GENESIS, encode_line
 from scalable.ledger.log import Ledger
 
@@ -43,3 +45,23 @@ def crafted_lines(run: str, count: int, writer: str = "other:1:aa") -> list[byte
         prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
         out.append(line)
     return out
+
+
+def parallel_audit_pools(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the audit fork its workers for any size in an idle process; return each process pool's worker count."""
+    import concurrent.futures
+    import threading
+
+    from scalable.ledger import audit
+
+    monkeypatch.setattr(audit, "PARALLEL_BYTES", 1)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    pools: list[int] = []
+
+    class Pool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs: Any) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    return pools

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,6 +28,7 @@ from scalable.ledger.events import GENESIS, decode_line, encode_line
 from scalable.ledger.log import Ledger
 from scalable.ledger.stream import seal_digest
 from tests.conftest import CliInvoker
+from tests.ledger.chains import parallel_audit_pools
 
 
 def _sealed(ledger: Ledger, run_id: str = "run-p", n: int = 3) -> Path:
@@ -436,25 +436,12 @@ def test_worker_processes_give_the_results_of_one_process_in_job_order(
     """Audited by forked workers, the streams give the same reports and tallies, in order, with progress 0..total."""
     import threading
 
-    from scalable.ledger import audit
-
     jobs = _jobs(ledger, isolated)
     total = sum(j.size for j in jobs)
     alone = _outcome(audit_streams(jobs, None)())
     ledger.close()
-    monkeypatch.setattr(audit, "PARALLEL_BYTES", 1)
-    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    pools = parallel_audit_pools(monkeypatch)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    import concurrent.futures
-
-    pools: list[int] = []
-
-    class Pool(concurrent.futures.ProcessPoolExecutor):
-        def __init__(self, workers: int, **kwargs: Any) -> None:
-            pools.append(workers)
-            super().__init__(workers, **kwargs)
-
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
     calls: list[tuple[str, int, int]] = []
     wait = audit_streams(jobs, None, lambda *a: calls.append(a))
     assert pools == [2]  # forked before the results are asked for, one worker a core

@@ -37,3 +37,12 @@ def test_attrs_nested_to_the_check_limit_never_break_a_read(ledger: Ledger, cli:
         assert result.exit_code == 0, (args, result.output)
     assert ledger.compact().events_written == 4
     assert ledger.audit(run, content=False).ok
+
+
+def test_a_run_summary_nested_past_any_limit_is_a_malformed_summary(ledger: Ledger) -> None:
+    """A run.json nested deeper than the parser goes is reported by the audit, not a crash."""
+    ledger.append({"event_type": "artifact", "op": "put", "run_id": "run-s"})
+    ledger.finish_run("run-s")
+    ledger.stream_path("run-s").with_name("run.json").write_text("[" * 100_000 + "]" * 100_000)
+    problems = ledger.audit("run-s", content=False).problems
+    assert [p.kind for p in problems] == ["malformed-summary"]

@@ -24,6 +24,7 @@ from scalable.ledger.events import COLUMNS, GENESIS, encode_line, new_event_id, 
 from scalable.ledger.log import Ledger
 from tests.conftest import CliInvoker
 from tests.helpers import run_python
+from tests.ledger.chains import parallel_audit_pools
 
 RUN = "run-t"
 KEYS = [None, "k3y"]
@@ -454,9 +455,6 @@ def test_a_clean_remote_ledger_audits_clean_from_any_machine(
 
 def test_worker_processes_find_what_one_process_finds(keyed: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """Streams audited by worker processes give the same report as in this process, problems and all."""
-    import threading
-
-    from scalable.ledger import audit
 
     for i in range(6):
         with bind(run_id=f"run-w{i}"):
@@ -470,17 +468,6 @@ def test_worker_processes_find_what_one_process_finds(keyed: Ledger, monkeypatch
     alone = [str(p) for p in keyed.audit(content=False).problems]
     assert alone
     keyed.close()
-    monkeypatch.setattr(audit, "PARALLEL_BYTES", 1)
-    monkeypatch.setattr(threading, "active_count", lambda: 1)
-    import concurrent.futures
-
-    pools: list[int] = []
-
-    class Pool(concurrent.futures.ProcessPoolExecutor):
-        def __init__(self, workers: int, **kwargs: Any) -> None:
-            pools.append(workers)
-            super().__init__(workers, **kwargs)
-
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    pools = parallel_audit_pools(monkeypatch)
     assert [str(p) for p in Ledger.open().audit(content=False).problems] == alone
     assert pools and pools[0] >= 2

@@ -113,7 +113,6 @@ def test_closing_the_ledger_closes_its_connection(tmp_path: Path) -> None:
         again.close()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_walks_with_a_connection_of_its_own(ledger: Ledger) -> None:
     """A child forked after a walk never touches the parent's connection and walks correctly."""
     put(ledger, "run-1", 1)
